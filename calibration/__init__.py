@@ -1,0 +1,1 @@
+"""Calibration of the ring: response curves, operating point, drift, surrogate."""

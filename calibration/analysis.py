@@ -1,0 +1,148 @@
+"""Feature-level analysis: shot-to-shot noise, sensitivity, and the operating point.
+
+Inputs are measured features (torch or numpy, float64) on the response grid of
+`calibration.plan.CalibrationPlan`, reshaped to (bias, power, frequency, F).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Below this a feature's noise is taken as this value (dB or the feature's unit):
+# a feature that never changes must not make a sensitivity/noise ratio infinite.
+NOISE_FLOOR_OF_RATIO = 0.05
+
+
+@dataclass(frozen=True)
+class Repeatability:
+    """Shot-to-shot scatter of repeated settings."""
+
+    feature_std: np.ndarray
+    """(F,) pooled standard deviation of each feature over repeats, feature units."""
+    rms_std: float
+    """RMS over features of ``feature_std`` — one noise figure, feature units (dB)."""
+    repeats: int
+    settings: int
+
+
+def repeatability(features: np.ndarray) -> Repeatability:
+    """Noise from repeated shots: ``features`` is (R repeats, S settings, F features).
+
+    The variance is pooled over the settings (each setting keeps its own mean), so
+    settings that respond differently do not inflate the noise.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 3 or x.shape[0] < 2:
+        raise ValueError(f"need (repeats>=2, settings, features) features, got shape {x.shape}")
+    var = x.var(axis=0, ddof=1).mean(axis=0)
+    std = np.sqrt(var)
+    return Repeatability(std, float(np.sqrt(np.mean(var))), x.shape[0], x.shape[1])
+
+
+def sensitivity_map(response: np.ndarray, noise_std: np.ndarray) -> np.ndarray:
+    """Sensitivity/noise at every response grid point: (B, P, Fq).
+
+    ``response`` is (B bias, P power, Fq frequency, F features). The gradient of
+    each feature along the power and frequency axes, per grid step, is divided by
+    that feature's noise; the value at a point is the RMS over features of the
+    gradient norm in noise units: how many noise standard deviations one grid step
+    moves a typical feature.
+    """
+    y = np.asarray(response, dtype=np.float64)
+    sigma = np.maximum(np.asarray(noise_std, dtype=np.float64), NOISE_FLOOR_OF_RATIO)
+    grads = []
+    for axis in (1, 2):
+        if y.shape[axis] >= 2:
+            grads.append(np.gradient(y, axis=axis))
+    g2 = sum(g**2 for g in grads) / sigma**2
+    return np.sqrt(g2.mean(axis=-1))
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Where training should drive the ring, and how strongly it responds there."""
+
+    bias_a: float
+    drive_hz: tuple[float, float]
+    drive_dbm: tuple[float, float]
+    sensitivity_to_noise: float
+    """Mean over the chosen drive window of `sensitivity_map` (noise std per grid step)."""
+    sensitivity_by_bias: tuple[float, ...]
+    """The same figure over the whole drive grid, per response bias, in plan order."""
+
+
+def choose_operating_point(
+    response: np.ndarray,
+    noise_std: np.ndarray,
+    bias_a: np.ndarray,
+    power_dbm: np.ndarray,
+    drive_hz: np.ndarray,
+    *,
+    keep_fraction: float = 0.5,
+) -> OperatingPoint:
+    """Pick the bias where the drive moves the features most (in noise units), then drive ranges.
+
+    The bias maximises the mean sensitivity/noise over its drive grid. Within it,
+    each drive axis keeps the contiguous window around its most sensitive value
+    where the mean sensitivity stays above ``keep_fraction`` of that maximum (at
+    least three grid points, so an encoding has room to move).
+    """
+    s = sensitivity_map(response, noise_std)  # (B, P, Fq)
+    by_bias = s.mean(axis=(1, 2))
+    b = int(np.argmax(by_bias))
+    sb = s[b]
+    lo_f, hi_f = _window(sb.mean(axis=0), keep_fraction)
+    lo_p, hi_p = _window(sb.mean(axis=1), keep_fraction)
+    inside = sb[lo_p : hi_p + 1, lo_f : hi_f + 1]
+    return OperatingPoint(
+        bias_a=float(bias_a[b]),
+        drive_hz=(float(drive_hz[lo_f]), float(drive_hz[hi_f])),
+        drive_dbm=(float(power_dbm[lo_p]), float(power_dbm[hi_p])),
+        sensitivity_to_noise=float(inside.mean()),
+        sensitivity_by_bias=tuple(float(v) for v in by_bias),
+    )
+
+
+def _window(profile: np.ndarray, keep_fraction: float) -> tuple[int, int]:
+    """Contiguous index window around the maximum of ``profile`` above keep_fraction·max."""
+    n = profile.size
+    if n <= 3:
+        return 0, n - 1
+    # Light smoothing so one noisy grid point neither starts nor ends the window.
+    smooth = np.convolve(np.pad(profile, 1, mode="edge"), np.ones(3) / 3, mode="valid")
+    peak = int(np.argmax(smooth))
+    cut = keep_fraction * smooth[peak]
+    lo = peak
+    while lo > 0 and smooth[lo - 1] >= cut:
+        lo -= 1
+    hi = peak
+    while hi < n - 1 and smooth[hi + 1] >= cut:
+        hi += 1
+    while hi - lo < 2:  # widen to three points toward the larger neighbour
+        left = smooth[lo - 1] if lo > 0 else -np.inf
+        right = smooth[hi + 1] if hi < n - 1 else -np.inf
+        if right >= left:
+            hi += 1
+        else:
+            lo -= 1
+    return lo, hi
+
+
+def feature_normalisation(
+    response: np.ndarray,
+    bias_index: int,
+    power_window: tuple[int, int],
+    frequency_window: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature (mean, std) over the operating window: what training will see."""
+    y = np.asarray(response, dtype=np.float64)
+    (p0, p1), (f0, f1) = power_window, frequency_window
+    w = y[bias_index, p0 : p1 + 1, f0 : f1 + 1].reshape(-1, y.shape[-1])
+    return w.mean(axis=0), np.maximum(w.std(axis=0), 1e-9)
+
+
+def index_of(values: np.ndarray, value: float) -> int:
+    """Index of the grid value nearest ``value``."""
+    return int(np.argmin(np.abs(np.asarray(values, dtype=np.float64) - value)))

@@ -1,0 +1,131 @@
+"""What a calibration measures: the sweeps, as plain (N, 3) settings tensors.
+
+The plan only says *what* to measure; `calibration.run` decides *how* (through
+the PerturbationScheduler). Settings rows are ``[drive_hz, drive_dbm, bias_a]``.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from labpgt.reservoir import SettingBounds
+
+
+class CalibrationPlan(BaseModel):
+    """The calibration grid. Defaults suit the ring of RING_PHYSICS.md on the default analyzer."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    drive_hz: tuple[float, float] = Field(
+        (2.0e9, 2.3e9), description="Drive frequency range swept by the response curves, Hz."
+    )
+    drive_points: int = Field(25, ge=2, le=1000, description="Drive frequencies per curve.")
+    drive_dbm: tuple[float, float] = Field(
+        (-30.0, 0.0), description="Drive power range swept by the response curves, dBm."
+    )
+    power_points: int = Field(7, ge=2, le=200, description="Drive powers per curve.")
+    response_bias_a: tuple[float, ...] = Field(
+        (1.4, 1.6, 1.8, 2.0, 2.2),
+        min_length=1,
+        max_length=50,
+        description="Bias currents at which the drive response is swept, A.",
+    )
+    bias_sweep_a: tuple[float, float] = Field(
+        (1.0, 2.4), description="Bias range of the hysteresis sweep (up, then down), A."
+    )
+    bias_points: int = Field(29, ge=3, le=2000, description="Bias values per leg of the sweep.")
+    bias_sweep_drive_dbm: float = Field(
+        -40.0,
+        description="Drive power during the bias sweep, dBm (low: the free-running comb shows).",
+    )
+    reference_points: int = Field(
+        3, ge=1, le=50, description="Reference settings re-measured for noise and --check."
+    )
+    repeats: int = Field(
+        6, ge=2, le=1000, description="Passes over the reference settings (shot-to-shot noise)."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CalibrationPlan:
+        for name in ("drive_hz", "drive_dbm", "bias_sweep_a"):
+            lo, hi = getattr(self, name)
+            if not lo < hi:
+                raise ValueError(f"{name}: lower end {lo} must be below upper end {hi}")
+        return self
+
+    @classmethod
+    def reduced(cls) -> CalibrationPlan:
+        """A small grid (tests, quick looks): about a fifth of the default's shots."""
+        return cls(
+            drive_points=13,
+            power_points=4,
+            response_bias_a=(1.5, 1.8, 2.1),
+            bias_points=15,
+            repeats=4,
+        )
+
+    def check_within(self, bounds: SettingBounds) -> None:
+        """Raise ValueError naming the plan field that leaves the reservoir's bounds."""
+        pairs = {
+            "drive_hz": (self.drive_hz, bounds.drive_hz),
+            "drive_dbm": (self.drive_dbm, bounds.drive_dbm),
+            "bias_sweep_a": (self.bias_sweep_a, bounds.bias_a),
+            "response_bias_a": (
+                (min(self.response_bias_a), max(self.response_bias_a)),
+                bounds.bias_a,
+            ),
+            "bias_sweep_drive_dbm": ((self.bias_sweep_drive_dbm,) * 2, bounds.drive_dbm),
+        }
+        for name, ((lo, hi), (blo, bhi)) in pairs.items():
+            if lo < blo or hi > bhi:
+                raise ValueError(
+                    f"calibration plan {name}=[{lo:.6g}, {hi:.6g}] leaves the reservoir's "
+                    f"allowed range [{blo:.6g}, {bhi:.6g}]"
+                )
+
+    # -- the sweeps -------------------------------------------------------------------
+    def drive_axes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(drive frequencies in Hz, drive powers in dBm) of the response grid."""
+        f = torch.linspace(*self.drive_hz, self.drive_points, dtype=torch.float64)
+        p = torch.linspace(*self.drive_dbm, self.power_points, dtype=torch.float64)
+        return f, p
+
+    def response_settings(self) -> torch.Tensor:
+        """(B·P·F, 3) settings: every bias × power × frequency of the response grid."""
+        f, p = self.drive_axes()
+        b = torch.tensor(self.response_bias_a, dtype=torch.float64)
+        bb, pp, ff = torch.meshgrid(b, p, f, indexing="ij")
+        return torch.stack([ff.reshape(-1), pp.reshape(-1), bb.reshape(-1)], dim=1)
+
+    def bias_legs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(up, down) settings of the hysteresis sweep, each (bias_points, 3), in measuring order.
+
+        The drive sits at the centre of the drive range at low power so the spectrum
+        is dominated by the ring's own comb, which tracks the field.
+        """
+        bias = torch.linspace(*self.bias_sweep_a, self.bias_points, dtype=torch.float64)
+        drive_hz = (self.drive_hz[0] + self.drive_hz[1]) / 2
+        up = torch.stack(
+            [
+                torch.full_like(bias, drive_hz),
+                torch.full_like(bias, self.bias_sweep_drive_dbm),
+                bias,
+            ],
+            dim=1,
+        )
+        return up, up.flip(0)
+
+    def ranges(self) -> torch.Tensor:
+        """(3, 2) low/high of each setting over the whole plan."""
+        lo_b = min(min(self.response_bias_a), self.bias_sweep_a[0])
+        hi_b = max(max(self.response_bias_a), self.bias_sweep_a[1])
+        lo_p = min(self.drive_dbm[0], self.bias_sweep_drive_dbm)
+        hi_p = max(self.drive_dbm[1], self.bias_sweep_drive_dbm)
+        return torch.tensor([list(self.drive_hz), [lo_p, hi_p], [lo_b, hi_b]], dtype=torch.float64)
+
+    def shot_count(self) -> int:
+        """Shots before the reference repeats (which depend on the operating point)."""
+        return (
+            self.drive_points * self.power_points * len(self.response_bias_a) + 2 * self.bias_points
+        )

@@ -1,0 +1,131 @@
+"""Calibration plots: response heat maps, hysteresis loop, surrogate against measurement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_response(
+    path: Path,
+    peak_dbm: np.ndarray,
+    sensitivity: np.ndarray,
+    bias_a: np.ndarray,
+    power_dbm: np.ndarray,
+    drive_hz: np.ndarray,
+    operating: dict[str, float | tuple[float, float]],
+) -> Path:
+    """Heat maps per bias: strongest feature level (dBm) and sensitivity/noise over the drive grid.
+
+    ``peak_dbm`` and ``sensitivity`` are (B, P, Fq); the operating window is outlined.
+    """
+    n_b = len(bias_a)
+    fig, axes = plt.subplots(2, n_b, figsize=(3.2 * n_b + 1, 6), squeeze=False, sharey=True)
+    extent = [drive_hz[0] / 1e9, drive_hz[-1] / 1e9, power_dbm[0], power_dbm[-1]]
+    vmax_s = float(np.nanmax(sensitivity))
+    for b in range(n_b):
+        for row, (data, label, kw) in enumerate(
+            (
+                (peak_dbm[b], "strongest feature, dBm", {"cmap": "viridis"}),
+                (
+                    sensitivity[b],
+                    "sensitivity / noise",
+                    {"cmap": "magma", "vmin": 0, "vmax": vmax_s},
+                ),
+            )
+        ):
+            ax = axes[row, b]
+            im = ax.imshow(data, origin="lower", aspect="auto", extent=extent, **kw)
+            fig.colorbar(im, ax=ax, label=label if b == n_b - 1 else None)
+            if abs(bias_a[b] - float(operating["bias_a"])) < 1e-9:
+                f0, f1 = operating["drive_hz"]
+                p0, p1 = operating["drive_dbm"]
+                ax.add_patch(
+                    plt.Rectangle(
+                        (f0 / 1e9, p0),
+                        (f1 - f0) / 1e9,
+                        p1 - p0,
+                        fill=False,
+                        ec="w",
+                        lw=1.5,
+                        ls="--",
+                    )
+                )
+                ax.set_title(f"bias {bias_a[b]:.3f} A (operating)")
+            else:
+                ax.set_title(f"bias {bias_a[b]:.3f} A")
+            if row == 1:
+                ax.set_xlabel("drive frequency, GHz")
+        axes[0, 0].set_ylabel("drive power, dBm")
+        axes[1, 0].set_ylabel("drive power, dBm")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_hysteresis(
+    path: Path,
+    bias_up_a: np.ndarray,
+    comb_up_hz: np.ndarray,
+    bias_down_a: np.ndarray,
+    comb_down_hz: np.ndarray,
+    fitted_hz: tuple[np.ndarray, np.ndarray],
+    title: str,
+) -> Path:
+    """Comb frequency against bias current, rising and falling leg, with the fitted dispersion."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.plot(bias_up_a, comb_up_hz / 1e9, "o-", ms=4, label="rising")
+    ax.plot(bias_down_a, comb_down_hz / 1e9, "s-", ms=4, mfc="none", label="falling")
+    ax.plot(fitted_hz[0], fitted_hz[1] / 1e9, "k:", lw=1, label="fit (Damon-Eshbach, fixed k)")
+    ax.set_xlabel("bias current, A")
+    ax.set_ylabel("comb centroid, GHz")
+    ax.set_title(title, fontsize=9)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_surrogate(
+    path: Path,
+    measured: np.ndarray,
+    predicted: np.ndarray,
+    noise_std: float,
+    title: str,
+) -> Path:
+    """Held-out settings: predicted against measured features, and three example feature vectors."""
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.5))
+    lo = float(min(measured.min(), predicted.min()))
+    hi = float(max(measured.max(), predicted.max()))
+    ax0.plot(measured.ravel(), predicted.ravel(), ".", ms=2, alpha=0.4)
+    ax0.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+    ax0.fill_between(
+        [lo, hi],
+        [lo - 2 * noise_std, hi - 2 * noise_std],
+        [lo + 2 * noise_std, hi + 2 * noise_std],
+        color="0.8",
+        alpha=0.5,
+        label="±2 noise std",
+    )
+    ax0.set_xlabel("measured feature")
+    ax0.set_ylabel("surrogate")
+    ax0.legend(loc="upper left")
+    ax0.set_title(title, fontsize=9)
+    for i, row in enumerate(np.linspace(0, len(measured) - 1, min(3, len(measured))).astype(int)):
+        ax1.plot(measured[row], "-", color=f"C{i}", label=f"measured #{row}")
+        ax1.plot(predicted[row], "--", color=f"C{i}", label=f"surrogate #{row}")
+    ax1.set_xlabel("feature index")
+    ax1.set_ylabel("feature value")
+    ax1.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

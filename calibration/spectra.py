@@ -1,0 +1,202 @@
+"""Trace-level analysis: noise floor, spectral lines, comb spacing, frequency shift.
+
+All functions take analyzer traces in dBm on a uniform frequency axis in Hz
+(numpy arrays) and return plain numbers in Hz / dBm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.signal import find_peaks
+
+
+def noise_floor_dbm(traces_dbm: np.ndarray) -> float:
+    """The analyzer noise floor, dBm: median of all trace points.
+
+    Lines cover a few percent of a trace at most, so the median sits on the floor;
+    it is robust to the lines, unlike a mean.
+    """
+    return float(np.median(np.asarray(traces_dbm, dtype=np.float64)))
+
+
+def find_lines(
+    frequency_hz: np.ndarray,
+    trace_dbm: np.ndarray,
+    floor_dbm: float,
+    *,
+    min_height_db: float = 15.0,
+    min_prominence_db: float = 10.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Spectral lines of one trace: (frequencies in Hz, powers in dBm), ascending in frequency.
+
+    A line is a local maximum at least ``min_height_db`` above the floor and
+    ``min_prominence_db`` above its surroundings; its frequency is refined by a
+    parabola through the three points around the maximum (sub-bin accuracy).
+    """
+    f = np.asarray(frequency_hz, dtype=np.float64)
+    y = np.asarray(trace_dbm, dtype=np.float64)
+    idx, _ = find_peaks(y, height=floor_dbm + min_height_db, prominence=min_prominence_db)
+    if idx.size == 0:
+        return np.empty(0), np.empty(0)
+    df = f[1] - f[0]
+    inner = (idx > 0) & (idx < len(y) - 1)
+    offset = np.zeros(idx.shape)
+    i = idx[inner]
+    a, b, c = y[i - 1], y[i], y[i + 1]
+    denom = a - 2 * b + c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        off = np.where(denom < 0, 0.5 * (a - c) / denom, 0.0)
+    offset[inner] = np.clip(off, -0.5, 0.5)
+    return f[idx] + offset * df, y[idx]
+
+
+def comb_centroid_hz(
+    frequency_hz: np.ndarray, trace_dbm: np.ndarray, floor_dbm: float, **line_kw: float
+) -> float:
+    """Power-weighted mean frequency of a trace's lines, Hz (NaN when none is found).
+
+    Where the ring's comb sits: weighting by linear power follows the gain
+    maximum, which moves with the field, and smooths over which single mode wins.
+    """
+    f_lines, p_lines = find_lines(frequency_hz, trace_dbm, floor_dbm, **line_kw)
+    if f_lines.size == 0:
+        return float("nan")
+    w = 10.0 ** (p_lines / 10.0)
+    return float(np.sum(w * f_lines) / np.sum(w))
+
+
+def line_differences_hz(
+    frequency_hz: np.ndarray,
+    traces_dbm: Sequence[np.ndarray] | np.ndarray,
+    floor_dbm: float,
+    *,
+    max_difference_hz: float = 60e6,
+    **line_kw: float,
+) -> np.ndarray:
+    """All pairwise frequency differences between lines of the same trace, pooled, Hz."""
+    diffs: list[np.ndarray] = []
+    for trace in traces_dbm:
+        f_lines, _ = find_lines(frequency_hz, trace, floor_dbm, **line_kw)
+        if f_lines.size < 2:
+            continue
+        d = np.abs(f_lines[:, None] - f_lines[None, :])[np.triu_indices(f_lines.size, k=1)]
+        diffs.append(d[(d > 0) & (d <= max_difference_hz)])
+    return np.concatenate(diffs) if diffs else np.empty(0)
+
+
+def comb_spacing_hz(
+    differences_hz: np.ndarray,
+    *,
+    min_spacing_hz: float = 1e6,
+    max_spacing_hz: float = 30e6,
+    tolerance: float = 0.12,
+) -> tuple[float, float]:
+    """The comb's mode spacing from pooled line differences: (spacing in Hz, share explained).
+
+    Differences between comb lines are whole multiples of the spacing Δ; drive
+    lines and idlers add differences that are not. For each candidate Δ the
+    score is the share of differences within ``tolerance``·Δ of a multiple of Δ;
+    every Δ/n also explains a comb, so the *largest* Δ scoring within 5% of the
+    best is taken, then refined by least squares on the differences it explains.
+    """
+    d = np.asarray(differences_hz, dtype=np.float64)
+    d = d[d >= 0.5 * min_spacing_hz]
+    if d.size < 3:
+        raise ValueError(
+            f"only {d.size} line differences found: too few lines to measure the mode spacing"
+        )
+    candidates = np.geomspace(min_spacing_hz, max_spacing_hz, 4000)
+    ratio = d[None, :] / candidates[:, None]
+    n = np.round(ratio)
+    explained = (np.abs(ratio - n) < tolerance) & (n >= 1)
+    score = explained.mean(axis=1)
+    best = score.max()
+    good = np.nonzero(score >= best - 0.05)[0]
+    spacing0 = candidates[good[-1]]
+    ratio = d / spacing0
+    n = np.round(ratio)
+    keep = (np.abs(ratio - n) < tolerance) & (n >= 1)
+    spacing = float(np.sum(n[keep] * d[keep]) / np.sum(n[keep] ** 2))
+    return spacing, float(keep.mean())
+
+
+def trace_shift_hz(
+    frequency_hz: np.ndarray,
+    reference_dbm: np.ndarray,
+    trace_dbm: np.ndarray,
+    floor_dbm: float,
+    *,
+    max_shift_hz: float = 40e6,
+) -> float:
+    """How far ``trace`` is shifted in frequency against ``reference``, Hz (positive: upward).
+
+    Cross-correlation of the power above the floor (linear, so the lines dominate
+    and the floor's noise does not), refined by a parabola around the best lag.
+    """
+    f = np.asarray(frequency_hz, dtype=np.float64)
+    df = f[1] - f[0]
+
+    def _lin(y: np.ndarray) -> np.ndarray:
+        p = 10.0 ** ((np.asarray(y, dtype=np.float64) - floor_dbm) / 10.0) - 1.0
+        return np.clip(p, 0.0, None)
+
+    a, b = _lin(reference_dbm), _lin(trace_dbm)
+    if not a.any() or not b.any():
+        return float("nan")
+    max_lag = min(int(max_shift_hz / df), len(f) - 2)
+    lags = np.arange(-max_lag, max_lag + 1)
+    corr = np.array(
+        [
+            np.dot(a[max(0, -lag) : len(a) - max(0, lag)], b[max(0, lag) : len(b) - max(0, -lag)])
+            for lag in lags
+        ]
+    )
+    k = int(np.argmax(corr))
+    frac = 0.0
+    if 0 < k < len(corr) - 1:
+        c0, c1, c2 = corr[k - 1], corr[k], corr[k + 1]
+        denom = c0 - 2 * c1 + c2
+        if denom < 0:
+            frac = float(np.clip(0.5 * (c0 - c2) / denom, -0.5, 0.5))
+    return float((lags[k] + frac) * df)
+
+
+def comb_inside_span(
+    frequency_hz: np.ndarray,
+    trace_dbm: np.ndarray,
+    floor_dbm: float,
+    *,
+    envelope_db: float = 25.0,
+    margin_hz: float = 10e6,
+) -> bool:
+    """Whether the comb's strong part lies inside the trace, clear of both ends.
+
+    A comb cut by a span edge has a biased centroid; its strong part is the lines
+    within ``envelope_db`` of the strongest.
+    """
+    f_lines, p_lines = find_lines(frequency_hz, trace_dbm, floor_dbm)
+    if f_lines.size == 0:
+        return False
+    strong = f_lines[p_lines >= p_lines.max() - envelope_db]
+    f = np.asarray(frequency_hz)
+    return bool(strong.min() - f[0] >= margin_hz and f[-1] - strong.max() >= margin_hz)
+
+
+def adjacent_spacing_hz(
+    frequency_hz: np.ndarray, trace_dbm: np.ndarray, floor_dbm: float, *, envelope_db: float = 10.0
+) -> float:
+    """Mode spacing from one trace: median gap between neighbouring strong comb lines, Hz.
+
+    Only lines within ``envelope_db`` of the strongest count: idlers and the drive
+    tone are weaker, and the spacing changes across a wide comb, so the lines near
+    the gain maximum give the spacing there. NaN with fewer than four such lines.
+    """
+    f_lines, p_lines = find_lines(frequency_hz, trace_dbm, floor_dbm)
+    if f_lines.size == 0:
+        return float("nan")
+    strong = np.sort(f_lines[p_lines >= p_lines.max() - envelope_db])
+    if strong.size < 4:
+        return float("nan")
+    return float(np.median(np.diff(strong)))

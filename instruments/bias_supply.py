@@ -1,0 +1,195 @@
+"""Bias current supply for the electromagnet: ramped current, compliance, output.
+
+Families: "kepco_bop" (Kepco BOP, bipolar, put in current mode with
+`FUNC:MODE CURR`) and "keysight_e36xx" (Keysight E36xx, unipolar, constant
+current under a voltage limit). The magnet is an inductor: every current
+change with the output on is ramped in steps no larger than `ramp_step_a`,
+never faster than `ramp_rate_a_per_s`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, ClassVar
+
+import pyvisa
+
+from instruments.errors import LimitError
+from instruments.limits import Limits, ramp_points
+from instruments.scpi import Control, ScpiInstrument, open_family
+
+RAMP_MARGIN = 1.1
+"""Steps are spaced 10 % slower than the ramp rate allows ..."""
+RAMP_SLACK_S = 1e-3
+"""... plus 1 ms, so delivery jitter on the link never makes two steps look too close."""
+
+
+class BiasSupply(ScpiInstrument):
+    """A current source with ramped setpoint changes and safe output switching."""
+
+    role: ClassVar[str] = "supply"
+    bipolar: ClassVar[bool] = True
+
+    compliance_v = Control(
+        "VOLT?", "VOLT {}", unit="V", doc="Voltage limit (compliance)", check="check_compliance"
+    )
+    current_a = Control(
+        "CURR?",
+        "CURR {}",
+        unit="A",
+        doc="Current setpoint; setting it ramps at <= the bench's ramp rate",
+        check="check_current",
+        setter="_ramp_to",
+        restore=False,
+    )
+    output_on = Control(
+        "OUTP?",
+        "OUTP {}",
+        unit="",
+        doc="Output enabled (switched at 0 A; the current is ramped back after)",
+        kind=bool,
+        setter="_switch_output",
+        restore=False,
+    )
+    measured_current_a = Control("MEAS:CURR?", None, unit="A", doc="Measured output current")
+    measured_voltage_v = Control("MEAS:VOLT?", None, unit="V", doc="Measured output voltage")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._setpoint_a = 0.0
+        self._output = False
+        self._last_step_s = -math.inf
+        self.steps_sent = 0
+
+    # -- limits ------------------------------------------------------------------------
+
+    def check_current(self, current_a: float) -> None:
+        low = self.limits.bias_min_a if self.bipolar else max(0.0, self.limits.bias_min_a)
+        if not self.bipolar and current_a < 0:
+            raise LimitError(
+                self.role, "current_a", current_a, low, self.limits.bias_max_a, "A (unipolar)"
+            )
+        self.limits.check_current(self.role, current_a)
+
+    def check_compliance(self, compliance_v: float) -> None:
+        self.limits.check_compliance(self.role, compliance_v)
+
+    # -- setup and state ---------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Current mode, compliance from the limits, then learn setpoint and output state."""
+        with self.conn.lock:
+            for command in self.setup_commands:
+                self.conn.write(command)
+            self.write_control("compliance_v", self.limits.compliance_v)
+            self.sync()
+            self.check_errors("setup")
+            self._learn_state()
+
+    def _learn_state(self) -> None:
+        self._setpoint_a = self.query_value("CURR?")
+        self._output = self.query_value("OUTP?", bool)
+
+    def _restore(self) -> None:
+        # After a reconnect the supply's own state is learnt, never pushed: re-sending
+        # a stale setpoint could make the magnet current jump.
+        for command in self.setup_commands:
+            self.conn.write(command)
+        if "compliance_v" in self._last:
+            self.conn.write(f"VOLT {self._last['compliance_v']:.12g}")
+        self._learn_state()
+
+    # -- ramped current ----------------------------------------------------------------
+
+    def _ramp_to(self, target_a: float) -> None:
+        with self.conn.lock:
+            if not self._output:
+                # No current flows with the output off: the setpoint may move at once.
+                self._send_setpoint(target_a)
+            else:
+                for point_a in ramp_points(self._setpoint_a, target_a, self.limits.ramp_step_a):
+                    self._step_to(point_a)
+            self._setpoint_a = self.get_control(type(self).current_a)
+            self.check_errors(f"setting current_a={target_a:.6g}")
+
+    def _step_to(self, current_a: float) -> None:
+        step_a = abs(current_a - self._setpoint_a)
+        due_s = (
+            self._last_step_s + RAMP_MARGIN * step_a / self.limits.ramp_rate_a_per_s + RAMP_SLACK_S
+        )
+        wait_s = due_s - time.monotonic()
+        if wait_s > 0:
+            time.sleep(wait_s)
+        self._send_setpoint(current_a)
+
+    def _send_setpoint(self, current_a: float) -> None:
+        self.conn.write(f"CURR {current_a:.12g}")
+        self._last_step_s = time.monotonic()
+        self._setpoint_a = current_a
+        self._last["current_a"] = current_a
+        self.steps_sent += 1
+
+    def _switch_output(self, on: bool) -> None:
+        with self.conn.lock:
+            if on and not self._output:
+                target_a = self._setpoint_a
+                if target_a != 0.0:
+                    self._send_setpoint(0.0)
+                self.conn.write("OUTP ON")
+                self._last_step_s = time.monotonic()  # switching on counts as a step
+                self._output = True
+                if target_a != 0.0:
+                    for point_a in ramp_points(0.0, target_a, self.limits.ramp_step_a):
+                        self._step_to(point_a)
+            elif not on:
+                if self._output:
+                    for point_a in ramp_points(self._setpoint_a, 0.0, self.limits.ramp_step_a):
+                        self._step_to(point_a)
+                elif self._setpoint_a != 0.0:
+                    self._send_setpoint(0.0)
+                self.conn.write("OUTP OFF")
+                self._output = False
+            self._last["output_on"] = self.query_value("OUTP?", bool)
+            self.check_errors(f"switching the output {'on' if on else 'off'}")
+
+    def safe_off(self) -> None:
+        """Ramp the current to 0 A, then switch the output off."""
+        self.output_on = False
+
+    @classmethod
+    def open(
+        cls,
+        resource: str,
+        *,
+        family: str,
+        limits: Limits | None = None,
+        timeout_s: float = 5.0,
+        rm: pyvisa.ResourceManager | None = None,
+        visa_library: str = "@py",
+        **kwargs: Any,
+    ) -> BiasSupply:
+        """Connect to `resource` (TCPIP socket or ASRL serial) as `family`."""
+        return open_family(
+            SUPPLY_FAMILIES, resource, family, limits, timeout_s, rm, visa_library, **kwargs
+        )
+
+
+class KepcoBOP(BiasSupply):
+    """Kepco BOP bipolar operational power supply, in current mode."""
+
+    family: ClassVar[str] = "kepco_bop"
+    setup_commands: ClassVar[tuple[str, ...]] = ("FUNC:MODE CURR",)
+
+
+class KeysightE36xx(BiasSupply):
+    """Keysight E36xx bench supply: unipolar, constant current under the voltage limit."""
+
+    family: ClassVar[str] = "keysight_e36xx"
+    bipolar: ClassVar[bool] = False
+
+
+SUPPLY_FAMILIES: dict[str, type[BiasSupply]] = {
+    KepcoBOP.family: KepcoBOP,
+    KeysightE36xx.family: KeysightE36xx,
+}

@@ -1,0 +1,77 @@
+"""Health check of a bench: open each instrument, read identity, settings and errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from instruments.bench import open_resource_manager
+from instruments.bench_file import ROLES, BenchConfig
+from instruments.bias_supply import BiasSupply
+from instruments.errors import InstrumentsError
+from instruments.scpi import ScpiInstrument
+from instruments.signal_generator import SignalGenerator
+from instruments.spectrum_analyzer import SpectrumAnalyzer
+
+OPENERS: dict[str, type[ScpiInstrument]] = {
+    "generator": SignalGenerator,
+    "analyzer": SpectrumAnalyzer,
+    "supply": BiasSupply,
+}
+
+
+@dataclass
+class CheckResult:
+    """What one instrument answered (or why it could not)."""
+
+    role: str
+    resource: str
+    family: str
+    identity: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    stale_errors: list[tuple[int, str]] = field(default_factory=list)
+    failure: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None and not self.errors
+
+
+def check_instrument(role: str, cfg: BenchConfig, rm: Any) -> CheckResult:
+    """Open one instrument, read `*IDN?`, every setting and the error queue, close it.
+
+    Nothing is switched: outputs stay as they were (setup only selects modes and
+    formats). Errors queued before the check (`stale_errors`, left by an earlier
+    session) are reported apart from errors raised by the check itself.
+    """
+    section = getattr(cfg, role)
+    result = CheckResult(role, section.resource, section.family)
+    instrument: ScpiInstrument | None = None
+    try:
+        instrument = OPENERS[role].open(  # type: ignore[attr-defined]
+            section.resource,
+            family=section.family,
+            limits=cfg.limits,
+            timeout_s=section.timeout_s,
+            rm=rm,
+        )
+        result.stale_errors = list(instrument.stale_errors)
+        result.identity = instrument.identify()
+        result.settings = instrument.settings()
+        result.errors.extend(instrument.drain_errors())
+    except InstrumentsError as exc:
+        result.failure = str(exc)
+    finally:
+        if instrument is not None:
+            instrument.close()
+    return result
+
+
+def check_bench(cfg: BenchConfig) -> list[CheckResult]:
+    """Check every instrument of the bench, one after the other, with one resource manager."""
+    rm = open_resource_manager(cfg.visa_library)
+    try:
+        return [check_instrument(role, cfg, rm) for role in ROLES]
+    finally:
+        rm.close()

@@ -1,0 +1,205 @@
+"""One instrument's link: a lock, explicit timeouts, and self-healing reconnects.
+
+Every exchange runs under the instrument's lock (pyvisa is not thread safe).
+A dropped link is closed, backed off, reopened and the instrument's last
+settings restored, with bounded retries; a stall becomes a timeout error within
+the configured time; bytes that make no sense become a protocol error. Each
+message names the instrument's role and VISA resource.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import numpy as np
+
+from instruments.errors import (
+    InstrumentConnectionError,
+    InstrumentProtocolError,
+    InstrumentTimeoutError,
+)
+from instruments.transport import Transport, TransportClosed, TransportGarbled, TransportTimeout
+
+T = TypeVar("T")
+Opener = Callable[[], Transport]
+
+
+class Connection:
+    """One instrument's link: lock, timeouts, reconnect with bounded retries."""
+
+    def __init__(
+        self,
+        opener: Opener,
+        *,
+        role: str,
+        resource: str,
+        timeout_s: float,
+        retries: int = 3,
+        backoff_s: float = 0.05,
+    ) -> None:
+        self.role = role
+        self.resource = resource
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.lock = threading.RLock()
+        self.reconnects = 0
+        self.on_reconnect: Callable[[], None] | None = None
+        self._opener = opener
+        self._transport: Transport | None = None
+        self._dirty = False
+        self._restoring = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.role} ({self.resource})"
+
+    def open(self) -> None:
+        """Open the first session; no restore (there is nothing to restore yet)."""
+        with self.lock:
+            try:
+                self._transport = self._opener()
+            except (TransportClosed, TransportTimeout, OSError) as exc:
+                raise InstrumentConnectionError(f"{self.label}: cannot connect: {exc}") from exc
+            self._transport.timeout_s = self.timeout_s
+
+    def close(self) -> None:
+        with self.lock:
+            if self._transport is not None:
+                self._transport.close()
+                self._transport = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._transport is not None
+
+    def write(self, command: str) -> None:
+        self._transaction(command, lambda t: t.write(command))
+
+    def query(self, command: str, *, poll_s: float | None = None) -> str:
+        """Write and read one reply within the current timeout.
+
+        With `poll_s`, the wait is cut into slices of that length and the link is
+        checked between them, so an instrument that drops the connection during a
+        long wait (a slow sweep) is noticed at once, not after the whole timeout.
+        """
+
+        def exchange(t: Transport) -> str:
+            t.write(command)
+            if poll_s is None:
+                return t.read()
+            return self._read_polling(t, poll_s)
+
+        return self._transaction(command, exchange)
+
+    def _read_polling(self, t: Transport, poll_s: float) -> str:
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            while True:
+                t.timeout_s = max(min(poll_s, deadline - time.monotonic()), 1e-3)
+                try:
+                    return t.read()
+                except TransportTimeout:
+                    # Replies polled this way are a few bytes ("1\n"), sent at once,
+                    # so a slice never ends inside one.
+                    if t.peer_closed():
+                        raise TransportClosed("connection closed while waiting") from None
+                    if time.monotonic() >= deadline:
+                        raise
+        finally:
+            t.timeout_s = self.timeout_s
+
+    def query_block(self, command: str) -> np.ndarray:
+        return self._transaction(command, lambda t: t.query_block_float32(command))
+
+    @contextmanager
+    def timeout(self, seconds: float) -> Iterator[None]:
+        """Temporarily use a different timeout (e.g. sweep time + margin)."""
+        with self.lock:
+            previous = self.timeout_s
+            self.timeout_s = seconds
+            if self._transport is not None:
+                self._transport.timeout_s = seconds
+            try:
+                yield
+            finally:
+                self.timeout_s = previous
+                if self._transport is not None:
+                    self._transport.timeout_s = previous
+
+    def _transaction(self, command: str, fn: Callable[[Transport], T]) -> T:
+        with self.lock:
+            if self._restoring:
+                # Inside a restore: failures go straight back to the reconnect loop.
+                assert self._transport is not None
+                return fn(self._transport)
+            if self._transport is None:
+                self._reconnect("the session was closed")
+            elif self._dirty:
+                self._reconnect("the previous exchange did not complete")
+            elif self._transport.peer_closed():
+                self._reconnect("connection closed by the instrument")
+            attempts = 0
+            while True:
+                assert self._transport is not None
+                try:
+                    return fn(self._transport)
+                except TransportTimeout as exc:
+                    if not self._transport.peer_closed():
+                        self._dirty = True  # a late reply may still arrive: never read it
+                        raise InstrumentTimeoutError(
+                            f"{self.label}: no reply to {command!r} within "
+                            f"{self.timeout_s:.3g} s (instrument stalled or busy)"
+                        ) from exc
+                    reason: str = "connection closed by the instrument"
+                except TransportClosed as exc:
+                    reason = str(exc) or "connection lost"
+                except TransportGarbled as exc:
+                    self._dirty = True
+                    raise InstrumentProtocolError(
+                        f"{self.label}: garbled reply to {command!r}: {exc}"
+                    ) from exc
+                except BaseException:
+                    self._dirty = True  # interrupted mid-exchange (Ctrl-C, bug): resync
+                    raise
+                attempts += 1
+                if attempts > self.retries:
+                    raise InstrumentConnectionError(
+                        f"{self.label}: connection lost during {command!r} and it failed again "
+                        f"after {self.retries} reconnects: {reason}"
+                    )
+                self._reconnect(reason)
+
+    def _reconnect(self, reason: str) -> None:
+        last: Exception | None = None
+        for attempt in range(self.retries):
+            if self._transport is not None:
+                self._transport.close()
+                self._transport = None
+            time.sleep(self.backoff_s * 2**attempt)
+            try:
+                self._transport = self._opener()
+                self._transport.timeout_s = self.timeout_s
+                self._restoring = True
+                try:
+                    if self.on_reconnect is not None:
+                        self.on_reconnect()
+                finally:
+                    self._restoring = False
+            except (TransportClosed, TransportTimeout, TransportGarbled, OSError) as exc:
+                last = exc
+                continue
+            self._dirty = False
+            self.reconnects += 1
+            return
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        raise InstrumentConnectionError(
+            f"{self.label}: unreachable after {self.retries} reconnect attempts "
+            f"({reason}); last error: {last}"
+        )

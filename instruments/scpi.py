@@ -1,0 +1,372 @@
+"""SCPI base: declarative settings, identity, error queue, `*OPC?`, snapshots.
+
+`Control` declares one setting as one SCPI get/set pair (PyMeasure style), and
+`ScpiInstrument` gives identity, error-queue draining, `*OPC?` and snapshots.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import pyvisa
+
+from instruments.connection import Connection, Opener
+from instruments.errors import InstrumentProtocolError, LimitError, instrument_error
+from instruments.limits import Limits
+from instruments.transport import Transport, VisaTransport
+
+T = TypeVar("T")
+S = TypeVar("S", bound="ScpiInstrument")
+
+_ERROR_REPLY = re.compile(r'^\s*([+-]?\d+)\s*,\s*"?(.*?)"?\s*$')
+MAX_QUEUED_ERRORS = 64
+
+
+def format_value(value: float | int | bool, kind: type) -> str:
+    """SCPI text for a value: ON/OFF, integers, or floats without lost precision."""
+    if kind is bool:
+        return "ON" if value else "OFF"
+    if kind is int:
+        return str(int(value))
+    return f"{float(value):.12g}"
+
+
+def parse_value(reply: str, kind: type, what: str) -> Any:
+    """Parse a SCPI reply as kind; raises ValueError with the offending text."""
+    text = reply.strip()
+    if kind is bool:
+        upper = text.upper()
+        if upper in ("1", "ON", "+1"):
+            return True
+        if upper in ("0", "OFF", "+0"):
+            return False
+        raise ValueError(f"{what}: expected ON/OFF/1/0, got {reply!r}")
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"{what}: expected a number, got {reply!r}") from None
+    if kind is int:
+        return int(round(number))
+    return number
+
+
+class Control:
+    """One setting: a SCPI query, a SCPI set template ("{}" = value), a unit and a check.
+
+    `check` names a method of the instrument called with the value before anything
+    is written (it raises `LimitError`). With `readback`, the value the instrument
+    actually took (it may round) is queried after the set and cached. `setter` names
+    a method that replaces the plain write (e.g. a current ramp); `restore=False`
+    keeps the value out of the automatic re-apply after a reconnect.
+    """
+
+    def __init__(
+        self,
+        get_command: str,
+        set_command: str | None,
+        *,
+        unit: str,
+        doc: str,
+        kind: type = float,
+        check: str | None = None,
+        readback: bool = True,
+        setter: str | None = None,
+        restore: bool = True,
+    ) -> None:
+        self.get_command = get_command
+        self.set_command = set_command
+        self.unit = unit
+        self.kind = kind
+        self.check = check
+        self.readback = readback
+        self.setter = setter
+        self.restore = restore
+        self.__doc__ = f"{doc} [{unit}]" if unit else doc
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instrument: ScpiInstrument | None, owner: type) -> Any:
+        if instrument is None:
+            return self
+        return instrument.get_control(self)
+
+    def __set__(self, instrument: ScpiInstrument, value: Any) -> None:
+        if self.set_command is None:
+            raise AttributeError(f"{instrument.role}: {self.name} is read-only")
+        instrument.set_control(self, value)
+
+
+class ScpiInstrument:
+    """Base of every driver: identity, error queue, `*OPC?`, controls, snapshot."""
+
+    role: ClassVar[str] = "instrument"
+    family: ClassVar[str] = ""
+    setup_commands: ClassVar[tuple[str, ...]] = ()
+    """Sent once after connecting and again after every reconnect."""
+
+    def __init__(
+        self,
+        transport: Transport | Opener,
+        *,
+        limits: Limits | None = None,
+        timeout_s: float = 5.0,
+        retries: int = 3,
+        backoff_s: float = 0.05,
+    ) -> None:
+        if isinstance(transport, Transport):
+            fixed = transport
+            opener: Opener = lambda: fixed  # noqa: E731  (replay tests hand one transport)
+        else:
+            opener = transport
+        resource = getattr(transport, "resource", None) or "<transport>"
+        self.limits = limits or Limits()
+        self.conn = Connection(
+            opener,
+            role=self.role,
+            resource=str(resource),
+            timeout_s=timeout_s,
+            retries=retries,
+            backoff_s=backoff_s,
+        )
+        self.conn.on_reconnect = self._restore
+        self._last: dict[str, Any] = {}
+        self._identity: dict[str, str] | None = None
+        self._on_close: list[Callable[[], None]] = []
+        self.stale_errors: list[tuple[int, str]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Open the session, set aside stale queued errors, put the instrument in a known state.
+
+        Errors left in the queue by an earlier session are kept in `stale_errors`
+        (reported, e.g. by `labpgt instruments check`) rather than blamed on setup.
+        """
+        self.conn.open()
+        self.stale_errors = self.drain_errors()
+        self.setup()
+
+    def setup(self) -> None:
+        """Send the family's setup commands and raise any queued instrument error."""
+        with self.conn.lock:
+            for command in self.setup_commands:
+                self.conn.write(command)
+            self.sync()
+            self.check_errors("setup")
+
+    def close(self) -> None:
+        """Close the session (no output changes; `safe_off` does those)."""
+        self.conn.close()
+        for hook in self._on_close:
+            hook()
+        self._on_close.clear()
+
+    def __enter__(self: T) -> T:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.safe_off()
+        finally:
+            self.close()
+
+    def safe_off(self) -> None:
+        """Put outputs in their safe state; overridden by drivers that have outputs."""
+
+    # -- plain SCPI --------------------------------------------------------------------
+
+    def write(self, command: str) -> None:
+        self.conn.write(command)
+
+    def query(self, command: str) -> str:
+        return self.conn.query(command)
+
+    def query_value(self, command: str, kind: type = float) -> Any:
+        reply = self.conn.query(command)
+        try:
+            return parse_value(reply, kind, command)
+        except ValueError as exc:
+            raise InstrumentProtocolError(f"{self.conn.label}: {exc}") from exc
+
+    def sync(self) -> None:
+        """Wait until all pending operations completed (`*OPC?` answers 1)."""
+        reply = self.conn.query("*OPC?").strip()
+        if reply not in ("1", "+1"):
+            raise InstrumentProtocolError(f"{self.conn.label}: *OPC? answered {reply!r}")
+
+    def drain_errors(self) -> list[tuple[int, str]]:
+        """Read `SYST:ERR?` until "0, No error"; returns the (code, message) entries."""
+        entries: list[tuple[int, str]] = []
+        with self.conn.lock:
+            for _ in range(MAX_QUEUED_ERRORS):
+                reply = self.conn.query("SYST:ERR?")
+                match = _ERROR_REPLY.match(reply)
+                if match is None:
+                    raise InstrumentProtocolError(
+                        f"{self.conn.label}: SYST:ERR? answered {reply!r}, not 'code,\"message\"'"
+                    )
+                code = int(match.group(1))
+                if code == 0:
+                    return entries
+                entries.append((code, match.group(2)))
+        raise InstrumentProtocolError(
+            f"{self.conn.label}: error queue did not empty after {MAX_QUEUED_ERRORS} reads"
+        )
+
+    def check_errors(self, context: str = "") -> None:
+        """Drain the error queue and raise the first entry as a typed `InstrumentError`."""
+        entries = self.drain_errors()
+        if entries:
+            code, message = entries[0]
+            more = f" (+{len(entries) - 1} more queued)" if len(entries) > 1 else ""
+            raise instrument_error(self.role, code, message + more, context)
+
+    # -- identity ----------------------------------------------------------------------
+
+    def identify(self) -> dict[str, str]:
+        """`*IDN?` as {"vendor", "model", "serial", "firmware"}."""
+        reply = self.conn.query("*IDN?")
+        fields = [f.strip() for f in reply.split(",")]
+        if len(fields) != 4 or not fields[0]:
+            raise InstrumentProtocolError(
+                f"{self.conn.label}: *IDN? answered {reply!r}, expected 4 comma-separated fields"
+            )
+        self._identity = {
+            "vendor": fields[0],
+            "model": fields[1],
+            "serial": self.parse_serial(fields[2]),
+            "firmware": fields[3],
+        }
+        return dict(self._identity)
+
+    @staticmethod
+    def parse_serial(field: str) -> str:
+        return field
+
+    # -- controls ----------------------------------------------------------------------
+
+    @classmethod
+    def controls(cls) -> list[Control]:
+        seen: dict[str, Control] = {}
+        for klass in reversed(cls.__mro__):
+            for name, attr in vars(klass).items():
+                if isinstance(attr, Control):
+                    seen[name] = attr
+        return list(seen.values())
+
+    def get_control(self, control: Control) -> Any:
+        value = self.query_value(control.get_command, control.kind)
+        self._last[control.name] = value
+        return value
+
+    def set_control(self, control: Control, value: Any) -> None:
+        value = self._coerce(control, value)
+        if control.check is not None:
+            getattr(self, control.check)(value)
+        assert control.set_command is not None
+        if control.setter is not None:
+            getattr(self, control.setter)(value)
+            return
+        with self.conn.lock:
+            self.conn.write(control.set_command.format(format_value(value, control.kind)))
+            self._last[control.name] = value
+            if control.readback:
+                self.get_control(control)
+            self.check_errors(f"setting {control.name}={format_value(value, control.kind)}")
+
+    def write_control(self, name: str, value: Any) -> None:
+        """Send one control's set command with no read-back (batched configuration)."""
+        control = getattr(type(self), name)
+        value = self._coerce(control, value)
+        if control.check is not None:
+            getattr(self, control.check)(value)
+        self.conn.write(control.set_command.format(format_value(value, control.kind)))
+        self._last[name] = value
+
+    def _coerce(self, control: Control, value: Any) -> Any:
+        if control.kind is bool:
+            return bool(value)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise LimitError(
+                self.role, control.name, float("nan"), -np.inf, np.inf, control.unit
+            ) from None
+        if control.kind is int:
+            if number != int(number):
+                raise LimitError(self.role, control.name, number, -np.inf, np.inf, control.unit)
+            return int(number)
+        return number
+
+    def settings(self) -> dict[str, Any]:
+        """Every control, queried live from the instrument."""
+        with self.conn.lock:
+            return {control.name: self.get_control(control) for control in self.controls()}
+
+    def snapshot(self) -> dict[str, Any]:
+        """Identity, family, resource and every setting (stored with all data)."""
+        with self.conn.lock:
+            return {
+                "role": self.role,
+                "family": self.family,
+                "resource": self.conn.resource,
+                "identity": self.identify(),
+                "settings": self.settings(),
+            }
+
+    def _restore(self) -> None:
+        """After a reconnect: setup commands, then the last value of every control."""
+        for command in self.setup_commands:
+            self.conn.write(command)
+        for control in self.controls():
+            if control.set_command and control.restore and control.name in self._last:
+                value = format_value(self._last[control.name], control.kind)
+                self.conn.write(control.set_command.format(value))
+        self.sync()
+
+
+def open_family(
+    families: dict[str, type[S]],
+    resource: str,
+    family: str,
+    limits: Limits | None,
+    timeout_s: float,
+    rm: pyvisa.ResourceManager | None,
+    visa_library: str,
+    **kwargs: Any,
+) -> S:
+    """Shared `open` of every role: pick the family class, connect, run its setup.
+
+    Without `rm`, the instrument creates and owns a resource manager (closed with
+    it); with `rm`, the manager belongs to the caller and is never closed here.
+    """
+    if family not in families:
+        raise ValueError(f"unknown family {family!r}; known: {', '.join(sorted(families))}")
+    manager = pyvisa.ResourceManager(visa_library) if rm is None else rm
+    instrument = families[family](
+        _visa_opener(manager, resource, timeout_s),
+        limits=limits,
+        timeout_s=timeout_s,
+        **kwargs,
+    )
+    instrument.conn.resource = resource
+    if rm is None:
+        instrument._on_close.append(manager.close)
+    try:
+        instrument.connect()
+    except BaseException:
+        instrument.close()
+        raise
+    return instrument
+
+
+def _visa_opener(rm: pyvisa.ResourceManager, resource: str, timeout_s: float) -> Opener:
+    def opener() -> Transport:
+        return VisaTransport(rm, resource, timeout_s)
+
+    return opener

@@ -1,0 +1,88 @@
+"""Microwave signal generator: CW frequency, power and RF output.
+
+Families: "keysight_mxg" (Keysight/Agilent MXG/PSG: N5183B, E8257D) and
+"rs_smb" (Rohde & Schwarz SMB100A/B, SGS100A). Both speak `SOUR:FREQ`,
+`SOUR:POW`, `OUTP:STAT`; they differ in identity format and setup.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pyvisa
+
+from instruments.limits import Limits
+from instruments.scpi import Control, ScpiInstrument, open_family
+
+
+class SignalGenerator(ScpiInstrument):
+    """A CW microwave source with hard frequency and power limits."""
+
+    role: ClassVar[str] = "generator"
+
+    frequency_hz = Control(
+        "SOUR:FREQ?",
+        "SOUR:FREQ {}",
+        unit="Hz",
+        doc="CW output frequency",
+        check="check_frequency",
+    )
+    power_dbm = Control(
+        "SOUR:POW?", "SOUR:POW {}", unit="dBm", doc="CW output power", check="check_power"
+    )
+    # Declaration order is restore order: frequency and power are re-applied before the
+    # output state after a reconnect, so RF never comes back at a stale setting.
+    rf_on = Control("OUTP:STAT?", "OUTP:STAT {}", unit="", doc="RF output enabled", kind=bool)
+
+    def check_frequency(self, frequency_hz: float) -> None:
+        self.limits.check_frequency(self.role, frequency_hz)
+
+    def check_power(self, power_dbm: float) -> None:
+        self.limits.check_power(self.role, power_dbm)
+
+    def safe_off(self) -> None:
+        """RF output off."""
+        self.rf_on = False
+
+    @classmethod
+    def open(
+        cls,
+        resource: str,
+        *,
+        family: str,
+        limits: Limits | None = None,
+        timeout_s: float = 5.0,
+        rm: pyvisa.ResourceManager | None = None,
+        visa_library: str = "@py",
+        **kwargs: Any,
+    ) -> SignalGenerator:
+        """Connect to `resource` as `family`; a standalone call owns its resource manager."""
+        return open_family(
+            GENERATOR_FAMILIES, resource, family, limits, timeout_s, rm, visa_library, **kwargs
+        )
+
+
+class KeysightMXG(SignalGenerator):
+    """Keysight/Agilent MXG and PSG (N5183B, E8257D)."""
+
+    family: ClassVar[str] = "keysight_mxg"
+    # CW mode, and modulation off so the output is a clean carrier.
+    setup_commands: ClassVar[tuple[str, ...]] = ("SOUR:FREQ:MODE CW", "OUTP:MOD:STAT OFF")
+
+
+class RohdeSchwarzSMB(SignalGenerator):
+    """Rohde & Schwarz SMB100A/B and SGS100A."""
+
+    family: ClassVar[str] = "rs_smb"
+    setup_commands: ClassVar[tuple[str, ...]] = ("SOUR:FREQ:MODE CW",)
+
+    @staticmethod
+    def parse_serial(field: str) -> str:
+        # R&S reports "<order number>/<serial>", e.g. "1406.6000k03/102345".
+        return field.rsplit("/", 1)[-1]
+
+
+GENERATOR_FAMILIES: dict[str, type[SignalGenerator]] = {
+    KeysightMXG.family: KeysightMXG,
+    RohdeSchwarzSMB.family: RohdeSchwarzSMB,
+}

@@ -1,0 +1,193 @@
+"""Swept spectrum analyzer: grid settings and single-sweep binary trace reads.
+
+Families: "keysight_x" (Keysight X-series N9010A/N9020A/N9030B) and "rs_fsx"
+(Rohde & Schwarz FSV/FSW/FSVA). Traces come as IEEE 488.2 definite-length
+blocks of little-endian float32 (`FORM REAL,32` + `FORM:BORD SWAP`); an
+instrument that refuses binary format is read in ASCII instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import pyvisa
+
+from instruments.errors import InstrumentProtocolError
+from instruments.limits import Limits
+from instruments.scpi import Control, ScpiInstrument, open_family
+
+SWEEP_MARGIN_S = 2.0
+"""Added to the sweep time when waiting for a sweep, on top of the normal timeout."""
+SWEEP_POLL_S = 0.2
+"""While waiting for a sweep, the link is checked this often (a drop is seen at once)."""
+
+
+class SpectrumAnalyzer(ScpiInstrument):
+    """Centre/span/RBW/VBW/points, single sweeps, float32 traces in dBm."""
+
+    role: ClassVar[str] = "analyzer"
+    binary_setup: ClassVar[tuple[str, ...]] = ("FORM REAL,32", "FORM:BORD SWAP")
+    init_command: ClassVar[str] = "INIT;*OPC?"
+    trace_query: ClassVar[str] = "TRAC:DATA? TRACE1"
+
+    center_hz = Control("FREQ:CENT?", "FREQ:CENT {}", unit="Hz", doc="Sweep centre frequency")
+    span_hz = Control("FREQ:SPAN?", "FREQ:SPAN {}", unit="Hz", doc="Sweep span")
+    rbw_hz = Control("BAND?", "BAND {}", unit="Hz", doc="Resolution bandwidth")
+    vbw_hz = Control("BAND:VID?", "BAND:VID {}", unit="Hz", doc="Video bandwidth")
+    points = Control("SWE:POIN?", "SWE:POIN {}", unit="", doc="Trace points", kind=int)
+    continuous = Control(
+        "INIT:CONT?", "INIT:CONT {}", unit="", doc="Continuous sweeping", kind=bool
+    )
+    sweep_time_s = Control("SWE:TIME?", None, unit="s", doc="Sweep time (set by span/RBW)")
+
+    def __init__(self, *args: Any, trace_format: str = "real32", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if trace_format not in ("real32", "ascii"):
+            raise ValueError("trace_format must be 'real32' or 'ascii'")
+        self.trace_format = trace_format
+        self.sweep_margin_s = SWEEP_MARGIN_S
+
+    def setup(self) -> None:
+        """Single-sweep mode and the trace format; falls back to ASCII if REAL,32 is refused."""
+        with self.conn.lock:
+            self.conn.write("INIT:CONT OFF")
+            self._last["continuous"] = False
+            if self.trace_format == "real32":
+                for command in self.binary_setup:
+                    self.conn.write(command)
+                self.sync()
+                if not self.drain_errors():
+                    return
+                # Refused (e.g. an older firmware): read traces as ASCII instead.
+                self.trace_format = "ascii"
+            self.conn.write("FORM ASC")
+            self.sync()
+            self.check_errors("setup")
+
+    def configure(
+        self,
+        center_hz: float,
+        span_hz: float,
+        rbw_hz: float,
+        points: int,
+        vbw_hz: float | None = None,
+    ) -> dict[str, float]:
+        """Set the sweep grid, wait for `*OPC?`, raise queued errors; returns what it took."""
+        if not (span_hz > 0 and center_hz - span_hz / 2 > 0 and rbw_hz > 0 and points >= 2):
+            raise ValueError(
+                f"{self.role}: invalid grid center_hz={center_hz:.6g} span_hz={span_hz:.6g} "
+                f"rbw_hz={rbw_hz:.6g} points={points}: need span>0, start>0, rbw>0, points>=2"
+            )
+        with self.conn.lock:
+            self.write_control("center_hz", center_hz)
+            self.write_control("span_hz", span_hz)
+            self.write_control("rbw_hz", rbw_hz)
+            if vbw_hz is not None:
+                self.write_control("vbw_hz", vbw_hz)
+            self.write_control("points", points)
+            self.sync()
+            self.check_errors("configure")
+            taken = {
+                "center_hz": self.center_hz,
+                "span_hz": self.span_hz,
+                "rbw_hz": self.rbw_hz,
+                "points": self.points,
+                "sweep_time_s": self.sweep_time_s,
+            }
+        return taken
+
+    def set_control(self, control: Control, value: Any) -> None:
+        super().set_control(control, value)
+        # Span, RBW and points change the sweep time: query it afresh before the next sweep.
+        self._last.pop("sweep_time_s", None)
+
+    def frequencies_hz(self) -> np.ndarray:
+        """The trace's frequency axis from the last known centre/span/points, Hz."""
+        with self.conn.lock:
+            center = self._last.get("center_hz")
+            span = self._last.get("span_hz")
+            points = self._last.get("points")
+            if center is None or span is None or points is None:
+                center, span, points = self.center_hz, self.span_hz, self.points
+        return np.linspace(center - span / 2, center + span / 2, int(points))
+
+    def read_trace(self) -> tuple[np.ndarray, np.ndarray]:
+        """One single sweep; returns (frequency_hz, power_dbm), both float64 of length points."""
+        with self.conn.lock:
+            frequency_hz = self.frequencies_hz()
+            sweep_s = self._last.get("sweep_time_s")
+            if sweep_s is None:
+                sweep_s = self.sweep_time_s
+            with self.conn.timeout(self.conn.timeout_s + sweep_s + self.sweep_margin_s):
+                reply = self.conn.query(self.init_command, poll_s=SWEEP_POLL_S).strip()
+            if reply not in ("1", "+1"):
+                raise InstrumentProtocolError(
+                    f"{self.conn.label}: {self.init_command} answered {reply!r}"
+                )
+            power_dbm = self._read_trace_data()
+        if power_dbm.shape != frequency_hz.shape:
+            raise InstrumentProtocolError(
+                f"{self.conn.label}: trace has {power_dbm.size} points, expected "
+                f"{frequency_hz.size}"
+            )
+        return frequency_hz, power_dbm
+
+    def _read_trace_data(self) -> np.ndarray:
+        if self.trace_format == "real32":
+            return self.conn.query_block(self.trace_query)
+        reply = self.conn.query(self.trace_query)
+        try:
+            return np.array([float(v) for v in reply.split(",")], dtype=np.float64)
+        except ValueError as exc:
+            raise InstrumentProtocolError(
+                f"{self.conn.label}: ASCII trace is not comma-separated numbers: {reply[:40]!r}"
+            ) from exc
+
+    def _restore(self) -> None:
+        for command in ("INIT:CONT OFF", *self._format_commands()):
+            self.conn.write(command)
+        super()._restore()
+
+    def _format_commands(self) -> tuple[str, ...]:
+        return self.binary_setup if self.trace_format == "real32" else ("FORM ASC",)
+
+    @classmethod
+    def open(
+        cls,
+        resource: str,
+        *,
+        family: str,
+        limits: Limits | None = None,
+        timeout_s: float = 10.0,
+        rm: pyvisa.ResourceManager | None = None,
+        visa_library: str = "@py",
+        **kwargs: Any,
+    ) -> SpectrumAnalyzer:
+        """Connect to `resource` as `family`; a standalone call owns its resource manager."""
+        return open_family(
+            ANALYZER_FAMILIES, resource, family, limits, timeout_s, rm, visa_library, **kwargs
+        )
+
+
+class KeysightX(SpectrumAnalyzer):
+    """Keysight X-series signal analyzers (N9010A EXA, N9020A MXA, N9030B PXA)."""
+
+    family: ClassVar[str] = "keysight_x"
+
+
+class RohdeSchwarzFSx(SpectrumAnalyzer):
+    """Rohde & Schwarz FSV/FSVA/FSW: RBW is `BAND:RES`; data are little-endian already."""
+
+    family: ClassVar[str] = "rs_fsx"
+    rbw_hz = Control("BAND:RES?", "BAND:RES {}", unit="Hz", doc="Resolution bandwidth")
+
+    @staticmethod
+    def parse_serial(field: str) -> str:
+        return field.rsplit("/", 1)[-1]
+
+
+ANALYZER_FAMILIES: dict[str, type[SpectrumAnalyzer]] = {
+    KeysightX.family: KeysightX,
+    RohdeSchwarzFSx.family: RohdeSchwarzFSx,
+}

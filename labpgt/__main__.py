@@ -1,0 +1,3 @@
+from labpgt.cli.app import main
+
+main()

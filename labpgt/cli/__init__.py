@@ -1,0 +1,1 @@
+"""The `labpgt` command line (thin: parse, load config, call the library, render)."""

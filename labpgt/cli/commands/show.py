@@ -1,0 +1,159 @@
+"""`labpgt show run.h5`: what an acquisition file holds, and a heat map of its traces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from labpgt.reservoir import SETTING_NAMES
+from labpgt.storage import RunFile
+
+console = Console()
+
+_MAX_PANELS = 6
+_DISPLAY = {"drive_hz": (1e-9, "GHz"), "drive_dbm": (1.0, "dBm"), "bias_a": (1.0, "A")}
+"""Scale and unit each setting is shown in."""
+
+
+def _fmt(name: str, value: float) -> str:
+    scale, unit = _DISPLAY[name]
+    return f"{value * scale:.6g} {unit}"
+
+
+def _ranges(runs: list[int]) -> str:
+    """[3, 4, 5, 9] -> '3-5, 9' (at most 8 ranges)."""
+    out: list[str] = []
+    start = prev = runs[0]
+    for i in [*runs[1:], None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        out.append(f"{start}" if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ", ".join(out[:8]) + (f", ... ({len(out)} ranges)" if len(out) > 8 else "")
+
+
+def summarise(run: RunFile) -> None:
+    snap = run.snapshot
+    table = Table(title=str(run.path), show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    table.add_row("shots done", f"{run.shots_done} / {run.shots_total}")
+    repeats = int(run.repeat_index.max()) + 1 if run.repeat_index.numel() else 0
+    table.add_row("inputs x repeats", f"{run.inputs.shape[0]} x {repeats}")
+    inputs = run.inputs.numpy()
+    for col, name in enumerate(SETTING_NAMES):
+        values = np.unique(inputs[:, col])
+        text = (
+            _fmt(name, values[0])
+            if values.size == 1
+            else f"{_fmt(name, values[0])} .. {_fmt(name, values[-1])} ({values.size} values)"
+        )
+        table.add_row(name, text)
+    f = run.frequency_hz.numpy()
+    table.add_row("analyzer axis", f"{f[0] / 1e9:.6g} .. {f[-1] / 1e9:.6g} GHz, {f.size} points")
+    times = np.asarray(run.h5["shots/instrument_time_s"][...])
+    table.add_row("instrument time", f"{np.nansum(times):.2f} s (shots done)")
+    bench = snap.get("reservoir", {}).get("bench", {})
+    for role in ("generator", "analyzer", "supply"):
+        ident = bench.get(role, {}).get("identity")
+        if ident:
+            table.add_row(
+                role,
+                f"{ident.get('vendor')} {ident.get('model')} serial {ident.get('serial')} "
+                f"fw {ident.get('firmware')} ({bench[role].get('resource')})",
+            )
+    for key in ("labpgt_version", "seed", "command_line", "time_utc", "bench_file"):
+        if snap.get(key) is not None:
+            table.add_row(key, str(snap[key]))
+    resumes = run.h5.attrs.get("resumes", "[]")
+    if resumes != "[]":
+        table.add_row("resumed", resumes)
+    todo = run.todo()
+    table.add_row("missing shots", "none" if todo.size == 0 else _ranges(todo.tolist()))
+    console.print(table)
+
+
+def _axes(run: RunFile) -> tuple[int, int | None]:
+    """The swept settings: (y axis column, panel column or None), most values first."""
+    counts = [np.unique(run.inputs[:, c].numpy()).size for c in range(len(SETTING_NAMES))]
+    order = sorted(range(len(counts)), key=lambda c: -counts[c])
+    panel = order[1] if counts[order[1]] > 1 else None
+    return order[0], panel
+
+
+def plot(run: RunFile, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    traces = run.traces().numpy().astype(np.float64)
+    n_inputs = run.inputs.shape[0]
+    # mean over repeats (in dB) per input; shots not yet done stay NaN
+    sums = np.zeros((n_inputs, traces.shape[1]))
+    counts = np.zeros(n_inputs)
+    done = run.done
+    idx = run.input_index.numpy()
+    np.add.at(sums, idx[done], traces[done])
+    np.add.at(counts, idx[done], 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sums / counts[:, None]
+    mean[counts == 0] = np.nan
+    y_col, panel_col = _axes(run)
+    inputs = run.inputs.numpy()
+    panels = [None] if panel_col is None else list(np.unique(inputs[:, panel_col]))
+    shown = panels[:_MAX_PANELS]
+    fig, axes = plt.subplots(
+        1, len(shown), figsize=(5 * len(shown), 4.5), squeeze=False, constrained_layout=True
+    )
+    f_ghz = run.frequency_hz.numpy() / 1e9
+    y_name = SETTING_NAMES[y_col]
+    y_scale, y_unit = _DISPLAY[y_name]
+    finite = mean[np.isfinite(mean)]
+    vmin, vmax = np.percentile(finite, [1, 99.9]) if finite.size else (-100.0, 0.0)
+    image = None
+    for ax, value in zip(axes[0], shown, strict=True):
+        rows = (
+            np.arange(n_inputs) if value is None else np.flatnonzero(inputs[:, panel_col] == value)
+        )
+        rows = rows[np.argsort(inputs[rows, y_col], kind="stable")]
+        y = inputs[rows, y_col] * y_scale
+        image = ax.pcolormesh(
+            f_ghz, y, mean[rows], shading="nearest", cmap="magma", vmin=vmin, vmax=vmax
+        )
+        ax.set_xlabel("analyzer frequency (GHz)")
+        ax.set_ylabel(f"{y_name} ({y_unit})")
+        if value is not None:
+            ax.set_title(f"{SETTING_NAMES[panel_col]} = {_fmt(SETTING_NAMES[panel_col], value)}")
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), label="power (dBm)")
+    title = f"{run.path.name}: {run.shots_done}/{run.shots_total} shots"
+    if len(panels) > len(shown):
+        title += f" (first {len(shown)} of {len(panels)} panels)"
+    fig.suptitle(title)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def show_command(
+    path: Path = typer.Argument(..., help="Acquisition file (HDF5) written by labpgt acquire."),
+    plot_path: Path | None = typer.Option(
+        None, "--plot", help="Write a heat map of the traces against the swept setting (PNG)."
+    ),
+) -> None:
+    """Summarise an acquisition file; optionally plot its traces as a heat map."""
+    with RunFile.open(path) as run:
+        summarise(run)
+        if plot_path is not None:
+            plot(run, plot_path)
+            console.print(f"plot written to {plot_path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("show")(show_command)

@@ -1,0 +1,261 @@
+"""`labpgt train`: train a network with the ring in the loop (perturbative gradients)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from labpgt.errors import UserError
+from labpgt.training.config import TrainConfig, make_config
+from labpgt.training.estimators import ESTIMATORS, method_names
+from labpgt.training.metrics import EpochMetrics
+from labpgt.training.models import MODELS
+from labpgt.training.tasks import TASKS
+from labpgt.training.trainer import RunResult, TrainHooks
+
+console = Console()
+
+
+def run_training(
+    config: TrainConfig, *, resume: bool, overwrite: bool = False, quiet: bool = False
+) -> RunResult:
+    """Validate names, open the bench (or simulation), train with a progress bar."""
+    from labpgt.training.environment import open_backend
+    from labpgt.training.trainer import preflight, train
+
+    if config.data is None and config.task not in TASKS:
+        raise UserError(
+            f"unknown task {config.task!r}; valid tasks: {', '.join(sorted(TASKS))} "
+            "(or --data file.csv --target COLUMN)"
+        )
+    if config.method not in method_names():
+        raise UserError(
+            f"unknown method {config.method!r}; valid methods: {', '.join(method_names())}"
+        )
+    if config.model not in MODELS:
+        raise UserError(
+            f"unknown model {config.model!r}; valid models: {', '.join(sorted(MODELS))}"
+        )
+    if config.bench is not None and config.fast_sim:
+        raise UserError("--bench and --fast-sim exclude each other: pick one")
+    est_cls = ESTIMATORS.get(config.method)
+    if est_cls is not None and est_cls.needs_differentiable and config.bench_kind() != "fast-sim":
+        where = "a bench file (--bench)" if config.bench else "the embedded virtual bench"
+        raise UserError(
+            f"method {config.method!r} differentiates the ring itself, which is only possible "
+            f"with --fast-sim; on {where} use pgt, spsa or boundary"
+        )
+    task = preflight(config)
+    out = Path(config.out)
+    if (out / "checkpoint.pt").exists() and not resume and not overwrite:
+        raise UserError(
+            f"--out {out} already holds a run; add --resume to continue it or choose another --out"
+        )
+    if overwrite and not resume and out.exists():
+        for name in ("checkpoint.pt", "metrics.csv", "config.json", "curves.png", "summary.json"):
+            (out / name).unlink(missing_ok=True)
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=quiet,
+    )
+    bar = progress.add_task(f"train {config.method}", total=None, info="")
+    last = {"epoch": "-", "acc": "-"}
+
+    def on_step(info: dict[str, float]) -> None:
+        progress.update(
+            bar,
+            advance=1,
+            info=f"epoch {int(info['epoch'])} loss {info['loss']:.3f} test acc {last['acc']} "
+            f"queries {int(info['queries'])} instr {info['instrument_time_s']:.1f} s",
+        )
+
+    def on_epoch(row: EpochMetrics) -> None:
+        last["acc"] = f"{100 * row.test_acc:.1f}%"
+        if not quiet:
+            progress.console.print(
+                f"epoch {row.epoch}: train loss {row.train_loss:.3f} acc "
+                f"{100 * row.train_acc:.1f}% | test loss {row.test_loss:.3f} "
+                f"acc {100 * row.test_acc:.1f}% | {row.queries} queries, "
+                f"{row.instrument_time_s:.1f} s instrument, {row.wall_s:.1f} s wall",
+                highlight=False,
+            )
+
+    hooks = TrainHooks(
+        on_start=lambda total, done: progress.update(bar, total=total, completed=done),
+        on_step=on_step,
+        on_epoch=on_epoch,
+        on_note=lambda text: None if quiet else progress.console.print(f"[dim]{text}[/dim]"),
+    )
+    with progress, open_backend(config) as backend:
+        result = train(config, backend, resume=resume, hooks=hooks, task=task)
+    return result
+
+
+def summary_table(result: RunResult) -> Table:
+    """The final table: the trained method beside the readout baseline (same run)."""
+    cfg = result.config
+    table = Table(
+        title=f"{cfg.data or cfg.task} · {cfg.model} · {cfg.bench_kind()} · seed {cfg.seed}"
+    )
+    for col in (
+        "method",
+        "test acc %",
+        "train acc %",
+        "test loss",
+        "queries",
+        "passes",
+        "instr. s",
+        "wall s",
+    ):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    b = result.baseline
+    if cfg.method != "readout":
+        last = result.metrics[-1]
+        table.add_row(
+            cfg.method,
+            f"{100 * last.test_acc:.1f}",
+            f"{100 * last.train_acc:.1f}",
+            f"{last.test_loss:.3f}",
+            f"{last.queries}",
+            f"{last.forward_passes}",
+            f"{last.instrument_time_s:.0f}",
+            f"{last.wall_s:.0f}",
+        )
+    table.add_row(
+        "readout",
+        f"{100 * b.test_acc:.1f}",
+        f"{100 * b.train_acc:.1f}",
+        "-",
+        f"{b.queries}",
+        "1",
+        f"{b.instrument_time_s:.0f}",
+        f"{b.wall_s:.0f}",
+    )
+    return table
+
+
+def write_summary(result: RunResult) -> Path:
+    import json
+
+    path = result.out_dir / "summary.json"
+    last = result.metrics[-1]
+    path.write_text(
+        json.dumps(
+            {
+                "method": result.config.method,
+                "stop_reason": result.stop_reason,
+                "final": last.to_dict(),
+                "best_test_acc": max(m.test_acc for m in result.metrics),
+                "readout": result.baseline.to_dict(),
+            },
+            indent=2,
+        )
+    )
+    return path
+
+
+def train_command(
+    task: str = typer.Option("digits", help=f"Bundled task: {', '.join(sorted(TASKS))}."),
+    data: Path | None = typer.Option(None, help="Your own CSV (header row; numeric inputs)."),
+    target: str | None = typer.Option(None, help="Class-label column of --data."),
+    model: str = typer.Option("dense", help=f"Model: {', '.join(sorted(MODELS))}."),
+    method: str = typer.Option("boundary", help=f"Method: {', '.join(method_names())}."),
+    bench: Path | None = typer.Option(None, help="Bench file (TOML): train on that bench."),
+    fast_sim: bool = typer.Option(False, "--fast-sim", help="In-process simulated ring."),
+    noise: bool = typer.Option(True, help="Simulated noise on (sim benches)."),
+    drift: bool = typer.Option(True, help="Simulated drift on (sim benches)."),
+    epochs: int | None = typer.Option(None, help="Epochs (default 10, or until --max-queries)."),
+    max_queries: int | None = typer.Option(None, help="Training query budget (measurements)."),
+    seed: int = typer.Option(0, help="Seed of data split, init, perturbations and the sim."),
+    optimizer: str = typer.Option("adam", help="adam | sgd | momentum."),
+    lr: float = typer.Option(0.01, help="Learning rate."),
+    momentum: float = typer.Option(0.9, help="Momentum for --optimizer momentum."),
+    batch_size: int = typer.Option(32, help="Samples per step."),
+    channels: int = typer.Option(2, help="Reservoir channels k per sample."),
+    bins: int = typer.Option(32, help="Feature bins per trace (mean dB in each)."),
+    hidden: int = typer.Option(32, help="Upstream hidden width (0: one linear layer)."),
+    downstream_hidden: int = typer.Option(0, help="Readout hidden width (0: linear readout)."),
+    probes: int | None = typer.Option(None, help="Probes q per step (method default if unset)."),
+    delta: float | None = typer.Option(None, help="Perturbation size δ (method default)."),
+    perturb: str | None = typer.Option(None, help="pgt/spsa: all | upstream."),
+    pgt_range: int = typer.Option(1, help="PGT: perturbation entries in {-r..r}."),
+    pgt_dropout: float = typer.Option(0.0, help="PGT: dropout scale p."),
+    pgt_normalise: bool = typer.Option(True, help="PGT: divide by E[PM²]."),
+    directions: str = typer.Option("auto", help="gaussian | rademacher | coordinate | auto."),
+    one_sided: bool = typer.Option(False, "--one-sided", help="SPSA one-sided differences."),
+    spsa_gain: bool = typer.Option(False, "--spsa-gain", help="SPSA gain schedules a_k, c_k."),
+    gain_a: float = typer.Option(0.05, help="SPSA gain a."),
+    gain_big_a: float = typer.Option(10.0, help="SPSA stability constant A."),
+    gain_c: float | None = typer.Option(None, help="SPSA c (default δ)."),
+    warmup_samples: int = typer.Option(128, help="Samples measured for normalisation."),
+    calibration: Path | None = typer.Option(None, help="Calibration file for normalisation."),
+    test_fraction: float = typer.Option(0.25, help="Held-out fraction of the data."),
+    out: Path = typer.Option(Path("runs/train"), help="Run directory."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+) -> None:
+    """Train a network with the magnonic ring in the loop (perturbative gradients)."""
+    config = make_config(
+        task=task,
+        data=str(data) if data else None,
+        target=target,
+        model=model,
+        method=method,
+        bench=str(bench) if bench else None,
+        fast_sim=fast_sim,
+        noise=noise,
+        drift=drift,
+        epochs=epochs,
+        max_queries=max_queries,
+        seed=seed,
+        optimizer=optimizer,
+        lr=lr,
+        momentum=momentum,
+        batch_size=batch_size,
+        channels=channels,
+        bins=bins,
+        hidden=hidden,
+        downstream_hidden=downstream_hidden,
+        probes=probes,
+        delta=delta,
+        perturb=perturb,
+        pgt_range=pgt_range,
+        pgt_dropout=pgt_dropout,
+        pgt_normalise=pgt_normalise,
+        directions=directions,
+        one_sided=one_sided,
+        spsa_gain=spsa_gain,
+        gain_a=gain_a,
+        gain_big_a=gain_big_a,
+        gain_c=gain_c,
+        warmup_samples=warmup_samples,
+        calibration=str(calibration) if calibration else None,
+        test_fraction=test_fraction,
+        out=str(out),
+    )
+    result = run_training(config, resume=resume)
+    write_summary(result)
+    console.print(summary_table(result))
+    console.print(f"run directory: {result.out_dir} ({result.stop_reason})", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_command)

@@ -1,0 +1,1 @@
+"""Training: models, tasks, gradient estimators, the trainer and its records."""

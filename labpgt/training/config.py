@@ -1,0 +1,84 @@
+"""`TrainConfig`: every setting of a training run (pydantic; stored as config.json)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from labpgt.errors import UserError
+from labpgt.training.estimators import EstimatorOptions
+
+
+class TrainConfig(BaseModel):
+    """A training run. Field names are the CLI flags with '-' for '_'."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task: str = Field("digits", description="Bundled task name (ignored with --data).")
+    data: str | None = Field(None, description="User CSV with a header row.")
+    target: str | None = Field(None, description="Class-label column of --data.")
+    test_fraction: float = Field(0.25, ge=0.05, le=0.9, description="Held-out fraction.")
+    model: str = Field("dense", description="Model name.")
+    hidden: int = Field(32, ge=0, le=4096, description="Upstream hidden width (0: linear).")
+    downstream_hidden: int = Field(0, ge=0, le=4096, description="Readout hidden width.")
+    channels: int = Field(2, ge=1, le=64, description="Reservoir channels k per sample.")
+    driven: tuple[str, ...] = Field(
+        ("drive_hz", "drive_dbm"),
+        min_length=1,
+        max_length=3,
+        description="Settings driven by u per channel (m of them); the others stay fixed.",
+    )
+    bins: int = Field(32, ge=1, le=1000, description="Feature bins per trace (mean dB each).")
+    method: str = Field("boundary", description="Training method.")
+    bench: str | None = Field(None, description="Bench file (TOML): the real bench.")
+    fast_sim: bool = Field(False, description="In-process SimulatedReservoir.")
+    noise: bool = Field(True, description="Simulated measurement noise (sim benches).")
+    drift: bool = Field(True, description="Simulated drift (sim benches).")
+    epochs: int | None = Field(None, ge=1, le=100_000, description="Epochs to train.")
+    max_queries: int | None = Field(None, ge=1, description="Training query budget.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of everything.")
+    optimizer: Literal["adam", "sgd", "momentum"] = Field("adam", description="torch.optim.")
+    lr: float = Field(0.01, gt=0, le=10.0, description="Learning rate.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="Momentum (optimizer momentum).")
+    batch_size: int = Field(32, ge=1, le=65536, description="Samples per step.")
+    warmup_samples: int = Field(
+        128, ge=2, le=100_000, description="Training samples measured for the normalisation."
+    )
+    calibration: str | None = Field(None, description="Calibration file for normalisation.")
+    estimator: EstimatorOptions = Field(default_factory=EstimatorOptions)
+    out: str = Field("runs/train", description="Run directory.")
+
+    def epochs_or_default(self) -> int:
+        if self.epochs is not None:
+            return self.epochs
+        return 1_000_000 if self.max_queries is not None else 10
+
+    def bench_kind(self) -> str:
+        if self.bench is not None:
+            return "bench"
+        return "fast-sim" if self.fast_sim else "embedded"
+
+
+def flag_name(loc: tuple[object, ...]) -> str:
+    field = str(loc[-1]) if loc else "?"
+    return "--" + field.replace("_", "-")
+
+
+def make_config(**kwargs: object) -> TrainConfig:
+    """Build a TrainConfig; a bad value becomes a `UserError` naming the flag."""
+    est_fields = set(EstimatorOptions.model_fields)
+    est = {k: kwargs.pop(k) for k in list(kwargs) if k in est_fields}
+    try:
+        options = EstimatorOptions(**est)
+    except ValidationError as exc:
+        raise UserError(_first(exc)) from None
+    try:
+        return TrainConfig(estimator=options, **kwargs)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise UserError(_first(exc)) from None
+
+
+def _first(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    return f"{flag_name(tuple(err['loc']))} {err.get('input')!r}: {err['msg']}"

@@ -1,0 +1,61 @@
+"""Open the backend a run trains against: fast-sim, embedded virtual bench, or a bench file.
+
+All three end in the same `PerturbationScheduler`; only what sits behind it differs:
+- fast-sim: the in-process `SimulatedReservoir` (differentiable; backprop allowed),
+- embedded (default): a virtual bench on loopback sockets driven through the real
+  instrument drivers (`labpgt.embedded`),
+- bench: the instruments named in a bench file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from labpgt.errors import UserError
+from labpgt.features import FeatureSpec
+from labpgt.training.config import TrainConfig
+from labpgt.training.reservoir_layer import MeasurementBackend
+
+
+def _scheduler(reservoir: object) -> object:
+    from labpgt.scheduler import PerturbationScheduler
+
+    return PerturbationScheduler(reservoir)
+
+
+@contextmanager
+def open_backend(config: TrainConfig) -> Iterator[MeasurementBackend]:
+    """Yield a backend for the configured bench; the bench is left safe on exit."""
+    spec = FeatureSpec(bins=config.bins)
+    kind = config.bench_kind()
+    if kind == "fast-sim":
+        from labpgt.reservoir import SimulatedReservoir
+        from sim.params import RingParams
+        from sim.ring import RingModel
+
+        ring = RingModel(RingParams(noise=config.noise, drift=config.drift), seed=config.seed)
+        reservoir = SimulatedReservoir(ring, features=spec)
+        yield MeasurementBackend(_scheduler(reservoir), reservoir, bench_kind=kind)
+        return
+    if kind == "embedded":
+        from labpgt.embedded import embedded_bench
+
+        with embedded_bench(
+            seed=config.seed, features=spec, noise=config.noise, drift=config.drift
+        ) as reservoir:
+            yield MeasurementBackend(_scheduler(reservoir), reservoir, bench_kind=kind)
+        return
+    from instruments.bench import Bench, load_bench
+    from labpgt.instrument_reservoir import InstrumentReservoir
+
+    path = Path(str(config.bench))
+    if not path.is_file():
+        raise UserError(f"--bench: file {path} does not exist")
+    with Bench.open(load_bench(path)) as bench:
+        reservoir = InstrumentReservoir(bench, features=spec)
+        try:
+            yield MeasurementBackend(_scheduler(reservoir), reservoir, bench_kind=kind)
+        finally:
+            reservoir.close()

@@ -1,0 +1,56 @@
+"""Per-epoch metrics of a training run: the row, the CSV writer, accuracy/loss helpers."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+
+@dataclass
+class EpochMetrics:
+    """One metrics.csv row. Queries/forward passes are training costs, cumulative."""
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    test_loss: float
+    test_acc: float
+    queries: int
+    forward_passes: int
+    instrument_time_s: float
+    wall_s: float
+    eval_queries: int
+    lr: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+COLUMNS: list[str] = [f.name for f in fields(EpochMetrics)]
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return float((logits.argmax(dim=1) == y).double().mean())
+
+
+def write_csv(path: Path, rows: list[EpochMetrics]) -> None:
+    """Rewrite the whole file (a resumed run keeps exactly the rows of its checkpoint)."""
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _fmt(v) for k, v in row.to_dict().items()})
+    tmp.replace(path)
+
+
+def _fmt(v: float) -> str | float:
+    return f"{v:.6g}" if isinstance(v, float) else v
+
+
+def read_csv(path: Path) -> list[dict[str, float]]:
+    with path.open(newline="") as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]

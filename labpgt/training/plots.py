@@ -1,0 +1,42 @@
+"""PNG plots of a run: loss and accuracy against queries and against epochs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+from labpgt.training.metrics import EpochMetrics  # noqa: E402
+
+
+def plot_run(
+    rows: list[EpochMetrics], out_dir: Path, *, method: str, readout_test_acc: float | None
+) -> list[Path]:
+    """Write curves.png (2×2: loss/accuracy vs queries and vs epochs); return the paths."""
+    if not rows:
+        return []
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
+    queries = [r.queries for r in rows]
+    epochs = [r.epoch for r in rows]
+    for col, (xs, xlabel) in enumerate([(queries, "training queries"), (epochs, "epoch")]):
+        ax_loss, ax_acc = axes[0, col], axes[1, col]
+        ax_loss.plot(xs, [r.train_loss for r in rows], "o-", label="train")
+        ax_loss.plot(xs, [r.test_loss for r in rows], "s-", label="test")
+        ax_loss.set_ylabel("cross-entropy loss")
+        ax_acc.plot(xs, [100 * r.train_acc for r in rows], "o-", label="train")
+        ax_acc.plot(xs, [100 * r.test_acc for r in rows], "s-", label="test")
+        if readout_test_acc is not None:
+            ax_acc.axhline(100 * readout_test_acc, color="grey", ls="--", label="readout (test)")
+        ax_acc.set_ylabel("accuracy (%)")
+        for ax in (ax_loss, ax_acc):
+            ax.set_xlabel(xlabel)
+            ax.grid(alpha=0.3)
+            ax.legend()
+    fig.suptitle(f"labpgt train --method {method}")
+    path = out_dir / "curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]

@@ -1,0 +1,189 @@
+"""Classification tasks: bundled scikit-learn data sets or a user CSV, never downloaded.
+
+A task is a seeded, stratified train/test split with inputs standardised on the
+training statistics. Tasks are looked up by name in `TASKS`; a later task is one
+more `@register_task` function.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from labpgt.errors import UserError
+
+
+@dataclass
+class Task:
+    """A split, standardised classification data set (float32 inputs, int64 labels)."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    class_names: list[str]
+    input_mean: torch.Tensor
+    input_std: torch.Tensor
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+Loader = Callable[[], tuple[np.ndarray, np.ndarray, list[str]]]
+TASKS: dict[str, Loader] = {}
+
+
+def register_task(name: str) -> Callable[[Loader], Loader]:
+    """Add a loader returning (X (N, D) float, y (N,) int class indices, class names)."""
+
+    def wrap(fn: Loader) -> Loader:
+        TASKS[name] = fn
+        return fn
+
+    return wrap
+
+
+def _sklearn(loader_name: str) -> Loader:
+    def load() -> tuple[np.ndarray, np.ndarray, list[str]]:
+        import sklearn.datasets
+
+        bunch = getattr(sklearn.datasets, loader_name)()
+        names = [str(n) for n in getattr(bunch, "target_names", np.unique(bunch.target))]
+        return bunch.data.astype(np.float64), bunch.target.astype(np.int64), names
+
+    return load
+
+
+register_task("digits")(_sklearn("load_digits"))
+register_task("iris")(_sklearn("load_iris"))
+register_task("wine")(_sklearn("load_wine"))
+
+
+def load_csv(path: Path, target: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Read a CSV with a header; every column but `target` must be numeric."""
+    if not path.is_file():
+        raise UserError(f"--data: file {path} does not exist")
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    if len(rows) < 2:
+        raise UserError(f"--data: {path} needs a header row and at least one data row")
+    header = [h.strip() for h in rows[0]]
+    if target not in header:
+        raise UserError(
+            f"--target: column {target!r} is not in {path.name}; columns: {', '.join(header)}"
+        )
+    body = [r for r in rows[1:] if any(c.strip() for c in r)]
+    if any(len(r) != len(header) for r in body):
+        bad = next(i for i, r in enumerate(body) if len(r) != len(header))
+        raise UserError(
+            f"--data: data row {bad + 1} of {path.name} has {len(body[bad])} fields, "
+            f"the header has {len(header)}"
+        )
+    t_col = header.index(target)
+    feature_cols = [i for i in range(len(header)) if i != t_col]
+    if not feature_cols:
+        raise UserError(f"--data: {path.name} has no input columns besides the target")
+    non_numeric = []
+    for i in feature_cols:
+        try:
+            [float(r[i]) for r in body]
+        except ValueError:
+            non_numeric.append(header[i])
+    if non_numeric:
+        raise UserError(
+            f"--data: non-numeric input column(s) in {path.name}: {', '.join(non_numeric)} "
+            "(inputs must be numbers; only the --target column may hold labels)"
+        )
+    x = np.array([[float(r[i]) for i in feature_cols] for r in body], dtype=np.float64)
+    labels = [r[t_col].strip() for r in body]
+    classes = sorted(set(labels), key=_label_key)
+    if len(classes) < 2:
+        raise UserError(f"--target: column {target!r} has a single class; need at least 2")
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[v] for v in labels], dtype=np.int64)
+    return x, y, classes
+
+
+def _label_key(label: str) -> tuple[int, float | str]:
+    # Numeric labels sort numerically ("2" before "10"), others alphabetically.
+    try:
+        return (0, float(label))
+    except ValueError:
+        return (1, label)
+
+
+def split_standardise(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    class_names: list[str],
+    *,
+    test_fraction: float,
+    seed: int,
+) -> Task:
+    """Seeded stratified split; inputs standardised with the training mean/std."""
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(y)
+    if counts.min() < 2:
+        raise UserError(
+            f"task {name}: class {class_names[int(counts.argmin())]!r} has fewer than 2 samples; "
+            "a stratified train/test split needs at least 2 per class"
+        )
+    try:
+        x_tr, x_te, y_tr, y_te = train_test_split(
+            x, y, test_size=test_fraction, random_state=seed, stratify=y
+        )
+    except ValueError as exc:
+        raise UserError(f"--test-fraction {test_fraction}: {exc}") from exc
+    mean = x_tr.mean(axis=0)
+    std = x_tr.std(axis=0)
+    std[std == 0] = 1.0  # constant columns (digits' blank corners) stay 0 instead of NaN
+    return Task(
+        name=name,
+        x_train=torch.tensor((x_tr - mean) / std, dtype=torch.float32),
+        y_train=torch.tensor(y_tr, dtype=torch.int64),
+        x_test=torch.tensor((x_te - mean) / std, dtype=torch.float32),
+        y_test=torch.tensor(y_te, dtype=torch.int64),
+        class_names=class_names,
+        input_mean=torch.tensor(mean, dtype=torch.float64),
+        input_std=torch.tensor(std, dtype=torch.float64),
+    )
+
+
+def load_task(
+    name: str | None,
+    *,
+    data: Path | None = None,
+    target: str | None = None,
+    test_fraction: float = 0.25,
+    seed: int = 0,
+) -> Task:
+    """A named bundled task, or the CSV in `data` with its `target` column."""
+    if not 0.05 <= test_fraction <= 0.9:
+        raise UserError(f"--test-fraction must be in [0.05, 0.9]; got {test_fraction}")
+    if data is not None:
+        if not target:
+            raise UserError("--data needs --target COLUMN (the column holding the class labels)")
+        x, y, classes = load_csv(Path(data), target)
+        return split_standardise(
+            Path(data).stem, x, y, classes, test_fraction=test_fraction, seed=seed
+        )
+    if name not in TASKS:
+        raise UserError(
+            f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))} "
+            "(or --data file.csv --target COLUMN)"
+        )
+    x, y, classes = TASKS[name]()
+    return split_standardise(name, x, y, classes, test_fraction=test_fraction, seed=seed)

@@ -1,0 +1,366 @@
+"""The training loop: estimator fills .grad, a torch optimizer steps, every epoch a checkpoint.
+
+`train()` is what `labpgt train` calls once the measurement backend is open.
+A resumed run restores every state that influences the next step (parameters,
+optimizer, estimator generator, all RNGs, data order, the simulated ring) so it
+continues bit-identically on the in-process simulation.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from labpgt.errors import UserError
+from labpgt.training.build import build_model_for, make_optimizer, normalise_features
+from labpgt.training.checkpoint import (
+    CHECKPOINT_NAME,
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from labpgt.training.config import TrainConfig
+from labpgt.training.estimators import GradientEstimator, make_estimator
+from labpgt.training.metrics import EpochMetrics, accuracy, write_csv
+from labpgt.training.models import ReservoirModel
+from labpgt.training.plots import plot_run
+from labpgt.training.readout import ReadoutResult, readout_baseline
+from labpgt.training.reservoir_layer import MeasurementBackend
+from labpgt.training.tasks import Task, load_task
+
+CHECKPOINT_FORMAT = 1
+RESUME_MAY_CHANGE = ("epochs", "max_queries", "out")
+
+
+@dataclass
+class TrainHooks:
+    """Progress callbacks (the CLI draws a rich progress bar from these)."""
+
+    on_start: Callable[[int, int], None] = lambda total_steps, done_steps: None
+    on_step: Callable[[dict[str, float]], None] = lambda info: None
+    on_epoch: Callable[[EpochMetrics], None] = lambda row: None
+    on_note: Callable[[str], None] = lambda text: None
+
+
+@dataclass
+class RunResult:
+    config: TrainConfig
+    metrics: list[EpochMetrics]
+    baseline: ReadoutResult
+    model: ReservoirModel
+    out_dir: Path
+    stop_reason: str
+    files: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class _Counters:
+    queries: int = 0
+    forward_passes: int = 0
+    eval_queries: int = 0
+    instrument_time_s: float = 0.0
+    wall_s: float = 0.0
+    steps: int = 0
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y)
+
+
+@torch.no_grad()
+def evaluate(model: ReservoirModel, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(loss, accuracy) with the features measured through the scheduler (one batch)."""
+    logits = model.predict(x)
+    return float(_loss(logits, y)), accuracy(logits, y)
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def check_budget(config: TrainConfig, est: GradientEstimator) -> int:
+    """Queries of one full step; refuse a --max-queries budget that cannot pay for one."""
+    m = len(config.driven)
+    per_step = est.queries_per_step(config.batch_size, config.channels, m)
+    if config.max_queries is not None and config.max_queries < per_step:
+        raise UserError(
+            f"--max-queries {config.max_queries} is too small for one step: one {est.name} step "
+            f"costs {per_step} queries ({est.passes_per_step(m)} passes × batch "
+            f"{config.batch_size} × {config.channels} channels)"
+        )
+    return per_step
+
+
+def task_for(config: TrainConfig) -> Task:
+    """The configured task: a bundled one, or --data with --target."""
+    return load_task(
+        config.task if config.data is None else None,
+        data=Path(config.data) if config.data else None,
+        target=config.target,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+    )
+
+
+def preflight(config: TrainConfig) -> Task:
+    """Every check that needs no instrument: names, data, budget. Returns the task."""
+    task = task_for(config)
+    if config.method != "readout":
+        check_budget(config, make_estimator(config.method, config.estimator, seed=config.seed))
+    return task
+
+
+def train(
+    config: TrainConfig,
+    backend: MeasurementBackend,
+    *,
+    resume: bool,
+    hooks: TrainHooks,
+    task: Task | None = None,
+) -> RunResult:
+    """Train (or, for method 'readout', only fit the baseline); write the run directory."""
+    out = Path(config.out)
+    task = task if task is not None else task_for(config)
+    _seed_all(config.seed)
+    model = build_model_for(config, task, backend)
+    est = None
+    if config.method != "readout":
+        est = make_estimator(config.method, config.estimator, seed=config.seed + 1)
+        if est.needs_differentiable:
+            backend.require_differentiable(config.method)
+        check_budget(config, est)
+    optimizer = make_optimizer(config, model)
+    data_gen = torch.Generator().manual_seed(config.seed + 2)
+    counters = _Counters()
+    ckpt_path = out / CHECKPOINT_NAME
+    out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        state = load_checkpoint(ckpt_path)
+        _check_resume_config(state["config"], config)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if est is not None:
+            est.load_state_dict(state["estimator"])
+        restore_rng(state["rng"])
+        data_gen.set_state(state["data_generator"])
+        backend.load_sim_state(state["ring"])
+        counters = _Counters(**state["counters"])
+        metrics = [EpochMetrics(**row) for row in state["metrics"]]
+        baseline = ReadoutResult(**state["baseline"])
+        start_epoch = int(state["epoch"])
+        hooks.on_note(f"resumed from {ckpt_path} after epoch {start_epoch}")
+    else:
+        (out / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+        t0_wall, t0_inst = time.perf_counter(), backend.instrument_time_s
+        normalise_features(config, task, model, backend, hooks.on_note)
+        baseline = readout_baseline(model, task, seed=config.seed)
+        hooks.on_note(
+            f"readout baseline: test accuracy {100 * baseline.test_acc:.1f} % "
+            f"({baseline.queries} queries, ridge λ={baseline.ridge_lambda:g})"
+        )
+        q_eval = backend.queries
+        test_loss, test_acc = evaluate(model, task.x_test, task.y_test)
+        train_loss, train_acc = evaluate(model, task.x_train, task.y_train)
+        counters.eval_queries += backend.queries - q_eval
+        counters.instrument_time_s += backend.instrument_time_s - t0_inst
+        counters.wall_s += time.perf_counter() - t0_wall
+        metrics = [_row(0, train_loss, train_acc, test_loss, test_acc, counters, optimizer)]
+        start_epoch = 0
+        _save(
+            ckpt_path,
+            config,
+            0,
+            model,
+            optimizer,
+            est,
+            data_gen,
+            backend,
+            counters,
+            metrics,
+            baseline,
+        )
+    stop = "readout only" if est is None else "epochs done"
+    if est is not None:
+        stop = _loop(
+            config,
+            task,
+            model,
+            est,
+            optimizer,
+            data_gen,
+            backend,
+            counters,
+            metrics,
+            baseline,
+            start_epoch,
+            ckpt_path,
+            hooks,
+        )
+    write_csv(out / "metrics.csv", metrics)
+    files = plot_run(metrics, out, method=config.method, readout_test_acc=baseline.test_acc)
+    return RunResult(config, metrics, baseline, model, out, stop, [out / "metrics.csv", *files])
+
+
+def _loop(
+    config: TrainConfig,
+    task: Task,
+    model: ReservoirModel,
+    est: GradientEstimator,
+    optimizer: torch.optim.Optimizer,
+    data_gen: torch.Generator,
+    backend: MeasurementBackend,
+    counters: _Counters,
+    metrics: list[EpochMetrics],
+    baseline: ReadoutResult,
+    start_epoch: int,
+    ckpt_path: Path,
+    hooks: TrainHooks,
+) -> str:
+    n = task.x_train.shape[0]
+    steps_per_epoch = -(-n // config.batch_size)
+    epochs = config.epochs_or_default()
+    total = epochs * steps_per_epoch
+    if config.max_queries is not None:
+        full_cost = check_budget(config, est)
+        total = min(total, config.max_queries // full_cost)
+    hooks.on_start(total, counters.steps)
+    for epoch in range(start_epoch + 1, epochs + 1):
+        t0_wall, t0_inst = time.perf_counter(), backend.instrument_time_s
+        perm = torch.randperm(n, generator=data_gen)
+        losses, accs, sizes = [], [], []
+        budget_hit = False
+        for start in range(0, n, config.batch_size):
+            idx = perm[start : start + config.batch_size]
+            cost = est.queries_per_step(len(idx), config.channels, len(config.driven))
+            if config.max_queries is not None and counters.queries + cost > config.max_queries:
+                budget_hit = True
+                break
+            x, y = task.x_train[idx], task.y_train[idx]
+            result = est.estimate(model, x, y, _loss)
+            est.before_step(optimizer)
+            optimizer.step()
+            counters.queries += result.queries
+            counters.forward_passes += result.forward_passes
+            counters.steps += 1
+            losses.append(result.loss)
+            accs.append(accuracy(result.logits, y))
+            sizes.append(len(idx))
+            hooks.on_step(
+                {
+                    "epoch": epoch,
+                    "loss": result.loss,
+                    "queries": counters.queries,
+                    "instrument_time_s": counters.instrument_time_s
+                    + backend.instrument_time_s
+                    - t0_inst,
+                }
+            )
+        if not sizes:
+            return "query budget reached"
+        w = torch.tensor(sizes, dtype=torch.float64)
+        train_loss = float((torch.tensor(losses, dtype=torch.float64) * w).sum() / w.sum())
+        train_acc = float((torch.tensor(accs, dtype=torch.float64) * w).sum() / w.sum())
+        q_eval = backend.queries
+        test_loss, test_acc = evaluate(model, task.x_test, task.y_test)
+        counters.eval_queries += backend.queries - q_eval
+        counters.instrument_time_s += backend.instrument_time_s - t0_inst
+        counters.wall_s += time.perf_counter() - t0_wall
+        row = _row(epoch, train_loss, train_acc, test_loss, test_acc, counters, optimizer)
+        metrics.append(row)
+        _save(
+            ckpt_path,
+            config,
+            epoch,
+            model,
+            optimizer,
+            est,
+            data_gen,
+            backend,
+            counters,
+            metrics,
+            baseline,
+        )
+        write_csv(ckpt_path.parent / "metrics.csv", metrics)
+        hooks.on_epoch(row)
+        if budget_hit:
+            return "query budget reached"
+    return "epochs done"
+
+
+def _row(
+    epoch: int,
+    train_loss: float,
+    train_acc: float,
+    test_loss: float,
+    test_acc: float,
+    c: _Counters,
+    optimizer: torch.optim.Optimizer,
+) -> EpochMetrics:
+    return EpochMetrics(
+        epoch=epoch,
+        train_loss=train_loss,
+        train_acc=train_acc,
+        test_loss=test_loss,
+        test_acc=test_acc,
+        queries=c.queries,
+        forward_passes=c.forward_passes,
+        instrument_time_s=c.instrument_time_s,
+        wall_s=c.wall_s,
+        eval_queries=c.eval_queries,
+        lr=float(optimizer.param_groups[0]["lr"]),
+    )
+
+
+def _save(
+    path: Path,
+    config: TrainConfig,
+    epoch: int,
+    model: ReservoirModel,
+    optimizer: torch.optim.Optimizer,
+    est: GradientEstimator | None,
+    data_gen: torch.Generator,
+    backend: MeasurementBackend,
+    counters: _Counters,
+    metrics: list[EpochMetrics],
+    baseline: ReadoutResult,
+) -> None:
+    save_checkpoint(
+        path,
+        {
+            "format": CHECKPOINT_FORMAT,
+            "config": config.model_dump(mode="json"),
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "estimator": est.state_dict() if est is not None else {},
+            "rng": capture_rng(),
+            "data_generator": data_gen.get_state(),
+            "ring": backend.sim_state(),
+            "counters": vars(counters).copy(),
+            "metrics": [m.to_dict() for m in metrics],
+            "baseline": baseline.to_dict(),
+        },
+    )
+
+
+def _check_resume_config(saved: dict[str, Any], config: TrainConfig) -> None:
+    now = config.model_dump(mode="json")
+    changed = [k for k in now if k not in RESUME_MAY_CHANGE and now[k] != saved.get(k)]
+    if changed:
+        flags = ", ".join("--" + k.replace("_", "-") for k in changed)
+        raise UserError(
+            f"--resume: {flags} differ from the checkpoint's run; resume with the same settings "
+            "(only --epochs and --max-queries may change)"
+        )

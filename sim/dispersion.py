@@ -1,0 +1,154 @@
+"""Spin-wave physics of the ring's delay line: field, MSSW dispersion, loop phase, losses, modes.
+
+All functions are pure torch, batched over leading dimensions and differentiable.
+Frequencies in Hz, fields in Oe, wavenumbers in rad/m.
+
+Damon-Eshbach (MSSW) dispersion of a film of thickness d in an in-plane field H:
+
+    f(k)^2 = f_H (f_H + f_M) + (f_M^2 / 4) (1 - exp(-2 k d)),   f_H = gamma H, f_M = gamma 4piMs
+
+so the band runs from f_FMR = gamma sqrt(H (H + 4piMs)) (k -> 0) to f_DE = gamma (H + 2piMs)
+(k -> infinity).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from sim.params import RingParams
+
+_DB_PER_NEPER_POWER = 10.0 / math.log(10.0)  # 10*log10(e^x) = 4.343 x
+
+
+def field_oe(
+    bias_a: torch.Tensor, remanence_sign: torch.Tensor | float, params: RingParams
+) -> torch.Tensor:
+    """Field of the electromagnet H = k*I + sign*H_rem, Oe."""
+    return params.field_per_current_oe_per_a * bias_a + remanence_sign * params.remanence_oe
+
+
+def fmr_hz(field: torch.Tensor, params: RingParams) -> torch.Tensor:
+    """Bottom of the MSSW band (k -> 0), Hz. Non-positive fields are clamped to 1e-3 Oe."""
+    h = field.clamp(min=1e-3)
+    return params.gyro_hz_per_oe * torch.sqrt(h * (h + params.four_pi_ms_g))
+
+
+def de_limit_hz(field: torch.Tensor, params: RingParams) -> torch.Tensor:
+    """Top of the MSSW band (k -> infinity), Hz."""
+    return params.gyro_hz_per_oe * (field.clamp(min=1e-3) + params.four_pi_ms_g / 2)
+
+
+def frequency_of_k(k: torch.Tensor, field: torch.Tensor, params: RingParams) -> torch.Tensor:
+    """MSSW frequency of wavenumber k (rad/m) in field H (Oe), Hz."""
+    f_m = params.gyro_hz_per_oe * params.four_pi_ms_g
+    f_fmr = fmr_hz(field, params)
+    return torch.sqrt(f_fmr**2 + 0.25 * f_m**2 * -torch.expm1(-2.0 * k * params.film_thickness_m))
+
+
+def dfdk(k: torch.Tensor, f: torch.Tensor, params: RingParams) -> torch.Tensor:
+    """Slope df/dk of the dispersion at (k, f), Hz per rad/m (group velocity / 2pi)."""
+    f_m = params.gyro_hz_per_oe * params.four_pi_ms_g
+    d = params.film_thickness_m
+    return f_m**2 * d * torch.exp(-2.0 * k * d) / (4.0 * f)
+
+
+def k_of_frequency(f: torch.Tensor, field: torch.Tensor, params: RingParams) -> torch.Tensor:
+    """Wavenumber of an MSSW at frequency f, rad/m, smoothly extended below the band.
+
+    Inside the band this inverts the dispersion exactly. Below f_FMR no surface wave
+    propagates; a softplus keeps k small and positive there so that the transducer
+    loss (which grows as k -> 0) shuts the path smoothly instead of with a kink.
+    """
+    f_m = params.gyro_hz_per_oe * params.four_pi_ms_g
+    u = 4.0 * (f**2 - fmr_hz(field, params) ** 2) / f_m**2
+    k_raw = -torch.log1p(-u.clamp(max=1.0 - 1e-9)) / (2.0 * params.film_thickness_m)
+    soft_rad_per_m = 0.005 * params.transducer_k_low_rad_per_m
+    return torch.nn.functional.softplus(k_raw / soft_rad_per_m) * soft_rad_per_m
+
+
+def loop_phase_rad(k: torch.Tensor, f: torch.Tensor, params: RingParams) -> torch.Tensor:
+    """Total phase of one round trip, k*L + 2pi f tau_e + phi_amp, rad."""
+    return (
+        k * params.propagation_length_m
+        + 2.0 * math.pi * f * params.electronics_delay_s
+        + params.amplifier_phase_rad
+    )
+
+
+def group_delay_s(k: torch.Tensor, f: torch.Tensor, params: RingParams) -> torch.Tensor:
+    """Round-trip group delay d(phase)/d(omega) = L / v_g + tau_e, s."""
+    return (
+        params.propagation_length_m / (2.0 * math.pi * dfdk(k, f, params))
+        + params.electronics_delay_s
+    )
+
+
+def relaxation_rate_per_s(field: torch.Tensor, params: RingParams) -> torch.Tensor:
+    """Amplitude relaxation rate of MSSW, alpha * 2pi (f_H + f_M/2), 1/s."""
+    f_h = params.gyro_hz_per_oe * field.clamp(min=1e-3)
+    f_m = params.gyro_hz_per_oe * params.four_pi_ms_g
+    return params.gilbert_damping * 2.0 * math.pi * (f_h + 0.5 * f_m)
+
+
+def transducer_loss_db(k: torch.Tensor, params: RingParams) -> torch.Tensor:
+    """Coupling loss of the two transducers, dB: grows toward both band edges.
+
+    Long waves (k -> 0, toward f_FMR) and short waves (k -> infinity, toward f_DE)
+    couple poorly into finite antennas.
+    """
+    k_lo = params.transducer_k_low_rad_per_m
+    k_hi = params.transducer_k_high_rad_per_m
+    k_safe = k.clamp(min=1e-6 * k_lo)
+    return 20.0 * (
+        torch.log10(1.0 + (k_lo / k_safe) ** 2) + torch.log10(1.0 + (k_safe / k_hi) ** 2)
+    )
+
+
+def propagation_loss_db(
+    k: torch.Tensor, f: torch.Tensor, field: torch.Tensor, params: RingParams
+) -> torch.Tensor:
+    """Spin-wave loss of one pass, dB: damping over the transit time plus transducer loss."""
+    transit_s = params.propagation_length_m / (2.0 * math.pi * dfdk(k, f, params))
+    damping_db = 2.0 * _DB_PER_NEPER_POWER * relaxation_rate_per_s(field, params) * transit_s
+    return damping_db + transducer_loss_db(k, params)
+
+
+def best_k_rad_per_m(params: RingParams) -> float:
+    """Wavenumber of least transducer loss, sqrt(k_low * k_high), rad/m."""
+    return math.sqrt(params.transducer_k_low_rad_per_m * params.transducer_k_high_rad_per_m)
+
+
+def solve_modes(field: torch.Tensor, params: RingParams, newton_steps: int = 6) -> torch.Tensor:
+    """Wavenumbers of `mode_count` consecutive eigenmodes per field, shape field.shape + (M,).
+
+    Mode n satisfies loop_phase(k) = 2 pi n. The window starts at half the low
+    transducer wavenumber so that it covers the whole net-gain band. The loop phase
+    is increasing and concave in k, so Newton from the left converges monotonically.
+    The iterations run without autograd; one final Newton step with autograd gives
+    the exact implicit derivative dk/dH at the converged root.
+    """
+    m = params.mode_count
+    offsets = torch.arange(m, dtype=field.dtype, device=field.device)
+    k_start = 0.5 * params.transducer_k_low_rad_per_m
+    with torch.no_grad():
+        h = field.detach().unsqueeze(-1)
+        k0 = torch.full_like(h, k_start)
+        phase0 = loop_phase_rad(k0, frequency_of_k(k0, h, params), params)
+        n_target = (torch.floor(phase0 / (2.0 * math.pi)) + 1.0 + offsets) * (2.0 * math.pi)
+        k = k0.expand(*h.shape[:-1], m).clone()
+        for _ in range(newton_steps):
+            k = _newton_step(k, h, n_target, params)
+    return _newton_step(k, field.unsqueeze(-1), n_target, params)
+
+
+def _newton_step(
+    k: torch.Tensor, field: torch.Tensor, target_rad: torch.Tensor, params: RingParams
+) -> torch.Tensor:
+    f = frequency_of_k(k, field, params)
+    phase = loop_phase_rad(k, f, params)
+    slope = params.propagation_length_m + 2.0 * math.pi * params.electronics_delay_s * dfdk(
+        k, f, params
+    )
+    return k - (phase - target_rad) / slope

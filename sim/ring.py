@@ -1,0 +1,423 @@
+"""The simulated magnonic auto-oscillation ring: a pure differentiable core plus bench state.
+
+`RingModel.lines` / `RingModel.evaluate` are pure functions of the drive settings
+(batched, differentiable with noise off). `RingModel.measure` is what the virtual
+bench calls: it walks the shots in order through the magnet's hysteresis, the slow
+drift and the analyzer noise, all driven by one seeded `torch.Generator`.
+
+The physics lives in `sim.dispersion` (field, MSSW band, loop phase, losses, eigenmodes),
+`sim.competition` (gain saturation and mode competition), `sim.injection` (locking,
+pulling, idlers) and `sim.spectrum` (the analyzer display). docs/physics.md explains it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from sim import dispersion
+from sim.competition import steady_state
+from sim.grid import AnalyzerGrid
+from sim.injection import injection_lines
+from sim.params import RingParams
+from sim.spectrum import render_trace
+
+TensorLike = torch.Tensor | float
+
+
+class RingError(ValueError):
+    """Bad input to the simulated ring (shape, non-finite value, negative time)."""
+
+
+@dataclass
+class Lines:
+    """Spectral lines at the analyzer input for N settings."""
+
+    frequency_hz: torch.Tensor
+    """(N, L) line frequencies in Hz."""
+    power_dbm: torch.Tensor
+    """(N, L) line powers in dBm (very negative for lines that are not there)."""
+    kind: tuple[str, ...]
+    """One label per column: "drive" (drive tone plus locked power), "mode", "idler"."""
+
+
+@dataclass
+class Trace:
+    """One analyzer sweep per shot."""
+
+    frequency_hz: torch.Tensor
+    """(P,) trace frequency axis in Hz."""
+    power_dbm: torch.Tensor
+    """(N, P) displayed power in dBm."""
+    sweep_time_s: float
+    """Duration of one sweep, 2.5 * span / RBW^2, in s."""
+    time_s: torch.Tensor
+    """(N,) simulated clock at the start of each shot's sweep, in s."""
+
+
+_STATE_KEYS = (
+    "time_s",
+    "field_drift_oe",
+    "gain_drift_db",
+    "remanence_sign",
+    "extreme_a",
+    "bias_a",
+    "rng_state",
+)
+
+
+class RingModel:
+    """Simulated ring. See docs/architecture.md (sim.ring) for the contract."""
+
+    def __init__(self, params: RingParams | None = None, *, seed: int = 0) -> None:
+        self._params = params if params is not None else RingParams()
+        self._generator = torch.Generator().manual_seed(int(seed))
+        self._time_s = 0.0
+        self._field_drift_oe = 0.0
+        self._gain_drift_db = 0.0
+        # The magnet starts as if it had last come down to 0 A.
+        self._remanence_sign = 1.0
+        self._extreme_a = 0.0
+        self._bias_a = 0.0
+        self._best_transducer_loss_db = float(
+            dispersion.transducer_loss_db(
+                torch.tensor(dispersion.best_k_rad_per_m(self._params), dtype=torch.float64),
+                self._params,
+            )
+        )
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def params(self) -> RingParams:
+        return self._params
+
+    @property
+    def time_s(self) -> float:
+        """Simulated clock, s."""
+        return self._time_s
+
+    @property
+    def remanence_sign(self) -> float:
+        """Sign of H_rem now (-1, +1), or 0.0 with hysteresis switched off."""
+        return self._remanence_sign if self._params.hysteresis else 0.0
+
+    @property
+    def drift_state(self) -> tuple[float, float]:
+        """Current (field offset in Oe, gain offset in dB) from drift and injected steps."""
+        return self._field_drift_oe, self._gain_drift_db
+
+    # ------------------------------------------------------------------ pure core
+    def field_oe(
+        self, bias_a: TensorLike, remanence_sign: TensorLike | None = None
+    ) -> torch.Tensor:
+        """Field H = k*I + sign*H_rem in Oe (sign defaults to the current hysteresis state)."""
+        bias = _as_tensor(bias_a, "bias_a")
+        sign = self.remanence_sign if remanence_sign is None else remanence_sign
+        return dispersion.field_oe(bias, _as_tensor(sign, "remanence_sign"), self._params)
+
+    def lines(
+        self,
+        drive_hz: TensorLike,
+        drive_dbm: TensorLike,
+        bias_a: TensorLike,
+        *,
+        rf_on: bool | torch.Tensor = True,
+        field_offset_oe: TensorLike | None = None,
+        gain_offset_db: TensorLike | None = None,
+        remanence_sign: TensorLike | None = None,
+    ) -> Lines:
+        """Lines at the analyzer input for N settings (pure, differentiable)."""
+        frequency_hz, power_mw = self._lines_mw(
+            drive_hz, drive_dbm, bias_a, rf_on, field_offset_oe, gain_offset_db, remanence_sign
+        )
+        return Lines(
+            frequency_hz=frequency_hz,
+            power_dbm=10.0 * torch.log10(power_mw + 1e-30),
+            kind=self.line_kinds,
+        )
+
+    @property
+    def line_kinds(self) -> tuple[str, ...]:
+        m = self._params.mode_count
+        return ("drive",) + ("mode",) * m + ("idler",) * m
+
+    def evaluate(
+        self,
+        drive_hz: TensorLike,
+        drive_dbm: TensorLike,
+        bias_a: TensorLike,
+        grid: AnalyzerGrid,
+        *,
+        rf_on: bool | torch.Tensor = True,
+        field_offset_oe: TensorLike | None = None,
+        gain_offset_db: TensorLike | None = None,
+        remanence_sign: TensorLike | None = None,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """Analyzer traces (N, P) float64 in dBm; noisy only when a generator is given.
+
+        dtype: precision of the trace arithmetic (lines are always float64). None:
+        float64 when autograd needs it, else float32 (faster, ~1e-5 dB); pass
+        torch.float64 for finite-difference checks without autograd.
+        """
+        frequency_hz, power_mw = self._lines_mw(
+            drive_hz, drive_dbm, bias_a, rf_on, field_offset_oe, gain_offset_db, remanence_sign
+        )
+        if generator is not None and not self._params.noise:
+            generator = None
+        return render_trace(
+            frequency_hz, power_mw, grid, self._params, generator=generator, dtype=dtype
+        )
+
+    def _lines_mw(
+        self,
+        drive_hz: TensorLike,
+        drive_dbm: TensorLike,
+        bias_a: TensorLike,
+        rf_on: bool | torch.Tensor,
+        field_offset_oe: TensorLike | None,
+        gain_offset_db: TensorLike | None,
+        remanence_sign: TensorLike | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self._params
+        sign = self.remanence_sign if remanence_sign is None else remanence_sign
+        fin, dbm, bias, sign_t, dfield, dgain, rf = _broadcast(
+            drive_hz=drive_hz,
+            drive_dbm=drive_dbm,
+            bias_a=bias_a,
+            remanence_sign=sign,
+            field_offset_oe=0.0 if field_offset_oe is None else field_offset_oe,
+            gain_offset_db=0.0 if gain_offset_db is None else gain_offset_db,
+            rf_on=rf_on,
+        )
+        field = dispersion.field_oe(bias, sign_t, p) + dfield
+        gain_db = p.amplifier_gain_db + dgain - p.fixed_loss_db
+
+        k_modes = dispersion.solve_modes(field, p)
+        h = field.unsqueeze(-1)
+        mode_hz = dispersion.frequency_of_k(k_modes, h, p)
+        mode_net_db = gain_db.unsqueeze(-1) - dispersion.propagation_loss_db(k_modes, mode_hz, h, p)
+
+        drive_mw = torch.pow(10.0, dbm / 10.0)
+        k_in = dispersion.k_of_frequency(fin, field, p)
+        coupling = torch.pow(
+            10.0, -(dispersion.transducer_loss_db(k_in, p) - self._best_transducer_loss_db) / 10
+        )
+        drive_saturation = (
+            drive_mw * 10.0 ** (-(p.drive_coupling_loss_db + p.saturation_power_dbm) / 10.0)
+        ) * (coupling * rf)
+        spacing_hz = (mode_hz[..., -1] - mode_hz[..., 0]) / (p.mode_count - 1)
+        drive_separation = (fin.unsqueeze(-1) - mode_hz) / spacing_hz.unsqueeze(-1)
+        power = steady_state(mode_net_db / p.gain_scale_db, drive_separation, drive_saturation, p)
+        mode_mw = power * 10.0 ** (p.saturation_power_dbm / 10.0)
+        shifted_hz = mode_hz + p.nonlinear_shift_hz_per_mw * mode_mw
+
+        # The drive tone also passes the ring as a small signal: a comb of loop
+        # resonances whose contrast follows the net gain at the drive frequency.
+        f_k_in = dispersion.frequency_of_k(k_in, field, p)
+        drive_net_db = gain_db - dispersion.propagation_loss_db(k_in, f_k_in, field, p)
+        rho = p.ring_resonance_max * torch.pow(
+            10.0, -torch.nn.functional.softplus(-drive_net_db) / 20.0
+        )
+        phase = dispersion.loop_phase_rad(k_in, fin, p)
+        resonance = 1.0 / (1.0 - 2.0 * rho * torch.cos(phase) + rho**2)
+        through_mw = (
+            drive_mw
+            * 10.0 ** (-p.drive_through_loss_db / 10.0)
+            * (coupling * resonance + 10.0 ** (p.drive_leakage_db / 10.0))
+        )
+        return injection_lines(shifted_hz, mode_mw, fin, drive_mw, coupling, through_mw, rf, p)
+
+    # ------------------------------------------------------------------ true values
+    def mode_frequencies_hz(self, bias_a: float) -> torch.Tensor:
+        """(M,) small-signal eigenmode frequencies at this bias and the current state, Hz."""
+        with torch.no_grad():
+            field = self.field_oe(float(bias_a)) + self._field_drift_oe
+            return dispersion.frequency_of_k(
+                dispersion.solve_modes(field, self._params), field.unsqueeze(-1), self._params
+            )
+
+    def fmr_hz(self, bias_a: float) -> float:
+        """Bottom of the MSSW band at this bias and the current state, Hz."""
+        field = self.field_oe(float(bias_a)) + self._field_drift_oe
+        return float(dispersion.fmr_hz(field, self._params))
+
+    def mode_spacing_hz(self, bias_a: float) -> float:
+        """Spacing of the eigenmodes around the gain maximum at this bias, Hz (true value)."""
+        p = self._params
+        with torch.no_grad():
+            field = self.field_oe(float(bias_a)) + self._field_drift_oe
+            k = dispersion.solve_modes(field, p)
+            f = dispersion.frequency_of_k(k, field, p)
+            net = -dispersion.propagation_loss_db(k, f, field, p)
+            j = int(net[1:-1].argmax()) + 1
+            return float((f[j + 1] - f[j - 1]) / 2.0)
+
+    def group_delay_s(self, bias_a: float) -> float:
+        """Round-trip group delay at the mode of largest net gain, s."""
+        p = self._params
+        with torch.no_grad():
+            field = self.field_oe(float(bias_a)) + self._field_drift_oe
+            k = dispersion.solve_modes(field, p)
+            f = dispersion.frequency_of_k(k, field, p)
+            j = int((-dispersion.propagation_loss_db(k, f, field, p)).argmax())
+            return float(dispersion.group_delay_s(k[j], f[j], p))
+
+    # ------------------------------------------------------------------ bench state
+    def advance(self, dt_s: float) -> None:
+        """Advance the simulated clock by dt_s; with drift on, field and gain random-walk."""
+        dt = float(dt_s)
+        if not math.isfinite(dt) or dt < 0:
+            raise RingError(f"dt_s must be a finite time >= 0 s, got {dt_s}")
+        self._time_s += dt
+        if self._params.drift and dt > 0:
+            z = torch.randn(2, generator=self._generator, dtype=torch.float64)
+            self._field_drift_oe += (
+                self._params.field_drift_oe_per_min * math.sqrt(dt / 60.0) * float(z[0])
+            )
+            self._gain_drift_db += (
+                self._params.gain_drift_db_per_hour * math.sqrt(dt / 3600.0) * float(z[1])
+            )
+
+    def set_bias(self, bias_a: float) -> None:
+        """Record a new bias current; updates the remanence sign (hysteresis rule).
+
+        The remanent field lags the direction of travel: once the current has risen
+        more than `hysteresis_threshold_a` above its lowest value since the last flip,
+        H_rem becomes negative; once it has fallen that much below its highest value,
+        positive. Smaller reversals leave the sign alone.
+        """
+        current = float(bias_a)
+        if not math.isfinite(current):
+            raise RingError(f"bias_a must be finite, got {bias_a}")
+        threshold = self._params.hysteresis_threshold_a
+        if self._remanence_sign < 0:
+            self._extreme_a = max(self._extreme_a, current)
+            if current < self._extreme_a - threshold:
+                self._remanence_sign, self._extreme_a = 1.0, current
+        else:
+            self._extreme_a = min(self._extreme_a, current)
+            if current > self._extreme_a + threshold:
+                self._remanence_sign, self._extreme_a = -1.0, current
+        self._bias_a = current
+
+    def inject_drift(self, field_oe: float = 0.0, gain_db: float = 0.0) -> None:
+        """Add a step to the field (Oe) and gain (dB) offsets (works with drift off too)."""
+        self._field_drift_oe += float(field_oe)
+        self._gain_drift_db += float(gain_db)
+
+    def measure(
+        self,
+        drive_hz: TensorLike,
+        drive_dbm: TensorLike,
+        bias_a: TensorLike,
+        grid: AnalyzerGrid,
+        *,
+        rf_on: bool | torch.Tensor = True,
+        settle_s: TensorLike = 0.0,
+    ) -> Trace:
+        """Measure N shots in order: per shot set_bias, settle, sweep, advance by the sweep."""
+        fin, dbm, bias, settle, rf = _broadcast(
+            drive_hz=drive_hz, drive_dbm=drive_dbm, bias_a=bias_a, settle_s=settle_s, rf_on=rf_on
+        )
+        if (settle < 0).any():
+            raise RingError("settle_s must be >= 0 s")
+        n = fin.shape[0]
+        sweep_s = grid.sweep_time_s
+        signs = torch.empty(n, dtype=torch.float64)
+        for i, current in enumerate(bias.tolist()):
+            self.set_bias(current)
+            signs[i] = self.remanence_sign
+        # Each shot advances the clock twice: by its settle time, then by the sweep.
+        steps = torch.stack([settle.detach(), torch.full_like(settle, sweep_s)], dim=1)
+        clock = self._time_s + torch.cumsum(steps.reshape(-1), 0)
+        shot_time = clock[0::2]
+        field_path = torch.full((2 * n,), self._field_drift_oe, dtype=torch.float64)
+        gain_path = torch.full((2 * n,), self._gain_drift_db, dtype=torch.float64)
+        if self._params.drift:
+            z = torch.randn(2 * n, 2, generator=self._generator, dtype=torch.float64)
+            dt = steps.reshape(-1)
+            field_path = field_path + torch.cumsum(
+                self._params.field_drift_oe_per_min * torch.sqrt(dt / 60.0) * z[:, 0], 0
+            )
+            gain_path = gain_path + torch.cumsum(
+                self._params.gain_drift_db_per_hour * torch.sqrt(dt / 3600.0) * z[:, 1], 0
+            )
+        generator = self._generator if self._params.noise else None
+        with torch.no_grad():
+            power = self.evaluate(
+                fin,
+                dbm,
+                bias,
+                grid,
+                rf_on=rf,
+                field_offset_oe=field_path[0::2],
+                gain_offset_db=gain_path[0::2],
+                remanence_sign=signs,
+                generator=generator,
+            )
+        self._time_s = float(clock[-1])
+        self._field_drift_oe = float(field_path[-1])
+        self._gain_drift_db = float(gain_path[-1])
+        return Trace(
+            frequency_hz=grid.frequencies_hz(),
+            power_dbm=power,
+            sweep_time_s=sweep_s,
+            time_s=shot_time,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Clock, drift, hysteresis and RNG state: load it to continue bit-identically."""
+        return {
+            "time_s": self._time_s,
+            "field_drift_oe": self._field_drift_oe,
+            "gain_drift_db": self._gain_drift_db,
+            "remanence_sign": self._remanence_sign,
+            "extreme_a": self._extreme_a,
+            "bias_a": self._bias_a,
+            "rng_state": self._generator.get_state().clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict()`; raises RingError naming a missing key."""
+        missing = [key for key in _STATE_KEYS if key not in state]
+        if missing:
+            raise RingError(f"ring state is missing {', '.join(missing)}")
+        self._time_s = float(state["time_s"])
+        self._field_drift_oe = float(state["field_drift_oe"])
+        self._gain_drift_db = float(state["gain_drift_db"])
+        self._remanence_sign = float(state["remanence_sign"])
+        self._extreme_a = float(state["extreme_a"])
+        self._bias_a = float(state["bias_a"])
+        self._generator.set_state(state["rng_state"].clone())
+
+
+def _as_tensor(value: TensorLike | bool, name: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value if value.dtype == torch.float64 else value.to(torch.float64)
+    try:
+        return torch.tensor(float(value), dtype=torch.float64)
+    except (TypeError, ValueError) as exc:
+        raise RingError(f"{name} must be a number or a tensor, got {value!r}") from exc
+
+
+def _broadcast(**inputs: TensorLike | bool) -> tuple[torch.Tensor, ...]:
+    """Inputs as float64 tensors broadcast to one (N,) shape (N = 1 for plain numbers)."""
+    tensors = [_as_tensor(value, name) for name, value in inputs.items()]
+    try:
+        out = torch.broadcast_tensors(*tensors)
+    except RuntimeError as exc:
+        shapes = {name: tuple(t.shape) for name, t in zip(inputs, tensors, strict=True)}
+        raise RingError(f"inputs do not broadcast to one batch: shapes {shapes}") from exc
+    if out[0].ndim == 0:
+        out = tuple(t.reshape(1) for t in out)
+    if out[0].ndim != 1:
+        raise RingError(f"inputs must be scalars or (N,) tensors, got shape {tuple(out[0].shape)}")
+    for name, t in zip(inputs, out, strict=True):
+        if not torch.isfinite(t.detach()).all():
+            raise RingError(f"{name} contains a non-finite value")
+    return out

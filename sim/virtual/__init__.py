@@ -1,0 +1,17 @@
+"""The virtual bench: SCPI servers for generator, analyzer and supply around one ring.
+
+Clients reach it exactly as they reach real instruments, through VISA resource
+strings (``TCPIP::127.0.0.1::<port>::SOCKET``, ``ASRL/dev/pts/N::INSTR``).
+"""
+
+from sim.virtual.bench import ROLES, VirtualBench, VirtualBenchError, is_loopback
+from sim.virtual.faults import FAULT_KINDS, FaultError
+
+__all__ = [
+    "FAULT_KINDS",
+    "ROLES",
+    "FaultError",
+    "VirtualBench",
+    "VirtualBenchError",
+    "is_loopback",
+]

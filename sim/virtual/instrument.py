@@ -1,0 +1,189 @@
+"""The SCPI instrument base: error queue, IEEE 488.2 common commands, dispatch of a line.
+
+Subclasses (generator, analyzer, supply) register their command tree in
+`_build()` and their power-on state in `_reset()`. `execute()` runs one
+newline-terminated program message and returns the reply bytes (or None when
+the message held no query), exactly what the transport writes back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Literal
+
+from sim.scpi import Call, CommandTable, ErrorQueue, ScpiError, parse_unit, split_units
+
+log = logging.getLogger(__name__)
+
+# Standard event status register bits (IEEE 488.2).
+_ESR_OPC = 1 << 0
+_ESR_QUERY_ERROR = 1 << 2
+_ESR_DEVICE_ERROR = 1 << 3
+_ESR_EXECUTION_ERROR = 1 << 4
+_ESR_COMMAND_ERROR = 1 << 5
+
+
+@dataclass(frozen=True)
+class Family:
+    """What distinguishes one model family on the wire: identity and reply number style."""
+
+    name: str
+    identity: str
+    number_style: Literal["keysight", "rs"]
+
+
+class ScpiInstrument:
+    """One virtual instrument: a command table, an error queue and a lock around state."""
+
+    def __init__(self, family: Family, stop_event: threading.Event | None = None) -> None:
+        self.family = family
+        self.errors = ErrorQueue()
+        self.table = CommandTable()
+        # Re-entrant: handlers may call helpers that take the lock again.
+        self.lock = threading.RLock()
+        self.stop_event = stop_event if stop_event is not None else threading.Event()
+        self._esr = 0
+        self._common = {
+            ("IDN", True): lambda call: self.family.identity,
+            ("RST", False): lambda call: self._reset(),
+            ("CLS", False): lambda call: self._clear_status(),
+            ("OPC", True): self._opc_query,
+            ("OPC", False): self._opc_set,
+            ("WAI", False): lambda call: self.wait_pending(),
+            ("ESR", True): self._esr_query,
+            ("STB", True): self._stb_query,
+            ("TST", True): lambda call: "0",
+        }
+        self.table.add("SYSTem:ERRor[:NEXT]", getter=lambda call: self.errors.pop())
+        self.table.add("SYSTem:ERRor:ALL", getter=self._all_errors)
+        self.table.add("SYSTem:VERSion", getter=lambda call: "1999.0")
+        self.table.add("SYSTem:PRESet", setter=lambda call: self._reset())
+        self._build()
+        with self.lock:
+            self._reset()
+
+    # ------------------------------------------------------------------ for subclasses
+
+    def _build(self) -> None:
+        """Register the family's commands in `self.table`."""
+
+    def _reset(self) -> None:
+        """Put the instrument in its *RST state."""
+
+    def wait_pending(self) -> None:
+        """Block until overlapped operations (a running sweep) are complete."""
+
+    # ------------------------------------------------------------------ formatting
+
+    def number(self, value: float) -> str:
+        """A numeric reply in the family's style (Keysight NR3, R&S shortest decimal)."""
+        if self.family.number_style == "keysight":
+            return f"{value:+.15E}"
+        return f"{value:.15g}"
+
+    @staticmethod
+    def boolean(value: bool) -> str:
+        return "1" if value else "0"
+
+    # ------------------------------------------------------------------ execution
+
+    def push_error(self, code: int, detail: str = "") -> None:
+        """Queue an error (also sets the matching event status bit)."""
+        with self.lock:
+            self._record(ScpiError(code, detail))
+
+    def _record(self, error: ScpiError) -> None:
+        self.errors.push(error)
+        if error.is_command_error:
+            self._esr |= _ESR_COMMAND_ERROR
+        elif -299 <= error.code <= -200:
+            self._esr |= _ESR_EXECUTION_ERROR
+        elif -499 <= error.code <= -400:
+            self._esr |= _ESR_QUERY_ERROR
+        else:
+            self._esr |= _ESR_DEVICE_ERROR
+
+    def execute(self, line: str, *, refuse_settings: bool = False) -> bytes | None:
+        """Run one program message; return the reply (``;``-joined, newline-terminated) or None.
+
+        A command error (-1xx) discards the rest of the message, as IEEE 488.2
+        parsers do; execution errors (-2xx) do not. With `refuse_settings`, units
+        that would change state are skipped (queries still answer).
+        """
+        replies: list[bytes] = []
+        with self.lock:
+            try:
+                units = split_units(line)
+            except ScpiError as error:
+                self._record(error)
+                return None
+            path: tuple = ()
+            for text in units:
+                if not text.strip():
+                    continue
+                try:
+                    unit, path = parse_unit(text, path)
+                    if refuse_settings and not unit.query:
+                        continue
+                    reply = self._dispatch(unit)
+                except ScpiError as error:
+                    self._record(error)
+                    if error.is_command_error:
+                        break
+                    continue
+                except Exception as exc:  # a bug must cost one error entry, never the server
+                    log.exception("virtual %s: %r failed", self.family.name, text)
+                    self._record(ScpiError(-300, f"{type(exc).__name__}: {exc}"))
+                    continue
+                if unit.query and reply is not None:
+                    replies.append(reply if isinstance(reply, bytes) else str(reply).encode())
+        if not replies:
+            return None
+        return b";".join(replies) + b"\n"
+
+    def _dispatch(self, unit) -> object:
+        if unit.common is not None:
+            handler = self._common.get((unit.common, unit.query))
+            if handler is None:
+                raise ScpiError(-113, unit.text.split()[0])
+            if unit.params:
+                raise ScpiError(-108, ",".join(unit.params))
+            return handler(Call(unit.params, (), unit.query))
+        found = self.table.lookup(unit.nodes)
+        if found is None:
+            raise ScpiError(-113, unit.text.split()[0])
+        command, suffixes = found
+        handler = command.getter if unit.query else command.setter
+        if handler is None:
+            raise ScpiError(-113, unit.text.split()[0])
+        return handler(Call(unit.params, suffixes, unit.query))
+
+    # ------------------------------------------------------------------ common commands
+
+    def _clear_status(self) -> None:
+        self.errors.clear()
+        self._esr = 0
+
+    def _opc_query(self, call: Call) -> str:
+        self.wait_pending()
+        return "1"
+
+    def _opc_set(self, call: Call) -> None:
+        self.wait_pending()
+        self._esr |= _ESR_OPC
+
+    def _esr_query(self, call: Call) -> str:
+        value, self._esr = self._esr, 0
+        return str(value)
+
+    def _stb_query(self, call: Call) -> str:
+        # Bit 2: error queue not empty (SCPI); bit 5: a standard event is pending.
+        return str((4 if len(self.errors) else 0) | (32 if self._esr else 0))
+
+    def _all_errors(self, call: Call) -> str:
+        entries = []
+        while len(self.errors):
+            entries.append(self.errors.pop())
+        return ",".join(entries) if entries else self.errors.pop()

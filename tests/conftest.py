@@ -1,0 +1,5 @@
+"""Shared test configuration."""
+
+import torch
+
+torch.set_num_threads(2)

@@ -1,0 +1,198 @@
+"""labpgt acquire / show: inputs, the HDF5 run file, kill + resume, Ctrl-C, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from labpgt.acquire import acquire, grid_inputs, parse_sweep, plan_shots, read_inputs_csv
+from labpgt.cli.app import app
+from labpgt.embedded import embedded_bench
+from labpgt.errors import UserError
+from labpgt.features import FeatureSpec
+from labpgt.reservoir import SettingBounds
+
+LABPGT = [sys.executable, "-m", "labpgt"]
+SWEEPS = ["--sweep", "drive_hz=2.0e9:2.3e9:60", "--sweep", "bias_a=1.7,1.9"]
+
+
+def test_sweeps_form_a_grid_with_defaults():
+    inputs = grid_inputs([parse_sweep("bias_a=1.6:2.0:3"), parse_sweep("drive_hz=2.1e9,2.2e9")])
+    assert inputs.shape == (6, 3)
+    torch.testing.assert_close(inputs[:, 1], torch.full((6,), -10.0, dtype=torch.float64))
+    torch.testing.assert_close(inputs[:2, 2], torch.tensor([1.6, 1.6], dtype=torch.float64))
+    torch.testing.assert_close(inputs[:2, 0], torch.tensor([2.1e9, 2.2e9], dtype=torch.float64))
+    only_freq = grid_inputs([parse_sweep("drive_hz=2.0e9:2.3e9:301")])
+    assert only_freq.shape == (301, 3) and (only_freq[:, 2] == 1.8).all()
+    with pytest.raises(UserError, match="unknown setting 'current'; valid settings: drive_hz"):
+        parse_sweep("current=1:2:3")
+    with pytest.raises(UserError, match="count must be a whole number"):
+        parse_sweep("bias_a=1:2:2.5")
+    with pytest.raises(UserError, match="swept twice"):
+        grid_inputs([parse_sweep("bias_a=1,2"), parse_sweep("bias_a=1.5")])
+
+
+def test_csv_errors_name_line_and_column(tmp_path: Path):
+    good = tmp_path / "good.csv"
+    good.write_text("drive_hz,bias_a\n2.1e9,1.8\n\n2.2e9,1.9\n")
+    inputs = read_inputs_csv(good)
+    torch.testing.assert_close(
+        inputs, torch.tensor([[2.1e9, -10.0, 1.8], [2.2e9, -10.0, 1.9]], dtype=torch.float64)
+    )
+    cases = {
+        "drive_hz,bias_a\n2.1e9,1.8\n2.2e9,abc\n": r"line 3, column bias_a: 'abc' is not a number",
+        "drive_hz,bias_a\n2.1e9\n": r"line 2: 1 values, but the header has 2 columns",
+        "drive_hz,gain\n2.1e9,1\n": r"line 1: unknown setting 'gain'; valid settings: drive_hz, "
+        r"drive_dbm, bias_a",
+        "drive_hz\n2.1e9\n3.1e9\n": r"line 3, column drive_hz: 3.1e\+09 Hz is outside the bench",
+    }
+    for i, (text, message) in enumerate(cases.items()):
+        path = tmp_path / f"bad{i}.csv"
+        path.write_text(text)
+        with pytest.raises(UserError, match=message):
+            read_inputs_csv(path, SettingBounds())
+
+
+def test_shot_plan_is_bias_first_with_repeats_back_to_back():
+    inputs = grid_inputs([parse_sweep("drive_hz=2.2e9,2.1e9"), parse_sweep("bias_a=1.9,1.7")])
+    plan = plan_shots(inputs, 2, SettingBounds())
+    assert plan.settings[:, 2].tolist() == [1.7] * 4 + [1.9] * 4
+    assert plan.settings[:4, 0].tolist() == [2.1e9, 2.1e9, 2.2e9, 2.2e9]
+    assert plan.repeat_index.tolist() == [0, 1] * 4
+    torch.testing.assert_close(inputs[plan.input_index], plan.settings)
+    assert sorted(plan.input_index.tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def _reference(path: Path, seed: int) -> None:
+    """The same run as the CLI's, uninterrupted, in process."""
+    inputs = grid_inputs([parse_sweep(SWEEPS[1]), parse_sweep(SWEEPS[3])])
+    with embedded_bench(
+        seed=seed,
+        noise=False,
+        drift=False,
+        hysteresis=False,
+        keep_traces=True,
+        features=FeatureSpec(bins=1),
+        handle_signals=False,
+    ) as res:
+        acquire(res, path, inputs, chunk_shots=16)
+
+
+def _done(path: Path) -> int:
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            return int(np.asarray(f["shots/done"][...]).sum())
+    except (OSError, KeyError):
+        return 0  # not created yet (or still being created)
+
+
+def _start(out: Path, *extra: str) -> subprocess.Popen:
+    cmd = [*LABPGT, "acquire", *SWEEPS, "--seed", "3", "--no-noise", "--chunk", "4", "--out"]
+    return subprocess.Popen(
+        [*cmd, str(out), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _wait_for_chunks(proc: subprocess.Popen, out: Path, shots: int) -> None:
+    deadline = time.monotonic() + 120
+    while _done(out) < shots:
+        assert proc.poll() is None, f"acquire ended early: {proc.communicate()}"
+        assert time.monotonic() < deadline, "acquire made no progress"
+        time.sleep(0.01)
+
+
+def _datasets(path: Path) -> dict[str, np.ndarray]:
+    names = ["inputs", "frequency_hz", "traces_dbm", "shots/settings", "shots/input_index"]
+    names += ["shots/repeat_index", "shots/done"]
+    with h5py.File(path, "r") as f:
+        return {n: f[n][...] for n in names}
+
+
+def test_killed_run_resumes_to_the_uninterrupted_file(tmp_path: Path):
+    out = tmp_path / "run.h5"
+    proc = _start(out)
+    _wait_for_chunks(proc, out, 12)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = _datasets(out)  # a killed file opens with plain h5py
+    done = partial["shots/done"]
+    assert 12 <= done.sum() < done.size
+    assert np.isfinite(partial["traces_dbm"][done]).all()
+    assert np.isnan(partial["traces_dbm"][~done]).all()
+    # without --resume the existing file is refused, not overwritten
+    refused = subprocess.run(
+        [*LABPGT, "acquire", *SWEEPS, "--out", str(out)], capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+    resumed = _start(out, "--resume")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    reference = tmp_path / "reference.h5"
+    _reference(reference, seed=3)
+    got, want = _datasets(out), _datasets(reference)
+    assert got["shots/done"].all() and got["shots/done"].size == 120
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    with h5py.File(out, "r") as f:
+        snap = json.loads(f.attrs["snapshot"])
+        assert len(json.loads(f.attrs["resumes"])) == 1
+    bench = snap["reservoir"]["bench"]
+    for role in ("generator", "analyzer", "supply"):
+        assert bench[role]["identity"]["model"]
+    assert snap["seed"] == 3 and "--no-noise" in snap["command_line"]
+    assert snap["labpgt_version"] and bench["limits"]["bias_max_a"] == 2.5
+    # labpgt show: summary and heat map
+    png = tmp_path / "run.png"
+    shown = CliRunner().invoke(app, ["show", str(out), "--plot", str(png)])
+    assert shown.exit_code == 0, shown.output
+    assert "120 / 120" in shown.output and "N5183B" in shown.output and "none" in shown.output
+    assert png.stat().st_size > 10_000
+
+
+def test_ctrl_c_leaves_a_valid_resumable_file(tmp_path: Path):
+    out = tmp_path / "run.h5"
+    proc = _start(out)
+    _wait_for_chunks(proc, out, 8)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "--resume" in err
+    with h5py.File(out, "r") as f:
+        done = f["shots/done"][...]
+        assert 8 <= done.sum() < done.size
+        assert np.isfinite(f["traces_dbm"][...][done]).all()
+    shown = CliRunner().invoke(app, ["show", str(out)])
+    assert shown.exit_code == 0 and "missing shots" in shown.output
+
+
+def test_out_of_limit_settings_are_refused_before_any_instrument_opens(tmp_path: Path):
+    out = tmp_path / "run.h5"
+    csv = tmp_path / "in.csv"
+    csv.write_text("drive_dbm\n-10\n3\n")
+    env = {**os.environ, "COLUMNS": "200"}
+    for args in (["--inputs", str(csv)], ["--sweep", "bias_a=2.0:3.0:3"], ["--sweep", "x=1"]):
+        result = subprocess.run(
+            [*LABPGT, "acquire", *args, "--out", str(out)], capture_output=True, text=True, env=env
+        )
+        assert result.returncode == 2, result.stderr
+        assert not out.exists()
+    assert (
+        "line 3, column drive_dbm"
+        in subprocess.run(
+            [*LABPGT, "acquire", "--inputs", str(csv), "--out", str(out)],
+            capture_output=True,
+            text=True,
+            env=env,
+        ).stderr
+    )

@@ -1,0 +1,170 @@
+"""Drivers against the virtual bench: pyvisa-py over real loopback sockets and a pty."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from instruments.bench import Bench, bench_config_from_resources, dump_bench, load_bench
+from instruments.errors import LimitError
+from sim.grid import AnalyzerGrid
+from sim.params import RingParams
+from sim.ring import RingModel
+from sim.virtual import VirtualBench
+
+FAST_LIMITS = {"ramp_rate_a_per_s": 20.0, "ramp_step_a": 0.1}
+GRID = AnalyzerGrid(center_hz=2.15e9, span_hz=300e6, rbw_hz=300e3, points=1001)
+
+
+def quiet_ring() -> RingModel:
+    return RingModel(RingParams(noise=False, drift=False))
+
+
+def config(vb: VirtualBench, **limits: float):
+    return bench_config_from_resources(
+        vb.resources,
+        families=vb.families,
+        limits={**FAST_LIMITS, **limits},
+        analyzer_defaults=GRID.model_dump(),
+    )
+
+
+def assert_rate_respected(log, rate, step, jitter_s=5e-3) -> None:
+    """No step above `step`; between any two logged setpoints no faster than `rate`
+    (`jitter_s` absorbs the server thread's late wake-ups on a loaded machine)."""
+    on = [(t, i) for t, i, output in log if output]
+    for (_, i0), (_, i1) in zip(on, on[1:], strict=False):
+        assert abs(i1 - i0) <= step + 1e-9
+    for a, (t0, i0) in enumerate(on):
+        for t1, i1 in on[a + 1 :]:
+            assert abs(i1 - i0) <= rate * (t1 - t0 + jitter_s) + 1e-9, (i0, i1, t1 - t0)
+
+
+def supply_state(vb: VirtualBench) -> tuple[float, bool]:
+    return vb.supply.current_a, vb.supply.output_on
+
+
+@pytest.mark.parametrize(
+    ("families", "serial"),
+    [
+        (("keysight_mxg", "keysight_x", "kepco_bop"), False),
+        (("rs_smb", "rs_fsx", "keysight_e36xx"), True),
+        (("keysight_mxg", "rs_fsx", "kepco_bop"), True),
+    ],
+    ids=["keysight-tcp", "rs-e36xx-serial", "kepco-serial"],
+)
+def test_trace_matches_ring_evaluate(families, serial):
+    gen_family, sa_family, supply_family = families
+    with VirtualBench(
+        quiet_ring(),
+        serial_supply=serial,
+        generator_family=gen_family,
+        analyzer_family=sa_family,
+        supply_family=supply_family,
+    ) as vb:
+        if serial:
+            assert vb.resources["supply"].startswith("ASRL")
+        with Bench.open(config(vb), handle_signals=False) as bench:
+            assert bench.generator.family == gen_family
+            assert bench.supply.family == supply_family
+            bench.generator.frequency_hz = 2.1e9
+            bench.generator.power_dbm = -10.0
+            bench.enable_outputs()
+            bench.supply.current_a = 1.8
+            f_hz, p_dbm = bench.analyzer.read_trace()
+            expected = vb.ring.evaluate(2.1e9, -10.0, 1.8, GRID)[0].numpy()
+            np.testing.assert_allclose(f_hz, GRID.frequencies_hz().numpy())
+            # float32 on the wire: agreement to its resolution at these levels.
+            np.testing.assert_allclose(p_dbm, expected, atol=2e-4)
+            assert p_dbm.max() > -40.0  # a real line, not just the floor
+            assert bench.supply.measured_current_a == pytest.approx(1.8)
+            assert bench.analyzer.trace_format == "real32"
+        assert supply_state(vb) == (0.0, False)
+        assert vb.generator.rf_on is False
+
+
+def test_identity_snapshot_and_nodelay():
+    with VirtualBench(quiet_ring()) as vb, Bench.open(config(vb), handle_signals=False) as bench:
+        snap = bench.snapshot()
+        assert snap["generator"]["identity"]["model"] == "N5183B"
+        assert snap["analyzer"]["identity"]["model"] == "N9020A"
+        assert snap["supply"]["identity"]["vendor"] == "KEPCO"
+        assert snap["analyzer"]["settings"]["points"] == 1001
+        assert snap["analyzer"]["settings"]["sweep_time_s"] == pytest.approx(GRID.sweep_time_s)
+        assert snap["limits"]["ramp_rate_a_per_s"] == 20.0
+        for instrument in bench.instruments.values():
+            assert instrument.conn._transport.nodelay is True
+
+
+def test_binary_trace_with_newline_bytes_is_not_cut():
+    # A noisy (seeded) floor: 4,004 varied bytes per trace, so "\n" bytes occur.
+    newlines = 0
+    with (
+        VirtualBench(RingModel(RingParams(), seed=3)) as vb,
+        Bench.open(config(vb), handle_signals=False) as bench,
+    ):
+        for _ in range(3):
+            _, p_dbm = bench.analyzer.read_trace()
+            assert p_dbm.shape == (1001,) and np.isfinite(p_dbm).all()
+            newlines += p_dbm.astype("<f4").tobytes().count(b"\n")
+    assert newlines > 0, "no trace contained a 0x0A byte; the test would prove nothing"
+
+
+def test_ramp_rate_and_step_never_exceeded():
+    rate, step = 4.0, 0.05
+    with VirtualBench(quiet_ring()) as vb:
+        with Bench.open(config(vb, ramp_rate_a_per_s=rate, ramp_step_a=step)) as bench:
+            bench.supply.output_on = True
+            bench.supply.current_a = 0.6
+            bench.supply.current_a = 0.3
+            bench.supply.current_a = 0.55
+        log = [(t, i) for t, i, on in vb.supply_log if on]
+        assert log[-1][0] - log[0][0] >= 0.85 * (0.6 + 0.3 + 0.25 + 0.55) / rate
+    assert len(log) > 20
+    assert_rate_respected(vb.supply_log, rate, step)
+    assert supply_state(vb) == (0.0, False)
+
+
+def test_limit_refusal_sends_nothing():
+    with VirtualBench(quiet_ring()) as vb, Bench.open(config(vb), handle_signals=False) as bench:
+        before = len(vb.supply_log)
+        with pytest.raises(LimitError, match=r"supply: current_a=3 A refused"):
+            bench.supply.current_a = 3.0
+        with pytest.raises(LimitError, match=r"generator: power_dbm=5 dBm refused"):
+            bench.generator.power_dbm = 5.0
+        assert len(vb.supply_log) == before
+        assert vb.generator.power_dbm != 5.0
+
+
+def test_outputs_off_after_an_exception():
+    with VirtualBench(quiet_ring()) as vb:
+        with pytest.raises(RuntimeError, match="boom"), Bench.open(config(vb)) as bench:
+            bench.generator.power_dbm = -5.0
+            bench.enable_outputs()
+            bench.supply.current_a = 1.5
+            assert supply_state(vb) == (1.5, True) and vb.generator.rf_on
+            raise RuntimeError("boom")
+        assert supply_state(vb) == (0.0, False)
+        assert vb.generator.rf_on is False
+        assert bench.closed
+
+
+def test_bench_file_round_trip_opens(tmp_path):
+    with VirtualBench(quiet_ring()) as vb:
+        path = dump_bench(config(vb), tmp_path / "bench.toml")
+        cfg = load_bench(path)
+        assert cfg == config(vb)
+        t0 = time.perf_counter()
+        with Bench.open(path, handle_signals=False) as bench:
+            assert bench.cfg.analyzer_defaults.points == 1001
+        assert time.perf_counter() - t0 < 5.0
+
+
+def test_evaluate_reference_is_noise_free():
+    ring = quiet_ring()
+    a = ring.evaluate(torch.tensor([2.1e9]), -10.0, 1.0, GRID)
+    b = ring.evaluate(torch.tensor([2.1e9]), -10.0, 1.0, GRID)
+    assert torch.equal(a, b)

@@ -1,0 +1,316 @@
+"""Byte-exact protocol tests: every driver family against replayed exchanges, no server."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from instruments.errors import (
+    CommandError,
+    ExecutionError,
+    InstrumentProtocolError,
+    LimitError,
+)
+from instruments.limits import Limits
+from instruments.replay import ReplayTransport, ieee_block
+from instruments.signal_generator import KeysightMXG, RohdeSchwarzSMB
+from instruments.spectrum_analyzer import SWEEP_MARGIN_S, KeysightX, RohdeSchwarzFSx
+
+NO_ERROR = '+0,"No error"'
+
+
+def opened(cls, script, **kwargs):
+    """A driver on a replay transport, session open, setup not run."""
+    transport = ReplayTransport(script, resource="TCPIP::replay::5025::SOCKET")
+    instrument = cls(transport, **kwargs)
+    instrument.conn.open()
+    return instrument, transport
+
+
+# -- signal generators ----------------------------------------------------------------
+
+
+def test_mxg_setup_and_settings_are_byte_exact():
+    gen, t = opened(
+        KeysightMXG,
+        [
+            ("SOUR:FREQ:MODE CW", None),
+            ("OUTP:MOD:STAT OFF", None),
+            ("*OPC?", "1"),
+            ("SYST:ERR?", NO_ERROR),
+            ("SOUR:FREQ 2100000000", None),
+            ("SOUR:FREQ?", "+2.100000000000000E+09"),
+            ("SYST:ERR?", NO_ERROR),
+            ("SOUR:POW -12.5", None),
+            ("SOUR:POW?", "-1.250000000000000E+01"),
+            ("SYST:ERR?", NO_ERROR),
+            ("OUTP:STAT ON", None),
+            ("OUTP:STAT?", "1"),
+            ("SYST:ERR?", NO_ERROR),
+            ("SOUR:FREQ?", "+2.100000000000000E+09"),
+            ("OUTP:STAT OFF", None),
+            ("OUTP:STAT?", "0"),
+            ("SYST:ERR?", NO_ERROR),
+        ],
+    )
+    gen.setup()
+    gen.frequency_hz = 2.1e9
+    gen.power_dbm = -12.5
+    gen.rf_on = True
+    assert gen.frequency_hz == 2.1e9
+    gen.safe_off()
+    t.assert_done()
+
+
+def test_identify_parses_vendor_model_serial_firmware():
+    gen, t = opened(
+        RohdeSchwarzSMB, [("*IDN?", "Rohde&Schwarz,SMB100A,1406.6000k03/180001,4.20.028.58")]
+    )
+    assert gen.identify() == {
+        "vendor": "Rohde&Schwarz",
+        "model": "SMB100A",
+        "serial": "180001",
+        "firmware": "4.20.028.58",
+    }
+    t.assert_done()
+    gen, t = opened(KeysightMXG, [("*IDN?", "Keysight Technologies,N5183B,MY00000001,B.01.80")])
+    assert gen.identify()["serial"] == "MY00000001"
+
+
+def test_rs_smb_setup_commands():
+    gen, t = opened(
+        RohdeSchwarzSMB,
+        [("SOUR:FREQ:MODE CW", None), ("*OPC?", "1"), ("SYST:ERR?", '0,"No error"')],
+    )
+    gen.setup()
+    t.assert_done()
+
+
+@pytest.mark.parametrize(
+    ("quantity", "value", "fragment"),
+    [
+        (
+            "frequency_hz",
+            2.5e9,
+            "frequency_hz=2.5e+09 Hz refused: allowed range is [2e+09, 2.3e+09]",
+        ),
+        ("power_dbm", 5.0, "power_dbm=5 dBm refused: allowed range is [-40, 0] dBm"),
+        ("power_dbm", -50.0, "power_dbm=-50 dBm"),
+        ("power_dbm", float("nan"), "power_dbm=nan dBm"),
+    ],
+)
+def test_generator_limits_refuse_before_any_byte(quantity, value, fragment):
+    gen, t = opened(KeysightMXG, [], limits=Limits())
+    with pytest.raises(LimitError) as info:
+        setattr(gen, quantity, value)
+    assert str(info.value).startswith("generator: ")
+    assert fragment in str(info.value)
+    t.assert_done()  # the script is empty: a single written byte would have failed
+
+
+def test_error_queue_is_drained_into_a_typed_error():
+    gen, t = opened(
+        KeysightMXG,
+        [
+            ("SOUR:POW -10", None),
+            ("SOUR:POW?", "-30"),
+            ("SYST:ERR?", '-222,"Data out of range;power"'),
+            ("SYST:ERR?", '-113,"Undefined header;FOO"'),
+            ("SYST:ERR?", NO_ERROR),
+        ],
+    )
+    with pytest.raises(ExecutionError) as info:
+        gen.power_dbm = -10
+    assert info.value.code == -222
+    assert "Data out of range" in info.value.message and "+1 more" in info.value.message
+    assert "setting power_dbm=-10" in str(info.value)
+    t.assert_done()
+
+
+def test_command_error_class_from_code():
+    gen, t = opened(
+        KeysightMXG,
+        [("*OPC?", "1"), ("SYST:ERR?", '-113,"Undefined header"'), ("SYST:ERR?", NO_ERROR)],
+    )
+    gen.setup_commands = ()
+    with pytest.raises(CommandError):
+        gen.setup()
+
+
+def test_garbled_numeric_reply_is_a_protocol_error():
+    gen, t = opened(KeysightMXG, [("SOUR:FREQ?", "#!garbage")])
+    with pytest.raises(InstrumentProtocolError, match=r"generator .*SOUR:FREQ\?.*'#!garbage'"):
+        _ = gen.frequency_hz
+
+
+# -- spectrum analyzers ---------------------------------------------------------------
+
+SETUP_X = [
+    ("INIT:CONT OFF", None),
+    ("FORM REAL,32", None),
+    ("FORM:BORD SWAP", None),
+    ("*OPC?", "1"),
+    ("SYST:ERR?", NO_ERROR),
+]
+
+
+def configure_script(rbw_set: str, rbw_get: str, rbw_reply: str = "300000") -> list:
+    return [
+        ("FREQ:CENT 2150000000", None),
+        ("FREQ:SPAN 300000000", None),
+        (rbw_set, None),
+        ("SWE:POIN 1001", None),
+        ("*OPC?", "1"),
+        ("SYST:ERR?", NO_ERROR),
+        ("FREQ:CENT?", "+2.150000000000000E+09"),
+        ("FREQ:SPAN?", "+3.000000000000000E+08"),
+        (rbw_get, rbw_reply),
+        ("SWE:POIN?", "+1001"),
+        ("SWE:TIME?", "+8.333333333333334E-03"),
+    ]
+
+
+def test_keysight_x_setup_configure_and_binary_trace_with_newline_bytes():
+    # Payload bytes chosen to contain 0x0A ("\n") several times, as real dBm data do.
+    raw = bytearray(np.full(1001, -90.0, dtype="<f4").tobytes())
+    raw[0:4] = b"\x0a\x0a\xb4\xc2"  # about -90.02 dBm
+    raw[4000:4004] = b"\x00\x00\x0a\xc2"
+    values = np.frombuffer(bytes(raw), dtype="<f4")
+    assert b"\n" in bytes(raw)
+    block = ieee_block(values.tolist())
+    sa, t = opened(
+        KeysightX,
+        [
+            *SETUP_X,
+            *configure_script("BAND 300000", "BAND?", "+3.000000000000000E+05"),
+            ("INIT;*OPC?", "1"),
+            ("TRAC:DATA? TRACE1", block),
+        ],
+        timeout_s=4.0,
+    )
+    sa.setup()
+    taken = sa.configure(2.15e9, 300e6, 300e3, 1001)
+    assert taken["points"] == 1001 and taken["sweep_time_s"] == pytest.approx(
+        2.5 * 300e6 / 300e3**2
+    )
+    f_hz, p_dbm = sa.read_trace()
+    np.testing.assert_array_equal(p_dbm, values.astype(np.float64))
+    np.testing.assert_allclose(f_hz, np.linspace(2.0e9, 2.3e9, 1001))
+    # The sweep ran with the timeout raised to sweep time + margin, then restored.
+    assert t.timeouts_s[-2] == pytest.approx(4.0 + 2.5 * 300e6 / 300e3**2 + SWEEP_MARGIN_S)
+    assert t.timeouts_s[-1] == 4.0
+    t.assert_done()
+
+
+def test_block_header_lengths_are_honoured():
+    payload = struct.pack("<3f", -1.0, -2.0, -3.0)
+    sa, t = opened(KeysightX, [("TRAC:DATA? TRACE1", b"#212" + payload + b"\n")])
+    np.testing.assert_array_equal(sa.conn.query_block("TRAC:DATA? TRACE1"), [-1.0, -2.0, -3.0])
+    t.assert_done()
+
+
+def test_garbled_block_is_a_protocol_error():
+    sa, t = opened(KeysightX, [("TRAC:DATA? TRACE1", b"%%garbage%%\n")])
+    with pytest.raises(InstrumentProtocolError, match="analyzer .*garbled reply"):
+        sa.conn.query_block("TRAC:DATA? TRACE1")
+
+
+def test_rs_fsx_uses_band_res_and_falls_back_to_ascii():
+    sa, t = opened(
+        RohdeSchwarzFSx,
+        [
+            ("INIT:CONT OFF", None),
+            ("FORM REAL,32", None),
+            ("FORM:BORD SWAP", None),
+            ("*OPC?", "1"),
+            ("SYST:ERR?", '-113,"Undefined header;FORM:BORD"'),
+            ("SYST:ERR?", '0,"No error"'),
+            ("FORM ASC", None),
+            ("*OPC?", "1"),
+            ("SYST:ERR?", '0,"No error"'),
+            ("FREQ:CENT 2150000000", None),
+            ("FREQ:SPAN 300000000", None),
+            ("BAND:RES 300000", None),
+            ("SWE:POIN 3", None),
+            ("*OPC?", "1"),
+            ("SYST:ERR?", '0,"No error"'),
+            ("FREQ:CENT?", "2150000000"),
+            ("FREQ:SPAN?", "300000000"),
+            ("BAND:RES?", "300000"),
+            ("SWE:POIN?", "3"),
+            ("SWE:TIME?", "0.0083"),
+            ("INIT;*OPC?", "1"),
+            ("TRAC:DATA? TRACE1", "-80.5,-20.25,-81"),
+        ],
+    )
+    sa.setup()
+    assert sa.trace_format == "ascii"
+    sa.configure(2.15e9, 300e6, 300e3, 3)
+    f_hz, p_dbm = sa.read_trace()
+    np.testing.assert_array_equal(p_dbm, [-80.5, -20.25, -81.0])
+    np.testing.assert_array_equal(f_hz, [2.0e9, 2.15e9, 2.3e9])
+    t.assert_done()
+
+
+def test_rs_fsx_identity_serial():
+    sa, t = opened(RohdeSchwarzFSx, [("*IDN?", "Rohde&Schwarz,FSV-7,1307.9002K07/101234,3.40")])
+    assert sa.identify()["serial"] == "101234"
+
+
+def test_trace_length_mismatch_is_a_protocol_error():
+    sa, t = opened(
+        KeysightX, [("INIT;*OPC?", "1"), ("TRAC:DATA? TRACE1", ieee_block([-1.0, -2.0]))]
+    )
+    sa._last.update(center_hz=2.15e9, span_hz=300e6, points=3, sweep_time_s=0.01)
+    with pytest.raises(InstrumentProtocolError, match="2 points, expected 3"):
+        sa.read_trace()
+
+
+def test_analyzer_readback_keeps_what_the_instrument_took():
+    sa, t = opened(
+        KeysightX,
+        [("BAND 310000", None), ("BAND?", "+3.000000000000000E+05"), ("SYST:ERR?", NO_ERROR)],
+    )
+    sa.rbw_hz = 310e3
+    assert sa._last["rbw_hz"] == 300e3
+    t.assert_done()
+
+
+def test_snapshot_has_identity_and_every_setting():
+    gen, t = opened(
+        KeysightMXG,
+        [
+            ("*IDN?", "Keysight Technologies,N5183B,MY1,B.01"),
+            ("SOUR:FREQ?", "2.2E9"),
+            ("SOUR:POW?", "-20"),
+            ("OUTP:STAT?", "0"),
+        ],
+    )
+    snap = gen.snapshot()
+    assert snap["family"] == "keysight_mxg" and snap["role"] == "generator"
+    assert snap["identity"]["model"] == "N5183B"
+    assert snap["settings"] == {"frequency_hz": 2.2e9, "power_dbm": -20.0, "rf_on": False}
+    t.assert_done()
+
+
+def test_changing_the_span_makes_the_next_sweep_ask_for_its_time():
+    sa, t = opened(
+        KeysightX,
+        [
+            ("FREQ:SPAN 100000000", None),
+            ("FREQ:SPAN?", "1E8"),
+            ("SYST:ERR?", NO_ERROR),
+            ("SWE:TIME?", "0.5"),
+            ("INIT;*OPC?", "1"),
+            ("TRAC:DATA? TRACE1", ieee_block([-90.0, -91.0, -92.0])),
+        ],
+        timeout_s=1.0,
+    )
+    sa._last.update(center_hz=2.15e9, span_hz=300e6, points=3, sweep_time_s=0.01)
+    sa.span_hz = 100e6
+    f_hz, _ = sa.read_trace()
+    np.testing.assert_allclose(f_hz, [2.1e9, 2.15e9, 2.2e9])
+    assert max(t.timeouts_s) == pytest.approx(1.0 + 0.5 + SWEEP_MARGIN_S)
+    t.assert_done()

@@ -1,0 +1,188 @@
+"""Byte-exact protocol tests of the bias supplies: setup, limits, ramps, safe output switching."""
+
+from __future__ import annotations
+
+import pytest
+
+from instruments.bias_supply import RAMP_MARGIN, RAMP_SLACK_S, KepcoBOP, KeysightE36xx
+from instruments.errors import LimitError
+from instruments.limits import Limits, ramp_points
+from instruments.replay import ReplayTransport
+
+NO_ERROR = '+0,"No error"'
+LIMITS = Limits(ramp_rate_a_per_s=2.0, ramp_step_a=0.05, bias_min_a=-1.0, bias_max_a=2.5)
+
+
+def opened(cls, script, limits=LIMITS):
+    transport = ReplayTransport(script, resource="ASRL/dev/pts/9::INSTR")
+    supply = cls(transport, limits=limits)
+    supply.conn.open()
+    return supply, transport
+
+
+def test_kepco_setup_learns_state():
+    supply, t = opened(
+        KepcoBOP,
+        [
+            ("FUNC:MODE CURR", None),
+            ("VOLT 20", None),
+            ("*OPC?", "1"),
+            ("SYST:ERR?", NO_ERROR),
+            ("CURR?", "0.3"),
+            ("OUTP?", "1"),
+        ],
+    )
+    supply.setup()
+    assert supply._setpoint_a == 0.3 and supply._output is True
+    t.assert_done()
+
+
+def test_e36xx_has_no_mode_command():
+    supply, t = opened(
+        KeysightE36xx,
+        [
+            ("VOLT 20", None),
+            ("*OPC?", "1"),
+            ("SYST:ERR?", NO_ERROR),
+            ("CURR?", "+0.00000000E+00"),
+            ("OUTP?", "0"),
+        ],
+    )
+    supply.setup()
+    t.assert_done()
+
+
+def test_ramp_steps_with_output_on(mocker):
+    sleep = mocker.patch("instruments.bias_supply.time.sleep")
+    supply, t = opened(
+        KepcoBOP,
+        [
+            ("OUTP ON", None),
+            ("OUTP?", "1"),
+            ("SYST:ERR?", NO_ERROR),
+            ("CURR 0.05", None),
+            ("CURR 0.1", None),
+            ("CURR 0.15", None),
+            ("CURR 0.2", None),
+            ("CURR?", "0.2"),
+            ("SYST:ERR?", NO_ERROR),
+        ],
+    )
+    supply.output_on = True
+    supply.current_a = 0.2
+    # Switching the output on counts as a step; the clock does not move under the
+    # patched sleep: one wait before every step, each the step over the rate (+ margin).
+    assert sleep.call_count == 4
+    for call in sleep.call_args_list:
+        assert call.args[0] == pytest.approx(RAMP_MARGIN * 0.05 / 2.0 + RAMP_SLACK_S, rel=0.05)
+    t.assert_done()
+
+
+def test_output_off_changes_setpoint_without_ramp(mocker):
+    sleep = mocker.patch("instruments.bias_supply.time.sleep")
+    supply, t = opened(KepcoBOP, [("CURR 1.5", None), ("CURR?", "1.5"), ("SYST:ERR?", NO_ERROR)])
+    supply.current_a = 1.5
+    assert sleep.call_count == 0
+    t.assert_done()
+
+
+def test_output_on_starts_at_zero_and_ramps_to_the_setpoint(mocker):
+    mocker.patch("instruments.bias_supply.time.sleep")
+    supply, t = opened(
+        KepcoBOP,
+        [
+            ("CURR 0", None),
+            ("OUTP ON", None),
+            ("CURR 0.05", None),
+            ("CURR 0.1", None),
+            ("OUTP?", "1"),
+            ("SYST:ERR?", NO_ERROR),
+        ],
+    )
+    supply._setpoint_a = 0.1
+    supply.output_on = True
+    t.assert_done()
+
+
+def test_safe_off_ramps_down_then_switches_off(mocker):
+    sleep = mocker.patch("instruments.bias_supply.time.sleep")
+    supply, t = opened(
+        KepcoBOP,
+        [
+            ("CURR 0.05", None),
+            ("CURR 0", None),
+            ("OUTP OFF", None),
+            ("OUTP?", "0"),
+            ("SYST:ERR?", NO_ERROR),
+        ],
+    )
+    supply._setpoint_a, supply._output = 0.1, True
+    supply.safe_off()
+    assert sleep.call_count == 1
+    t.assert_done()
+
+
+def test_negative_bias_ramps_through_zero_on_bipolar(mocker):
+    mocker.patch("instruments.bias_supply.time.sleep")
+    supply, t = opened(
+        KepcoBOP,
+        [
+            ("CURR 0", None),
+            ("CURR -0.05", None),
+            ("CURR?", "-0.05"),
+            ("SYST:ERR?", NO_ERROR),
+        ],
+    )
+    supply._setpoint_a, supply._output = 0.05, True
+    supply.current_a = -0.05
+    t.assert_done()
+
+
+@pytest.mark.parametrize(
+    ("cls", "value", "fragment"),
+    [
+        (KepcoBOP, 3.0, "current_a=3 A refused: allowed range is [-1, 2.5] A"),
+        (KepcoBOP, -1.5, "current_a=-1.5 A refused"),
+        (KeysightE36xx, -0.1, "current_a=-0.1 A (unipolar) refused: allowed range is [0, 2.5]"),
+    ],
+)
+def test_current_limits_refuse_before_any_byte(cls, value, fragment):
+    supply, t = opened(cls, [])
+    with pytest.raises(LimitError) as info:
+        supply.current_a = value
+    assert str(info.value).startswith("supply: ") and fragment in str(info.value)
+    t.assert_done()
+
+
+def test_compliance_above_limit_is_refused():
+    supply, t = opened(KepcoBOP, [])
+    with pytest.raises(LimitError, match=r"compliance_v=25 V refused: allowed range is \[0, 20\]"):
+        supply.compliance_v = 25
+    t.assert_done()
+
+
+def test_measurements_are_read_only_queries():
+    supply, t = opened(KepcoBOP, [("MEAS:CURR?", "1.2001"), ("MEAS:VOLT?", "3.5")])
+    assert supply.measured_current_a == pytest.approx(1.2001)
+    assert supply.measured_voltage_v == pytest.approx(3.5)
+    with pytest.raises(AttributeError, match="read-only"):
+        supply.measured_current_a = 1.0
+    t.assert_done()
+
+
+@pytest.mark.parametrize(
+    ("start", "target", "step", "expected"),
+    [
+        (0.0, 0.2, 0.05, [0.05, 0.1, 0.15, 0.2]),
+        (0.0, 0.12, 0.05, [0.04, 0.08, 0.12]),
+        (1.0, 1.0, 0.05, []),
+        (0.1, 0.0, 0.5, [0.0]),
+    ],
+)
+def test_ramp_points_never_exceed_the_step(start, target, step, expected):
+    points = ramp_points(start, target, step)
+    assert points == pytest.approx(expected)
+    previous = start
+    for point in points:
+        assert abs(point - previous) <= step + 1e-12
+        previous = point

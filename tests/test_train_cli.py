@@ -1,0 +1,122 @@
+"""`labpgt train` end to end: bad input, refusals, kill + resume bit-identity, a short run."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from labpgt.cli.app import main
+
+# Tiny but real: a 48-row CSV through the in-process ring and the real scheduler.
+TINY = shlex.split("--channels 1 --bins 8 --hidden 4 --batch-size 12 --warmup-samples 16")
+
+
+def _tiny_csv(path: Path) -> Path:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(48, 3, generator=gen)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+    rows = [f"{a:.4f},{b:.4f},{c:.4f},{int(t)}" for (a, b, c), t in zip(x.tolist(), y, strict=True)]
+    path.write_text("a,b,c,label\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def _run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    return int(exc.value.code), " ".join(err.split())
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--task", "mnist"], "unknown task 'mnist'; valid tasks: digits, iris, wine"),
+        (["--method", "sgd"], "valid methods: backprop, boundary, pgt, readout, spsa"),
+        (["--model", "cnn"], "unknown model 'cnn'; valid models: dense"),
+        (["--delta", "0"], "--delta 0.0: Input should be greater than 0"),
+        (["--delta", "-0.5"], "--delta -0.5: Input should be greater than 0"),
+        (["--probes", "0"], "--probes 0: Input should be greater than or equal to 1"),
+        (["--lr", "0"], "--lr 0.0: Input should be greater than 0"),
+        (["--lr", "-1"], "--lr -1.0: Input should be greater than 0"),
+        (
+            ["--fast-sim", "--max-queries", "100"],
+            "--max-queries 100 is too small for one step: one boundary step costs 320 queries",
+        ),
+        (
+            ["--method", "backprop", "--bench", "bench.toml"],
+            "only possible with --fast-sim; on a bench file (--bench) use pgt, spsa or boundary",
+        ),
+        (
+            ["--method", "backprop"],
+            "only possible with --fast-sim; on the embedded virtual bench use pgt, spsa",
+        ),
+    ],
+)
+def test_bad_input_is_refused_with_its_message(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = _run_cli(["train", *argv, "--out", str(tmp_path / "run")], capsys)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_csv_with_text_columns_names_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv = tmp_path / "d.csv"
+    csv.write_text("x,site,y\n" + "".join(f"{i},lab{i % 2},{i % 2}\n" for i in range(20)))
+    argv = ["train", "--data", str(csv), "--target", "y", "--fast-sim", "--out", str(tmp_path)]
+    code, err = _run_cli(argv, capsys)
+    assert code == 2
+    assert "non-numeric input column(s) in d.csv: site" in err
+
+
+def _cli(out: Path, data: Path, *extra: str) -> list[str]:
+    args = "--fast-sim --method boundary --directions rademacher --probes 1 --epochs 4 --seed 5"
+    return [sys.executable, "-m", "labpgt", "train", "--data", str(data), "--target", "label",
+            *TINY, *shlex.split(args), "--out", str(out), *extra]  # fmt: skip
+
+
+def _final_state(out: Path) -> dict:
+    return torch.load(out / "checkpoint.pt", weights_only=True)
+
+
+def test_killed_fast_sim_run_resumes_bit_identically(tmp_path: Path) -> None:
+    env = {**os.environ, "COLUMNS": "200"}
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    data = _tiny_csv(tmp_path / "tiny.csv")
+    subprocess.run(_cli(ref, data), check=True, capture_output=True, env=env, timeout=300)
+
+    proc = subprocess.Popen(
+        _cli(killed), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:  # readiness signal: the line printed after epoch 1's checkpoint
+        if line.startswith("epoch 1:"):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert _final_state(killed)["epoch"] < 4  # it really was cut short
+
+    subprocess.run(
+        _cli(killed, data, "--resume"), check=True, capture_output=True, env=env, timeout=300
+    )
+    a, b = _final_state(ref), _final_state(killed)
+    assert a["epoch"] == b["epoch"] == 4
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    for key in ("queries", "forward_passes", "eval_queries", "steps"):
+        assert a["counters"][key] == b["counters"][key], key
+    assert [m["test_loss"] for m in a["metrics"]] == [m["test_loss"] for m in b["metrics"]]
+    assert (killed / "metrics.csv").read_text().count("\n") == 6  # header + epochs 0..4
+    assert (killed / "curves.png").stat().st_size > 1000
