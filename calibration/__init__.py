@@ -1,1 +1,11 @@
-"""Calibration of the ring: response curves, operating point, drift, surrogate."""
+"""Calibration of the ring: response curves, operating point, drift, surrogate.
+
+Stable API for training (see docs/calibration.md, "Using a calibration in training"):
+
+    from calibration import load_calibration, Calibration, DriftReport, check_drift
+"""
+
+from calibration.drift import DriftReport, check_drift
+from calibration.store import FORMAT, Calibration, load_calibration
+
+__all__ = ["FORMAT", "Calibration", "DriftReport", "check_drift", "load_calibration"]

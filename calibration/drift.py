@@ -11,10 +11,17 @@ Two figures, each with its own tolerance:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
-from calibration.spectra import comb_centroid_hz
+from calibration.spectra import comb_centroid_hz, trace_shift_hz
+from labpgt.errors import MeasurementError, UserError
+
+if TYPE_CHECKING:
+    from calibration.store import Calibration
+    from labpgt.reservoir import PhysicalReservoir
 
 
 @dataclass(frozen=True)
@@ -102,3 +109,100 @@ def compare(
         frequency_noise_mhz=float(np.std(df)) / 1e6 if df.size > 1 else 0.0,
         level_noise_db=float(np.std(dl)) if dl.size > 1 else 0.0,
     )
+
+
+def check_drift(
+    reservoir: PhysicalReservoir,
+    calibration: Calibration,
+    *,
+    tolerance_mhz: float = 1.0,
+    tolerance_db: float = 1.0,
+    repeats: int | None = None,
+) -> DriftReport:
+    """Re-measure the calibration's reference settings on ``reservoir``; drift in MHz and dB.
+
+    The reservoir must be the calibrated bench (`Calibration.check_compatible`). The
+    reference passes are measured exactly as at calibration (each behind a preset shot
+    below the operating bias, so the magnet's remanence is the same). Frequency drift:
+    median over the low-drive comb shots of the cross-correlation shift of each new trace
+    against the stored mean trace. Level drift: median over all reference settings of
+    the change of the strongest trace point, dBm. Works mid-training: the reservoir's
+    ``keep_traces`` is restored afterwards.
+    """
+    from calibration.run import PRESET_DROP_A, measure_references
+    from calibration.store import read_reference
+    from labpgt.scheduler import PerturbationScheduler
+
+    if tolerance_mhz <= 0 or tolerance_db <= 0:
+        raise UserError("--tolerance-mhz and --tolerance-db must be > 0")
+    calibration.check_compatible(reservoir)
+    stored = read_reference(calibration.path)
+    n = int(repeats or stored["features"].shape[0])
+    low = max(reservoir.bounds.bias_a[0], calibration.operating_bias_a - PRESET_DROP_A)
+    sched = PerturbationScheduler(reservoir, retries=2)
+    _, traces = measure_references(
+        sched, torch.from_numpy(stored["settings"]).to(torch.float64), n, low
+    )
+    return compare_traces(
+        stored["frequency_hz"],
+        stored["traces_dbm"],
+        traces,
+        stored["comb"],
+        float(stored["floor_dbm"]),
+        tolerance_mhz=tolerance_mhz,
+        tolerance_db=tolerance_db,
+    )
+
+
+def compare_traces(
+    frequency_hz: np.ndarray,
+    stored_dbm: np.ndarray,
+    new_dbm: np.ndarray,
+    comb: np.ndarray,
+    floor_dbm: float,
+    *,
+    tolerance_mhz: float,
+    tolerance_db: float,
+) -> DriftReport:
+    """Drift from reference traces (repeats, settings, P), stored against new."""
+    ref = _mean_db(stored_dbm[:, comb])  # (Sc, P)
+    shifts = np.array(
+        [
+            [
+                trace_shift_hz(frequency_hz, ref[s], new_dbm[r, i], floor_dbm)
+                for s, i in enumerate(np.nonzero(comb)[0])
+            ]
+            for r in range(new_dbm.shape[0])
+        ]
+    )
+    base = np.array(
+        [
+            [
+                trace_shift_hz(frequency_hz, ref[s], stored_dbm[r, i], floor_dbm)
+                for s, i in enumerate(np.nonzero(comb)[0])
+            ]
+            for r in range(stored_dbm.shape[0])
+        ]
+    )
+    df = np.nanmean(shifts, axis=0) - np.nanmean(base, axis=0)
+    df = df[np.isfinite(df)]
+    if df.size == 0:
+        raise MeasurementError(
+            "no reference trace shows the comb: cannot measure a frequency drift"
+        )
+    dl = stored_dbm.max(axis=-1).mean(axis=0) - 0.0
+    dl = new_dbm.max(axis=-1).mean(axis=0) - dl
+    scatter_f = np.nanstd(shifts) if shifts.size > 1 else 0.0
+    return DriftReport(
+        frequency_drift_mhz=float(np.median(df)) / 1e6,
+        level_drift_db=float(np.median(dl)),
+        tolerance_mhz=float(tolerance_mhz),
+        tolerance_db=float(tolerance_db),
+        frequency_noise_mhz=float(scatter_f) / 1e6,
+        level_noise_db=float(np.std(dl)) if dl.size > 1 else 0.0,
+    )
+
+
+def _mean_db(traces_dbm: np.ndarray) -> np.ndarray:
+    """Mean over axis 0 in linear power, back in dBm."""
+    return 10.0 * np.log10(np.mean(10.0 ** (traces_dbm / 10.0), axis=0))

@@ -32,9 +32,9 @@ class CalibrationPlan(BaseModel):
         description="Bias currents at which the drive response is swept, A.",
     )
     bias_sweep_a: tuple[float, float] = Field(
-        (1.0, 2.4), description="Bias range of the hysteresis sweep (up, then down), A."
+        (1.5, 2.1), description="Bias range of the hysteresis sweep (up, then down), A."
     )
-    bias_points: int = Field(29, ge=3, le=2000, description="Bias values per leg of the sweep.")
+    bias_points: int = Field(25, ge=3, le=2000, description="Bias values per leg of the sweep.")
     bias_sweep_drive_dbm: float = Field(
         -40.0,
         description="Drive power during the bias sweep, dBm (low: the free-running comb shows).",
@@ -61,7 +61,7 @@ class CalibrationPlan(BaseModel):
             drive_points=13,
             power_points=4,
             response_bias_a=(1.5, 1.8, 2.1),
-            bias_points=15,
+            bias_points=13,
             repeats=4,
         )
 
@@ -101,11 +101,12 @@ class CalibrationPlan(BaseModel):
     def bias_legs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(up, down) settings of the hysteresis sweep, each (bias_points, 3), in measuring order.
 
-        The drive sits at the centre of the drive range at low power so the spectrum
-        is dominated by the ring's own comb, which tracks the field.
+        The drive sits at the low end of the drive range at low power so the spectrum
+        is dominated by the ring's own comb, which tracks the field, and the drive
+        tone stays clear of it.
         """
         bias = torch.linspace(*self.bias_sweep_a, self.bias_points, dtype=torch.float64)
-        drive_hz = (self.drive_hz[0] + self.drive_hz[1]) / 2
+        drive_hz = self.drive_hz[0]
         up = torch.stack(
             [
                 torch.full_like(bias, drive_hz),

@@ -185,13 +185,14 @@ def comb_inside_span(
 
 
 def adjacent_spacing_hz(
-    frequency_hz: np.ndarray, trace_dbm: np.ndarray, floor_dbm: float, *, envelope_db: float = 10.0
+    frequency_hz: np.ndarray, trace_dbm: np.ndarray, floor_dbm: float, *, envelope_db: float = 40.0
 ) -> float:
     """Mode spacing from one trace: median gap between neighbouring strong comb lines, Hz.
 
-    Only lines within ``envelope_db`` of the strongest count: idlers and the drive
-    tone are weaker, and the spacing changes across a wide comb, so the lines near
-    the gain maximum give the spacing there. NaN with fewer than four such lines.
+    Only lines within ``envelope_db`` of the strongest count (the comb near its gain
+    maximum; the spacing changes across a wide comb). Gaps wider than 1.5 times the
+    median gap (a missing line, a distant drive tone) are dropped before the final
+    median. NaN with fewer than four such lines.
     """
     f_lines, p_lines = find_lines(frequency_hz, trace_dbm, floor_dbm)
     if f_lines.size == 0:
@@ -199,4 +200,6 @@ def adjacent_spacing_hz(
     strong = np.sort(f_lines[p_lines >= p_lines.max() - envelope_db])
     if strong.size < 4:
         return float("nan")
-    return float(np.median(np.diff(strong)))
+    gaps = np.diff(strong)
+    gaps = gaps[gaps <= 1.5 * np.median(gaps)]
+    return float(np.median(gaps))

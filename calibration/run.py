@@ -1,0 +1,365 @@
+"""Run a calibration on any `PhysicalReservoir` through the `PerturbationScheduler`.
+
+Stages, in measuring order:
+
+1. bias sweep up then down at low drive (the free-running comb tracks the field):
+   field per ampere, hysteresis, mode spacing;
+2. response grid: drive frequency x drive power at each response bias (features);
+3. operating point and drive ranges from the response (sensitivity / noise);
+4. reference settings at the operating point, measured in ``repeats`` passes, each
+   pass approached the same way (`reference_passes`): shot-to-shot noise, the
+   baseline for drift checks;
+5. surrogate fit (held-out validation error in dB and in noise units).
+
+The reservoir must keep traces (``keep_traces``) for stages 1 and 4; `run_calibration`
+switches it on for its own shots and restores it afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from calibration.analysis import (
+    OperatingPoint,
+    Repeatability,
+    choose_operating_point,
+    feature_normalisation,
+    index_of,
+    repeatability,
+    sensitivity_map,
+)
+from calibration.field import FieldFit, Hysteresis, fit_field_per_ampere, hysteresis_offset
+from calibration.plan import CalibrationPlan
+from calibration.spectra import (
+    adjacent_spacing_hz,
+    comb_centroid_hz,
+    comb_inside_span,
+    noise_floor_dbm,
+)
+from calibration.surrogate import SurrogateConfig, SurrogateFit, fit_surrogate
+from labpgt.errors import UserError
+from labpgt.reservoir import PhysicalReservoir, ReservoirOutput
+from labpgt.scheduler import PerturbationScheduler
+
+StageProgress = Callable[[str, int, int, float], None]
+"""progress(stage, done_shots, total_shots, instrument_time_s of the stage so far)."""
+
+PRESET_DROP_A = 0.3
+"""A reference pass starts this far below the operating bias, so every pass reaches the
+operating bias rising: the magnet's remanence is then the same on every pass and at --check."""
+
+COMB_DRIVE_DBM = -40.0
+"""Drive power of the comb reference shots, dBm: too weak to lock or pull the comb."""
+
+
+@dataclass
+class CalibrationResult:
+    """Everything a calibration measured and derived (what `calibration.store` writes)."""
+
+    plan: CalibrationPlan
+    snapshot: dict[str, Any]
+    frequency_hz: np.ndarray
+    feature_names: list[str]
+    # stage 1
+    bias_settings: np.ndarray  # (2·Nb, 3) up then down, measuring order
+    bias_traces_dbm: np.ndarray  # (2·Nb, P)
+    bias_leg: np.ndarray  # (2·Nb,) 0 rising, 1 falling
+    comb_hz: np.ndarray  # (2·Nb,) comb centroid, NaN where the comb leaves the span
+    floor_dbm: float
+    field_fit: FieldFit
+    hysteresis: Hysteresis
+    mode_spacing_hz: float
+    spacing_by_bias_hz: np.ndarray  # (2·Nb,) per trace, NaN where not measurable
+    # stage 2
+    response_settings: np.ndarray  # (B·P·Fq, 3)
+    response_features: np.ndarray  # (B, P, Fq, F)
+    drive_hz: np.ndarray
+    drive_dbm: np.ndarray
+    response_bias_a: np.ndarray
+    # stage 3/4
+    operating: OperatingPoint
+    sensitivity: np.ndarray  # (B, P, Fq)
+    reference_settings: np.ndarray  # (S, 3)
+    comb_reference: np.ndarray  # (S,) bool: shot is a low-drive comb shot (frequency drift)
+    reference_features: np.ndarray  # (R, S, F)
+    reference_traces_dbm: np.ndarray  # (R, S, P)
+    noise: Repeatability
+    feature_mean: np.ndarray
+    feature_std: np.ndarray
+    encoding_ranges: dict[str, tuple[float, float]]
+    # stage 5
+    surrogate: SurrogateFit
+    surrogate_config: SurrogateConfig
+    surrogate_settings: np.ndarray  # (M, 3) rows the surrogate saw (train + validation)
+    surrogate_features: np.ndarray  # (M, F)
+    # cost
+    instrument_time_s: float = 0.0
+    wall_s: float = 0.0
+    shots: int = 0
+    stage_instrument_s: dict[str, float] = field(default_factory=dict)
+
+
+def reference_passes(
+    reference_settings: torch.Tensor, repeats: int, low_bias_a: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shots of ``repeats`` passes over the references, each behind one preset shot.
+
+    The preset shot sits at ``low_bias_a`` (same drive as the first reference), so the
+    bias always rises into the operating bias. Returns (shots (repeats·(S+1), 3),
+    boolean mask of the reference shots).
+    """
+    ref = reference_settings.to(torch.float64)
+    preset = ref[:1].clone()
+    preset[0, 2] = low_bias_a
+    one = torch.cat([preset, ref])
+    mask_one = torch.ones(one.shape[0], dtype=torch.bool)
+    mask_one[0] = False
+    return one.repeat(repeats, 1), mask_one.repeat(repeats)
+
+
+def measure_references(
+    scheduler: PerturbationScheduler,
+    reference_settings: torch.Tensor,
+    repeats: int,
+    low_bias_a: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(features (R, S, F), traces (R, S, P)) of the reference passes."""
+    shots, mask = reference_passes(reference_settings, repeats, low_bias_a)
+    out = _measure_with_traces(scheduler, shots)
+    s = reference_settings.shape[0]
+    feats = out.features[mask].reshape(repeats, s, -1).numpy()
+    assert out.traces_dbm is not None
+    traces = out.traces_dbm[mask].reshape(repeats, s, -1).numpy()
+    return feats, traces
+
+
+def _measure_with_traces(scheduler: PerturbationScheduler, shots: torch.Tensor) -> ReservoirOutput:
+    reservoir = scheduler.reservoir
+    if not hasattr(reservoir, "keep_traces"):
+        raise UserError(
+            "calibration needs the analyzer traces: the reservoir must support keep_traces "
+            "(SimulatedReservoir or InstrumentReservoir)"
+        )
+    before = reservoir.keep_traces
+    reservoir.keep_traces = True
+    try:
+        out = scheduler.measure_shots(shots)
+    finally:
+        reservoir.keep_traces = before
+    if out.traces_dbm is None:
+        raise UserError("the reservoir returned no traces although keep_traces was set")
+    return out
+
+
+def run_calibration(
+    reservoir: PhysicalReservoir,
+    plan: CalibrationPlan | None = None,
+    *,
+    surrogate_config: SurrogateConfig | None = None,
+    progress: StageProgress | None = None,
+    retries: int = 2,
+) -> CalibrationResult:
+    """Measure and analyse a full calibration (see the module docstring)."""
+    plan = plan or CalibrationPlan()
+    try:
+        plan.check_within(reservoir.bounds)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    t_wall = time.perf_counter()
+    stage_s: dict[str, float] = {}
+
+    def scheduler_for(stage: str) -> PerturbationScheduler:
+        cb = None
+        if progress is not None:
+
+            def cb(done: int, total: int, instrument_s: float) -> None:
+                progress(stage, done, total, instrument_s)
+
+        return PerturbationScheduler(reservoir, retries=retries, progress=cb)
+
+    freq = reservoir.frequency_hz.to(torch.float64).numpy()
+
+    # 1. bias sweep, up then down, in that order (no reordering: the order is the experiment)
+    sched = scheduler_for("bias sweep")
+    up, down = plan.bias_legs()
+    bias_shots = torch.cat([up, down])
+    out = _measure_with_traces(sched, bias_shots)
+    stage_s["bias sweep"] = sched.stats.instrument_time_s
+    traces = out.traces_dbm.numpy()
+    floor = noise_floor_dbm(traces)
+    leg = np.concatenate([np.zeros(len(up), int), np.ones(len(down), int)])
+    comb = np.array(
+        [
+            comb_centroid_hz(freq, t, floor) if comb_inside_span(freq, t, floor) else np.nan
+            for t in traces
+        ]
+    )
+    bias_np = bias_shots[:, 2].numpy()
+    try:
+        fit = fit_field_per_ampere(bias_np, comb, leg)
+        hyst = hysteresis_offset(
+            bias_np[leg == 0], comb[leg == 0], bias_np[leg == 1], comb[leg == 1], fit
+        )
+    except ValueError as exc:
+        raise UserError(
+            f"calibration bias sweep (bias_sweep_a={plan.bias_sweep_a} A): {exc}"
+        ) from None
+    spacing = np.array([adjacent_spacing_hz(freq, t, floor) for t in traces])
+    if not np.isfinite(spacing).any():
+        raise UserError("no bias-sweep trace resolves four comb lines: cannot measure mode spacing")
+
+    # 2. response grid (the scheduler orders it bias first; features back in grid order)
+    sched = scheduler_for("response grid")
+    settings = plan.response_settings()
+    feats = sched.run(settings)
+    stage_s["response grid"] = sched.stats.instrument_time_s
+    f_axis, p_axis = plan.drive_axes()
+    b_axis = np.asarray(plan.response_bias_a, dtype=np.float64)
+    response = feats.numpy().reshape(len(b_axis), len(p_axis), len(f_axis), -1)
+
+    # 3. a first noise estimate from the reference passes needs the operating point, which
+    # needs the noise: a short pilot (2 passes at the middle of the grid) breaks the loop.
+    sched = scheduler_for("noise pilot")
+    mid = torch.tensor(
+        [[float(f_axis[len(f_axis) // 2]), float(p_axis[len(p_axis) // 2]), float(b_axis[0])]]
+    )
+    pilot_b = float(np.median(b_axis))
+    mid[0, 2] = pilot_b
+    pilot_refs = torch.cat([mid, _shift_f(mid, f_axis, len(f_axis) // 4)])
+    low = max(reservoir.bounds.bias_a[0], pilot_b - PRESET_DROP_A)
+    pilot_feats, _ = measure_references(sched, pilot_refs, 2, low)
+    stage_s["noise pilot"] = sched.stats.instrument_time_s
+    pilot_noise = repeatability(pilot_feats)
+    op = choose_operating_point(
+        response, pilot_noise.feature_std, b_axis, p_axis.numpy(), f_axis.numpy()
+    )
+
+    # 4. reference passes at the operating point
+    refs = reference_settings_for(op, plan)
+    comb_mask = refs[:, 1] == COMB_DRIVE_DBM
+    low = max(reservoir.bounds.bias_a[0], op.bias_a - PRESET_DROP_A)
+    sched = scheduler_for("reference repeats")
+    ref_feats, ref_traces = measure_references(sched, refs, plan.repeats, low)
+    stage_s["reference repeats"] = sched.stats.instrument_time_s
+    noise = repeatability(ref_feats)
+    sens = sensitivity_map(response, noise.feature_std)
+    b_idx = index_of(b_axis, op.bias_a)
+    win_p = (index_of(p_axis.numpy(), op.drive_dbm[0]), index_of(p_axis.numpy(), op.drive_dbm[1]))
+    win_f = (index_of(f_axis.numpy(), op.drive_hz[0]), index_of(f_axis.numpy(), op.drive_hz[1]))
+    mean, std = feature_normalisation(response, b_idx, win_p, win_f)
+
+    # 5. surrogate over the operating bias and its neighbours (the encoding's bias range)
+    enc = encoding_ranges(op, b_axis)
+    lo_b, hi_b = _neighbours(b_axis, op.bias_a)
+    rows = (settings[:, 2] >= lo_b - 1e-9) & (settings[:, 2] <= hi_b + 1e-9)
+    s_set, s_feat = settings[rows], feats[rows]
+    ranges = torch.tensor(
+        [list(plan.drive_hz), list(plan.drive_dbm), [lo_b, hi_b]], dtype=torch.float64
+    )
+    cfg = surrogate_config or SurrogateConfig()
+    fit_s = fit_surrogate(s_set, s_feat, ranges=ranges, config=cfg)
+
+    total_instrument = float(sum(stage_s.values()))
+    return CalibrationResult(
+        plan=plan,
+        snapshot=reservoir.snapshot(),
+        frequency_hz=freq,
+        feature_names=list(reservoir.feature_names),
+        bias_settings=bias_shots.numpy(),
+        bias_traces_dbm=traces.astype(np.float32),
+        bias_leg=leg,
+        comb_hz=comb,
+        floor_dbm=floor,
+        field_fit=fit,
+        hysteresis=hyst,
+        mode_spacing_hz=_spacing_near(spacing, bias_np, op.bias_a),
+        spacing_by_bias_hz=spacing,
+        response_settings=settings.numpy(),
+        response_features=response,
+        drive_hz=f_axis.numpy(),
+        drive_dbm=p_axis.numpy(),
+        response_bias_a=b_axis,
+        operating=op,
+        sensitivity=sens,
+        reference_settings=refs.numpy(),
+        comb_reference=comb_mask.numpy(),
+        reference_features=ref_feats,
+        reference_traces_dbm=ref_traces.astype(np.float32),
+        noise=noise,
+        feature_mean=mean,
+        feature_std=std,
+        encoding_ranges=enc,
+        surrogate=fit_s,
+        surrogate_config=cfg,
+        surrogate_settings=s_set.numpy(),
+        surrogate_features=s_feat.numpy(),
+        instrument_time_s=total_instrument,
+        wall_s=time.perf_counter() - t_wall,
+        shots=int(bias_shots.shape[0] + settings.shape[0] + 2 * 3 + len(refs) + plan.repeats),
+        stage_instrument_s=stage_s,
+    )
+
+
+def _shift_f(row: torch.Tensor, f_axis: torch.Tensor, steps: int) -> torch.Tensor:
+    out = row.clone()
+    i = int(torch.argmin((f_axis - row[0, 0]).abs()))
+    out[0, 0] = f_axis[min(len(f_axis) - 1, i + max(1, steps))]
+    return out
+
+
+def _spacing_near(spacing: np.ndarray, bias_a: np.ndarray, target_a: float) -> float:
+    """Median per-trace spacing over the sweep traces nearest the operating bias."""
+    ok = np.isfinite(spacing)
+    d = np.abs(bias_a[ok] - target_a)
+    near = spacing[ok][d <= np.sort(d)[min(3, d.size - 1)] + 1e-9]
+    return float(np.median(near))
+
+
+def reference_settings_for(op: OperatingPoint, plan: CalibrationPlan) -> torch.Tensor:
+    """(S, 3) reference settings: two low-drive comb shots, then drive points in the window.
+
+    All at the operating bias. The comb shots (drive at the ends of the drive range, at
+    `COMB_DRIVE_DBM`) show the free-running comb for the frequency drift; the others
+    (``reference_points`` drive frequencies across the operating window, at the middle of
+    its power range) give the level drift and the shot-to-shot noise training will see.
+    """
+    b = op.bias_a
+    rows = [
+        [plan.drive_hz[0], COMB_DRIVE_DBM, b],
+        [plan.drive_hz[1], COMB_DRIVE_DBM, b],
+    ]
+    p_mid = 0.5 * (op.drive_dbm[0] + op.drive_dbm[1])
+    n = plan.reference_points
+    for f in (
+        np.linspace(op.drive_hz[0], op.drive_hz[1], n + 2)[1:-1]
+        if n > 1
+        else [0.5 * (op.drive_hz[0] + op.drive_hz[1])]
+    ):
+        rows.append([float(f), float(np.round(p_mid, 2)), b])
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def _neighbours(bias_axis: np.ndarray, bias_a: float) -> tuple[float, float]:
+    """The response biases either side of ``bias_a`` (itself at the ends of the axis)."""
+    b = np.sort(np.asarray(bias_axis, dtype=np.float64))
+    i = int(np.argmin(np.abs(b - bias_a)))
+    return float(b[max(0, i - 1)]), float(b[min(len(b) - 1, i + 1)])
+
+
+def encoding_ranges(op: OperatingPoint, bias_axis: np.ndarray) -> dict[str, tuple[float, float]]:
+    """Recommended encoding ranges: the drive window, and the bias halfway to its neighbours."""
+    b = np.sort(np.asarray(bias_axis, dtype=np.float64))
+    i = int(np.argmin(np.abs(b - op.bias_a)))
+    lo = b[i] if i == 0 else 0.5 * (b[i - 1] + b[i])
+    hi = b[i] if i == len(b) - 1 else 0.5 * (b[i] + b[i + 1])
+    return {
+        "drive_hz": (float(op.drive_hz[0]), float(op.drive_hz[1])),
+        "drive_dbm": (float(op.drive_dbm[0]), float(op.drive_dbm[1])),
+        "bias_a": (float(lo), float(hi)),
+    }

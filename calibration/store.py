@@ -1,0 +1,359 @@
+"""Calibration files: write a `CalibrationResult`, load it back as a `Calibration` for training.
+
+Layout (h5py; snapshot conventions of `labpgt acquire`: a JSON ``snapshot`` attribute with
+the reservoir's full snapshot, instrument identities included, plus provenance):
+
+```
+/                       attrs: format "labpgt-calibration/1", created_utc, labpgt_version,
+                               snapshot (JSON), plan (JSON), feature_spec (JSON),
+                               feature_names (JSON), summary (JSON: every scalar result),
+                               operating (JSON), encoding_ranges (JSON), surrogate_architecture
+/frequency_hz           (P,)        analyzer axis, Hz
+/bias_sweep/settings    (2Nb, 3)    up then down, measuring order; /traces_dbm (2Nb, P);
+           /leg (0 up, 1 down); /comb_hz (NaN: comb outside the span); /spacing_hz
+/response/settings      (B·P·Fq, 3); /features (B, P, Fq, F); /drive_hz; /drive_dbm; /bias_a;
+         /sensitivity   (B, P, Fq)   sensitivity / noise
+/reference/settings     (S, 3); /comb (S,) bool; /features (R, S, F); /traces_dbm (R, S, P)
+/noise/feature_std      (F,)
+/normalisation/mean, /std   (F,)
+/surrogate/<name>       state_dict tensors of `RingSurrogate`; /surrogate_data/settings, features
+```
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import h5py
+import numpy as np
+import torch
+
+from calibration.surrogate import RingSurrogate, build_surrogate, surrogate_state
+from labpgt.errors import UserError
+from labpgt.features import FeatureSpec
+from labpgt.reservoir import SETTING_NAMES
+
+if TYPE_CHECKING:
+    from calibration.drift import DriftReport
+    from calibration.run import CalibrationResult
+    from labpgt.reservoir import PhysicalReservoir
+
+FORMAT = "labpgt-calibration/1"
+"""Bumped (…/2) whenever the layout or the meaning of a stored figure changes; files of another
+format are refused."""
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=_default)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+def summary_of(result: CalibrationResult) -> dict[str, Any]:
+    """Every scalar figure of a calibration, units in the keys."""
+    ff, hy, op, sf = result.field_fit, result.hysteresis, result.operating, result.surrogate
+    noise_db = result.noise.rms_std
+    return {
+        "field_per_ampere_oe_per_a": ff.field_per_ampere_oe_per_a,
+        "field_per_ampere_std_oe_per_a": ff.field_per_ampere_std_oe_per_a,
+        "field_fit_rms_residual_hz": ff.rms_residual_hz,
+        "hysteresis_offset_oe": hy.offset_oe,
+        "hysteresis_offset_std_oe": hy.offset_std_oe,
+        "hysteresis_detected": hy.detected,
+        "hysteresis_threshold_oe": hy.threshold_oe,
+        "mode_spacing_hz": result.mode_spacing_hz,
+        "noise_floor_dbm": result.floor_dbm,
+        "noise_rms_db": noise_db,
+        "noise_repeats": result.noise.repeats,
+        "operating_bias_a": op.bias_a,
+        "sensitivity_to_noise": op.sensitivity_to_noise,
+        "sensitivity_by_bias": list(op.sensitivity_by_bias),
+        "surrogate_validation_db": sf.validation_rmse,
+        "surrogate_train_db": sf.train_rmse,
+        "surrogate_validation_over_noise": sf.validation_rmse / max(noise_db, 1e-12),
+        "surrogate_rows_train": sf.n_train,
+        "surrogate_rows_validation": sf.n_validation,
+        "instrument_time_s": result.instrument_time_s,
+        "wall_s": result.wall_s,
+        "stage_instrument_s": result.stage_instrument_s,
+    }
+
+
+def save_calibration(
+    result: CalibrationResult, path: str | Path, *, provenance: dict[str, Any] | None = None
+) -> Path:
+    """Write ``result`` to a new HDF5 file (refuses to overwrite)."""
+    from labpgt import __version__
+
+    path = Path(path)
+    if path.exists():
+        raise UserError(f"--out {path} already exists: choose another file or delete it")
+    try:
+        h5 = h5py.File(path, "w-")
+    except OSError as exc:
+        raise UserError(f"--out: cannot create {path}: {exc}") from None
+    try:
+        with h5:
+            a = h5.attrs
+            a["format"] = FORMAT
+            a["created_utc"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+            a["labpgt_version"] = __version__
+            a["snapshot"] = _json({**result.snapshot, "provenance": provenance or {}})
+            a["plan"] = result.plan.model_dump_json()
+            a["feature_spec"] = _json(result.snapshot.get("features", {}))
+            a["feature_names"] = _json(result.feature_names)
+            a["setting_names"] = _json(list(SETTING_NAMES))
+            a["summary"] = _json(summary_of(result))
+            op = result.operating
+            a["operating"] = _json(
+                {
+                    "bias_a": op.bias_a,
+                    "drive_hz": list(op.drive_hz),
+                    "drive_dbm": list(op.drive_dbm),
+                    "sensitivity_to_noise": op.sensitivity_to_noise,
+                }
+            )
+            a["encoding_ranges"] = _json({k: list(v) for k, v in result.encoding_ranges.items()})
+            h5["frequency_hz"] = result.frequency_hz
+            g = h5.create_group("bias_sweep")
+            g["settings"] = result.bias_settings
+            g["traces_dbm"] = result.bias_traces_dbm
+            g["leg"] = result.bias_leg
+            g["comb_hz"] = result.comb_hz
+            g["spacing_hz"] = result.spacing_by_bias_hz
+            g = h5.create_group("response")
+            g["settings"] = result.response_settings
+            g["features"] = result.response_features
+            g["drive_hz"] = result.drive_hz
+            g["drive_dbm"] = result.drive_dbm
+            g["bias_a"] = result.response_bias_a
+            g["sensitivity"] = result.sensitivity
+            g = h5.create_group("reference")
+            g["settings"] = result.reference_settings
+            g["comb"] = result.comb_reference
+            g["features"] = result.reference_features
+            g["traces_dbm"] = result.reference_traces_dbm
+            h5.create_group("noise")["feature_std"] = result.noise.feature_std
+            g = h5.create_group("normalisation")
+            g["mean"] = result.feature_mean
+            g["std"] = result.feature_std
+            arch, state = surrogate_state(result.surrogate.model)
+            a["surrogate_architecture"] = _json(arch)
+            g = h5.create_group("surrogate")
+            for k, v in state.items():
+                g[k] = v.numpy()
+            g = h5.create_group("surrogate_data")
+            g["settings"] = result.surrogate_settings
+            g["features"] = result.surrogate_features
+            g["validation_index"] = result.surrogate.validation_index.numpy()
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+@dataclass
+class Calibration:
+    """A loaded calibration: what training needs (see docs/calibration.md).
+
+    Settings are rows ``[drive_hz, drive_dbm, bias_a]`` in Hz, dBm, A (float64).
+    """
+
+    path: Path
+    version: str
+    """labpgt version that wrote the file."""
+    feature_spec: FeatureSpec
+    feature_names: list[str]
+    frequency_hz: torch.Tensor
+    feature_mean: torch.Tensor
+    """(F,) float64 per-feature mean over the operating window (normalisation)."""
+    feature_std: torch.Tensor
+    """(F,) float64 per-feature std over the operating window (normalisation)."""
+    noise_std: torch.Tensor
+    """(F,) float64 shot-to-shot std of each feature (feature units, dB for bins)."""
+    noise_db: float
+    """RMS over features of ``noise_std``: the measured noise, dB."""
+    operating_bias_a: float
+    encoding_ranges: dict[str, tuple[float, float]]
+    """Recommended range per setting name (drive_hz Hz, drive_dbm dBm, bias_a A)."""
+    sensitivity_to_noise: float
+    surrogate: RingSurrogate
+    """(N, 3) settings -> (N, F) features; differentiable, eval mode, float64."""
+    surrogate_validation_db: float
+    surrogate_validation_over_noise: float
+    reference_settings: torch.Tensor
+    """(S, 3) settings re-measured by drift checks."""
+    baseline_features: torch.Tensor
+    """(S, F) mean features of the reference settings at calibration time."""
+    field_per_ampere_oe_per_a: float
+    hysteresis_offset_oe: float
+    hysteresis_detected: bool
+    mode_spacing_hz: float
+    snapshot: dict[str, Any]
+    summary: dict[str, Any]
+    plan: dict[str, Any] = field(default_factory=dict)
+
+    # ---- helpers for training ---------------------------------------------------------------
+    def normalise(self, features: torch.Tensor) -> torch.Tensor:
+        """(…, F) features -> (features - mean) / std (differentiable)."""
+        mean = self.feature_mean.to(features.dtype)
+        return (features - mean) / self.feature_std.to(features.dtype)
+
+    def setting_lower(self) -> torch.Tensor:
+        """(3,) low ends of ``encoding_ranges`` in SETTING_NAMES order."""
+        return torch.tensor(
+            [self.encoding_ranges[n][0] for n in SETTING_NAMES], dtype=torch.float64
+        )
+
+    def setting_upper(self) -> torch.Tensor:
+        """(3,) high ends of ``encoding_ranges`` in SETTING_NAMES order."""
+        return torch.tensor(
+            [self.encoding_ranges[n][1] for n in SETTING_NAMES], dtype=torch.float64
+        )
+
+    def check_compatible(self, reservoir: PhysicalReservoir) -> None:
+        """Raise `UserError` if ``reservoir`` is not the bench/feature set this file calibrated."""
+        check_same_bench(self.snapshot, reservoir.snapshot(), self.path)
+        axis = reservoir.frequency_hz.to(torch.float64)
+        if axis.shape != self.frequency_hz.shape or not torch.allclose(
+            axis, self.frequency_hz, rtol=0, atol=1.0
+        ):
+            raise UserError(
+                f"{self.path}: the analyzer frequency axis differs from the calibration's "
+                f"({self.frequency_hz.numel()} points {self.frequency_hz[0].item() / 1e9:.6f}-"
+                f"{self.frequency_hz[-1].item() / 1e9:.6f} GHz): recalibrate"
+            )
+        if list(reservoir.feature_names) != self.feature_names:
+            raise UserError(
+                f"{self.path}: the reservoir's features ({reservoir.feature_dim}) differ from "
+                f"the calibration's ({len(self.feature_names)}): use the same feature spec"
+            )
+
+    def check_drift(
+        self,
+        reservoir: PhysicalReservoir,
+        *,
+        tolerance_mhz: float = 1.0,
+        tolerance_db: float = 1.0,
+        repeats: int | None = None,
+    ) -> DriftReport:
+        """Re-measure the reference settings on ``reservoir`` and compare (see `check_drift`)."""
+        from calibration.drift import check_drift
+
+        return check_drift(
+            reservoir, self, tolerance_mhz=tolerance_mhz, tolerance_db=tolerance_db, repeats=repeats
+        )
+
+
+def _identities(snapshot: dict[str, Any]) -> dict[str, Any] | None:
+    bench = snapshot.get("bench")
+    if not isinstance(bench, dict):
+        return None
+    return {
+        role: bench[role].get("identity")
+        for role in ("generator", "analyzer", "supply")
+        if isinstance(bench.get(role), dict)
+    }
+
+
+def check_same_bench(stored: dict[str, Any], current: dict[str, Any], path: Path | str) -> None:
+    """Refuse a calibration from another bench: instrument identities (or simulated ring) differ."""
+    if stored.get("reservoir") != current.get("reservoir"):
+        raise UserError(
+            f"{path} calibrated a {stored.get('reservoir')!r} reservoir, this is a "
+            f"{current.get('reservoir')!r} one: recalibrate on this bench"
+        )
+    a, b = _identities(stored), _identities(current)
+    if a != b:
+        diff = [
+            f"{role}: file {(a or {}).get(role)} vs bench {(b or {}).get(role)}"
+            for role in sorted(set(a or {}) | set(b or {}))
+            if (a or {}).get(role) != (b or {}).get(role)
+        ]
+        raise UserError(
+            f"{path} comes from another bench (instrument identities differ: "
+            f"{'; '.join(diff)}): recalibrate on this bench"
+        )
+    if stored.get("reservoir") == "simulated" and stored.get("ring_params") != current.get(
+        "ring_params"
+    ):
+        raise UserError(f"{path} calibrated a simulated ring with other parameters: recalibrate")
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    """Load a calibration file written by `labpgt calibrate` (refuses other formats)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"calibration file {path} does not exist")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise UserError(f"cannot open {path} as HDF5: {exc}") from None
+    with h5:
+        fmt = h5.attrs.get("format")
+        if fmt != FORMAT:
+            raise UserError(
+                f"{path} is not a calibration this labpgt can read (format {fmt!r}, "
+                f"expected {FORMAT!r}): recalibrate with `labpgt calibrate`"
+            )
+        a = h5.attrs
+        summary = json.loads(a["summary"])
+        op = json.loads(a["operating"])
+        ranges = {
+            k: (float(v[0]), float(v[1])) for k, v in json.loads(a["encoding_ranges"]).items()
+        }
+        state = {k: torch.from_numpy(np.asarray(v[...])) for k, v in h5["surrogate"].items()}
+        model = build_surrogate(json.loads(a["surrogate_architecture"]), state)
+        ref_feats = torch.from_numpy(h5["reference/features"][...]).to(torch.float64)
+        noise_std = torch.from_numpy(h5["noise/feature_std"][...]).to(torch.float64)
+        return Calibration(
+            path=path,
+            version=str(a["labpgt_version"]),
+            feature_spec=FeatureSpec(**json.loads(a["feature_spec"])),
+            feature_names=list(json.loads(a["feature_names"])),
+            frequency_hz=torch.from_numpy(h5["frequency_hz"][...]).to(torch.float64),
+            feature_mean=torch.from_numpy(h5["normalisation/mean"][...]).to(torch.float64),
+            feature_std=torch.from_numpy(h5["normalisation/std"][...]).to(torch.float64),
+            noise_std=noise_std,
+            noise_db=float(summary["noise_rms_db"]),
+            operating_bias_a=float(op["bias_a"]),
+            encoding_ranges=ranges,
+            sensitivity_to_noise=float(op["sensitivity_to_noise"]),
+            surrogate=model,
+            surrogate_validation_db=float(summary["surrogate_validation_db"]),
+            surrogate_validation_over_noise=float(summary["surrogate_validation_over_noise"]),
+            reference_settings=torch.from_numpy(h5["reference/settings"][...]).to(torch.float64),
+            baseline_features=ref_feats.mean(dim=0),
+            field_per_ampere_oe_per_a=float(summary["field_per_ampere_oe_per_a"]),
+            hysteresis_offset_oe=float(summary["hysteresis_offset_oe"]),
+            hysteresis_detected=bool(summary["hysteresis_detected"]),
+            mode_spacing_hz=float(summary["mode_spacing_hz"]),
+            snapshot=json.loads(a["snapshot"]),
+            summary=summary,
+            plan=json.loads(a["plan"]),
+        )
+
+
+def read_reference(path: str | Path) -> dict[str, np.ndarray]:
+    """The stored reference shots (settings, comb mask, features, traces) and the floor, dBm."""
+    with h5py.File(path, "r") as h5:
+        return {
+            "settings": h5["reference/settings"][...],
+            "comb": h5["reference/comb"][...].astype(bool),
+            "features": h5["reference/features"][...],
+            "traces_dbm": h5["reference/traces_dbm"][...].astype(np.float64),
+            "frequency_hz": h5["frequency_hz"][...],
+            "floor_dbm": np.float64(json.loads(h5.attrs["summary"])["noise_floor_dbm"]),
+        }
