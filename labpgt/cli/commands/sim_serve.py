@@ -1,0 +1,146 @@
+"""`labpgt sim serve`: run the virtual bench (three SCPI servers, one ring) until Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from instruments.bench_file import bench_config_from_resources, dump_bench
+from instruments.errors import InstrumentsError
+from labpgt.cli.commands.sim import sim_app
+from labpgt.errors import UserError
+from sim.params import RingParams
+from sim.ring import RingModel
+from sim.virtual import VirtualBench
+from sim.virtual.analyzer import ANALYZER_FAMILIES
+from sim.virtual.bench import VirtualBenchError, is_loopback
+from sim.virtual.generator import GENERATOR_FAMILIES
+from sim.virtual.supply import SUPPLY_FAMILIES
+
+_POLL_S = 0.2
+
+
+def _check_family(option: str, value: str, allowed: dict) -> None:
+    if value not in allowed:
+        raise UserError(f"{option} must be one of {', '.join(sorted(allowed))}, got {value!r}")
+
+
+def serve(
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to bind (loopback only unless --allow-remote)."
+    ),
+    realtime: bool = typer.Option(
+        False, "--realtime", help="Sleep the true sweep times (default: answer at once)."
+    ),
+    write_bench: Path | None = typer.Option(
+        None, "--write-bench", help="Write a ready bench file (TOML) for these servers."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the ring's noise and drift."),
+    no_noise: bool = typer.Option(False, "--no-noise", help="Noise-free, drift-free ring."),
+    serial_supply: bool = typer.Option(
+        False, "--serial-supply", help="Serve the bias supply on a pty (ASRL resource)."
+    ),
+    generator_family: str = typer.Option(
+        "keysight_mxg", "--generator-family", help="keysight_mxg or rs_smb."
+    ),
+    analyzer_family: str = typer.Option(
+        "keysight_x", "--analyzer-family", help="keysight_x or rs_fsx."
+    ),
+    supply_family: str = typer.Option(
+        "kepco_bop", "--supply-family", help="kepco_bop or keysight_e36xx."
+    ),
+    allow_remote: bool = typer.Option(
+        False,
+        "--allow-remote",
+        help="Permit a non-loopback --host (the servers have no authentication).",
+    ),
+) -> None:
+    """Start the virtual bench, print its VISA resources, serve until Ctrl-C (or SIGTERM)."""
+    _check_family("--generator-family", generator_family, GENERATOR_FAMILIES)
+    _check_family("--analyzer-family", analyzer_family, ANALYZER_FAMILIES)
+    _check_family("--supply-family", supply_family, SUPPLY_FAMILIES)
+    if not is_loopback(host) and not allow_remote:
+        raise UserError(
+            f"--host {host!r} is not a loopback address; the virtual bench has no "
+            "authentication, so pass --allow-remote to bind it anyway"
+        )
+    if write_bench is not None and not write_bench.parent.is_dir():
+        raise UserError(f"--write-bench: directory {str(write_bench.parent)!r} does not exist")
+
+    params = RingParams(noise=False, drift=False) if no_noise else RingParams()
+    console = Console()
+    stop = threading.Event()
+
+    def _request_stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, _request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            vb = VirtualBench(
+                RingModel(params, seed=seed),
+                host=host,
+                realtime=realtime,
+                serial_supply=serial_supply,
+                generator_family=generator_family,
+                analyzer_family=analyzer_family,
+                supply_family=supply_family,
+                allow_remote=allow_remote,
+            ).start()
+        except (VirtualBenchError, OSError) as exc:
+            raise UserError(f"cannot start the virtual bench on {host}: {exc}") from None
+        try:
+            _announce(console, vb, realtime, seed, params)
+            if write_bench is not None:
+                try:
+                    cfg = bench_config_from_resources(
+                        vb.resources, families=vb.families, settle={"wait": realtime}
+                    )
+                    dump_bench(cfg, write_bench)
+                except (InstrumentsError, OSError) as exc:
+                    raise UserError(f"--write-bench {str(write_bench)!r}: {exc}") from None
+                console.print(f"bench file written: {write_bench}")
+            console.print("serving; press Ctrl-C to stop", style="green")
+            sys.stdout.flush()
+            started = time.monotonic()
+            while not stop.wait(_POLL_S):
+                pass
+            elapsed_s = time.monotonic() - started
+        finally:
+            vb.stop()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    console.print(
+        f"stopped after {elapsed_s:.1f} s; the supply logged {len(vb.supply_log)} bias steps"
+    )
+
+
+def _announce(console: Console, vb: VirtualBench, realtime: bool, seed: int, params) -> None:
+    table = Table(title="Virtual bench")
+    table.add_column("role")
+    table.add_column("family")
+    table.add_column("VISA resource")
+    families = vb.families
+    for role, resource in vb.resources.items():
+        table.add_row(role, families[role], resource)
+    console.print(table)
+    # One plain line per resource, easy to copy or to parse from a script.
+    for role, resource in vb.resources.items():
+        console.print(f"{role}: {resource}", highlight=False, soft_wrap=True)
+    timing = "real-time sweeps and settles" if realtime else "no simulated delays"
+    console.print(
+        f"ring seed {seed}, noise {'on' if params.noise else 'off'}, "
+        f"drift {'on' if params.drift else 'off'}, {timing}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    sim_app.command("serve")(serve)
