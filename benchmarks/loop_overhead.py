@@ -1,0 +1,180 @@
+"""Loop overhead of the drivers against the virtual bench (issue 3).
+
+A *cycle* is what one hardware-in-the-loop query costs: set the drive frequency
+and power on the generator, set the bias on the supply, run one single sweep on
+the analyzer and read its 1001-point trace as an IEEE 488.2 binary block. All of
+it goes through the real drivers (`instruments.bench.Bench`), pyvisa-py and
+loopback TCP sockets to the virtual bench servers.
+
+1. No simulated delay: cycles per second (target >= 300/s).
+2. Real-time sweeps of 20 ms: wall time / instrument time (target <= 1.05), where
+   instrument time is the sum of the sweep times the analyzer reports.
+
+Usage: .venv/bin/python benchmarks/loop_overhead.py [--cycles 600] [--realtime-cycles 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing as mp
+import os
+import platform
+import time
+from multiprocessing.connection import Connection
+
+import numpy as np
+import pyvisa_py
+import torch
+
+from instruments.bench import Bench, bench_config_from_resources
+from sim.grid import AnalyzerGrid
+from sim.params import RingParams
+from sim.ring import RingModel
+from sim.virtual import VirtualBench
+
+SPAN_HZ = 300e6
+POINTS = 1001
+SWEEP_S = 0.020
+TARGET_CPS = 300.0
+TARGET_RATIO = 1.05
+
+
+def rbw_for_sweep(span_hz: float, sweep_s: float) -> float:
+    """RBW giving the analyzer's auto sweep time `sweep_s` (sweep = 2.5 span / RBW^2)."""
+    return math.sqrt(2.5 * span_hz / sweep_s)
+
+
+def settings(n: int, seed: int) -> np.ndarray:
+    """n cycles of (drive Hz, drive dBm, bias A), bias moving by <= one ramp step."""
+    rng = np.random.default_rng(seed)
+    drive_hz = rng.uniform(2.05e9, 2.25e9, n)
+    drive_dbm = rng.uniform(-30.0, -5.0, n)
+    bias_a = 1.5 + np.cumsum(rng.uniform(-0.02, 0.02, n)).clip(-0.4, 0.4)
+    return np.stack([drive_hz, drive_dbm, bias_a], axis=1)
+
+
+def _serve(realtime: bool, pipe: Connection) -> None:
+    """Child process: the virtual bench, as `labpgt sim serve` runs it (its own interpreter)."""
+    torch.set_num_threads(1)
+    with VirtualBench(RingModel(RingParams(), seed=0), realtime=realtime) as vb:
+        pipe.send(vb.resources)
+        while True:
+            message = pipe.recv()
+            if message == "stats":
+                pipe.send((vb.analyzer.model_compute_s, vb.analyzer.sweeps))
+            elif message == "stop":
+                return
+
+
+def run(realtime: bool, cycles: int, rbw_hz: float) -> dict[str, float]:
+    ours, theirs = mp.get_context("fork").Pipe()
+    server = mp.get_context("fork").Process(target=_serve, args=(realtime, theirs), daemon=True)
+    server.start()
+    try:
+        resources = ours.recv()
+        cfg = bench_config_from_resources(
+            resources,
+            limits={"ramp_rate_a_per_s": 10.0, "ramp_step_a": 0.05},
+            analyzer_defaults={
+                "center_hz": 2.15e9,
+                "span_hz": SPAN_HZ,
+                "rbw_hz": rbw_hz,
+                "points": POINTS,
+            },
+        )
+        rows = settings(cycles + 10, seed=1)
+        with Bench.open(cfg) as bench:
+            gen, sa, supply = bench.generator, bench.analyzer, bench.supply
+            gen.frequency_hz, gen.power_dbm = rows[0, 0], rows[0, 1]
+            bench.enable_outputs()
+            supply.current_a = 1.5
+            sweep_s = sa.sweep_time_s
+            for f_hz, p_dbm, i_a in rows[:10]:  # warm-up: sessions, caches, allocator
+                gen.frequency_hz, gen.power_dbm, supply.current_a = f_hz, p_dbm, i_a
+                sa.read_trace()
+            ours.send("stats")
+            compute0_s, _ = ours.recv()
+            t0 = time.perf_counter()
+            for f_hz, p_dbm, i_a in rows[10:]:
+                gen.frequency_hz = f_hz
+                gen.power_dbm = p_dbm
+                supply.current_a = i_a
+                _, trace_dbm = sa.read_trace()
+            wall_s = time.perf_counter() - t0
+            ours.send("stats")
+            compute1_s, _ = ours.recv()
+            compute_s = compute1_s - compute0_s
+            assert trace_dbm.shape == (POINTS,) and np.isfinite(trace_dbm).all()
+    finally:
+        ours.send("stop")
+        server.join(10)
+        if server.is_alive():
+            server.kill()
+    return {
+        "cycles": cycles,
+        "wall_s": wall_s,
+        "cycles_per_s": cycles / wall_s,
+        "ms_per_cycle": 1e3 * wall_s / cycles,
+        "sweep_s": sweep_s,
+        "compute_s": compute_s,
+        "loop_s": wall_s - compute_s,
+        "loop_cycles_per_s": cycles / (wall_s - compute_s),
+        "instrument_s": cycles * sweep_s if realtime else 0.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cycles", type=int, default=600, help="cycles without delay")
+    parser.add_argument("--realtime-cycles", type=int, default=100, help="real-time cycles")
+    args = parser.parse_args()
+
+    fast_rbw = 300e3
+    fast = run(False, args.cycles, fast_rbw)
+    real_rbw = rbw_for_sweep(SPAN_HZ, SWEEP_S)
+    real = run(True, args.realtime_cycles, real_rbw)
+    ratio = real["wall_s"] / real["instrument_s"]
+
+    grid = AnalyzerGrid(center_hz=2.15e9, span_hz=SPAN_HZ, rbw_hz=real_rbw, points=POINTS)
+    print("loop_overhead: set drive Hz + dBm, set bias, single sweep, 1001-point REAL,32 trace")
+    print(
+        f"machine: {platform.machine()}, {platform.python_implementation()} "
+        f"{platform.python_version()}, pyvisa-py {pyvisa_py.__version__}, loopback TCP"
+    )
+    print()
+    print(f"1. no simulated delay ({fast['cycles']} cycles, RBW {fast_rbw / 1e3:.0f} kHz)")
+    print(
+        f"   end to end: {fast['cycles_per_s']:.0f} cycles/s ({fast['ms_per_cycle']:.2f} ms/cycle),"
+        f" of which the ring model (sim.ring.measure, server side) took "
+        f"{1e3 * fast['compute_s'] / fast['cycles']:.2f} ms/cycle"
+    )
+    ok = fast["loop_cycles_per_s"] >= TARGET_CPS
+    print(
+        f"   loop overhead (drivers + pyvisa-py + sockets + SCPI servers, model excluded): "
+        f"{1e3 * fast['loop_s'] / fast['cycles']:.2f} ms/cycle = "
+        f"{fast['loop_cycles_per_s']:.0f} cycles/s; target >= {TARGET_CPS:.0f}/s: "
+        f"{'PASS' if ok else 'FAIL'}"
+    )
+    print(
+        f"2. real-time sweeps ({real['cycles']} cycles, span {SPAN_HZ / 1e6:.0f} MHz, "
+        f"RBW {real_rbw / 1e3:.1f} kHz, sweep {1e3 * real['sweep_s']:.2f} ms; "
+        f"grid says {1e3 * grid.sweep_time_s:.2f} ms)"
+    )
+    print(
+        f"   ring model {1e3 * real['compute_s'] / real['cycles']:.2f} ms/cycle "
+        "(runs inside the sweep time, as a real analyzer measures while it sweeps)"
+    )
+    print(
+        f"   wall {real['wall_s']:.3f} s / instrument {real['instrument_s']:.3f} s = "
+        f"{ratio:.3f} ({1e3 * (real['wall_s'] - real['instrument_s']) / real['cycles']:.2f} ms "
+        f"overhead/cycle); target <= {TARGET_RATIO}: {'PASS' if ratio <= TARGET_RATIO else 'FAIL'}"
+    )
+    print(
+        f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
+        f"on {os.cpu_count()} CPUs"
+    )
+
+
+if __name__ == "__main__":
+    main()
