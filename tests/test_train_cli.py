@@ -45,6 +45,9 @@ def _run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
         (["--probes", "0"], "--probes 0: Input should be greater than or equal to 1"),
         (["--lr", "0"], "--lr 0.0: Input should be greater than 0"),
         (["--lr", "-1"], "--lr -1.0: Input should be greater than 0"),
+        (["--method-opt", "foo=1"], "--method-opt foo: unknown for method 'boundary'"),
+        (["--method-opt", "foo"], "--method-opt 'foo': expected KEY=VALUE"),
+        (["--task-opt", "n=3"], "--task-opt n: unknown for task 'digits'; valid keys: none"),
         (
             ["--fast-sim", "--max-queries", "100"],
             "--max-queries 100 is too small for one step: one boundary step costs 320 queries",
@@ -97,7 +100,7 @@ def test_killed_fast_sim_run_resumes_bit_identically(tmp_path: Path) -> None:
     subprocess.run(_cli(ref, data), check=True, capture_output=True, env=env, timeout=300)
 
     proc = subprocess.Popen(
-        _cli(killed), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        _cli(killed, data), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
     assert proc.stdout is not None
     for line in proc.stdout:  # readiness signal: the line printed after epoch 1's checkpoint

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,6 +32,7 @@ def build_model_for(config: TrainConfig, task: Task, backend: MeasurementBackend
         channels=config.channels,
         hidden=config.hidden,
         downstream_hidden=config.downstream_hidden,
+        options=dict(config.model_opts),
     )
     return build_model(config.model, spec, layer)
 
@@ -50,11 +52,22 @@ def normalise_features(
     model: ReservoirModel,
     backend: MeasurementBackend,
     note: Callable[[str], None],
+    calibration: Any | None = None,
 ) -> None:
-    """Freeze the feature normalisation: from --calibration, else a warm-up batch."""
+    """Freeze the feature normalisation: from the --calibration file, else a warm-up batch."""
     norm = model.reservoir.normaliser
-    if config.calibration is not None:
-        mean, std = load_calibration_normalisation(Path(config.calibration), backend.feature_dim)
+    if calibration is not None:
+        check = getattr(calibration, "check_compatible", None)
+        if callable(check):
+            check(backend.reservoir)
+        mean = torch.as_tensor(calibration.feature_mean).reshape(-1)
+        std = torch.as_tensor(calibration.feature_std).reshape(-1)
+        if mean.numel() != backend.feature_dim:
+            raise UserError(
+                f"--calibration {config.calibration}: its normalisation has {mean.numel()} "
+                f"features but this run measures {backend.feature_dim} (--bins must match the "
+                "calibration's feature spec)"
+            )
         norm.set(mean, std)
         note(f"feature normalisation from {config.calibration}")
         return
@@ -66,13 +79,19 @@ def normalise_features(
     note(f"feature normalisation from a warm-up batch of {n} samples × {config.channels} channels")
 
 
-def load_calibration_normalisation(
-    path: Path, feature_dim: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-feature (mean, std) in dB from a calibration HDF5 file."""
-    if not path.is_file():
-        raise UserError(f"--calibration: file {path} does not exist")
-    raise UserError(
-        "--calibration: this build has no calibration-file loader yet; train without "
-        "--calibration (normalisation from a warm-up batch)"
-    )
+def load_calibration_file(path: str | None) -> Any | None:
+    """The calibration in `path` via `calibration.load_calibration`, or None without a path."""
+    if path is None:
+        return None
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"--calibration: file {file} does not exist")
+    import calibration
+
+    loader = getattr(calibration, "load_calibration", None)
+    if loader is None:
+        raise UserError(
+            "--calibration: this build has no calibration-file loader; train without "
+            "--calibration (normalisation from a warm-up batch)"
+        )
+    return loader(file)

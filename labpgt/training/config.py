@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from labpgt.errors import UserError
 from labpgt.training.estimators import EstimatorOptions
 
+OptionValue = bool | int | float | str
+
 
 class TrainConfig(BaseModel):
     """A training run. Field names are the CLI flags with '-' for '_'."""
@@ -47,6 +49,15 @@ class TrainConfig(BaseModel):
     )
     calibration: str | None = Field(None, description="Calibration file for normalisation.")
     estimator: EstimatorOptions = Field(default_factory=EstimatorOptions)
+    method_opts: dict[str, OptionValue] = Field(
+        default_factory=dict, description="--method-opt KEY=VALUE for the estimator."
+    )
+    model_opts: dict[str, OptionValue] = Field(
+        default_factory=dict, description="--model-opt KEY=VALUE for the model builder."
+    )
+    task_opts: dict[str, OptionValue] = Field(
+        default_factory=dict, description="--task-opt KEY=VALUE for the task loader."
+    )
     out: str = Field("runs/train", description="Run directory.")
 
     def epochs_or_default(self) -> int:
@@ -58,6 +69,30 @@ class TrainConfig(BaseModel):
         if self.bench is not None:
             return "bench"
         return "fast-sim" if self.fast_sim else "embedded"
+
+
+def parse_options(flag: str, items: list[str] | None) -> dict[str, OptionValue]:
+    """Repeatable ``KEY=VALUE`` flags -> dict; values typed bool, int, float, else str."""
+    out: dict[str, OptionValue] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key.replace("_", "").replace("-", "").isalnum():
+            raise UserError(f"{flag} {item!r}: expected KEY=VALUE (e.g. {flag} probes=8)")
+        out[key.replace("-", "_")] = parse_value(text.strip())
+    return out
+
+
+def parse_value(text: str) -> OptionValue:
+    """'true'/'false' -> bool, then int, then float, else the string itself."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def flag_name(loc: tuple[object, ...]) -> str:

@@ -11,7 +11,7 @@ more `@register_model` builder.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -33,6 +33,8 @@ class ModelSpec:
     channels: int
     hidden: int
     downstream_hidden: int
+    options: dict[str, Any] = field(default_factory=dict)
+    """--model-opt KEY=VALUE values (typed); a builder refuses keys it does not know."""
 
 
 class ReservoirModel(nn.Module):
@@ -112,6 +114,11 @@ class DenseReservoirModel(ReservoirModel):
 
     def __init__(self, spec: ModelSpec, reservoir: ReservoirLayer) -> None:
         super().__init__()
+        if spec.options:
+            raise UserError(
+                f"--model-opt {', '.join(sorted(spec.options))}: model 'dense' takes no "
+                "options (use --hidden, --downstream-hidden, --channels)"
+            )
         self.upstream = _Upstream(spec.input_dim, spec.hidden, reservoir.input_dim)
         self.reservoir = reservoir
         self.downstream = _Downstream(

@@ -40,7 +40,8 @@ class Task:
         return len(self.class_names)
 
 
-Loader = Callable[[], tuple[np.ndarray, np.ndarray, list[str]]]
+Loader = Callable[..., tuple[np.ndarray, np.ndarray, list[str]]]
+"""Called with the --task-opt values as keyword arguments."""
 TASKS: dict[str, Loader] = {}
 
 
@@ -169,6 +170,7 @@ def load_task(
     target: str | None = None,
     test_fraction: float = 0.25,
     seed: int = 0,
+    options: dict[str, object] | None = None,
 ) -> Task:
     """A named bundled task, or the CSV in `data` with its `target` column."""
     if not 0.05 <= test_fraction <= 0.9:
@@ -176,6 +178,8 @@ def load_task(
     if data is not None:
         if not target:
             raise UserError("--data needs --target COLUMN (the column holding the class labels)")
+        if options:
+            raise UserError(f"--task-opt {', '.join(sorted(options))}: not used with --data")
         x, y, classes = load_csv(Path(data), target)
         return split_standardise(
             Path(data).stem, x, y, classes, test_fraction=test_fraction, seed=seed
@@ -185,5 +189,22 @@ def load_task(
             f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))} "
             "(or --data file.csv --target COLUMN)"
         )
-    x, y, classes = TASKS[name]()
+    x, y, classes = TASKS[name](**check_task_options(name, TASKS[name], options or {}))
     return split_standardise(name, x, y, classes, test_fraction=test_fraction, seed=seed)
+
+
+def check_task_options(name: str, loader: Loader, options: dict[str, object]) -> dict[str, object]:
+    """Refuse --task-opt keys the loader's signature does not accept (listing those it does)."""
+    import inspect
+
+    params = inspect.signature(loader).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return options
+    accepted = [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise UserError(
+            f"--task-opt {', '.join(unknown)}: unknown for task {name!r}; valid keys: "
+            f"{', '.join(accepted) or 'none'}"
+        )
+    return options

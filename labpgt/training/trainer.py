@@ -21,7 +21,12 @@ import torch
 import torch.nn.functional as F
 
 from labpgt.errors import UserError
-from labpgt.training.build import build_model_for, make_optimizer, normalise_features
+from labpgt.training.build import (
+    build_model_for,
+    load_calibration_file,
+    make_optimizer,
+    normalise_features,
+)
 from labpgt.training.checkpoint import (
     CHECKPOINT_NAME,
     capture_rng,
@@ -30,7 +35,7 @@ from labpgt.training.checkpoint import (
     save_checkpoint,
 )
 from labpgt.training.config import TrainConfig
-from labpgt.training.estimators import GradientEstimator, make_estimator
+from labpgt.training.estimators import EstimatorContext, GradientEstimator, make_estimator
 from labpgt.training.metrics import EpochMetrics, accuracy, write_csv
 from labpgt.training.models import ReservoirModel
 from labpgt.training.plots import plot_run
@@ -111,6 +116,7 @@ def task_for(config: TrainConfig) -> Task:
         target=config.target,
         test_fraction=config.test_fraction,
         seed=config.seed,
+        options=dict(config.task_opts),
     )
 
 
@@ -118,7 +124,10 @@ def preflight(config: TrainConfig) -> Task:
     """Every check that needs no instrument: names, data, budget. Returns the task."""
     task = task_for(config)
     if config.method != "readout":
-        check_budget(config, make_estimator(config.method, config.estimator, seed=config.seed))
+        est = make_estimator(
+            config.method, config.estimator, seed=config.seed, extra=dict(config.method_opts)
+        )
+        check_budget(config, est)
     return task
 
 
@@ -135,9 +144,22 @@ def train(
     task = task if task is not None else task_for(config)
     _seed_all(config.seed)
     model = build_model_for(config, task, backend)
+    calibration = load_calibration_file(config.calibration)
     est = None
     if config.method != "readout":
-        est = make_estimator(config.method, config.estimator, seed=config.seed + 1)
+        context = EstimatorContext(
+            model=model,
+            backend=backend,
+            real_bench=backend.bench_kind == "bench",
+            calibration=calibration,
+        )
+        est = make_estimator(
+            config.method,
+            config.estimator,
+            seed=config.seed + 1,
+            extra=dict(config.method_opts),
+            context=context,
+        )
         if est.needs_differentiable:
             backend.require_differentiable(config.method)
         check_budget(config, est)
@@ -164,7 +186,7 @@ def train(
     else:
         (out / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
         t0_wall, t0_inst = time.perf_counter(), backend.instrument_time_s
-        normalise_features(config, task, model, backend, hooks.on_note)
+        normalise_features(config, task, model, backend, hooks.on_note, calibration)
         baseline = readout_baseline(model, task, seed=config.seed)
         hooks.on_note(
             f"readout baseline: test accuracy {100 * baseline.test_acc:.1f} % "

@@ -17,7 +17,7 @@ from rich.progress import (
 from rich.table import Table
 
 from labpgt.errors import UserError
-from labpgt.training.config import TrainConfig, make_config
+from labpgt.training.config import TrainConfig, make_config, parse_options
 from labpgt.training.estimators import ESTIMATORS, method_names
 from labpgt.training.metrics import EpochMetrics
 from labpgt.training.models import MODELS
@@ -209,6 +209,15 @@ def train_command(
     warmup_samples: int = typer.Option(128, help="Samples measured for normalisation."),
     calibration: Path | None = typer.Option(None, help="Calibration file for normalisation."),
     test_fraction: float = typer.Option(0.25, help="Held-out fraction of the data."),
+    method_opt: list[str] = typer.Option(
+        [], "--method-opt", help="Estimator option KEY=VALUE (repeatable; int/float/bool/str)."
+    ),
+    model_opt: list[str] = typer.Option(
+        [], "--model-opt", help="Model option KEY=VALUE (repeatable)."
+    ),
+    task_opt: list[str] = typer.Option(
+        [], "--task-opt", help="Task option KEY=VALUE (repeatable)."
+    ),
     out: Path = typer.Option(Path("runs/train"), help="Run directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
 ) -> None:
@@ -249,6 +258,9 @@ def train_command(
         warmup_samples=warmup_samples,
         calibration=str(calibration) if calibration else None,
         test_fraction=test_fraction,
+        method_opts=parse_options("--method-opt", method_opt),
+        model_opts=parse_options("--model-opt", model_opt),
+        task_opts=parse_options("--task-opt", task_opt),
         out=str(out),
     )
     result = run_training(config, resume=resume)

@@ -9,6 +9,7 @@ available to `labpgt train --method NAME`.
 from labpgt.training.estimators import backprop, boundary, perturbation
 from labpgt.training.estimators.base import (
     ESTIMATORS,
+    EstimatorContext,
     EstimatorOptions,
     GradientEstimator,
     StepResult,
@@ -19,6 +20,7 @@ from labpgt.training.estimators.base import (
 
 __all__ = [
     "ESTIMATORS",
+    "EstimatorContext",
     "EstimatorOptions",
     "GradientEstimator",
     "StepResult",
