@@ -112,7 +112,7 @@ def test_fills_grad_for_adam_and_counts_queries(small) -> None:
 
 
 def test_bad_method_option_is_refused() -> None:
-    with pytest.raises(UserError, match="tau_theta"):
-        MGDEstimator(EstimatorOptions(), seed=0, method_opts={"tau_theta": 0})
+    with pytest.raises(UserError, match="tau_p"):
+        MGDEstimator(EstimatorOptions(), seed=0, method_opts={"tau_p": 0})
     with pytest.raises(UserError, match="keys: "):
         MGDEstimator(EstimatorOptions(), seed=0, method_opts={"colour": "red"})

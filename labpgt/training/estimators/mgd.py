@@ -40,6 +40,7 @@ torch optimizer. Options come from ``--method-opt KEY=VALUE`` (see `MGDOptions`)
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,13 +70,11 @@ class MGDOptions(BaseModel):
     mode: Literal["weight", "node"] = Field("weight", description="Perturb weights or nodes.")
     code: Code = Field("cdma", description="Perturbation code: cdma|walsh|fdma|tdma.")
     sparsity: float = Field(0.0, ge=0.0, lt=1.0, description="cdma: P(code entry is 0).")
-    tau_theta: int | None = Field(
-        None, ge=1, le=65536, description="Steps integrated per update (default: --probes, or 8)."
+    tau_theta: int = Field(
+        0, ge=0, le=65536, description="Steps integrated per update (0: --probes, default 8)."
     )
     tau_p: int = Field(1, ge=1, le=4096, description="Steps a perturbation is held.")
-    tau_x: int | None = Field(
-        None, ge=1, le=65536, description="Steps per input (default: τθ, the whole batch)."
-    )
+    tau_x: int = Field(0, ge=0, le=65536, description="Steps per input (0: τθ, whole batch).")
     norm_match: bool = Field(True, description="Divide by √(1+(N−1)/τθ) (random codes).")
     cost_noise: float = Field(0.0, ge=0.0, description="σ of noise added to each cost.")
     write_noise: float = Field(0.0, ge=0.0, description="σ of noise on each perturbed write.")
@@ -96,6 +95,26 @@ def parse_method_options(cls: type[BaseModel], raw: dict[str, Any] | None, metho
         raise UserError(
             f"--method-opt {key}={err.get('input')!r} for {method}: {err['msg']} (keys: {allowed})"
         ) from None
+
+
+def init_estimator(
+    est: GradientEstimator,
+    options: EstimatorOptions,
+    *,
+    seed: int,
+    extra: dict[str, Any] | None,
+    context: Any,
+) -> None:
+    """Call `GradientEstimator.__init__` with the keywords this build's base accepts."""
+    accepted = inspect.signature(GradientEstimator.__init__).parameters
+    kwargs: dict[str, Any] = {}
+    if "extra" in accepted:
+        kwargs["extra"] = {k: v for k, v in (extra or {}).items() if k in est.extra_options}
+    if "context" in accepted:
+        kwargs["context"] = context
+    GradientEstimator.__init__(est, options, seed=seed, **kwargs)
+    if "context" not in accepted:
+        est.context = context
 
 
 def walsh_rows(n: int, t: int) -> torch.Tensor:
@@ -177,7 +196,6 @@ class _NodeHooks:
         return hook
 
 
-@register_estimator
 class MGDEstimator(GradientEstimator):
     """Multiplexed gradient descent: coded perturbations, baseline, integration over τθ."""
 
@@ -185,33 +203,45 @@ class MGDEstimator(GradientEstimator):
     summary: ClassVar[str] = "multiplexed gradient descent: weight/node, cdma|walsh|fdma|tdma codes"
     defaults: ClassVar[dict[str, Any]] = {"probes": 8, "delta": 0.01}
 
+    extra_options: ClassVar[dict[str, Any]] = {
+        "mode": "weight",
+        "code": "cdma",
+        "sparsity": 0.0,
+        "tau_theta": 0,
+        "tau_p": 1,
+        "tau_x": 0,
+        "norm_match": True,
+        "cost_noise": 0.0,
+        "write_noise": 0.0,
+        "perturb": "all",
+    }
+    """--method-opt keys (tau_theta 0: --probes; tau_x 0: τθ, i.e. the whole batch)."""
+
     def __init__(
         self,
         options: EstimatorOptions,
         *,
         seed: int,
-        method_opts: dict[str, Any] | MGDOptions | None = None,
+        extra: dict[str, Any] | None = None,
         context: Any = None,
-        **_: Any,
+        method_opts: dict[str, Any] | MGDOptions | None = None,
     ) -> None:
-        super().__init__(options, seed=seed)
+        init_estimator(self, options, seed=seed, extra=extra, context=context)
+        raw = method_opts if method_opts is not None else extra
         self.mgd = (
-            method_opts
-            if isinstance(method_opts, MGDOptions)
-            else parse_method_options(MGDOptions, method_opts, "mgd")
+            raw if isinstance(raw, MGDOptions) else parse_method_options(MGDOptions, raw, "mgd")
         )
-        self.context = context
         self.time_step = 0
         """Global code index counter (persisted: codes keep sweeping across updates)."""
 
     # --- sizes and costs -------------------------------------------------------------
     def tau_theta(self) -> int:
-        if self.mgd.tau_theta is not None:
+        if self.mgd.tau_theta > 0:
             return self.mgd.tau_theta
         return int(self.opt("probes"))
 
     def tau_x(self) -> int:
-        return self.mgd.tau_x if self.mgd.tau_x is not None else self.tau_theta()
+        return self.mgd.tau_x if self.mgd.tau_x > 0 else self.tau_theta()
 
     def chunks(self, batch: int) -> int:
         return max(1, min(batch, -(-self.tau_theta() // self.tau_x())))
@@ -424,3 +454,8 @@ class MGDEstimator(GradientEstimator):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.time_step = int(state.get("time_step", 0))
+
+
+def register() -> None:
+    """Make ``--method mgd`` available (called from ``labpgt/training/__init__.py``)."""
+    register_estimator(MGDEstimator)
