@@ -73,24 +73,29 @@ def render_trace(
 
     # Grid point i sits at start + i*bin, so the distance of window point j from the
     # line is (start + centre*bin - f) + j*bin: the float64 part is (N, L) only and
-    # the (N, L, W) part can run in the trace dtype without a gather.
+    # the (N, L, W) part can run in the trace dtype without a gather. The lines are
+    # summed into a trace padded by 2*half + 1 points on each side: a line whose
+    # window misses the grid (centre clamped just outside it) lands in the padding,
+    # which is cut off, so no index needs a bounds mask.
     position = (line_hz - grid.start_hz) / bin_hz
-    centre = torch.round(position.detach())
+    centre = torch.round(position.detach()).clamp_(-half - 1, points + half)
     residual_hz = ((centre - position) * bin_hz).to(dtype)
-    index = centre.to(torch.long).unsqueeze(-1) + torch.arange(
+    pad = 2 * half + 1
+    index = (centre.to(torch.long) + pad).unsqueeze(-1) + torch.arange(
         -half, half + 1, device=line_hz.device
-    )  # (N, L, W)
-    inside = (index >= 0) & (index < points)
-    index = index.clamp_(0, points - 1)
+    )  # (N, L, W), all within [0, points + 2 * pad)
     distance = (residual_hz.unsqueeze(-1) + offsets_hz) * (1.0 / sigma_hz)
-    shape = torch.exp(-0.5 * distance**2) * inside
-    contribution = (shape * line_mw.unsqueeze(-1)).reshape(n, -1)
+    contribution = torch.exp(distance.square_().mul_(-0.5)) * line_mw.unsqueeze(-1)
+    padded = torch.zeros(n, points + 2 * pad, dtype=dtype, device=line_hz.device)
+    padded = padded.scatter_add(1, index.reshape(n, -1), contribution.reshape(n, -1))
+    lines_mw = padded[:, pad : pad + points]
 
     floor = noise_floor_mw(grid, params)
     if generator is not None and params.noise_floor_std_db > 0:
         scatter = torch.randn(n, points, generator=generator, dtype=torch.float32).to(dtype)
-        base = floor * torch.exp(_NEPER_PER_DB * params.noise_floor_std_db * scatter)
+        base = scatter.mul_(_NEPER_PER_DB * params.noise_floor_std_db).exp_().mul_(floor)
     else:
         base = torch.full((n, points), floor, dtype=dtype, device=line_hz.device)
-    total = base.scatter_add(1, index.reshape(n, -1), contribution)
-    return (10.0 * torch.log10(total)).to(torch.float64)
+    if lines_mw.requires_grad and torch.is_grad_enabled():
+        return (10.0 * torch.log10(base + lines_mw)).to(torch.float64)
+    return base.add_(lines_mw).log10_().to(torch.float64).mul_(10.0)
