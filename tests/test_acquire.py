@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,15 +16,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from instruments.bench_file import bench_config_from_resources, dump_bench
 from labpgt.acquire import acquire, grid_inputs, parse_sweep, plan_shots, read_inputs_csv
-from labpgt.cli.app import app
+from labpgt.cli.app import app, main
 from labpgt.embedded import embedded_bench
 from labpgt.errors import UserError
 from labpgt.features import FeatureSpec
 from labpgt.reservoir import SettingBounds
 
 LABPGT = [sys.executable, "-m", "labpgt"]
-SWEEPS = ["--sweep", "drive_hz=2.0e9:2.3e9:60", "--sweep", "bias_a=1.7,1.9"]
+SWEEPS = ["--sweep", "drive_hz=2.0e9:2.3e9:40", "--sweep", "bias_a=1.7,1.9"]
 
 
 def test_sweeps_form_a_grid_with_defaults():
@@ -119,7 +120,9 @@ def _datasets(path: Path) -> dict[str, np.ndarray]:
         return {n: f[n][...] for n in names}
 
 
-def test_killed_run_resumes_to_the_uninterrupted_file(tmp_path: Path):
+def test_killed_run_resumes_to_the_uninterrupted_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
     out = tmp_path / "run.h5"
     proc = _start(out)
     _wait_for_chunks(proc, out, 12)
@@ -131,17 +134,15 @@ def test_killed_run_resumes_to_the_uninterrupted_file(tmp_path: Path):
     assert np.isfinite(partial["traces_dbm"][done]).all()
     assert np.isnan(partial["traces_dbm"][~done]).all()
     # without --resume the existing file is refused, not overwritten
-    refused = subprocess.run(
-        [*LABPGT, "acquire", *SWEEPS, "--out", str(out)], capture_output=True, text=True
-    )
-    assert refused.returncode == 2 and "--resume" in refused.stderr
+    code, err = _cli(capsys, "acquire", *SWEEPS, "--out", str(out))
+    assert code == 2 and "--resume" in err
     resumed = _start(out, "--resume")
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     reference = tmp_path / "reference.h5"
     _reference(reference, seed=3)
     got, want = _datasets(out), _datasets(reference)
-    assert got["shots/done"].all() and got["shots/done"].size == 120
+    assert got["shots/done"].all() and got["shots/done"].size == 80
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
     with h5py.File(out, "r") as f:
@@ -156,7 +157,7 @@ def test_killed_run_resumes_to_the_uninterrupted_file(tmp_path: Path):
     png = tmp_path / "run.png"
     shown = CliRunner().invoke(app, ["show", str(out), "--plot", str(png)])
     assert shown.exit_code == 0, shown.output
-    assert "120 / 120" in shown.output and "N5183B" in shown.output and "none" in shown.output
+    assert "80 / 80" in shown.output and "N5183B" in shown.output and "none" in shown.output
     assert png.stat().st_size > 10_000
 
 
@@ -176,23 +177,59 @@ def test_ctrl_c_leaves_a_valid_resumable_file(tmp_path: Path):
     assert shown.exit_code == 0 and "missing shots" in shown.output
 
 
-def test_out_of_limit_settings_are_refused_before_any_instrument_opens(tmp_path: Path):
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """Run the labpgt entry point in process: (exit code, stderr text on one line)."""
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, " ".join(capsys.readouterr().err.split())
+
+
+def test_out_of_limit_settings_are_refused_before_any_instrument_opens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    # A bench file whose three instruments are sockets we listen on: if acquire opened
+    # (or even connected to) any of them before refusing, a connection would be pending.
+    listeners = []
+    for _ in range(3):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(4)
+        sock.setblocking(False)
+        listeners.append(sock)
+    ports = [s.getsockname()[1] for s in listeners]
+    cfg = bench_config_from_resources(
+        {
+            role: f"TCPIP::127.0.0.1::{port}::SOCKET"
+            for role, port in zip(("generator", "analyzer", "supply"), ports, strict=True)
+        },
+        limits={"bias_max_a": 2.0, "power_max_dbm": -5.0},
+    )
+    bench = dump_bench(cfg, tmp_path / "bench.toml")
     out = tmp_path / "run.h5"
     csv = tmp_path / "in.csv"
+    csv.write_text("drive_dbm\n-10\n-3\n")
+    cases = {
+        ("--inputs", str(csv)): "line 3, column drive_dbm: -3 dBm is outside the bench limits",
+        ("--sweep", "bias_a=1.5:2.5:3"): "bias_a=2.5 A is outside the allowed range [0, 2] A",
+        ("--sweep", "x=1"): "unknown setting 'x'; valid settings: drive_hz, drive_dbm, bias_a",
+    }
+    try:
+        for args, message in cases.items():
+            code, err = _cli(capsys, "acquire", "--bench", str(bench), *args, "--out", str(out))
+            assert code == 2, err
+            assert message in err
+            assert not out.exists()
+        for sock in listeners:
+            with pytest.raises(BlockingIOError):
+                sock.accept()  # nobody connected: no instrument was opened
+    finally:
+        for sock in listeners:
+            sock.close()
+    # the same refusal on the embedded bench (default limits: drive_dbm <= 0 dBm)
     csv.write_text("drive_dbm\n-10\n3\n")
-    env = {**os.environ, "COLUMNS": "200"}
-    for args in (["--inputs", str(csv)], ["--sweep", "bias_a=2.0:3.0:3"], ["--sweep", "x=1"]):
-        result = subprocess.run(
-            [*LABPGT, "acquire", *args, "--out", str(out)], capture_output=True, text=True, env=env
-        )
-        assert result.returncode == 2, result.stderr
-        assert not out.exists()
-    assert (
-        "line 3, column drive_dbm"
-        in subprocess.run(
-            [*LABPGT, "acquire", "--inputs", str(csv), "--out", str(out)],
-            capture_output=True,
-            text=True,
-            env=env,
-        ).stderr
-    )
+    code, err = _cli(capsys, "acquire", "--inputs", str(csv), "--out", str(out))
+    assert code == 2 and "line 3, column drive_dbm" in err and not out.exists()

@@ -161,7 +161,9 @@ def acquire_command(
                 )
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted[/yellow]: {out} is valid; finish it with --resume")
-            raise
+            # SystemExit, not KeyboardInterrupt: typer's non-standalone main turns a
+            # KeyboardInterrupt into a *returned* 130 that the entry point drops (exit 0).
+            raise SystemExit(130) from None
         except MeasurementError as exc:
             raise UserError(f"{exc}; {out} keeps every shot so far, finish with --resume") from None
     console.print(

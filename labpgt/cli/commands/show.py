@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from labpgt.errors import UserError
 from labpgt.reservoir import SETTING_NAMES
 from labpgt.storage import RunFile
 
@@ -144,15 +145,22 @@ def plot(run: RunFile, path: Path) -> None:
 def show_command(
     path: Path = typer.Argument(..., help="Acquisition file (HDF5) written by labpgt acquire."),
     plot_path: Path | None = typer.Option(
-        None, "--plot", help="Write a heat map of the traces against the swept setting (PNG)."
+        None,
+        "--plot",
+        help="Where to write the heat map of the traces against the swept setting "
+        "(PNG; default: next to the run file, <run>.png).",
     ),
+    no_plot: bool = typer.Option(False, "--no-plot", help="Print the summary only."),
 ) -> None:
-    """Summarise an acquisition file; optionally plot its traces as a heat map."""
+    """Summarise an acquisition file and plot its traces as a heat map."""
+    if no_plot and plot_path is not None:
+        raise UserError("--plot and --no-plot exclude each other: give one")
     with RunFile.open(path) as run:
         summarise(run)
-        if plot_path is not None:
-            plot(run, plot_path)
-            console.print(f"plot written to {plot_path}")
+        if not no_plot:
+            target = plot_path if plot_path is not None else Path(path).with_suffix(".png")
+            plot(run, target)
+            console.print(f"plot written to {target}")
 
 
 def register(app: typer.Typer) -> None:
