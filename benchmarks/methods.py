@@ -1,0 +1,362 @@
+"""The comparison study of issue 7 (fast-sim, noise and drift on, seeded): three parts.
+
+1. ``compare``: digits/dense and seq-digits/transformer — final test accuracy
+   (mean ± std over seeds) and training queries to reach (backprop accuracy − 3
+   points) for every method (pat only with --calibration).
+2. ``scaling``: MGD on parity at several hidden widths — steps (updates) to a target
+   train accuracy against parameter count, weight vs node perturbation.
+3. ``robustness``: boundary and pgt test accuracy as measurement noise and drift grow
+   (3 levels each: the ring's noise and drift rates × 1, 4, 16).
+
+Every budget is a flag, so a reduced run finishes in minutes and the full study is
+the same command with bigger numbers:
+
+    python benchmarks/methods.py --parts compare,scaling,robustness --seeds 0,1,2 \
+        --max-queries 200000 --scaling-steps 400 --out benchmarks/results/methods.txt
+
+Results are printed and appended to ``--out``; plots go to ``--img`` (docs/img).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from labpgt.features import FeatureSpec  # noqa: E402
+from labpgt.reservoir import SimulatedReservoir  # noqa: E402
+from labpgt.scheduler import PerturbationScheduler  # noqa: E402
+from labpgt.training import sequence_tasks, transformer  # noqa: E402
+from labpgt.training.config import make_config  # noqa: E402
+from labpgt.training.estimators import mgd  # noqa: E402
+from labpgt.training.reservoir_layer import MeasurementBackend  # noqa: E402
+from labpgt.training.trainer import TrainHooks, train  # noqa: E402
+from sim.params import RingParams  # noqa: E402
+from sim.ring import RingModel  # noqa: E402
+
+for module in (mgd, transformer, sequence_tasks):
+    module.register()
+try:  # pat registers itself when its module exists (issue 7, may land later)
+    from labpgt.training.estimators import pat
+
+    pat.register()
+except ImportError:
+    pat = None
+
+LINES: list[str] = []
+OUT: list[Path] = []
+
+
+def say(text: str = "") -> None:
+    """Print and rewrite the results file (a cut-short run keeps what it measured)."""
+    print(text, flush=True)
+    LINES.append(text)
+    if OUT:
+        OUT[0].write_text("\n".join(LINES) + "\n")
+
+
+def backend_for(seed: int, bins: int, noise_scale: float = 1.0, drift_scale: float = 1.0):
+    base = RingParams()
+    params = RingParams(
+        noise=noise_scale > 0,
+        drift=drift_scale > 0,
+        noise_floor_std_db=min(20.0, base.noise_floor_std_db * max(noise_scale, 1e-9)),
+        jitter_db=min(10.0, base.jitter_db * max(noise_scale, 1e-9)),
+        field_drift_oe_per_min=base.field_drift_oe_per_min * drift_scale,
+        gain_drift_db_per_hour=base.gain_drift_db_per_hour * drift_scale,
+    )
+    ring = RingModel(params, seed=seed)
+    reservoir = SimulatedReservoir(ring, features=FeatureSpec(bins=bins))
+    return MeasurementBackend(PerturbationScheduler(reservoir), reservoir, bench_kind="fast-sim")
+
+
+def run(out_dir: Path, backend: MeasurementBackend | None = None, **cfg: Any) -> dict[str, Any]:
+    """One training run in-process; returns its curve and figures."""
+    config = make_config(fast_sim=True, out=str(out_dir), **cfg)
+    backend = backend or backend_for(config.seed, config.bins)
+    t0 = time.perf_counter()
+    result = train(config, backend, resume=False, hooks=TrainHooks())
+    m = result.metrics
+    if config.method == "readout":  # the closed-form fit is the result; nothing is trained
+        b = result.baseline
+        return {
+            "acc": b.test_acc,
+            "train_acc": b.train_acc,
+            "queries": b.queries,
+            "curve": [(b.queries, b.test_acc, b.train_acc)],
+            "readout": b.test_acc,
+            "wall": time.perf_counter() - t0,
+            "steps": None,
+        }
+    return {
+        "acc": m[-1].test_acc,
+        "train_acc": m[-1].train_acc,
+        "queries": m[-1].queries,
+        "curve": [(r.queries, r.test_acc, r.train_acc) for r in m],
+        "readout": result.baseline.test_acc,
+        "wall": time.perf_counter() - t0,
+        "steps": None,
+    }
+
+
+def queries_to(curve: list[tuple[int, float, float]], target: float) -> int | None:
+    for q, acc, _ in curve:
+        if acc >= target:
+            return q
+    return None
+
+
+def fmt(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean = 100 * statistics.fmean(values)
+    std = 100 * statistics.pstdev(values) if len(values) > 1 else 0.0
+    return f"{mean:5.1f} ± {std:4.1f}"
+
+
+METHOD_CFG: dict[str, dict[str, Any]] = {
+    "backprop": {"lr": 0.01},
+    "boundary": {"lr": 0.01},
+    "pgt": {"lr": 0.003, "delta": 0.01},
+    "spsa": {"lr": 0.003, "delta": 0.01, "probes": 4},
+    "mgd": {"lr": 0.003, "delta": 0.001, "method_opts": {"code": "cdma", "tau_theta": 8}},
+    "pat": {"lr": 0.01},
+    "readout": {},
+}
+
+
+def part_compare(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    say("## Part 1: methods side by side (fast-sim, noise and drift on)")
+    setups = [
+        ("digits", "dense", {"channels": 2, "hidden": 32}),
+        ("seq-digits", "transformer", {"channels": 8}),
+    ]
+    rows = []
+    for task, model, extra in setups:
+        if task not in args.tasks:
+            continue
+        results: dict[str, list[dict[str, Any]]] = {}
+        for method in args.methods:
+            if method == "pat" and (pat is None or not args.calibration):
+                say(f"{task}/{model} pat: skipped (no pat module or no --calibration)")
+                continue
+            for seed in args.seeds:
+                cfg = {**METHOD_CFG[method]}
+                if method == "pat":
+                    cfg["calibration"] = args.calibration
+                r = run(
+                    work / f"{task}-{method}-{seed}",
+                    task=task,
+                    model=model,
+                    method=method,
+                    seed=seed,
+                    bins=args.bins,
+                    batch_size=args.batch_size,
+                    max_queries=args.max_queries,
+                    epochs=args.epochs,
+                    **extra,
+                    **cfg,
+                )
+                results.setdefault(method, []).append(r)
+                say(
+                    f"{task}/{model} {method} seed {seed}: test acc {100 * r['acc']:.1f} % after "
+                    f"{r['queries']} queries ({r['wall']:.0f} s wall)"
+                )
+        bp = results.get("backprop")
+        target = statistics.fmean(r["acc"] for r in bp) - 0.03 if bp else None
+        say("")
+        say(f"### {task} / {model}" + (f" — target {100 * target:.1f} %" if target else ""))
+        say("| method | test acc % (mean ± std) | queries used | queries to target |")
+        say("|---|---|---|---|")
+        for method, rs in results.items():
+            qs = [queries_to(r["curve"], target) for r in rs] if target else []
+            hit = [q for q in qs if q is not None]
+            q_txt = (
+                f"{statistics.fmean(hit):.0f} ({len(hit)}/{len(rs)} seeds)"
+                if hit
+                else "not reached"
+            )
+            say(f"| {method} | {fmt([r['acc'] for r in rs])} | {rs[0]['queries']} | {q_txt} |")
+            rows.append({"task": task, "method": method, "runs": rs})
+        ro = [r["readout"] for rs in results.values() for r in rs]
+        say(f"| readout baseline (closed form, same runs) | {fmt(ro)} | - | - |")
+        say("")
+    return rows
+
+
+def part_scaling(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    say("## Part 2: MGD scaling on parity (steps to target train accuracy)")
+    say(f"parity bits={args.bits}, target train accuracy {100 * args.scaling_target:.0f} %")
+    say("| mode | hidden | parameters | steps to target (per seed) | final train acc % |")
+    say("|---|---|---|---|---|")
+    out = []
+    for mode in ("weight", "node"):
+        for hidden in args.widths:
+            steps, finals, n_params = [], [], 0
+            for seed in args.seeds:
+                d = work / f"parity-{mode}-{hidden}-{seed}"
+                r = run(
+                    d,
+                    task="parity",
+                    task_opts={"bits": args.bits, "repeat": 4},
+                    model="dense",
+                    method="mgd",
+                    hidden=hidden,
+                    channels=1,
+                    bins=args.bins,
+                    batch_size=16,
+                    seed=seed,
+                    lr=args.scaling_lr,
+                    delta=0.001,
+                    epochs=args.scaling_steps,
+                    method_opts={"mode": mode, "code": "cdma", "tau_theta": 4},
+                )
+                bits = args.bits
+                n_params = (bits * hidden + hidden + hidden * 2 + 2) + (args.bins * 2 + 2)
+                spe = math.ceil(0.75 * 4 * 2**bits / 16)
+                hit = next(
+                    (i for i, (_, _, tr) in enumerate(r["curve"]) if tr >= args.scaling_target),
+                    None,
+                )
+                steps.append(None if hit is None else hit * spe)
+                finals.append(r["train_acc"])
+            txt = ", ".join("-" if s is None else str(s) for s in steps)
+            say(f"| {mode} | {hidden} | {n_params} | {txt} | {fmt(finals)} |")
+            out.append({"mode": mode, "hidden": hidden, "params": n_params, "steps": steps})
+    say("")
+    return out
+
+
+def part_robustness(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    say("## Part 3: robustness to the bench (digits/dense)")
+    say("| method | noise × | drift × | test acc % |")
+    say("|---|---|---|---|")
+    out = []
+    levels = [(1, 1), (4, 1), (16, 1), (1, 4), (1, 16)]
+    for method in ("boundary", "pgt"):
+        for ns, ds in levels:
+            accs = []
+            for seed in args.seeds:
+                r = run(
+                    work / f"rob-{method}-{ns}-{ds}-{seed}",
+                    backend=backend_for(seed, args.bins, ns, ds),
+                    task="digits",
+                    model="dense",
+                    method=method,
+                    seed=seed,
+                    channels=2,
+                    bins=args.bins,
+                    batch_size=args.batch_size,
+                    max_queries=args.max_queries,
+                    epochs=args.epochs,
+                    **METHOD_CFG[method],
+                )
+                accs.append(r["acc"])
+            say(f"| {method} | {ns} | {ds} | {fmt(accs)} |")
+            out.append({"method": method, "noise": ns, "drift": ds, "accs": accs})
+    say("")
+    return out
+
+
+def plots(img: Path, compare: list, scaling: list) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img.mkdir(parents=True, exist_ok=True)
+    for task in sorted({r["task"] for r in compare}):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for r in compare:
+            if r["task"] != task:
+                continue
+            c = r["runs"][0]["curve"]
+            ax.plot([q for q, _, _ in c], [100 * a for _, a, _ in c], marker="o", label=r["method"])
+        ax.set_xscale("symlog")
+        ax.set_xlabel("training queries")
+        ax.set_ylabel("test accuracy, %")
+        ax.set_title(f"{task}: test accuracy vs training queries (first seed)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(img / f"study_{task}.png", dpi=100)
+        plt.close(fig)
+    if scaling:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for mode in ("weight", "node"):
+            pts = [
+                (s["params"], statistics.fmean([x for x in s["steps"] if x is not None]))
+                for s in scaling
+                if s["mode"] == mode and any(x is not None for x in s["steps"])
+            ]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=mode)
+        ax.set_xlabel("parameters")
+        ax.set_ylabel("steps to target train accuracy")
+        ax.set_title("MGD on parity")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(img / "study_mgd_scaling.png", dpi=100)
+        plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--parts", default="compare,scaling,robustness")
+    p.add_argument("--tasks", default="digits,seq-digits")
+    p.add_argument("--methods", default="backprop,boundary,pgt,spsa,mgd,pat,readout")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--max-queries", type=int, default=200_000)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--bins", type=int, default=16)
+    p.add_argument("--calibration", default=None)
+    p.add_argument("--bits", type=int, default=4)
+    p.add_argument("--widths", default="4,8,16,32")
+    p.add_argument("--scaling-steps", type=int, default=100, help="epochs per scaling run")
+    p.add_argument("--scaling-target", type=float, default=0.9)
+    p.add_argument("--scaling-lr", type=float, default=0.01)
+    p.add_argument("--work", default="/tmp/labpgt-methods")
+    p.add_argument("--out", default=str(ROOT / "benchmarks/results/methods.txt"))
+    p.add_argument("--img", default=str(ROOT / "docs/img"))
+    args = p.parse_args()
+    args.tasks = args.tasks.split(",")
+    args.methods = args.methods.split(",")
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.widths = [int(w) for w in args.widths.split(",")]
+    parts = args.parts.split(",")
+    work = Path(args.work)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    OUT.append(out)
+    torch.set_num_threads(1)
+    say(f"# methods study {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    say(f"args: {' '.join(sys.argv[1:])}")
+    compare, scaling = [], []
+
+    def flush() -> None:
+        out.write_text("\n".join(LINES) + "\n")
+
+    if "compare" in parts:
+        compare = part_compare(args, work)
+        flush()
+    if "scaling" in parts:
+        scaling = part_scaling(args, work)
+        flush()
+    if "robustness" in parts:
+        part_robustness(args, work)
+        flush()
+    plots(Path(args.img), compare, scaling)
+    flush()
+
+
+if __name__ == "__main__":
+    main()
