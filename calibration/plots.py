@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+if TYPE_CHECKING:
+    from calibration.run import CalibrationResult
 
 
 def plot_response(
@@ -129,3 +133,61 @@ def plot_surrogate(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def write_plots(result: CalibrationResult, directory: Path) -> list[Path]:
+    """The three calibration plots of ``result`` into ``directory`` (created); their paths."""
+    import torch
+
+    from calibration.field import YigConstants
+
+    directory.mkdir(parents=True, exist_ok=True)
+    op = result.operating
+    operating = {"bias_a": op.bias_a, "drive_hz": op.drive_hz, "drive_dbm": op.drive_dbm}
+    paths = [
+        plot_response(
+            directory / "response.png",
+            result.response_features.max(axis=-1),
+            result.sensitivity,
+            result.response_bias_a,
+            result.drive_dbm,
+            result.drive_hz,
+            operating,
+        )
+    ]
+    bias = result.bias_settings[:, 2]
+    up, down = result.bias_leg == 0, result.bias_leg == 1
+    fit, yig = result.field_fit, YigConstants()
+    grid = np.linspace(bias.min(), bias.max(), 200)
+    h = fit.field_per_ampere_oe_per_a * grid + yig.four_pi_ms_g / 2
+    fitted = np.sqrt(np.clip(h**2 - fit.dispersion_constant_oe2, 1.0, None)) * yig.gyro_hz_per_oe
+    hy = result.hysteresis
+    paths.append(
+        plot_hysteresis(
+            directory / "hysteresis.png",
+            bias[up],
+            result.comb_hz[up],
+            bias[down],
+            result.comb_hz[down],
+            (grid, fitted),
+            f"field per ampere {fit.field_per_ampere_oe_per_a:.2f} Oe/A; falling - rising "
+            f"{hy.offset_oe:+.2f} ± {hy.offset_std_oe:.2f} Oe "
+            f"({'hysteresis detected' if hy.detected else 'no hysteresis'})",
+        )
+    )
+    sf = result.surrogate
+    idx = sf.validation_index.numpy()
+    with torch.no_grad():
+        pred = sf.model(torch.from_numpy(result.surrogate_settings[idx])).numpy()
+    paths.append(
+        plot_surrogate(
+            directory / "surrogate.png",
+            result.surrogate_features[idx],
+            pred,
+            result.noise.rms_std,
+            f"held-out rows: RMS error {sf.validation_rmse:.3f} dB = "
+            f"{sf.validation_rmse / max(result.noise.rms_std, 1e-12):.2f} x noise "
+            f"({result.noise.rms_std:.3f} dB)",
+        )
+    )
+    return paths

@@ -99,7 +99,17 @@ def fit_surrogate(
     reported error, so the split for model selection is taken from the training
     rows, and the reported error uses rows the fit never touched).
     """
-    cfg = config or SurrogateConfig()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a small MLP only loses to thread hand-offs (badly, on a busy box)
+    try:
+        return _fit(settings, features, ranges, config or SurrogateConfig())
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(
+    settings: torch.Tensor, features: torch.Tensor, ranges: torch.Tensor, cfg: SurrogateConfig
+) -> SurrogateFit:
     settings = settings.to(torch.float64)
     features = features.to(torch.float64)
     n = settings.shape[0]

@@ -1,0 +1,256 @@
+"""`labpgt calibrate`: response curves, operating point, noise, drift check and surrogate."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from labpgt.errors import MeasurementError, UserError
+from labpgt.features import FeatureSpec
+from labpgt.reservoir import PhysicalReservoir
+
+console = Console(stderr=True)
+
+GRIDS = ("default", "small")
+
+
+@contextmanager
+def _open_reservoir(
+    bench_path: Path | None,
+    *,
+    seed: int,
+    features: FeatureSpec,
+    noise: bool,
+    hysteresis: bool,
+    inject_drift_oe: float,
+    inject_drift_db: float,
+) -> Iterator[PhysicalReservoir]:
+    """The bench file's instruments, or the embedded virtual bench; left safe on exit."""
+    from instruments.errors import InstrumentsError
+
+    try:
+        if bench_path is None:
+            from labpgt.embedded import embedded_bench
+
+            with embedded_bench(
+                seed=seed,
+                noise=noise,
+                drift=noise,
+                hysteresis=hysteresis,
+                keep_traces=False,
+                features=features,
+            ) as reservoir:
+                if inject_drift_oe or inject_drift_db:
+                    reservoir.virtual_bench.ring.inject_drift(
+                        field_oe=inject_drift_oe, gain_db=inject_drift_db
+                    )
+                yield reservoir
+            return
+        if inject_drift_oe or inject_drift_db:
+            raise UserError("--inject-drift-oe/--inject-drift-db need the embedded virtual bench")
+        from instruments.bench import Bench, load_bench
+        from labpgt.instrument_reservoir import InstrumentReservoir
+
+        if not bench_path.is_file():
+            raise UserError(f"--bench: file {bench_path} does not exist")
+        with Bench.open(load_bench(bench_path)) as bench:
+            yield InstrumentReservoir(bench, features)
+    except InstrumentsError as exc:
+        raise UserError(f"instrument: {exc}") from None
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.fields[stage]:<18}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("shots"),
+        TextColumn("instrument {task.fields[instrument_s]:7.1f} s"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def calibrate_command(
+    out: Path | None = typer.Option(None, "--out", help="Calibration file to write (calib.h5)."),
+    bench: Path | None = typer.Option(
+        None, "--bench", help="Bench file (TOML); default: the embedded virtual bench."
+    ),
+    check: Path | None = typer.Option(
+        None,
+        "--check",
+        help="Re-measure the reference settings of this calibration file and report drift.",
+    ),
+    tolerance_mhz: float = typer.Option(
+        1.0, "--tolerance-mhz", help="--check: allowed frequency drift, MHz."
+    ),
+    tolerance_db: float = typer.Option(
+        1.0, "--tolerance-db", help="--check: allowed level drift, dB."
+    ),
+    grid: str = typer.Option(
+        "default", "--grid", help="Calibration grid: 'default' or 'small' (≈1/5 of the shots)."
+    ),
+    bins: int = typer.Option(32, "--bins", min=1, help="Feature bins over the analyzer span."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the embedded bench's ring and the fit."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the calibration plots."),
+    surrogate_steps: int = typer.Option(
+        3000, "--surrogate-steps", min=10, help="Adam steps of the surrogate fit."
+    ),
+    no_noise: bool = typer.Option(
+        False, "--no-noise", hidden=True, help="Embedded bench: no noise and no drift."
+    ),
+    no_hysteresis: bool = typer.Option(
+        False, "--no-hysteresis", hidden=True, help="Embedded bench: magnet without remanence."
+    ),
+    inject_drift_oe: float = typer.Option(
+        0.0,
+        "--inject-drift-oe",
+        hidden=True,
+        help="Embedded bench: field step before measuring, Oe.",
+    ),
+    inject_drift_db: float = typer.Option(
+        0.0,
+        "--inject-drift-db",
+        hidden=True,
+        help="Embedded bench: gain step before measuring, dB.",
+    ),
+) -> None:
+    """Calibrate the ring (--out), or check a calibration for drift (--check)."""
+    if (out is None) == (check is None):
+        raise UserError("give exactly one of --out calib.h5 (calibrate) or --check calib.h5")
+    if grid not in GRIDS:
+        raise UserError(f"--grid must be one of {', '.join(GRIDS)}; got {grid!r}")
+    if tolerance_mhz <= 0 or tolerance_db <= 0:
+        raise UserError("--tolerance-mhz and --tolerance-db must be > 0")
+    sim = {
+        "seed": seed,
+        "noise": not no_noise,
+        "hysteresis": not no_hysteresis,
+        "inject_drift_oe": inject_drift_oe,
+        "inject_drift_db": inject_drift_db,
+    }
+    if check is not None:
+        _check(check, bench, tolerance_mhz, tolerance_db, sim)
+        return
+    assert out is not None
+    _calibrate(out, bench, grid, FeatureSpec(bins=bins), plots, surrogate_steps, sim)
+
+
+def _calibrate(
+    out: Path,
+    bench: Path | None,
+    grid: str,
+    features: FeatureSpec,
+    plots: bool,
+    surrogate_steps: int,
+    sim: dict,
+) -> None:
+    from calibration.plan import CalibrationPlan
+    from calibration.run import run_calibration
+    from calibration.store import save_calibration, summary_of
+    from calibration.surrogate import SurrogateConfig
+
+    if out.exists():
+        raise UserError(f"--out {out} already exists: choose another file or delete it")
+    if not out.parent.is_dir():
+        raise UserError(f"--out: directory {out.parent} does not exist")
+    plan = CalibrationPlan() if grid == "default" else CalibrationPlan.reduced()
+    cfg = SurrogateConfig(steps=surrogate_steps, seed=sim["seed"])
+    provenance = {
+        "command_line": shlex.join(["labpgt", *sys.argv[1:]]),
+        "bench_file": str(bench) if bench else None,
+        "bench_file_text": bench.read_text() if bench and bench.is_file() else None,
+        "embedded": sim if bench is None else None,
+        "grid": grid,
+    }
+    progress = _progress()
+    tasks: dict[str, int] = {}
+
+    def report(stage: str, done: int, total: int, instrument_s: float) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total, stage=stage, instrument_s=0.0)
+        progress.update(tasks[stage], completed=done, total=total, instrument_s=instrument_s)
+
+    with _open_reservoir(bench, features=features, **_sim_kwargs(sim)) as reservoir:
+        try:
+            with progress:
+                result = run_calibration(reservoir, plan, surrogate_config=cfg, progress=report)
+        except MeasurementError as exc:
+            raise UserError(f"calibration failed: {exc}") from None
+    save_calibration(result, out, provenance=provenance)
+    s = summary_of(result)
+    table = Table(title=f"calibration → {out}")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    op = result.operating
+    rows = [
+        (
+            "field per ampere",
+            f"{s['field_per_ampere_oe_per_a']:.2f} ± {s['field_per_ampere_std_oe_per_a']:.2f} Oe/A",
+        ),
+        (
+            "hysteresis (falling − rising)",
+            f"{s['hysteresis_offset_oe']:+.2f} Oe "
+            f"({'detected' if s['hysteresis_detected'] else 'not detected'})",
+        ),
+        ("mode spacing", f"{s['mode_spacing_hz'] / 1e6:.3f} MHz"),
+        ("noise floor", f"{s['noise_floor_dbm']:.1f} dBm"),
+        ("shot-to-shot noise (RMS over features)", f"{s['noise_rms_db']:.3f} dB"),
+        ("operating bias", f"{op.bias_a:.3f} A"),
+        (
+            "drive range",
+            f"{op.drive_hz[0] / 1e9:.4f}–{op.drive_hz[1] / 1e9:.4f} GHz, "
+            f"{op.drive_dbm[0]:.1f}–{op.drive_dbm[1]:.1f} dBm",
+        ),
+        ("sensitivity / noise (maximised)", f"{op.sensitivity_to_noise:.2f} noise std per step"),
+        (
+            "surrogate held-out error",
+            f"{s['surrogate_validation_db']:.3f} dB = "
+            f"{s['surrogate_validation_over_noise']:.2f} × noise",
+        ),
+        ("instrument time", f"{s['instrument_time_s']:.1f} s"),
+        ("wall time", f"{s['wall_s']:.1f} s"),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    Console().print(table)
+    if plots:
+        from calibration.plots import write_plots
+
+        paths = write_plots(result, out.with_name(out.stem + "_plots"))
+        console.print("plots: " + ", ".join(str(p) for p in paths))
+
+
+def _sim_kwargs(sim: dict) -> dict:
+    return {
+        k: sim[k] for k in ("seed", "noise", "hysteresis", "inject_drift_oe", "inject_drift_db")
+    }
+
+
+def _check(path: Path, bench: Path | None, tol_mhz: float, tol_db: float, sim: dict) -> None:
+    from calibration import load_calibration
+
+    cal = load_calibration(path)
+    with _open_reservoir(bench, features=cal.feature_spec, **_sim_kwargs(sim)) as reservoir:
+        try:
+            report = cal.check_drift(reservoir, tolerance_mhz=tol_mhz, tolerance_db=tol_db)
+        except MeasurementError as exc:
+            raise UserError(f"drift check failed: {exc}") from None
+    print(json.dumps(report.as_dict()))
+    colour = "green" if report.within_tolerance else "red"
+    console.print(f"[{colour}]{report.summary()}[/{colour}]")
+    if not report.within_tolerance:
+        raise SystemExit(1)  # click would swallow typer.Exit with standalone_mode=False
+
+
+def register(app: typer.Typer) -> None:
+    app.command("calibrate")(calibrate_command)

@@ -1,0 +1,95 @@
+"""`labpgt calibrate` end to end on the embedded virtual bench (small grid), and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import h5py
+import pytest
+
+from calibration import load_calibration
+from labpgt.cli.app import main
+
+SMALL = ["--grid", "small", "--surrogate-steps", "200", "--seed", "1"]
+
+
+def _run(args: list[str]) -> int:
+    try:
+        main(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+@pytest.fixture(scope="module")
+def calib(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "calib.h5"
+    assert _run(["calibrate", "--out", str(out), *SMALL]) == 0
+    return out
+
+
+def test_calibrate_writes_file_and_plots(calib, capsys):
+    cal = load_calibration(calib)
+    assert cal.summary["instrument_time_s"] > 0 and cal.summary["wall_s"] > 0
+    snap = cal.snapshot
+    assert snap["reservoir"] == "instrument"
+    assert snap["bench"]["analyzer"]["identity"]["model"] == "N9020A"
+    assert snap["provenance"]["grid"] == "small"
+    for name in ("response.png", "hysteresis.png", "surrogate.png"):
+        png = calib.parent / "calib_plots" / name
+        assert png.stat().st_size > 10_000, name
+
+
+def test_check_passes_without_drift_and_fails_with_injected_drift(calib, capsys):
+    assert _run(["calibrate", "--check", str(calib), "--seed", "1"]) == 0
+    calm = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert calm["within_tolerance"] and abs(calm["frequency_drift_mhz"]) < 1.0
+    code = _run(["calibrate", "--check", str(calib), "--seed", "1", "--inject-drift-oe", "3"])
+    drifted = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 1
+    assert not drifted["within_tolerance"] and drifted["frequency_drift_mhz"] > 6.0
+    # a tolerance wide enough lets the same drift pass
+    wide = ["--tolerance-mhz", "50", "--tolerance-db", "20", "--inject-drift-oe", "3"]
+    assert _run(["calibrate", "--check", str(calib), "--seed", "1", *wide]) == 0
+
+
+def test_refuses_file_from_another_bench(calib, tmp_path, capsys):
+    other = tmp_path / "other.h5"
+    shutil.copy(calib, other)
+    with h5py.File(other, "r+") as h5:
+        snap = json.loads(h5.attrs["snapshot"])
+        snap["bench"]["analyzer"]["identity"]["serial"] = "MY99999999"
+        h5.attrs["snapshot"] = json.dumps(snap)
+    assert _run(["calibrate", "--check", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "another bench" in err and "MY99999999" in err
+
+
+def test_refuses_incompatible_version(calib, tmp_path, capsys):
+    old = tmp_path / "old.h5"
+    shutil.copy(calib, old)
+    with h5py.File(old, "r+") as h5:
+        h5.attrs["format"] = "labpgt-calibration/0"
+    assert _run(["calibrate", "--check", str(old)]) == 2
+    assert "labpgt-calibration/0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "exactly one of --out"),
+        (["--grid", "huge", "--out", "x.h5"], "--grid must be one of"),
+        (["--check", "missing.h5"], "does not exist"),
+        (["--check", "c.h5", "--tolerance-mhz", "0"], "must be > 0"),
+    ],
+)
+def test_bad_input_is_refused(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _run(["calibrate", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_refuses_to_overwrite(calib, capsys):
+    assert _run(["calibrate", "--out", str(calib), *SMALL]) == 2
+    assert "already exists" in capsys.readouterr().err

@@ -1,0 +1,150 @@
+"""labpgt calibrate: field per ampere, hysteresis, mode spacing, drift, surrogate, loading API.
+
+Runs the small calibration grid on the embedded virtual bench (SCPI over loopback) with the
+ring's default parameters as the truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from calibration import Calibration, check_drift, load_calibration
+from calibration.plan import CalibrationPlan
+from calibration.run import CalibrationResult, run_calibration
+from calibration.store import save_calibration
+from calibration.surrogate import SurrogateConfig
+from labpgt.embedded import embedded_bench
+from labpgt.errors import UserError
+from labpgt.instrument_reservoir import InstrumentReservoir
+from sim.params import RingParams
+
+TRUE_K = RingParams().field_per_current_oe_per_a
+FAST_FIT = SurrogateConfig(steps=300)
+
+
+def _calibrate(tmp: Path, res: InstrumentReservoir) -> tuple[CalibrationResult, Calibration]:
+    result = run_calibration(res, CalibrationPlan.reduced(), surrogate_config=FAST_FIT)
+    return result, load_calibration(save_calibration(result, tmp / "calib.h5"))
+
+
+@pytest.fixture(scope="module")
+def benches(tmp_path_factory) -> Iterator[dict[str, tuple]]:
+    """Hysteresis off (bench closed again), then on (bench kept open for the drift checks).
+
+    One embedded bench at a time: the benches share one VISA resource manager.
+    """
+    tmp = tmp_path_factory.mktemp("calibration")
+    (tmp / "off").mkdir()
+    with embedded_bench(seed=3, hysteresis=False, handle_signals=False) as res:
+        off = (res, *_calibrate(tmp / "off", res))
+    with embedded_bench(seed=3, hysteresis=True, handle_signals=False) as res:
+        (tmp / "on").mkdir()
+        yield {"on": (res, *_calibrate(tmp / "on", res)), "off": off}
+
+
+@pytest.fixture(scope="module")
+def with_hysteresis(benches):
+    return benches["on"]
+
+
+@pytest.fixture(scope="module")
+def without_hysteresis(benches):
+    return benches["off"]
+
+
+def test_field_per_ampere_within_5_percent(with_hysteresis, without_hysteresis):
+    for _, result, cal in (with_hysteresis, without_hysteresis):
+        k = result.field_fit.field_per_ampere_oe_per_a
+        assert abs(k - TRUE_K) / TRUE_K < 0.05, k
+        assert cal.field_per_ampere_oe_per_a == pytest.approx(k)
+
+
+def test_hysteresis_detected_only_when_on(with_hysteresis, without_hysteresis):
+    _, on, cal_on = with_hysteresis
+    _, off, cal_off = without_hysteresis
+    # falling leg sees +H_rem, rising -H_rem: offset 2·H_rem = 4 Oe on the default ring
+    assert on.hysteresis.detected and cal_on.hysteresis_detected
+    assert 2.0 < on.hysteresis.offset_oe < 6.0
+    assert not off.hysteresis.detected and not cal_off.hysteresis_detected
+    assert abs(off.hysteresis.offset_oe) < 0.5
+
+
+def test_mode_spacing_within_5_percent(with_hysteresis):
+    res, result, _ = with_hysteresis
+    truth = res.virtual_bench.ring.mode_spacing_hz(result.operating.bias_a)
+    assert abs(result.mode_spacing_hz - truth) / truth < 0.05, (result.mode_spacing_hz, truth)
+
+
+def test_loading_api_for_training(with_hysteresis):
+    res, result, cal = with_hysteresis
+    f = res.feature_dim
+    assert cal.feature_names == res.feature_names and cal.feature_spec.bins == 32
+    assert cal.feature_mean.shape == cal.feature_std.shape == cal.noise_std.shape == (f,)
+    assert (cal.feature_std > 0).all()
+    for name in ("drive_hz", "drive_dbm", "bias_a"):
+        lo, hi = cal.encoding_ranges[name]
+        assert lo <= hi
+    assert (
+        cal.encoding_ranges["bias_a"][0] <= cal.operating_bias_a <= cal.encoding_ranges["bias_a"][1]
+    )
+    assert not cal.surrogate.training
+    x = ((cal.setting_lower() + cal.setting_upper()) / 2).repeat(4, 1).requires_grad_(True)
+    y = cal.surrogate(x)
+    assert y.shape == (4, f) and y.dtype == torch.float64
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert cal.reference_settings.shape[1] == 3
+    assert cal.baseline_features.shape == (cal.reference_settings.shape[0], f)
+    assert cal.noise_db == pytest.approx(result.noise.rms_std)
+    assert cal.surrogate_validation_over_noise == pytest.approx(
+        result.surrogate.validation_rmse / result.noise.rms_std
+    )
+    z = cal.normalise(torch.as_tensor(result.response_features[0, 0]))
+    assert torch.isfinite(z).all()
+
+
+def test_drift_check_passes_without_drift_and_catches_injected_drift(with_hysteresis):
+    res, _, cal = with_hysteresis
+    calm = check_drift(res, cal, tolerance_mhz=1.0, tolerance_db=1.0, repeats=2)
+    assert calm.within_tolerance, calm.summary()
+    ring = res.virtual_bench.ring
+    ring.inject_drift(field_oe=2.0)  # ≈ 8 MHz of comb shift
+    try:
+        moved = cal.check_drift(res, tolerance_mhz=1.0, tolerance_db=1.0, repeats=2)
+    finally:
+        ring.inject_drift(field_oe=-2.0)
+    assert not moved.within_tolerance
+    assert moved.frequency_drift_mhz > 4.0, moved.summary()
+
+
+def test_drift_check_refuses_another_bench(with_hysteresis):
+    # (a second embedded bench cannot be opened while the fixture's is: one VISA manager)
+    _, _, cal = with_hysteresis
+    from labpgt.reservoir import SimulatedReservoir
+    from sim.ring import RingModel
+
+    with pytest.raises(UserError, match="recalibrate on this bench"):
+        cal.check_drift(SimulatedReservoir(RingModel()))
+
+
+def test_surrogate_error_reported_on_held_out_rows(with_hysteresis):
+    """The reported error is the held-out RMS (dB) and beats predicting each feature's mean.
+
+    (The brief's target, below twice the measured noise, is not reached on this ring yet:
+    see docs/calibration.md, "Surrogate accuracy".)
+    """
+    _, result, cal = with_hysteresis
+    fit = result.surrogate
+    idx = fit.validation_index
+    x = torch.from_numpy(result.surrogate_settings)[idx]
+    y = torch.from_numpy(result.surrogate_features)[idx]
+    with torch.no_grad():
+        err = float(((cal.surrogate(x) - y) ** 2).mean().sqrt())
+    assert err == pytest.approx(cal.surrogate_validation_db, rel=1e-9)
+    baseline = float(((y - y.mean(dim=0)) ** 2).mean().sqrt())
+    assert err < 0.8 * baseline, (err, baseline)
+    assert fit.n_validation >= 0.15 * (fit.n_train + fit.n_validation)
