@@ -101,7 +101,7 @@ class CalibrationResult:
     # cost
     instrument_time_s: float = 0.0
     wall_s: float = 0.0
-    shots: int = 0
+    shots: int = 0  # every shot measured: sweep, grid, pilot (2 passes), reference passes
     stage_instrument_s: dict[str, float] = field(default_factory=dict)
 
 
@@ -301,7 +301,7 @@ def run_calibration(
         surrogate_features=s_feat.numpy(),
         instrument_time_s=total_instrument,
         wall_s=time.perf_counter() - t_wall,
-        shots=int(bias_shots.shape[0] + settings.shape[0] + 2 * 3 + len(refs) + plan.repeats),
+        shots=int(bias_shots.shape[0] + settings.shape[0] + 2 * 3 + plan.repeats * (len(refs) + 1)),
         stage_instrument_s=stage_s,
     )
 

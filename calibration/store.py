@@ -85,6 +85,7 @@ def summary_of(result: CalibrationResult) -> dict[str, Any]:
         "surrogate_validation_over_noise": sf.validation_rmse / max(noise_db, 1e-12),
         "surrogate_rows_train": sf.n_train,
         "surrogate_rows_validation": sf.n_validation,
+        "shots": result.shots,
         "instrument_time_s": result.instrument_time_s,
         "wall_s": result.wall_s,
         "stage_instrument_s": result.stage_instrument_s,
