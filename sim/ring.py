@@ -38,6 +38,7 @@ _LINE_ARGS = (
     "remanence_sign",
 )
 _PARALLEL_MIN_BATCH = 256  # settings; below this the thread hand-off costs more than it saves
+_PARALLEL_CHUNK = 512  # settings per worker task (x modes stays under the intra-op grain)
 
 
 class RingError(ValueError):
@@ -192,9 +193,9 @@ class RingModel:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`_lines_mw` without autograd, large batches split over two worker threads.
 
-        The per-setting work runs on (N, modes) tensors, too small for torch's own
-        intra-op threads; two halves in two threads (torch releases the GIL) use both
-        cores. Rows are independent, so the result equals the one-piece evaluation.
+        The per-setting work runs on (N, modes) tensors; pieces of the batch in two
+        threads (torch releases the GIL) use both cores. Rows are independent, so the
+        result equals the one-piece evaluation up to float rounding in the matmuls.
         """
         named = dict(zip(_LINE_ARGS, args, strict=True))
         if named["remanence_sign"] is None:
@@ -205,8 +206,11 @@ class RingModel:
         n = inputs[0].shape[0]
         if n < _PARALLEL_MIN_BATCH or torch.get_num_threads() < 2:
             return self._lines_mw(*inputs)
-        half = (n + 1) // 2
-        pieces = [tuple(t[:half] for t in inputs), tuple(t[half:] for t in inputs)]
+        # Pieces of <= _PARALLEL_CHUNK rows keep every op under torch's intra-op grain
+        # size, so the two workers never start OpenMP teams of their own.
+        count = max(2, -(-n // _PARALLEL_CHUNK))
+        size = -(-n // count)
+        pieces = [tuple(t[i : i + size] for t in inputs) for i in range(0, n, size)]
         with ThreadPoolExecutor(max_workers=2) as pool:
             parts = list(pool.map(lambda piece: self._lines_mw(*piece), pieces))
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
