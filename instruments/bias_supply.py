@@ -110,8 +110,10 @@ class BiasSupply(ScpiInstrument):
             else:
                 for point_a in ramp_points(self._setpoint_a, target_a, self.limits.ramp_step_a):
                     self._step_to(point_a)
-            self._setpoint_a = self.get_control(type(self).current_a)
-            self.check_errors(f"setting current_a={target_a:.6g}")
+            self._setpoint_a = self.query_checked(
+                [], type(self).current_a.get_command, float, f"setting current_a={target_a:.6g}"
+            )
+            self._last["current_a"] = self._setpoint_a
 
     def _step_to(self, current_a: float) -> None:
         step_a = abs(current_a - self._setpoint_a)

@@ -199,32 +199,69 @@ class ScpiInstrument:
         if reply not in ("1", "+1"):
             raise InstrumentProtocolError(f"{self.conn.label}: *OPC? answered {reply!r}")
 
+    def _parse_error(self, reply: str) -> tuple[int, str]:
+        match = _ERROR_REPLY.match(reply)
+        if match is None:
+            raise InstrumentProtocolError(
+                f"{self.conn.label}: SYST:ERR? answered {reply!r}, not 'code,\"message\"'"
+            )
+        return int(match.group(1)), match.group(2)
+
     def drain_errors(self) -> list[tuple[int, str]]:
         """Read `SYST:ERR?` until "0, No error"; returns the (code, message) entries."""
         entries: list[tuple[int, str]] = []
         with self.conn.lock:
             for _ in range(MAX_QUEUED_ERRORS):
-                reply = self.conn.query("SYST:ERR?")
-                match = _ERROR_REPLY.match(reply)
-                if match is None:
-                    raise InstrumentProtocolError(
-                        f"{self.conn.label}: SYST:ERR? answered {reply!r}, not 'code,\"message\"'"
-                    )
-                code = int(match.group(1))
+                code, message = self._parse_error(self.conn.query("SYST:ERR?"))
                 if code == 0:
                     return entries
-                entries.append((code, match.group(2)))
+                entries.append((code, message))
         raise InstrumentProtocolError(
             f"{self.conn.label}: error queue did not empty after {MAX_QUEUED_ERRORS} reads"
         )
 
     def check_errors(self, context: str = "") -> None:
         """Drain the error queue and raise the first entry as a typed `InstrumentError`."""
-        entries = self.drain_errors()
+        self._raise_errors(self.drain_errors(), context)
+
+    def _raise_errors(self, entries: list[tuple[int, str]], context: str) -> None:
         if entries:
             code, message = entries[0]
             more = f" (+{len(entries) - 1} more queued)" if len(entries) > 1 else ""
             raise instrument_error(self.role, code, message + more, context)
+
+    def query_checked(
+        self, commands: list[str], get_command: str | None, kind: type, context: str
+    ) -> Any:
+        """One program message: `commands`, then `get_command` and `SYST:ERR?` (one round trip).
+
+        `SET x;:GET?;:SYST:ERR?` answers `value;code,"message"` (IEEE 488.2 joins the
+        replies of one message with ';'). A queued error drains the rest of the queue
+        and is raised as a typed error; the parsed value (or None) is returned.
+        """
+        parts = [c.lstrip(":") for c in commands]
+        if get_command is not None:
+            parts.append(get_command.lstrip(":"))
+        parts.append("SYST:ERR?")
+        with self.conn.lock:
+            reply = self.conn.query(";:".join(parts))
+            value = None
+            error_text = reply
+            if get_command is not None:
+                value_text, sep, error_text = reply.partition(";")
+                if not sep:
+                    raise InstrumentProtocolError(
+                        f"{self.conn.label}: {';:'.join(parts)} answered {reply!r}, "
+                        "expected 'value;code,\"message\"'"
+                    )
+                try:
+                    value = parse_value(value_text, kind, get_command)
+                except ValueError as exc:
+                    raise InstrumentProtocolError(f"{self.conn.label}: {exc}") from exc
+            code, message = self._parse_error(error_text)
+            if code != 0:
+                self._raise_errors([(code, message), *self.drain_errors()], context)
+        return value
 
     # -- identity ----------------------------------------------------------------------
 
@@ -272,12 +309,17 @@ class ScpiInstrument:
         if control.setter is not None:
             getattr(self, control.setter)(value)
             return
+        text = format_value(value, control.kind)
         with self.conn.lock:
-            self.conn.write(control.set_command.format(format_value(value, control.kind)))
             self._last[control.name] = value
+            took = self.query_checked(
+                [control.set_command.format(text)],
+                control.get_command if control.readback else None,
+                control.kind,
+                f"setting {control.name}={text}",
+            )
             if control.readback:
-                self.get_control(control)
-            self.check_errors(f"setting {control.name}={format_value(value, control.kind)}")
+                self._last[control.name] = took
 
     def write_control(self, name: str, value: Any) -> None:
         """Send one control's set command with no read-back (batched configuration)."""

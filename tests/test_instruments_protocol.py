@@ -40,19 +40,11 @@ def test_mxg_setup_and_settings_are_byte_exact():
             ("OUTP:MOD:STAT OFF", None),
             ("*OPC?", "1"),
             ("SYST:ERR?", NO_ERROR),
-            ("SOUR:FREQ 2100000000", None),
+            ("SOUR:FREQ 2100000000;:SOUR:FREQ?;:SYST:ERR?", "+2.100000000000000E+09;" + NO_ERROR),
+            ("SOUR:POW -12.5;:SOUR:POW?;:SYST:ERR?", "-1.250000000000000E+01;" + NO_ERROR),
+            ("OUTP:STAT ON;:OUTP:STAT?;:SYST:ERR?", "1;" + NO_ERROR),
             ("SOUR:FREQ?", "+2.100000000000000E+09"),
-            ("SYST:ERR?", NO_ERROR),
-            ("SOUR:POW -12.5", None),
-            ("SOUR:POW?", "-1.250000000000000E+01"),
-            ("SYST:ERR?", NO_ERROR),
-            ("OUTP:STAT ON", None),
-            ("OUTP:STAT?", "1"),
-            ("SYST:ERR?", NO_ERROR),
-            ("SOUR:FREQ?", "+2.100000000000000E+09"),
-            ("OUTP:STAT OFF", None),
-            ("OUTP:STAT?", "0"),
-            ("SYST:ERR?", NO_ERROR),
+            ("OUTP:STAT OFF;:OUTP:STAT?;:SYST:ERR?", "0;" + NO_ERROR),
         ],
     )
     gen.setup()
@@ -114,9 +106,7 @@ def test_error_queue_is_drained_into_a_typed_error():
     gen, t = opened(
         KeysightMXG,
         [
-            ("SOUR:POW -10", None),
-            ("SOUR:POW?", "-30"),
-            ("SYST:ERR?", '-222,"Data out of range;power"'),
+            ("SOUR:POW -10;:SOUR:POW?;:SYST:ERR?", "-30;" + '-222,"Data out of range;power"'),
             ("SYST:ERR?", '-113,"Undefined header;FOO"'),
             ("SYST:ERR?", NO_ERROR),
         ],
@@ -271,10 +261,31 @@ def test_trace_length_mismatch_is_a_protocol_error():
 def test_analyzer_readback_keeps_what_the_instrument_took():
     sa, t = opened(
         KeysightX,
-        [("BAND 310000", None), ("BAND?", "+3.000000000000000E+05"), ("SYST:ERR?", NO_ERROR)],
+        [("BAND 310000;:BAND?;:SYST:ERR?", "+3.000000000000000E+05;" + NO_ERROR)],
     )
     sa.rbw_hz = 310e3
     assert sa._last["rbw_hz"] == 300e3
+    t.assert_done()
+
+
+def test_a_setting_is_one_round_trip_and_a_queued_error_drains_the_rest():
+    gen, t = opened(
+        KeysightMXG,
+        [
+            ("SOUR:POW -5;:SOUR:POW?;:SYST:ERR?", '-1.0E+01;-222,"Data out of range"'),
+            ("SYST:ERR?", '-221,"Settings conflict"'),
+            ("SYST:ERR?", NO_ERROR),
+        ],
+    )
+    with pytest.raises(ExecutionError, match=r"-222.*Data out of range.*\+1 more queued"):
+        gen.power_dbm = -5.0
+    t.assert_done()
+
+
+def test_a_combined_reply_without_the_error_part_is_a_protocol_error():
+    gen, t = opened(KeysightMXG, [("SOUR:POW -5;:SOUR:POW?;:SYST:ERR?", "-5.0")])
+    with pytest.raises(InstrumentProtocolError, match="expected 'value;code"):
+        gen.power_dbm = -5.0
     t.assert_done()
 
 
@@ -299,9 +310,7 @@ def test_changing_the_span_makes_the_next_sweep_ask_for_its_time():
     sa, t = opened(
         KeysightX,
         [
-            ("FREQ:SPAN 100000000", None),
-            ("FREQ:SPAN?", "1E8"),
-            ("SYST:ERR?", NO_ERROR),
+            ("FREQ:SPAN 100000000;:FREQ:SPAN?;:SYST:ERR?", "1E8;" + NO_ERROR),
             ("SWE:TIME?", "0.5"),
             ("INIT;*OPC?", "1"),
             ("TRAC:DATA? TRACE1", ieee_block([-90.0, -91.0, -92.0])),

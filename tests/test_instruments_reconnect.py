@@ -34,9 +34,7 @@ def no_backoff(mocker):
 def test_drop_reconnects_restores_settings_and_retries(no_backoff):
     opener, opened = scripted_opener(
         [
-            ("SOUR:FREQ 2200000000", None),
-            ("SOUR:FREQ?", "2.2E9"),
-            ("SYST:ERR?", '0,"No error"'),
+            ("SOUR:FREQ 2200000000;:SOUR:FREQ?;:SYST:ERR?", "2.2E9;" + '0,"No error"'),
             ("SOUR:POW?", DROP),
         ],
         [

@@ -64,8 +64,7 @@ def test_ramp_steps_with_output_on(mocker):
             ("CURR 0.1", None),
             ("CURR 0.15", None),
             ("CURR 0.2", None),
-            ("CURR?", "0.2"),
-            ("SYST:ERR?", NO_ERROR),
+            ("CURR?;:SYST:ERR?", "0.2;" + NO_ERROR),
         ],
     )
     supply.output_on = True
@@ -80,7 +79,7 @@ def test_ramp_steps_with_output_on(mocker):
 
 def test_output_off_changes_setpoint_without_ramp(mocker):
     sleep = mocker.patch("instruments.bias_supply.time.sleep")
-    supply, t = opened(KepcoBOP, [("CURR 1.5", None), ("CURR?", "1.5"), ("SYST:ERR?", NO_ERROR)])
+    supply, t = opened(KepcoBOP, [("CURR 1.5", None), ("CURR?;:SYST:ERR?", "1.5;" + NO_ERROR)])
     supply.current_a = 1.5
     assert sleep.call_count == 0
     t.assert_done()
@@ -129,8 +128,7 @@ def test_negative_bias_ramps_through_zero_on_bipolar(mocker):
         [
             ("CURR 0", None),
             ("CURR -0.05", None),
-            ("CURR?", "-0.05"),
-            ("SYST:ERR?", NO_ERROR),
+            ("CURR?;:SYST:ERR?", "-0.05;" + NO_ERROR),
         ],
     )
     supply._setpoint_a, supply._output = 0.05, True
