@@ -123,3 +123,37 @@ def test_killed_fast_sim_run_resumes_bit_identically(tmp_path: Path) -> None:
     assert [m["test_loss"] for m in a["metrics"]] == [m["test_loss"] for m in b["metrics"]]
     assert (killed / "metrics.csv").read_text().count("\n") == 6  # header + epochs 0..4
     assert (killed / "curves.png").stat().st_size > 1000
+
+
+def _digits_csv(path: Path, rows: int) -> Path:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    cols = [f"p{i}" for i in range(d.data.shape[1])]
+    lines = [",".join(cols + ["label"])]
+    keep = d.target < 3  # digits 0, 1, 2: learnable in a few short epochs
+    lines += [
+        ",".join(f"{v:g}" for v in x) + f",{int(t)}"
+        for x, t in zip(d.data[keep][:rows], d.target[keep][:rows], strict=True)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_short_boundary_run_on_the_virtual_bench_lowers_the_loss(tmp_path: Path) -> None:
+    """The full loop: drivers -> loopback sockets -> virtual instruments -> simulated ring."""
+    from labpgt.cli.commands.train import run_training
+    from labpgt.training.config import make_config
+
+    data = _digits_csv(tmp_path / "digits.csv", 120)
+    config = make_config(
+        data=str(data), target="label", method="boundary", channels=1, bins=8, hidden=8,
+        batch_size=8, warmup_samples=16, epochs=3, lr=0.01, seed=0, out=str(tmp_path / "r"),
+        noise=False, drift=False,
+    )  # fmt: skip
+    result = run_training(config, resume=False, quiet=True)
+    assert result.config.bench_kind() == "embedded"
+    first, last = result.metrics[0], result.metrics[-1]
+    assert last.queries == 3 * 5 * 90  # 3 epochs × 5 passes × 90 training samples × 1 channel
+    assert last.test_loss < first.test_loss - 0.05, (first, last)
+    assert last.train_loss < first.train_loss
