@@ -25,7 +25,7 @@ def wide_terminal(monkeypatch):
     monkeypatch.setenv("COLUMNS", "240")
     # Print errors to whatever sys.stderr is now (capsys), even if an earlier test
     # pinned the CLI's error console to another stream.
-    monkeypatch.setattr(app_module.err_console, "file", None)
+    monkeypatch.setattr(app_module.err_console, "_file", None)
 
 
 def run(argv: list[str]) -> int:
