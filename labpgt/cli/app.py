@@ -52,7 +52,7 @@ _register_commands()
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: a `UserError` becomes one red line and exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except UserError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(2)
@@ -70,3 +70,6 @@ def main(argv: list[str] | None = None) -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    # Without standalone mode the CLI layer returns exit codes (e.g. 130 after Ctrl-C).
+    if isinstance(code, int) and code != 0:
+        sys.exit(code)
