@@ -13,7 +13,6 @@ pulling, idlers) and `sim.spectrum` (the analyzer display). docs/physics.md expl
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,18 +26,6 @@ from sim.params import RingParams
 from sim.spectrum import render_trace
 
 TensorLike = torch.Tensor | float
-
-_LINE_ARGS = (
-    "drive_hz",
-    "drive_dbm",
-    "bias_a",
-    "rf_on",
-    "field_offset_oe",
-    "gain_offset_db",
-    "remanence_sign",
-)
-_PARALLEL_MIN_BATCH = 256  # settings; below this the thread hand-off costs more than it saves
-_PARALLEL_CHUNK = 512  # settings per worker task (x modes stays under the intra-op grain)
 
 
 class RingError(ValueError):
@@ -177,43 +164,14 @@ class RingModel:
         float64 when autograd needs it, else float32 (faster, ~1e-5 dB); pass
         torch.float64 for finite-difference checks without autograd.
         """
-        args = (drive_hz, drive_dbm, bias_a, rf_on, field_offset_oe, gain_offset_db, remanence_sign)
-        if torch.is_grad_enabled():
-            frequency_hz, power_mw = self._lines_mw(*args)
-        else:
-            frequency_hz, power_mw = self._lines_mw_parallel(*args)
+        frequency_hz, power_mw = self._lines_mw(
+            drive_hz, drive_dbm, bias_a, rf_on, field_offset_oe, gain_offset_db, remanence_sign
+        )
         if generator is not None and not self._params.noise:
             generator = None
         return render_trace(
             frequency_hz, power_mw, grid, self._params, generator=generator, dtype=dtype
         )
-
-    def _lines_mw_parallel(
-        self, *args: TensorLike | bool | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`_lines_mw` without autograd, large batches split over two worker threads.
-
-        The per-setting work runs on (N, modes) tensors; pieces of the batch in two
-        threads (torch releases the GIL) use both cores. Rows are independent, so the
-        result equals the one-piece evaluation up to float rounding in the matmuls.
-        """
-        named = dict(zip(_LINE_ARGS, args, strict=True))
-        if named["remanence_sign"] is None:
-            named["remanence_sign"] = self.remanence_sign
-        inputs = _broadcast(
-            **{name: (0.0 if value is None else value) for name, value in named.items()}
-        )
-        n = inputs[0].shape[0]
-        if n < _PARALLEL_MIN_BATCH or torch.get_num_threads() < 2:
-            return self._lines_mw(*inputs)
-        # Pieces of <= _PARALLEL_CHUNK rows keep every op under torch's intra-op grain
-        # size, so the two workers never start OpenMP teams of their own.
-        count = max(2, -(-n // _PARALLEL_CHUNK))
-        size = -(-n // count)
-        pieces = [tuple(t[i : i + size] for t in inputs) for i in range(0, n, size)]
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            parts = list(pool.map(lambda piece: self._lines_mw(*piece), pieces))
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def _lines_mw(
         self,

@@ -138,7 +138,7 @@ def test_same_seed_gives_bit_identical_traces_for_1024_settings() -> None:
 
 
 def test_large_batches_match_row_by_row_evaluation() -> None:
-    """The two-thread split of big batches gives the same lines as small pieces."""
+    """A big batch gives the same lines as the same settings in small pieces."""
     ring = RingModel(RingParams(noise=False, drift=False))
     settings = shots(600, seed=3)
     with torch.no_grad():
