@@ -37,7 +37,7 @@ def test_split_is_seeded() -> None:
 
 
 def test_unknown_task_lists_the_valid_ones() -> None:
-    with pytest.raises(UserError, match="valid tasks: digits, iris, wine"):
+    with pytest.raises(UserError, match="valid tasks: digits, iris, parity, seq-digits, wine"):
         load_task("mnist")
 
 

@@ -37,9 +37,12 @@ def _run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--task", "mnist"], "unknown task 'mnist'; valid tasks: digits, iris, wine"),
-        (["--method", "sgd"], "valid methods: backprop, boundary, pgt, readout, spsa"),
-        (["--model", "cnn"], "unknown model 'cnn'; valid models: dense"),
+        (
+            ["--task", "mnist"],
+            "unknown task 'mnist'; valid tasks: digits, iris, parity, seq-digits, wine",
+        ),
+        (["--method", "sgd"], "valid methods: backprop, boundary, mgd, pat, pgt, readout, spsa"),
+        (["--model", "cnn"], "unknown model 'cnn'; valid models: dense, transformer"),
         (["--delta", "0"], "--delta 0.0: Input should be greater than 0"),
         (["--delta", "-0.5"], "--delta -0.5: Input should be greater than 0"),
         (["--probes", "0"], "--probes 0: Input should be greater than or equal to 1"),
