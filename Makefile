@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench study clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,17 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Throughput and overhead figures for docs/performance.md (about 10 minutes).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sim_throughput.py
+	$(BIN)/python benchmarks/loop_overhead.py
+	$(BIN)/python benchmarks/scheduler.py
+	$(BIN)/python benchmarks/calibration.py
+
+# Training comparisons for docs/results.md and docs/study.md (long: tens of minutes or more).
+study: $(STAMP)
+	$(BIN)/python benchmarks/train_digits.py
+	$(BIN)/python benchmarks/methods.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
