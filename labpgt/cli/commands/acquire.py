@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -13,42 +11,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from labpgt.cli.bench import open_reservoir
 from labpgt.errors import MeasurementError, UserError
 from labpgt.features import FeatureSpec
-from labpgt.reservoir import PhysicalReservoir, SettingBounds
+from labpgt.reservoir import SettingBounds
 
 console = Console(stderr=True)
-
-
-@contextmanager
-def _open_reservoir(
-    bench_path: Path | None, seed: int, noise: bool, realtime: bool
-) -> Iterator[PhysicalReservoir]:
-    """The bench file's instruments, or the embedded virtual bench; left safe on exit."""
-    from instruments.errors import InstrumentsError
-
-    try:
-        if bench_path is None:
-            from labpgt.embedded import embedded_bench
-
-            with embedded_bench(
-                seed=seed,
-                noise=noise,
-                drift=noise,
-                hysteresis=noise,
-                realtime=realtime,
-                keep_traces=True,
-                features=FeatureSpec(bins=1),
-            ) as reservoir:
-                yield reservoir
-            return
-        from instruments.bench import Bench, load_bench
-        from labpgt.instrument_reservoir import InstrumentReservoir
-
-        with Bench.open(load_bench(bench_path)) as bench:
-            yield InstrumentReservoir(bench, FeatureSpec(bins=1), keep_traces=True)
-    except InstrumentsError as exc:
-        raise UserError(f"instrument: {exc}") from None
 
 
 def _bench_bounds(bench_path: Path | None) -> SettingBounds:
@@ -145,7 +113,15 @@ def acquire_command(
         info = f"instrument {instrument_s:7.1f} s  ETA {eta:7.1f} s (instrument time)"
         progress.update(bar, completed=done, total=total, info=info)
 
-    with _open_reservoir(bench, seed, not no_noise, realtime) as reservoir:
+    with open_reservoir(
+        bench,
+        FeatureSpec(bins=1),
+        keep_traces=True,
+        seed=seed,
+        noise=not no_noise,
+        hysteresis=not no_noise,
+        realtime=realtime,
+    ) as reservoir:
         try:
             with progress:
                 run = acquire(

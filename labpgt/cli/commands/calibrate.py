@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from labpgt.cli.bench import open_reservoir
 from labpgt.errors import MeasurementError, UserError
 from labpgt.features import FeatureSpec
 from labpgt.reservoir import PhysicalReservoir
@@ -34,38 +35,25 @@ def _open_reservoir(
     inject_drift_oe: float,
     inject_drift_db: float,
 ) -> Iterator[PhysicalReservoir]:
-    """The bench file's instruments, or the embedded virtual bench; left safe on exit."""
-    from instruments.errors import InstrumentsError
+    """`open_reservoir`, with a drift injected into the embedded ring when asked (tests)."""
+    if bench_path is not None and (inject_drift_oe or inject_drift_db):
+        raise UserError("--inject-drift-oe/--inject-drift-db need the embedded virtual bench")
 
-    try:
-        if bench_path is None:
-            from labpgt.embedded import embedded_bench
-
-            with embedded_bench(
-                seed=seed,
-                noise=noise,
-                drift=noise,
-                hysteresis=hysteresis,
-                keep_traces=False,
-                features=features,
-            ) as reservoir:
-                if inject_drift_oe or inject_drift_db:
-                    reservoir.virtual_bench.ring.inject_drift(
-                        field_oe=inject_drift_oe, gain_db=inject_drift_db
-                    )
-                yield reservoir
-            return
+    def inject(reservoir: PhysicalReservoir) -> None:
         if inject_drift_oe or inject_drift_db:
-            raise UserError("--inject-drift-oe/--inject-drift-db need the embedded virtual bench")
-        from instruments.bench import Bench, load_bench
-        from labpgt.instrument_reservoir import InstrumentReservoir
+            reservoir.virtual_bench.ring.inject_drift(  # type: ignore[attr-defined]
+                field_oe=inject_drift_oe, gain_db=inject_drift_db
+            )
 
-        if not bench_path.is_file():
-            raise UserError(f"--bench: file {bench_path} does not exist")
-        with Bench.open(load_bench(bench_path)) as bench:
-            yield InstrumentReservoir(bench, features)
-    except InstrumentsError as exc:
-        raise UserError(f"instrument: {exc}") from None
+    with open_reservoir(
+        bench_path,
+        features,
+        seed=seed,
+        noise=noise,
+        hysteresis=hysteresis,
+        prepare_embedded=inject,
+    ) as reservoir:
+        yield reservoir
 
 
 def _progress() -> Progress:

@@ -1,0 +1,59 @@
+"""Opening the reservoir a command measures: a bench file's instruments or the embedded bench."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from labpgt.errors import UserError
+from labpgt.features import FeatureSpec
+from labpgt.reservoir import PhysicalReservoir
+
+
+@contextmanager
+def open_reservoir(
+    bench_path: Path | None,
+    features: FeatureSpec,
+    *,
+    keep_traces: bool = False,
+    seed: int = 0,
+    noise: bool = True,
+    hysteresis: bool = True,
+    realtime: bool = False,
+    prepare_embedded: Callable[[PhysicalReservoir], None] | None = None,
+) -> Iterator[PhysicalReservoir]:
+    """The bench file's instruments, or (no path) the embedded virtual bench; left safe on exit.
+
+    ``seed``, ``noise`` (noise and drift), ``hysteresis``, ``realtime`` and
+    ``prepare_embedded`` (called once on the fresh embedded reservoir) apply to
+    the embedded bench only. Instrument failures become a one-line `UserError`.
+    """
+    from instruments.errors import InstrumentsError
+
+    try:
+        if bench_path is None:
+            from labpgt.embedded import embedded_bench
+
+            with embedded_bench(
+                seed=seed,
+                noise=noise,
+                drift=noise,
+                hysteresis=hysteresis,
+                realtime=realtime,
+                keep_traces=keep_traces,
+                features=features,
+            ) as reservoir:
+                if prepare_embedded is not None:
+                    prepare_embedded(reservoir)
+                yield reservoir
+            return
+        from instruments.bench import Bench, load_bench
+        from labpgt.instrument_reservoir import InstrumentReservoir
+
+        if not bench_path.is_file():
+            raise UserError(f"--bench: file {bench_path} does not exist")
+        with Bench.open(load_bench(bench_path)) as bench:
+            yield InstrumentReservoir(bench, features, keep_traces=keep_traces)
+    except InstrumentsError as exc:
+        raise UserError(f"instrument: {exc}") from None
