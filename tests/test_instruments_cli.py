@@ -6,7 +6,6 @@ import socket
 
 import pytest
 
-import labpgt.cli.app as app_module
 from instruments.bench_file import bench_config_from_resources, dump_bench
 from labpgt.cli.app import main
 from sim.params import RingParams
@@ -18,9 +17,6 @@ from sim.virtual import VirtualBench
 def wide_terminal(monkeypatch):
     # rich wraps at the terminal width; a wide one keeps table cells and errors whole.
     monkeypatch.setenv("COLUMNS", "240")
-    # Print errors to whatever sys.stderr is now (capsys), even if an earlier test
-    # pinned the CLI's error console to another stream.
-    monkeypatch.setattr(app_module.err_console, "_file", None)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import time
 
 import pytest
 
-import labpgt.cli.app as app_module
 from instruments.bench import Bench
 from instruments.bench_file import load_bench
 from labpgt.cli.app import main
@@ -23,9 +22,6 @@ STARTUP_S = 60.0  # importing torch on a loaded 2-core CI machine can take a whi
 @pytest.fixture(autouse=True)
 def wide_terminal(monkeypatch):
     monkeypatch.setenv("COLUMNS", "240")
-    # Print errors to whatever sys.stderr is now (capsys), even if an earlier test
-    # pinned the CLI's error console to another stream.
-    monkeypatch.setattr(app_module.err_console, "_file", None)
 
 
 def run(argv: list[str]) -> int:

@@ -8,13 +8,7 @@ import pytest
 import torch
 
 from calibration import load_calibration
-from labpgt.cli import app as app_module
 from labpgt.cli.app import main
-
-
-@pytest.fixture(autouse=True)
-def _error_console_follows_capture(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(app_module.err_console, "_file", None)
 
 
 @pytest.fixture(scope="module")
