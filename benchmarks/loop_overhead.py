@@ -4,13 +4,22 @@ A *cycle* is what one hardware-in-the-loop query costs: set the drive frequency
 and power on the generator, set the bias on the supply, run one single sweep on
 the analyzer and read its 1001-point trace as an IEEE 488.2 binary block. All of
 it goes through the real drivers (`instruments.bench.Bench`), pyvisa-py and
-loopback TCP sockets to the virtual bench servers.
+loopback TCP sockets to the virtual bench servers. A cycle is three exchanges:
+`SignalGenerator.set_cw` (`SOUR:FREQ;:SOUR:POW;` + read-backs + `SYST:ERR?`), the
+supply's ramp step with its read-back and `SYST:ERR?`, and the analyzer's
+`INIT;*OPC?;:TRAC:DATA? TRACE1`. `--property-sets` sets frequency and power as
+two properties instead (four exchanges, as two separate settings cost).
+
+The bias moves by up to 0.02 A per cycle at a ramp rate of 10 A/s: the driver
+spaces steps by step/rate x 1.1 + 1 ms, so some cycles wait for the ramp; that
+wait is reported on its own.
 
 1. No simulated delay: cycles per second (target >= 300/s).
 2. Real-time sweeps of 20 ms: wall time / instrument time (target <= 1.05), where
    instrument time is the sum of the sweep times the analyzer reports.
 
 Usage: .venv/bin/python benchmarks/loop_overhead.py [--cycles 600] [--realtime-cycles 100]
+       [--property-sets]
 """
 
 from __future__ import annotations
@@ -67,7 +76,7 @@ def _serve(realtime: bool, pipe: Connection) -> None:
                 return
 
 
-def run(realtime: bool, cycles: int, rbw_hz: float) -> dict[str, float]:
+def run(realtime: bool, cycles: int, rbw_hz: float, property_sets: bool) -> dict[str, float]:
     ours, theirs = mp.get_context("fork").Pipe()
     server = mp.get_context("fork").Process(target=_serve, args=(realtime, theirs), daemon=True)
     server.start()
@@ -91,17 +100,26 @@ def run(realtime: bool, cycles: int, rbw_hz: float) -> dict[str, float]:
             supply.current_a = 1.5
             sweep_s = sa.sweep_time_s
             for f_hz, p_dbm, i_a in rows[:10]:  # warm-up: sessions, caches, allocator
-                gen.frequency_hz, gen.power_dbm, supply.current_a = f_hz, p_dbm, i_a
+                gen.set_cw(f_hz, p_dbm)
+                supply.current_a = i_a
                 sa.read_trace()
             ours.send("stats")
             compute0_s, _ = ours.recv()
+            ramp0_s = supply.ramp_wait_s
             t0 = time.perf_counter()
-            for f_hz, p_dbm, i_a in rows[10:]:
-                gen.frequency_hz = f_hz
-                gen.power_dbm = p_dbm
-                supply.current_a = i_a
-                _, trace_dbm = sa.read_trace()
+            if property_sets:
+                for f_hz, p_dbm, i_a in rows[10:]:
+                    gen.frequency_hz = f_hz
+                    gen.power_dbm = p_dbm
+                    supply.current_a = i_a
+                    _, trace_dbm = sa.read_trace()
+            else:
+                for f_hz, p_dbm, i_a in rows[10:]:
+                    gen.set_cw(f_hz, p_dbm)
+                    supply.current_a = i_a
+                    _, trace_dbm = sa.read_trace()
             wall_s = time.perf_counter() - t0
+            ramp_s = supply.ramp_wait_s - ramp0_s
             ours.send("stats")
             compute1_s, _ = ours.recv()
             compute_s = compute1_s - compute0_s
@@ -118,8 +136,10 @@ def run(realtime: bool, cycles: int, rbw_hz: float) -> dict[str, float]:
         "ms_per_cycle": 1e3 * wall_s / cycles,
         "sweep_s": sweep_s,
         "compute_s": compute_s,
+        "ramp_s": ramp_s,
         "loop_s": wall_s - compute_s,
         "loop_cycles_per_s": cycles / (wall_s - compute_s),
+        "exchange_s": wall_s - compute_s - ramp_s,
         "instrument_s": cycles * sweep_s if realtime else 0.0,
     }
 
@@ -128,16 +148,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=600, help="cycles without delay")
     parser.add_argument("--realtime-cycles", type=int, default=100, help="real-time cycles")
+    parser.add_argument(
+        "--property-sets",
+        action="store_true",
+        help="set frequency and power as two properties (two exchanges) instead of set_cw",
+    )
     args = parser.parse_args()
 
     fast_rbw = 300e3
-    fast = run(False, args.cycles, fast_rbw)
+    fast = run(False, args.cycles, fast_rbw, args.property_sets)
     real_rbw = rbw_for_sweep(SPAN_HZ, SWEEP_S)
-    real = run(True, args.realtime_cycles, real_rbw)
+    real = run(True, args.realtime_cycles, real_rbw, args.property_sets)
     ratio = real["wall_s"] / real["instrument_s"]
 
     grid = AnalyzerGrid(center_hz=2.15e9, span_hz=SPAN_HZ, rbw_hz=real_rbw, points=POINTS)
-    print("loop_overhead: set drive Hz + dBm, set bias, single sweep, 1001-point REAL,32 trace")
+    how = "two property sets" if args.property_sets else "set_cw"
+    print(
+        f"loop_overhead: set drive Hz + dBm ({how}), set bias, single sweep, "
+        "1001-point REAL,32 trace"
+    )
     print(
         f"machine: {platform.machine()}, {platform.python_implementation()} "
         f"{platform.python_version()}, pyvisa-py {pyvisa_py.__version__}, loopback TCP"
@@ -155,6 +184,10 @@ def main() -> None:
         f"{1e3 * fast['loop_s'] / fast['cycles']:.2f} ms/cycle = "
         f"{fast['loop_cycles_per_s']:.0f} cycles/s; target >= {TARGET_CPS:.0f}/s: "
         f"{'PASS' if ok else 'FAIL'}"
+    )
+    print(
+        f"   of which waiting for the bias ramp rate {1e3 * fast['ramp_s'] / fast['cycles']:.2f} "
+        f"ms/cycle, exchanges and client {1e3 * fast['exchange_s'] / fast['cycles']:.2f} ms/cycle"
     )
     print(
         f"2. real-time sweeps ({real['cycles']} cycles, span {SPAN_HZ / 1e6:.0f} MHz, "

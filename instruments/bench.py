@@ -7,10 +7,12 @@ with Bench.open(cfg) as bench:
     f_hz, p_dbm = bench.analyzer.read_trace()
 ```
 
-One pyvisa `ResourceManager` is owned by the `Bench` and closed only after
-every instrument session is closed. Whichever way the block is left (normal
-exit, exception, Ctrl-C, SIGTERM, interpreter exit), RF goes off, the bias is
-ramped to 0 A and the supply output goes off.
+The `Bench` holds one use of the process's pyvisa `ResourceManager` (pyvisa shares
+one per VISA library) and gives it back after every instrument session is closed;
+the manager itself closes with its last user, so benches never close each other.
+Whichever way the block is left (normal exit, exception, Ctrl-C, SIGTERM,
+interpreter exit), RF goes off, the bias is ramped to 0 A and the supply output
+goes off.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from instruments.safety import ShutdownSignals
 from instruments.scpi import ScpiInstrument
 from instruments.signal_generator import SignalGenerator
 from instruments.spectrum_analyzer import SpectrumAnalyzer
+from instruments.transport import acquire_resource_manager, release_resource_manager
 
 __all__ = [
     "AnalyzerDefaults",
@@ -57,9 +60,12 @@ __all__ = [
 
 
 def open_resource_manager(visa_library: str) -> pyvisa.ResourceManager:
-    """A pyvisa ResourceManager for "@py", a vendor VISA path or "file.yaml@sim"."""
+    """A pyvisa ResourceManager for "@py", a vendor VISA path or "file.yaml@sim".
+
+    Shared with other benches of the process; give it back with `release_resource_manager`.
+    """
     try:
-        return pyvisa.ResourceManager(visa_library)
+        return acquire_resource_manager(visa_library)
     except (OSError, ValueError, verr.Error) as exc:
         raise InstrumentConnectionError(
             f"visa_library {visa_library!r} cannot be loaded: {exc}"
@@ -136,7 +142,7 @@ class Bench:
             signals.hold()
             _shutdown(opened)
             if rm is not None:
-                rm.close()
+                release_resource_manager(rm)
             signals.restore()
             raise
         return cls(cfg, rm, generator, analyzer, supply, signals)
@@ -172,7 +178,7 @@ class Bench:
         try:
             errors = _shutdown([self.generator, self.analyzer, self.supply])
         finally:
-            self.rm.close()
+            release_resource_manager(self.rm)
             self._signals.restore()
         if errors:
             first = errors[0]

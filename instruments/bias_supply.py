@@ -61,6 +61,7 @@ class BiasSupply(ScpiInstrument):
         self._output = False
         self._last_step_s = -math.inf
         self.steps_sent = 0
+        self.ramp_wait_s = 0.0  # time spent waiting for the ramp rate, s (for benchmarks)
 
     # -- limits ------------------------------------------------------------------------
 
@@ -103,19 +104,53 @@ class BiasSupply(ScpiInstrument):
     # -- ramped current ----------------------------------------------------------------
 
     def _ramp_to(self, target_a: float) -> None:
+        """Ramp (output on) or move (output off) the setpoint, then verify it.
+
+        The last setpoint travels with its verification in one exchange,
+        `CURR x;:CURR?;:SYST:ERR?`; intermediate steps are plain writes, each sent no
+        sooner than the ramp rate allows after the previous one.
+        """
         with self.conn.lock:
             if not self._output:
                 # No current flows with the output off: the setpoint may move at once.
-                self._send_setpoint(target_a)
+                final_a: float | None = target_a
             else:
-                for point_a in ramp_points(self._setpoint_a, target_a, self.limits.ramp_step_a):
+                points = ramp_points(self._setpoint_a, target_a, self.limits.ramp_step_a)
+                for point_a in points[:-1]:
                     self._step_to(point_a)
-            self._setpoint_a = self.query_checked(
-                [], type(self).current_a.get_command, float, f"setting current_a={target_a:.6g}"
-            )
+                final_a = points[-1] if points else None
+                if final_a is not None:
+                    self._wait_for_step(final_a)
+            commands = [] if final_a is None else [f"CURR {final_a:.12g}"]
+            if final_a is not None:
+                self._setpoint_a = final_a
+                self._last["current_a"] = final_a
+
+            def took(values: list[float]) -> None:
+                # What the supply holds (also when it refused): the next ramp starts there.
+                self._setpoint_a = values[0]
+
+            try:
+                self.query_checked_many(
+                    commands,
+                    [(type(self).current_a.get_command, float)],
+                    f"setting current_a={target_a:.6g}",
+                    took,
+                )
+            finally:
+                if final_a is not None:
+                    # Stamped once the reply is in: the supply has the step by then, so
+                    # the next step's spacing can only come out longer, never shorter.
+                    self._last_step_s = time.monotonic()
+                    self.steps_sent += 1
             self._last["current_a"] = self._setpoint_a
 
     def _step_to(self, current_a: float) -> None:
+        self._wait_for_step(current_a)
+        self._send_setpoint(current_a)
+
+    def _wait_for_step(self, current_a: float) -> None:
+        """Sleep until a step to `current_a` respects the ramp rate (plus margin and slack)."""
         step_a = abs(current_a - self._setpoint_a)
         due_s = (
             self._last_step_s + RAMP_MARGIN * step_a / self.limits.ramp_rate_a_per_s + RAMP_SLACK_S
@@ -123,7 +158,7 @@ class BiasSupply(ScpiInstrument):
         wait_s = due_s - time.monotonic()
         if wait_s > 0:
             time.sleep(wait_s)
-        self._send_setpoint(current_a)
+            self.ramp_wait_s += wait_s
 
     def _send_setpoint(self, current_a: float) -> None:
         self.conn.write(f"CURR {current_a:.12g}")

@@ -12,6 +12,7 @@ from instruments.errors import InstrumentsError
 from instruments.scpi import ScpiInstrument
 from instruments.signal_generator import SignalGenerator
 from instruments.spectrum_analyzer import SpectrumAnalyzer
+from instruments.transport import release_resource_manager
 
 OPENERS: dict[str, type[ScpiInstrument]] = {
     "generator": SignalGenerator,
@@ -74,4 +75,4 @@ def check_bench(cfg: BenchConfig) -> list[CheckResult]:
     try:
         return [check_instrument(role, cfg, rm) for role in ROLES]
     finally:
-        rm.close()
+        release_resource_manager(rm)

@@ -96,22 +96,55 @@ class Connection:
 
         return self._transaction(command, exchange)
 
-    def _read_polling(self, t: Transport, poll_s: float) -> str:
-        deadline = time.monotonic() + self.timeout_s
+    def _read_polling(
+        self, t: Transport, poll_s: float, read: Callable[[], T] | None = None, wait_s: float = 0.0
+    ) -> T:
+        """`read()` (default: one reply line) within `wait_s` (default: the timeout), in slices."""
+        deadline = time.monotonic() + (wait_s or self.timeout_s)
         try:
             while True:
                 t.timeout_s = max(min(poll_s, deadline - time.monotonic()), 1e-3)
                 try:
-                    return t.read()
+                    return read() if read is not None else t.read()  # type: ignore[return-value]
                 except TransportTimeout:
-                    # Replies polled this way are a few bytes ("1\n"), sent at once,
-                    # so a slice never ends inside one.
+                    # Replies polled this way start with a few bytes ("1\n", "1;") sent
+                    # at once with what follows, so a slice never ends inside them.
                     if t.peer_closed():
                         raise TransportClosed("connection closed while waiting") from None
                     if time.monotonic() >= deadline:
                         raise
         finally:
             t.timeout_s = self.timeout_s
+
+    def query_headed_block(
+        self, command: str, heads: tuple[str, ...], *, poll_s: float, wait_s: float
+    ) -> np.ndarray | str:
+        """One exchange whose reply is a short head (e.g. "1;") then an IEEE 488.2 block.
+
+        The wait for the head may be long (a sweep): up to `wait_s`, checking the link
+        every `poll_s`. Then the block is read within the normal timeout. If the reply
+        is instead one complete short line (e.g. "1" when the block's query failed),
+        that line is returned as str with the stream still in step; any other reply
+        is garbled (and the session is renewed before the next exchange).
+        """
+        shortest = min(len(h) for h in heads)
+
+        def exchange(t: Transport) -> np.ndarray | str:
+            t.write(command)
+            got = self._read_polling(t, poll_s, lambda: t.read_exact(shortest), wait_s)
+            while True:
+                text = got.decode("latin-1")
+                if text in heads:
+                    return t.read_block_float32()
+                if text.endswith("\n"):
+                    return text.rstrip("\r\n")
+                if not any(h.startswith(text) for h in heads):
+                    raise TransportGarbled(
+                        f"reply starts {got[:16]!r}, expected {' or '.join(map(repr, heads))}"
+                    )
+                got += t.read_exact(1)
+
+        return self._transaction(command, exchange, wait_s)
 
     def query_block(self, command: str) -> np.ndarray:
         return self._transaction(command, lambda t: t.query_block_float32(command))
@@ -131,7 +164,9 @@ class Connection:
                 if self._transport is not None:
                     self._transport.timeout_s = previous
 
-    def _transaction(self, command: str, fn: Callable[[Transport], T]) -> T:
+    def _transaction(
+        self, command: str, fn: Callable[[Transport], T], wait_s: float | None = None
+    ) -> T:
         with self.lock:
             if self._restoring:
                 # Inside a restore: failures go straight back to the reconnect loop.
@@ -153,7 +188,7 @@ class Connection:
                         self._dirty = True  # a late reply may still arrive: never read it
                         raise InstrumentTimeoutError(
                             f"{self.label}: no reply to {command!r} within "
-                            f"{self.timeout_s:.3g} s (instrument stalled or busy)"
+                            f"{wait_s or self.timeout_s:.3g} s (instrument stalled or busy)"
                         ) from exc
                     reason: str = "connection closed by the instrument"
                 except TransportClosed as exc:

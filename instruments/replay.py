@@ -82,8 +82,22 @@ class ReplayTransport:
         except UnicodeDecodeError as exc:
             raise TransportGarbled(f"replay: undecodable reply {raw!r}") from exc
 
+    def read_exact(self, count: int) -> bytes:
+        """Up to `count` bytes, fewer when a "\n" ends them first (VISA's termchar rule)."""
+        self._check_readable()
+        end = self._buffer.find(TERMINATION.encode(), 0, count)
+        take = count if end < 0 else end + 1
+        if len(self._buffer) < take:
+            raise TransportTimeout("replay: reply shorter than the bytes asked for")
+        head = bytes(self._buffer[:take])
+        del self._buffer[:take]
+        return head
+
     def query_block_float32(self, message: str) -> np.ndarray:
         self.write(message)
+        return self.read_block_float32()
+
+    def read_block_float32(self) -> np.ndarray:
         self._check_readable()
         buf = self._buffer
         if not buf.startswith(b"#") or len(buf) < 2 or not buf[1:2].isdigit():

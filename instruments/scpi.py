@@ -16,7 +16,12 @@ import pyvisa
 from instruments.connection import Connection, Opener
 from instruments.errors import InstrumentProtocolError, LimitError, instrument_error
 from instruments.limits import Limits
-from instruments.transport import Transport, VisaTransport
+from instruments.transport import (
+    Transport,
+    VisaTransport,
+    acquire_resource_manager,
+    release_resource_manager,
+)
 
 T = TypeVar("T")
 S = TypeVar("S", bound="ScpiInstrument")
@@ -239,29 +244,48 @@ class ScpiInstrument:
         replies of one message with ';'). A queued error drains the rest of the queue
         and is raised as a typed error; the parsed value (or None) is returned.
         """
+        gets = [] if get_command is None else [(get_command, kind)]
+        values = self.query_checked_many(commands, gets, context)
+        return values[0] if values else None
+
+    def query_checked_many(
+        self,
+        commands: list[str],
+        gets: list[tuple[str, type]],
+        context: str,
+        on_values: Callable[[list[Any]], None] | None = None,
+    ) -> list[Any]:
+        """`commands`, then each query of `gets` and `SYST:ERR?`, all in one program message.
+
+        Returns the parsed replies of `gets` in order; `on_values` receives them before
+        a queued error is raised (so caches hold what the instrument took). A queued
+        error drains the rest of the queue and is raised as a typed error.
+        """
         parts = [c.lstrip(":") for c in commands]
-        if get_command is not None:
-            parts.append(get_command.lstrip(":"))
+        parts.extend(get.lstrip(":") for get, _ in gets)
         parts.append("SYST:ERR?")
+        message = ";:".join(parts)
         with self.conn.lock:
-            reply = self.conn.query(";:".join(parts))
-            value = None
-            error_text = reply
-            if get_command is not None:
-                value_text, sep, error_text = reply.partition(";")
-                if not sep:
-                    raise InstrumentProtocolError(
-                        f"{self.conn.label}: {';:'.join(parts)} answered {reply!r}, "
-                        "expected 'value;code,\"message\"'"
-                    )
+            reply = self.conn.query(message)
+            # Numbers and booleans hold no ';'; the error message may (it comes last).
+            fields = reply.split(";", len(gets))
+            if len(fields) != len(gets) + 1:
+                expected = ";".join(["value"] * len(gets) + ['code,"message"'])
+                raise InstrumentProtocolError(
+                    f"{self.conn.label}: {message} answered {reply!r}, expected {expected!r}"
+                )
+            values = []
+            for (get, kind), text in zip(gets, fields, strict=False):
                 try:
-                    value = parse_value(value_text, kind, get_command)
+                    values.append(parse_value(text, kind, get))
                 except ValueError as exc:
                     raise InstrumentProtocolError(f"{self.conn.label}: {exc}") from exc
-            code, message = self._parse_error(error_text)
+            code, error_text = self._parse_error(fields[-1])
+            if on_values is not None:
+                on_values(values)
             if code != 0:
-                self._raise_errors([(code, message), *self.drain_errors()], context)
-        return value
+                self._raise_errors([(code, error_text), *self.drain_errors()], context)
+        return values
 
     # -- identity ----------------------------------------------------------------------
 
@@ -309,17 +333,54 @@ class ScpiInstrument:
         if control.setter is not None:
             getattr(self, control.setter)(value)
             return
-        text = format_value(value, control.kind)
+        self._send_settings([(control, value)])
+
+    def set_controls(self, **values: Any) -> dict[str, Any]:
+        """Set several controls in one exchange; returns what the instrument took.
+
+        Every value is validated (limits included) before anything is sent. Then one
+        program message sets them all, reads back those with read-back and the error
+        queue: `A x;:B y;:A?;:B?;:SYST:ERR?`. A queued error is raised as a typed error
+        naming every value of the message, after the read-backs were cached.
+        """
+        checked: list[tuple[Control, Any]] = []
+        for name, value in values.items():
+            control = getattr(type(self), name, None)
+            if not isinstance(control, Control) or control.set_command is None:
+                raise AttributeError(f"{self.role}: {name} is not a settable control")
+            if control.setter is not None:
+                raise AttributeError(f"{self.role}: {name} has its own setter; set it alone")
+            value = self._coerce(control, value)
+            if control.check is not None:
+                getattr(self, control.check)(value)
+            checked.append((control, value))
+        self._send_settings(checked)
+        return {control.name: self._last[control.name] for control, _ in checked}
+
+    def _send_settings(self, checked: list[tuple[Control, Any]]) -> None:
+        """One exchange for already validated settings: sets, read-backs, `SYST:ERR?`."""
+        texts = [format_value(value, control.kind) for control, value in checked]
+        pairs = list(zip(checked, texts, strict=True))
+        sets = [control.set_command.format(text) for (control, _), text in pairs]
+        readback = [control for control, _ in checked if control.readback]
+
+        def cache(taken: list[Any]) -> None:
+            for control, value in zip(readback, taken, strict=True):
+                self._last[control.name] = value
+
+        context = "setting " + ", ".join(f"{control.name}={text}" for (control, _), text in pairs)
         with self.conn.lock:
-            self._last[control.name] = value
-            took = self.query_checked(
-                [control.set_command.format(text)],
-                control.get_command if control.readback else None,
-                control.kind,
-                f"setting {control.name}={text}",
-            )
-            if control.readback:
-                self._last[control.name] = took
+            for control, value in checked:
+                self._last[control.name] = value
+            try:
+                self.query_checked_many(
+                    sets, [(c.get_command, c.kind) for c in readback], context, cache
+                )
+            finally:
+                self._after_set([control for control, _ in checked])
+
+    def _after_set(self, controls: list[Control]) -> None:
+        """Hook after controls were set (e.g. to forget derived cached values)."""
 
     def write_control(self, name: str, value: Any) -> None:
         """Send one control's set command with no read-back (batched configuration)."""
@@ -384,12 +445,12 @@ def open_family(
 ) -> S:
     """Shared `open` of every role: pick the family class, connect, run its setup.
 
-    Without `rm`, the instrument creates and owns a resource manager (closed with
-    it); with `rm`, the manager belongs to the caller and is never closed here.
+    Without `rm`, the instrument acquires a use of the process's resource manager
+    (given back when it closes); with `rm`, the caller's manager is never closed here.
     """
     if family not in families:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(sorted(families))}")
-    manager = pyvisa.ResourceManager(visa_library) if rm is None else rm
+    manager = acquire_resource_manager(visa_library) if rm is None else rm
     instrument = families[family](
         _visa_opener(manager, resource, timeout_s),
         limits=limits,
@@ -398,7 +459,7 @@ def open_family(
     )
     instrument.conn.resource = resource
     if rm is None:
-        instrument._on_close.append(manager.close)
+        instrument._on_close.append(lambda: release_resource_manager(manager))
     try:
         instrument.connect()
     except BaseException:

@@ -40,6 +40,16 @@ class SignalGenerator(ScpiInstrument):
     def check_power(self, power_dbm: float) -> None:
         self.limits.check_power(self.role, power_dbm)
 
+    def set_cw(self, frequency_hz: float, power_dbm: float) -> tuple[float, float]:
+        """Frequency and power in one exchange; returns what the generator took (Hz, dBm).
+
+        Both limits are checked before anything is sent; then
+        `SOUR:FREQ f;:SOUR:POW p;:SOUR:FREQ?;:SOUR:POW?;:SYST:ERR?` sets, reads back
+        and raises a queued error as a typed error, as two property sets would.
+        """
+        taken = self.set_controls(frequency_hz=frequency_hz, power_dbm=power_dbm)
+        return taken["frequency_hz"], taken["power_dbm"]
+
     def safe_off(self) -> None:
         """RF output off."""
         self.rf_on = False

@@ -47,6 +47,8 @@ class SpectrumAnalyzer(ScpiInstrument):
             raise ValueError("trace_format must be 'real32' or 'ascii'")
         self.trace_format = trace_format
         self.sweep_margin_s = SWEEP_MARGIN_S
+        self._axis_key: tuple[float, float, int] | None = None
+        self._axis = np.empty(0)
 
     def setup(self) -> None:
         """Single-sweep mode and the trace format; falls back to ASCII if REAL,32 is refused."""
@@ -97,8 +99,7 @@ class SpectrumAnalyzer(ScpiInstrument):
             }
         return taken
 
-    def set_control(self, control: Control, value: Any) -> None:
-        super().set_control(control, value)
+    def _after_set(self, controls: list[Control]) -> None:
         # Span, RBW and points change the sweep time: query it afresh before the next sweep.
         self._last.pop("sweep_time_s", None)
 
@@ -110,28 +111,53 @@ class SpectrumAnalyzer(ScpiInstrument):
             points = self._last.get("points")
             if center is None or span is None or points is None:
                 center, span, points = self.center_hz, self.span_hz, self.points
-        return np.linspace(center - span / 2, center + span / 2, int(points))
+        key = (center, span, int(points))
+        if self._axis_key != key:
+            self._axis = np.linspace(center - span / 2, center + span / 2, int(points))
+            self._axis_key = key
+        return self._axis.copy()
 
     def read_trace(self) -> tuple[np.ndarray, np.ndarray]:
-        """One single sweep; returns (frequency_hz, power_dbm), both float64 of length points."""
+        """One single sweep; returns (frequency_hz, power_dbm), both float64 of length points.
+
+        Binary traces take one exchange: `INIT;*OPC?;:TRAC:DATA? TRACE1` is answered
+        `1;#<block>` once the sweep is done (IEEE 488.2 joins the two replies with ';').
+        """
         with self.conn.lock:
             frequency_hz = self.frequencies_hz()
             sweep_s = self._last.get("sweep_time_s")
             if sweep_s is None:
                 sweep_s = self.sweep_time_s
-            with self.conn.timeout(self.conn.timeout_s + sweep_s + self.sweep_margin_s):
-                reply = self.conn.query(self.init_command, poll_s=SWEEP_POLL_S).strip()
-            if reply not in ("1", "+1"):
-                raise InstrumentProtocolError(
-                    f"{self.conn.label}: {self.init_command} answered {reply!r}"
-                )
-            power_dbm = self._read_trace_data()
+            wait_s = self.conn.timeout_s + sweep_s + self.sweep_margin_s
+            if self.trace_format == "real32":
+                power_dbm = self._sweep_and_read_block(wait_s)
+            else:
+                with self.conn.timeout(wait_s):
+                    reply = self.conn.query(self.init_command, poll_s=SWEEP_POLL_S).strip()
+                if reply not in ("1", "+1"):
+                    raise InstrumentProtocolError(
+                        f"{self.conn.label}: {self.init_command} answered {reply!r}"
+                    )
+                power_dbm = self._read_trace_data()
         if power_dbm.shape != frequency_hz.shape:
             raise InstrumentProtocolError(
                 f"{self.conn.label}: trace has {power_dbm.size} points, expected "
                 f"{frequency_hz.size}"
             )
         return frequency_hz, power_dbm
+
+    def _sweep_and_read_block(self, wait_s: float) -> np.ndarray:
+        command = f"{self.init_command};:{self.trace_query}"
+        reply = self.conn.query_headed_block(
+            command, ("1;", "+1;"), poll_s=SWEEP_POLL_S, wait_s=wait_s
+        )
+        if isinstance(reply, np.ndarray):
+            return reply
+        # A whole line instead of "1;<block>": the trace query failed; its error is queued.
+        self.check_errors("reading the trace")
+        raise InstrumentProtocolError(
+            f"{self.conn.label}: {command} answered {reply!r}, expected '1;' and a block"
+        )
 
     def _read_trace_data(self) -> np.ndarray:
         if self.trace_format == "real32":

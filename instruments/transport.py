@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -27,6 +28,32 @@ except ImportError:  # a vendor VISA only: never raised
 
 
 TERMINATION = "\n"
+
+_managers_lock = threading.Lock()
+_manager_users: dict[int, int] = {}
+
+
+def acquire_resource_manager(visa_library: str) -> pyvisa.ResourceManager:
+    """The VISA library's resource manager, counted: release it with `release_resource_manager`.
+
+    pyvisa hands out one shared manager per VISA library, and closing it closes
+    every session opened through it - also those of another bench in the same
+    process. So each user acquires it and only the last release closes it.
+    """
+    with _managers_lock:
+        rm = pyvisa.ResourceManager(visa_library)
+        _manager_users[id(rm)] = _manager_users.get(id(rm), 0) + 1
+        return rm
+
+
+def release_resource_manager(rm: pyvisa.ResourceManager) -> None:
+    """Drop one use of `rm`; the last one closes it (and every session it still holds)."""
+    with _managers_lock:
+        users = _manager_users.pop(id(rm), 1) - 1
+        if users > 0:
+            _manager_users[id(rm)] = users
+            return
+    rm.close()
 
 
 class TransportTimeout(Exception):
@@ -56,6 +83,14 @@ class Transport(Protocol):
     def write(self, message: str) -> None: ...
 
     def read(self) -> str: ...
+
+    def read_exact(self, count: int) -> bytes:
+        """Read exactly `count` bytes (fewer only if a termination char ends them first)."""
+        ...
+
+    def read_block_float32(self) -> np.ndarray:
+        """Read an IEEE 488.2 definite-length block of little-endian float32 and its "\n"."""
+        ...
 
     def query_block_float32(self, message: str) -> np.ndarray:
         """Write `message`, read an IEEE 488.2 definite-length block of little-endian float32."""
@@ -151,12 +186,15 @@ class VisaTransport:
         with _translated():
             return self._res.read()
 
-    def query_block_float32(self, message: str) -> np.ndarray:
+    def read_exact(self, count: int) -> bytes:
+        with _translated():
+            return self._res.read_bytes(count, break_on_termchar=True)
+
+    def read_block_float32(self) -> np.ndarray:
         with _translated():
             # The block header gives the byte count, so "\n" bytes inside the data
             # never end the read; expect_termination consumes the trailing "\n".
-            values = self._res.query_binary_values(
-                message,
+            values = self._res.read_binary_values(
                 datatype="f",
                 is_big_endian=False,
                 container=np.array,
@@ -164,6 +202,10 @@ class VisaTransport:
                 expect_termination=True,
             )
         return np.asarray(values, dtype=np.float64)
+
+    def query_block_float32(self, message: str) -> np.ndarray:
+        self.write(message)
+        return self.read_block_float32()
 
     def peer_closed(self) -> bool:
         sock = self._socket()

@@ -20,6 +20,8 @@ import re
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
 
 ERROR_MESSAGES: dict[int, str] = {
     0: "No error",
@@ -92,6 +94,8 @@ class ErrorQueue:
 
 def _split_outside_quotes(text: str, separator: str) -> list[str]:
     """Split on `separator` where it is not inside a single- or double-quoted string."""
+    if "'" not in text and '"' not in text:
+        return text.split(separator)  # the common case, at C speed
     parts: list[str] = []
     start = 0
     quote = ""
@@ -128,16 +132,17 @@ def split_params(text: str) -> list[str]:
 # --------------------------------------------------------------------------- headers
 
 
-@dataclass(frozen=True)
-class Node:
-    """One header mnemonic, upper case, with its numeric suffix (None when absent)."""
+class Node(NamedTuple):
+    """One header mnemonic, upper case, with its numeric suffix (None when absent).
+
+    A named tuple: headers are hashed and compared on every command-table lookup.
+    """
 
     mnemonic: str
     suffix: int | None = None
 
 
-@dataclass(frozen=True)
-class Unit:
+class Unit(NamedTuple):
     """A parsed program message unit."""
 
     text: str
@@ -171,10 +176,19 @@ def parse_unit(text: str, path: tuple[Node, ...]) -> tuple[Unit, tuple[Node, ...
     if "\t" in header:  # any white space separates the header from its parameters
         header, rest = re.split(r"\s", stripped, maxsplit=1)
     params = tuple(split_params(rest))
+    common, rooted, nodes, query = _parse_header(header)
+    if common is not None:
+        return Unit(stripped, common, (), query, params), path
+    absolute = nodes if rooted else path + nodes
+    return Unit(stripped, None, absolute, query, params), absolute[:-1]
+
+
+@lru_cache(maxsize=1024)  # bounded: a garbage client cannot grow memory; errors are not cached
+def _parse_header(header: str) -> tuple[str | None, bool, tuple[Node, ...], bool]:
+    """(common mnemonic or None, rooted, nodes, query) of one header; raises ScpiError."""
     common = _COMMON_RE.fullmatch(header)
     if common is not None:
-        unit = Unit(stripped, common.group(1).upper(), (), common.group(2) is not None, params)
-        return unit, path
+        return common.group(1).upper(), False, (), common.group(2) is not None
     match = _HEADER_RE.fullmatch(header)
     if match is None:
         if header and all(c.isalnum() or c in ":*?_" for c in header):
@@ -182,9 +196,7 @@ def parse_unit(text: str, path: tuple[Node, ...]) -> tuple[Unit, tuple[Node, ...
         raise ScpiError(-102, header[:40].encode("ascii", "backslashreplace").decode())
     rooted, body, question = match.groups()
     nodes = tuple(_node(m) for m in body.split(":"))
-    absolute = nodes if rooted else path + nodes
-    unit = Unit(stripped, None, absolute, question is not None, params)
-    return unit, absolute[:-1]
+    return None, rooted is not None, nodes, question is not None
 
 
 # --------------------------------------------------------------------------- patterns
@@ -235,8 +247,7 @@ def _match(pattern: Sequence[_PatternNode], nodes: Sequence[Node]) -> list[int |
     return None
 
 
-@dataclass(frozen=True)
-class Call:
+class Call(NamedTuple):
     """What a handler receives: the unit's parameters and the header's numeric suffixes."""
 
     params: tuple[str, ...]

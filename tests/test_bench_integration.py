@@ -168,3 +168,27 @@ def test_evaluate_reference_is_noise_free():
     a = ring.evaluate(torch.tensor([2.1e9]), -10.0, 1.0, GRID)
     b = ring.evaluate(torch.tensor([2.1e9]), -10.0, 1.0, GRID)
     assert torch.equal(a, b)
+
+
+def test_two_benches_in_one_process_do_not_close_each_other():
+    # pyvisa shares one resource manager per VISA library: closing the first bench
+    # must leave the second one's sessions open.
+    with VirtualBench(quiet_ring()) as vb1, VirtualBench(quiet_ring()) as vb2:
+        first = Bench.open(config(vb1), handle_signals=False)
+        with Bench.open(config(vb2), handle_signals=False) as second:
+            assert first.rm is second.rm
+            first.close()
+            second.generator.set_cw(2.1e9, -12.0)
+            _, p_dbm = second.analyzer.read_trace()
+            assert p_dbm.shape == (GRID.points,)
+            assert second.analyzer.conn.reconnects == 0
+        assert vb2.generator.rf_on is False
+
+
+def test_set_cw_against_the_virtual_generator():
+    with VirtualBench(quiet_ring()) as vb, Bench.open(config(vb), handle_signals=False) as bench:
+        assert bench.generator.set_cw(2.1e9, -12.5) == (2.1e9, -12.5)
+        assert (vb.generator.frequency_hz, vb.generator.power_dbm) == (2.1e9, -12.5)
+        with pytest.raises(LimitError):
+            bench.generator.set_cw(2.1e9, 50.0)
+        assert vb.generator.power_dbm == -12.5

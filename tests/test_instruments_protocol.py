@@ -16,7 +16,7 @@ from instruments.errors import (
 from instruments.limits import Limits
 from instruments.replay import ReplayTransport, ieee_block
 from instruments.signal_generator import KeysightMXG, RohdeSchwarzSMB
-from instruments.spectrum_analyzer import SWEEP_MARGIN_S, KeysightX, RohdeSchwarzFSx
+from instruments.spectrum_analyzer import SWEEP_POLL_S, KeysightX, RohdeSchwarzFSx
 
 NO_ERROR = '+0,"No error"'
 
@@ -175,8 +175,8 @@ def test_keysight_x_setup_configure_and_binary_trace_with_newline_bytes():
         [
             *SETUP_X,
             *configure_script("BAND 300000", "BAND?", "+3.000000000000000E+05"),
-            ("INIT;*OPC?", "1"),
-            ("TRAC:DATA? TRACE1", block),
+            # One exchange: the sweep handshake and the block, joined by ';' in the reply.
+            ("INIT;*OPC?;:TRAC:DATA? TRACE1", b"1;" + block),
         ],
         timeout_s=4.0,
     )
@@ -188,8 +188,9 @@ def test_keysight_x_setup_configure_and_binary_trace_with_newline_bytes():
     f_hz, p_dbm = sa.read_trace()
     np.testing.assert_array_equal(p_dbm, values.astype(np.float64))
     np.testing.assert_allclose(f_hz, np.linspace(2.0e9, 2.3e9, 1001))
-    # The sweep ran with the timeout raised to sweep time + margin, then restored.
-    assert t.timeouts_s[-2] == pytest.approx(4.0 + 2.5 * 300e6 / 300e3**2 + SWEEP_MARGIN_S)
+    # The sweep was awaited in short slices (the link is checked between them), then the
+    # normal timeout was restored.
+    assert t.timeouts_s[-2] == pytest.approx(SWEEP_POLL_S)
     assert t.timeouts_s[-1] == 4.0
     t.assert_done()
 
@@ -250,9 +251,7 @@ def test_rs_fsx_identity_serial():
 
 
 def test_trace_length_mismatch_is_a_protocol_error():
-    sa, t = opened(
-        KeysightX, [("INIT;*OPC?", "1"), ("TRAC:DATA? TRACE1", ieee_block([-1.0, -2.0]))]
-    )
+    sa, t = opened(KeysightX, [("INIT;*OPC?;:TRAC:DATA? TRACE1", b"1;" + ieee_block([-1.0, -2.0]))])
     sa._last.update(center_hz=2.15e9, span_hz=300e6, points=3, sweep_time_s=0.01)
     with pytest.raises(InstrumentProtocolError, match="2 points, expected 3"):
         sa.read_trace()
@@ -312,8 +311,7 @@ def test_changing_the_span_makes_the_next_sweep_ask_for_its_time():
         [
             ("FREQ:SPAN 100000000;:FREQ:SPAN?;:SYST:ERR?", "1E8;" + NO_ERROR),
             ("SWE:TIME?", "0.5"),
-            ("INIT;*OPC?", "1"),
-            ("TRAC:DATA? TRACE1", ieee_block([-90.0, -91.0, -92.0])),
+            ("INIT;*OPC?;:TRAC:DATA? TRACE1", b"+1;" + ieee_block([-90.0, -91.0, -92.0])),
         ],
         timeout_s=1.0,
     )
@@ -321,5 +319,69 @@ def test_changing_the_span_makes_the_next_sweep_ask_for_its_time():
     sa.span_hz = 100e6
     f_hz, _ = sa.read_trace()
     np.testing.assert_allclose(f_hz, [2.1e9, 2.15e9, 2.2e9])
-    assert max(t.timeouts_s) == pytest.approx(1.0 + 0.5 + SWEEP_MARGIN_S)
+    assert sa._last["sweep_time_s"] == 0.5
+    t.assert_done()
+
+
+def test_a_failed_trace_query_in_the_sweep_exchange_raises_the_queued_error():
+    # "1" alone: the sweep ran, the trace query was refused (no block); the error says why.
+    sa, t = opened(
+        KeysightX,
+        [
+            ("INIT;*OPC?;:TRAC:DATA? TRACE1", "1"),
+            ("SYST:ERR?", '-221,"Settings conflict;TRACE1 is not active"'),
+            ("SYST:ERR?", NO_ERROR),
+        ],
+    )
+    sa._last.update(center_hz=2.15e9, span_hz=300e6, points=3, sweep_time_s=0.01)
+    with pytest.raises(ExecutionError, match="-221.*after reading the trace"):
+        sa.read_trace()
+    t.assert_done()
+
+
+def test_a_garbled_sweep_handshake_is_a_protocol_error():
+    sa, t = opened(KeysightX, [("INIT;*OPC?;:TRAC:DATA? TRACE1", "~?%&~?%&")])
+    sa._last.update(center_hz=2.15e9, span_hz=300e6, points=3, sweep_time_s=0.01)
+    with pytest.raises(InstrumentProtocolError, match=r"garbled reply .*b'~\?'"):
+        sa.read_trace()
+
+
+def test_set_cw_is_one_exchange_with_both_read_backs():
+    gen, t = opened(
+        KeysightMXG,
+        [
+            (
+                "SOUR:FREQ 2100000000;:SOUR:POW -12.5;:SOUR:FREQ?;:SOUR:POW?;:SYST:ERR?",
+                "+2.100000000000000E+09;-1.250000000000000E+01;" + NO_ERROR,
+            ),
+        ],
+    )
+    assert gen.set_cw(2.1e9, -12.5) == (2.1e9, -12.5)
+    assert gen._last["frequency_hz"] == 2.1e9 and gen._last["power_dbm"] == -12.5
+    t.assert_done()
+
+
+def test_set_cw_checks_both_limits_before_any_byte():
+    gen, t = opened(KeysightMXG, [], limits=Limits())
+    with pytest.raises(LimitError, match="power_dbm=5 dBm refused"):
+        gen.set_cw(2.1e9, 5.0)
+    with pytest.raises(LimitError, match="frequency_hz=2.5e\\+09 Hz refused"):
+        gen.set_cw(2.5e9, -10.0)
+    t.assert_done()
+
+
+def test_set_cw_error_names_the_message_and_caches_what_was_taken():
+    gen, t = opened(
+        KeysightMXG,
+        [
+            (
+                "SOUR:FREQ 2100000000;:SOUR:POW -10;:SOUR:FREQ?;:SOUR:POW?;:SYST:ERR?",
+                '+2.1E+09;-3.0E+01;-222,"Data out of range;power"',
+            ),
+            ("SYST:ERR?", NO_ERROR),
+        ],
+    )
+    with pytest.raises(ExecutionError, match="setting frequency_hz=2100000000, power_dbm=-10"):
+        gen.set_cw(2.1e9, -10.0)
+    assert gen._last["power_dbm"] == -30.0  # what the generator kept, not what was asked
     t.assert_done()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from instruments.bias_supply import RAMP_MARGIN, RAMP_SLACK_S, KepcoBOP, KeysightE36xx
-from instruments.errors import LimitError
+from instruments.errors import ExecutionError, LimitError
 from instruments.limits import Limits, ramp_points
 from instruments.replay import ReplayTransport
 
@@ -63,8 +63,8 @@ def test_ramp_steps_with_output_on(mocker):
             ("CURR 0.05", None),
             ("CURR 0.1", None),
             ("CURR 0.15", None),
-            ("CURR 0.2", None),
-            ("CURR?;:SYST:ERR?", "0.2;" + NO_ERROR),
+            # The last step travels with its verification: one exchange.
+            ("CURR 0.2;:CURR?;:SYST:ERR?", "0.2;" + NO_ERROR),
         ],
     )
     supply.output_on = True
@@ -79,7 +79,7 @@ def test_ramp_steps_with_output_on(mocker):
 
 def test_output_off_changes_setpoint_without_ramp(mocker):
     sleep = mocker.patch("instruments.bias_supply.time.sleep")
-    supply, t = opened(KepcoBOP, [("CURR 1.5", None), ("CURR?;:SYST:ERR?", "1.5;" + NO_ERROR)])
+    supply, t = opened(KepcoBOP, [("CURR 1.5;:CURR?;:SYST:ERR?", "1.5;" + NO_ERROR)])
     supply.current_a = 1.5
     assert sleep.call_count == 0
     t.assert_done()
@@ -127,12 +127,30 @@ def test_negative_bias_ramps_through_zero_on_bipolar(mocker):
         KepcoBOP,
         [
             ("CURR 0", None),
-            ("CURR -0.05", None),
-            ("CURR?;:SYST:ERR?", "-0.05;" + NO_ERROR),
+            ("CURR -0.05;:CURR?;:SYST:ERR?", "-0.05;" + NO_ERROR),
         ],
     )
     supply._setpoint_a, supply._output = 0.05, True
     supply.current_a = -0.05
+    t.assert_done()
+
+
+def test_a_refused_final_step_raises_and_the_next_ramp_starts_from_the_read_back(mocker):
+    mocker.patch("instruments.bias_supply.time.sleep")
+    supply, t = opened(
+        KepcoBOP,
+        [
+            ("CURR 0.05;:CURR?;:SYST:ERR?", '0;-222,"Data out of range"'),
+            ("SYST:ERR?", NO_ERROR),
+            ("CURR 0.05;:CURR?;:SYST:ERR?", "0.05;" + NO_ERROR),
+        ],
+    )
+    supply._output = True
+    with pytest.raises(ExecutionError, match="-222.*setting current_a=0.05"):
+        supply.current_a = 0.05
+    assert supply._setpoint_a == 0.0 and supply.steps_sent == 1
+    supply.current_a = 0.05  # one step of 0.05 A from the 0 A the supply reported
+    assert supply._setpoint_a == 0.05 and supply.steps_sent == 2
     t.assert_done()
 
 

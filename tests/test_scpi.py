@@ -1,0 +1,110 @@
+"""SCPI parsing of the virtual bench (sim.scpi) as real instruments parse it: no sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from sim.scpi import (
+    CommandTable,
+    ScpiError,
+    parse_number,
+    parse_unit,
+    split_params,
+    split_units,
+)
+from sim.virtual.generator import GENERATOR_FAMILIES, SignalGeneratorInstrument
+
+
+@pytest.fixture
+def gen() -> SignalGeneratorInstrument:
+    return SignalGeneratorInstrument(GENERATOR_FAMILIES["keysight_mxg"])
+
+
+def error(gen: SignalGeneratorInstrument) -> str:
+    return gen.execute("SYST:ERR?").decode().strip()
+
+
+def test_split_units_and_params_respect_quotes():
+    assert split_units('A 1;B "x;y";C') == ["A 1", 'B "x;y"', "C"]
+    assert split_units("A;:B") == ["A", ":B"]
+    assert split_params(" 1, 'a,b' ,3") == ["1", "'a,b'", "3"]
+    assert split_params("  ") == []
+    with pytest.raises(ScpiError) as exc:
+        split_units('A "open')
+    assert exc.value.code == -102
+    with pytest.raises(ScpiError) as exc:
+        split_params("1,,2")
+    assert exc.value.code == -102
+
+
+def test_parse_unit_paths_suffixes_and_common_commands():
+    unit, path = parse_unit(":sour2:freq:cw 1 GHz", ())
+    nodes = [(n.mnemonic, n.suffix) for n in unit.nodes]
+    assert nodes == [("SOUR", 2), ("FREQ", None), ("CW", None)]
+    assert unit.params == ("1 GHz",) and not unit.query and unit.common is None
+    # The next unit continues under the last header's parent (SOUR2:FREQ).
+    unit2, path2 = parse_unit("MODE?", path)
+    assert [n.mnemonic for n in unit2.nodes] == ["SOUR", "FREQ", "MODE"] and unit2.query
+    assert path2 == path
+    common, same = parse_unit("*idn?", path)
+    assert common.common == "IDN" and common.query and same == path
+    tabbed, _ = parse_unit("FREQ\t5", ())
+    assert tabbed.params == ("5",)
+    for bad, code in (("FR$Q 1", -102), ("FREQ1X2 1", -113)):
+        with pytest.raises(ScpiError) as exc:
+            parse_unit(bad, ())
+        assert exc.value.code == code
+
+
+def test_parse_number_units_keywords_and_ranges():
+    assert parse_number("2.1GHz", "HZ") == pytest.approx(2.1e9)
+    assert parse_number("250 mA", "A") == pytest.approx(0.25)
+    assert parse_number("1e3", None) == 1e3
+    assert parse_number("#H1F", None) == 31.0
+    assert parse_number("max", "HZ", minimum=1.0, maximum=5.0) == 5.0
+    for text, unit, code in (("1 V", "A", -131), ("abc", None, -104), ("1..2", None, -102)):
+        with pytest.raises(ScpiError) as exc:
+            parse_number(text, unit)
+        assert exc.value.code == code
+    with pytest.raises(ScpiError) as exc:
+        parse_number("6", None, minimum=1.0, maximum=5.0)
+    assert exc.value.code == -222
+
+
+def test_command_table_matches_long_short_optional_and_suffixed_forms():
+    table = CommandTable()
+    table.add("[SOURce#]:FREQuency[:CW|:FIXed]", setter=lambda call: call.suffixes)
+    for header in ("FREQ", "SOUR:FREQ", "source:frequency:fixed", "SOUR3:FREQ:CW"):
+        unit, _ = parse_unit(header + " 1", ())
+        assert table.lookup(unit.nodes) is not None, header
+    unit, _ = parse_unit("SOUR3:FREQ 1", ())
+    command, suffixes = table.lookup(unit.nodes)
+    assert suffixes == (3, None, None)
+    for header in ("FRE", "FREQ:CW:FIXED", "SOUR:SOUR:FREQ", "FREQ2"):
+        unit, _ = parse_unit(header + " 1", ())
+        assert table.lookup(unit.nodes) is None, header
+
+
+def test_instrument_message_rules(gen):
+    # Long/short form, optional root, ";" keeps the path, ";:" returns to the root.
+    assert gen.execute("SOURce:FREQuency 2 GHz;:POW -7 dBm;:SOUR:FREQ?;POW?") == (
+        b"+2.000000000000000E+09;-7.000000000000000E+00\n"
+    )
+    assert gen.execute("freq 3e9") is None and gen.frequency_hz == 3e9
+    assert gen.execute("*OPC?;:OUTP ON;OUTP?") == b"1;1\n"
+    assert error(gen) == '+0,"No error"'
+
+
+def test_command_error_discards_the_rest_execution_error_does_not(gen):
+    assert gen.execute("FOO 1;:SOUR:POW -3") is None
+    assert gen.power_dbm == -30.0  # the unit after the command error was discarded
+    assert error(gen).startswith('-113,"Undefined header;FOO')
+    assert gen.execute("SOUR:POW 99;:SOUR:FREQ 4e9;:SOUR:FREQ?") == b"+4.000000000000000E+09\n"
+    assert error(gen).startswith('-222,"Data out of range')
+    assert error(gen) == '+0,"No error"'
+
+
+def test_garbage_never_raises_and_queues_errors(gen):
+    for line in ('SOUR:FREQ "', "\x00\xff;;", ":", "*", "?", "SOUR:::FREQ 1", "POW 1,2"):
+        gen.execute(line)
+    assert len(gen.errors) >= 5
