@@ -2,8 +2,12 @@
 
 1. The default grid: shots, instrument time (settle + sweep, what a real bench would take)
    and wall time (what the virtual bench took), per stage.
-2. What a user can trade: grid size against the surrogate's held-out error (dB and in units
-   of the measured shot-to-shot noise).
+2. What a user can trade: grid size and surrogate sample size against the surrogate's
+   held-out error (dB and in units of the measured shot-to-shot noise).
+3. Where the surrogate's accuracy comes from (default grid, same bench, extra shots): the
+   grey-box surrogate against a plain MLP, in the calm operating window calibrate picks and
+   in the injection-locking window it picked before (sensitivity alone), and the old recipe
+   (plain MLP on the response-grid rows of three biases).
 
 Run:  .venv/bin/python benchmarks/calibration.py [--quick]
 (writes benchmarks/results/calibration.txt)
@@ -12,6 +16,7 @@ Run:  .venv/bin/python benchmarks/calibration.py [--quick]
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -21,20 +26,81 @@ from pathlib import Path
 # `calibration` package: drop the folder.
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from calibration.analysis import choose_operating_point  # noqa: E402
 from calibration.plan import CalibrationPlan  # noqa: E402
-from calibration.run import run_calibration  # noqa: E402
-from calibration.surrogate import SurrogateConfig  # noqa: E402
+from calibration.run import (  # noqa: E402
+    CalibrationResult,
+    encoding_ranges,
+    line_geometry,
+    run_calibration,
+    surrogate_sample,
+)
+from calibration.surrogate import SurrogateConfig, fit_surrogate  # noqa: E402
 from labpgt.embedded import embedded_bench  # noqa: E402
+from labpgt.reservoir import SETTING_NAMES  # noqa: E402
+from labpgt.scheduler import PerturbationScheduler  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "calibration.txt"
 
 GRIDS: dict[str, CalibrationPlan] = {
     "small": CalibrationPlan.reduced(),
     "default": CalibrationPlan(),
+    "default, 100 surr.": CalibrationPlan(surrogate_points=100),
+    "default, 1000 surr.": CalibrationPlan(surrogate_points=1000),
     "dense-frequency": CalibrationPlan(drive_points=49),
 }
+
+
+def _load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def ablations(res, r: CalibrationResult, seed: int) -> list[tuple[str, int, float, float]]:
+    """(what, rows, held-out error dB, seconds to fit) on the default calibration's bench."""
+    cfg = SurrogateConfig(seed=seed)
+    geo = line_geometry(res, r.frequency_hz, r.bias_traces_dbm.astype(np.float64), r.floor_dbm)
+    out = []
+
+    def fit(label: str, s: torch.Tensor, y: torch.Tensor, ranges: torch.Tensor, g) -> None:
+        t0 = time.perf_counter()
+        f = fit_surrogate(s, y, ranges=ranges, config=cfg, geometry=g)
+        out.append((label, s.shape[0], f.validation_rmse, time.perf_counter() - t0))
+        print(out[-1], flush=True)
+
+    # calm window (what calibrate fits): plain MLP on the same shots
+    s, y = torch.from_numpy(r.surrogate_settings), torch.from_numpy(r.surrogate_features)
+    rng = torch.tensor([list(r.encoding_ranges[n]) for n in SETTING_NAMES], dtype=torch.float64)
+    fit("calm window, plain MLP", s, y, rng, None)
+    # the window sensitivity alone picks (inside the locking zone), 300 random shots there
+    op = choose_operating_point(
+        r.response_features, r.noise.feature_std, r.response_bias_a, r.drive_dbm, r.drive_hz
+    )
+    enc = encoding_ranges(op, r.response_bias_a)
+    s = surrogate_sample(enc, r.plan.surrogate_points, seed=seed)
+    y = PerturbationScheduler(res).run(s).to(torch.float64)
+    rng = torch.tensor([list(enc[n]) for n in SETTING_NAMES], dtype=torch.float64)
+    lock = (
+        f"locking window {op.drive_hz[0] / 1e9:.4f}-{op.drive_hz[1] / 1e9:.4f} GHz, "
+        f"{op.drive_dbm[0]:.0f}..{op.drive_dbm[1]:.0f} dBm"
+    )
+    fit(f"{lock}, grey-box", s, y, rng, geo)
+    fit(f"{lock}, plain MLP", s, y, rng, None)
+    # the old recipe: response-grid rows at the sensitivity bias and its neighbours
+    b = np.sort(r.response_bias_a)
+    i = int(np.argmin(np.abs(b - op.bias_a)))
+    lo, hi = b[max(0, i - 1)], b[min(len(b) - 1, i + 1)]
+    s = torch.from_numpy(r.response_settings)
+    keep = (s[:, 2] >= lo - 1e-9) & (s[:, 2] <= hi + 1e-9)
+    y = torch.from_numpy(r.response_features.reshape(s.shape[0], -1))
+    rng = torch.tensor(
+        [list(r.plan.drive_hz), list(r.plan.drive_dbm), [lo, hi]], dtype=torch.float64
+    )
+    fit("old: grid rows of 3 biases, plain MLP", s[keep], y[keep], rng, None)
+    fit("old: grid rows of 3 biases, grey-box", s[keep], y[keep], rng, geo)
+    return out
 
 
 def main() -> None:
@@ -42,20 +108,23 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small and default grids only")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    torch.set_num_threads(1)
     names = ["small", "default"] if args.quick else list(GRIDS)
     lines = [
         "labpgt calibrate benchmark (embedded virtual bench, realtime off, settle counted)",
         f"host: {platform.node()} {platform.machine()}, torch threads {torch.get_num_threads()},"
-        f" python {platform.python_version()}",
+        f" python {platform.python_version()}; at start: {_load()}",
         "",
     ]
-    rows = []
+    rows, abl = [], []
     for name in names:
         plan = GRIDS[name]
         t0 = time.perf_counter()
         with embedded_bench(seed=args.seed, handle_signals=False) as res:
             r = run_calibration(res, plan, surrogate_config=SurrogateConfig(seed=args.seed))
-        wall = time.perf_counter() - t0
+            wall = time.perf_counter() - t0
+            if name == "default":
+                abl = ablations(res, r, args.seed)
         n_resp = plan.drive_points * plan.power_points * len(plan.response_bias_a)
         rows.append(
             (
@@ -67,33 +136,58 @@ def main() -> None:
                 wall,
                 r.surrogate.validation_rmse,
                 r.noise.rms_std,
+                _load(),
             )
         )
         if name == "default":
+            op = r.operating
             lines.append("default grid, per stage (instrument time, s):")
             for stage, s in r.stage_instrument_s.items():
                 lines.append(f"  {stage:<18} {s:8.2f} s")
             lines.append(
                 f"  total instrument time {r.instrument_time_s:.1f} s; wall time {wall:.1f} s "
-                f"(of which measuring+analysis {r.wall_s:.1f} s; rest: bench start/stop)"
+                f"(of which measuring+analysis+fit {r.wall_s:.1f} s; rest: bench start/stop); "
+                f"{_load()}"
             )
             lines.append(
                 f"  field per ampere {r.field_fit.field_per_ampere_oe_per_a:.2f} Oe/A "
                 f"(truth 150), hysteresis {r.hysteresis.offset_oe:+.2f} Oe, mode spacing "
-                f"{r.mode_spacing_hz / 1e6:.3f} MHz, noise {r.noise.rms_std:.3f} dB, "
-                f"sensitivity/noise {r.operating.sensitivity_to_noise:.2f}"
+                f"{r.mode_spacing_hz / 1e6:.3f} MHz, noise {r.noise.rms_std:.3f} dB"
+            )
+            lines.append(
+                f"  operating window: bias {op.bias_a:.3f} A, drive "
+                f"{op.drive_hz[0] / 1e9:.4f}-{op.drive_hz[1] / 1e9:.4f} GHz, "
+                f"{op.drive_dbm[0]:.0f}..{op.drive_dbm[1]:.0f} dBm; sensitivity/noise "
+                f"{op.sensitivity_to_noise:.2f}; line sigma {r.line_sigma_hz / 1e3:.0f} kHz "
+                f"(traces), {r.surrogate.model.line_sigma_hz() / 1e3:.0f} kHz (fitted)"
             )
             lines.append("")
         print(rows[-1], flush=True)
     lines.append(
-        f"{'grid':<16} {'B x P x F':>10} {'resp. shots':>11} {'surr. rows':>10} "
+        f"{'grid':<20} {'B x P x F':>10} {'resp. shots':>11} {'surr. shots':>11} "
         f"{'instr. s':>9} {'wall s':>8} {'surr. err dB':>12} {'noise dB':>9} {'err/noise':>9}"
+        "  load during run"
     )
-    for name, shape, n, m, inst, wall, err, noise in rows:
+    for name, shape, n, m, inst, wall, err, noise, load in rows:
         lines.append(
-            f"{name:<16} {shape:>10} {n:>11d} {m:>10d} {inst:>9.1f} {wall:>8.1f} "
-            f"{err:>12.3f} {noise:>9.3f} {err / noise:>9.2f}"
+            f"{name:<20} {shape:>10} {n:>11d} {m:>11d} {inst:>9.1f} {wall:>8.1f} "
+            f"{err:>12.3f} {noise:>9.3f} {err / noise:>9.2f}  {load}"
         )
+    if abl:
+        noise = next(row[7] for row in rows if row[0] == "default")
+        lines += [
+            "",
+            "where the accuracy comes from (default calibration's bench; 20 % of rows held out):",
+            f"{'surrogate':<66} {'rows':>5} {'err dB':>7} {'err/noise':>9} {'fit s':>6}",
+        ]
+        for label, n, err, secs in abl:
+            lines.append(f"{label:<66} {n:>5d} {err:>7.3f} {err / noise:>9.2f} {secs:>6.1f}")
+    lines += [
+        "",
+        "surr. shots: random settings in the operating window (20 % held out). Instrument time",
+        "is what a real bench would spend (settle + sweep), independent of load; wall times",
+        "taken under load are inflated.",
+    ]
     text = "\n".join(lines) + "\n"
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(text)

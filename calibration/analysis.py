@@ -14,6 +14,10 @@ import numpy as np
 # a feature that never changes must not make a sensitivity/noise ratio infinite.
 NOISE_FLOOR_OF_RATIO = 0.05
 
+INTERACTION_LIMIT = 2.5
+"""Above this `interaction_map` value (noise units; ≈1 where the drive leaves the rest of the
+spectrum alone) the drive tone locks, pulls or mixes with the ring's comb at a grid point."""
+
 
 @dataclass(frozen=True)
 class Repeatability:
@@ -73,6 +77,29 @@ class OperatingPoint:
     """The same figure over the whole drive grid, per response bias, in plan order."""
 
 
+def interaction_map(
+    response: np.ndarray, noise_std: np.ndarray, drive_bin: np.ndarray
+) -> np.ndarray:
+    """How much the drive disturbs the spectrum away from its own tone: (B, P, Fq), noise units.
+
+    ``drive_bin`` (Fq,) is the feature bin each drive frequency falls in. At each grid
+    point, the features more than one bin from the drive tone are compared with their
+    median over the bias's whole grid (the free-running comb: most drive settings leave
+    it alone); the value is the RMS of that difference in units of each feature's noise.
+    About 1 where the drive only adds its own tone; well above 1 where it locks, pulls
+    or mixes with the comb (idlers), which changes the spectrum on the scale of the mode
+    spacing and is not resolved by the response grid.
+    """
+    y = np.asarray(response, dtype=np.float64)
+    b, p, fq, f = y.shape
+    sigma = np.maximum(np.asarray(noise_std, dtype=np.float64), NOISE_FLOOR_OF_RATIO)
+    free = np.median(y.reshape(b, p * fq, f), axis=1)  # (B, F)
+    z = (y - free[:, None, None, :]) / sigma
+    away = np.abs(np.arange(f)[None, :] - np.asarray(drive_bin)[:, None]) > 1  # (Fq, F)
+    z2 = np.where(away[None, None], z**2, 0.0)
+    return np.sqrt(z2.sum(axis=-1) / np.maximum(away.sum(axis=-1), 1)[None, None])
+
+
 def choose_operating_point(
     response: np.ndarray,
     noise_std: np.ndarray,
@@ -81,6 +108,8 @@ def choose_operating_point(
     drive_hz: np.ndarray,
     *,
     keep_fraction: float = 0.5,
+    interaction: np.ndarray | None = None,
+    interaction_limit: float = INTERACTION_LIMIT,
 ) -> OperatingPoint:
     """Pick the bias where the drive moves the features most (in noise units), then drive ranges.
 
@@ -88,13 +117,33 @@ def choose_operating_point(
     each drive axis keeps the contiguous window around its most sensitive value
     where the mean sensitivity stays above ``keep_fraction`` of that maximum (at
     least three grid points, so an encoding has room to move).
+
+    With ``interaction`` (`interaction_map`), the drive-frequency window only spans
+    frequencies where the drive does not lock, pull or mix with the comb at any power
+    (`interaction` at most ``interaction_limit``): there the features are the comb plus
+    the drive's own tone, a map the surrogate can learn from a finite sample. The window
+    is the widest such run of at least three grid frequencies (ties: the more sensitive)
+    at the chosen bias, or at the next most sensitive bias that has one; with none
+    anywhere, the choice falls back to sensitivity alone.
     """
     s = sensitivity_map(response, noise_std)  # (B, P, Fq)
     by_bias = s.mean(axis=(1, 2))
     b = int(np.argmax(by_bias))
+    lo_f = hi_f = -1
+    if interaction is not None:
+        calm = np.asarray(interaction).max(axis=1) <= interaction_limit  # (B, Fq)
+        for cand in np.argsort(-by_bias, kind="stable"):
+            runs = _runs(calm[cand], 3)
+            if runs:
+                lo_f, hi_f = max(
+                    runs, key=lambda r: (r[1] - r[0], s[cand, :, r[0] : r[1] + 1].mean())
+                )
+                b = int(cand)
+                break
     sb = s[b]
-    lo_f, hi_f = _window(sb.mean(axis=0), keep_fraction)
-    lo_p, hi_p = _window(sb.mean(axis=1), keep_fraction)
+    if lo_f < 0:
+        lo_f, hi_f = _window(sb.mean(axis=0), keep_fraction)
+    lo_p, hi_p = _window(sb[:, lo_f : hi_f + 1].mean(axis=1), keep_fraction)
     inside = sb[lo_p : hi_p + 1, lo_f : hi_f + 1]
     return OperatingPoint(
         bias_a=float(bias_a[b]),
@@ -103,6 +152,19 @@ def choose_operating_point(
         sensitivity_to_noise=float(inside.mean()),
         sensitivity_by_bias=tuple(float(v) for v in by_bias),
     )
+
+
+def _runs(mask: np.ndarray, min_length: int) -> list[tuple[int, int]]:
+    """(first, last) index of each run of True in ``mask`` at least ``min_length`` long."""
+    runs, start = [], None
+    for i, ok in enumerate(list(mask) + [False]):
+        if ok and start is None:
+            start = i
+        elif not ok and start is not None:
+            if i - start >= min_length:
+                runs.append((start, i - 1))
+            start = None
+    return runs
 
 
 def _window(profile: np.ndarray, keep_fraction: float) -> tuple[int, int]:

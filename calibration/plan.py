@@ -45,6 +45,13 @@ class CalibrationPlan(BaseModel):
     repeats: int = Field(
         6, ge=2, le=1000, description="Passes over the reference settings (shot-to-shot noise)."
     )
+    surrogate_points: int = Field(
+        300,
+        ge=20,
+        le=100_000,
+        description="Random settings inside the operating window the surrogate is fitted to "
+        "(a share of them held out for its validation error).",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> CalibrationPlan:
@@ -63,6 +70,7 @@ class CalibrationPlan(BaseModel):
             response_bias_a=(1.5, 1.8, 2.1),
             bias_points=13,
             repeats=4,
+            surrogate_points=200,
         )
 
     def check_within(self, bounds: SettingBounds) -> None:
@@ -126,7 +134,9 @@ class CalibrationPlan(BaseModel):
         return torch.tensor([list(self.drive_hz), [lo_p, hi_p], [lo_b, hi_b]], dtype=torch.float64)
 
     def shot_count(self) -> int:
-        """Shots before the reference repeats (which depend on the operating point)."""
+        """Shots except the reference repeats (which depend on the operating point)."""
         return (
-            self.drive_points * self.power_points * len(self.response_bias_a) + 2 * self.bias_points
+            self.drive_points * self.power_points * len(self.response_bias_a)
+            + 2 * self.bias_points
+            + self.surrogate_points
         )

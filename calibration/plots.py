@@ -23,26 +23,35 @@ def plot_response(
     power_dbm: np.ndarray,
     drive_hz: np.ndarray,
     operating: dict[str, float | tuple[float, float]],
+    interaction: np.ndarray | None = None,
 ) -> Path:
-    """Heat maps per bias: strongest feature level (dBm) and sensitivity/noise over the drive grid.
+    """Heat maps per bias: strongest feature level (dBm), sensitivity/noise and (if given) the
+    drive's interaction with the comb over the drive grid.
 
-    ``peak_dbm`` and ``sensitivity`` are (B, P, Fq); the operating window is outlined.
+    ``peak_dbm``, ``sensitivity`` and ``interaction`` are (B, P, Fq); the operating window
+    is outlined.
     """
     n_b = len(bias_a)
-    fig, axes = plt.subplots(2, n_b, figsize=(3.2 * n_b + 1, 6), squeeze=False, sharey=True)
+    n_rows = 2 if interaction is None else 3
+    fig, axes = plt.subplots(
+        n_rows, n_b, figsize=(3.2 * n_b + 1, 3 * n_rows), squeeze=False, sharey=True
+    )
     extent = [drive_hz[0] / 1e9, drive_hz[-1] / 1e9, power_dbm[0], power_dbm[-1]]
     vmax_s = float(np.nanmax(sensitivity))
     for b in range(n_b):
-        for row, (data, label, kw) in enumerate(
-            (
-                (peak_dbm[b], "strongest feature, dBm", {"cmap": "viridis"}),
+        panels = [
+            (peak_dbm[b], "strongest feature, dBm", {"cmap": "viridis"}),
+            (sensitivity[b], "sensitivity / noise", {"cmap": "magma", "vmin": 0, "vmax": vmax_s}),
+        ]
+        if interaction is not None:
+            panels.append(
                 (
-                    sensitivity[b],
-                    "sensitivity / noise",
-                    {"cmap": "magma", "vmin": 0, "vmax": vmax_s},
-                ),
+                    interaction[b],
+                    "interaction (noise units)",
+                    {"cmap": "cividis", "vmin": 0, "vmax": float(np.nanmax(interaction))},
+                )
             )
-        ):
+        for row, (data, label, kw) in enumerate(panels):
             ax = axes[row, b]
             im = ax.imshow(data, origin="lower", aspect="auto", extent=extent, **kw)
             fig.colorbar(im, ax=ax, label=label if b == n_b - 1 else None)
@@ -63,10 +72,10 @@ def plot_response(
                 ax.set_title(f"bias {bias_a[b]:.3f} A (operating)")
             else:
                 ax.set_title(f"bias {bias_a[b]:.3f} A")
-            if row == 1:
+            if row == n_rows - 1:
                 ax.set_xlabel("drive frequency, GHz")
-        axes[0, 0].set_ylabel("drive power, dBm")
-        axes[1, 0].set_ylabel("drive power, dBm")
+        for row in range(n_rows):
+            axes[row, 0].set_ylabel("drive power, dBm")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -153,6 +162,7 @@ def write_plots(result: CalibrationResult, directory: Path) -> list[Path]:
             result.drive_dbm,
             result.drive_hz,
             operating,
+            result.interaction,
         )
     ]
     bias = result.bias_settings[:, 2]

@@ -5,11 +5,14 @@ Stages, in measuring order:
 1. bias sweep up then down at low drive (the free-running comb tracks the field):
    field per ampere, hysteresis, mode spacing;
 2. response grid: drive frequency x drive power at each response bias (features);
-3. operating point and drive ranges from the response (sensitivity / noise);
+3. operating point and drive ranges from the response (sensitivity / noise, inside the
+   drive frequencies where the drive does not lock, pull or mix with the comb);
 4. reference settings at the operating point, measured in ``repeats`` passes, each
    pass approached the same way (`reference_passes`): shot-to-shot noise, the
    baseline for drift checks;
-5. surrogate fit (held-out validation error in dB and in noise units).
+5. surrogate sampling: ``surrogate_points`` random settings inside the operating window,
+   and the surrogate fit on them (held-out validation error in dB and in noise units,
+   on a random share of those same shots).
 
 The reservoir must keep traces (``keep_traces``) for stages 1 and 4; `run_calibration`
 switches it on for its own shots and restores it afterwards.
@@ -31,6 +34,7 @@ from calibration.analysis import (
     choose_operating_point,
     feature_normalisation,
     index_of,
+    interaction_map,
     repeatability,
     sensitivity_map,
 )
@@ -40,11 +44,13 @@ from calibration.spectra import (
     adjacent_spacing_hz,
     comb_centroid_hz,
     comb_inside_span,
+    line_sigma_hz,
     noise_floor_dbm,
 )
-from calibration.surrogate import SurrogateConfig, SurrogateFit, fit_surrogate
+from calibration.surrogate import LineGeometry, SurrogateConfig, SurrogateFit, fit_surrogate
 from labpgt.errors import UserError
-from labpgt.reservoir import PhysicalReservoir, ReservoirOutput
+from labpgt.features import FeatureExtractor
+from labpgt.reservoir import SETTING_NAMES, PhysicalReservoir, ReservoirOutput
 from labpgt.scheduler import PerturbationScheduler
 
 StageProgress = Callable[[str, int, int, float], None]
@@ -85,6 +91,7 @@ class CalibrationResult:
     # stage 3/4
     operating: OperatingPoint
     sensitivity: np.ndarray  # (B, P, Fq)
+    interaction: np.ndarray | None  # (B, P, Fq) drive's effect away from its tone; None: no bins
     reference_settings: np.ndarray  # (S, 3)
     comb_reference: np.ndarray  # (S,) bool: shot is a low-drive comb shot (frequency drift)
     reference_features: np.ndarray  # (R, S, F)
@@ -98,6 +105,7 @@ class CalibrationResult:
     surrogate_config: SurrogateConfig
     surrogate_settings: np.ndarray  # (M, 3) rows the surrogate saw (train + validation)
     surrogate_features: np.ndarray  # (M, F)
+    line_sigma_hz: float = float("nan")  # displayed line width (std) estimated from the traces
     # cost
     instrument_time_s: float = 0.0
     wall_s: float = 0.0
@@ -210,6 +218,7 @@ def run_calibration(
         raise UserError(
             f"calibration bias sweep (bias_sweep_a={plan.bias_sweep_a} A): {exc}"
         ) from None
+    geometry = line_geometry(reservoir, freq, traces, floor)
     spacing = np.array([adjacent_spacing_hz(freq, t, floor) for t in traces])
     if not np.isfinite(spacing).any():
         raise UserError("no bias-sweep trace resolves four comb lines: cannot measure mode spacing")
@@ -236,8 +245,21 @@ def run_calibration(
     pilot_feats, _ = measure_references(sched, pilot_refs, 2, low)
     stage_s["noise pilot"] = sched.stats.instrument_time_s
     pilot_noise = repeatability(pilot_feats)
+    drive_bin = None
+    if geometry is not None:
+        nearest = np.abs(freq[None, :] - f_axis.numpy()[:, None]).argmin(axis=1)
+        drive_bin = geometry.point_bin.numpy()[nearest]
     op = choose_operating_point(
-        response, pilot_noise.feature_std, b_axis, p_axis.numpy(), f_axis.numpy()
+        response,
+        pilot_noise.feature_std,
+        b_axis,
+        p_axis.numpy(),
+        f_axis.numpy(),
+        interaction=(
+            None
+            if drive_bin is None
+            else interaction_map(response, _pooled(pilot_noise), drive_bin)
+        ),
     )
 
     # 4. reference passes at the operating point
@@ -249,21 +271,22 @@ def run_calibration(
     stage_s["reference repeats"] = sched.stats.instrument_time_s
     noise = repeatability(ref_feats)
     sens = sensitivity_map(response, noise.feature_std)
+    inter = None if drive_bin is None else interaction_map(response, _pooled(noise), drive_bin)
     b_idx = index_of(b_axis, op.bias_a)
     win_p = (index_of(p_axis.numpy(), op.drive_dbm[0]), index_of(p_axis.numpy(), op.drive_dbm[1]))
     win_f = (index_of(f_axis.numpy(), op.drive_hz[0]), index_of(f_axis.numpy(), op.drive_hz[1]))
     mean, std = feature_normalisation(response, b_idx, win_p, win_f)
 
-    # 5. surrogate over the operating bias and its neighbours (the encoding's bias range)
+    # 5. surrogate: random settings inside the operating window (the encoding ranges), fitted
+    # and validated on shots from that one distribution.
     enc = encoding_ranges(op, b_axis)
-    lo_b, hi_b = _neighbours(b_axis, op.bias_a)
-    rows = (settings[:, 2] >= lo_b - 1e-9) & (settings[:, 2] <= hi_b + 1e-9)
-    s_set, s_feat = settings[rows], feats[rows]
-    ranges = torch.tensor(
-        [list(plan.drive_hz), list(plan.drive_dbm), [lo_b, hi_b]], dtype=torch.float64
-    )
     cfg = surrogate_config or SurrogateConfig()
-    fit_s = fit_surrogate(s_set, s_feat, ranges=ranges, config=cfg)
+    s_set = surrogate_sample(enc, plan.surrogate_points, seed=cfg.seed)
+    sched = scheduler_for("surrogate sampling")
+    s_feat = sched.run(s_set).to(torch.float64)
+    stage_s["surrogate sampling"] = sched.stats.instrument_time_s
+    ranges = torch.tensor([list(enc[n]) for n in SETTING_NAMES], dtype=torch.float64)
+    fit_s = fit_surrogate(s_set, s_feat, ranges=ranges, config=cfg, geometry=geometry)
 
     total_instrument = float(sum(stage_s.values()))
     return CalibrationResult(
@@ -287,6 +310,7 @@ def run_calibration(
         response_bias_a=b_axis,
         operating=op,
         sensitivity=sens,
+        interaction=inter,
         reference_settings=refs.numpy(),
         comb_reference=comb_mask.numpy(),
         reference_features=ref_feats,
@@ -299,11 +323,24 @@ def run_calibration(
         surrogate_config=cfg,
         surrogate_settings=s_set.numpy(),
         surrogate_features=s_feat.numpy(),
+        line_sigma_hz=float("nan") if geometry is None else geometry.sigma_hz,
         instrument_time_s=total_instrument,
         wall_s=time.perf_counter() - t_wall,
-        shots=int(bias_shots.shape[0] + settings.shape[0] + 2 * 3 + plan.repeats * (len(refs) + 1)),
+        shots=int(
+            bias_shots.shape[0]
+            + settings.shape[0]
+            + 2 * 3
+            + plan.repeats * (len(refs) + 1)
+            + s_set.shape[0]
+        ),
         stage_instrument_s=stage_s,
     )
+
+
+def _pooled(noise: Repeatability) -> np.ndarray:
+    """The RMS noise for every feature: the pilot's per-feature scatter (2 passes) is too
+    rough to judge single features by, and the ring's features share one noise level."""
+    return np.full_like(noise.feature_std, noise.rms_std)
 
 
 def _shift_f(row: torch.Tensor, f_axis: torch.Tensor, steps: int) -> torch.Tensor:
@@ -345,21 +382,46 @@ def reference_settings_for(op: OperatingPoint, plan: CalibrationPlan) -> torch.T
     return torch.tensor(rows, dtype=torch.float64)
 
 
-def _neighbours(bias_axis: np.ndarray, bias_a: float) -> tuple[float, float]:
-    """The response biases either side of ``bias_a`` (itself at the ends of the axis)."""
-    b = np.sort(np.asarray(bias_axis, dtype=np.float64))
-    i = int(np.argmin(np.abs(b - bias_a)))
-    return float(b[max(0, i - 1)]), float(b[min(len(b) - 1, i + 1)])
-
-
 def encoding_ranges(op: OperatingPoint, bias_axis: np.ndarray) -> dict[str, tuple[float, float]]:
-    """Recommended encoding ranges: the drive window, and the bias halfway to its neighbours."""
-    b = np.sort(np.asarray(bias_axis, dtype=np.float64))
-    i = int(np.argmin(np.abs(b - op.bias_a)))
-    lo = b[i] if i == 0 else 0.5 * (b[i - 1] + b[i])
-    hi = b[i] if i == len(b) - 1 else 0.5 * (b[i] + b[i + 1])
+    """Recommended encoding ranges: the drive window, at the operating bias.
+
+    The bias is held at the operating point: one response-grid step of bias moves the comb
+    by several feature bins (≈ 4.3 MHz per 0.01 A near 1.8 A), so neither the window's
+    calm (no locking) nor the surrogate carries over to a neighbouring bias.
+    """
     return {
         "drive_hz": (float(op.drive_hz[0]), float(op.drive_hz[1])),
         "drive_dbm": (float(op.drive_dbm[0]), float(op.drive_dbm[1])),
-        "bias_a": (float(lo), float(hi)),
+        "bias_a": (float(op.bias_a), float(op.bias_a)),
     }
+
+
+def surrogate_sample(
+    ranges: dict[str, tuple[float, float]], points: int, *, seed: int = 0
+) -> torch.Tensor:
+    """(points, 3) settings drawn uniformly (seeded) inside the encoding ranges."""
+    gen = torch.Generator().manual_seed(int(seed))
+    u = torch.rand(points, len(SETTING_NAMES), generator=gen, dtype=torch.float64)
+    lo = torch.tensor([ranges[n][0] for n in SETTING_NAMES], dtype=torch.float64)
+    hi = torch.tensor([ranges[n][1] for n in SETTING_NAMES], dtype=torch.float64)
+    return lo + u * (hi - lo)
+
+
+def line_geometry(
+    reservoir: PhysicalReservoir, freq: np.ndarray, traces: np.ndarray, floor: float
+) -> LineGeometry | None:
+    """Bin membership of the trace points, floor and line width, for the grey-box surrogate.
+
+    None when the features are not bins of the trace (no drive line to draw) or no trace
+    shows a line strong enough to measure its width.
+    """
+    spec = getattr(reservoir, "feature_spec", None)
+    if spec is None or spec.kind != "bins":
+        return None
+    sigma = line_sigma_hz(freq, traces, floor)
+    if not np.isfinite(sigma):
+        return None
+    axis = torch.from_numpy(np.asarray(freq, dtype=np.float64))
+    # The extractor's own averaging matrix: features of the identity "traces" (P, P).
+    weights = FeatureExtractor(spec, axis)(torch.eye(axis.numel(), dtype=torch.float64))
+    return LineGeometry.from_bin_weights(axis, weights, floor, sigma)

@@ -203,3 +203,24 @@ def adjacent_spacing_hz(
     gaps = np.diff(strong)
     gaps = gaps[gaps <= 1.5 * np.median(gaps)]
     return float(np.median(gaps))
+
+
+def line_sigma_hz(frequency_hz: np.ndarray, traces_dbm: np.ndarray, floor_dbm: float) -> float:
+    """Standard deviation of the displayed line shape, Hz, from the strongest line of each trace.
+
+    Near its maximum a Gaussian line is a parabola in dB: y = top - (10/ln 10)·Δf²/(2σ²).
+    The curvature through the three points around each trace's strongest point (at least
+    30 dB above the floor, so the floor does not flatten it) gives σ; the median over the
+    traces is returned. NaN when no trace has such a line.
+    """
+    f = np.asarray(frequency_hz, dtype=np.float64)
+    df = f[1] - f[0]
+    sigmas = []
+    for trace in np.asarray(traces_dbm, dtype=np.float64):
+        i = int(np.argmax(trace))
+        if not 0 < i < len(trace) - 1 or trace[i] < floor_dbm + 30.0:
+            continue
+        curvature = (trace[i - 1] - 2 * trace[i] + trace[i + 1]) / df**2
+        if curvature < 0:
+            sigmas.append(np.sqrt(-(10.0 / np.log(10.0)) / curvature))
+    return float(np.median(sigmas)) if sigmas else float("nan")

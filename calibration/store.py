@@ -13,10 +13,12 @@ the reservoir's full snapshot, instrument identities included, plus provenance):
            /leg (0 up, 1 down); /comb_hz (NaN: comb outside the span); /spacing_hz
 /response/settings      (B·P·Fq, 3); /features (B, P, Fq, F); /drive_hz; /drive_dbm; /bias_a;
          /sensitivity   (B, P, Fq)   sensitivity / noise
+         /interaction   (B, P, Fq)   drive's effect away from its own tone, noise units (bins)
 /reference/settings     (S, 3); /comb (S,) bool; /features (R, S, F); /traces_dbm (R, S, P)
 /noise/feature_std      (F,)
 /normalisation/mean, /std   (F,)
 /surrogate/<name>       state_dict tensors of `RingSurrogate`; /surrogate_data/settings, features
+                        (the random shots in the operating window), /validation_index
 ```
 """
 
@@ -85,6 +87,9 @@ def summary_of(result: CalibrationResult) -> dict[str, Any]:
         "surrogate_validation_over_noise": sf.validation_rmse / max(noise_db, 1e-12),
         "surrogate_rows_train": sf.n_train,
         "surrogate_rows_validation": sf.n_validation,
+        "surrogate_grey_box": sf.model.grey_box,
+        "surrogate_line_sigma_hz": sf.model.line_sigma_hz(),
+        "line_sigma_hz": result.line_sigma_hz,
         "shots": result.shots,
         "instrument_time_s": result.instrument_time_s,
         "wall_s": result.wall_s,
@@ -141,6 +146,8 @@ def save_calibration(
             g["drive_dbm"] = result.drive_dbm
             g["bias_a"] = result.response_bias_a
             g["sensitivity"] = result.sensitivity
+            if result.interaction is not None:
+                g["interaction"] = result.interaction
             g = h5.create_group("reference")
             g["settings"] = result.reference_settings
             g["comb"] = result.comb_reference

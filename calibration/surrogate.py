@@ -1,10 +1,20 @@
 """A differentiable surrogate of the ring: settings (N, 3) -> features (N, F).
 
-A small MLP fitted to the calibration measurements. It carries its own input
-scaling (the calibrated setting ranges mapped to [-1, 1]) and output scaling
-(per-feature mean/std), so callers feed raw settings in Hz, dBm, A and get
-features in the reservoir's units. Training uses it for physics-aware training
-(PAT): the forward pass runs on the ring, the backward pass through this model.
+Two forms, one class (`RingSurrogate`):
+
+* **grey-box** (what `labpgt calibrate` fits): the drive tone is a spectral line at exactly
+  the drive frequency. The surrogate draws it analytically into the feature bins (a
+  Gaussian line of fitted width on the analyzer's own frequency axis, averaged in dB over
+  each bin's trace points, exactly as `labpgt.features` bins a trace), so the step a bin
+  takes when the tone crosses its edge is not something the network has to learn. A small
+  MLP learns the rest: the tone's level (dB relative to the drive power) and the smooth
+  background (the ring's comb and whatever the drive does to it).
+* **plain MLP** (no analyzer axis given; e.g. peak features or a caller's own data).
+
+Either carries its own input scaling (the calibrated setting ranges mapped to [-1, 1]) and
+output scaling (per-feature mean/std), so callers feed raw settings in Hz, dBm, A and get
+features in the reservoir's units. Training uses it for physics-aware training (PAT): the
+forward pass runs on the ring, the backward pass through this model.
 """
 
 from __future__ import annotations
@@ -17,9 +27,14 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+_LINE_WINDOW_SIGMAS = 8.0
+"""A drawn line touches the trace points within this many standard deviations of it."""
+_LEVEL_SCALE_DB = 10.0
+"""The network's level output is in units of this many dB (keeps it O(1))."""
+
 
 class SurrogateConfig(BaseModel):
-    """Architecture and fit of the surrogate MLP."""
+    """Architecture and fit of the surrogate."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -34,38 +49,141 @@ class SurrogateConfig(BaseModel):
     seed: int = Field(0, description="Seed of the split and of the initial weights.")
 
 
-class RingSurrogate(nn.Module):
-    """MLP from raw settings [drive_hz, drive_dbm, bias_a] to raw features.
+@dataclass(frozen=True)
+class LineGeometry:
+    """What the grey-box surrogate needs to draw a line into the feature bins.
 
-    Input scaling: ``(settings - centre) / half_width`` (from the calibrated ranges).
-    Output scaling: ``net(x) * feature_std + feature_mean``. Float64 throughout so a
-    gradient with respect to a drive frequency of ~2e9 Hz keeps its precision.
+    ``point_bin`` (P,) is the feature bin of each trace point (-1: in none) and
+    ``point_weight`` (P,) its weight in that bin's mean (1 / points in the bin), as in
+    `labpgt.features.FeatureExtractor`; ``floor_dbm`` the measured noise floor and
+    ``sigma_hz`` a first estimate of the displayed line's standard deviation (fitted on).
     """
 
-    def __init__(self, feature_dim: int, hidden: int = 64, layers: int = 3) -> None:
+    frequency_hz: torch.Tensor
+    point_bin: torch.Tensor
+    point_weight: torch.Tensor
+    floor_dbm: float
+    sigma_hz: float
+
+    @classmethod
+    def from_bin_weights(
+        cls,
+        frequency_hz: torch.Tensor,
+        bin_weights: torch.Tensor,
+        floor_dbm: float,
+        sigma_hz: float,
+    ) -> LineGeometry:
+        """From a (P, F) averaging matrix (each row one-hot times 1 / bin count, or zero)."""
+        w = bin_weights.to(torch.float64)
+        weight, index = w.max(dim=1)
+        index = torch.where(weight > 0, index, torch.full_like(index, -1))
+        return cls(
+            frequency_hz.to(torch.float64).flatten(), index, weight, float(floor_dbm), sigma_hz
+        )
+
+
+class RingSurrogate(nn.Module):
+    """Settings [drive_hz, drive_dbm, bias_a] (..., 3) -> raw features (..., F).
+
+    Input scaling: ``(settings - centre) / half_width`` (from the calibrated ranges).
+    Output: ``net(x)[:F] * feature_std + feature_mean``, plus, with ``points > 0``, the
+    drive line drawn into the bins at level ``drive_dbm + 10 dB * net(x)[F]``. Float64
+    throughout so a gradient with respect to a drive frequency of ~2e9 Hz keeps its
+    precision.
+    """
+
+    def __init__(self, feature_dim: int, hidden: int = 64, layers: int = 3, points: int = 0):
         super().__init__()
         self.feature_dim = int(feature_dim)
         self.hidden = int(hidden)
         self.layers = int(layers)
+        self.points = int(points)
         blocks: list[nn.Module] = []
         width_in = 3
         for _ in range(layers):
             blocks += [nn.Linear(width_in, hidden), nn.SiLU()]
             width_in = hidden
-        blocks.append(nn.Linear(width_in, feature_dim))
+        blocks.append(nn.Linear(width_in, feature_dim + (1 if self.points else 0)))
         self.net = nn.Sequential(*blocks).double()
         self.register_buffer("input_centre", torch.zeros(3, dtype=torch.float64))
         self.register_buffer("input_half_width", torch.ones(3, dtype=torch.float64))
         self.register_buffer("feature_mean", torch.zeros(feature_dim, dtype=torch.float64))
         self.register_buffer("feature_std", torch.ones(feature_dim, dtype=torch.float64))
+        if self.points:
+            p = self.points
+            self.register_buffer("axis_hz", torch.zeros(p, dtype=torch.float64))
+            self.register_buffer("point_bin", torch.full((p,), -1, dtype=torch.int64))
+            self.register_buffer("point_weight", torch.zeros(p, dtype=torch.float64))
+            self.register_buffer("floor_dbm", torch.zeros((), dtype=torch.float64))
+            self.log_sigma_hz = nn.Parameter(torch.zeros((), dtype=torch.float64))
+
+    @property
+    def grey_box(self) -> bool:
+        """True when the drive line is drawn analytically."""
+        return self.points > 0
+
+    def set_geometry(self, geometry: LineGeometry) -> None:
+        """Load the analyzer axis, bin membership, floor and initial line width."""
+        if geometry.frequency_hz.numel() != self.points:
+            raise ValueError(
+                f"line geometry has {geometry.frequency_hz.numel()} points, model {self.points}"
+            )
+        with torch.no_grad():
+            self.axis_hz.copy_(geometry.frequency_hz)
+            self.point_bin.copy_(geometry.point_bin)
+            self.point_weight.copy_(geometry.point_weight)
+            self.floor_dbm.fill_(geometry.floor_dbm)
+            self.log_sigma_hz.fill_(math.log(geometry.sigma_hz))
 
     def forward(self, settings: torch.Tensor) -> torch.Tensor:
-        """(N, 3) settings in Hz, dBm, A -> (N, F) features; differentiable."""
-        x = (settings.to(torch.float64) - self.input_centre) / self.input_half_width
-        return self.net(x) * self.feature_std + self.feature_mean
+        """(..., 3) settings in Hz, dBm, A -> (..., F) features; differentiable."""
+        s = settings.to(torch.float64)
+        lead = s.shape[:-1]
+        s = s.reshape(-1, 3)
+        out = self.net((s - self.input_centre) / self.input_half_width)
+        y = out[:, : self.feature_dim] * self.feature_std + self.feature_mean
+        if self.points:
+            level_dbm = s[:, 1] + _LEVEL_SCALE_DB * out[:, self.feature_dim]
+            y = y + self.drive_line(s[:, 0], level_dbm)
+        return y.reshape(*lead, self.feature_dim)
+
+    def drive_line(self, drive_hz: torch.Tensor, level_dbm: torch.Tensor) -> torch.Tensor:
+        """(N,) line frequencies and levels -> (N, F) what the line adds to each bin, dB.
+
+        Each trace point near the line rises from the floor by 10·log10(1 + line/floor);
+        a bin's feature is the mean of its points, so the line adds the weighted sum.
+        """
+        axis = self.axis_hz
+        step = axis[1] - axis[0]
+        sigma = self.log_sigma_hz.exp()
+        half = int(math.ceil(_LINE_WINDOW_SIGMAS * float(sigma.detach()) / float(step)))
+        centre = torch.round((drive_hz.detach() - axis[0]) / step).to(torch.int64)
+        index = centre.unsqueeze(1) + torch.arange(-half, half + 1, device=axis.device)
+        inside = (index >= 0) & (index < self.points)
+        index = index.clamp(0, self.points - 1)
+        shape = torch.exp(-0.5 * ((axis[index] - drive_hz.unsqueeze(1)) / sigma) ** 2)
+        relative = torch.pow(10.0, (level_dbm - self.floor_dbm) / 10.0).unsqueeze(1)
+        rise_db = 10.0 * torch.log10(1.0 + relative * shape)
+        weight = torch.where(inside, self.point_weight[index], torch.zeros_like(rise_db))
+        bins = self.point_bin[index]
+        weight = torch.where(bins >= 0, weight, torch.zeros_like(weight))
+        added = torch.zeros(drive_hz.shape[0], self.feature_dim + 1, dtype=rise_db.dtype)
+        # Points in no bin go to a spare column that is dropped.
+        target = torch.where(bins >= 0, bins, torch.full_like(bins, self.feature_dim))
+        added = added.scatter_add(1, target, rise_db * weight)
+        return added[:, : self.feature_dim]
+
+    def line_sigma_hz(self) -> float:
+        """Fitted standard deviation of the drawn line, Hz (NaN for a plain MLP)."""
+        return float(self.log_sigma_hz.detach().exp()) if self.points else float("nan")
 
     def architecture(self) -> dict[str, int]:
-        return {"feature_dim": self.feature_dim, "hidden": self.hidden, "layers": self.layers}
+        return {
+            "feature_dim": self.feature_dim,
+            "hidden": self.hidden,
+            "layers": self.layers,
+            "points": self.points,
+        }
 
 
 @dataclass
@@ -89,26 +207,32 @@ def fit_surrogate(
     *,
     ranges: torch.Tensor,
     config: SurrogateConfig | None = None,
+    geometry: LineGeometry | None = None,
 ) -> SurrogateFit:
     """Fit a `RingSurrogate` to measured (settings, features) pairs.
 
     ``ranges`` is (3, 2): low/high of each setting, used for the input scaling (a
-    setting at a range's low end maps to -1). A random ``validation_fraction`` of
-    the rows is held out; the model kept is the one with the lowest validation
-    error seen during training (early stopping on the held-out set would bias the
-    reported error, so the split for model selection is taken from the training
-    rows, and the reported error uses rows the fit never touched).
+    setting at a range's low end maps to -1). With ``geometry`` (bin features on a
+    known analyzer axis) the surrogate is the grey-box form, else a plain MLP. A random
+    ``validation_fraction`` of the rows is held out; the model kept is the one with the
+    lowest error seen during training on a slice of the *training* rows (early stopping
+    on the held-out rows would bias the reported error), and the reported error uses
+    rows the fit never touched.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a small MLP only loses to thread hand-offs (badly, on a busy box)
     try:
-        return _fit(settings, features, ranges, config or SurrogateConfig())
+        return _fit(settings, features, ranges, config or SurrogateConfig(), geometry)
     finally:
         torch.set_num_threads(threads)
 
 
 def _fit(
-    settings: torch.Tensor, features: torch.Tensor, ranges: torch.Tensor, cfg: SurrogateConfig
+    settings: torch.Tensor,
+    features: torch.Tensor,
+    ranges: torch.Tensor,
+    cfg: SurrogateConfig,
+    geometry: LineGeometry | None,
 ) -> SurrogateFit:
     settings = settings.to(torch.float64)
     features = features.to(torch.float64)
@@ -124,7 +248,10 @@ def _fit(
     sel_idx, fit_idx = train_idx[:n_sel], train_idx[n_sel:]
 
     torch.manual_seed(cfg.seed)
-    model = RingSurrogate(features.shape[1], cfg.hidden, cfg.layers)
+    points = 0 if geometry is None else geometry.frequency_hz.numel()
+    model = RingSurrogate(features.shape[1], cfg.hidden, cfg.layers, points)
+    if geometry is not None:
+        model.set_geometry(geometry)
     ranges = ranges.to(torch.float64)
     centre = ranges.mean(dim=1)
     half = ((ranges[:, 1] - ranges[:, 0]) / 2).clamp_min(1e-12)
@@ -173,10 +300,18 @@ def surrogate_state(model: RingSurrogate) -> tuple[dict[str, Any], dict[str, tor
 
 
 def build_surrogate(architecture: dict[str, Any], state: dict[str, torch.Tensor]) -> RingSurrogate:
-    """Rebuild a stored surrogate (inverse of `surrogate_state`)."""
+    """Rebuild a stored surrogate (inverse of `surrogate_state`; plain MLP for older files)."""
     model = RingSurrogate(
-        int(architecture["feature_dim"]), int(architecture["hidden"]), int(architecture["layers"])
+        int(architecture["feature_dim"]),
+        int(architecture["hidden"]),
+        int(architecture["layers"]),
+        int(architecture.get("points", 0)),
     )
-    model.load_state_dict({k: torch.as_tensor(v, dtype=torch.float64) for k, v in state.items()})
+    model.load_state_dict(
+        {
+            k: torch.as_tensor(v) if k == "point_bin" else torch.as_tensor(v, dtype=torch.float64)
+            for k, v in state.items()
+        }
+    )
     model.eval()
     return model

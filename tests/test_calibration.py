@@ -132,11 +132,7 @@ def test_drift_check_refuses_another_bench(with_hysteresis):
 
 
 def test_surrogate_error_reported_on_held_out_rows(with_hysteresis):
-    """The reported error is the held-out RMS (dB) and beats predicting each feature's mean.
-
-    (The brief's target, below twice the measured noise, is not reached on this ring yet:
-    see docs/calibration.md, "Surrogate accuracy".)
-    """
+    """The reported error is the held-out RMS (dB) and beats predicting each feature's mean."""
     _, result, cal = with_hysteresis
     fit = result.surrogate
     idx = fit.validation_index
@@ -148,3 +144,41 @@ def test_surrogate_error_reported_on_held_out_rows(with_hysteresis):
     baseline = float(((y - y.mean(dim=0)) ** 2).mean().sqrt())
     assert err < 0.8 * baseline, (err, baseline)
     assert fit.n_validation >= 0.15 * (fit.n_train + fit.n_validation)
+
+
+def test_surrogate_error_below_twice_the_noise(with_hysteresis, without_hysteresis):
+    """Issue 5's target, on the small grid with the test's 300-step fit (a configuration a
+    user can run: `labpgt calibrate --grid small --surrogate-steps 300`).
+
+    Error: RMS over the held-out shots (random settings in the operating window, from the
+    same draw as the training shots, never fitted) and all features, dB. Noise: the RMS
+    shot-to-shot scatter of the reference passes, dB. A perfect surrogate scores ≈1 (the
+    held-out shots carry their own noise).
+    """
+    for _, result, cal in (with_hysteresis, without_hysteresis):
+        fit = result.surrogate
+        assert fit.model.grey_box
+        ratio = fit.validation_rmse / result.noise.rms_std
+        assert ratio < 2.0, (fit.validation_rmse, result.noise.rms_std)
+        assert cal.surrogate_validation_over_noise == pytest.approx(ratio)
+        # the held-out shots lie inside the operating window the surrogate is for
+        x = torch.from_numpy(result.surrogate_settings)[fit.validation_index]
+        assert ((x >= cal.setting_lower() - 1e-6) & (x <= cal.setting_upper() + 1e-6)).all()
+        # and they are a real sample: drive frequencies spread over several feature bins
+        assert fit.n_validation >= 30
+        span = cal.encoding_ranges["drive_hz"]
+        assert span[1] - span[0] >= 3 * (cal.frequency_hz[-1] - cal.frequency_hz[0]) / 32
+
+
+def test_operating_window_avoids_the_locking_zone(with_hysteresis):
+    """The drive window sits where the drive leaves the comb alone (interaction ≈ noise),
+    and the grid does show a locking zone elsewhere at the operating bias."""
+    from calibration.analysis import INTERACTION_LIMIT, index_of
+
+    _, result, _ = with_hysteresis
+    op = result.operating
+    b = index_of(result.response_bias_a, op.bias_a)
+    f0, f1 = index_of(result.drive_hz, op.drive_hz[0]), index_of(result.drive_hz, op.drive_hz[1])
+    assert result.interaction is not None
+    assert result.interaction[b, :, f0 : f1 + 1].max() <= INTERACTION_LIMIT
+    assert result.interaction[b].max() > 3 * INTERACTION_LIMIT

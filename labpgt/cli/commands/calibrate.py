@@ -199,7 +199,20 @@ def _calibrate(
             f"{op.drive_hz[0] / 1e9:.4f}–{op.drive_hz[1] / 1e9:.4f} GHz, "
             f"{op.drive_dbm[0]:.1f}–{op.drive_dbm[1]:.1f} dBm",
         ),
-        ("sensitivity / noise (maximised)", f"{op.sensitivity_to_noise:.2f} noise std per step"),
+        (
+            "sensitivity / noise (maximised in the calm window)",
+            f"{op.sensitivity_to_noise:.2f} noise std per step",
+        ),
+        (
+            "surrogate",
+            (
+                f"grey-box: drive line (σ {s['surrogate_line_sigma_hz'] / 1e3:.0f} kHz) + MLP"
+                if s["surrogate_grey_box"]
+                else "MLP"
+            )
+            + f", {s['surrogate_rows_train']} shots fitted, "
+            f"{s['surrogate_rows_validation']} held out",
+        ),
         (
             "surrogate held-out error",
             f"{s['surrogate_validation_db']:.3f} dB = "
