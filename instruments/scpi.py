@@ -17,8 +17,8 @@ from instruments.connection import Connection, Opener
 from instruments.errors import InstrumentProtocolError, LimitError, instrument_error
 from instruments.limits import Limits
 from instruments.transport import (
+    SocketTransport,
     Transport,
-    VisaTransport,
     acquire_resource_manager,
     release_resource_manager,
 )
@@ -470,6 +470,6 @@ def open_family(
 
 def _visa_opener(rm: pyvisa.ResourceManager, resource: str, timeout_s: float) -> Opener:
     def opener() -> Transport:
-        return VisaTransport(rm, resource, timeout_s)
+        return SocketTransport.open(rm, resource, timeout_s)
 
     return opener

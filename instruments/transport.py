@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import threading
+import time
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -233,6 +235,125 @@ class VisaTransport:
         # Already gone is fine: closing is best effort by definition.
         with contextlib.suppress(verr.Error, OSError):
             self._res.close()
+
+
+class SocketTransport(VisaTransport):
+    """A pyvisa-py raw-socket session whose bytes are moved on its socket directly.
+
+    pyvisa opens, configures (NODELAY) and closes the session; reads and writes
+    skip pyvisa's generic read loop (4096-byte chunks, attribute look-ups and a
+    `select` per call, several calls per reply), which cost ~0.25 ms of CPU per
+    exchange here. Framing is the same: "\n"-terminated text, and IEEE 488.2
+    definite-length blocks read by their header's byte count, so "\n" bytes inside
+    the data never end a read. Bytes that arrive early stay buffered: a timed-out
+    wait loses nothing.
+    """
+
+    def __init__(self, rm: pyvisa.ResourceManager, resource: str, timeout_s: float) -> None:
+        super().__init__(rm, resource, timeout_s)
+        sock = self._socket()
+        if sock is None:  # not a pyvisa-py socket session: use pyvisa's I/O
+            self.close()
+            raise TypeError(f"{resource} is not a pyvisa-py raw-socket session")
+        self._sock = sock
+        self._buf = bytearray()
+
+    @classmethod
+    def open(cls, rm: pyvisa.ResourceManager, resource: str, timeout_s: float) -> VisaTransport:
+        """This transport for pyvisa-py raw sockets, `VisaTransport` for anything else."""
+        if not is_tcpip_socket(resource):
+            return VisaTransport(rm, resource, timeout_s)
+        try:
+            return cls(rm, resource, timeout_s)
+        except TypeError:
+            return VisaTransport(rm, resource, timeout_s)
+
+    @property
+    def timeout_s(self) -> float:
+        return self._timeout_s
+
+    @timeout_s.setter
+    def timeout_s(self, value: float) -> None:
+        self._timeout_s = value  # applied per read below; pyvisa's own reads are unused
+
+    def write(self, message: str) -> None:
+        try:
+            self._sock.sendall((message + TERMINATION).encode("ascii"))
+        except OSError as exc:
+            raise TransportClosed(str(exc) or "send failed") from exc
+
+    def _fill(self, deadline: float) -> None:
+        """Append what the socket has (waiting until `deadline` for something)."""
+        try:
+            remaining = deadline - time.monotonic()
+            ready, _, _ = select.select([self._sock], [], [], max(remaining, 0.0))
+            if not ready:
+                raise TransportTimeout(f"no reply within {self._timeout_s:.3g} s")
+            data = self._sock.recv(1 << 16)
+        except (OSError, ValueError) as exc:  # ValueError: the socket was closed under us
+            raise TransportClosed(str(exc) or "receive failed") from exc
+        if not data:
+            raise TransportClosed("connection closed by the instrument")
+        self._buf += data
+
+    def read(self) -> str:
+        deadline = time.monotonic() + self._timeout_s
+        term = TERMINATION.encode()
+        start = 0
+        while (end := self._buf.find(term, start)) < 0:
+            start = len(self._buf)
+            self._fill(deadline)
+        line = bytes(self._buf[:end])
+        del self._buf[: end + 1]
+        try:
+            return line.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise TransportGarbled(f"undecodable reply {line[:40]!r}") from exc
+
+    def read_exact(self, count: int) -> bytes:
+        deadline = time.monotonic() + self._timeout_s
+        term = TERMINATION.encode()
+        while True:
+            end = self._buf.find(term, 0, count)
+            take = count if end < 0 else end + 1
+            if len(self._buf) >= take:
+                head = bytes(self._buf[:take])
+                del self._buf[:take]
+                return head
+            self._fill(deadline)
+
+    def read_block_float32(self) -> np.ndarray:
+        deadline = time.monotonic() + self._timeout_s
+        while len(self._buf) < 2:
+            self._fill(deadline)
+        digits = self._buf[1:2]
+        if self._buf[:1] != b"#" or not digits.isdigit() or digits == b"0":
+            raise TransportGarbled(
+                f"no IEEE 488.2 definite-length block header in {bytes(self._buf[:16])!r}"
+            )
+        header_end = 2 + int(digits)
+        while len(self._buf) < header_end:
+            self._fill(deadline)
+        length_text = bytes(self._buf[2:header_end])
+        if not length_text.isdigit():
+            raise TransportGarbled(f"bad block length {length_text!r}")
+        end = header_end + int(length_text)
+        if (end - header_end) % 4:
+            raise TransportGarbled(f"block of {end - header_end} bytes is not float32")
+        while len(self._buf) < end + 1:
+            self._fill(deadline)
+        if self._buf[end : end + 1] != TERMINATION.encode():
+            raise TransportGarbled("block not followed by the termination character")
+        values = np.frombuffer(
+            self._buf, dtype="<f4", count=(end - header_end) // 4, offset=header_end
+        ).astype(np.float64)
+        del self._buf[: end + 1]
+        return values
+
+    def peer_closed(self) -> bool:
+        if self._buf:
+            return False  # unread bytes: the link was alive when they came
+        return super().peer_closed()
 
 
 class _translated:
