@@ -5,10 +5,12 @@ and power on the generator, set the bias on the supply, run one single sweep on
 the analyzer and read its 1001-point trace as an IEEE 488.2 binary block. All of
 it goes through the real drivers (`instruments.bench.Bench`), pyvisa-py and
 loopback TCP sockets to the virtual bench servers. A cycle is three exchanges:
-`SignalGenerator.set_cw` (`SOUR:FREQ;:SOUR:POW;` + read-backs + `SYST:ERR?`), the
-supply's ramp step with its read-back and `SYST:ERR?`, and the analyzer's
-`INIT;*OPC?;:TRAC:DATA? TRACE1`. `--property-sets` sets frequency and power as
-two properties instead (four exchanges, as two separate settings cost).
+the generator's `SOUR:FREQ;:SOUR:POW;` + read-backs + `SYST:ERR?`, the supply's
+ramp step with its read-back and `SYST:ERR?`, and the analyzer's
+`INIT;*OPC?;:TRAC:DATA? TRACE1`. `--sets` chooses how the drive and bias are set:
+`apply` (default: `Bench.apply`, the generator's and the supply's exchanges
+overlapped), `set_cw` (one after the other), `properties` (frequency and power
+as two property sets: four exchanges per cycle).
 
 The bias moves by up to 0.02 A per cycle at a ramp rate of 10 A/s: the driver
 spaces steps by step/rate x 1.1 + 1 ms, so some cycles wait for the ramp; that
@@ -19,7 +21,7 @@ wait is reported on its own.
    instrument time is the sum of the sweep times the analyzer reports.
 
 Usage: .venv/bin/python benchmarks/loop_overhead.py [--cycles 600] [--realtime-cycles 100]
-       [--property-sets]
+       [--sets apply|set_cw|properties]
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def _serve(realtime: bool, pipe: Connection) -> None:
                 return
 
 
-def run(realtime: bool, cycles: int, rbw_hz: float, property_sets: bool) -> dict[str, float]:
+def run(realtime: bool, cycles: int, rbw_hz: float, sets: str) -> dict[str, float]:
     ours, theirs = mp.get_context("fork").Pipe()
     server = mp.get_context("fork").Process(target=_serve, args=(realtime, theirs), daemon=True)
     server.start()
@@ -107,16 +109,20 @@ def run(realtime: bool, cycles: int, rbw_hz: float, property_sets: bool) -> dict
             compute0_s, _ = ours.recv()
             ramp0_s = supply.ramp_wait_s
             t0 = time.perf_counter()
-            if property_sets:
+            if sets == "properties":
                 for f_hz, p_dbm, i_a in rows[10:]:
                     gen.frequency_hz = f_hz
                     gen.power_dbm = p_dbm
                     supply.current_a = i_a
                     _, trace_dbm = sa.read_trace()
-            else:
+            elif sets == "set_cw":
                 for f_hz, p_dbm, i_a in rows[10:]:
                     gen.set_cw(f_hz, p_dbm)
                     supply.current_a = i_a
+                    _, trace_dbm = sa.read_trace()
+            else:
+                for f_hz, p_dbm, i_a in rows[10:]:
+                    bench.apply(f_hz, p_dbm, i_a)
                     _, trace_dbm = sa.read_trace()
             wall_s = time.perf_counter() - t0
             ramp_s = supply.ramp_wait_s - ramp0_s
@@ -149,20 +155,22 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=600, help="cycles without delay")
     parser.add_argument("--realtime-cycles", type=int, default=100, help="real-time cycles")
     parser.add_argument(
-        "--property-sets",
-        action="store_true",
-        help="set frequency and power as two properties (two exchanges) instead of set_cw",
+        "--sets",
+        choices=("apply", "set_cw", "properties"),
+        default="apply",
+        help="how drive and bias are set each cycle (default: Bench.apply)",
     )
     args = parser.parse_args()
 
     fast_rbw = 300e3
-    fast = run(False, args.cycles, fast_rbw, args.property_sets)
+    fast = run(False, args.cycles, fast_rbw, args.sets)
     real_rbw = rbw_for_sweep(SPAN_HZ, SWEEP_S)
-    real = run(True, args.realtime_cycles, real_rbw, args.property_sets)
+    real = run(True, args.realtime_cycles, real_rbw, args.sets)
     ratio = real["wall_s"] / real["instrument_s"]
 
     grid = AnalyzerGrid(center_hz=2.15e9, span_hz=SPAN_HZ, rbw_hz=real_rbw, points=POINTS)
-    how = "two property sets" if args.property_sets else "set_cw"
+    how = {"apply": "Bench.apply", "set_cw": "set_cw", "properties": "two property sets"}
+    how = how[args.sets]
     print(
         f"loop_overhead: set drive Hz + dBm ({how}), set bias, single sweep, "
         "1001-point REAL,32 trace"

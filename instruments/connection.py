@@ -80,6 +80,40 @@ class Connection:
     def write(self, command: str) -> None:
         self._transaction(command, lambda t: t.write(command))
 
+    def read_reply(self, command: str) -> str:
+        """Read the reply to `command`, written earlier by `write` (a split exchange).
+
+        No retry here: after a lost link the command must be sent again, which only
+        the caller can decide; the error says so and the next exchange reconnects.
+        """
+        with self.lock:
+            transport = self._transport
+            if transport is None or self._dirty:
+                raise InstrumentConnectionError(
+                    f"{self.label}: no session for the reply to {command!r}"
+                )
+            try:
+                return transport.read()
+            except TransportTimeout as exc:
+                self._dirty = True
+                raise InstrumentTimeoutError(
+                    f"{self.label}: no reply to {command!r} within {self.timeout_s:.3g} s "
+                    "(instrument stalled or busy)"
+                ) from exc
+            except TransportClosed as exc:
+                self._dirty = True
+                raise InstrumentConnectionError(
+                    f"{self.label}: connection lost before the reply to {command!r}: {exc}"
+                ) from exc
+            except TransportGarbled as exc:
+                self._dirty = True
+                raise InstrumentProtocolError(
+                    f"{self.label}: garbled reply to {command!r}: {exc}"
+                ) from exc
+            except BaseException:
+                self._dirty = True
+                raise
+
     def query(self, command: str, *, poll_s: float | None = None) -> str:
         """Write and read one reply within the current timeout.
 

@@ -14,7 +14,12 @@ import numpy as np
 import pyvisa
 
 from instruments.connection import Connection, Opener
-from instruments.errors import InstrumentProtocolError, LimitError, instrument_error
+from instruments.errors import (
+    InstrumentConnectionError,
+    InstrumentProtocolError,
+    LimitError,
+    instrument_error,
+)
 from instruments.limits import Limits
 from instruments.transport import (
     SocketTransport,
@@ -261,30 +266,37 @@ class ScpiInstrument:
         a queued error is raised (so caches hold what the instrument took). A queued
         error drains the rest of the queue and is raised as a typed error.
         """
-        parts = [c.lstrip(":") for c in commands]
-        parts.extend(get.lstrip(":") for get, _ in gets)
-        parts.append("SYST:ERR?")
-        message = ";:".join(parts)
+        message = _checked_message(commands, gets)
         with self.conn.lock:
             reply = self.conn.query(message)
-            # Numbers and booleans hold no ';'; the error message may (it comes last).
-            fields = reply.split(";", len(gets))
-            if len(fields) != len(gets) + 1:
-                expected = ";".join(["value"] * len(gets) + ['code,"message"'])
-                raise InstrumentProtocolError(
-                    f"{self.conn.label}: {message} answered {reply!r}, expected {expected!r}"
-                )
-            values = []
-            for (get, kind), text in zip(gets, fields, strict=False):
-                try:
-                    values.append(parse_value(text, kind, get))
-                except ValueError as exc:
-                    raise InstrumentProtocolError(f"{self.conn.label}: {exc}") from exc
-            code, error_text = self._parse_error(fields[-1])
-            if on_values is not None:
-                on_values(values)
-            if code != 0:
-                self._raise_errors([(code, error_text), *self.drain_errors()], context)
+            return self._checked_reply(message, reply, gets, context, on_values)
+
+    def _checked_reply(
+        self,
+        message: str,
+        reply: str,
+        gets: list[tuple[str, type]],
+        context: str,
+        on_values: Callable[[list[Any]], None] | None,
+    ) -> list[Any]:
+        # Numbers and booleans hold no ';'; the error message may (it comes last).
+        fields = reply.split(";", len(gets))
+        if len(fields) != len(gets) + 1:
+            expected = ";".join(["value"] * len(gets) + ['code,"message"'])
+            raise InstrumentProtocolError(
+                f"{self.conn.label}: {message} answered {reply!r}, expected {expected!r}"
+            )
+        values = []
+        for (get, kind), text in zip(gets, fields, strict=False):
+            try:
+                values.append(parse_value(text, kind, get))
+            except ValueError as exc:
+                raise InstrumentProtocolError(f"{self.conn.label}: {exc}") from exc
+        code, error_text = self._parse_error(fields[-1])
+        if on_values is not None:
+            on_values(values)
+        if code != 0:
+            self._raise_errors([(code, error_text), *self.drain_errors()], context)
         return values
 
     # -- identity ----------------------------------------------------------------------
@@ -343,39 +355,86 @@ class ScpiInstrument:
         queue: `A x;:B y;:A?;:B?;:SYST:ERR?`. A queued error is raised as a typed error
         naming every value of the message, after the read-backs were cached.
         """
-        checked: list[tuple[Control, Any]] = []
-        for name, value in values.items():
-            control = getattr(type(self), name, None)
-            if not isinstance(control, Control) or control.set_command is None:
-                raise AttributeError(f"{self.role}: {name} is not a settable control")
-            if control.setter is not None:
-                raise AttributeError(f"{self.role}: {name} has its own setter; set it alone")
-            value = self._coerce(control, value)
-            if control.check is not None:
-                getattr(self, control.check)(value)
-            checked.append((control, value))
+        checked = self.check_controls(**values)
         self._send_settings(checked)
         return {control.name: self._last[control.name] for control, _ in checked}
 
-    def _send_settings(self, checked: list[tuple[Control, Any]]) -> None:
-        """One exchange for already validated settings: sets, read-backs, `SYST:ERR?`."""
+    def check_controls(self, **values: Any) -> list[tuple[Control, Any]]:
+        """Coerce and limit-check settings for `set_controls`/`start_controls`; sends nothing."""
+        checked: list[tuple[Control, Any]] = []
+        for name, value in values.items():
+            control = getattr(type(self), name, None)
+            if isinstance(control, Control) and control.setter is not None:
+                raise AttributeError(f"{self.role}: {name} has its own setter; set it alone")
+            checked.append((control, self.check_value(name, value)))
+        return checked
+
+    def check_value(self, name: str, value: Any) -> Any:
+        """`value` coerced for the settable control `name` and limit-checked; sends nothing."""
+        control = getattr(type(self), name, None)
+        if not isinstance(control, Control) or control.set_command is None:
+            raise AttributeError(f"{self.role}: {name} is not a settable control")
+        value = self._coerce(control, value)
+        if control.check is not None:
+            getattr(self, control.check)(value)
+        return value
+
+    def start_controls(self, checked: list[tuple[Control, Any]]) -> Callable[[], None]:
+        """Send checked settings now, take the reply later: returns `finish()`.
+
+        Lets a caller overlap this instrument's exchange with another instrument's
+        (e.g. the generator's with the supply's). Hold `conn.lock` until `finish()`
+        ran; it reads the reply, caches the read-backs and raises a queued error as
+        `set_controls` does. A link lost before the reply makes `finish()` redo the
+        whole (idempotent) settings exchange on a fresh session.
+        """
+        message, gets, readback, context = self._settings_message(checked)
+        for control, value in checked:
+            self._last[control.name] = value
+        self.conn.write(message)
+
+        def finish() -> None:
+            def cache(taken: list[Any]) -> None:
+                for control, value in zip(readback, taken, strict=True):
+                    self._last[control.name] = value
+
+            try:
+                try:
+                    reply = self.conn.read_reply(message)
+                except InstrumentConnectionError:
+                    self._send_settings(checked)
+                    return
+                self._checked_reply(message, reply, gets, context, cache)
+            finally:
+                self._after_set([control for control, _ in checked])
+
+        return finish
+
+    def _settings_message(
+        self, checked: list[tuple[Control, Any]]
+    ) -> tuple[str, list[tuple[str, type]], list[Control], str]:
         texts = [format_value(value, control.kind) for control, value in checked]
         pairs = list(zip(checked, texts, strict=True))
         sets = [control.set_command.format(text) for (control, _), text in pairs]
         readback = [control for control, _ in checked if control.readback]
+        gets = [(control.get_command, control.kind) for control in readback]
+        context = "setting " + ", ".join(f"{control.name}={text}" for (control, _), text in pairs)
+        return _checked_message(sets, gets), gets, readback, context
+
+    def _send_settings(self, checked: list[tuple[Control, Any]]) -> None:
+        """One exchange for already validated settings: sets, read-backs, `SYST:ERR?`."""
+        message, gets, readback, context = self._settings_message(checked)
 
         def cache(taken: list[Any]) -> None:
             for control, value in zip(readback, taken, strict=True):
                 self._last[control.name] = value
 
-        context = "setting " + ", ".join(f"{control.name}={text}" for (control, _), text in pairs)
         with self.conn.lock:
             for control, value in checked:
                 self._last[control.name] = value
             try:
-                self.query_checked_many(
-                    sets, [(c.get_command, c.kind) for c in readback], context, cache
-                )
+                reply = self.conn.query(message)
+                self._checked_reply(message, reply, gets, context, cache)
             finally:
                 self._after_set([control for control, _ in checked])
 
@@ -431,6 +490,14 @@ class ScpiInstrument:
                 value = format_value(self._last[control.name], control.kind)
                 self.conn.write(control.set_command.format(value))
         self.sync()
+
+
+def _checked_message(commands: list[str], gets: list[tuple[str, type]]) -> str:
+    """`SET a;:SET b;:GET?;:GET?;:SYST:ERR?`: sets, queries and the error queue in one message."""
+    parts = [c.lstrip(":") for c in commands]
+    parts.extend(get.lstrip(":") for get, _ in gets)
+    parts.append("SYST:ERR?")
+    return ";:".join(parts)
 
 
 def open_family(

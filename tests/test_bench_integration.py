@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from instruments.bench import Bench, bench_config_from_resources, dump_bench, load_bench
-from instruments.errors import LimitError
+from instruments.errors import ExecutionError, LimitError
 from sim.grid import AnalyzerGrid
 from sim.params import RingParams
 from sim.ring import RingModel
@@ -192,3 +192,40 @@ def test_set_cw_against_the_virtual_generator():
         with pytest.raises(LimitError):
             bench.generator.set_cw(2.1e9, 50.0)
         assert vb.generator.power_dbm == -12.5
+
+
+def test_apply_overlaps_generator_and_supply_and_keeps_every_check():
+    rate, step = 4.0, 0.05
+    cfg = {"ramp_rate_a_per_s": rate, "ramp_step_a": step}
+    with VirtualBench(quiet_ring()) as vb, Bench.open(config(vb, **cfg)) as bench:
+        bench.enable_outputs()
+        bench.apply(2.1e9, -12.0, 0.3)  # a ramp of six steps under the generator's reply
+        assert (vb.generator.frequency_hz, vb.generator.power_dbm) == (2.1e9, -12.0)
+        assert bench.generator._last["power_dbm"] == -12.0
+        assert supply_state(vb) == (0.3, True) and bench.supply._setpoint_a == 0.3
+        # A refused value (any of the three) sends nothing to either instrument.
+        log_before = len(vb.supply_log)
+        for args in ((2.1e9, 5.0, 0.35), (2.1e9, -12.0, 3.0), (9e9, -12.0, 0.35)):
+            with pytest.raises(LimitError):
+                bench.apply(*args)
+        assert len(vb.supply_log) == log_before and vb.generator.frequency_hz == 2.1e9
+        # A generator error is raised after the supply's setting went through.
+        vb.inject_fault("generator", "error")
+        with pytest.raises(ExecutionError) as info:
+            bench.apply(2.2e9, -11.0, 0.35)
+        assert info.value.instrument == "generator" and info.value.code == -200
+        assert supply_state(vb) == (0.35, True) and vb.generator.frequency_hz == 2.1e9
+        # A supply error is raised too, and the generator's exchange still completes.
+        vb.inject_fault("supply", "error")
+        with pytest.raises(ExecutionError) as info:
+            bench.apply(2.2e9, -11.0, 0.4)
+        assert info.value.instrument == "supply"
+        assert vb.generator.frequency_hz == 2.2e9 and vb.supply.current_a == 0.35
+        # A dropped generator link during the overlap: the settings are redone.
+        vb.inject_fault("generator", "drop")
+        bench.apply(2.15e9, -10.0, 0.4)
+        assert (vb.generator.frequency_hz, vb.generator.power_dbm) == (2.15e9, -10.0)
+        assert bench.generator.conn.reconnects == 1
+        _, p_dbm = bench.analyzer.read_trace()
+        assert p_dbm.shape == (GRID.points,)
+    assert_rate_respected(vb.supply_log, rate, step)
