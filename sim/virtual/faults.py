@@ -25,6 +25,7 @@ class FaultPlan:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._armed: Counter[str] = Counter()
+        self._pending = 0  # sum of _armed: read without the lock (an int read is atomic)
         self.fired: Counter[str] = Counter()
 
     def arm(self, kind: str, count: int = 1) -> None:
@@ -35,13 +36,17 @@ class FaultPlan:
             raise FaultError(f"fault count must be an integer >= 1, got {count!r}")
         with self._lock:
             self._armed[kind] += count
+            self._pending += count
 
     def take(self, kind: str) -> bool:
         """Consume one armed fault of `kind`; True if one was armed."""
+        if not self._pending:  # nothing armed (the usual case): no lock per command line
+            return False
         with self._lock:
             if self._armed[kind] <= 0:
                 return False
             self._armed[kind] -= 1
+            self._pending -= 1
             self.fired[kind] += 1
             return True
 
@@ -53,6 +58,7 @@ class FaultPlan:
     def clear(self) -> None:
         with self._lock:
             self._armed.clear()
+            self._pending = 0
 
 
 def garble(reply: bytes) -> bytes:
