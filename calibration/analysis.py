@@ -198,7 +198,7 @@ def feature_normalisation(
     power_window: tuple[int, int],
     frequency_window: tuple[int, int],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature (mean, std) over the operating window: what training will see."""
+    """Per-feature (mean, std) over a power x frequency window of the grid at one bias."""
     y = np.asarray(response, dtype=np.float64)
     (p0, p1), (f0, f1) = power_window, frequency_window
     w = y[bias_index, p0 : p1 + 1, f0 : f1 + 1].reshape(-1, y.shape[-1])

@@ -273,9 +273,10 @@ def run_calibration(
     sens = sensitivity_map(response, noise.feature_std)
     inter = None if drive_bin is None else interaction_map(response, _pooled(noise), drive_bin)
     b_idx = index_of(b_axis, op.bias_a)
-    win_p = (index_of(p_axis.numpy(), op.drive_dbm[0]), index_of(p_axis.numpy(), op.drive_dbm[1]))
-    win_f = (index_of(f_axis.numpy(), op.drive_hz[0]), index_of(f_axis.numpy(), op.drive_hz[1]))
-    mean, std = feature_normalisation(response, b_idx, win_p, win_f)
+    # Normalisation over the whole drive grid at the operating bias, not just the calm
+    # window: there most features barely move (std ≈ noise), and a training run that drives
+    # the default encoding (the bench's whole drive range) would see them at ±50 std.
+    mean, std = feature_normalisation(response, b_idx, (0, len(p_axis) - 1), (0, len(f_axis) - 1))
 
     # 5. surrogate: random settings inside the operating window (the encoding ranges), fitted
     # and validated on shots from that one distribution.
