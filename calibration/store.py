@@ -87,6 +87,8 @@ def summary_of(result: CalibrationResult) -> dict[str, Any]:
         "surrogate_validation_over_noise": sf.validation_rmse / max(noise_db, 1e-12),
         "surrogate_rows_train": sf.n_train,
         "surrogate_rows_validation": sf.n_validation,
+        "surrogate_grid_validation_db": sf.context_validation_rmse,
+        "surrogate_grid_validation_over_noise": sf.context_validation_rmse / max(noise_db, 1e-12),
         "surrogate_grey_box": sf.model.grey_box,
         "surrogate_line_sigma_hz": sf.model.line_sigma_hz(),
         "line_sigma_hz": result.line_sigma_hz,

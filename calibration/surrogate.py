@@ -199,6 +199,10 @@ class SurrogateFit:
     n_validation: int
     validation_index: torch.Tensor
     """Row indices (into the fitted data) that were held out."""
+    context_validation_rmse: float = float("nan")
+    """Held-out RMS error on the context rows (NaN without them), same unit."""
+    context_validation_index: torch.Tensor | None = None
+    """Row indices (into the context rows) that were held out."""
 
 
 def fit_surrogate(
@@ -208,6 +212,7 @@ def fit_surrogate(
     ranges: torch.Tensor,
     config: SurrogateConfig | None = None,
     geometry: LineGeometry | None = None,
+    context: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> SurrogateFit:
     """Fit a `RingSurrogate` to measured (settings, features) pairs.
 
@@ -218,11 +223,17 @@ def fit_surrogate(
     lowest error seen during training on a slice of the *training* rows (early stopping
     on the held-out rows would bias the reported error), and the reported error uses
     rows the fit never touched.
+
+    ``context`` (settings, features) are further rows from outside the domain the
+    validation error is for (calibrate: the response grid at the operating bias, around
+    the operating window), so the surrogate also covers them. They are split the same way;
+    their training share is fitted, their held-out share gives `context_validation_rmse`,
+    and neither enters the stopping rule or `validation_rmse`.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a small MLP only loses to thread hand-offs (badly, on a busy box)
     try:
-        return _fit(settings, features, ranges, config or SurrogateConfig(), geometry)
+        return _fit(settings, features, ranges, config or SurrogateConfig(), geometry, context)
     finally:
         torch.set_num_threads(threads)
 
@@ -233,6 +244,7 @@ def _fit(
     ranges: torch.Tensor,
     cfg: SurrogateConfig,
     geometry: LineGeometry | None,
+    context: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> SurrogateFit:
     settings = settings.to(torch.float64)
     features = features.to(torch.float64)
@@ -246,6 +258,16 @@ def _fit(
     # A slice of the training rows chooses the stopping point, never the reported rows.
     n_sel = max(1, len(train_idx) // 8)
     sel_idx, fit_idx = train_idx[:n_sel], train_idx[n_sel:]
+    x_fit, y_fit = settings[fit_idx], features[fit_idx]
+    ctx_x = ctx_y = ctx_val = None
+    if context is not None and context[0].shape[0] >= 2:
+        ctx_x, ctx_y = context[0].to(torch.float64), context[1].to(torch.float64)
+        m = ctx_x.shape[0]
+        ctx_perm = torch.randperm(m, generator=gen)
+        m_val = max(1, int(round(cfg.validation_fraction * m)))
+        ctx_val, ctx_fit = ctx_perm[:m_val], ctx_perm[m_val:]
+        x_fit = torch.cat([x_fit, ctx_x[ctx_fit]])
+        y_fit = torch.cat([y_fit, ctx_y[ctx_fit]])
 
     torch.manual_seed(cfg.seed)
     points = 0 if geometry is None else geometry.frequency_hz.numel()
@@ -259,10 +281,9 @@ def _fit(
     half = torch.where(half > 1e-9 * centre.abs().clamp_min(1.0), half, torch.ones_like(half))
     model.input_centre.copy_(centre)
     model.input_half_width.copy_(half)
-    model.feature_mean.copy_(features[fit_idx].mean(dim=0))
-    model.feature_std.copy_(features[fit_idx].std(dim=0).clamp_min(1e-6))
+    model.feature_mean.copy_(y_fit.mean(dim=0))
+    model.feature_std.copy_(y_fit.std(dim=0).clamp_min(1e-6))
 
-    x_fit, y_fit = settings[fit_idx], features[fit_idx]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps)
     best_err, best_state = math.inf, None
@@ -287,7 +308,10 @@ def _fit(
     with torch.no_grad():
         val = _rmse(model(settings[val_idx]), features[val_idx])
         train = _rmse(model(settings[train_idx]), features[train_idx])
-    return SurrogateFit(model, val, train, len(train_idx), n_val, val_idx)
+        ctx_err = float("nan")
+        if ctx_val is not None:
+            ctx_err = _rmse(model(ctx_x[ctx_val]), ctx_y[ctx_val])
+    return SurrogateFit(model, val, train, len(train_idx), n_val, val_idx, ctx_err, ctx_val)
 
 
 def _rmse(pred: torch.Tensor, target: torch.Tensor) -> float:

@@ -218,6 +218,11 @@ def _calibrate(
             f"{s['surrogate_validation_db']:.3f} dB = "
             f"{s['surrogate_validation_over_noise']:.2f} × noise",
         ),
+        (
+            "surrogate error, drive grid outside the window (held-out grid rows)",
+            f"{s['surrogate_grid_validation_db']:.3f} dB = "
+            f"{s['surrogate_grid_validation_over_noise']:.2f} × noise",
+        ),
         ("instrument time", f"{s['instrument_time_s']:.1f} s"),
         ("wall time", f"{s['wall_s']:.1f} s"),
     ]
