@@ -156,29 +156,43 @@ class Bench:
         self.supply.output_on = True
         self.generator.rf_on = True
 
-    def apply(self, frequency_hz: float, power_dbm: float, current_a: float) -> None:
-        """Drive frequency and power, and bias current, for the next sweep.
+    def apply(
+        self,
+        frequency_hz: float | None = None,
+        power_dbm: float | None = None,
+        current_a: float | None = None,
+    ) -> None:
+        """Drive frequency and power, and bias current, for the next sweep (None: unchanged).
 
         Every value is limit-checked before anything is sent. The generator's
-        exchange (`set_cw`) is sent first and its reply read after the supply's
+        exchange (as `set_cw`) is sent first and its reply read after the supply's
         (ramped) setting, so the two instruments work at the same time; each still
         reads back its values and raises its own queued error before this returns.
         If both fail, the supply's error is raised with the generator's as a note.
         """
         generator, supply = self.generator, self.supply
-        checked = generator.check_controls(frequency_hz=frequency_hz, power_dbm=power_dbm)
-        current_a = supply.check_value("current_a", current_a)
+        drive = {
+            name: value
+            for name, value in (("frequency_hz", frequency_hz), ("power_dbm", power_dbm))
+            if value is not None
+        }
+        checked = generator.check_controls(**drive)
+        if current_a is not None:
+            current_a = supply.check_value("current_a", current_a)
         with generator.conn.lock, supply.conn.lock:
-            finish = generator.start_controls(checked)
+            finish = generator.start_controls(checked) if checked else None
             try:
-                supply.current_a = current_a
+                if current_a is not None:
+                    supply.current_a = current_a
             except BaseException as exc:
-                try:
-                    finish()
-                except InstrumentsError as generator_error:
-                    exc.add_note(f"generator also failed: {generator_error}")
+                if finish is not None:
+                    try:
+                        finish()
+                    except InstrumentsError as generator_error:
+                        exc.add_note(f"generator also failed: {generator_error}")
                 raise
-            finish()
+            if finish is not None:
+                finish()
 
     def snapshot(self) -> dict[str, Any]:
         """Identity and settings of every instrument, plus the limits and settle times."""

@@ -221,6 +221,11 @@ def test_apply_overlaps_generator_and_supply_and_keeps_every_check():
             bench.apply(2.2e9, -11.0, 0.4)
         assert info.value.instrument == "supply"
         assert vb.generator.frequency_hz == 2.2e9 and vb.supply.current_a == 0.35
+        # None leaves a value as it is.
+        bench.apply(power_dbm=-10.5)
+        assert (vb.generator.frequency_hz, vb.generator.power_dbm) == (2.2e9, -10.5)
+        bench.apply(current_a=0.4)
+        assert vb.supply.current_a == 0.4
         # A dropped generator link during the overlap: the settings are redone.
         vb.inject_fault("generator", "drop")
         bench.apply(2.15e9, -10.0, 0.4)
