@@ -55,6 +55,9 @@ def render_trace(
     if dtype is None:
         needs_grad = torch.is_grad_enabled() and (line_hz.requires_grad or line_mw.requires_grad)
         dtype = torch.float64 if needs_grad else torch.float32
+    needs_grad = torch.is_grad_enabled() and (line_hz.requires_grad or line_mw.requires_grad)
+    if dtype == torch.float32 and not needs_grad:
+        return _render_fast(line_hz, line_mw, grid, params, generator)
     n, n_lines = line_hz.shape
     points = grid.points
     bin_hz = grid.bin_hz
@@ -99,3 +102,76 @@ def render_trace(
     if lines_mw.requires_grad and torch.is_grad_enabled():
         return (10.0 * torch.log10(base + lines_mw)).to(torch.float64)
     return base.add_(lines_mw).log10_().to(torch.float64).mul_(10.0)
+
+
+_CHUNK_FLOATS = 1 << 17  # trace values per chunk of the fast path (512 kB of float32)
+
+
+def _render_fast(
+    line_hz: torch.Tensor,
+    line_mw: torch.Tensor,
+    grid: AnalyzerGrid,
+    params: RingParams,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """`render_trace` in float32 without autograd, with fewer passes over less memory.
+
+    The same draws in the same order as the general path (jitter (N, L), then the
+    floor (N, P)). Each window value is one exponential of
+    ln(P_line * jitter) - r^2/2 - r*o - o^2/2 (r: the line's offset from its centre
+    point, o: the window offset, both in standard deviations), built by one small
+    GEMM, so the jitter costs an (N, L) add instead of an exp and a multiply. The
+    lines land in a trace padded by 2*half + 1 points on each side (as in the
+    general path) whose body already holds the noise floor. Rows go in chunks of
+    ~512 kB through one reused buffer: the temporaries stay in cache, and fresh
+    memory (page faults cost ~1 ns per byte here) is only the (N, P) output.
+    """
+    n, n_lines = line_hz.shape
+    points = grid.points
+    bin_hz = grid.bin_hz
+    sigma_hz = line_sigma_hz(grid)
+    half = min(int(math.ceil(_WINDOW_SIGMAS * sigma_hz / bin_hz)), points)
+    pad = 2 * half + 1
+    floor = noise_floor_mw(grid, params)
+
+    log_amplitude = torch.log(line_mw)
+    if generator is not None and params.jitter_db > 0:
+        jitter = torch.randn(n, n_lines, generator=generator, dtype=torch.float32)
+        log_amplitude.add_(jitter.to(torch.float64), alpha=_NEPER_PER_DB * params.jitter_db)
+    scatter = None
+    if generator is not None and params.noise_floor_std_db > 0:
+        scatter = torch.randn(n, points, generator=generator, dtype=torch.float32)
+
+    position = (line_hz - grid.start_hz) / bin_hz
+    centre = torch.round(position).clamp_(-half - 1, points + half)
+    residual = (centre - position) * (bin_hz / sigma_hz)  # (N, L), in standard deviations
+    offsets = torch.arange(-half, half + 1, dtype=torch.float64) * (bin_hz / sigma_hz)
+    # exponent (N*L, W) = [ln A - r^2/2, r] @ [[1 ...], [-o ...]] - o^2/2
+    factors = torch.stack([log_amplitude.sub_(residual.square().mul_(0.5)), residual], dim=-1)
+    factors = factors.to(torch.float32).reshape(n, n_lines, 2)
+    rows = torch.stack([torch.ones_like(offsets), -offsets]).to(torch.float32)
+    bias = offsets.square().mul_(-0.5).to(torch.float32)
+    first = (centre.to(torch.long) + pad).unsqueeze(-1)  # (N, L, 1)
+    window_steps = torch.arange(-half, half + 1)
+
+    out = torch.empty(n, points, dtype=torch.float64)
+    chunk = max(1, min(n, _CHUNK_FLOATS // points))
+    padded = torch.empty(chunk, points + 2 * pad, dtype=torch.float32)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        part = padded[: stop - start]
+        body = part[:, pad : pad + points]
+        part[:, :pad].zero_()
+        part[:, pad + points :].zero_()
+        if scatter is None:
+            body.fill_(floor)
+        else:
+            noise = scatter[start:stop].mul_(_NEPER_PER_DB * params.noise_floor_std_db).exp_()
+            torch.mul(noise, floor, out=body)
+        window = torch.addmm(bias, factors[start:stop].reshape(-1, 2), rows)
+        # exp(-87) is still a normal float32: no subnormal results (they are ~50x slower).
+        window.clamp_(min=-87.0).exp_()
+        index = (first[start:stop] + window_steps).reshape(stop - start, -1)
+        part.scatter_add_(1, index, window.reshape(stop - start, -1))
+        torch.mul(body.log10_(), 10.0, out=out[start:stop])
+    return out
