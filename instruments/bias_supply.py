@@ -22,7 +22,9 @@ from instruments.scpi import Control, ScpiInstrument, open_family
 RAMP_MARGIN = 1.1
 """Steps are spaced 10 % slower than the ramp rate allows ..."""
 RAMP_SLACK_S = 1e-3
-"""... plus 1 ms, so delivery jitter on the link never makes two steps look too close."""
+"""... plus 1 ms after a step that was only written (stamped when the write returned, maybe
+before the supply took it), so delivery jitter never makes two steps look too close. A step
+stamped after the supply's reply to it needs no slack: the supply had it by then."""
 
 
 class BiasSupply(ScpiInstrument):
@@ -60,6 +62,7 @@ class BiasSupply(ScpiInstrument):
         self._setpoint_a = 0.0
         self._output = False
         self._last_step_s = -math.inf
+        self._last_step_confirmed = False  # stamped after the supply's reply (no slack needed)
         self.steps_sent = 0
         self.ramp_wait_s = 0.0  # time spent waiting for the ramp rate, s (for benchmarks)
 
@@ -142,6 +145,7 @@ class BiasSupply(ScpiInstrument):
                     # Stamped once the reply is in: the supply has the step by then, so
                     # the next step's spacing can only come out longer, never shorter.
                     self._last_step_s = time.monotonic()
+                    self._last_step_confirmed = True
                     self.steps_sent += 1
             self._last["current_a"] = self._setpoint_a
 
@@ -153,7 +157,9 @@ class BiasSupply(ScpiInstrument):
         """Sleep until a step to `current_a` respects the ramp rate (plus margin and slack)."""
         step_a = abs(current_a - self._setpoint_a)
         due_s = (
-            self._last_step_s + RAMP_MARGIN * step_a / self.limits.ramp_rate_a_per_s + RAMP_SLACK_S
+            self._last_step_s
+            + RAMP_MARGIN * step_a / self.limits.ramp_rate_a_per_s
+            + (0.0 if self._last_step_confirmed else RAMP_SLACK_S)
         )
         wait_s = due_s - time.monotonic()
         if wait_s > 0:
@@ -163,6 +169,7 @@ class BiasSupply(ScpiInstrument):
     def _send_setpoint(self, current_a: float) -> None:
         self.conn.write(f"CURR {current_a:.12g}")
         self._last_step_s = time.monotonic()
+        self._last_step_confirmed = False
         self._setpoint_a = current_a
         self._last["current_a"] = current_a
         self.steps_sent += 1
@@ -175,6 +182,7 @@ class BiasSupply(ScpiInstrument):
                     self._send_setpoint(0.0)
                 self.conn.write("OUTP ON")
                 self._last_step_s = time.monotonic()  # switching on counts as a step
+                self._last_step_confirmed = False
                 self._output = True
                 if target_a != 0.0:
                     for point_a in ramp_points(0.0, target_a, self.limits.ramp_step_a):

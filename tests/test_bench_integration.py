@@ -234,3 +234,19 @@ def test_apply_overlaps_generator_and_supply_and_keeps_every_check():
         _, p_dbm = bench.analyzer.read_trace()
         assert p_dbm.shape == (GRID.points,)
     assert_rate_respected(vb.supply_log, rate, step)
+
+
+def test_confirmed_single_steps_respect_the_rate_with_no_jitter_allowance():
+    # Each set is one step sent with its read-back; the next step waits from the reply,
+    # which the supply sends after logging the step, so the logged spacing can never be
+    # shorter than step / rate - not even by a late server wake-up.
+    rate, step = 2.0, 0.05
+    cfg = {"ramp_rate_a_per_s": rate, "ramp_step_a": step}
+    with VirtualBench(quiet_ring()) as vb, Bench.open(config(vb, **cfg)) as bench:
+        bench.supply.output_on = True
+        start = len(vb.supply_log)
+        for k in range(1, 21):
+            bench.apply(current_a=0.01 * k)
+        log = vb.supply_log[start:]
+    assert [round(i, 6) for _, i, _ in log] == [round(0.01 * k, 6) for k in range(1, 21)]
+    assert_rate_respected(log, rate, step, jitter_s=0.0)

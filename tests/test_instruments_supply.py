@@ -77,6 +77,29 @@ def test_ramp_steps_with_output_on(mocker):
     t.assert_done()
 
 
+def test_a_step_confirmed_by_its_reply_needs_no_slack(mocker):
+    # The clock stands still under the patched sleep, so every wait is the full spacing.
+    sleep = mocker.patch("instruments.bias_supply.time.sleep")
+    supply, t = opened(
+        KepcoBOP,
+        [
+            ("CURR 0.04", None),
+            ("CURR 0.08;:CURR?;:SYST:ERR?", "0.08;" + NO_ERROR),
+            ("CURR 0.1;:CURR?;:SYST:ERR?", "0.1;" + NO_ERROR),
+        ],
+    )
+    supply._output = True
+    supply.current_a = 0.08  # two steps: 0.04 (written) and 0.08 (with its read-back)
+    supply.current_a = 0.1  # one step after a step the supply confirmed
+    # No wait before the very first step; after the written step: margin plus slack;
+    # after the confirmed step: margin only.
+    waits = [call.args[0] for call in sleep.call_args_list]
+    assert len(waits) == 2
+    assert waits[0] == pytest.approx(RAMP_MARGIN * 0.04 / 2.0 + RAMP_SLACK_S, rel=0.05)
+    assert waits[1] == pytest.approx(RAMP_MARGIN * 0.02 / 2.0, rel=0.05)
+    t.assert_done()
+
+
 def test_output_off_changes_setpoint_without_ramp(mocker):
     sleep = mocker.patch("instruments.bias_supply.time.sleep")
     supply, t = opened(KepcoBOP, [("CURR 1.5;:CURR?;:SYST:ERR?", "1.5;" + NO_ERROR)])
