@@ -189,9 +189,8 @@ def main() -> None:
         "surr. shots: random settings in the operating window (20 % held out); surr. err: on",
         "those held-out shots. grid err: on the held-out 20 % of the response-grid rows at the",
         "operating bias (whole drive range; fitted along so PAT has a surrogate there too).",
-        "Instrument time",
-        "is what a real bench would spend (settle + sweep), independent of load; wall times",
-        "taken under load are inflated.",
+        "Instrument time is what a real bench would spend (settle + sweep), independent of",
+        "load; wall times taken under load are inflated.",
     ]
     text = "\n".join(lines) + "\n"
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

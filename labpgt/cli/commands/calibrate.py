@@ -210,7 +210,7 @@ def _calibrate(
                 if s["surrogate_grey_box"]
                 else "MLP"
             )
-            + f", {s['surrogate_rows_train']} shots fitted, "
+            + f", {s['surrogate_rows_train']} window shots fitted (+ grid rows), "
             f"{s['surrogate_rows_validation']} held out",
         ),
         (
@@ -219,7 +219,7 @@ def _calibrate(
             f"{s['surrogate_validation_over_noise']:.2f} × noise",
         ),
         (
-            "surrogate error, drive grid outside the window (held-out grid rows)",
+            "surrogate error, whole drive grid at the operating bias (held-out grid rows)",
             f"{s['surrogate_grid_validation_db']:.3f} dB = "
             f"{s['surrogate_grid_validation_over_noise']:.2f} × noise",
         ),
