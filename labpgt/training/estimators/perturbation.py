@@ -121,7 +121,7 @@ class PGTEstimator(ParameterPerturbation):
 
     name: ClassVar[str] = "pgt"
     summary: ClassVar[str] = "paper-faithful PGT: integer perturbation matrix, ±δ, 3 passes"
-    defaults: ClassVar[dict[str, Any]] = {"probes": 1, "delta": 0.01, "perturb": "all"}
+    defaults: ClassVar[dict[str, Any]] = {"probes": 1, "delta": 0.1, "perturb": "all"}
 
     def direction(self, shapes: dict[str, torch.Size], seed: int) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(seed)
