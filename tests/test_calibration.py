@@ -189,3 +189,31 @@ def test_operating_window_avoids_the_locking_zone(with_hysteresis):
     assert result.interaction is not None
     assert result.interaction[b, :, f0 : f1 + 1].max() <= INTERACTION_LIMIT
     assert result.interaction[b].max() > 3 * INTERACTION_LIMIT
+
+
+def test_window_choice_on_a_synthetic_response():
+    """interaction_map flags drive settings that disturb bins away from the drive tone;
+    choose_operating_point keeps the drive window out of them, and falls back to
+    sensitivity alone when no calm run of three frequencies exists."""
+    import numpy as np
+
+    from calibration.analysis import choose_operating_point, interaction_map
+
+    rng = np.random.default_rng(0)
+    b, p, fq, f = 2, 3, 12, 12
+    drive_bin = np.arange(fq)  # drive frequency j lands in bin j
+    y = -90.0 + 0.25 * rng.standard_normal((b, p, fq, f))
+    for j in range(fq):
+        y[:, :, j, j] += np.array([4.0, 8.0, 12.0])[None, :]  # the drive tone itself
+    y[:, :, 8:, 0] += rng.normal(0.0, 6.0, (b, p, 4))  # a far bin moves: locking/mixing
+    y[1, :, 8:, 0] += 10.0  # bias 1 responds more: the most sensitive one
+    noise = np.full(f, 0.25)
+    inter = interaction_map(y, noise, drive_bin)
+    assert inter[:, :, :7].max() < 2.0 and inter[1, :, 8:].min() > 5.0
+    axes = (np.array([1.0, 2.0]), np.array([-20.0, -10.0, 0.0]), np.linspace(2e9, 2.3e9, fq))
+    op = choose_operating_point(y, noise, *axes, interaction=inter)
+    assert op.bias_a == 2.0 and op.drive_hz[1] <= axes[2][7]
+    assert op.drive_hz[1] - op.drive_hz[0] >= 2 * (axes[2][1] - axes[2][0])
+    everywhere = np.full_like(inter, 10.0)
+    fallback = choose_operating_point(y, noise, *axes, interaction=everywhere)
+    assert fallback == choose_operating_point(y, noise, *axes)
