@@ -277,8 +277,11 @@ def _fit(
     ranges = ranges.to(torch.float64)
     centre = ranges.mean(dim=1)
     half = ((ranges[:, 1] - ranges[:, 0]) / 2).clamp_min(1e-12)
-    # A setting held constant (zero width) still needs a finite scale.
-    half = torch.where(half > 1e-9 * centre.abs().clamp_min(1.0), half, torch.ones_like(half))
+    # A setting held constant (zero width; calibrate's bias) is no input at all: an infinite
+    # scale maps it to 0, so the surrogate claims no slope along it (it saw no variation).
+    half = torch.where(
+        half > 1e-9 * centre.abs().clamp_min(1.0), half, torch.full_like(half, math.inf)
+    )
     model.input_centre.copy_(centre)
     model.input_half_width.copy_(half)
     model.feature_mean.copy_(y_fit.mean(dim=0))

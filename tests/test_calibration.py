@@ -98,6 +98,9 @@ def test_loading_api_for_training(with_hysteresis):
     assert y.shape == (4, f) and y.dtype == torch.float64
     y.sum().backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    # fitted at the operating bias only: no claimed slope along the bias
+    assert cal.encoding_ranges["bias_a"][0] == cal.encoding_ranges["bias_a"][1]
+    assert (x.grad[:, 2] == 0).all() and (x.grad[:, :2] != 0).any()
     assert cal.reference_settings.shape[1] == 3
     assert cal.baseline_features.shape == (cal.reference_settings.shape[0], f)
     assert cal.noise_db == pytest.approx(result.noise.rms_std)
