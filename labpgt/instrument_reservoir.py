@@ -128,13 +128,13 @@ class InstrumentReservoir:
     def _apply(self, setting: torch.Tensor, key: torch.Tensor) -> None:
         prev = self._previous_key
         changed = [True] * 3 if prev is None else (key != prev).tolist()
-        generator, supply = self.bench.generator, self.bench.supply
-        if changed[_DRIVE_HZ]:
-            generator.frequency_hz = float(setting[_DRIVE_HZ])
-        if changed[_DRIVE_DBM]:
-            generator.power_dbm = float(setting[_DRIVE_DBM])
-        if changed[_BIAS_A]:
-            supply.current_a = float(setting[_BIAS_A])
+        # One overlapped step: every limit checked before a byte is sent, the generator's
+        # exchange in flight while the supply ramps; unchanged values are not re-sent.
+        self.bench.apply(
+            frequency_hz=float(setting[_DRIVE_HZ]) if changed[_DRIVE_HZ] else None,
+            power_dbm=float(setting[_DRIVE_DBM]) if changed[_DRIVE_DBM] else None,
+            current_a=float(setting[_BIAS_A]) if changed[_BIAS_A] else None,
+        )
         if not self._outputs_on:
             # Settings first, then outputs: the supply ramps up from 0 A to the setpoint
             # and RF comes on at the requested frequency and power, never a stale one.
