@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from instruments.bias_supply import RAMP_MARGIN, RAMP_SLACK_S, KepcoBOP, KeysightE36xx
 from instruments.errors import ExecutionError, LimitError
 from instruments.limits import Limits, ramp_points
 from instruments.replay import ReplayTransport
+
+
+def frozen_clock(mocker):
+    """Stop the supply's clock and record its waits instead of sleeping.
+
+    Only the driver's own view of time is replaced, so on a loaded machine the real
+    time between two steps cannot shorten a wait the test expects at full length.
+    """
+    sleep = mocker.Mock()
+    mocker.patch(
+        "instruments.bias_supply.time", SimpleNamespace(monotonic=lambda: 1000.0, sleep=sleep)
+    )
+    return sleep
+
 
 NO_ERROR = '+0,"No error"'
 LIMITS = Limits(ramp_rate_a_per_s=2.0, ramp_step_a=0.05, bias_min_a=-1.0, bias_max_a=2.5)
@@ -53,7 +69,7 @@ def test_e36xx_has_no_mode_command():
 
 
 def test_ramp_steps_with_output_on(mocker):
-    sleep = mocker.patch("instruments.bias_supply.time.sleep")
+    sleep = frozen_clock(mocker)
     supply, t = opened(
         KepcoBOP,
         [
@@ -79,7 +95,7 @@ def test_ramp_steps_with_output_on(mocker):
 
 def test_a_step_confirmed_by_its_reply_needs_no_slack(mocker):
     # The clock stands still under the patched sleep, so every wait is the full spacing.
-    sleep = mocker.patch("instruments.bias_supply.time.sleep")
+    sleep = frozen_clock(mocker)
     supply, t = opened(
         KepcoBOP,
         [
@@ -101,7 +117,7 @@ def test_a_step_confirmed_by_its_reply_needs_no_slack(mocker):
 
 
 def test_output_off_changes_setpoint_without_ramp(mocker):
-    sleep = mocker.patch("instruments.bias_supply.time.sleep")
+    sleep = frozen_clock(mocker)
     supply, t = opened(KepcoBOP, [("CURR 1.5;:CURR?;:SYST:ERR?", "1.5;" + NO_ERROR)])
     supply.current_a = 1.5
     assert sleep.call_count == 0
@@ -109,7 +125,7 @@ def test_output_off_changes_setpoint_without_ramp(mocker):
 
 
 def test_output_on_starts_at_zero_and_ramps_to_the_setpoint(mocker):
-    mocker.patch("instruments.bias_supply.time.sleep")
+    frozen_clock(mocker)
     supply, t = opened(
         KepcoBOP,
         [
@@ -127,7 +143,7 @@ def test_output_on_starts_at_zero_and_ramps_to_the_setpoint(mocker):
 
 
 def test_safe_off_ramps_down_then_switches_off(mocker):
-    sleep = mocker.patch("instruments.bias_supply.time.sleep")
+    sleep = frozen_clock(mocker)
     supply, t = opened(
         KepcoBOP,
         [
@@ -145,7 +161,7 @@ def test_safe_off_ramps_down_then_switches_off(mocker):
 
 
 def test_negative_bias_ramps_through_zero_on_bipolar(mocker):
-    mocker.patch("instruments.bias_supply.time.sleep")
+    frozen_clock(mocker)
     supply, t = opened(
         KepcoBOP,
         [
@@ -159,7 +175,7 @@ def test_negative_bias_ramps_through_zero_on_bipolar(mocker):
 
 
 def test_a_refused_final_step_raises_and_the_next_ramp_starts_from_the_read_back(mocker):
-    mocker.patch("instruments.bias_supply.time.sleep")
+    frozen_clock(mocker)
     supply, t = opened(
         KepcoBOP,
         [
