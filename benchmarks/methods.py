@@ -466,22 +466,32 @@ def plot_from(files: list[Path], img: Path) -> None:
         for mode in ("weight", "node"):
             runs = [r for r in scal if r["mode"] == mode]
             for r in runs:
+                if r["seed"] != runs[0]["seed"]:
+                    continue
                 axes[1].plot(
                     [i for i in range(len(r["curve"]))],
                     [100 * c[2] for c in r["curve"]],
                     label=f"{mode}, hidden {r['hidden']}",
                     ls="-" if mode == "weight" else ":",
                 )
-            pts = [(r["params"], r["steps_to_target"]) for r in runs if r["steps_to_target"]]
+            sizes = sorted({r["params"] for r in runs})
+            pts = []
+            for n in sizes:
+                hits = [r["steps_to_target"] for r in runs if r["params"] == n]
+                got = [h for h in hits if h is not None]
+                if got:
+                    pts.append((n, statistics.fmean(got)))
+                    axes[0].scatter([n] * len(got), got, s=10, alpha=0.5)
             if pts:
-                axes[0].plot(*zip(*sorted(pts), strict=True), marker="o", label=mode)
+                axes[0].plot(*zip(*pts, strict=True), marker="o", label=f"{mode} (mean of seeds)")
+        axes[0].set_xscale("log")
         axes[0].set_xlabel("parameters")
         axes[0].set_ylabel("updates to target train accuracy")
         axes[0].set_title("MGD on parity: updates to target")
         axes[0].legend()
         axes[1].set_xlabel("epoch")
         axes[1].set_ylabel("train accuracy, %")
-        axes[1].set_title("train accuracy curves")
+        axes[1].set_title("train accuracy curves (first seed)")
         axes[1].legend(fontsize=6)
         fig.tight_layout()
         fig.savefig(img / "study_mgd_scaling.png", dpi=100)
