@@ -48,6 +48,7 @@ from calibration.spectra import (
     noise_floor_dbm,
 )
 from calibration.surrogate import LineGeometry, SurrogateConfig, SurrogateFit, fit_surrogate
+from calibration.twin import fit_twin, twin_start
 from labpgt.errors import UserError
 from labpgt.features import FeatureExtractor
 from labpgt.reservoir import SETTING_NAMES, PhysicalReservoir, ReservoirOutput
@@ -55,6 +56,11 @@ from labpgt.scheduler import PerturbationScheduler
 
 StageProgress = Callable[[str, int, int, float], None]
 """progress(stage, done_shots, total_shots, instrument_time_s of the stage so far)."""
+
+SURROGATE_KINDS = ("grey-box", "twin")
+"""Surrogate kinds `run_calibration` fits (see its docstring)."""
+WINDOWS = ("calm", "sensitivity")
+"""How `run_calibration` picks the drive window (see its docstring)."""
 
 PRESET_DROP_A = 0.3
 """A reference pass starts this far below the operating bias, so every pass reaches the
@@ -172,8 +178,20 @@ def run_calibration(
     surrogate_config: SurrogateConfig | None = None,
     progress: StageProgress | None = None,
     retries: int = 2,
+    surrogate_kind: str = "grey-box",
+    window: str = "calm",
 ) -> CalibrationResult:
-    """Measure and analyse a full calibration (see the module docstring)."""
+    """Measure and analyse a full calibration (see the module docstring).
+
+    ``surrogate_kind``: "grey-box" (drawn drive line + MLP, the default) or "twin" (the
+    ring model with a few parameters fitted, `calibration.twin`). ``window``: "calm" (the
+    drive window where the drive leaves the comb alone, the default) or "sensitivity" (the
+    window sensitivity/noise alone picks: the locking zone).
+    """
+    if surrogate_kind not in SURROGATE_KINDS:
+        raise UserError(f"surrogate kind {surrogate_kind!r}: allowed {', '.join(SURROGATE_KINDS)}")
+    if window not in WINDOWS:
+        raise UserError(f"window {window!r}: allowed {', '.join(WINDOWS)}")
     plan = plan or CalibrationPlan()
     try:
         plan.check_within(reservoir.bounds)
@@ -257,7 +275,7 @@ def run_calibration(
         f_axis.numpy(),
         interaction=(
             None
-            if drive_bin is None
+            if drive_bin is None or window == "sensitivity"
             else interaction_map(response, _pooled(pilot_noise), drive_bin)
         ),
     )
@@ -293,14 +311,43 @@ def run_calibration(
     ranges = torch.tensor(
         [list(plan.drive_hz), list(plan.drive_dbm), [op.bias_a, op.bias_a]], dtype=torch.float64
     )
-    fit_s = fit_surrogate(
-        s_set,
-        s_feat,
-        ranges=ranges,
-        config=cfg,
-        geometry=geometry,
-        context=(settings[on_bias], feats[on_bias]),
-    )
+    if surrogate_kind == "twin":
+        if geometry is None:
+            raise UserError(
+                "surrogate kind 'twin' needs bin features and a measurable line width "
+                "(features kind 'bins')"
+            )
+        start, twin_grid = twin_start(freq, floor, geometry.sigma_hz, fit.field_per_ampere_oe_per_a)
+        tf = fit_twin(
+            s_set,
+            s_feat,
+            start=start,
+            grid=twin_grid,
+            spec=reservoir.feature_spec,
+            validation_fraction=cfg.validation_fraction,
+            seed=cfg.seed,
+            rounds=cfg.twin_rounds,
+            context=(settings[on_bias], feats[on_bias]),
+        )
+        fit_s = SurrogateFit(
+            tf.model,  # type: ignore[arg-type]  # same call contract as RingSurrogate
+            tf.validation_rmse,
+            tf.train_rmse,
+            tf.n_train,
+            tf.n_validation,
+            tf.validation_index,
+            tf.context_validation_rmse,
+            tf.context_validation_index,
+        )
+    else:
+        fit_s = fit_surrogate(
+            s_set,
+            s_feat,
+            ranges=ranges,
+            config=cfg,
+            geometry=geometry,
+            context=(settings[on_bias], feats[on_bias]),
+        )
 
     total_instrument = float(sum(stage_s.values()))
     return CalibrationResult(

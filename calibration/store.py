@@ -17,7 +17,8 @@ the reservoir's full snapshot, instrument identities included, plus provenance):
 /reference/settings     (S, 3); /comb (S,) bool; /features (R, S, F); /traces_dbm (R, S, P)
 /noise/feature_std      (F,)
 /normalisation/mean, /std   (F,)
-/surrogate/<name>       state_dict tensors of `RingSurrogate`; /surrogate_data/settings, features
+/surrogate/<name>       state_dict tensors of `RingSurrogate` (or `TwinSurrogate`: kind twin);
+                        /surrogate_data/settings, features
                         (the random shots in the operating window), /validation_index
 ```
 """
@@ -90,6 +91,7 @@ def summary_of(result: CalibrationResult) -> dict[str, Any]:
         "surrogate_grid_validation_db": sf.context_validation_rmse,
         "surrogate_grid_validation_over_noise": sf.context_validation_rmse / max(noise_db, 1e-12),
         "surrogate_grey_box": sf.model.grey_box,
+        "surrogate_kind": getattr(sf.model, "kind", "grey-box" if sf.model.grey_box else "mlp"),
         "surrogate_line_sigma_hz": sf.model.line_sigma_hz(),
         "line_sigma_hz": result.line_sigma_hz,
         "shots": result.shots,

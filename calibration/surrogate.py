@@ -47,6 +47,9 @@ class SurrogateConfig(BaseModel):
         0.2, gt=0, lt=0.9, description="Share of measured settings held out for validation."
     )
     seed: int = Field(0, description="Seed of the split and of the initial weights.")
+    twin_rounds: int = Field(
+        2, ge=0, le=5, description="Search rounds of the twin's model parameters (kind twin)."
+    )
 
 
 @dataclass(frozen=True)
@@ -321,13 +324,20 @@ def _rmse(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float(((pred - target) ** 2).mean().sqrt())
 
 
-def surrogate_state(model: RingSurrogate) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def surrogate_state(model: nn.Module) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(architecture, state_dict) — what the store writes."""
     return model.architecture(), {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def build_surrogate(architecture: dict[str, Any], state: dict[str, torch.Tensor]) -> RingSurrogate:
-    """Rebuild a stored surrogate (inverse of `surrogate_state`; plain MLP for older files)."""
+def build_surrogate(architecture: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
+    """Rebuild a stored surrogate (inverse of `surrogate_state`; plain MLP for older files).
+
+    A twin (``architecture["kind"] == "twin"``) is rebuilt by `calibration.twin.build_twin`.
+    """
+    if architecture.get("kind") == "twin":
+        from calibration.twin import build_twin
+
+        return build_twin(architecture, state)
     model = RingSurrogate(
         int(architecture["feature_dim"]),
         int(architecture["hidden"]),

@@ -82,6 +82,8 @@ def test_refuses_incompatible_version(calib, tmp_path, capsys):
         (["--grid", "huge", "--out", "x.h5"], "--grid must be one of"),
         (["--check", "missing.h5"], "does not exist"),
         (["--check", "c.h5", "--tolerance-mhz", "0"], "must be > 0"),
+        (["--surrogate", "spline", "--out", "x.h5"], "--surrogate must be one of"),
+        (["--window", "widest", "--out", "x.h5"], "--window must be one of"),
     ],
 )
 def test_bad_input_is_refused(args, message, capsys, tmp_path, monkeypatch):

@@ -22,6 +22,8 @@ from labpgt.reservoir import PhysicalReservoir
 console = Console(stderr=True)
 
 GRIDS = ("default", "small")
+SURROGATE_KINDS = ("grey-box", "twin")  # calibration.run.SURROGATE_KINDS (not imported: slow)
+WINDOWS = ("calm", "sensitivity")  # calibration.run.WINDOWS
 
 
 @contextmanager
@@ -93,6 +95,16 @@ def calibrate_command(
     surrogate_steps: int = typer.Option(
         3000, "--surrogate-steps", min=10, help="Adam steps of the surrogate fit."
     ),
+    surrogate: str = typer.Option(
+        "grey-box",
+        "--surrogate",
+        help="Surrogate kind: 'grey-box' (drive line + MLP) or 'twin' (ring model, fitted).",
+    ),
+    window: str = typer.Option(
+        "calm",
+        "--window",
+        help="Drive window: 'calm' (drive leaves the comb alone) or 'sensitivity' (locking zone).",
+    ),
     no_noise: bool = typer.Option(
         False, "--no-noise", hidden=True, help="Embedded bench: no noise and no drift."
     ),
@@ -119,6 +131,12 @@ def calibrate_command(
         raise UserError(f"--grid must be one of {', '.join(GRIDS)}; got {grid!r}")
     if tolerance_mhz <= 0 or tolerance_db <= 0:
         raise UserError("--tolerance-mhz and --tolerance-db must be > 0")
+    if surrogate not in SURROGATE_KINDS:
+        raise UserError(
+            f"--surrogate must be one of {', '.join(SURROGATE_KINDS)}; got {surrogate!r}"
+        )
+    if window not in WINDOWS:
+        raise UserError(f"--window must be one of {', '.join(WINDOWS)}; got {window!r}")
     sim = {
         "seed": seed,
         "noise": not no_noise,
@@ -130,7 +148,9 @@ def calibrate_command(
         _check(check, bench, tolerance_mhz, tolerance_db, sim)
         return
     assert out is not None
-    _calibrate(out, bench, grid, FeatureSpec(bins=bins), plots, surrogate_steps, sim)
+    _calibrate(
+        out, bench, grid, FeatureSpec(bins=bins), plots, surrogate_steps, sim, surrogate, window
+    )
 
 
 def _calibrate(
@@ -141,6 +161,8 @@ def _calibrate(
     plots: bool,
     surrogate_steps: int,
     sim: dict,
+    surrogate_kind: str = "grey-box",
+    window: str = "calm",
 ) -> None:
     from calibration.plan import CalibrationPlan
     from calibration.run import run_calibration
@@ -159,6 +181,8 @@ def _calibrate(
         "bench_file_text": bench.read_text() if bench and bench.is_file() else None,
         "embedded": sim if bench is None else None,
         "grid": grid,
+        "surrogate_kind": surrogate_kind,
+        "window": window,
     }
     progress = _progress()
     tasks: dict[str, int] = {}
@@ -171,7 +195,14 @@ def _calibrate(
     with _open_reservoir(bench, features=features, **_sim_kwargs(sim)) as reservoir:
         try:
             with progress:
-                result = run_calibration(reservoir, plan, surrogate_config=cfg, progress=report)
+                result = run_calibration(
+                    reservoir,
+                    plan,
+                    surrogate_config=cfg,
+                    progress=report,
+                    surrogate_kind=surrogate_kind,
+                    window=window,
+                )
         except MeasurementError as exc:
             raise UserError(f"calibration failed: {exc}") from None
     save_calibration(result, out, provenance=provenance)
@@ -200,18 +231,25 @@ def _calibrate(
             f"{op.drive_dbm[0]:.1f}–{op.drive_dbm[1]:.1f} dBm",
         ),
         (
-            "sensitivity / noise (maximised in the calm window)",
+            f"sensitivity / noise (maximised in the {window} window)",
             f"{op.sensitivity_to_noise:.2f} noise std per step",
         ),
         (
             "surrogate",
             (
-                f"grey-box: drive line (σ {s['surrogate_line_sigma_hz'] / 1e3:.0f} kHz) + MLP"
+                "twin: ring model, fitted parameters"
+                if s.get("surrogate_kind") == "twin"
+                else f"grey-box: drive line (σ {s['surrogate_line_sigma_hz'] / 1e3:.0f} kHz) + MLP"
                 if s["surrogate_grey_box"]
                 else "MLP"
             )
-            + f", {s['surrogate_rows_train']} window shots fitted (+ grid rows), "
-            f"{s['surrogate_rows_validation']} held out",
+            + f", {s['surrogate_rows_train']} window shots fitted "
+            + (
+                "(grid rows only scored), "
+                if s.get("surrogate_kind") == "twin"
+                else "(+ grid rows), "
+            )
+            + f"{s['surrogate_rows_validation']} held out",
         ),
         (
             "surrogate held-out error",
