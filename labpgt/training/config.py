@@ -48,6 +48,10 @@ class TrainConfig(BaseModel):
         128, ge=2, le=100_000, description="Training samples measured for the normalisation."
     )
     calibration: str | None = Field(None, description="Calibration file for normalisation.")
+    readout_init: Literal["random", "ridge"] = Field(
+        "random",
+        description="Readout before training: random, or the ridge baseline's fit (warm start).",
+    )
     estimator: EstimatorOptions = Field(default_factory=EstimatorOptions)
     method_opts: dict[str, OptionValue] = Field(
         default_factory=dict, description="--method-opt KEY=VALUE for the estimator."

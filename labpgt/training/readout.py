@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from labpgt.errors import UserError
 from labpgt.training.models import ReservoirModel
 from labpgt.training.tasks import Task
 
@@ -69,8 +70,48 @@ def acquire_features(model: ReservoirModel, x: torch.Tensor) -> torch.Tensor:
     return model.reservoir.features(raw).to(torch.float64)
 
 
-def readout_baseline(model: ReservoirModel, task: Task, *, seed: int) -> ReadoutResult:
-    """Fit the ridge readout on features of the model's current (random) upstream map."""
+LOGIT_SCALES: tuple[float, ...] = tuple(float(2**k) for k in range(11))  # 1 ... 1024
+
+
+def linear_readout(model: ReservoirModel) -> torch.nn.Linear:
+    """The model's readout when it is one linear layer on the features (else UserError)."""
+    readout = getattr(getattr(model, "downstream", None), "net", None)
+    if not isinstance(readout, torch.nn.Linear):
+        raise UserError(
+            "--readout-init ridge needs a single linear readout after the reservoir "
+            "(model 'dense' with --downstream-hidden 0)"
+        )
+    return readout
+
+
+@torch.no_grad()
+def warm_start_readout(
+    model: ReservoirModel, h: torch.Tensor, y: torch.Tensor, w: torch.Tensor
+) -> float:
+    """Copy the ridge readout W (F+1, C) into the model's linear readout; returns its scale.
+
+    Ridge fits one-hot targets, so its outputs sit near [0, 1] and would make
+    near-uniform logits; they are multiplied by the scale (from 1, 2, ... 1024)
+    with the lowest cross-entropy on the training features `h` (labels `y`), so
+    training starts from the baseline's accuracy at a sensible loss.
+    """
+    readout = linear_readout(model)
+    logits = ridge_predict(h, w)
+    losses = [float(torch.nn.functional.cross_entropy(s * logits, y)) for s in LOGIT_SCALES]
+    scale = LOGIT_SCALES[min(range(len(losses)), key=losses.__getitem__)]
+    readout.weight.copy_((scale * w[:-1]).T.to(readout.weight.dtype))
+    readout.bias.copy_((scale * w[-1]).to(readout.bias.dtype))
+    return scale
+
+
+def readout_baseline(
+    model: ReservoirModel, task: Task, *, seed: int, warm_start: bool = False
+) -> ReadoutResult:
+    """Fit the ridge readout on features of the model's current (random) upstream map.
+
+    With `warm_start`, the fitted readout also becomes the model's readout
+    (`warm_start_readout`), so training starts from the baseline instead of chance.
+    """
     backend = model.reservoir.require_backend()
     q0, t0, w0 = backend.queries, backend.instrument_time_s, time.perf_counter()
     h_train = acquire_features(model, task.x_train)
@@ -81,6 +122,8 @@ def readout_baseline(model: ReservoirModel, task: Task, *, seed: int) -> Readout
     )
     train_acc = float((ridge_predict(h_train, w).argmax(1) == task.y_train).double().mean())
     test_acc = float((ridge_predict(h_test, w).argmax(1) == task.y_test).double().mean())
+    if warm_start:
+        warm_start_readout(model, h_train, task.y_train, w)
     return ReadoutResult(
         train_acc=train_acc,
         test_acc=test_acc,

@@ -39,7 +39,7 @@ from labpgt.training.estimators import EstimatorContext, GradientEstimator, make
 from labpgt.training.metrics import EpochMetrics, accuracy, write_csv
 from labpgt.training.models import ReservoirModel
 from labpgt.training.plots import plot_run
-from labpgt.training.readout import ReadoutResult, readout_baseline
+from labpgt.training.readout import ReadoutResult, linear_readout, readout_baseline
 from labpgt.training.reservoir_layer import MeasurementBackend
 from labpgt.training.tasks import Task, load_task
 
@@ -145,6 +145,8 @@ def train(
     _seed_all(config.seed)
     model = build_model_for(config, task, backend)
     calibration = load_calibration_file(config.calibration)
+    if config.readout_init == "ridge":
+        linear_readout(model)  # refuse before anything is measured
     est = None
     if config.method != "readout":
         context = EstimatorContext(
@@ -187,7 +189,9 @@ def train(
         (out / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
         t0_wall, t0_inst = time.perf_counter(), backend.instrument_time_s
         normalise_features(config, task, model, backend, hooks.on_note, calibration)
-        baseline = readout_baseline(model, task, seed=config.seed)
+        baseline = readout_baseline(
+            model, task, seed=config.seed, warm_start=config.readout_init == "ridge"
+        )
         hooks.on_note(
             f"readout baseline: test accuracy {100 * baseline.test_acc:.1f} % "
             f"({baseline.queries} queries, ridge λ={baseline.ridge_lambda:g})"

@@ -208,6 +208,9 @@ def train_command(
     gain_c: float | None = typer.Option(None, help="SPSA c (default δ)."),
     warmup_samples: int = typer.Option(128, help="Samples measured for normalisation."),
     calibration: Path | None = typer.Option(None, help="Calibration file for normalisation."),
+    readout_init: str = typer.Option(
+        "random", help="Readout to start from: random | ridge (the baseline's fit)."
+    ),
     test_fraction: float = typer.Option(0.25, help="Held-out fraction of the data."),
     method_opt: list[str] = typer.Option(
         [], "--method-opt", help="Estimator option KEY=VALUE (repeatable; int/float/bool/str)."
@@ -257,6 +260,7 @@ def train_command(
         gain_c=gain_c,
         warmup_samples=warmup_samples,
         calibration=str(calibration) if calibration else None,
+        readout_init=readout_init,
         test_fraction=test_fraction,
         method_opts=parse_options("--method-opt", method_opt),
         model_opts=parse_options("--model-opt", model_opt),
