@@ -5,8 +5,8 @@ loopback sockets, driven through the real instrument drivers) and writes
 runs/demo, overwriting a previous demo. The readout starts from the ridge
 baseline's fit (`--readout-init ridge`), so what the demo shows is how much
 training the network around the ring adds to the classic reservoir readout.
-Sized by a query budget: 10000 training measurements take about 3 minutes on two
-idle CPU cores (about 45 shots/s through the virtual bench), plus the readout
+Sized by a query budget: 10000 training measurements take about 2 minutes on two
+idle CPU cores (about 70 shots/s through the virtual bench), plus the readout
 baseline and the warm-up batch.
 """
 
@@ -24,7 +24,7 @@ DEMO_OUT = "runs/demo"
 
 def demo_command(
     max_queries: int = typer.Option(
-        10000, "--max-queries", help="Training query budget (10000: about 4 minutes in all)."
+        10000, "--max-queries", help="Training query budget (10000: about 2.5 minutes in all)."
     ),
     seed: int = typer.Option(0, help="Seed."),
 ) -> None:
