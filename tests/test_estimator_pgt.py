@@ -13,8 +13,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -25,7 +23,6 @@ from labpgt.training.estimators import make_estimator
 from labpgt.training.estimators.backprop import true_gradient
 from labpgt.training.estimators.perturbation import PGTEstimator
 from labpgt.training.models import ReservoirModel
-from labpgt.training.tasks import split_standardise
 from labpgt.training.trainer import _loss, _seed_all, task_for
 
 
@@ -43,19 +40,9 @@ def test_perturbation_matrix_second_moment_is_the_normalisation(r: int, p: float
 
 
 @pytest.fixture(scope="module")
-def toy() -> Iterator[tuple[ReservoirModel, torch.Tensor, torch.Tensor]]:
-    config = make_config(
-        fast_sim=True, noise=False, drift=False, channels=1, bins=8, hidden=6, seed=3
-    )
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(60, 4, generator=gen).numpy()
-    y = ((x[:, 0] > 0).astype(int) + (x[:, 1] > 0.3).astype(int)).astype(int)
-    task = split_standardise("toy", x, y, ["a", "b", "c"], test_fraction=0.25, seed=0)
-    torch.manual_seed(3)
-    with open_backend(config) as backend:
-        model = build_model_for(config, task, backend)
-        normalise_features(config, task, model, backend, lambda _: None)
-        yield model, task.x_train[:16], task.y_train[:16]
+def toy(toy_setup) -> tuple[ReservoirModel, torch.Tensor, torch.Tensor]:
+    model, x, y, _ = toy_setup
+    return model, x, y
 
 
 def test_estimate_has_the_true_gradients_scale(toy) -> None:

@@ -8,15 +8,11 @@ stated threshold, and averaging more probes must move towards the true direction
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
 from labpgt.errors import UserError
-from labpgt.training.build import build_model_for, normalise_features
 from labpgt.training.config import make_config, parse_options
-from labpgt.training.environment import open_backend
 from labpgt.training.estimators import (
     ESTIMATORS,
     EstimatorContext,
@@ -26,7 +22,6 @@ from labpgt.training.estimators import (
 )
 from labpgt.training.estimators.backprop import true_gradient
 from labpgt.training.models import ReservoirModel
-from labpgt.training.tasks import split_standardise
 from labpgt.training.trainer import _loss
 
 # The ring's features are rough in u: finite differences agree with autograd only for
@@ -46,19 +41,8 @@ THRESHOLDS = {
 
 
 @pytest.fixture(scope="module")
-def setup() -> Iterator[tuple[ReservoirModel, torch.Tensor, torch.Tensor, object]]:
-    config = make_config(
-        fast_sim=True, noise=False, drift=False, channels=1, bins=8, hidden=6, seed=3
-    )
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(60, 4, generator=gen).numpy()
-    y = ((x[:, 0] > 0).astype(int) + (x[:, 1] > 0.3).astype(int)).astype(int)
-    task = split_standardise("toy", x, y, ["a", "b", "c"], test_fraction=0.25, seed=0)
-    torch.manual_seed(3)
-    with open_backend(config) as backend:
-        model = build_model_for(config, task, backend)
-        normalise_features(config, task, model, backend, lambda _: None)
-        yield model, task.x_train[:16], task.y_train[:16], backend
+def setup(toy_setup):
+    return toy_setup
 
 
 def flat(grads: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:

@@ -6,16 +6,11 @@ small scale: Δ = 1e-5 keeps the one-sided cost changes in the linear regime.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from labpgt.errors import UserError
-from labpgt.training.build import build_model_for, normalise_features
-from labpgt.training.config import make_config
-from labpgt.training.environment import open_backend
 from labpgt.training.estimators.backprop import true_gradient
 from labpgt.training.estimators.base import EstimatorOptions
 from labpgt.training.estimators.mgd import (
@@ -25,7 +20,6 @@ from labpgt.training.estimators.mgd import (
     walsh_rows,
 )
 from labpgt.training.models import ReservoirModel
-from labpgt.training.tasks import load_task
 
 DELTA = 1e-5
 
@@ -35,24 +29,10 @@ def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def small() -> Iterator[tuple[ReservoirModel, torch.Tensor, torch.Tensor]]:
+def small(iris_setup) -> tuple[ReservoirModel, torch.Tensor, torch.Tensor]:
     """iris, 1 channel, 8 bins, linear upstream: 37 parameters, 5 pre-activation nodes."""
-    cfg = make_config(
-        fast_sim=True,
-        noise=False,
-        drift=False,
-        channels=1,
-        bins=8,
-        hidden=0,
-        task="iris",
-        warmup_samples=16,
-    )
-    task = load_task("iris")
-    with open_backend(cfg) as backend:
-        torch.manual_seed(0)
-        model = build_model_for(cfg, task, backend)
-        normalise_features(cfg, task, model, backend, lambda _: None)
-        yield model, task.x_train[:8], task.y_train[:8]
+    model, task, _ = iris_setup
+    return model, task.x_train[:8], task.y_train[:8]
 
 
 def _cosine(model: ReservoirModel, x: torch.Tensor, y: torch.Tensor, opts: dict) -> float:

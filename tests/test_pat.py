@@ -7,7 +7,6 @@ drive window the model's encoding spans — what `labpgt calibrate` does on its 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -16,14 +15,10 @@ import torch.nn.functional as F
 
 from calibration.surrogate import RingSurrogate, SurrogateConfig, fit_surrogate
 from labpgt.errors import UserError
-from labpgt.training.build import build_model_for, normalise_features
-from labpgt.training.config import make_config
-from labpgt.training.environment import open_backend
 from labpgt.training.estimators.backprop import true_gradient
 from labpgt.training.estimators.base import EstimatorOptions
 from labpgt.training.estimators.pat import PATEstimator
 from labpgt.training.models import ReservoirModel
-from labpgt.training.tasks import load_task
 
 
 @dataclass
@@ -39,37 +34,23 @@ def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def setup() -> Iterator[tuple[ReservoirModel, torch.Tensor, torch.Tensor, FittedCalibration]]:
-    cfg = make_config(
-        fast_sim=True,
-        noise=False,
-        drift=False,
-        channels=1,
-        bins=8,
-        hidden=0,
-        task="iris",
-        warmup_samples=16,
+def setup(iris_setup) -> tuple[ReservoirModel, torch.Tensor, torch.Tensor, FittedCalibration]:
+    model, task, backend = iris_setup
+    # A dense grid over the window of u the batch drives (a calibration fitted over the
+    # operating window): settings and their measured features.
+    x, y = task.x_train[:16], task.y_train[:16]
+    with torch.no_grad():
+        u_batch, _ = model.run_upstream(x)
+    lo, hi = u_batch.min(0).values - 0.05, u_batch.max(0).values + 0.05
+    u = torch.cartesian_prod(*(torch.linspace(a, b, 24) for a, b in zip(lo, hi, strict=True)))
+    settings = model.reservoir.settings(u).reshape(-1, 3)
+    feats = backend.measure(settings).to(torch.float64)
+    ranges = torch.stack([settings.min(0).values, settings.max(0).values], dim=1)
+    fit = fit_surrogate(
+        settings, feats, ranges=ranges, config=SurrogateConfig(hidden=32, steps=600)
     )
-    task = load_task("iris")
-    with open_backend(cfg) as backend:
-        torch.manual_seed(0)
-        model = build_model_for(cfg, task, backend)
-        normalise_features(cfg, task, model, backend, lambda _: None)
-        # A dense grid over the window of u the batch drives (a calibration fitted over the
-        # operating window): settings and their measured features.
-        x, y = task.x_train[:16], task.y_train[:16]
-        with torch.no_grad():
-            u_batch, _ = model.run_upstream(x)
-        lo, hi = u_batch.min(0).values - 0.05, u_batch.max(0).values + 0.05
-        u = torch.cartesian_prod(*(torch.linspace(a, b, 24) for a, b in zip(lo, hi, strict=True)))
-        settings = model.reservoir.settings(u).reshape(-1, 3)
-        feats = backend.measure(settings).to(torch.float64)
-        ranges = torch.stack([settings.min(0).values, settings.max(0).values], dim=1)
-        fit = fit_surrogate(
-            settings, feats, ranges=ranges, config=SurrogateConfig(hidden=32, steps=600)
-        )
-        cal = FittedCalibration(fit.model, fit.validation_rmse)
-        yield model, x, y, cal
+    cal = FittedCalibration(fit.model, fit.validation_rmse)
+    return model, x, y, cal
 
 
 def test_pat_gradient_beats_threshold(setup) -> None:
