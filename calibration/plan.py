@@ -132,11 +132,3 @@ class CalibrationPlan(BaseModel):
         lo_p = min(self.drive_dbm[0], self.bias_sweep_drive_dbm)
         hi_p = max(self.drive_dbm[1], self.bias_sweep_drive_dbm)
         return torch.tensor([list(self.drive_hz), [lo_p, hi_p], [lo_b, hi_b]], dtype=torch.float64)
-
-    def shot_count(self) -> int:
-        """Shots except the reference repeats (which depend on the operating point)."""
-        return (
-            self.drive_points * self.power_points * len(self.response_bias_a)
-            + 2 * self.bias_points
-            + self.surrogate_points
-        )

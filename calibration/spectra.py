@@ -6,8 +6,6 @@ All functions take analyzer traces in dBm on a uniform frequency axis in Hz
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 from scipy.signal import find_peaks
 
@@ -65,61 +63,6 @@ def comb_centroid_hz(
         return float("nan")
     w = 10.0 ** (p_lines / 10.0)
     return float(np.sum(w * f_lines) / np.sum(w))
-
-
-def line_differences_hz(
-    frequency_hz: np.ndarray,
-    traces_dbm: Sequence[np.ndarray] | np.ndarray,
-    floor_dbm: float,
-    *,
-    max_difference_hz: float = 60e6,
-    **line_kw: float,
-) -> np.ndarray:
-    """All pairwise frequency differences between lines of the same trace, pooled, Hz."""
-    diffs: list[np.ndarray] = []
-    for trace in traces_dbm:
-        f_lines, _ = find_lines(frequency_hz, trace, floor_dbm, **line_kw)
-        if f_lines.size < 2:
-            continue
-        d = np.abs(f_lines[:, None] - f_lines[None, :])[np.triu_indices(f_lines.size, k=1)]
-        diffs.append(d[(d > 0) & (d <= max_difference_hz)])
-    return np.concatenate(diffs) if diffs else np.empty(0)
-
-
-def comb_spacing_hz(
-    differences_hz: np.ndarray,
-    *,
-    min_spacing_hz: float = 1e6,
-    max_spacing_hz: float = 30e6,
-    tolerance: float = 0.12,
-) -> tuple[float, float]:
-    """The comb's mode spacing from pooled line differences: (spacing in Hz, share explained).
-
-    Differences between comb lines are whole multiples of the spacing Δ; drive
-    lines and idlers add differences that are not. For each candidate Δ the
-    score is the share of differences within ``tolerance``·Δ of a multiple of Δ;
-    every Δ/n also explains a comb, so the *largest* Δ scoring within 5% of the
-    best is taken, then refined by least squares on the differences it explains.
-    """
-    d = np.asarray(differences_hz, dtype=np.float64)
-    d = d[d >= 0.5 * min_spacing_hz]
-    if d.size < 3:
-        raise ValueError(
-            f"only {d.size} line differences found: too few lines to measure the mode spacing"
-        )
-    candidates = np.geomspace(min_spacing_hz, max_spacing_hz, 4000)
-    ratio = d[None, :] / candidates[:, None]
-    n = np.round(ratio)
-    explained = (np.abs(ratio - n) < tolerance) & (n >= 1)
-    score = explained.mean(axis=1)
-    best = score.max()
-    good = np.nonzero(score >= best - 0.05)[0]
-    spacing0 = candidates[good[-1]]
-    ratio = d / spacing0
-    n = np.round(ratio)
-    keep = (np.abs(ratio - n) < tolerance) & (n >= 1)
-    spacing = float(np.sum(n[keep] * d[keep]) / np.sum(n[keep] ** 2))
-    return spacing, float(keep.mean())
 
 
 def trace_shift_hz(

@@ -73,10 +73,6 @@ class Connection:
                 self._transport.close()
                 self._transport = None
 
-    @property
-    def is_open(self) -> bool:
-        return self._transport is not None
-
     def write(self, command: str) -> None:
         self._transaction(command, lambda t: t.write(command))
 
