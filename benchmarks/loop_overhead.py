@@ -16,7 +16,9 @@ The bias moves by up to 0.02 A per cycle at a ramp rate of 10 A/s: the driver
 spaces steps by step/rate x 1.1 + 1 ms, so some cycles wait for the ramp; that
 wait is reported on its own.
 
-1. No simulated delay: cycles per second (target >= 300/s).
+1. No simulated delay: full cycles per second end to end, the ring model's
+   compute included (target >= 300/s); the loop alone (model time taken out) is
+   printed as information.
 2. Real-time sweeps of 20 ms: wall time / instrument time (target <= 1.05), where
    instrument time is the sum of the sweep times the analyzer reports.
 
@@ -203,17 +205,20 @@ def main() -> None:
     )
     print()
     print(f"1. no simulated delay ({fast['cycles']} cycles, RBW {fast_rbw / 1e3:.0f} kHz)")
+    ok = fast["cycles_per_s"] >= TARGET_CPS
     print(
-        f"   end to end: {fast['cycles_per_s']:.0f} cycles/s ({fast['ms_per_cycle']:.2f} ms/cycle),"
-        f" of which the ring model (sim.ring.measure, server side) took "
+        f"   end to end (ring model included): {fast['cycles_per_s']:.0f} cycles/s "
+        f"({fast['ms_per_cycle']:.2f} ms/cycle); target >= {TARGET_CPS:.0f}/s: "
+        f"{'PASS' if ok else 'FAIL'}"
+    )
+    print(
+        f"   of which the ring model (sim.ring.measure, server side) took "
         f"{1e3 * fast['compute_s'] / fast['cycles']:.2f} ms/cycle"
     )
-    ok = fast["loop_cycles_per_s"] >= TARGET_CPS
     print(
-        f"   loop overhead (drivers + pyvisa-py + sockets + SCPI servers, model excluded): "
-        f"{1e3 * fast['loop_s'] / fast['cycles']:.2f} ms/cycle = "
-        f"{fast['loop_cycles_per_s']:.0f} cycles/s; target >= {TARGET_CPS:.0f}/s: "
-        f"{'PASS' if ok else 'FAIL'}"
+        f"   loop overhead alone (drivers + pyvisa-py + sockets + SCPI servers, model excluded; "
+        f"information, not the target): {1e3 * fast['loop_s'] / fast['cycles']:.2f} ms/cycle = "
+        f"{fast['loop_cycles_per_s']:.0f} cycles/s"
     )
     print(
         f"   of which waiting for the bias ramp rate {1e3 * fast['ramp_s'] / fast['cycles']:.2f} "
