@@ -164,3 +164,24 @@ def test_a_trace_through_pyvisa_own_io_matches_the_socket_transport():
             finally:
                 sa.close()
     np.testing.assert_allclose(slow, fast, atol=1e-4)
+
+
+def test_a_peer_that_hangs_up_between_exchanges_is_seen_before_the_next_write(rm):
+    # The check that runs before every exchange: a live idle link is not closed; a peer
+    # that answered and then hung up is, with nothing read since the hang-up.
+    peer = ScriptedPeer([[(0.0, b"1\n")], [(0.0, b"2\n"), (0.0, b"<close>")]])
+    transport = SocketTransport.open(rm, peer.resource, 1.0)
+    try:
+        assert not transport.peer_closed()
+        transport.write("A?")
+        assert transport.read() == "1"
+        assert not transport.peer_closed()
+        transport.write("B?")
+        assert transport.read() == "2"
+        deadline = time.monotonic() + 5.0
+        while not transport.peer_closed():
+            assert time.monotonic() < deadline, "the hang-up was never seen"
+            time.sleep(0.005)
+    finally:
+        transport.close()
+        peer.close()
