@@ -16,9 +16,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
-from sim import dispersion
+from sim import dispersion, one_setting
 from sim.competition import steady_state
 from sim.grid import AnalyzerGrid
 from sim.injection import injection_lines
@@ -356,12 +357,35 @@ class RingModel:
         rf_on: bool | torch.Tensor = True,
         settle_s: TensorLike = 0.0,
     ) -> Trace:
-        """Measure N shots in order: per shot set_bias, settle, sweep, advance by the sweep."""
+        """Measure N shots in order: per shot set_bias, settle, sweep, advance by the sweep.
+
+        One shot (what the virtual analyzer asks for) runs through `sim.one_setting`
+        in NumPy float64, ~1 ms instead of ~5 ms through torch; N > 1 shots run as one
+        torch batch in float32 (`evaluate`'s fast path). They draw the same random
+        numbers and differ by float32 rounding: median ~3e-6 dB, up to ~0.02 dB where
+        two modes nearly tie.
+        """
         fin, dbm, bias, settle, rf = _broadcast(
             drive_hz=drive_hz, drive_dbm=drive_dbm, bias_a=bias_a, settle_s=settle_s, rf_on=rf_on
         )
         if (settle < 0).any():
             raise RingError("settle_s must be >= 0 s")
+        if fin.shape[0] == 1:
+            return self._measure_one(
+                float(fin), float(dbm), float(bias), float(settle), float(rf), grid
+            )
+        return self._measure_batch(fin, dbm, bias, settle, rf, grid)
+
+    def _measure_batch(
+        self,
+        fin: torch.Tensor,
+        dbm: torch.Tensor,
+        bias: torch.Tensor,
+        settle: torch.Tensor,
+        rf: torch.Tensor,
+        grid: AnalyzerGrid,
+    ) -> Trace:
+        """`measure` of (N,) checked float64 settings as one torch batch."""
         n = fin.shape[0]
         sweep_s = grid.sweep_time_s
         signs = torch.empty(n, dtype=torch.float64)
@@ -400,6 +424,59 @@ class RingModel:
             power_dbm=power,
             sweep_time_s=sweep_s,
             time_s=shot_time,
+        )
+
+    def _measure_one(
+        self, fin: float, dbm: float, bias: float, settle: float, rf: float, grid: AnalyzerGrid
+    ) -> Trace:
+        """`measure` of one shot through `sim.one_setting` (NumPy float64, ~10x faster).
+
+        The same state updates, the same random draws in the same order and the same
+        clock and drift sums as the batched code, so seeds and `state_dict` carry over.
+        """
+        p = self._params
+        sweep_s = grid.sweep_time_s
+        self.set_bias(bias)
+        field, gain = self._field_drift_oe, self._gain_drift_db
+        field_end, gain_end = field, gain
+        if p.drift:
+            z = torch.randn(2, 2, generator=self._generator, dtype=torch.float64).tolist()
+            steps = []
+            for dt, (z_field, z_gain) in zip((settle, sweep_s), z, strict=True):
+                steps.append(
+                    (
+                        p.field_drift_oe_per_min * math.sqrt(dt / 60.0) * z_field,
+                        p.gain_drift_db_per_hour * math.sqrt(dt / 3600.0) * z_gain,
+                    )
+                )
+            (field_settle, gain_settle), (field_sweep, gain_sweep) = steps
+            field, field_end = field + field_settle, field + (field_settle + field_sweep)
+            gain, gain_end = gain + gain_settle, gain + (gain_settle + gain_sweep)
+        jitter = scatter = None
+        if p.noise and p.jitter_db > 0:
+            jitter = torch.randn(1, 1 + 2 * p.mode_count, generator=self._generator).numpy()[0]
+        if p.noise and p.noise_floor_std_db > 0:
+            scatter = torch.randn(1, grid.points, generator=self._generator).numpy()[0]
+        total_field = p.field_per_current_oe_per_a * bias + self.remanence_sign * p.remanence_oe
+        line_hz, line_mw = one_setting.lines(
+            p, self._best_transducer_loss_db, fin, dbm, total_field + field, gain, rf
+        )
+        trace = one_setting.render(
+            line_hz,
+            line_mw,
+            grid,
+            p,
+            None if jitter is None else jitter.astype(np.float64),
+            None if scatter is None else scatter.astype(np.float64),
+        )
+        shot_time = self._time_s + settle
+        self._time_s = self._time_s + (settle + sweep_s)
+        self._field_drift_oe, self._gain_drift_db = field_end, gain_end
+        return Trace(
+            frequency_hz=grid.frequencies_hz(),
+            power_dbm=torch.from_numpy(trace).unsqueeze(0),
+            sweep_time_s=sweep_s,
+            time_s=torch.tensor([shot_time], dtype=torch.float64),
         )
 
     def state_dict(self) -> dict[str, Any]:
