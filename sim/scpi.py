@@ -172,19 +172,25 @@ def parse_unit(text: str, path: tuple[Node, ...]) -> tuple[Unit, tuple[Node, ...
     common commands leave the path unchanged.
     """
     stripped = text.strip()
-    header, _, rest = stripped.partition(" ")
-    if "\t" in header:  # any white space separates the header from its parameters
-        header, rest = re.split(r"\s", stripped, maxsplit=1)
+    header, rest = split_header(stripped)
     params = tuple(split_params(rest))
-    common, rooted, nodes, query = _parse_header(header)
+    common, rooted, nodes, query = parse_header(header)
     if common is not None:
         return Unit(stripped, common, (), query, params), path
     absolute = nodes if rooted else path + nodes
     return Unit(stripped, None, absolute, query, params), absolute[:-1]
 
 
+def split_header(stripped: str) -> tuple[str, str]:
+    """(header, parameter text) of a unit already stripped of surrounding white space."""
+    header, _, rest = stripped.partition(" ")
+    if "\t" in header:  # any white space separates the header from its parameters
+        header, rest = re.split(r"\s", stripped, maxsplit=1)
+    return header, rest
+
+
 @lru_cache(maxsize=1024)  # bounded: a garbage client cannot grow memory; errors are not cached
-def _parse_header(header: str) -> tuple[str | None, bool, tuple[Node, ...], bool]:
+def parse_header(header: str) -> tuple[str | None, bool, tuple[Node, ...], bool]:
     """(common mnemonic or None, rooted, nodes, query) of one header; raises ScpiError."""
     common = _COMMON_RE.fullmatch(header)
     if common is not None:
@@ -276,11 +282,14 @@ class CommandTable:
     def __init__(self) -> None:
         self._commands: list[Command] = []
         self._cache: dict[tuple[Node, ...], tuple[Command, tuple[int | None, ...]] | None] = {}
+        self.version = 0
+        """Counts `add` calls: caches of lookups made by users of the table check it."""
 
     def add(self, pattern: str, *, setter: Handler | None = None, getter: Handler | None = None):
         """Register `pattern` (manual notation) with a set handler and/or a query handler."""
         self._commands.append(Command(pattern, _parse_pattern(pattern), setter, getter))
         self._cache.clear()
+        self.version += 1
 
     def lookup(self, nodes: tuple[Node, ...]) -> tuple[Command, tuple[int | None, ...]] | None:
         if nodes in self._cache:
@@ -317,6 +326,8 @@ _UNIT_SUFFIXES: dict[str, tuple[str, float]] = {
     "US": ("S", 1e-6),
     "NS": ("S", 1e-9),
 }
+_PLAIN_NUMBER_CHARS = frozenset("0123456789.+-eE")
+"""Text made of these only is a plain decimal number (or no number): `float` decides it alone."""
 _NUMBER_RE = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE]\s*[+-]?\d+)?)\s*([A-Za-z]*)")
 _NONDECIMAL = {"#H": 16, "#Q": 8, "#B": 2}
 
@@ -333,7 +344,21 @@ def parse_number(
 
     Raises -222 when the value lies outside [minimum, maximum].
     """
-    upper = text.strip().upper()
+    stripped = text.strip()
+    if stripped and _PLAIN_NUMBER_CHARS.issuperset(stripped):
+        # The common case (digits, point, sign, exponent; no unit, keyword or base):
+        # for such text `float` accepts exactly what the decimal pattern below accepts.
+        try:
+            value = float(stripped)
+        except ValueError:
+            pass
+        else:
+            if (minimum is not None and value < minimum) or (
+                maximum is not None and value > maximum
+            ):
+                raise ScpiError(-222, text)
+            return value
+    upper = stripped.upper()
     keyword = {"MIN": minimum, "MINIMUM": minimum, "MAX": maximum, "MAXIMUM": maximum}
     keyword.update({"DEF": default, "DEFAULT": default})
     if upper in keyword:
@@ -370,7 +395,7 @@ def parse_bool(text: str) -> bool:
         return False
     try:
         return round(float(upper)) != 0
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # not a number, NaN, infinity
         raise ScpiError(-224, text) from exc
 
 

@@ -7,6 +7,7 @@ import pytest
 from sim.scpi import (
     CommandTable,
     ScpiError,
+    parse_bool,
     parse_number,
     parse_unit,
     split_params,
@@ -69,6 +70,20 @@ def test_parse_number_units_keywords_and_ranges():
     with pytest.raises(ScpiError) as exc:
         parse_number("6", None, minimum=1.0, maximum=5.0)
     assert exc.value.code == -222
+    # Plain decimal text (the fast path) keeps the same rules as the full pattern.
+    assert parse_number(" +.5E-3 ", None, minimum=0.0) == 5e-4
+    assert parse_number("-2.", None) == -2.0
+    for text, code in (("1e", -131), ("1_0", -102), ("nan", -104), ("inf", -104), ("1e5.", -102)):
+        with pytest.raises(ScpiError) as exc:
+            parse_number(text, None)
+        assert exc.value.code == code, text
+    with pytest.raises(ScpiError) as exc:
+        parse_number("-1e-3", None, minimum=0.0)
+    assert exc.value.code == -222
+    for text in ("inf", "nan", "x"):
+        with pytest.raises(ScpiError) as exc:
+            parse_bool(text)
+        assert exc.value.code == -224, text
 
 
 def test_command_table_matches_long_short_optional_and_suffixed_forms():
@@ -101,6 +116,19 @@ def test_command_error_discards_the_rest_execution_error_does_not(gen):
     assert error(gen).startswith('-113,"Undefined header;FOO')
     assert gen.execute("SOUR:POW 99;:SOUR:FREQ 4e9;:SOUR:FREQ?") == b"+4.000000000000000E+09\n"
     assert error(gen).startswith('-222,"Data out of range')
+    assert error(gen) == '+0,"No error"'
+
+
+def test_a_header_means_what_its_path_makes_it_each_time(gen):
+    # Resolved headers are remembered per (header, path): the same text at another
+    # path is another command, and refused settings still skip unknown headers.
+    for _ in range(2):
+        assert gen.execute("SOUR:FREQ:CW 2e9;MODE?") == b"CW\n"  # SOUR:FREQ:MODE?
+        assert gen.execute("MODE?") is None
+        assert error(gen).startswith('-113,"Undefined header;MODE?')
+        assert gen.execute("*OPC? 1") is None
+        assert error(gen).startswith('-108,"Parameter not allowed;1')
+    assert gen.execute("FOO 1;:SOUR:FREQ?", refuse_settings=True) == b"+2.000000000000000E+09\n"
     assert error(gen) == '+0,"No error"'
 
 

@@ -11,9 +11,20 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
-from sim.scpi import Call, CommandTable, ErrorQueue, ScpiError, parse_unit, split_units
+from sim.scpi import (
+    Call,
+    CommandTable,
+    ErrorQueue,
+    Handler,
+    Node,
+    ScpiError,
+    parse_header,
+    split_header,
+    split_params,
+    split_units,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +34,20 @@ _ESR_QUERY_ERROR = 1 << 2
 _ESR_DEVICE_ERROR = 1 << 3
 _ESR_EXECUTION_ERROR = 1 << 4
 _ESR_COMMAND_ERROR = 1 << 5
+
+
+class _Resolved(NamedTuple):
+    """What a header means at a path: its handler and what the next unit's path becomes."""
+
+    query: bool
+    handler: Handler | None  # None: no such command (-113 when it is executed)
+    suffixes: tuple[int | None, ...]
+    common: bool
+    next_path: tuple[Node, ...]
+
+
+_RESOLVED_MAX = 4096
+"""Headers remembered per instrument: a garbage client must not grow memory without bound."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +70,8 @@ class ScpiInstrument:
         self.lock = threading.RLock()
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         self._esr = 0
+        self._resolved: dict[tuple[str, tuple[Node, ...]], _Resolved] = {}
+        self._resolved_version = -1
         self._common = {
             ("IDN", True): lambda call: self.family.identity,
             ("RST", False): lambda call: self._reset(),
@@ -119,15 +146,30 @@ class ScpiInstrument:
             except ScpiError as error:
                 self._record(error)
                 return None
-            path: tuple = ()
-            for text in units:
-                if not text.strip():
+            if self._resolved_version != self.table.version:
+                self._resolved.clear()
+                self._resolved_version = self.table.version
+            path: tuple[Node, ...] = ()
+            for unit_text in units:
+                text = unit_text.strip()
+                if not text:
                     continue
                 try:
-                    unit, path = parse_unit(text, path)
-                    if refuse_settings and not unit.query:
+                    header, rest = split_header(text)
+                    params = tuple(split_params(rest)) if rest else ()
+                    resolved = self._resolved.get((header, path))
+                    if resolved is None:
+                        resolved = self._resolve(header, path)
+                    path = resolved.next_path
+                    query = resolved.query
+                    if refuse_settings and not query:
                         continue
-                    reply = self._dispatch(unit)
+                    handler = resolved.handler
+                    if handler is None:
+                        raise ScpiError(-113, header)
+                    if resolved.common and params:
+                        raise ScpiError(-108, ",".join(params))
+                    reply = handler(Call(params, resolved.suffixes, query))
                 except ScpiError as error:
                     self._record(error)
                     if error.is_command_error:
@@ -137,28 +179,33 @@ class ScpiInstrument:
                     log.exception("virtual %s: %r failed", self.family.name, text)
                     self._record(ScpiError(-300, f"{type(exc).__name__}: {exc}"))
                     continue
-                if unit.query and reply is not None:
+                if query and reply is not None:
                     replies.append(reply if isinstance(reply, bytes) else str(reply).encode())
         if not replies:
             return None
         return b";".join(replies) + b"\n"
 
-    def _dispatch(self, unit) -> object:
-        if unit.common is not None:
-            handler = self._common.get((unit.common, unit.query))
-            if handler is None:
-                raise ScpiError(-113, unit.text.split()[0])
-            if unit.params:
-                raise ScpiError(-108, ",".join(unit.params))
-            return handler(Call(unit.params, (), unit.query))
-        found = self.table.lookup(unit.nodes)
-        if found is None:
-            raise ScpiError(-113, unit.text.split()[0])
-        command, suffixes = found
-        handler = command.getter if unit.query else command.setter
-        if handler is None:
-            raise ScpiError(-113, unit.text.split()[0])
-        return handler(Call(unit.params, suffixes, unit.query))
+    def _resolve(self, header: str, path: tuple[Node, ...]) -> _Resolved:
+        """Parse `header` at `path` and find its handler; remembered per (header, path).
+
+        A header that does not parse raises `ScpiError` and is not remembered; one that
+        parses but names no command is remembered with no handler.
+        """
+        common, rooted, nodes, query = parse_header(header)
+        if common is not None:
+            handler = self._common.get((common, query))
+            resolved = _Resolved(query, handler, (), True, path)
+        else:
+            absolute = nodes if rooted else path + nodes
+            found = self.table.lookup(absolute)
+            handler, suffixes = None, ()
+            if found is not None:
+                command, suffixes = found
+                handler = command.getter if query else command.setter
+            resolved = _Resolved(query, handler, suffixes, False, absolute[:-1])
+        if len(self._resolved) < _RESOLVED_MAX:
+            self._resolved[(header, path)] = resolved
+        return resolved
 
     # ------------------------------------------------------------------ common commands
 
