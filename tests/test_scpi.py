@@ -1,9 +1,14 @@
-"""SCPI parsing of the virtual bench (sim.scpi) as real instruments parse it: no sockets."""
+"""SCPI parsing (sim.scpi) as real instruments parse it, and virtual trace encoding: no sockets."""
 
 from __future__ import annotations
 
+import threading
+
+import numpy as np
 import pytest
 
+from sim.params import RingParams
+from sim.ring import RingModel
 from sim.scpi import (
     CommandTable,
     ScpiError,
@@ -13,7 +18,8 @@ from sim.scpi import (
     split_params,
     split_units,
 )
-from sim.virtual.generator import GENERATOR_FAMILIES, SignalGeneratorInstrument
+from sim.virtual.analyzer import ANALYZER_FAMILIES, SpectrumAnalyzerInstrument
+from sim.virtual.generator import GENERATOR_FAMILIES, SignalGeneratorInstrument, SourceState
 
 
 @pytest.fixture
@@ -136,3 +142,34 @@ def test_garbage_never_raises_and_queues_errors(gen):
     for line in ('SOUR:FREQ "', "\x00\xff;;", ":", "*", "?", "SOUR:::FREQ 1", "POW 1,2"):
         gen.execute(line)
     assert len(gen.errors) >= 5
+
+
+def test_one_sweep_reads_the_same_in_every_trace_format():
+    # The binary trace is encoded during the sweep; a format or byte-order change
+    # made after it must still be honoured by the next read of the same sweep.
+    ring = RingModel(RingParams(noise=False, drift=False), seed=0)
+    sa = SpectrumAnalyzerInstrument(
+        ANALYZER_FAMILIES["keysight_x"],
+        ring,
+        threading.Lock(),
+        lambda: SourceState(2.1e9, -10.0, True),
+        lambda: 1.5,
+    )
+    assert sa.execute("INIT:CONT OFF;:SWE:POIN 101;:FORM REAL,32;:FORM:BORD SWAP;:INIT") is None
+    reads = {}
+    for setup, dtype in (
+        ("FORM:BORD SWAP", "<f4"),
+        ("FORM:BORD NORM", ">f4"),
+        ("FORM REAL,64", ">f8"),
+        ("FORM:BORD SWAP", "<f8"),
+    ):
+        reply = sa.execute(f"{setup};:TRAC:DATA? TRACE1")
+        assert reply[:2] == b"#3" and reply.endswith(b"\n")
+        reads[setup] = np.frombuffer(reply[5:-1], dtype=dtype).astype(np.float64)
+    text = sa.execute("FORM ASC;:TRAC:DATA? TRACE1").decode()
+    reads["ASC"] = np.array([float(v) for v in text.split(",")])
+    assert sa.sweeps == 1
+    first = reads.pop("FORM:BORD SWAP")
+    assert first.shape == (101,)
+    for values in reads.values():
+        np.testing.assert_allclose(values, first, rtol=1e-6)

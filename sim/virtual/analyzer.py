@@ -73,6 +73,7 @@ ANALYZER_FAMILIES: dict[str, AnalyzerFamily] = {
 }
 
 _FORMATS = ("ASCii", "REAL")
+_TRACE_NAMES = frozenset({"TRACE", *(f"TRACE{i}" for i in range(1, 7))})
 
 FINISH_SPIN_S = 0.001
 """A real-time sweep's last millisecond is waited out by spinning, not by a timed wait."""
@@ -144,6 +145,7 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
         self.real_bits = 32
         self.byte_order = self.family.byte_order
         self.trace_dbm: np.ndarray | None = None
+        self._encoded: tuple[tuple[str, int, str], bytes | str] | None = None
         self._sweep_done_at = 0.0
 
     # ------------------------------------------------------------------ grid settings
@@ -279,6 +281,11 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
                 rf_on=source.rf_on,
             )
         self.trace_dbm = trace.power_dbm[0].detach().numpy().copy()
+        # A binary trace is encoded now, inside the sweep time (a real analyzer has its
+        # trace ready when the sweep ends); ASCII text, costlier, only when it is read.
+        self._encoded = None
+        if self.trace_format == "REAL":
+            self._encoded = (self._encoding(), self._encode(self.trace_dbm))
         self.sweeps += 1
         self.model_compute_s += time.monotonic() - started
         if self.realtime:
@@ -328,7 +335,7 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
     def _trace_query(self, call: Call) -> bytes | str:
         name = one_param(call)
         upper = name.strip().upper()
-        if upper not in {f"TRACE{i}" for i in range(1, 7)} | {"TRACE"}:
+        if upper not in _TRACE_NAMES:
             raise ScpiError(-224, name)
         if upper not in ("TRACE1", "TRACE"):
             raise ScpiError(-221, f"{name} is not active (only TRACE1 is)")
@@ -336,7 +343,14 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
             # Continuous sweeping (or nothing swept since *RST) shows the latest sweep.
             self._sweep()
         self.wait_pending()
+        encoded = self._encoded
+        if encoded is not None and encoded[0] == self._encoding():
+            return encoded[1]
         return self._encode(self.trace_dbm)
+
+    def _encoding(self) -> tuple[str, int, str]:
+        """What the trace's bytes depend on besides its values: format, bits, byte order."""
+        return self.trace_format, self.real_bits, self.byte_order
 
     def _encode(self, power_dbm: np.ndarray) -> bytes | str:
         if self.trace_format == "ASC":
