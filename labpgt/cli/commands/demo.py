@@ -5,9 +5,9 @@ loopback sockets, driven through the real instrument drivers) and writes
 runs/demo, overwriting a previous demo. The readout starts from the ridge
 baseline's fit (`--readout-init ridge`), so what the demo shows is how much
 training the network around the ring adds to the classic reservoir readout.
-Sized by a query budget: 10000 training measurements take about 2 minutes on two
-idle CPU cores (about 70 shots/s through the virtual bench), plus the readout
-baseline and the warm-up batch.
+Sized by a query budget: 20000 training measurements take about 70 s on two
+idle CPU cores (about 300 shots/s through the scheduler, drivers and virtual
+bench), plus the readout baseline and the warm-up batch.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ DEMO_OUT = "runs/demo"
 
 def demo_command(
     max_queries: int = typer.Option(
-        10000, "--max-queries", help="Training query budget (10000: about 2.5 minutes in all)."
+        20000, "--max-queries", help="Training query budget (20000: about 80 s in all)."
     ),
     seed: int = typer.Option(0, help="Seed."),
 ) -> None:
