@@ -138,6 +138,20 @@ def test_a_header_means_what_its_path_makes_it_each_time(gen):
     assert error(gen) == '+0,"No error"'
 
 
+def test_units_before_a_bad_unit_run_and_their_errors_queue_first(gen):
+    # The whole message is parsed before it runs; errors still queue in unit order.
+    assert gen.execute("SOUR:POW 99;:SOUR:POW -5;:FOO;:SOUR:FREQ 3e9;:SOUR:POW?") is None
+    assert gen.power_dbm == -5.0 and gen.frequency_hz != 3e9
+    assert error(gen).startswith('-222,"Data out of range')
+    assert error(gen).startswith('-113,"Undefined header;:FOO')
+    assert error(gen) == '+0,"No error"'
+    # A command error raised while a unit runs discards the rest, parsed or not.
+    assert gen.execute("SOUR:POW -6;:SOUR:POW;:SOUR:POW -7;:FOO") is None
+    assert gen.power_dbm == -6.0
+    assert error(gen).startswith('-109,"Missing parameter')
+    assert error(gen) == '+0,"No error"'
+
+
 def test_garbage_never_raises_and_queues_errors(gen):
     for line in ('SOUR:FREQ "', "\x00\xff;;", ":", "*", "?", "SOUR:::FREQ 1", "POW 1,2"):
         gen.execute(line)

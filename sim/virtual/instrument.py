@@ -46,6 +46,8 @@ class _Resolved(NamedTuple):
     next_path: tuple[Node, ...]
 
 
+_NO_CALL = Call((), (), False)
+
 _RESOLVED_MAX = 4096
 """Headers remembered per instrument: a garbage client must not grow memory without bound."""
 
@@ -146,44 +148,77 @@ class ScpiInstrument:
             except ScpiError as error:
                 self._record(error)
                 return None
-            if self._resolved_version != self.table.version:
-                self._resolved.clear()
-                self._resolved_version = self.table.version
-            path: tuple[Node, ...] = ()
-            for unit_text in units:
-                text = unit_text.strip()
-                if not text:
-                    continue
+            # Every unit is parsed before any runs (parsing changes no state), so a wait
+            # in one unit (`*OPC?` during a sweep) is followed at once by the next
+            # unit's handler, not by its parsing as well.
+            steps, parse_error = self._parse_units(units, refuse_settings)
+            for text, handler, call in steps:
                 try:
-                    header, rest = split_header(text)
-                    params = tuple(split_params(rest)) if rest else ()
-                    resolved = self._resolved.get((header, path))
-                    if resolved is None:
-                        resolved = self._resolve(header, path)
-                    path = resolved.next_path
-                    query = resolved.query
-                    if refuse_settings and not query:
-                        continue
-                    handler = resolved.handler
-                    if handler is None:
-                        raise ScpiError(-113, header)
-                    if resolved.common and params:
-                        raise ScpiError(-108, ",".join(params))
-                    reply = handler(Call(params, resolved.suffixes, query))
+                    if isinstance(handler, Exception):
+                        raise handler  # a unit whose parsing failed unexpectedly (a bug)
+                    reply = handler(call)
                 except ScpiError as error:
                     self._record(error)
                     if error.is_command_error:
+                        parse_error = None  # the rest of the message is discarded
                         break
                     continue
                 except Exception as exc:  # a bug must cost one error entry, never the server
                     log.exception("virtual %s: %r failed", self.family.name, text)
                     self._record(ScpiError(-300, f"{type(exc).__name__}: {exc}"))
                     continue
-                if query and reply is not None:
+                if call.query and reply is not None:
                     replies.append(reply if isinstance(reply, bytes) else str(reply).encode())
+            if parse_error is not None:
+                self._record(parse_error)
         if not replies:
             return None
         return b";".join(replies) + b"\n"
+
+    def _parse_units(
+        self, units: list[str], refuse_settings: bool
+    ) -> tuple[list[tuple[str, Handler | Exception, Call]], ScpiError | None]:
+        """(text, handler, call) of each unit to run, up to the first command error.
+
+        That error (a unit that does not parse, names no command, or gives a common
+        command parameters) is returned to be queued after the units before it ran,
+        which is when a parser reading unit by unit would have met it. Units refused
+        by `refuse_settings` are left out.
+        """
+        if self._resolved_version != self.table.version:
+            self._resolved.clear()
+            self._resolved_version = self.table.version
+        steps: list[tuple[str, Handler | Exception, Call]] = []
+        path: tuple[Node, ...] = ()
+        for unit_text in units:
+            text = unit_text.strip()
+            if not text:
+                continue
+            try:
+                header, rest = split_header(text)
+                params = tuple(split_params(rest)) if rest else ()
+                resolved = self._resolved.get((header, path))
+                if resolved is None:
+                    resolved = self._resolve(header, path)
+                path = resolved.next_path
+                query = resolved.query
+                if refuse_settings and not query:
+                    continue
+                handler = resolved.handler
+                if handler is None:
+                    raise ScpiError(-113, header)
+                if resolved.common and params:
+                    raise ScpiError(-108, ",".join(params))
+            except ScpiError as error:
+                if error.is_command_error:
+                    return steps, error
+                steps.append((text, error, _NO_CALL))
+                continue
+            except Exception as exc:
+                steps.append((text, exc, _NO_CALL))
+                continue
+            steps.append((text, handler, Call(params, resolved.suffixes, query)))
+        return steps, None
 
     def _resolve(self, header: str, path: tuple[Node, ...]) -> _Resolved:
         """Parse `header` at `path` and find its handler; remembered per (header, path).
