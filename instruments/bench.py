@@ -183,7 +183,7 @@ class Bench:
             finish = generator.start_controls(checked) if checked else None
             try:
                 if current_a is not None:
-                    supply.current_a = current_a
+                    supply._ramp_to(current_a)  # checked above: the setter without a re-check
             except BaseException as exc:
                 if finish is not None:
                     try:

@@ -33,6 +33,7 @@ S = TypeVar("S", bound="ScpiInstrument")
 
 _ERROR_REPLY = re.compile(r'^\s*([+-]?\d+)\s*,\s*"?(.*?)"?\s*$')
 MAX_QUEUED_ERRORS = 64
+_NO_ERROR_REPLIES = frozenset(('+0,"No error"', '0,"No error"'))
 
 
 def format_value(value: float | int | bool, kind: type) -> str:
@@ -145,6 +146,7 @@ class ScpiInstrument:
         )
         self.conn.on_reconnect = self._restore
         self._last: dict[str, Any] = {}
+        self._message_plans: dict[tuple[Control, ...], tuple[str, list, list[Control]]] = {}
         self._identity: dict[str, str] | None = None
         self._on_close: list[Callable[[], None]] = []
         self.stale_errors: list[tuple[int, str]] = []
@@ -210,6 +212,8 @@ class ScpiInstrument:
             raise InstrumentProtocolError(f"{self.conn.label}: *OPC? answered {reply!r}")
 
     def _parse_error(self, reply: str) -> tuple[int, str]:
+        if reply in _NO_ERROR_REPLIES:  # the usual answer, taken without the pattern
+            return 0, "No error"
         match = _ERROR_REPLY.match(reply)
         if match is None:
             raise InstrumentProtocolError(
@@ -288,6 +292,12 @@ class ScpiInstrument:
             )
         values = []
         for (get, kind), text in zip(gets, fields, strict=False):
+            if kind is float:
+                try:
+                    values.append(float(text))  # what parse_value does for a float
+                    continue
+                except ValueError:
+                    pass  # parse_value below words the error
             try:
                 values.append(parse_value(text, kind, get))
             except ValueError as exc:
@@ -413,13 +423,22 @@ class ScpiInstrument:
     def _settings_message(
         self, checked: list[tuple[Control, Any]]
     ) -> tuple[str, list[tuple[str, type]], list[Control], str]:
+        controls = tuple(control for control, _ in checked)
+        plan = self._message_plans.get(controls)
+        if plan is None:
+            # `A {};:B {};:A?;:B?;:SYST:ERR?` with the values' places left open: built
+            # once per combination of controls, filled in per exchange.
+            readback = [control for control in controls if control.readback]
+            gets = [(control.get_command, control.kind) for control in readback]
+            sets = [control.set_command for control in controls]  # each holds one "{}"
+            plan = (_checked_message(sets, gets), gets, readback)
+            self._message_plans[controls] = plan
+        template, gets, readback = plan
         texts = [format_value(value, control.kind) for control, value in checked]
-        pairs = list(zip(checked, texts, strict=True))
-        sets = [control.set_command.format(text) for (control, _), text in pairs]
-        readback = [control for control, _ in checked if control.readback]
-        gets = [(control.get_command, control.kind) for control in readback]
-        context = "setting " + ", ".join(f"{control.name}={text}" for (control, _), text in pairs)
-        return _checked_message(sets, gets), gets, readback, context
+        context = "setting " + ", ".join(
+            f"{control.name}={text}" for control, text in zip(controls, texts, strict=True)
+        )
+        return template.format(*texts), gets, readback, context
 
     def _send_settings(self, checked: list[tuple[Control, Any]]) -> None:
         """One exchange for already validated settings: sets, read-backs, `SYST:ERR?`."""
