@@ -13,7 +13,7 @@ is `dispersion.solve_modes`, `competition` the no-grad loop of
 `injection.injection_lines`, and `render` is `spectrum.render_trace`. The random
 draws are the caller's (torch, same generator, same order), so a seed gives the
 same noise either way. tests/test_ring_one_setting.py pins the agreement with the
-float64 torch path (~1e-9 dB) and with the float32 fast path.
+float64 torch path (~1e-10 dB) and with the float32 fast path.
 """
 
 from __future__ import annotations
@@ -22,15 +22,14 @@ import math
 from functools import lru_cache
 
 import numpy as np
+import torch
 
 from sim import competition as torch_competition
+from sim.dispersion import _DB_PER_NEPER_POWER
 from sim.grid import AnalyzerGrid
+from sim.injection import _EPS_HZ, _SHARPNESS
 from sim.params import RingParams
 from sim.spectrum import _NEPER_PER_DB, _WINDOW_SIGMAS, line_sigma_hz, noise_floor_mw
-
-_DB_PER_NEPER_POWER = 10.0 / math.log(10.0)
-_EPS_HZ = 1e3  # as sim.injection
-_SHARPNESS = 20.0  # as sim.injection
 
 
 def _softplus(x: np.ndarray | float) -> np.ndarray | float:
@@ -41,8 +40,6 @@ def _softplus(x: np.ndarray | float) -> np.ndarray | float:
 @lru_cache(maxsize=32)
 def _matrices(params: RingParams) -> tuple[np.ndarray, np.ndarray]:
     """(coupling^T, neighbourhood kernel^T) of the competition as float64 arrays."""
-    import torch
-
     coupling_t, kernel_t = torch_competition._matrices(params, torch.float64)
     return coupling_t.numpy().copy(), kernel_t.numpy().copy()
 
