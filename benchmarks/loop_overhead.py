@@ -21,6 +21,10 @@ wait is reported on its own.
    printed as information.
 2. Real-time sweeps of 20 ms: wall time / instrument time (target <= 1.05), where
    instrument time is the sum of the sweep times the analyzer reports.
+3. The loop alone: sections 1 and 2 with one precomputed trace served.
+4. The machine: how much slower a small piece of Python runs right after one
+   sweep time without running it (asleep, or spinning), which every real-time
+   cycle pays on its critical path.
 
 Usage: .venv/bin/python benchmarks/loop_overhead.py [--cycles 600] [--realtime-cycles 100]
        [--sets apply|set_cw|properties]
@@ -188,6 +192,39 @@ def _spread(result: dict[str, float]) -> str:
     )
 
 
+def _small_work() -> None:
+    """A small piece of the Python a cycle runs (~60 us warm): format settings, parse, decode."""
+    for i in range(8):
+        message = f"SOUR:FREQ {2.1e9 + i:.0f};:SOUR:POW {-10.5 + i:.2f};:SYST:ERR?"
+        reply = message.replace("SOUR", "+2.1E+09").split(";")
+        float(reply[0].split()[-1].replace("+2.1E+09:FREQ", "1"))
+        np.frombuffer(message.encode().ljust(64), dtype=np.float32).sum()
+
+
+def cold_code_penalty(repeats: int = 200, pause_s: float = SWEEP_S) -> dict[str, float]:
+    """Median time of `_small_work` back to back, after a 20 ms sleep, after a 20 ms spin.
+
+    Section 4: code that has not run for one sweep runs several times slower on
+    this VM, even when the process spun (never slept) in between, so its caches were
+    emptied from outside. Every cycle of the real-time loop starts that way.
+    """
+    out = {}
+    for mode in ("back to back", "after sleeping", "after spinning"):
+        times = []
+        for _ in range(repeats):
+            if mode == "after sleeping":
+                time.sleep(pause_s)
+            elif mode == "after spinning":
+                end = time.perf_counter() + pause_s
+                while time.perf_counter() < end:
+                    pass
+            t0 = time.perf_counter()
+            _small_work()
+            times.append(time.perf_counter() - t0)
+        out[mode] = float(np.median(times))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=600, help="cycles without delay")
@@ -270,6 +307,15 @@ def main() -> None:
         "overhead/cycle)"
     )
     print(f"   {_spread(real_fixed)}")
+    cold = cold_code_penalty()
+    warm = cold["back to back"]
+    print(
+        "4. the machine: median time of the same small piece of Python (format, parse, decode) "
+        f"back to back {1e6 * warm:.0f} us; after {1e3 * SWEEP_S:.0f} ms asleep "
+        f"{1e6 * cold['after sleeping']:.0f} us ({cold['after sleeping'] / warm:.1f}x); "
+        f"after {1e3 * SWEEP_S:.0f} ms spinning {1e6 * cold['after spinning']:.0f} us "
+        f"({cold['after spinning'] / warm:.1f}x)"
+    )
     print(
         f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
         f"on {os.cpu_count()} CPUs"
