@@ -105,19 +105,19 @@ def test_noise_draws_match_the_float64_render() -> None:
 
 
 def test_competition_step_where_x_is_exactly_zero() -> None:
-    """x = 2 step (net - C P) == 0: the careful loop takes expm1(x) / x -> 1 as torch does;
-    the rearranged loop cannot (s / x), returns non-finite values and is not used."""
+    """x = 2 step (net - C P) == 0: expm1(x) / x -> 1, as torch takes it. The rearranged
+    fast loop cannot (s / x), so `iterate` must fall back to the careful loop."""
     params = RingParams()
     coupling_t, _ = one_setting._matrices(params)
     power = np.linspace(0.01, 0.5, params.mode_count)
     net = power @ coupling_t  # the first step has x == 0 in every mode
     two_step, seed_step = 0.2, 0.2 * params.spontaneous_emission
     with np.errstate(divide="ignore", invalid="ignore"):
-        careful = one_setting._iterate(power.copy(), net, coupling_t, two_step, seed_step, params)
         fast = one_setting._iterate_fast(
             power * two_step, net * two_step, coupling_t, two_step, seed_step, params
         )
-    assert np.isfinite(careful).all() and not np.isfinite(fast).all()
+    assert not np.isfinite(fast).all()  # so this input takes the fallback
+    got = one_setting.iterate(power, net, coupling_t, two_step, seed_step, params)
     expected = torch_competition._iterate_in_place(
         torch.from_numpy(power.copy()).unsqueeze(0),
         torch.from_numpy(net).unsqueeze(0),
@@ -126,7 +126,8 @@ def test_competition_step_where_x_is_exactly_zero() -> None:
         torch.tensor(seed_step, dtype=torch.float64),
         params,
     )
-    np.testing.assert_allclose(careful, expected[0].numpy(), rtol=1e-12, atol=0)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, expected[0].numpy(), rtol=1e-12, atol=0)
 
 
 def test_competition_matches_torch_steady_state() -> None:
@@ -142,3 +143,17 @@ def test_competition_matches_torch_steady_state() -> None:
             growth[0].numpy(), separation[0].numpy(), float(saturation), params
         )
         np.testing.assert_allclose(got, expected.numpy(), rtol=1e-9, atol=1e-14)
+
+
+def test_noise_draws_do_not_follow_torchs_default_dtype() -> None:
+    """Both paths draw float32 noise even where a user set float64 as torch's default."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        one, batch = RingModel(RingParams(), seed=4), RingModel(RingParams(), seed=4)
+        a = one.measure(2.07e9, -10.0, 1.8, GRID)
+        b = batch._measure_batch(*(torch.tensor([v]) for v in (2.07e9, -10.0, 1.8, 0.0, 1.0)), GRID)
+    finally:
+        torch.set_default_dtype(previous)
+    assert torch.equal(one._generator.get_state(), batch._generator.get_state())
+    torch.testing.assert_close(a.power_dbm, b.power_dbm, rtol=0, atol=0.05)
