@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
@@ -87,6 +88,21 @@ class Control:
         setter: str | None = None,
         restore: bool = True,
     ) -> None:
+        # Settings messages are one template per combination of controls, filled in
+        # order (`_settings_message`): each set command must hold exactly one bare "{}"
+        # and a query none, or a value could land in another command's place.
+        if "{" in get_command or "}" in get_command:
+            raise ValueError(f"query command {get_command!r} must not contain braces")
+        if set_command is not None:
+            fields = [
+                (name, spec, conversion)
+                for _, name, spec, conversion in string.Formatter().parse(set_command)
+                if name is not None
+            ]
+            if fields != [("", "", None)]:
+                raise ValueError(
+                    f"set command {set_command!r} must contain exactly one bare '{{}}'"
+                )
         self.get_command = get_command
         self.set_command = set_command
         self.unit = unit

@@ -31,7 +31,12 @@ except ImportError:  # a vendor VISA only: never raised
 
 TERMINATION = "\n"
 _TERM = b"\n"
-_PEEK_NOWAIT = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)  # an int: enum "|" costs ~3 us a call
+# POSIX has MSG_DONTWAIT and select.poll; Windows has neither. There the peek waits for
+# `select` to say the socket is readable first, and raw sockets use pyvisa's own I/O.
+_HAS_DONTWAIT = hasattr(socket, "MSG_DONTWAIT")
+_HAS_POLL = hasattr(select, "poll")
+# an int: enum "|" costs ~3 us a call
+_PEEK_NOWAIT = int(socket.MSG_PEEK | (socket.MSG_DONTWAIT if _HAS_DONTWAIT else 0))
 
 _managers_lock = threading.Lock()
 _manager_users: dict[int, int] = {}
@@ -260,8 +265,8 @@ class SocketTransport(VisaTransport):
 
     @classmethod
     def open(cls, rm: pyvisa.ResourceManager, resource: str, timeout_s: float) -> VisaTransport:
-        """This transport for pyvisa-py raw sockets, `VisaTransport` for anything else."""
-        if not is_tcpip_socket(resource):
+        """This transport for pyvisa-py raw sockets (POSIX), `VisaTransport` for anything else."""
+        if not is_tcpip_socket(resource) or not _HAS_POLL:
             return VisaTransport(rm, resource, timeout_s)
         try:
             return cls(rm, resource, timeout_s)
@@ -360,6 +365,8 @@ class SocketTransport(VisaTransport):
 def _peek_closed(sock: socket.socket) -> bool:
     """True when `sock` reads as closed (end of file or an error) without consuming a byte."""
     try:
+        if not _HAS_DONTWAIT and not select.select([sock], [], [], 0)[0]:
+            return False  # nothing readable (not even an end of file): the link is up
         data = sock.recv(1, _PEEK_NOWAIT)
     except (BlockingIOError, InterruptedError):
         return False

@@ -177,8 +177,18 @@ def parse_unit(text: str, path: tuple[Node, ...]) -> tuple[Unit, tuple[Node, ...
     common, rooted, nodes, query = parse_header(header)
     if common is not None:
         return Unit(stripped, common, (), query, params), path
-    absolute = nodes if rooted else path + nodes
+    absolute = absolute_nodes(rooted, nodes, path)
     return Unit(stripped, None, absolute, query, params), absolute[:-1]
+
+
+def absolute_nodes(
+    rooted: bool, nodes: tuple[Node, ...], path: tuple[Node, ...]
+) -> tuple[Node, ...]:
+    """A header's nodes from the root: rooted (leading ':') or under the current `path`.
+
+    The next unit's path is this minus its last node (SCPI's tree-walking rule).
+    """
+    return nodes if rooted else path + nodes
 
 
 def split_header(stripped: str) -> tuple[str, str]:

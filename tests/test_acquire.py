@@ -25,7 +25,10 @@ from labpgt.features import FeatureSpec
 from labpgt.reservoir import SettingBounds
 
 LABPGT = [sys.executable, "-m", "labpgt"]
-SWEEPS = ["--sweep", "drive_hz=2.0e9:2.3e9:40", "--sweep", "bias_a=1.7,1.9"]
+# 400 x 2 = 800 shots: the kill and Ctrl-C tests stop a run after 8-12 shots, and the
+# rest must take long enough (~3 s at ~300 shots/s) that the run cannot finish first.
+SWEEPS = ["--sweep", "drive_hz=2.0e9:2.3e9:400", "--sweep", "bias_a=1.7,1.9"]
+SHOTS = 800
 
 
 def test_sweeps_form_a_grid_with_defaults():
@@ -142,7 +145,7 @@ def test_killed_run_resumes_to_the_uninterrupted_file(
     reference = tmp_path / "reference.h5"
     _reference(reference, seed=3)
     got, want = _datasets(out), _datasets(reference)
-    assert got["shots/done"].all() and got["shots/done"].size == 80
+    assert got["shots/done"].all() and got["shots/done"].size == SHOTS
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
     with h5py.File(out, "r") as f:
@@ -157,7 +160,8 @@ def test_killed_run_resumes_to_the_uninterrupted_file(
     png = tmp_path / "run.png"
     shown = CliRunner().invoke(app, ["show", str(out), "--plot", str(png)])
     assert shown.exit_code == 0, shown.output
-    assert "80 / 80" in shown.output and "N5183B" in shown.output and "none" in shown.output
+    assert f"{SHOTS} / {SHOTS}" in shown.output
+    assert "N5183B" in shown.output and "none" in shown.output
     assert png.stat().st_size > 10_000
 
 

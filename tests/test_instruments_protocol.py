@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 
 import numpy as np
@@ -15,6 +16,7 @@ from instruments.errors import (
 )
 from instruments.limits import Limits
 from instruments.replay import ReplayTransport, ieee_block
+from instruments.scpi import Control
 from instruments.signal_generator import KeysightMXG, RohdeSchwarzSMB
 from instruments.spectrum_analyzer import SWEEP_POLL_S, KeysightX, RohdeSchwarzFSx
 
@@ -385,3 +387,22 @@ def test_set_cw_error_names_the_message_and_caches_what_was_taken():
         gen.set_cw(2.1e9, -10.0)
     assert gen._last["power_dbm"] == -30.0  # what the generator kept, not what was asked
     t.assert_done()
+
+
+@pytest.mark.parametrize(
+    ("get_command", "set_command", "message"),
+    [
+        ("A?", "A {0}", "set command 'A {0}' must contain exactly one bare '{}'"),
+        ("A?", "A {} {}", "exactly one bare"),
+        ("A?", "A {:.3f}", "exactly one bare"),
+        ("A?", "A", "exactly one bare"),
+        ("A{}?", "A {}", "query command 'A{}?' must not contain braces"),
+    ],
+)
+def test_a_control_whose_commands_could_misplace_a_value_is_refused(
+    get_command: str, set_command: str, message: str
+) -> None:
+    # Settings messages are one template filled in order: "X {0}" would take the
+    # first control's value, a brace in a query would break the template.
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Control(get_command, set_command, unit="", doc="")

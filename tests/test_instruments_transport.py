@@ -185,3 +185,32 @@ def test_a_peer_that_hangs_up_between_exchanges_is_seen_before_the_next_write(rm
     finally:
         transport.close()
         peer.close()
+
+
+def test_without_poll_and_dontwait_raw_sockets_use_pyvisa_io_and_still_see_a_hang_up(
+    rm, monkeypatch
+):
+    # Windows has neither select.poll nor socket.MSG_DONTWAIT: the platform facts are
+    # switched off here; everything else runs as it would there.
+    import instruments.transport as transport_module
+
+    monkeypatch.setattr(transport_module, "_HAS_POLL", False)
+    monkeypatch.setattr(transport_module, "_HAS_DONTWAIT", False)
+    monkeypatch.setattr(transport_module, "_PEEK_NOWAIT", int(socket.MSG_PEEK))
+    peer = ScriptedPeer([[(0.0, b"1\n")], [(0.0, b"2\n"), (0.0, b"<close>")]])
+    transport = SocketTransport.open(rm, peer.resource, 1.0)
+    try:
+        assert type(transport) is VisaTransport
+        assert not transport.peer_closed()
+        transport.write("A?")
+        assert transport.read() == "1"
+        assert not transport.peer_closed()  # idle and alive: the peek must not block
+        transport.write("B?")
+        assert transport.read() == "2"
+        deadline = time.monotonic() + 5.0
+        while not transport.peer_closed():
+            assert time.monotonic() < deadline, "the hang-up was never seen"
+            time.sleep(0.005)
+    finally:
+        transport.close()
+        peer.close()

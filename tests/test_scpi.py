@@ -63,6 +63,20 @@ def test_parse_unit_paths_suffixes_and_common_commands():
         assert exc.value.code == code
 
 
+def test_the_server_walks_paths_suffixes_common_commands_and_tabs(gen):
+    # What test_parse_unit_paths_suffixes_and_common_commands checks on the parser,
+    # through execute (the server resolves headers with its own remembered lookup).
+    assert gen.execute(":sour2:freq:cw 1 GHz;MODE?") == b"CW\n"  # under SOUR2:FREQ
+    assert gen.frequency_hz == 1e9
+    assert gen.execute("SOUR:FREQ:CW 2e9;*OPC?;MODE?") == b"1;CW\n"  # *OPC? keeps the path
+    assert gen.execute("FREQ\t3e9;:FREQ?") == b"+3.000000000000000E+09\n"
+    assert error(gen) == '+0,"No error"'
+    for bad, code in (("FR$Q 1", "-102"), ("FREQ1X2 1", "-113")):
+        assert gen.execute(bad + ";:SOUR:FREQ?") is None  # the command error ends the line
+        assert error(gen).startswith(code), bad
+    assert gen.frequency_hz == 3e9
+
+
 def test_parse_number_units_keywords_and_ranges():
     assert parse_number("2.1GHz", "HZ") == pytest.approx(2.1e9)
     assert parse_number("250 mA", "A") == pytest.approx(0.25)

@@ -20,6 +20,7 @@ from sim.scpi import (
     Handler,
     Node,
     ScpiError,
+    absolute_nodes,
     parse_header,
     split_header,
     split_params,
@@ -40,7 +41,7 @@ class _Resolved(NamedTuple):
     """What a header means at a path: its handler and what the next unit's path becomes."""
 
     query: bool
-    handler: Handler | None  # None: no such command (-113 when it is executed)
+    handler: Handler | None  # None: no such command (-113, raised while parsing the unit)
     suffixes: tuple[int | None, ...]
     common: bool
     next_path: tuple[Node, ...]
@@ -148,9 +149,10 @@ class ScpiInstrument:
             except ScpiError as error:
                 self._record(error)
                 return None
-            # Every unit is parsed before any runs (parsing changes no state), so a wait
-            # in one unit (`*OPC?` during a sweep) is followed at once by the next
-            # unit's handler, not by its parsing as well.
+            # The units are parsed before any runs (parsing changes no state), up to the
+            # first unit that fails to parse: the units before it run, then its command
+            # error is queued and the rest is discarded. So a wait in one unit (`*OPC?`
+            # during a sweep) is followed at once by the next unit's handler.
             steps, parse_error = self._parse_units(units, refuse_settings)
             for text, handler, call in steps:
                 try:
@@ -231,7 +233,7 @@ class ScpiInstrument:
             handler = self._common.get((common, query))
             resolved = _Resolved(query, handler, (), True, path)
         else:
-            absolute = nodes if rooted else path + nodes
+            absolute = absolute_nodes(rooted, nodes, path)
             found = self.table.lookup(absolute)
             handler, suffixes = None, ()
             if found is not None:
