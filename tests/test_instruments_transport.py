@@ -166,12 +166,13 @@ def test_a_trace_through_pyvisa_own_io_matches_the_socket_transport():
     np.testing.assert_allclose(slow, fast, atol=1e-4)
 
 
-def test_a_peer_that_hangs_up_between_exchanges_is_seen_before_the_next_write(rm):
-    # The check that runs before every exchange: a live idle link is not closed; a peer
-    # that answered and then hung up is, with nothing read since the hang-up.
+def _answer_twice_then_see_the_hang_up(rm, expected_type: type) -> None:
+    """Two exchanges with a peer that hangs up after the second: an idle live link
+    never reads as closed (nor blocks the check), the hang-up does, unread."""
     peer = ScriptedPeer([[(0.0, b"1\n")], [(0.0, b"2\n"), (0.0, b"<close>")]])
     transport = SocketTransport.open(rm, peer.resource, 1.0)
     try:
+        assert type(transport) is expected_type
         assert not transport.peer_closed()
         transport.write("A?")
         assert transport.read() == "1"
@@ -185,6 +186,11 @@ def test_a_peer_that_hangs_up_between_exchanges_is_seen_before_the_next_write(rm
     finally:
         transport.close()
         peer.close()
+
+
+def test_a_peer_that_hangs_up_between_exchanges_is_seen_before_the_next_write(rm):
+    # The check that runs before every exchange.
+    _answer_twice_then_see_the_hang_up(rm, SocketTransport)
 
 
 def test_without_poll_and_dontwait_raw_sockets_use_pyvisa_io_and_still_see_a_hang_up(
@@ -197,20 +203,4 @@ def test_without_poll_and_dontwait_raw_sockets_use_pyvisa_io_and_still_see_a_han
     monkeypatch.setattr(transport_module, "_HAS_POLL", False)
     monkeypatch.setattr(transport_module, "_HAS_DONTWAIT", False)
     monkeypatch.setattr(transport_module, "_PEEK_NOWAIT", int(socket.MSG_PEEK))
-    peer = ScriptedPeer([[(0.0, b"1\n")], [(0.0, b"2\n"), (0.0, b"<close>")]])
-    transport = SocketTransport.open(rm, peer.resource, 1.0)
-    try:
-        assert type(transport) is VisaTransport
-        assert not transport.peer_closed()
-        transport.write("A?")
-        assert transport.read() == "1"
-        assert not transport.peer_closed()  # idle and alive: the peek must not block
-        transport.write("B?")
-        assert transport.read() == "2"
-        deadline = time.monotonic() + 5.0
-        while not transport.peer_closed():
-            assert time.monotonic() < deadline, "the hang-up was never seen"
-            time.sleep(0.005)
-    finally:
-        transport.close()
-        peer.close()
+    _answer_twice_then_see_the_hang_up(rm, VisaTransport)
