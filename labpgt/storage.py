@@ -22,7 +22,9 @@ measures the shots whose ``done`` flag is false. Every dataset is allocated
 at creation (contiguous, early allocation): afterwards only raw data is
 written, never HDF5 metadata, so a killed writer cannot corrupt the file's
 structure; ``done`` is set after the traces of a chunk and then the file is
-flushed, so a shot marked done always has its trace.
+flushed, so a shot marked done always has its trace. The reverse does not hold:
+a writer killed between the two may leave a chunk's traces on disk with ``done``
+still false; `--resume` measures those shots again and overwrites them.
 """
 
 from __future__ import annotations

@@ -17,7 +17,14 @@ def test_demo_trains_through_the_virtual_bench_and_writes_its_run(
     main(["demo", "--max-queries", "700"])  # returns on success (SystemExit otherwise)
     out = " ".join(capsys.readouterr().out.split())
     run = tmp_path / "runs" / "demo"
-    for name in ("checkpoint.pt", "config.json", "curves.png", "metrics.csv", "summary.json"):
+    for name in (
+        "batches.csv",
+        "checkpoint.pt",
+        "config.json",
+        "curves.png",
+        "metrics.csv",
+        "summary.json",
+    ):
         assert (run / name).stat().st_size > 0, name
     summary = json.loads((run / "summary.json").read_text())
     assert summary["method"] == "boundary"

@@ -125,6 +125,11 @@ def test_killed_fast_sim_run_resumes_bit_identically(tmp_path: Path) -> None:
         assert a["counters"][key] == b["counters"][key], key
     assert [m["test_loss"] for m in a["metrics"]] == [m["test_loss"] for m in b["metrics"]]
     assert (killed / "metrics.csv").read_text().count("\n") == 6  # header + epochs 0..4
+    # one row per training step; the killed epoch's steps were run again, not repeated
+    batches = (killed / "batches.csv").read_text()
+    assert batches == (ref / "batches.csv").read_text()
+    assert batches.count("\n") == 1 + a["counters"]["steps"]
+    assert [m["queries"] for m in a["metrics"]][-1] == int(batches.splitlines()[-1].split(",")[1])
     assert (killed / "curves.png").stat().st_size > 1000
 
 

@@ -32,6 +32,21 @@ class EpochMetrics:
 COLUMNS: list[str] = [f.name for f in fields(EpochMetrics)]
 
 
+BATCH_COLUMNS: list[str] = ["step", "queries", "batch_loss", "batch_acc"]
+"""batches.csv: one row per training step (its batch's loss and accuracy, queries so far)."""
+
+
+def write_batches_csv(path: Path, batches: list[list[float]]) -> None:
+    """Rewrite batches.csv from [step, queries, batch loss, batch accuracy] rows."""
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(BATCH_COLUMNS)
+        for step, queries, loss, acc in batches:
+            writer.writerow([int(step), int(queries), f"{loss:.6g}", f"{acc:.6g}"])
+    tmp.replace(path)
+
+
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float((logits.argmax(dim=1) == y).double().mean())
 

@@ -12,15 +12,55 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 from labpgt.training.metrics import EpochMetrics  # noqa: E402
 
 
+def _running_mean(values: list[float], window: int) -> list[float]:
+    """Mean of the last `window` values at each point (fewer at the start)."""
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
 def plot_run(
-    rows: list[EpochMetrics], out_dir: Path, *, method: str, readout_test_acc: float | None
+    rows: list[EpochMetrics],
+    out_dir: Path,
+    *,
+    method: str,
+    readout_test_acc: float | None,
+    batches: list[list[float]] | None = None,
 ) -> list[Path]:
-    """Write curves.png (2×2: loss/accuracy vs queries and vs epochs); return the paths."""
+    """Write curves.png (2×2: loss/accuracy vs queries and vs epochs); return the paths.
+
+    With `batches` ([step, queries, loss, accuracy] per training step) the panels
+    against queries also show each batch's loss and the running mean of the last
+    ten batches' loss and accuracy, between the per-epoch points.
+    """
     if not rows:
         return []
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
     queries = [r.queries for r in rows]
     epochs = [r.epoch for r in rows]
+    if batches:
+        batch_queries = [row[1] for row in batches]
+        batch_loss = [row[2] for row in batches]
+        axes[0, 0].plot(batch_queries, batch_loss, color="C0", alpha=0.2, lw=0.8)
+        axes[0, 0].plot(
+            batch_queries,
+            _running_mean(batch_loss, 10),
+            color="C0",
+            lw=1.2,
+            label="train batches (mean of 10)",
+        )
+        axes[1, 0].plot(
+            batch_queries,
+            [100 * a for a in _running_mean([row[3] for row in batches], 10)],
+            color="C0",
+            lw=1.2,
+            alpha=0.6,
+            label="train batches (mean of 10)",
+        )
     for col, (xs, xlabel) in enumerate([(queries, "training queries"), (epochs, "epoch")]):
         ax_loss, ax_acc = axes[0, col], axes[1, col]
         ax_loss.plot(xs, [r.train_loss for r in rows], "o-", label="train")

@@ -36,7 +36,7 @@ from labpgt.training.checkpoint import (
 )
 from labpgt.training.config import TrainConfig
 from labpgt.training.estimators import EstimatorContext, GradientEstimator, make_estimator
-from labpgt.training.metrics import EpochMetrics, accuracy, write_csv
+from labpgt.training.metrics import EpochMetrics, accuracy, write_batches_csv, write_csv
 from labpgt.training.models import ReservoirModel
 from labpgt.training.plots import plot_run
 from labpgt.training.readout import ReadoutResult, linear_readout, readout_baseline
@@ -182,6 +182,7 @@ def train(
         backend.load_sim_state(state["ring"])
         counters = _Counters(**state["counters"])
         metrics = [EpochMetrics(**row) for row in state["metrics"]]
+        batches = [list(row) for row in state.get("batches", [])]
         baseline = ReadoutResult(**state["baseline"])
         start_epoch = int(state["epoch"])
         hooks.on_note(f"resumed from {ckpt_path} after epoch {start_epoch}")
@@ -203,6 +204,7 @@ def train(
         counters.instrument_time_s += backend.instrument_time_s - t0_inst
         counters.wall_s += time.perf_counter() - t0_wall
         metrics = [_row(0, train_loss, train_acc, test_loss, test_acc, counters, optimizer)]
+        batches = []
         start_epoch = 0
         _save(
             ckpt_path,
@@ -215,6 +217,7 @@ def train(
             backend,
             counters,
             metrics,
+            batches,
             baseline,
         )
     stop = "readout only" if est is None else "epochs done"
@@ -229,14 +232,19 @@ def train(
             backend,
             counters,
             metrics,
+            batches,
             baseline,
             start_epoch,
             ckpt_path,
             hooks,
         )
     write_csv(out / "metrics.csv", metrics)
-    files = plot_run(metrics, out, method=config.method, readout_test_acc=baseline.test_acc)
-    return RunResult(config, metrics, baseline, model, out, stop, [out / "metrics.csv", *files])
+    write_batches_csv(out / "batches.csv", batches)
+    files = plot_run(
+        metrics, out, method=config.method, readout_test_acc=baseline.test_acc, batches=batches
+    )
+    tables = [out / "metrics.csv", out / "batches.csv"]
+    return RunResult(config, metrics, baseline, model, out, stop, [*tables, *files])
 
 
 def _loop(
@@ -249,6 +257,7 @@ def _loop(
     backend: MeasurementBackend,
     counters: _Counters,
     metrics: list[EpochMetrics],
+    batches: list[list[float]],
     baseline: ReadoutResult,
     start_epoch: int,
     ckpt_path: Path,
@@ -283,6 +292,7 @@ def _loop(
             losses.append(result.loss)
             accs.append(accuracy(result.logits, y))
             sizes.append(len(idx))
+            batches.append([counters.steps, counters.queries, result.loss, accs[-1]])
             hooks.on_step(
                 {
                     "epoch": epoch,
@@ -316,9 +326,11 @@ def _loop(
             backend,
             counters,
             metrics,
+            batches,
             baseline,
         )
         write_csv(ckpt_path.parent / "metrics.csv", metrics)
+        write_batches_csv(ckpt_path.parent / "batches.csv", batches)
         hooks.on_epoch(row)
         if budget_hit:
             return "query budget reached"
@@ -360,6 +372,7 @@ def _save(
     backend: MeasurementBackend,
     counters: _Counters,
     metrics: list[EpochMetrics],
+    batches: list[list[float]],
     baseline: ReadoutResult,
 ) -> None:
     save_checkpoint(
@@ -376,6 +389,7 @@ def _save(
             "ring": backend.sim_state(),
             "counters": vars(counters).copy(),
             "metrics": [m.to_dict() for m in metrics],
+            "batches": [list(row) for row in batches],
             "baseline": baseline.to_dict(),
         },
     )

@@ -26,6 +26,16 @@ from labpgt.training.trainer import RunResult, TrainHooks
 
 console = Console()
 
+# What a run directory holds; --overwrite removes exactly these (nothing else the user put there).
+RUN_FILES = (
+    "checkpoint.pt",
+    "metrics.csv",
+    "batches.csv",
+    "config.json",
+    "curves.png",
+    "summary.json",
+)
+
 
 def run_training(
     config: TrainConfig, *, resume: bool, overwrite: bool = False, quiet: bool = False
@@ -63,7 +73,7 @@ def run_training(
             f"--out {out} already holds a run; add --resume to continue it or choose another --out"
         )
     if overwrite and not resume and out.exists():
-        for name in ("checkpoint.pt", "metrics.csv", "config.json", "curves.png", "summary.json"):
+        for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
 
     progress = Progress(
