@@ -32,6 +32,7 @@ class ShutdownSignals:
         self._previous: dict[signal.Signals, Any] = {}
         self._deferred: list[int] = []
         self._holding = False
+        self._pending: int | None = None
 
     @property
     def installed(self) -> bool:
@@ -48,6 +49,20 @@ class ShutdownSignals:
     def hold(self) -> None:
         """From now on, record signals instead of raising (a shutdown is running)."""
         self._holding = True
+        self._pending = None
+
+    def raise_pending(self) -> None:
+        """Raise again a signal whose exception was swallowed; call it at safe points.
+
+        The handler raises wherever the main thread happens to be. If that is a
+        `__del__` or a weakref callback (the garbage collector runs them anywhere),
+        Python prints "Exception ignored" and carries on: the Ctrl-C would be lost.
+        The signal stays pending until the shutdown starts (`hold`), so the next
+        safe point (every `Bench.apply`) raises it.
+        """
+        signum, self._pending = self._pending, None
+        if signum is not None:
+            self._raise(signum)
 
     def restore(self) -> list[int]:
         """Put the previous handlers back; returns the signals held during shutdown."""
@@ -62,6 +77,11 @@ class ShutdownSignals:
         if self._holding:
             self._deferred.append(signum)
             return
+        self._pending = signum
+        self._raise(signum)
+
+    @staticmethod
+    def _raise(signum: int) -> None:
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise TerminatedBySignal(signum)
