@@ -163,12 +163,33 @@ def iterate(
     seed_step: float,
     p: RingParams,
 ) -> np.ndarray:
-    """The competition's fixed-point steps from `power`: the fast loop, else the careful one."""
+    """The competition's fixed-point steps from `power` (as `_iterate_in_place`).
+
+    The fast loop (`_iterate_fast`) first; where it cannot work (a non-finite result)
+    the careful loop below, the torch loop's arithmetic: expm1(x) / x is 0 / 0 where
+    x == 0 exactly, and its limit there is 1.
+    """
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         out = _iterate_fast(power * two_step, net * two_step, coupling_t, two_step, seed_step, p)
         if np.isfinite(out).all():
             return out / two_step
-        return _iterate(power.copy(), net, coupling_t, two_step, seed_step, p)
+        power = power.copy()
+        x = np.empty_like(power)
+        ratio = np.empty_like(power)
+        scratch = np.empty_like(power)
+        for _ in range(p.competition_iterations):
+            np.dot(power, coupling_t, out=scratch)
+            np.subtract(net, scratch, out=x)
+            np.minimum(x, 5.0, out=x)
+            x *= two_step
+            np.expm1(x, out=ratio)
+            np.multiply(power, ratio, out=scratch)
+            power += scratch
+            ratio /= x
+            ratio[x == 0.0] = 1.0
+            np.multiply(ratio, seed_step, out=scratch)
+            power += scratch
+    return power
 
 
 def _iterate_fast(
@@ -182,10 +203,10 @@ def _iterate_fast(
     """The competition's fixed-point steps on Q = 2 step P, in place, 8 operations each.
 
     With x = 2 step (net - C P) = net2 - C Q and r = expm1(x), a step is
-    Q' = Q + Q r + s r / x = Q + r (Q + s / x) (s = 2 step x seed step). That is
-    `_iterate` rearranged (within ~1e-12 relative), except where x is exactly 0
-    (0 * inf) or so small that s / x overflows: then the result is not finite and
-    the caller runs `_iterate` instead.
+    Q' = Q + Q r + s r / x = Q + r (Q + s / x) (s = 2 step x seed step). That is the
+    careful loop of `iterate` rearranged (within ~1e-12 relative), except where x is
+    exactly 0 (0 * inf) or so small that s / x overflows: then the result is not
+    finite and `iterate` runs the careful loop instead.
     """
     s = two_step * seed_step
     cap = 5.0 * two_step
@@ -202,36 +223,6 @@ def _iterate_fast(
         a *= r
         q += a
     return q
-
-
-def _iterate(
-    power: np.ndarray,
-    net: np.ndarray,
-    coupling_t: np.ndarray,
-    two_step: float,
-    seed_step: float,
-    p: RingParams,
-) -> np.ndarray:
-    """The competition's fixed-point steps in place on `power`, as `_iterate_in_place`.
-
-    expm1(x) / x is 0 / 0 where x == 0 exactly; its limit there is 1.
-    """
-    x = np.empty_like(power)
-    ratio = np.empty_like(power)
-    scratch = np.empty_like(power)
-    for _ in range(p.competition_iterations):
-        np.dot(power, coupling_t, out=scratch)
-        np.subtract(net, scratch, out=x)
-        np.minimum(x, 5.0, out=x)
-        x *= two_step
-        np.expm1(x, out=ratio)
-        np.multiply(power, ratio, out=scratch)
-        power += scratch
-        ratio /= x
-        ratio[x == 0.0] = 1.0
-        np.multiply(ratio, seed_step, out=scratch)
-        power += scratch
-    return power
 
 
 # --------------------------------------------------------------------- lines
