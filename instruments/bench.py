@@ -170,7 +170,6 @@ class Bench:
         reads back its values and raises its own queued error before this returns.
         If both fail, the supply's error is raised with the generator's as a note.
         """
-        self._signals.raise_pending()  # a Ctrl-C whose exception was swallowed
         generator, supply = self.generator, self.supply
         drive = {
             name: value

@@ -22,6 +22,7 @@ from instruments.errors import (
     InstrumentProtocolError,
     InstrumentTimeoutError,
 )
+from instruments.safety import raise_pending
 from instruments.transport import Transport, TransportClosed, TransportGarbled, TransportTimeout
 
 T = TypeVar("T")
@@ -202,6 +203,7 @@ class Connection:
                 # Inside a restore: failures go straight back to the reconnect loop.
                 assert self._transport is not None
                 return fn(self._transport)
+            raise_pending()  # a Ctrl-C whose exception Python swallowed: raise it now
             if self._transport is None:
                 self._reconnect("the session was closed")
             elif self._dirty:

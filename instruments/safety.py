@@ -10,11 +10,37 @@ so a second Ctrl-C cannot interrupt a current ramp half-way.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from types import FrameType
 from typing import Any
 
 HANDLED_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
+
+# A signal whose exception Python swallowed, until it is raised again or a shutdown starts.
+_pending: list[int] = []
+
+
+def raise_pending() -> None:
+    """Raise again a signal whose exception was swallowed; every exchange calls it first.
+
+    A handler raises wherever the main thread happens to be. If that is a `__del__`
+    or a weakref callback (the garbage collector runs them anywhere), Python only
+    reports the exception to `sys.unraisablehook` and carries on: the Ctrl-C would be
+    lost. `ShutdownSignals` hooks that report, so the signal becomes pending and the
+    next exchange with any instrument raises it before sending anything. (Only in
+    the main thread, where the signal belongs.)
+    """
+    if _pending and threading.current_thread() is threading.main_thread():
+        signum = _pending.pop()
+        _pending.clear()
+        _raise(signum)
+
+
+def _raise(signum: int) -> None:
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise TerminatedBySignal(signum)
 
 
 class TerminatedBySignal(SystemExit):
@@ -30,9 +56,9 @@ class ShutdownSignals:
 
     def __init__(self) -> None:
         self._previous: dict[signal.Signals, Any] = {}
+        self._previous_hook: Any = None
         self._deferred: list[int] = []
         self._holding = False
-        self._pending: int | None = None
 
     @property
     def installed(self) -> bool:
@@ -44,31 +70,21 @@ class ShutdownSignals:
             return False
         for signum in HANDLED_SIGNALS:
             self._previous[signum] = signal.signal(signum, self._handle)
+        self._previous_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
         return True
 
     def hold(self) -> None:
         """From now on, record signals instead of raising (a shutdown is running)."""
         self._holding = True
-        self._pending = None
-
-    def raise_pending(self) -> None:
-        """Raise again a signal whose exception was swallowed; call it at safe points.
-
-        The handler raises wherever the main thread happens to be. If that is a
-        `__del__` or a weakref callback (the garbage collector runs them anywhere),
-        Python prints "Exception ignored" and carries on: the Ctrl-C would be lost.
-        The signal stays pending until the shutdown starts (`hold`), so the next
-        safe point (every `Bench.apply`) raises it.
-        """
-        signum, self._pending = self._pending, None
-        if signum is not None:
-            self._raise(signum)
+        _pending.clear()
 
     def restore(self) -> list[int]:
         """Put the previous handlers back; returns the signals held during shutdown."""
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         self._previous.clear()
+        if self._previous_hook is not None:
+            sys.unraisablehook, self._previous_hook = self._previous_hook, None
         held, self._deferred = self._deferred, []
         self._holding = False
         return held
@@ -77,11 +93,11 @@ class ShutdownSignals:
         if self._holding:
             self._deferred.append(signum)
             return
-        self._pending = signum
-        self._raise(signum)
+        _raise(signum)
 
-    @staticmethod
-    def _raise(signum: int) -> None:
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise TerminatedBySignal(signum)
+    def _unraisable(self, info: Any) -> None:
+        """Keep a signal's exception that Python swallowed (see `raise_pending`)."""
+        exc = info.exc_value
+        if not self._holding and isinstance(exc, KeyboardInterrupt | TerminatedBySignal):
+            _pending[:] = [signal.SIGINT if isinstance(exc, KeyboardInterrupt) else exc.signum]
+        self._previous_hook(info)
