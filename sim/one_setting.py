@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from sim import competition as torch_competition
+from sim import dispersion
 from sim.dispersion import _DB_PER_NEPER_POWER
 from sim.grid import AnalyzerGrid
 from sim.injection import _EPS_HZ, _SHARPNESS
@@ -75,14 +76,6 @@ def k_of_frequency(f: float, field: float, p: RingParams) -> float:
     return float(_softplus(k_raw / soft)) * soft
 
 
-def loop_phase_rad(k: np.ndarray | float, f: np.ndarray | float, p: RingParams):
-    return (
-        k * p.propagation_length_m
-        + 2.0 * math.pi * f * p.electronics_delay_s
-        + (p.amplifier_phase_rad)
-    )
-
-
 def relaxation_rate_per_s(field: float, p: RingParams) -> float:
     f_h = p.gyro_hz_per_oe * max(field, 1e-3)
     f_m = p.gyro_hz_per_oe * p.four_pi_ms_g
@@ -106,7 +99,7 @@ def mode_wavenumbers(field: float, p: RingParams, newton_steps: int = 4) -> np.n
     m = p.mode_count
     k_start = 0.5 * p.transducer_k_low_rad_per_m
     k0 = np.array([k_start])
-    phase0 = float(loop_phase_rad(k0, frequency_of_k(k0, field, p), p)[0])
+    phase0 = float(dispersion.loop_phase_rad(k0, frequency_of_k(k0, field, p), p)[0])
     target = (math.floor(phase0 / (2.0 * math.pi)) + 1.0 + np.arange(m, dtype=np.float64)) * (
         2.0 * math.pi
     )
@@ -126,7 +119,7 @@ def mode_wavenumbers(field: float, p: RingParams, newton_steps: int = 4) -> np.n
     # the final exact step, as `dispersion._newton_step`
     f = frequency_of_k(k, field, p)
     slope = length + c * dfdk(k, f, p)
-    return k - (loop_phase_rad(k, f, p) - target) / slope
+    return k - (dispersion.loop_phase_rad(k, f, p) - target) / slope
 
 
 # --------------------------------------------------------------------- competition
@@ -262,7 +255,7 @@ def lines(
     f_k_in = float(frequency_of_k(np.array([k_in]), field, p)[0])
     drive_net_db = gain_db - float(propagation_loss_db(k_in, f_k_in, field, p))
     rho = p.ring_resonance_max * 10.0 ** (-float(_softplus(-drive_net_db)) / 20.0)
-    phase = loop_phase_rad(k_in, fin, p)
+    phase = dispersion.loop_phase_rad(k_in, fin, p)
     resonance = 1.0 / (1.0 - 2.0 * rho * math.cos(phase) + rho**2)
     through_mw = (
         drive_mw

@@ -313,13 +313,18 @@ class RingModel:
             raise RingError(f"dt_s must be a finite time >= 0 s, got {dt_s}")
         self._time_s += dt
         if self._params.drift and dt > 0:
-            z = torch.randn(2, generator=self._generator, dtype=torch.float64)
-            self._field_drift_oe += (
-                self._params.field_drift_oe_per_min * math.sqrt(dt / 60.0) * float(z[0])
-            )
-            self._gain_drift_db += (
-                self._params.gain_drift_db_per_hour * math.sqrt(dt / 3600.0) * float(z[1])
-            )
+            z_field, z_gain = torch.randn(2, generator=self._generator, dtype=torch.float64)
+            field_step, gain_step = self._drift_step(dt, float(z_field), float(z_gain))
+            self._field_drift_oe += field_step
+            self._gain_drift_db += gain_step
+
+    def _drift_step(self, dt: float, z_field: float, z_gain: float) -> tuple[float, float]:
+        """Random-walk steps of the field (Oe) and gain (dB) offsets over dt s, for draws z."""
+        p = self._params
+        return (
+            p.field_drift_oe_per_min * math.sqrt(dt / 60.0) * z_field,
+            p.gain_drift_db_per_hour * math.sqrt(dt / 3600.0) * z_gain,
+        )
 
     def set_bias(self, bias_a: float) -> None:
         """Record a new bias current; updates the remanence sign (hysteresis rule).
@@ -366,9 +371,15 @@ class RingModel:
         numbers and differ by float32 rounding: median ~3e-6 dB, up to ~0.02 dB where
         two modes nearly tie.
         """
-        fin, dbm, bias, settle, rf = _broadcast(
+        settings = dict(
             drive_hz=drive_hz, drive_dbm=drive_dbm, bias_a=bias_a, settle_s=settle_s, rf_on=rf_on
         )
+        numbers = _plain_numbers(**settings)
+        if numbers is not None:  # the virtual analyzer's call: no tensors on the way
+            if numbers[3] < 0:
+                raise RingError("settle_s must be >= 0 s")
+            return self._measure_one(*numbers, grid)
+        fin, dbm, bias, settle, rf = _broadcast(**settings)
         if (settle < 0).any():
             raise RingError("settle_s must be >= 0 s")
         if fin.shape[0] == 1:
@@ -441,16 +452,11 @@ class RingModel:
         field, gain = self._field_drift_oe, self._gain_drift_db
         field_end, gain_end = field, gain
         if p.drift:
-            z = torch.randn(2, 2, generator=self._generator, dtype=torch.float64).tolist()
-            steps = []
-            for dt, (z_field, z_gain) in zip((settle, sweep_s), z, strict=True):
-                steps.append(
-                    (
-                        p.field_drift_oe_per_min * math.sqrt(dt / 60.0) * z_field,
-                        p.gain_drift_db_per_hour * math.sqrt(dt / 3600.0) * z_gain,
-                    )
-                )
-            (field_settle, gain_settle), (field_sweep, gain_sweep) = steps
+            (zf_settle, zg_settle), (zf_sweep, zg_sweep) = torch.randn(
+                2, 2, generator=self._generator, dtype=torch.float64
+            ).tolist()
+            field_settle, gain_settle = self._drift_step(settle, zf_settle, zg_settle)
+            field_sweep, gain_sweep = self._drift_step(sweep_s, zf_sweep, zg_sweep)
             field, field_end = field + field_settle, field + (field_settle + field_sweep)
             gain, gain_end = gain + gain_settle, gain + (gain_settle + gain_sweep)
         jitter = scatter = None
@@ -459,9 +465,9 @@ class RingModel:
             jitter = jitter.numpy()[0]
         if p.noise and p.noise_floor_std_db > 0:
             scatter = torch.randn(1, grid.points, generator=self._generator, dtype=F32).numpy()[0]
-        total_field = p.field_per_current_oe_per_a * bias + self.remanence_sign * p.remanence_oe
+        total_field = dispersion.field_oe(bias, self.remanence_sign, p) + field
         line_hz, line_mw = one_setting.lines(
-            p, self._best_transducer_loss_db, fin, dbm, total_field + field, gain, rf
+            p, self._best_transducer_loss_db, fin, dbm, total_field, gain, rf
         )
         trace = one_setting.render(
             line_hz,
@@ -516,20 +522,27 @@ def _as_tensor(value: TensorLike | bool, name: str) -> torch.Tensor:
         raise RingError(f"{name} must be a number or a tensor, got {value!r}") from exc
 
 
+def _plain_numbers(**inputs: TensorLike | bool) -> list[float] | None:
+    """The inputs as checked floats when none is a tensor (one setting, as the virtual
+    instruments give it), else None."""
+    if any(isinstance(value, torch.Tensor) for value in inputs.values()):
+        return None
+    numbers = []
+    for name, value in inputs.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError) as exc:
+            raise RingError(f"{name} must be a number or a tensor, got {value!r}") from exc
+        if not math.isfinite(number):
+            raise RingError(f"{name} contains a non-finite value")
+        numbers.append(number)
+    return numbers
+
+
 def _broadcast(**inputs: TensorLike | bool) -> tuple[torch.Tensor, ...]:
     """Inputs as float64 tensors broadcast to one (N,) shape (N = 1 for plain numbers)."""
-    if not any(isinstance(value, torch.Tensor) for value in inputs.values()):
-        # All plain numbers (one setting, as the virtual instruments call it): check
-        # them as floats and make one tensor, instead of one tensor and check each.
-        numbers = []
-        for name, value in inputs.items():
-            try:
-                number = float(value)
-            except (TypeError, ValueError) as exc:
-                raise RingError(f"{name} must be a number or a tensor, got {value!r}") from exc
-            if not math.isfinite(number):
-                raise RingError(f"{name} contains a non-finite value")
-            numbers.append(number)
+    numbers = _plain_numbers(**inputs)
+    if numbers is not None:  # one tensor for all, instead of one tensor and a check each
         return torch.tensor(numbers, dtype=torch.float64).reshape(len(numbers), 1).unbind(0)
     tensors = [_as_tensor(value, name) for name, value in inputs.items()]
     try:
