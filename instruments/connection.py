@@ -93,10 +93,7 @@ class Connection:
                 return transport.read()
             except TransportTimeout as exc:
                 self._dirty = True
-                raise InstrumentTimeoutError(
-                    f"{self.label}: no reply to {command!r} within {self.timeout_s:.3g} s "
-                    "(instrument stalled or busy)"
-                ) from exc
+                raise self._timeout_error(command, self.timeout_s) from exc
             except TransportClosed as exc:
                 self._dirty = True
                 raise InstrumentConnectionError(
@@ -104,9 +101,7 @@ class Connection:
                 ) from exc
             except TransportGarbled as exc:
                 self._dirty = True
-                raise InstrumentProtocolError(
-                    f"{self.label}: garbled reply to {command!r}: {exc}"
-                ) from exc
+                raise self._garbled_error(command, exc) from exc
             except BaseException:
                 self._dirty = True
                 raise
@@ -218,18 +213,13 @@ class Connection:
                 except TransportTimeout as exc:
                     if not self._transport.peer_closed():
                         self._dirty = True  # a late reply may still arrive: never read it
-                        raise InstrumentTimeoutError(
-                            f"{self.label}: no reply to {command!r} within "
-                            f"{wait_s or self.timeout_s:.3g} s (instrument stalled or busy)"
-                        ) from exc
+                        raise self._timeout_error(command, wait_s or self.timeout_s) from exc
                     reason: str = "connection closed by the instrument"
                 except TransportClosed as exc:
                     reason = str(exc) or "connection lost"
                 except TransportGarbled as exc:
                     self._dirty = True
-                    raise InstrumentProtocolError(
-                        f"{self.label}: garbled reply to {command!r}: {exc}"
-                    ) from exc
+                    raise self._garbled_error(command, exc) from exc
                 except BaseException:
                     self._dirty = True  # interrupted mid-exchange (Ctrl-C, bug): resync
                     raise
@@ -240,6 +230,15 @@ class Connection:
                         f"after {self.retries} reconnects: {reason}"
                     )
                 self._reconnect(reason)
+
+    def _timeout_error(self, command: str, seconds: float) -> InstrumentTimeoutError:
+        return InstrumentTimeoutError(
+            f"{self.label}: no reply to {command!r} within {seconds:.3g} s "
+            "(instrument stalled or busy)"
+        )
+
+    def _garbled_error(self, command: str, exc: Exception) -> InstrumentProtocolError:
+        return InstrumentProtocolError(f"{self.label}: garbled reply to {command!r}: {exc}")
 
     def _reconnect(self, reason: str) -> None:
         last: Exception | None = None
