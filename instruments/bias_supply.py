@@ -20,11 +20,9 @@ from instruments.limits import Limits, ramp_points
 from instruments.scpi import Control, ScpiInstrument, open_family
 
 RAMP_MARGIN = 1.1
-"""Steps are spaced 10 % slower than the ramp rate allows ..."""
-RAMP_SLACK_S = 1e-3
-"""... plus 1 ms after a step that was only written (stamped when the write returned, maybe
-before the supply took it), so delivery jitter never makes two steps look too close. A step
-stamped after the supply's reply to it needs no slack: the supply had it by then."""
+"""Steps are spaced 10 % slower than the ramp rate allows. Every step is confirmed by the
+supply's reply and the next one is timed from that reply, so a step delivered late can
+never arrive at the supply close behind the one before it."""
 
 
 class BiasSupply(ScpiInstrument):
@@ -61,8 +59,7 @@ class BiasSupply(ScpiInstrument):
         super().__init__(*args, **kwargs)
         self._setpoint_a = 0.0
         self._output = False
-        self._last_step_s = -math.inf
-        self._last_step_confirmed = False  # stamped after the supply's reply (no slack needed)
+        self._last_step_s = -math.inf  # when the supply confirmed the last step (monotonic)
         self.steps_sent = 0
         self.ramp_wait_s = 0.0  # time spent waiting for the ramp rate, s (for benchmarks)
 
@@ -109,9 +106,9 @@ class BiasSupply(ScpiInstrument):
     def _ramp_to(self, target_a: float) -> None:
         """Ramp (output on) or move (output off) the setpoint, then verify it.
 
-        The last setpoint travels with its verification in one exchange,
-        `CURR x;:CURR?;:SYST:ERR?`; intermediate steps are plain writes, each sent no
-        sooner than the ramp rate allows after the previous one.
+        Intermediate steps go as `CURR x;*OPC?`; the last setpoint travels with its
+        verification, `CURR x;:CURR?;:SYST:ERR?`. Each step is sent no sooner than the
+        ramp rate allows after the supply's reply to the previous one.
         """
         with self.conn.lock:
             if not self._output:
@@ -142,11 +139,7 @@ class BiasSupply(ScpiInstrument):
                 )
             finally:
                 if final_a is not None:
-                    # Stamped once the reply is in: the supply has the step by then, so
-                    # the next step's spacing can only come out longer, never shorter.
-                    self._last_step_s = time.monotonic()
-                    self._last_step_confirmed = True
-                    self.steps_sent += 1
+                    self._stamp_step()
             self._last["current_a"] = self._setpoint_a
 
     def _step_to(self, current_a: float) -> None:
@@ -154,25 +147,27 @@ class BiasSupply(ScpiInstrument):
         self._send_setpoint(current_a)
 
     def _wait_for_step(self, current_a: float) -> None:
-        """Sleep until a step to `current_a` respects the ramp rate (plus margin and slack)."""
+        """Sleep until a step to `current_a` respects the ramp rate (plus margin)."""
         step_a = abs(current_a - self._setpoint_a)
-        due_s = (
-            self._last_step_s
-            + RAMP_MARGIN * step_a / self.limits.ramp_rate_a_per_s
-            + (0.0 if self._last_step_confirmed else RAMP_SLACK_S)
-        )
+        due_s = self._last_step_s + RAMP_MARGIN * step_a / self.limits.ramp_rate_a_per_s
         wait_s = due_s - time.monotonic()
         if wait_s > 0:
             time.sleep(wait_s)
             self.ramp_wait_s += wait_s
 
-    def _send_setpoint(self, current_a: float) -> None:
-        self.conn.write(f"CURR {current_a:.12g}")
+    def _stamp_step(self) -> None:
+        # Stamped once the reply is in: the supply had the step by then, so the spacing
+        # it sees between this step and the next can only be longer than the wait.
         self._last_step_s = time.monotonic()
-        self._last_step_confirmed = False
-        self._setpoint_a = current_a
-        self._last["current_a"] = current_a
         self.steps_sent += 1
+
+    def _send_setpoint(self, current_a: float) -> None:
+        try:
+            self.sync(f"CURR {current_a:.12g}")
+        finally:
+            self._setpoint_a = current_a
+            self._last["current_a"] = current_a
+            self._stamp_step()
 
     def _switch_output(self, on: bool) -> None:
         with self.conn.lock:
@@ -180,10 +175,11 @@ class BiasSupply(ScpiInstrument):
                 target_a = self._setpoint_a
                 if target_a != 0.0:
                     self._send_setpoint(0.0)
-                self.conn.write("OUTP ON")
-                self._last_step_s = time.monotonic()  # switching on counts as a step
-                self._last_step_confirmed = False
-                self._output = True
+                try:
+                    self.sync("OUTP ON")
+                finally:
+                    self._output = True
+                    self._stamp_step()  # switching on counts as a step
                 if target_a != 0.0:
                     for point_a in ramp_points(0.0, target_a, self.limits.ramp_step_a):
                         self._step_to(point_a)

@@ -221,11 +221,16 @@ class ScpiInstrument:
         except ValueError as exc:
             raise InstrumentProtocolError(f"{self.conn.label}: {exc}") from exc
 
-    def sync(self) -> None:
-        """Wait until all pending operations completed (`*OPC?` answers 1)."""
-        reply = self.conn.query("*OPC?").strip()
+    def sync(self, command: str = "") -> None:
+        """Wait until all pending operations completed (`*OPC?` answers 1).
+
+        With `command`, it travels in the same message (`command;*OPC?`), so the
+        reply also says the instrument has taken it.
+        """
+        opc = f"{command};*OPC?" if command else "*OPC?"
+        reply = self.conn.query(opc).strip()
         if reply not in ("1", "+1"):
-            raise InstrumentProtocolError(f"{self.conn.label}: *OPC? answered {reply!r}")
+            raise InstrumentProtocolError(f"{self.conn.label}: {opc} answered {reply!r}")
 
     def _parse_error(self, reply: str) -> tuple[int, str]:
         if reply in _NO_ERROR_REPLIES:  # the usual answer, taken without the pattern

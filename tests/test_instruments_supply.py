@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from instruments.bias_supply import RAMP_MARGIN, RAMP_SLACK_S, KepcoBOP, KeysightE36xx
-from instruments.errors import ExecutionError, LimitError
+from instruments.bias_supply import RAMP_MARGIN, KepcoBOP, KeysightE36xx
+from instruments.errors import ExecutionError, InstrumentProtocolError, LimitError
 from instruments.limits import Limits, ramp_points
 from instruments.replay import ReplayTransport
 
@@ -73,12 +73,12 @@ def test_ramp_steps_with_output_on(mocker):
     supply, t = opened(
         KepcoBOP,
         [
-            ("OUTP ON", None),
+            ("OUTP ON;*OPC?", "1"),
             ("OUTP?", "1"),
             ("SYST:ERR?", NO_ERROR),
-            ("CURR 0.05", None),
-            ("CURR 0.1", None),
-            ("CURR 0.15", None),
+            ("CURR 0.05;*OPC?", "1"),
+            ("CURR 0.1;*OPC?", "1"),
+            ("CURR 0.15;*OPC?", "1"),
             # The last step travels with its verification: one exchange.
             ("CURR 0.2;:CURR?;:SYST:ERR?", "0.2;" + NO_ERROR),
         ],
@@ -89,30 +89,38 @@ def test_ramp_steps_with_output_on(mocker):
     # patched sleep: one wait before every step, each the step over the rate (+ margin).
     assert sleep.call_count == 4
     for call in sleep.call_args_list:
-        assert call.args[0] == pytest.approx(RAMP_MARGIN * 0.05 / 2.0 + RAMP_SLACK_S, rel=0.05)
+        assert call.args[0] == pytest.approx(RAMP_MARGIN * 0.05 / 2.0, rel=1e-9)
     t.assert_done()
 
 
-def test_a_step_confirmed_by_its_reply_needs_no_slack(mocker):
-    # The clock stands still under the patched sleep, so every wait is the full spacing.
+def test_every_step_is_confirmed_and_the_next_waits_from_the_reply(mocker):
+    # The clock stands still under the patched sleep, so every wait is the full spacing
+    # for its own step size, counted from the supply's reply to the step before.
     sleep = frozen_clock(mocker)
     supply, t = opened(
         KepcoBOP,
         [
-            ("CURR 0.04", None),
+            ("CURR 0.04;*OPC?", "1"),
             ("CURR 0.08;:CURR?;:SYST:ERR?", "0.08;" + NO_ERROR),
             ("CURR 0.1;:CURR?;:SYST:ERR?", "0.1;" + NO_ERROR),
         ],
     )
     supply._output = True
-    supply.current_a = 0.08  # two steps: 0.04 (written) and 0.08 (with its read-back)
-    supply.current_a = 0.1  # one step after a step the supply confirmed
-    # No wait before the very first step; after the written step: margin plus slack;
-    # after the confirmed step: margin only.
+    supply.current_a = 0.08  # two steps: 0.04 (with *OPC?) and 0.08 (with its read-back)
+    supply.current_a = 0.1  # one step of 0.02 A
+    # No wait before the very first step.
     waits = [call.args[0] for call in sleep.call_args_list]
-    assert len(waits) == 2
-    assert waits[0] == pytest.approx(RAMP_MARGIN * 0.04 / 2.0 + RAMP_SLACK_S, rel=0.05)
-    assert waits[1] == pytest.approx(RAMP_MARGIN * 0.02 / 2.0, rel=0.05)
+    assert waits == pytest.approx([RAMP_MARGIN * 0.04 / 2.0, RAMP_MARGIN * 0.02 / 2.0], rel=1e-9)
+    assert supply.steps_sent == 3
+    t.assert_done()
+
+
+def test_a_step_the_supply_does_not_confirm_is_a_protocol_error(mocker):
+    frozen_clock(mocker)
+    supply, t = opened(KepcoBOP, [("CURR 0.05;*OPC?", "0")])
+    supply._output = True
+    with pytest.raises(InstrumentProtocolError, match=r"CURR 0.05;\*OPC\? answered '0'"):
+        supply.current_a = 0.1
     t.assert_done()
 
 
@@ -129,10 +137,10 @@ def test_output_on_starts_at_zero_and_ramps_to_the_setpoint(mocker):
     supply, t = opened(
         KepcoBOP,
         [
-            ("CURR 0", None),
-            ("OUTP ON", None),
-            ("CURR 0.05", None),
-            ("CURR 0.1", None),
+            ("CURR 0;*OPC?", "1"),
+            ("OUTP ON;*OPC?", "1"),
+            ("CURR 0.05;*OPC?", "1"),
+            ("CURR 0.1;*OPC?", "1"),
             ("OUTP?", "1"),
             ("SYST:ERR?", NO_ERROR),
         ],
@@ -147,8 +155,8 @@ def test_safe_off_ramps_down_then_switches_off(mocker):
     supply, t = opened(
         KepcoBOP,
         [
-            ("CURR 0.05", None),
-            ("CURR 0", None),
+            ("CURR 0.05;*OPC?", "1"),
+            ("CURR 0;*OPC?", "1"),
             ("OUTP OFF", None),
             ("OUTP?", "0"),
             ("SYST:ERR?", NO_ERROR),
@@ -165,7 +173,7 @@ def test_negative_bias_ramps_through_zero_on_bipolar(mocker):
     supply, t = opened(
         KepcoBOP,
         [
-            ("CURR 0", None),
+            ("CURR 0;*OPC?", "1"),
             ("CURR -0.05;:CURR?;:SYST:ERR?", "-0.05;" + NO_ERROR),
         ],
     )

@@ -40,8 +40,10 @@ HOLDER = textwrap.dedent(
 def assert_rate_respected(log, rate=RATE_A_PER_S, step=STEP_A, jitter_s=5e-3) -> None:
     """No step above `step`; between any two logged setpoints, no faster than `rate`.
 
-    The server stamps each line on receipt, from a thread that a loaded machine may
-    wake late; `jitter_s` absorbs that (0.02 A at 4 A/s, under half a step).
+    The driver times each step from the supply's reply to the one before, which makes
+    this exact - except around the signal: a step whose reply the signal cut off is
+    timed from the interruption, and the server may take that line a little later;
+    `jitter_s` absorbs that (0.02 A at 4 A/s, under half a step).
     """
     on = [(t, i) for t, i, output in log if output]
     for (_, i0), (_, i1) in zip(on, on[1:], strict=False):
