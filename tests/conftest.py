@@ -20,6 +20,9 @@ def _cli_errors_follow_capture(monkeypatch: pytest.MonkeyPatch) -> None:
     from labpgt.cli import app
 
     monkeypatch.setattr(app.err_console, "_file", None)
+    # Rich fixes the width at construction when COLUMNS is set (as some CI shells export
+    # it); unset, the console reads COLUMNS at each write, so a test's COLUMNS applies.
+    monkeypatch.setattr(app.err_console, "_width", None)
 
 
 @pytest.fixture(scope="module")

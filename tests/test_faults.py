@@ -20,6 +20,10 @@ from sim.ring import RingModel
 from sim.virtual import VirtualBench
 
 TIMEOUT_S = 0.5
+"""The stall tests' timeout, short so that a stall costs the suite little."""
+OPEN_TIMEOUT_S = 10.0
+"""Every other exchange's: on a loaded 2-core CI machine a healthy reply (the first one on
+a new connection above all) has taken over 0.5 s, which failed the fixture's Bench.open."""
 
 
 @pytest.fixture
@@ -27,7 +31,7 @@ def bench_pair():
     with VirtualBench(RingModel(RingParams(noise=False, drift=False))) as vb:
         cfg = bench_config_from_resources(
             vb.resources,
-            timeouts_s={role: TIMEOUT_S for role in ("generator", "analyzer", "supply")},
+            timeouts_s={role: OPEN_TIMEOUT_S for role in ("generator", "analyzer", "supply")},
             limits={"ramp_rate_a_per_s": 50.0, "ramp_step_a": 0.1},
         )
         with Bench.open(cfg, handle_signals=False) as bench:
@@ -41,7 +45,8 @@ def test_drop_on_a_query_reconnects_and_the_reading_succeeds(bench_pair):
     t0 = time.perf_counter()
     assert bench.generator.frequency_hz == 2.2e9
     assert bench.generator.conn.reconnects == 1
-    assert time.perf_counter() - t0 < TIMEOUT_S + 1.0
+    # Reconnected at once, not after waiting out a timeout.
+    assert time.perf_counter() - t0 < OPEN_TIMEOUT_S / 2
 
 
 def test_drop_on_a_setting_is_restored_after_reconnect(bench_pair):
@@ -69,9 +74,16 @@ def test_drop_during_a_trace_read(bench_pair):
 
 def test_stall_times_out_within_the_configured_time(bench_pair):
     vb, bench = bench_pair
+    assert bench.analyzer.conn.timeout_s == OPEN_TIMEOUT_S  # the bench file's value arrived
     vb.inject_fault("analyzer", "stall")
     t0 = time.perf_counter()
-    with pytest.raises(InstrumentTimeoutError, match=r"analyzer \(TCPIP::127.0.0.1::\d+::SOCKET\)"):
+    with (
+        bench.analyzer.conn.timeout(TIMEOUT_S),
+        pytest.raises(
+            InstrumentTimeoutError,
+            match=r"analyzer \(TCPIP::127.0.0.1::\d+::SOCKET\): no reply .* within 0.5 s",
+        ),
+    ):
         _ = bench.analyzer.center_hz
     elapsed = time.perf_counter() - t0
     assert TIMEOUT_S * 0.9 <= elapsed < TIMEOUT_S + 0.5
@@ -84,7 +96,10 @@ def test_stall_during_a_sweep_wait_times_out(bench_pair):
     bench.analyzer.sweep_margin_s = 0.3
     vb.inject_fault("analyzer", "stall")
     t0 = time.perf_counter()
-    with pytest.raises(InstrumentTimeoutError, match="INIT"):
+    with (
+        bench.analyzer.conn.timeout(TIMEOUT_S),
+        pytest.raises(InstrumentTimeoutError, match="INIT"),
+    ):
         bench.analyzer.read_trace()
     # The sweep wait is the timeout + sweep time + margin, and no longer.
     elapsed = time.perf_counter() - t0

@@ -31,10 +31,11 @@ class ScriptedPeer:
     """A loopback TCP peer: answers each received line with scripted byte pieces.
 
     Each reply is a list of (delay_s, bytes) pieces, sent with a pause before each,
-    so one reply can arrive split across several segments.
+    so one reply can arrive split across several segments. A `threading.Event` in place
+    of the delay holds the piece back until the test sets it.
     """
 
-    def __init__(self, replies: list[list[tuple[float, bytes]]]) -> None:
+    def __init__(self, replies: list[list[tuple[float | threading.Event, bytes]]]) -> None:
         self.replies = replies
         self.received: list[bytes] = []
         self._server = socket.create_server(("127.0.0.1", 0))
@@ -56,7 +57,10 @@ class ScriptedPeer:
                 line, buffer = buffer.split(b"\n", 1)
                 self.received.append(line)
                 for delay_s, piece in reply:
-                    time.sleep(delay_s)
+                    if isinstance(delay_s, threading.Event):
+                        delay_s.wait(10.0)
+                    else:
+                        time.sleep(delay_s)
                     if piece == b"<close>":
                         return
                     conn.sendall(piece)
@@ -76,7 +80,7 @@ def rm():
 
 def test_socket_transport_is_chosen_for_pyvisa_py_raw_sockets(rm):
     peer = ScriptedPeer([[(0.0, b"1\n")]])
-    transport = SocketTransport.open(rm, peer.resource, 1.0)
+    transport = SocketTransport.open(rm, peer.resource, 5.0)
     try:
         assert type(transport) is SocketTransport and transport.nodelay
         transport.write("*OPC?")
@@ -94,7 +98,7 @@ def test_block_split_across_segments_with_newlines_inside(rm):
     reply = b"1;" + block
     pieces = [(0.0, reply[:1]), (0.02, reply[1:5]), (0.02, reply[5:2000]), (0.02, reply[2000:])]
     peer = ScriptedPeer([pieces, [(0.0, b"+1;" + ieee_block([-1.0, -2.0]))]])
-    transport = SocketTransport.open(rm, peer.resource, 1.0)
+    transport = SocketTransport.open(rm, peer.resource, 5.0)
     try:
         transport.write("INIT;*OPC?;:TRAC:DATA? TRACE1")
         assert transport.read_exact(2) == b"1;"
@@ -109,8 +113,11 @@ def test_block_split_across_segments_with_newlines_inside(rm):
 
 
 def test_a_timed_out_wait_keeps_the_bytes_that_came(rm):
-    peer = ScriptedPeer([[(0.0, b"1;#14\x00\x00"), (0.4, b"\x80\xbf\n")]])
-    transport = SocketTransport.open(rm, peer.resource, 1.0)
+    # The rest of the block is held back until the wait has timed out: with a fixed
+    # delay (0.4 s) a test thread stalled 0.3 s on a loaded machine would see it arrive.
+    rest = threading.Event()
+    peer = ScriptedPeer([[(0.0, b"1;#14\x00\x00"), (rest, b"\x80\xbf\n")]])
+    transport = SocketTransport.open(rm, peer.resource, 5.0)
     try:
         transport.write("X?")
         assert transport.read_exact(2) == b"1;"
@@ -119,6 +126,7 @@ def test_a_timed_out_wait_keeps_the_bytes_that_came(rm):
             transport.read_block_float32()  # half the block is in, the rest comes later
         transport.timeout_s = 2.0
         assert not transport.peer_closed()
+        rest.set()
         np.testing.assert_array_equal(transport.read_block_float32(), [-1.0])
     finally:
         transport.close()
@@ -127,7 +135,7 @@ def test_a_timed_out_wait_keeps_the_bytes_that_came(rm):
 
 def test_garbled_header_and_closed_peer(rm):
     peer = ScriptedPeer([[(0.0, b"?42004xxxx\n")], [(0.0, b"<close>")]])
-    transport = SocketTransport.open(rm, peer.resource, 1.0)
+    transport = SocketTransport.open(rm, peer.resource, 5.0)
     try:
         transport.write("TRAC:DATA? TRACE1")
         with pytest.raises(TransportGarbled, match="block header"):
@@ -170,7 +178,7 @@ def _answer_twice_then_see_the_hang_up(rm, expected_type: type) -> None:
     """Two exchanges with a peer that hangs up after the second: an idle live link
     never reads as closed (nor blocks the check), the hang-up does, unread."""
     peer = ScriptedPeer([[(0.0, b"1\n")], [(0.0, b"2\n"), (0.0, b"<close>")]])
-    transport = SocketTransport.open(rm, peer.resource, 1.0)
+    transport = SocketTransport.open(rm, peer.resource, 5.0)
     try:
         assert type(transport) is expected_type
         assert not transport.peer_closed()
