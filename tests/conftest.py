@@ -1,5 +1,6 @@
 """Shared test configuration and the small models several estimator tests train."""
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -7,6 +8,13 @@ import pytest
 import torch
 
 torch.set_num_threads(2)
+
+# Rich reads these when a Console is built - for the CLI's module-level consoles, at
+# import: a CI shell that exports them would fix every console's width (COLUMNS=80 wraps
+# one-line errors) or force colour codes into captured output (FORCE_COLOR=1 splits
+# "shots done 15 / 48"). Tests that need a width set COLUMNS themselves.
+for _name in ("COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+    os.environ.pop(_name, None)
 
 
 @pytest.fixture(autouse=True)
