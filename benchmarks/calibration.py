@@ -28,17 +28,17 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).pa
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-from calibration.analysis import choose_operating_point  # noqa: E402
-from calibration.plan import CalibrationPlan  # noqa: E402
-from calibration.run import (  # noqa: E402
+from labpgt.calibration.analysis import choose_operating_point  # noqa: E402
+from labpgt.calibration.plan import CalibrationPlan  # noqa: E402
+from labpgt.calibration.run import (  # noqa: E402
     CalibrationResult,
     encoding_ranges,
     line_geometry,
     run_calibration,
     surrogate_sample,
 )
-from calibration.surrogate import SurrogateConfig, fit_surrogate  # noqa: E402
+from labpgt.calibration.surrogate import SurrogateConfig, fit_surrogate  # noqa: E402
+
 from labpgt.embedded import embedded_bench  # noqa: E402
 from labpgt.reservoir import SETTING_NAMES  # noqa: E402
 from labpgt.scheduler import PerturbationScheduler  # noqa: E402

@@ -43,12 +43,11 @@ from multiprocessing.connection import Connection
 import numpy as np
 import pyvisa_py
 import torch
-
-from instruments.bench import Bench, bench_config_from_resources
-from sim.grid import AnalyzerGrid
-from sim.params import RingParams
-from sim.ring import RingModel
-from sim.virtual import VirtualBench
+from labpgt.instruments.bench import Bench, bench_config_from_resources
+from labpgt.sim.grid import AnalyzerGrid
+from labpgt.sim.params import RingParams
+from labpgt.sim.ring import RingModel
+from labpgt.sim.virtual import VirtualBench
 
 SPAN_HZ = 300e6
 POINTS = 1001

@@ -33,6 +33,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from labpgt.sim.params import RingParams  # noqa: E402
+from labpgt.sim.ring import RingModel  # noqa: E402
+
 from labpgt.features import FeatureSpec  # noqa: E402
 from labpgt.reservoir import SimulatedReservoir  # noqa: E402
 from labpgt.scheduler import PerturbationScheduler  # noqa: E402
@@ -41,8 +44,6 @@ from labpgt.training.config import make_config  # noqa: E402
 from labpgt.training.estimators import mgd  # noqa: E402
 from labpgt.training.reservoir_layer import MeasurementBackend  # noqa: E402
 from labpgt.training.trainer import TrainHooks, train  # noqa: E402
-from sim.params import RingParams  # noqa: E402
-from sim.ring import RingModel  # noqa: E402
 
 for module in (mgd, transformer, sequence_tasks):
     module.register()
@@ -124,9 +125,9 @@ def fast_sim_calibration(work: Path, seed: int, bins: int) -> str:
     a calibration of the SimulatedReservoir itself, so the study runs the same calibration
     (`calibration.run.run_calibration`, default plan) on it directly.
     """
-    from calibration.run import run_calibration
-    from calibration.store import save_calibration
-    from calibration.surrogate import SurrogateConfig
+    from labpgt.calibration.run import run_calibration
+    from labpgt.calibration.store import save_calibration
+    from labpgt.calibration.surrogate import SurrogateConfig
 
     path = work / f"calib-fast-sim-seed{seed}-bins{bins}.h5"
     if not path.exists():

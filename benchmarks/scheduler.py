@@ -25,13 +25,13 @@ import statistics
 import time
 
 import torch
+from labpgt.sim.grid import AnalyzerGrid
+from labpgt.sim.ring import RingModel
 
 from labpgt.encoding import Encoding, EncodingSpec
 from labpgt.features import FeatureSpec
 from labpgt.reservoir import SimulatedReservoir
 from labpgt.scheduler import PerturbationScheduler
-from sim.grid import AnalyzerGrid
-from sim.ring import RingModel
 
 BATCH, PROBES, CHANNELS = 64, 3, 4
 SEED = 0

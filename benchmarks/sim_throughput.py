@@ -22,9 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sim.grid import AnalyzerGrid  # noqa: E402
-from sim.params import RingParams  # noqa: E402
-from sim.ring import RingModel  # noqa: E402
+from labpgt.sim.grid import AnalyzerGrid  # noqa: E402
+from labpgt.sim.params import RingParams  # noqa: E402
+from labpgt.sim.ring import RingModel  # noqa: E402
 
 BATCHES = (1, 64, 1024)
 TARGET_AT_1024 = 20_000.0

@@ -2,10 +2,10 @@
 
 Stable API for training (see docs/calibration.md, "Using a calibration in training"):
 
-    from calibration import load_calibration, Calibration, DriftReport, check_drift
+    from labpgt.calibration import load_calibration, Calibration, DriftReport, check_drift
 """
 
-from calibration.drift import DriftReport, check_drift
-from calibration.store import FORMAT, Calibration, load_calibration
+from labpgt.calibration.drift import DriftReport, check_drift
+from labpgt.calibration.store import FORMAT, Calibration, load_calibration
 
 __all__ = ["FORMAT", "Calibration", "DriftReport", "check_drift", "load_calibration"]

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from labpgt.calibration.spectra import comb_centroid_hz, trace_shift_hz
 
-from calibration.spectra import comb_centroid_hz, trace_shift_hz
 from labpgt.errors import MeasurementError, UserError
 
 if TYPE_CHECKING:
-    from calibration.store import Calibration
+    from labpgt.calibration.store import Calibration
+
     from labpgt.reservoir import PhysicalReservoir
 
 
@@ -129,8 +130,9 @@ def check_drift(
     the change of the strongest trace point, dBm. Works mid-training: the reservoir's
     ``keep_traces`` is restored afterwards.
     """
-    from calibration.run import PRESET_DROP_A, measure_references
-    from calibration.store import read_reference
+    from labpgt.calibration.run import PRESET_DROP_A, measure_references
+    from labpgt.calibration.store import read_reference
+
     from labpgt.scheduler import PerturbationScheduler
 
     if tolerance_mhz <= 0 or tolerance_db <= 0:

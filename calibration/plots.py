@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 if TYPE_CHECKING:
-    from calibration.run import CalibrationResult
+    from labpgt.calibration.run import CalibrationResult
 
 
 def plot_response(
@@ -147,8 +147,7 @@ def plot_surrogate(
 def write_plots(result: CalibrationResult, directory: Path) -> list[Path]:
     """The three calibration plots of ``result`` into ``directory`` (created); their paths."""
     import torch
-
-    from calibration.field import YigConstants
+    from labpgt.calibration.field import YigConstants
 
     directory.mkdir(parents=True, exist_ok=True)
     op = result.operating

@@ -27,8 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from calibration.analysis import (
+from labpgt.calibration.analysis import (
     OperatingPoint,
     Repeatability,
     choose_operating_point,
@@ -38,17 +37,18 @@ from calibration.analysis import (
     repeatability,
     sensitivity_map,
 )
-from calibration.field import FieldFit, Hysteresis, fit_field_per_ampere, hysteresis_offset
-from calibration.plan import CalibrationPlan
-from calibration.spectra import (
+from labpgt.calibration.field import FieldFit, Hysteresis, fit_field_per_ampere, hysteresis_offset
+from labpgt.calibration.plan import CalibrationPlan
+from labpgt.calibration.spectra import (
     adjacent_spacing_hz,
     comb_centroid_hz,
     comb_inside_span,
     line_sigma_hz,
     noise_floor_dbm,
 )
-from calibration.surrogate import LineGeometry, SurrogateConfig, SurrogateFit, fit_surrogate
-from calibration.twin import fit_twin, twin_start
+from labpgt.calibration.surrogate import LineGeometry, SurrogateConfig, SurrogateFit, fit_surrogate
+from labpgt.calibration.twin import fit_twin, twin_start
+
 from labpgt.errors import UserError
 from labpgt.features import FeatureExtractor
 from labpgt.reservoir import SETTING_NAMES, PhysicalReservoir, ReservoirOutput

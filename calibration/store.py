@@ -34,15 +34,16 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 import torch
+from labpgt.calibration.surrogate import RingSurrogate, build_surrogate, surrogate_state
 
-from calibration.surrogate import RingSurrogate, build_surrogate, surrogate_state
 from labpgt.errors import UserError
 from labpgt.features import FeatureSpec
 from labpgt.reservoir import SETTING_NAMES
 
 if TYPE_CHECKING:
-    from calibration.drift import DriftReport
-    from calibration.run import CalibrationResult
+    from labpgt.calibration.drift import DriftReport
+    from labpgt.calibration.run import CalibrationResult
+
     from labpgt.reservoir import PhysicalReservoir
 
 FORMAT = "labpgt-calibration/1"
@@ -262,7 +263,7 @@ class Calibration:
         repeats: int | None = None,
     ) -> DriftReport:
         """Re-measure the reference settings on ``reservoir`` and compare (see `check_drift`)."""
-        from calibration.drift import check_drift
+        from labpgt.calibration.drift import check_drift
 
         return check_drift(
             reservoir, self, tolerance_mhz=tolerance_mhz, tolerance_db=tolerance_db, repeats=repeats

@@ -335,7 +335,7 @@ def build_surrogate(architecture: dict[str, Any], state: dict[str, torch.Tensor]
     A twin (``architecture["kind"] == "twin"``) is rebuilt by `calibration.twin.build_twin`.
     """
     if architecture.get("kind") == "twin":
-        from calibration.twin import build_twin
+        from labpgt.calibration.twin import build_twin
 
         return build_twin(architecture, state)
     model = RingSurrogate(

@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from labpgt.sim.grid import AnalyzerGrid
+from labpgt.sim.params import RingParams
+from labpgt.sim.ring import RingModel
+from labpgt.sim.spectrum import render_trace
 from torch import nn
 
 from labpgt.features import FeatureExtractor, FeatureSpec
-from sim.grid import AnalyzerGrid
-from sim.params import RingParams
-from sim.ring import RingModel
-from sim.spectrum import render_trace
 
 FITTED_OFFSETS = ("field_offset_oe", "gain_offset_db", "drive_offset_db", "level_offset_db")
 """The twin's gradient-fitted parameters, in the order of its `offsets` tensor."""

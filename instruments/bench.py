@@ -23,8 +23,7 @@ from typing import Any
 
 import pyvisa
 import pyvisa.errors as verr
-
-from instruments.bench_file import (
+from labpgt.instruments.bench_file import (
     AnalyzerDefaults,
     BenchConfig,
     GeneratorConfig,
@@ -36,13 +35,13 @@ from instruments.bench_file import (
     load_bench,
     validate_bench,
 )
-from instruments.bias_supply import BiasSupply
-from instruments.errors import InstrumentConnectionError, InstrumentsError
-from instruments.safety import ShutdownSignals
-from instruments.scpi import ScpiInstrument
-from instruments.signal_generator import SignalGenerator
-from instruments.spectrum_analyzer import SpectrumAnalyzer
-from instruments.transport import acquire_resource_manager, release_resource_manager
+from labpgt.instruments.bias_supply import BiasSupply
+from labpgt.instruments.errors import InstrumentConnectionError, InstrumentsError
+from labpgt.instruments.safety import ShutdownSignals
+from labpgt.instruments.scpi import ScpiInstrument
+from labpgt.instruments.signal_generator import SignalGenerator
+from labpgt.instruments.spectrum_analyzer import SpectrumAnalyzer
+from labpgt.instruments.transport import acquire_resource_manager, release_resource_manager
 
 __all__ = [
     "AnalyzerDefaults",

@@ -14,10 +14,9 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+from labpgt.instruments.errors import BenchConfigError
+from labpgt.instruments.limits import Limits
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-from instruments.errors import BenchConfigError
-from instruments.limits import Limits
 
 ROLES: tuple[str, ...] = ("generator", "analyzer", "supply")
 

@@ -14,10 +14,9 @@ import time
 from typing import Any, ClassVar
 
 import pyvisa
-
-from instruments.errors import LimitError
-from instruments.limits import Limits, ramp_points
-from instruments.scpi import Control, ScpiInstrument, open_family
+from labpgt.instruments.errors import LimitError
+from labpgt.instruments.limits import Limits, ramp_points
+from labpgt.instruments.scpi import Control, ScpiInstrument, open_family
 
 RAMP_MARGIN = 1.1
 """Steps are spaced 10 % slower than the ramp rate allows. Every step is confirmed by the

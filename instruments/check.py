@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from instruments.bench import open_resource_manager
-from instruments.bench_file import ROLES, BenchConfig
-from instruments.bias_supply import BiasSupply
-from instruments.errors import InstrumentsError
-from instruments.scpi import ScpiInstrument
-from instruments.signal_generator import SignalGenerator
-from instruments.spectrum_analyzer import SpectrumAnalyzer
-from instruments.transport import release_resource_manager
+from labpgt.instruments.bench import open_resource_manager
+from labpgt.instruments.bench_file import ROLES, BenchConfig
+from labpgt.instruments.bias_supply import BiasSupply
+from labpgt.instruments.errors import InstrumentsError
+from labpgt.instruments.scpi import ScpiInstrument
+from labpgt.instruments.signal_generator import SignalGenerator
+from labpgt.instruments.spectrum_analyzer import SpectrumAnalyzer
+from labpgt.instruments.transport import release_resource_manager
 
 OPENERS: dict[str, type[ScpiInstrument]] = {
     "generator": SignalGenerator,

@@ -16,14 +16,18 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 import numpy as np
-
-from instruments.errors import (
+from labpgt.instruments.errors import (
     InstrumentConnectionError,
     InstrumentProtocolError,
     InstrumentTimeoutError,
 )
-from instruments.safety import raise_pending
-from instruments.transport import Transport, TransportClosed, TransportGarbled, TransportTimeout
+from labpgt.instruments.safety import raise_pending
+from labpgt.instruments.transport import (
+    Transport,
+    TransportClosed,
+    TransportGarbled,
+    TransportTimeout,
+)
 
 T = TypeVar("T")
 Opener = Callable[[], Transport]

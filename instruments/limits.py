@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import math
 
+from labpgt.instruments.errors import LimitError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from instruments.errors import LimitError
 
 
 class Limits(BaseModel):

@@ -14,8 +14,12 @@ import struct
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-
-from instruments.transport import TERMINATION, TransportClosed, TransportGarbled, TransportTimeout
+from labpgt.instruments.transport import (
+    TERMINATION,
+    TransportClosed,
+    TransportGarbled,
+    TransportTimeout,
+)
 
 DROP = object()
 """Scripted reply: the connection closes instead of answering."""

@@ -13,16 +13,15 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pyvisa
-
-from instruments.connection import Connection, Opener
-from instruments.errors import (
+from labpgt.instruments.connection import Connection, Opener
+from labpgt.instruments.errors import (
     InstrumentConnectionError,
     InstrumentProtocolError,
     LimitError,
     instrument_error,
 )
-from instruments.limits import Limits
-from instruments.transport import (
+from labpgt.instruments.limits import Limits
+from labpgt.instruments.transport import (
     SocketTransport,
     Transport,
     acquire_resource_manager,

@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import pyvisa
-
-from instruments.limits import Limits
-from instruments.scpi import Control, ScpiInstrument, open_family
+from labpgt.instruments.limits import Limits
+from labpgt.instruments.scpi import Control, ScpiInstrument, open_family
 
 
 class SignalGenerator(ScpiInstrument):

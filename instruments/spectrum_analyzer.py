@@ -12,10 +12,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pyvisa
-
-from instruments.errors import InstrumentProtocolError
-from instruments.limits import Limits
-from instruments.scpi import Control, ScpiInstrument, open_family
+from labpgt.instruments.errors import InstrumentProtocolError
+from labpgt.instruments.limits import Limits
+from labpgt.instruments.scpi import Control, ScpiInstrument, open_family
 
 SWEEP_MARGIN_S = 2.0
 """Added to the sweep time when waiting for a sweep, on top of the normal timeout."""

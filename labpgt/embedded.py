@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 from labpgt.features import FeatureSpec
 from labpgt.instrument_reservoir import InstrumentReservoir
-from sim.grid import AnalyzerGrid
+from labpgt.sim.grid import AnalyzerGrid
 
 EMBEDDED_LIMITS: dict[str, float] = {"ramp_rate_a_per_s": 50.0, "ramp_step_a": 0.25}
 """The virtual magnet is no inductor: ramp fast so a run is not dominated by ramp sleeps.
@@ -41,10 +41,10 @@ def embedded_bench(
     analyzer take its true sweep time. Settle times are counted but not slept
     (``settle.wait = false``): the virtual magnet has nothing to settle.
     """
-    from instruments.bench import Bench, bench_config_from_resources
-    from sim.params import RingParams
-    from sim.ring import RingModel
-    from sim.virtual import VirtualBench
+    from labpgt.instruments.bench import Bench, bench_config_from_resources
+    from labpgt.sim.params import RingParams
+    from labpgt.sim.ring import RingModel
+    from labpgt.sim.virtual import VirtualBench
 
     ring = RingModel(RingParams(noise=noise, drift=drift, hysteresis=hysteresis), seed=seed)
     with VirtualBench(ring, seed=seed, realtime=realtime) as vb:

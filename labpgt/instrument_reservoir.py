@@ -31,7 +31,7 @@ from labpgt.reservoir import (
 )
 
 if TYPE_CHECKING:
-    from instruments.bench import Bench
+    from labpgt.instruments.bench import Bench
 
 _DRIVE_HZ = SETTING_NAMES.index("drive_hz")
 _DRIVE_DBM = SETTING_NAMES.index("drive_dbm")

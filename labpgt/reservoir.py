@@ -18,10 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from labpgt.errors import UserError
 from labpgt.features import FeatureExtractor, FeatureSpec
-from sim.grid import AnalyzerGrid
+from labpgt.sim.grid import AnalyzerGrid
 
 if TYPE_CHECKING:
-    from sim.ring import RingModel
+    from labpgt.sim.ring import RingModel
 
 SETTING_NAMES: tuple[str, ...] = ("drive_hz", "drive_dbm", "bias_a")
 SETTING_UNITS: dict[str, str] = {"drive_hz": "Hz", "drive_dbm": "dBm", "bias_a": "A"}

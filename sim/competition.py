@@ -22,8 +22,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
-
-from sim.params import RingParams
+from labpgt.sim.params import RingParams
 
 
 def cross_saturation(separation_modes: torch.Tensor, params: RingParams) -> torch.Tensor:

@@ -16,8 +16,7 @@ from __future__ import annotations
 import math
 
 import torch
-
-from sim.params import RingParams
+from labpgt.sim.params import RingParams
 
 _DB_PER_NEPER_POWER = 10.0 / math.log(10.0)  # 10*log10(e^x) = 4.343 x
 

@@ -15,8 +15,7 @@ width ~5 % of D_n replaces the hard locking edge so everything stays differentia
 from __future__ import annotations
 
 import torch
-
-from sim.params import RingParams
+from labpgt.sim.params import RingParams
 
 _EPS_HZ = 1e3  # smooths |d| at zero detuning
 _SHARPNESS = 20.0  # softplus sharpness for the Adler square root at the locking edge

@@ -26,14 +26,13 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-
-from sim import competition as torch_competition
-from sim import dispersion
-from sim.dispersion import _DB_PER_NEPER_POWER
-from sim.grid import AnalyzerGrid
-from sim.injection import _EPS_HZ, _SHARPNESS
-from sim.params import RingParams
-from sim.spectrum import _NEPER_PER_DB, _WINDOW_SIGMAS, line_sigma_hz, noise_floor_mw
+from labpgt.sim import competition as torch_competition
+from labpgt.sim import dispersion
+from labpgt.sim.dispersion import _DB_PER_NEPER_POWER
+from labpgt.sim.grid import AnalyzerGrid
+from labpgt.sim.injection import _EPS_HZ, _SHARPNESS
+from labpgt.sim.params import RingParams
+from labpgt.sim.spectrum import _NEPER_PER_DB, _WINDOW_SIGMAS, line_sigma_hz, noise_floor_mw
 
 
 def _softplus(x: np.ndarray | float) -> np.ndarray | float:

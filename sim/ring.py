@@ -18,13 +18,12 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from sim import dispersion, one_setting
-from sim.competition import steady_state
-from sim.grid import AnalyzerGrid
-from sim.injection import injection_lines
-from sim.params import RingParams
-from sim.spectrum import render_trace
+from labpgt.sim import dispersion, one_setting
+from labpgt.sim.competition import steady_state
+from labpgt.sim.grid import AnalyzerGrid
+from labpgt.sim.injection import injection_lines
+from labpgt.sim.params import RingParams
+from labpgt.sim.spectrum import render_trace
 
 TensorLike = torch.Tensor | float
 F32 = torch.float32  # the dtype of the trace noise draws (both paths)

@@ -12,9 +12,8 @@ from __future__ import annotations
 import math
 
 import torch
-
-from sim.grid import AnalyzerGrid
-from sim.params import RingParams
+from labpgt.sim.grid import AnalyzerGrid
+from labpgt.sim.params import RingParams
 
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 _WINDOW_SIGMAS = 8.0

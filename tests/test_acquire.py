@@ -14,9 +14,9 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from labpgt.instruments.bench_file import bench_config_from_resources, dump_bench
 from typer.testing import CliRunner
 
-from instruments.bench_file import bench_config_from_resources, dump_bench
 from labpgt.acquire import acquire, grid_inputs, parse_sweep, plan_shots, read_inputs_csv
 from labpgt.cli.app import app, main
 from labpgt.embedded import embedded_bench

@@ -7,13 +7,12 @@ import time
 import numpy as np
 import pytest
 import torch
-
-from instruments.bench import Bench, bench_config_from_resources, dump_bench, load_bench
-from instruments.errors import ExecutionError, LimitError
-from sim.grid import AnalyzerGrid
-from sim.params import RingParams
-from sim.ring import RingModel
-from sim.virtual import VirtualBench
+from labpgt.instruments.bench import Bench, bench_config_from_resources, dump_bench, load_bench
+from labpgt.instruments.errors import ExecutionError, LimitError
+from labpgt.sim.grid import AnalyzerGrid
+from labpgt.sim.params import RingParams
+from labpgt.sim.ring import RingModel
+from labpgt.sim.virtual import VirtualBench
 
 FAST_LIMITS = {"ramp_rate_a_per_s": 20.0, "ramp_step_a": 0.1}
 GRID = AnalyzerGrid(center_hz=2.15e9, span_hz=300e6, rbw_hz=300e3, points=1001)

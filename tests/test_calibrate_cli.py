@@ -7,8 +7,8 @@ import shutil
 
 import h5py
 import pytest
+from labpgt.calibration import load_calibration
 
-from calibration import load_calibration
 from labpgt.cli.app import main
 
 SMALL = ["--grid", "small", "--surrogate-steps", "200", "--seed", "1"]

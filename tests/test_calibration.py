@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from labpgt.calibration import Calibration, check_drift, load_calibration
+from labpgt.calibration.plan import CalibrationPlan
+from labpgt.calibration.run import CalibrationResult, run_calibration
+from labpgt.calibration.store import save_calibration
+from labpgt.calibration.surrogate import SurrogateConfig
+from labpgt.sim.params import RingParams
 
-from calibration import Calibration, check_drift, load_calibration
-from calibration.plan import CalibrationPlan
-from calibration.run import CalibrationResult, run_calibration
-from calibration.store import save_calibration
-from calibration.surrogate import SurrogateConfig
 from labpgt.embedded import embedded_bench
 from labpgt.errors import UserError
 from labpgt.instrument_reservoir import InstrumentReservoir
-from sim.params import RingParams
 
 TRUE_K = RingParams().field_per_current_oe_per_a
 FAST_FIT = SurrogateConfig(steps=300)
@@ -128,8 +128,9 @@ def test_drift_check_passes_without_drift_and_catches_injected_drift(with_hyster
 def test_drift_check_refuses_another_bench(with_hysteresis):
     # (a second embedded bench cannot be opened while the fixture's is: one VISA manager)
     _, _, cal = with_hysteresis
+    from labpgt.sim.ring import RingModel
+
     from labpgt.reservoir import SimulatedReservoir
-    from sim.ring import RingModel
 
     with pytest.raises(UserError, match="recalibrate on this bench"):
         cal.check_drift(SimulatedReservoir(RingModel()))
@@ -183,7 +184,7 @@ def test_surrogate_error_below_twice_the_noise(with_hysteresis, without_hysteres
 def test_operating_window_avoids_the_locking_zone(with_hysteresis):
     """The drive window sits where the drive leaves the comb alone (interaction ≈ noise),
     and the grid does show a locking zone elsewhere at the operating bias."""
-    from calibration.analysis import INTERACTION_LIMIT, index_of
+    from labpgt.calibration.analysis import INTERACTION_LIMIT, index_of
 
     _, result, _ = with_hysteresis
     op = result.operating
@@ -199,8 +200,7 @@ def test_window_choice_on_a_synthetic_response():
     choose_operating_point keeps the drive window out of them, and falls back to
     sensitivity alone when no calm run of three frequencies exists."""
     import numpy as np
-
-    from calibration.analysis import choose_operating_point, interaction_map
+    from labpgt.calibration.analysis import choose_operating_point, interaction_map
 
     rng = np.random.default_rng(0)
     b, p, fq, f = 2, 3, 12, 12

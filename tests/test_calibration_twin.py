@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from labpgt.calibration import load_calibration
+from labpgt.calibration.plan import CalibrationPlan
+from labpgt.calibration.run import run_calibration
+from labpgt.calibration.store import save_calibration
+from labpgt.calibration.surrogate import SurrogateConfig
+from labpgt.calibration.twin import TwinSurrogate
 
-from calibration import load_calibration
-from calibration.plan import CalibrationPlan
-from calibration.run import run_calibration
-from calibration.store import save_calibration
-from calibration.surrogate import SurrogateConfig
-from calibration.twin import TwinSurrogate
 from labpgt.embedded import embedded_bench
 from labpgt.errors import UserError
 

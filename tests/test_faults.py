@@ -7,17 +7,16 @@ import time
 
 import numpy as np
 import pytest
-
-from instruments.bench import Bench, bench_config_from_resources
-from instruments.errors import (
+from labpgt.instruments.bench import Bench, bench_config_from_resources
+from labpgt.instruments.errors import (
     ExecutionError,
     InstrumentConnectionError,
     InstrumentProtocolError,
     InstrumentTimeoutError,
 )
-from sim.params import RingParams
-from sim.ring import RingModel
-from sim.virtual import VirtualBench
+from labpgt.sim.params import RingParams
+from labpgt.sim.ring import RingModel
+from labpgt.sim.virtual import VirtualBench
 
 TIMEOUT_S = 0.5
 """The stall tests' timeout, short so that a stall costs the suite little."""

@@ -2,14 +2,14 @@
 
 import pytest
 import torch
+from labpgt.sim.grid import AnalyzerGrid
+from labpgt.sim.params import RingParams
+from labpgt.sim.ring import RingModel
 from pydantic import ValidationError
 
 from labpgt.errors import UserError
 from labpgt.features import FeatureExtractor, FeatureSpec
 from labpgt.reservoir import SimulatedReservoir
-from sim.grid import AnalyzerGrid
-from sim.params import RingParams
-from sim.ring import RingModel
 
 
 def _axis(points: int = 101) -> torch.Tensor:

@@ -5,12 +5,12 @@ import sys
 
 import pytest
 import torch
+from labpgt.sim.grid import AnalyzerGrid
 from pydantic import ValidationError
 
 from labpgt import __version__
 from labpgt.errors import UserError
 from labpgt.reservoir import SETTING_NAMES, SettingBounds
-from sim.grid import AnalyzerGrid
 
 
 def test_grid_sweep_time_follows_span_over_rbw_squared():

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from labpgt.sim.grid import AnalyzerGrid
+from labpgt.sim.params import RingParams
+from labpgt.sim.ring import RingModel
 
 from labpgt.embedded import embedded_bench
 from labpgt.errors import MeasurementError, UserError
@@ -11,9 +14,6 @@ from labpgt.features import FeatureSpec
 from labpgt.instrument_reservoir import InstrumentReservoir
 from labpgt.reservoir import PhysicalReservoir, SettingBounds, SimulatedReservoir
 from labpgt.scheduler import PerturbationScheduler
-from sim.grid import AnalyzerGrid
-from sim.params import RingParams
-from sim.ring import RingModel
 
 GRID = AnalyzerGrid(points=401)
 SETTINGS = torch.tensor(

@@ -5,8 +5,7 @@ from __future__ import annotations
 import tomllib
 
 import pytest
-
-from instruments.bench import (
+from labpgt.instruments.bench import (
     BenchConfig,
     bench_config_from_resources,
     bench_toml,
@@ -14,7 +13,7 @@ from instruments.bench import (
     load_bench,
     validate_bench,
 )
-from instruments.errors import BenchConfigError
+from labpgt.instruments.errors import BenchConfigError
 
 CONTRACT_EXAMPLE = """
 visa_library = "@py"                 # or a vendor VISA path, or "file.yaml@sim"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import socket
 
 import pytest
+from labpgt.instruments.bench_file import bench_config_from_resources, dump_bench
+from labpgt.sim.params import RingParams
+from labpgt.sim.ring import RingModel
+from labpgt.sim.virtual import VirtualBench
 
-from instruments.bench_file import bench_config_from_resources, dump_bench
 from labpgt.cli.app import main
-from sim.params import RingParams
-from sim.ring import RingModel
-from sim.virtual import VirtualBench
 
 
 @pytest.fixture(autouse=True)

@@ -7,18 +7,17 @@ import struct
 
 import numpy as np
 import pytest
-
-from instruments.errors import (
+from labpgt.instruments.errors import (
     CommandError,
     ExecutionError,
     InstrumentProtocolError,
     LimitError,
 )
-from instruments.limits import Limits
-from instruments.replay import ReplayTransport, ieee_block
-from instruments.scpi import Control
-from instruments.signal_generator import KeysightMXG, RohdeSchwarzSMB
-from instruments.spectrum_analyzer import SWEEP_POLL_S, KeysightX, RohdeSchwarzFSx
+from labpgt.instruments.limits import Limits
+from labpgt.instruments.replay import ReplayTransport, ieee_block
+from labpgt.instruments.scpi import Control
+from labpgt.instruments.signal_generator import KeysightMXG, RohdeSchwarzSMB
+from labpgt.instruments.spectrum_analyzer import SWEEP_POLL_S, KeysightX, RohdeSchwarzFSx
 
 NO_ERROR = '+0,"No error"'
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-from instruments.errors import InstrumentConnectionError, InstrumentTimeoutError
-from instruments.replay import DROP, STALL, ReplayTransport
-from instruments.signal_generator import KeysightMXG
-from instruments.transport import TransportClosed
+from labpgt.instruments.errors import InstrumentConnectionError, InstrumentTimeoutError
+from labpgt.instruments.replay import DROP, STALL, ReplayTransport
+from labpgt.instruments.signal_generator import KeysightMXG
+from labpgt.instruments.transport import TransportClosed
 
 RESOURCE = "TCPIP::10.0.0.7::5025::SOCKET"
 
@@ -28,7 +27,7 @@ def scripted_opener(*scripts):
 
 @pytest.fixture(autouse=True)
 def no_backoff(mocker):
-    return mocker.patch("instruments.connection.time.sleep")
+    return mocker.patch("labpgt.instruments.connection.time.sleep")
 
 
 def test_drop_reconnects_restores_settings_and_retries(no_backoff):

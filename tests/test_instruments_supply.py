@@ -5,11 +5,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-
-from instruments.bias_supply import RAMP_MARGIN, KepcoBOP, KeysightE36xx
-from instruments.errors import ExecutionError, InstrumentProtocolError, LimitError
-from instruments.limits import Limits, ramp_points
-from instruments.replay import ReplayTransport
+from labpgt.instruments.bias_supply import RAMP_MARGIN, KepcoBOP, KeysightE36xx
+from labpgt.instruments.errors import ExecutionError, InstrumentProtocolError, LimitError
+from labpgt.instruments.limits import Limits, ramp_points
+from labpgt.instruments.replay import ReplayTransport
 
 
 def frozen_clock(mocker):
@@ -20,7 +19,8 @@ def frozen_clock(mocker):
     """
     sleep = mocker.Mock()
     mocker.patch(
-        "instruments.bias_supply.time", SimpleNamespace(monotonic=lambda: 1000.0, sleep=sleep)
+        "labpgt.instruments.bias_supply.time",
+        SimpleNamespace(monotonic=lambda: 1000.0, sleep=sleep),
     )
     return sleep
 

@@ -9,11 +9,10 @@ import time
 
 import numpy as np
 import pytest
-
-from instruments.bench import Bench, bench_config_from_resources
-from instruments.replay import ieee_block
-from instruments.spectrum_analyzer import KeysightX
-from instruments.transport import (
+from labpgt.instruments.bench import Bench, bench_config_from_resources
+from labpgt.instruments.replay import ieee_block
+from labpgt.instruments.spectrum_analyzer import KeysightX
+from labpgt.instruments.transport import (
     SocketTransport,
     TransportClosed,
     TransportGarbled,
@@ -22,9 +21,9 @@ from instruments.transport import (
     acquire_resource_manager,
     release_resource_manager,
 )
-from sim.params import RingParams
-from sim.ring import RingModel
-from sim.virtual import VirtualBench
+from labpgt.sim.params import RingParams
+from labpgt.sim.ring import RingModel
+from labpgt.sim.virtual import VirtualBench
 
 
 class ScriptedPeer:
@@ -206,7 +205,7 @@ def test_without_poll_and_dontwait_raw_sockets_use_pyvisa_io_and_still_see_a_han
 ):
     # Windows has neither select.poll nor socket.MSG_DONTWAIT: the platform facts are
     # switched off here; everything else runs as it would there.
-    import instruments.transport as transport_module
+    import labpgt.instruments.transport as transport_module
 
     monkeypatch.setattr(transport_module, "_HAS_POLL", False)
     monkeypatch.setattr(transport_module, "_HAS_DONTWAIT", False)

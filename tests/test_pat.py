@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 import torch.nn.functional as F
+from labpgt.calibration.surrogate import RingSurrogate, SurrogateConfig, fit_surrogate
 
-from calibration.surrogate import RingSurrogate, SurrogateConfig, fit_surrogate
 from labpgt.errors import UserError
 from labpgt.training.estimators.backprop import true_gradient
 from labpgt.training.estimators.base import EstimatorOptions

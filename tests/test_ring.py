@@ -6,13 +6,12 @@ import math
 
 import pytest
 import torch
+from labpgt.sim import dispersion
+from labpgt.sim.grid import AnalyzerGrid
+from labpgt.sim.params import RingParams
+from labpgt.sim.ring import RingModel
+from labpgt.sim.spectrum import noise_floor_mw
 from pydantic import ValidationError
-
-from sim import dispersion
-from sim.grid import AnalyzerGrid
-from sim.params import RingParams
-from sim.ring import RingModel
-from sim.spectrum import noise_floor_mw
 
 GRID = AnalyzerGrid()
 QUIET = RingParams(noise=False, drift=False)

@@ -6,10 +6,9 @@ import math
 
 import pytest
 import torch
-
-from sim.grid import AnalyzerGrid
-from sim.params import RingParams
-from sim.ring import RingError, RingModel
+from labpgt.sim.grid import AnalyzerGrid
+from labpgt.sim.params import RingParams
+from labpgt.sim.ring import RingError, RingModel
 
 GRID = AnalyzerGrid()
 

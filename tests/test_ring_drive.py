@@ -6,11 +6,10 @@ import math
 
 import pytest
 import torch
-
-from sim.grid import AnalyzerGrid
-from sim.params import RingParams
-from sim.ring import RingModel
-from sim.spectrum import noise_floor_mw
+from labpgt.sim.grid import AnalyzerGrid
+from labpgt.sim.params import RingParams
+from labpgt.sim.ring import RingModel
+from labpgt.sim.spectrum import noise_floor_mw
 
 GRID = AnalyzerGrid()
 QUIET = RingParams(noise=False, drift=False)

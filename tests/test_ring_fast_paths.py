@@ -9,13 +9,12 @@ import math
 
 import pytest
 import torch
-
-from sim import dispersion
-from sim.competition import steady_state
-from sim.grid import AnalyzerGrid
-from sim.params import RingParams
-from sim.ring import RingError, RingModel
-from sim.spectrum import render_trace
+from labpgt.sim import dispersion
+from labpgt.sim.competition import steady_state
+from labpgt.sim.grid import AnalyzerGrid
+from labpgt.sim.params import RingParams
+from labpgt.sim.ring import RingError, RingModel
+from labpgt.sim.spectrum import render_trace
 
 GRID = AnalyzerGrid()
 QUIET = RingParams(noise=False, drift=False)
@@ -33,7 +32,7 @@ def competition_inputs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, t
     """Growth, drive separation and drive saturation as the ring computes them."""
     ring = RingModel(QUIET)
     captured: dict[str, tuple[torch.Tensor, ...]] = {}
-    import sim.ring as ring_module
+    import labpgt.sim.ring as ring_module
 
     original = ring_module.steady_state
 

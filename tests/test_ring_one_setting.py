@@ -9,13 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from sim import competition as torch_competition
-from sim import one_setting
-from sim.grid import AnalyzerGrid
-from sim.params import RingParams
-from sim.ring import RingModel
-from sim.spectrum import render_trace
+from labpgt.sim import competition as torch_competition
+from labpgt.sim import one_setting
+from labpgt.sim.grid import AnalyzerGrid
+from labpgt.sim.params import RingParams
+from labpgt.sim.ring import RingModel
+from labpgt.sim.spectrum import render_trace
 
 GRID = AnalyzerGrid(center_hz=2.15e9, span_hz=300e6, rbw_hz=300e3, points=1001)
 FINE = AnalyzerGrid(center_hz=2.068e9, span_hz=5e6, rbw_hz=2e3, points=4001)

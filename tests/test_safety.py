@@ -8,19 +8,18 @@ import sys
 import textwrap
 
 import pytest
-
-from instruments.bench import Bench, bench_config_from_resources, dump_bench
-from instruments.safety import ShutdownSignals, TerminatedBySignal
-from sim.params import RingParams
-from sim.ring import RingModel
-from sim.virtual import VirtualBench
+from labpgt.instruments.bench import Bench, bench_config_from_resources, dump_bench
+from labpgt.instruments.safety import ShutdownSignals, TerminatedBySignal
+from labpgt.sim.params import RingParams
+from labpgt.sim.ring import RingModel
+from labpgt.sim.virtual import VirtualBench
 
 RATE_A_PER_S, STEP_A = 4.0, 0.05
 
 HOLDER = textwrap.dedent(
     """
     import sys, time
-    from instruments.bench import Bench
+    from labpgt.instruments.bench import Bench
 
     with Bench.open(sys.argv[1]) as bench:
         bench.generator.power_dbm = -10.0

@@ -6,6 +6,9 @@ from typing import Any
 
 import pytest
 import torch
+from labpgt.sim.grid import AnalyzerGrid
+from labpgt.sim.params import RingParams
+from labpgt.sim.ring import RingModel
 
 from labpgt.errors import MeasurementError, UserError
 from labpgt.features import FeatureSpec
@@ -18,9 +21,6 @@ from labpgt.reservoir import (
     setting_keys,
 )
 from labpgt.scheduler import PerturbationScheduler
-from sim.grid import AnalyzerGrid
-from sim.params import RingParams
-from sim.ring import RingModel
 
 QUIET = RingParams(noise=False, drift=False, hysteresis=False)
 

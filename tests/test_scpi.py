@@ -6,10 +6,9 @@ import threading
 
 import numpy as np
 import pytest
-
-from sim.params import RingParams
-from sim.ring import RingModel
-from sim.scpi import (
+from labpgt.sim.params import RingParams
+from labpgt.sim.ring import RingModel
+from labpgt.sim.scpi import (
     CommandTable,
     ScpiError,
     parse_bool,
@@ -18,8 +17,8 @@ from sim.scpi import (
     split_params,
     split_units,
 )
-from sim.virtual.analyzer import ANALYZER_FAMILIES, SpectrumAnalyzerInstrument
-from sim.virtual.generator import GENERATOR_FAMILIES, SignalGeneratorInstrument, SourceState
+from labpgt.sim.virtual.analyzer import ANALYZER_FAMILIES, SpectrumAnalyzerInstrument
+from labpgt.sim.virtual.generator import GENERATOR_FAMILIES, SignalGeneratorInstrument, SourceState
 
 
 @pytest.fixture

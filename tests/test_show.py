@@ -9,15 +9,15 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from labpgt.sim.grid import AnalyzerGrid
+from labpgt.sim.params import RingParams
+from labpgt.sim.ring import RingModel
 from typer.testing import CliRunner
 
 from labpgt.acquire import acquire, grid_inputs, parse_sweep
 from labpgt.cli.app import app
 from labpgt.features import FeatureSpec
 from labpgt.reservoir import SimulatedReservoir
-from sim.grid import AnalyzerGrid
-from sim.params import RingParams
-from sim.ring import RingModel
 
 QUIET = RingParams(noise=False, drift=False, hysteresis=False)
 GRID = AnalyzerGrid(points=201)

@@ -11,9 +11,9 @@ import threading
 import time
 
 import pytest
+from labpgt.instruments.bench import Bench
+from labpgt.instruments.bench_file import load_bench
 
-from instruments.bench import Bench
-from instruments.bench_file import load_bench
 from labpgt.cli.app import main
 
 STARTUP_S = 60.0  # importing torch on a loaded 2-core CI machine can take a while

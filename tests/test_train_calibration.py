@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from labpgt.calibration import load_calibration
 
-from calibration import load_calibration
 from labpgt.cli.app import main
 
 

@@ -29,7 +29,7 @@ def open_reservoir(
     ``prepare_embedded`` (called once on the fresh embedded reservoir) apply to
     the embedded bench only. Instrument failures become a one-line `UserError`.
     """
-    from instruments.errors import InstrumentsError
+    from labpgt.instruments.errors import InstrumentsError
 
     try:
         if bench_path is None:
@@ -48,8 +48,8 @@ def open_reservoir(
                     prepare_embedded(reservoir)
                 yield reservoir
             return
-        from instruments.bench import Bench, load_bench
         from labpgt.instrument_reservoir import InstrumentReservoir
+        from labpgt.instruments.bench import Bench, load_bench
 
         if not bench_path.is_file():
             raise UserError(f"--bench: file {bench_path} does not exist")

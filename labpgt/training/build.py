@@ -86,7 +86,7 @@ def load_calibration_file(path: str | None) -> Any | None:
     file = Path(path)
     if not file.is_file():
         raise UserError(f"--calibration: file {file} does not exist")
-    import calibration
+    from labpgt import calibration
 
     loader = getattr(calibration, "load_calibration", None)
     if loader is None:

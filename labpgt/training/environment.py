@@ -32,8 +32,8 @@ def open_backend(config: TrainConfig) -> Iterator[MeasurementBackend]:
     kind = config.bench_kind()
     if kind == "fast-sim":
         from labpgt.reservoir import SimulatedReservoir
-        from sim.params import RingParams
-        from sim.ring import RingModel
+        from labpgt.sim.params import RingParams
+        from labpgt.sim.ring import RingModel
 
         ring = RingModel(RingParams(noise=config.noise, drift=config.drift), seed=config.seed)
         reservoir = SimulatedReservoir(ring, features=spec)
@@ -47,8 +47,8 @@ def open_backend(config: TrainConfig) -> Iterator[MeasurementBackend]:
         ) as reservoir:
             yield MeasurementBackend(_scheduler(reservoir), reservoir, bench_kind=kind)
         return
-    from instruments.bench import Bench, load_bench
     from labpgt.instrument_reservoir import InstrumentReservoir
+    from labpgt.instruments.bench import Bench, load_bench
 
     path = Path(str(config.bench))
     if not path.is_file():

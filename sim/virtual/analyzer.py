@@ -15,11 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import ValidationError
-
-from sim.grid import AnalyzerGrid
-from sim.ring import RingModel
-from sim.scpi import (
+from labpgt.sim.grid import AnalyzerGrid
+from labpgt.sim.ring import RingModel
+from labpgt.sim.scpi import (
     Call,
     ScpiError,
     ieee_block,
@@ -28,8 +26,9 @@ from sim.scpi import (
     parse_choice,
     parse_number,
 )
-from sim.virtual.generator import SourceState
-from sim.virtual.instrument import Family, ScpiInstrument
+from labpgt.sim.virtual.generator import SourceState
+from labpgt.sim.virtual.instrument import Family, ScpiInstrument
+from pydantic import ValidationError
 
 
 @dataclass(frozen=True)

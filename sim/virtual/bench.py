@@ -6,14 +6,14 @@ import ipaddress
 import threading
 from types import TracebackType
 
-from sim.params import RingParams
-from sim.ring import RingModel
-from sim.virtual.analyzer import ANALYZER_FAMILIES, SpectrumAnalyzerInstrument
-from sim.virtual.faults import FAULT_KINDS, FaultError, FaultPlan
-from sim.virtual.generator import GENERATOR_FAMILIES, SignalGeneratorInstrument
-from sim.virtual.instrument import ScpiInstrument
-from sim.virtual.server import LineHandler, PtyInstrumentServer, TcpInstrumentServer
-from sim.virtual.supply import SUPPLY_FAMILIES, BiasLogEntry, BiasSupplyInstrument
+from labpgt.sim.params import RingParams
+from labpgt.sim.ring import RingModel
+from labpgt.sim.virtual.analyzer import ANALYZER_FAMILIES, SpectrumAnalyzerInstrument
+from labpgt.sim.virtual.faults import FAULT_KINDS, FaultError, FaultPlan
+from labpgt.sim.virtual.generator import GENERATOR_FAMILIES, SignalGeneratorInstrument
+from labpgt.sim.virtual.instrument import ScpiInstrument
+from labpgt.sim.virtual.server import LineHandler, PtyInstrumentServer, TcpInstrumentServer
+from labpgt.sim.virtual.supply import SUPPLY_FAMILIES, BiasLogEntry, BiasSupplyInstrument
 
 ROLES = ("generator", "analyzer", "supply")
 

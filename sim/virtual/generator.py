@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from sim.scpi import Call, ScpiError, one_param, parse_bool, parse_choice, parse_number
-from sim.virtual.instrument import Family, ScpiInstrument
+from labpgt.sim.scpi import Call, ScpiError, one_param, parse_bool, parse_choice, parse_number
+from labpgt.sim.virtual.instrument import Family, ScpiInstrument
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-from sim.scpi import (
+from labpgt.sim.scpi import (
     Call,
     CommandTable,
     ErrorQueue,

@@ -16,8 +16,8 @@ import socket
 import threading
 import tty
 
-from sim.virtual.faults import FaultPlan, garble
-from sim.virtual.instrument import ScpiInstrument
+from labpgt.sim.virtual.faults import FaultPlan, garble
+from labpgt.sim.virtual.instrument import ScpiInstrument
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import threading
 import time
 from dataclasses import dataclass
 
-from sim.ring import RingModel
-from sim.scpi import Call, ScpiError, one_param, parse_bool, parse_choice, parse_number
-from sim.virtual.instrument import Family, ScpiInstrument
+from labpgt.sim.ring import RingModel
+from labpgt.sim.scpi import Call, ScpiError, one_param, parse_bool, parse_choice, parse_number
+from labpgt.sim.virtual.instrument import Family, ScpiInstrument
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ def _bench_bounds(bench_path: Path | None) -> SettingBounds:
     """Limits to check the settings against before any instrument is opened."""
     if bench_path is None:
         return SettingBounds()
-    from instruments.bench import load_bench
-    from instruments.errors import InstrumentsError
+    from labpgt.instruments.bench import load_bench
+    from labpgt.instruments.errors import InstrumentsError
 
     if not bench_path.is_file():
         raise UserError(f"--bench: file {bench_path} does not exist")

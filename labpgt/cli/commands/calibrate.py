@@ -164,10 +164,10 @@ def _calibrate(
     surrogate_kind: str = "grey-box",
     window: str = "calm",
 ) -> None:
-    from calibration.plan import CalibrationPlan
-    from calibration.run import run_calibration
-    from calibration.store import save_calibration, summary_of
-    from calibration.surrogate import SurrogateConfig
+    from labpgt.calibration.plan import CalibrationPlan
+    from labpgt.calibration.run import run_calibration
+    from labpgt.calibration.store import save_calibration, summary_of
+    from labpgt.calibration.surrogate import SurrogateConfig
 
     if out.exists():
         raise UserError(f"--out {out} already exists: choose another file or delete it")
@@ -268,7 +268,7 @@ def _calibrate(
         table.add_row(k, v)
     Console().print(table)
     if plots:
-        from calibration.plots import write_plots
+        from labpgt.calibration.plots import write_plots
 
         paths = write_plots(result, out.with_name(out.stem + "_plots"))
         console.print("plots: " + ", ".join(str(p) for p in paths))
@@ -281,7 +281,7 @@ def _sim_kwargs(sim: dict) -> dict:
 
 
 def _check(path: Path, bench: Path | None, tol_mhz: float, tol_db: float, sim: dict) -> None:
-    from calibration import load_calibration
+    from labpgt.calibration import load_calibration
 
     cal = load_calibration(path)
     with _open_reservoir(bench, features=cal.feature_spec, **_sim_kwargs(sim)) as reservoir:

@@ -8,10 +8,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from instruments.bench_file import load_bench
-from instruments.check import CheckResult, check_bench
-from instruments.errors import InstrumentsError
 from labpgt.errors import UserError
+from labpgt.instruments.bench_file import load_bench
+from labpgt.instruments.check import CheckResult, check_bench
+from labpgt.instruments.errors import InstrumentsError
 
 instruments_app = typer.Typer(
     help="Instrument drivers: check the bench described by a bench file.",

@@ -12,17 +12,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from instruments.bench_file import bench_config_from_resources, dump_bench
-from instruments.errors import InstrumentsError
 from labpgt.cli.commands.sim import sim_app
 from labpgt.errors import UserError
-from sim.params import RingParams
-from sim.ring import RingModel
-from sim.virtual import VirtualBench
-from sim.virtual.analyzer import ANALYZER_FAMILIES
-from sim.virtual.bench import VirtualBenchError, is_loopback
-from sim.virtual.generator import GENERATOR_FAMILIES
-from sim.virtual.supply import SUPPLY_FAMILIES
+from labpgt.instruments.bench_file import bench_config_from_resources, dump_bench
+from labpgt.instruments.errors import InstrumentsError
+from labpgt.sim.params import RingParams
+from labpgt.sim.ring import RingModel
+from labpgt.sim.virtual import VirtualBench
+from labpgt.sim.virtual.analyzer import ANALYZER_FAMILIES
+from labpgt.sim.virtual.bench import VirtualBenchError, is_loopback
+from labpgt.sim.virtual.generator import GENERATOR_FAMILIES
+from labpgt.sim.virtual.supply import SUPPLY_FAMILIES
 
 _POLL_S = 0.2
 

@@ -12,10 +12,10 @@ from rich.table import Table
 
 from labpgt.errors import UserError
 from labpgt.reservoir import SettingBounds
-from sim.grid import AnalyzerGrid
-from sim.params import RingParams
-from sim.ring import RingModel
-from sim.spectrum import noise_floor_mw
+from labpgt.sim.grid import AnalyzerGrid
+from labpgt.sim.params import RingParams
+from labpgt.sim.ring import RingModel
+from labpgt.sim.spectrum import noise_floor_mw
 
 _MAX_DRIVE_HZ = 50e9
 _LINE_ABOVE_FLOOR_DB = 3.0
