@@ -1,9 +1,18 @@
-"""Trace -> feature vector: fixed frequency bins or the strongest peaks.
+"""Trace -> feature vector: soft (kernel) bins, hard bins or the strongest peaks.
 
 One `FeatureExtractor` serves every reservoir (in-process ring, virtual bench,
 real bench), so the same trace always gives the same features. Traces are
-power in dBm on a frequency axis in Hz; features are in dB (bins, peak power)
-and GHz (peak frequency).
+power in dBm on a frequency axis in Hz; features are in dBm (bins, kernel
+bins, peak power) and GHz (peak frequency).
+
+Why kernel bins are the default: the ring's lines are a few hundred kHz wide
+and move with the drive. A hard bin's mean dB jumps when a line crosses its
+edge and is flat in between, so its derivative in the drive is zero almost
+everywhere and huge at the edges — no gradient estimator can follow it. A
+kernel bin sums *linear* power under a Gaussian window before taking the log:
+the power a line carries is conserved as it moves between trace points, and
+the window turns its position into a smooth bump, so the feature is smooth at
+the scale the estimators probe (docs/features.md has the measurements).
 """
 
 from __future__ import annotations
@@ -24,12 +33,23 @@ class FeatureSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["bins", "peaks"] = Field(
-        "bins",
-        description="'bins': mean power (dB) in equal frequency bins; 'peaks': frequency (GHz) "
-        "and power (dBm) of the strongest local maxima.",
+    kind: Literal["kernel", "bins", "peaks"] = Field(
+        "kernel",
+        description="'kernel': power (dBm) under Gaussian windows at equally spaced centres, "
+        "summed in mW before the log (smooth in the drive); 'bins': mean of the trace in dB "
+        "over equal frequency bins; 'peaks': frequency (GHz) and power (dBm) of the strongest "
+        "local maxima.",
     )
-    bins: int = Field(32, ge=1, le=10_000, description="Number of frequency bins (kind='bins').")
+    bins: int = Field(
+        32, ge=1, le=10_000, description="Number of frequency bins or windows (kind 'bins'/'kernel')."
+    )
+    kernel_width: float = Field(
+        0.5,
+        gt=0.0,
+        le=10.0,
+        description="Standard deviation of each Gaussian window, in units of the window spacing "
+        "(kind='kernel').",
+    )
     start_hz: float | None = Field(
         None,
         gt=0,
@@ -52,7 +72,15 @@ class FeatureSpec(BaseModel):
 
     def dim(self) -> int:
         """Features per trace."""
-        return self.bins if self.kind == "bins" else 2 * self.peaks
+        return 2 * self.peaks if self.kind == "peaks" else self.bins
+
+    def describe(self) -> str:
+        """One line for logs and tables, e.g. 'kernel ×8 (σ 0.5 spacing)'."""
+        if self.kind == "kernel":
+            return f"kernel ×{self.bins} (σ {self.kernel_width:g} spacing)"
+        if self.kind == "bins":
+            return f"bins ×{self.bins}"
+        return f"peaks ×{self.peaks}"
 
 
 class FeatureExtractor:
@@ -73,6 +101,8 @@ class FeatureExtractor:
             raise UserError(f"a trace needs at least 3 points for features; got {points}")
         if spec.kind == "bins":
             self._weights, self._edges_hz = self._bin_weights()
+        elif spec.kind == "kernel":
+            self._weights, self._edges_hz = self._kernel_weights()
         elif spec.peaks > points:
             raise UserError(f"peaks={spec.peaks} exceeds the trace's {points} points")
 
@@ -107,6 +137,38 @@ class FeatureExtractor:
             )
         return onehot / counts, edges
 
+    def _range_hz(self) -> tuple[float, float]:
+        f = self.frequency_hz
+        start = self.spec.start_hz if self.spec.start_hz is not None else f[0].item()
+        stop = self.spec.stop_hz if self.spec.stop_hz is not None else f[-1].item()
+        return start, stop
+
+    def _kernel_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P, bins) Gaussian windows, each summing to 1; edges are the spacing's midpoints.
+
+        Window j is centred at start + (j + 1/2)·spacing with σ = kernel_width·spacing.
+        Each column sums to one, so a flat trace at level L gives L in every feature
+        (the displayed noise floor maps to itself).
+        """
+        f = self.frequency_hz
+        start, stop = self._range_hz()
+        spacing = (stop - start) / self.spec.bins
+        edges = torch.linspace(start, stop, self.spec.bins + 1, dtype=torch.float64)
+        centres = (edges[:-1] + edges[1:]) / 2
+        sigma = self.spec.kernel_width * spacing
+        z = (f[:, None] - centres[None, :]) / sigma
+        weights = torch.exp(-0.5 * z.square())
+        mass = weights.sum(dim=0)
+        step = (f[-1] - f[0]).item() / max(f.numel() - 1, 1)
+        if sigma < step or (mass < 1.0).any():
+            raise UserError(
+                f"kernel windows of σ {sigma / 1e6:.3g} MHz ({self.spec.bins} windows over "
+                f"{(stop - start) / 1e6:.4g} MHz, kernel_width {self.spec.kernel_width:g}) are "
+                f"narrower than the trace's point spacing ({step / 1e6:.3g} MHz) or miss it: use "
+                "fewer windows, a wider kernel_width or a start_hz/stop_hz inside the trace"
+            )
+        return weights / mass, edges
+
     @property
     def dim(self) -> int:
         return self.spec.dim()
@@ -120,6 +182,9 @@ class FeatureExtractor:
                 f"bin{i}_{e[i].item():.4f}-{e[i + 1].item():.4f}GHz_dBm"
                 for i in range(self.spec.bins)
             ]
+        if self.spec.kind == "kernel":
+            c = (self._edges_hz[:-1] + self._edges_hz[1:]) / 2e9
+            return [f"kernel{i}_{c[i].item():.4f}GHz_dBm" for i in range(self.spec.bins)]
         names: list[str] = []
         for i in range(1, self.spec.peaks + 1):
             names += [f"peak{i}_frequency_GHz", f"peak{i}_power_dBm"]
@@ -135,6 +200,10 @@ class FeatureExtractor:
             )
         if self.spec.kind == "bins":
             return traces @ self._weights
+        if self.spec.kind == "kernel":
+            # dBm -> mW, windowed sum, -> dBm. The windows never reach zero weight on the
+            # noise floor, so the sum is strictly positive and the log is finite.
+            return 10.0 * torch.log10(torch.pow(10.0, traces / 10.0) @ self._weights)
         return self._peaks(traces)
 
     def _peaks(self, traces: torch.Tensor) -> torch.Tensor:

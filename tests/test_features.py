@@ -19,7 +19,7 @@ def _axis(points: int = 101) -> torch.Tensor:
 def test_bins_are_mean_db_per_bin():
     f = _axis(101)
     traces = torch.arange(101, dtype=torch.float64).reshape(1, -1) - 100.0
-    ex = FeatureExtractor(FeatureSpec(bins=4), f)
+    ex = FeatureExtractor(FeatureSpec(kind="bins", bins=4), f)
     feats = ex(traces)
     # 101 points in 4 bins of 25 MHz: [0..24], [25..49], [50..74], [75..100] (last closed)
     expected = torch.tensor(
@@ -37,12 +37,12 @@ def test_bins_are_mean_db_per_bin():
 def test_bins_respect_start_stop_and_refuse_empty_bins():
     f = _axis(101)
     traces = torch.randn(3, 101, dtype=torch.float64)
-    ex = FeatureExtractor(FeatureSpec(bins=2, start_hz=2.02e9, stop_hz=2.04e9), f)
+    ex = FeatureExtractor(FeatureSpec(kind="bins", bins=2, start_hz=2.02e9, stop_hz=2.04e9), f)
     feats = ex(traces)
     torch.testing.assert_close(feats[:, 0], traces[:, 20:30].mean(dim=1))
     torch.testing.assert_close(feats[:, 1], traces[:, 30:41].mean(dim=1))
     with pytest.raises(UserError, match="holds no trace point"):
-        FeatureExtractor(FeatureSpec(bins=500), f)
+        FeatureExtractor(FeatureSpec(kind="bins", bins=500), f)
     with pytest.raises(ValidationError, match="stop_hz"):
         FeatureSpec(start_hz=2.1e9, stop_hz=2.0e9)
     with pytest.raises(UserError, match=r"\(N, 101\)"):
@@ -52,7 +52,7 @@ def test_bins_respect_start_stop_and_refuse_empty_bins():
 def test_bins_are_differentiable_in_the_trace():
     f = _axis(101)
     traces = torch.randn(2, 101, dtype=torch.float64, requires_grad=True)
-    ex = FeatureExtractor(FeatureSpec(bins=5), f)
+    ex = FeatureExtractor(FeatureSpec(kind="bins", bins=5), f)
     assert torch.autograd.gradcheck(ex, (traces,))
 
 
@@ -95,13 +95,13 @@ def test_simulated_reservoir_features_come_from_its_traces():
     params = RingParams(noise=False, drift=False, hysteresis=False)
     grid = AnalyzerGrid()
     res = SimulatedReservoir(
-        RingModel(params, seed=3), grid, FeatureSpec(bins=16), keep_traces=True
+        RingModel(params, seed=3), grid, FeatureSpec(kind="bins", bins=16), keep_traces=True
     )
     settings = torch.tensor([[2.1e9, -10.0, 1.8], [2.2e9, -20.0, 1.9]], dtype=torch.float64)
     out = res.measure(settings)
     assert out.traces_dbm is not None and out.traces_dbm.shape == (2, grid.points)
     torch.testing.assert_close(
-        out.features, FeatureExtractor(FeatureSpec(bins=16), res.frequency_hz)(out.traces_dbm)
+        out.features, FeatureExtractor(FeatureSpec(kind="bins", bins=16), res.frequency_hz)(out.traces_dbm)
     )
     # noise, drift and hysteresis off: the bench path equals the pure, differentiable one
     torch.testing.assert_close(res.differentiable_features(settings), out.features)

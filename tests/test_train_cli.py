@@ -41,7 +41,7 @@ def _run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
             ["--task", "mnist"],
             "unknown task 'mnist'; valid tasks: digits, iris, parity, seq-digits, wine",
         ),
-        (["--method", "sgd"], "valid methods: backprop, boundary, mgd, pat, pgt, readout, spsa"),
+        (["--method", "sgd"], "valid methods: backprop, boundary, digital, mgd, pat, pgt, readout, spsa"),
         (["--model", "cnn"], "unknown model 'cnn'; valid models: dense, transformer"),
         (["--delta", "0"], "--delta 0.0: Input should be greater than 0"),
         (["--delta", "-0.5"], "--delta -0.5: Input should be greater than 0"),
@@ -162,6 +162,7 @@ def test_short_boundary_run_on_the_virtual_bench_lowers_the_loss(tmp_path: Path)
     result = run_training(config, resume=False, quiet=True)
     assert result.config.bench_kind() == "embedded"
     first, last = result.metrics[0], result.metrics[-1]
-    assert last.queries == 3 * 5 * 90  # 3 epochs × 5 passes × 90 training samples × 1 channel
+    # 3 epochs × 5 passes × 76 training samples (90 less 15 % for validation) × 1 channel
+    assert last.queries == 3 * 5 * 76
     assert last.test_loss < first.test_loss - 0.05, (first, last)
     assert last.train_loss < first.train_loss

@@ -21,6 +21,18 @@ class TrainConfig(BaseModel):
     data: str | None = Field(None, description="User CSV with a header row.")
     target: str | None = Field(None, description="Class-label column of --data.")
     test_fraction: float = Field(0.25, ge=0.05, le=0.9, description="Held-out fraction.")
+    eval_test: Literal["every-epoch", "final"] = Field(
+        "every-epoch",
+        description="every-epoch: test figures in every metrics row (curves; no choice reads "
+        "them); final: the test part is measured once, on the model chosen on validation.",
+    )
+    val_fraction: float = Field(
+        0.15,
+        ge=0.0,
+        le=0.5,
+        description="Fraction of the training part held out for validation (every choice: "
+        "best checkpoint, learning-rate search); 0: none.",
+    )
     model: str = Field("dense", description="Model name.")
     hidden: int = Field(32, ge=0, le=4096, description="Upstream hidden width (0: linear).")
     downstream_hidden: int = Field(0, ge=0, le=4096, description="Readout hidden width.")
@@ -31,7 +43,15 @@ class TrainConfig(BaseModel):
         max_length=3,
         description="Settings driven by u per channel (m of them); the others stay fixed.",
     )
-    bins: int = Field(32, ge=1, le=1000, description="Feature bins per trace (mean dB each).")
+    bins: int = Field(32, ge=1, le=1000, description="Features per trace (windows or bins).")
+    features: Literal["kernel", "bins"] = Field(
+        "kernel",
+        description="Feature map: kernel (Gaussian windows summed in mW, then dBm; smooth in the "
+        "drive) or bins (mean dB per hard bin).",
+    )
+    kernel_width: float = Field(
+        0.5, gt=0.0, le=10.0, description="Kernel window σ in units of the window spacing."
+    )
     method: str = Field("boundary", description="Training method.")
     bench: str | None = Field(None, description="Bench file (TOML): the real bench.")
     fast_sim: bool = Field(False, description="In-process SimulatedReservoir.")
@@ -43,6 +63,11 @@ class TrainConfig(BaseModel):
     optimizer: Literal["adam", "sgd", "momentum"] = Field("adam", description="torch.optim.")
     lr: float = Field(0.01, gt=0, le=10.0, description="Learning rate.")
     momentum: float = Field(0.9, ge=0, lt=1, description="Momentum (optimizer momentum).")
+    lr_schedule: Literal["cosine", "constant"] = Field(
+        "cosine",
+        description="cosine: the learning rate falls from --lr to 0 over the run's steps "
+        "(half a cosine); constant: --lr throughout.",
+    )
     batch_size: int = Field(32, ge=1, le=65536, description="Samples per step.")
     warmup_samples: int = Field(
         128, ge=2, le=100_000, description="Training samples measured for the normalisation."

@@ -28,7 +28,7 @@ def _scheduler(reservoir: object) -> object:
 @contextmanager
 def open_backend(config: TrainConfig) -> Iterator[MeasurementBackend]:
     """Yield a backend for the configured bench; the bench is left safe on exit."""
-    spec = FeatureSpec(bins=config.bins)
+    spec = FeatureSpec(kind=config.features, bins=config.bins, kernel_width=config.kernel_width)
     kind = config.bench_kind()
     if kind == "fast-sim":
         from labpgt.reservoir import SimulatedReservoir

@@ -11,11 +11,17 @@ import torch
 
 @dataclass
 class EpochMetrics:
-    """One metrics.csv row. Queries/forward passes are training costs, cumulative."""
+    """One metrics.csv row. Queries/forward passes are training costs, cumulative.
+
+    val_* are NaN without a validation part; test_* are NaN when the test part is
+    measured only once, at the end (``eval_test='final'``).
+    """
 
     epoch: int
     train_loss: float
     train_acc: float
+    val_loss: float
+    val_acc: float
     test_loss: float
     test_acc: float
     queries: int

@@ -146,6 +146,8 @@ class ReservoirLayer(nn.Module):
         self.feature_dim = feature_dim
         self.normaliser = FeatureNormaliser(feature_dim)
         self.backend: MeasurementBackend | None = None
+        self.digital: nn.Module | None = None
+        """Set by ``--method digital``: a trainable stand-in that replaces the measurement."""
 
     @property
     def input_dim(self) -> int:
@@ -180,7 +182,17 @@ class ReservoirLayer(nn.Module):
     def measure_u(self, u: torch.Tensor) -> torch.Tensor:
         """u (..., k*m) -> raw features (..., k, F), measured in one scheduler batch."""
         with torch.no_grad():
+            if self.digital is not None:
+                return self.digital_features(u)
             return self.require_backend().measure(self.settings(u))
+
+    def digital_features(self, u: torch.Tensor) -> torch.Tensor:
+        """The digital stand-in's features (..., k, F), with autograd; counted as queries."""
+        if self.digital is None:
+            raise RuntimeError("ReservoirLayer has no digital stand-in (method 'digital' only)")
+        backend = self.require_backend()
+        backend.differentiable_queries += int(u.reshape(-1, u.shape[-1]).shape[0]) * self.channels
+        return self.digital(u)
 
     def features(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw features (..., k, F) -> normalised, flattened (..., k*F)."""

@@ -20,7 +20,13 @@ from labpgt.errors import UserError
 
 @dataclass
 class Task:
-    """A split, standardised classification data set (float32 inputs, int64 labels)."""
+    """A split, standardised classification data set (float32 inputs, int64 labels).
+
+    Three disjoint parts: train (the steps), validation (every choice: learning-rate
+    search, best checkpoint) and test (the reported figure only). Validation is carved
+    from the training part, so the test part is the same whatever the validation
+    fraction.
+    """
 
     name: str
     x_train: torch.Tensor
@@ -30,6 +36,8 @@ class Task:
     class_names: list[str]
     input_mean: torch.Tensor
     input_std: torch.Tensor
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
 
     @property
     def input_dim(self) -> int:
@@ -132,8 +140,13 @@ def split_standardise(
     *,
     test_fraction: float,
     seed: int,
+    val_fraction: float = 0.0,
 ) -> Task:
-    """Seeded stratified split; inputs standardised with the training mean/std."""
+    """Seeded stratified split; inputs standardised with the training mean/std.
+
+    ``val_fraction`` of the training part (not of the whole) becomes the validation
+    part, stratified and seeded too; 0 leaves no validation part.
+    """
     from sklearn.model_selection import train_test_split
 
     counts = np.bincount(y)
@@ -148,6 +161,14 @@ def split_standardise(
         )
     except ValueError as exc:
         raise UserError(f"--test-fraction {test_fraction}: {exc}") from exc
+    x_va = y_va = None
+    if val_fraction > 0:
+        try:
+            x_tr, x_va, y_tr, y_va = train_test_split(
+                x_tr, y_tr, test_size=val_fraction, random_state=seed + 1, stratify=y_tr
+            )
+        except ValueError as exc:
+            raise UserError(f"--val-fraction {val_fraction}: {exc}") from exc
     mean = x_tr.mean(axis=0)
     std = x_tr.std(axis=0)
     std[std == 0] = 1.0  # constant columns (digits' blank corners) stay 0 instead of NaN
@@ -160,6 +181,8 @@ def split_standardise(
         class_names=class_names,
         input_mean=torch.tensor(mean, dtype=torch.float64),
         input_std=torch.tensor(std, dtype=torch.float64),
+        x_val=None if x_va is None else torch.tensor((x_va - mean) / std, dtype=torch.float32),
+        y_val=None if y_va is None else torch.tensor(y_va, dtype=torch.int64),
     )
 
 
@@ -171,6 +194,7 @@ def load_task(
     test_fraction: float = 0.25,
     seed: int = 0,
     options: dict[str, object] | None = None,
+    val_fraction: float = 0.0,
 ) -> Task:
     """A named bundled task, or the CSV in `data` with its `target` column."""
     if not 0.05 <= test_fraction <= 0.9:
@@ -182,7 +206,13 @@ def load_task(
             raise UserError(f"--task-opt {', '.join(sorted(options))}: not used with --data")
         x, y, classes = load_csv(Path(data), target)
         return split_standardise(
-            Path(data).stem, x, y, classes, test_fraction=test_fraction, seed=seed
+            Path(data).stem,
+            x,
+            y,
+            classes,
+            test_fraction=test_fraction,
+            seed=seed,
+            val_fraction=val_fraction,
         )
     if name not in TASKS:
         raise UserError(
@@ -190,7 +220,9 @@ def load_task(
             "(or --data file.csv --target COLUMN)"
         )
     x, y, classes = TASKS[name](**check_task_options(name, TASKS[name], options or {}))
-    return split_standardise(name, x, y, classes, test_fraction=test_fraction, seed=seed)
+    return split_standardise(
+        name, x, y, classes, test_fraction=test_fraction, seed=seed, val_fraction=val_fraction
+    )
 
 
 def check_task_options(name: str, loader: Loader, options: dict[str, object]) -> dict[str, object]:

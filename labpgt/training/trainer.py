@@ -9,6 +9,7 @@ continues bit-identically on the in-process simulation.
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from collections.abc import Callable
@@ -43,7 +44,9 @@ from labpgt.training.readout import ReadoutResult, linear_readout, readout_basel
 from labpgt.training.reservoir_layer import MeasurementBackend
 from labpgt.training.tasks import Task, load_task
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+BEST_NAME = "best.pt"
+"""The model of the epoch chosen on validation (state dict, config, its validation figures)."""
 RESUME_MAY_CHANGE = ("epochs", "max_queries", "out")
 
 
@@ -65,6 +68,8 @@ class RunResult:
     model: ReservoirModel
     out_dir: Path
     stop_reason: str
+    selected: EpochMetrics
+    """The epoch chosen on validation, with its test figures (the run's reported result)."""
     files: list[Path] = field(default_factory=list)
 
 
@@ -87,6 +92,38 @@ def evaluate(model: ReservoirModel, x: torch.Tensor, y: torch.Tensor) -> tuple[f
     """(loss, accuracy) with the features measured through the scheduler (one batch)."""
     logits = model.predict(x)
     return float(_loss(logits, y)), accuracy(logits, y)
+
+
+def _evaluate_split(
+    config: TrainConfig, model: ReservoirModel, task: Task, *, final: bool = False
+) -> dict[str, float]:
+    """Validation figures every epoch; test figures every epoch or only at the end.
+
+    With ``eval_test='final'`` the test part is measured once, on the model chosen
+    on validation, and its per-epoch columns stay NaN.
+    """
+    nan = float("nan")
+    out = {"val_loss": nan, "val_acc": nan, "test_loss": nan, "test_acc": nan}
+    if task.x_val is not None and task.y_val is not None and task.x_val.shape[0] and not final:
+        out["val_loss"], out["val_acc"] = evaluate(model, task.x_val, task.y_val)
+    if config.eval_test == "every-epoch" or final:
+        out["test_loss"], out["test_acc"] = evaluate(model, task.x_test, task.y_test)
+    return out
+
+
+def _better(row: EpochMetrics, best: dict[str, Any]) -> bool:
+    """Whether `row` beats the best epoch so far on validation (accuracy, then loss).
+
+    Without a validation part every epoch is better than the one before: the last
+    model is the chosen one.
+    """
+    if "epoch" not in best:
+        return True
+    if math.isnan(row.val_acc):
+        return True
+    if row.val_acc != best["val_acc"]:
+        return row.val_acc > best["val_acc"]
+    return row.val_loss < best["val_loss"]
 
 
 def _seed_all(seed: int) -> None:
@@ -116,6 +153,7 @@ def task_for(config: TrainConfig) -> Task:
         target=config.target,
         test_fraction=config.test_fraction,
         seed=config.seed,
+        val_fraction=config.val_fraction,
         options=dict(config.task_opts),
     )
 
@@ -172,6 +210,11 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     if resume:
         state = load_checkpoint(ckpt_path)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise UserError(
+                f"--resume: {ckpt_path} was written by another labpgt version (checkpoint format "
+                f"{state.get('format')}, this version reads {CHECKPOINT_FORMAT}); start a new run"
+            )
         _check_resume_config(state["config"], config)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -184,6 +227,7 @@ def train(
         metrics = [EpochMetrics(**row) for row in state["metrics"]]
         batches = [list(row) for row in state.get("batches", [])]
         baseline = ReadoutResult(**state["baseline"])
+        best = dict(state["best"])
         start_epoch = int(state["epoch"])
         hooks.on_note(f"resumed from {ckpt_path} after epoch {start_epoch}")
     else:
@@ -198,14 +242,15 @@ def train(
             f"({baseline.queries} queries, ridge λ={baseline.ridge_lambda:g})"
         )
         q_eval = backend.queries
-        test_loss, test_acc = evaluate(model, task.x_test, task.y_test)
+        scores = _evaluate_split(config, model, task)
         train_loss, train_acc = evaluate(model, task.x_train, task.y_train)
         counters.eval_queries += backend.queries - q_eval
         counters.instrument_time_s += backend.instrument_time_s - t0_inst
         counters.wall_s += time.perf_counter() - t0_wall
-        metrics = [_row(0, train_loss, train_acc, test_loss, test_acc, counters, optimizer)]
+        metrics = [_row(0, train_loss, train_acc, scores, counters, optimizer)]
         batches = []
         start_epoch = 0
+        best = _best_state(metrics[0], model)
         _save(
             ckpt_path,
             config,
@@ -219,6 +264,7 @@ def train(
             metrics,
             batches,
             baseline,
+            best,
         )
     stop = "readout only" if est is None else "epochs done"
     if est is not None:
@@ -234,17 +280,19 @@ def train(
             metrics,
             batches,
             baseline,
+            best,
             start_epoch,
             ckpt_path,
             hooks,
         )
+    selected = _select(config, model, task, metrics, best, backend, counters)
     write_csv(out / "metrics.csv", metrics)
     write_batches_csv(out / "batches.csv", batches)
     files = plot_run(
         metrics, out, method=config.method, readout_test_acc=baseline.test_acc, batches=batches
     )
     tables = [out / "metrics.csv", out / "batches.csv"]
-    return RunResult(config, metrics, baseline, model, out, stop, [*tables, *files])
+    return RunResult(config, metrics, baseline, model, out, stop, selected, [*tables, *files])
 
 
 def _loop(
@@ -259,6 +307,7 @@ def _loop(
     metrics: list[EpochMetrics],
     batches: list[list[float]],
     baseline: ReadoutResult,
+    best: dict[str, Any],
     start_epoch: int,
     ckpt_path: Path,
     hooks: TrainHooks,
@@ -284,6 +333,7 @@ def _loop(
                 break
             x, y = task.x_train[idx], task.y_train[idx]
             result = est.estimate(model, x, y, _loss)
+            _schedule_lr(config, optimizer, counters.steps, total)
             est.before_step(optimizer)
             optimizer.step()
             counters.queries += result.queries
@@ -309,12 +359,16 @@ def _loop(
         train_loss = float((torch.tensor(losses, dtype=torch.float64) * w).sum() / w.sum())
         train_acc = float((torch.tensor(accs, dtype=torch.float64) * w).sum() / w.sum())
         q_eval = backend.queries
-        test_loss, test_acc = evaluate(model, task.x_test, task.y_test)
+        scores = _evaluate_split(config, model, task)
         counters.eval_queries += backend.queries - q_eval
         counters.instrument_time_s += backend.instrument_time_s - t0_inst
         counters.wall_s += time.perf_counter() - t0_wall
-        row = _row(epoch, train_loss, train_acc, test_loss, test_acc, counters, optimizer)
+        row = _row(epoch, train_loss, train_acc, scores, counters, optimizer)
         metrics.append(row)
+        if _better(row, best):
+            best.clear()
+            best.update(_best_state(row, model))
+            save_checkpoint(ckpt_path.parent / BEST_NAME, _best_file(config, best))
         _save(
             ckpt_path,
             config,
@@ -328,6 +382,7 @@ def _loop(
             metrics,
             batches,
             baseline,
+            best,
         )
         write_csv(ckpt_path.parent / "metrics.csv", metrics)
         write_batches_csv(ckpt_path.parent / "batches.csv", batches)
@@ -337,12 +392,70 @@ def _loop(
     return "epochs done"
 
 
+def _schedule_lr(
+    config: TrainConfig, optimizer: torch.optim.Optimizer, step: int, total_steps: int
+) -> None:
+    """Set the learning rate of step `step` (0-based) of `total_steps`: a function of the step
+    count alone, so a resumed run continues the same schedule without extra state."""
+    if config.lr_schedule == "constant" or total_steps <= 0:
+        return
+    lr = 0.5 * config.lr * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _select(
+    config: TrainConfig,
+    model: ReservoirModel,
+    task: Task,
+    metrics: list[EpochMetrics],
+    best: dict[str, Any],
+    backend: MeasurementBackend,
+    counters: _Counters,
+) -> EpochMetrics:
+    """The row of the epoch chosen on validation, with its test figures.
+
+    With ``eval_test='final'`` this is the one time the test part is measured: on
+    the chosen model, whose state is loaded into `model` (the returned model).
+    """
+    row = next(m for m in metrics if m.epoch == best["epoch"])
+    if config.eval_test != "final":
+        return row
+    model.load_state_dict(best["model"])
+    q_eval = backend.queries
+    scores = _evaluate_split(config, model, task, final=True)
+    counters.eval_queries += backend.queries - q_eval
+    values = row.to_dict()
+    values.update(test_loss=scores["test_loss"], test_acc=scores["test_acc"])
+    return EpochMetrics(**values)
+
+
+def _best_state(row: EpochMetrics, model: ReservoirModel) -> dict[str, Any]:
+    """The chosen epoch so far: its validation figures and a copy of the model's state."""
+    return {
+        "epoch": row.epoch,
+        "val_acc": row.val_acc,
+        "val_loss": row.val_loss,
+        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+    }
+
+
+def _best_file(config: TrainConfig, best: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "config": config.model_dump(mode="json"),
+        "epoch": best["epoch"],
+        "val_acc": best["val_acc"],
+        "val_loss": best["val_loss"],
+        "model": best["model"],
+    }
+
+
 def _row(
     epoch: int,
     train_loss: float,
     train_acc: float,
-    test_loss: float,
-    test_acc: float,
+    scores: dict[str, float],
     c: _Counters,
     optimizer: torch.optim.Optimizer,
 ) -> EpochMetrics:
@@ -350,8 +463,10 @@ def _row(
         epoch=epoch,
         train_loss=train_loss,
         train_acc=train_acc,
-        test_loss=test_loss,
-        test_acc=test_acc,
+        val_loss=scores["val_loss"],
+        val_acc=scores["val_acc"],
+        test_loss=scores["test_loss"],
+        test_acc=scores["test_acc"],
         queries=c.queries,
         forward_passes=c.forward_passes,
         instrument_time_s=c.instrument_time_s,
@@ -374,6 +489,7 @@ def _save(
     metrics: list[EpochMetrics],
     batches: list[list[float]],
     baseline: ReadoutResult,
+    best: dict[str, Any],
 ) -> None:
     save_checkpoint(
         path,
@@ -391,6 +507,7 @@ def _save(
             "metrics": [m.to_dict() for m in metrics],
             "batches": [list(row) for row in batches],
             "baseline": baseline.to_dict(),
+            "best": best,
         },
     )
 

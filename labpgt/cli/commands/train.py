@@ -201,7 +201,11 @@ def train_command(
     momentum: float = typer.Option(0.9, help="Momentum for --optimizer momentum."),
     batch_size: int = typer.Option(32, help="Samples per step."),
     channels: int = typer.Option(2, help="Reservoir channels k per sample."),
-    bins: int = typer.Option(32, help="Feature bins per trace (mean dB in each)."),
+    bins: int = typer.Option(32, help="Features per trace (kernel windows or bins)."),
+    features: str = typer.Option(
+        "kernel", help="Feature map: kernel (smooth Gaussian windows) | bins (mean dB per bin)."
+    ),
+    kernel_width: float = typer.Option(0.5, help="Kernel window σ, in window spacings."),
     hidden: int = typer.Option(32, help="Upstream hidden width (0: one linear layer)."),
     downstream_hidden: int = typer.Option(0, help="Readout hidden width (0: linear readout)."),
     probes: int | None = typer.Option(None, help="Probes q per step (method default if unset)."),
@@ -254,6 +258,8 @@ def train_command(
         batch_size=batch_size,
         channels=channels,
         bins=bins,
+        features=features,
+        kernel_width=kernel_width,
         hidden=hidden,
         downstream_hidden=downstream_hidden,
         probes=probes,

@@ -6,7 +6,7 @@ decorated with `register_estimator`; importing its module here makes it
 available to `labpgt train --method NAME`.
 """
 
-from labpgt.training.estimators import backprop, boundary, perturbation
+from labpgt.training.estimators import backprop, boundary, digital, perturbation
 from labpgt.training.estimators.base import (
     ESTIMATORS,
     EstimatorContext,
@@ -26,6 +26,7 @@ __all__ = [
     "StepResult",
     "backprop",
     "boundary",
+    "digital",
     "make_estimator",
     "method_names",
     "perturbation",
