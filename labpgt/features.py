@@ -41,7 +41,7 @@ class FeatureSpec(BaseModel):
         "local maxima.",
     )
     bins: int = Field(
-        32, ge=1, le=10_000, description="Number of frequency bins or windows (kind 'bins'/'kernel')."
+        32, ge=1, le=10_000, description="Number of bins or windows (kind 'bins'/'kernel')."
     )
     kernel_width: float = Field(
         0.5,

@@ -101,7 +101,8 @@ def test_simulated_reservoir_features_come_from_its_traces():
     out = res.measure(settings)
     assert out.traces_dbm is not None and out.traces_dbm.shape == (2, grid.points)
     torch.testing.assert_close(
-        out.features, FeatureExtractor(FeatureSpec(kind="bins", bins=16), res.frequency_hz)(out.traces_dbm)
+        out.features,
+        FeatureExtractor(FeatureSpec(kind="bins", bins=16), res.frequency_hz)(out.traces_dbm),
     )
     # noise, drift and hysteresis off: the bench path equals the pure, differentiable one
     torch.testing.assert_close(res.differentiable_features(settings), out.features)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from labpgt.errors import UserError
-from labpgt.features import FeatureExtractor, FeatureSpec
 from labpgt.sim.grid import AnalyzerGrid
 from labpgt.sim.params import RingParams
 from labpgt.sim.spectrum import render_trace
+
+from labpgt.errors import UserError
+from labpgt.features import FeatureExtractor, FeatureSpec
 
 GRID = AnalyzerGrid()
 
