@@ -1,0 +1,525 @@
+"""Training studies under one protocol: a grid of independent jobs, each config -> result row.
+
+The protocol every published figure follows:
+
+1. **Search.** Each entry (a method with its fixed options) is trained at every
+   learning rate of its grid on the *search seeds*; the rate with the best mean
+   validation accuracy (of the epoch chosen on validation) wins. A rate whose run
+   diverged (non-finite loss) is reported, never silently kept.
+2. **Final.** The entry is trained at the chosen rate on every *final seed*
+   (≥ 5), with ``eval_test='final'``: the test part is measured once per run, on
+   the model chosen on validation. Rows report mean and 95 % confidence interval
+   (Student's t over seeds).
+3. **Yardsticks in every table:** logistic regression on the raw inputs, the
+   readout-only reservoir baseline (ridge on the ring's features at the random
+   initial upstream map), and the same-shape digital network (``digital``).
+
+A job is a plain dict (its TrainConfig keyword arguments), so any engine that can
+call `run_job` in another process can run the grid; results land as one JSON
+line each in ``results.jsonl``, and a rerun skips the jobs already there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labpgt.errors import UserError
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One row of a results table: a method with its fixed options and a learning-rate grid."""
+
+    label: str
+    config: dict[str, Any]
+    lrs: tuple[float, ...] = (0.01,)
+    kind: str = "train"
+    """'train' (labpgt's trainer) or 'logistic' (scikit-learn on the raw inputs)."""
+    variants: tuple[dict[str, Any], ...] = ({},)
+    """Other hyperparameters searched with the rate (e.g. δ): each dict is one choice."""
+
+    def choices(self) -> list[tuple[float, dict[str, Any]]]:
+        """Every (learning rate, variant) pair the search tries."""
+        return [(lr, v) for lr in self.lrs for v in self.variants]
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """What a study runs: the shared config, the entries, the seeds and the target."""
+
+    name: str
+    base: dict[str, Any]
+    entries: tuple[Entry, ...]
+    final_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    search_seeds: tuple[int, ...] = (100,)
+    target_acc: float = 0.85
+    description: str = ""
+
+
+@dataclass
+class Job:
+    """One training run of the grid: its key (unique, stable), entry, phase and config."""
+
+    key: str
+    entry: str
+    phase: str
+    kind: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- presets
+
+
+def _digits_base(budget: int) -> dict[str, Any]:
+    return {
+        "task": "digits",
+        "model": "dense",
+        "fast_sim": True,
+        "noise": True,
+        "drift": True,
+        "max_queries": budget,
+        "batch_size": 32,
+        "hidden": 32,
+        "bins": 16,
+        "features": "kernel",
+        "channels": 8,
+        "driven": ["drive_hz"],
+        "lr_schedule": "cosine",
+    }
+
+
+LRS = (0.003, 0.01, 0.03)
+DELTAS: tuple[dict[str, Any], ...] = ({"delta": 0.01}, {"delta": 0.1})
+
+
+def digits_study() -> StudySpec:
+    """The main table: digits, dense, fast sim with noise and drift, 200k queries.
+
+    The shared bottleneck is k = 8 channels of one drive setting each (the drive
+    frequency): 8 numbers per sample, 8 × 16 features. Two boundary rows vary it.
+    """
+    both = ["drive_hz", "drive_dbm"]
+    entries = (
+        Entry("logistic regression (raw pixels)", {}, lrs=(), kind="logistic"),
+        Entry("readout only (ridge, reservoir computing)", {"method": "readout"}, lrs=()),
+        Entry("digital same-shape network", {"method": "digital"}, lrs=LRS),
+        Entry("backprop through the sim", {"method": "backprop"}, lrs=LRS),
+        Entry("boundary", {"method": "boundary"}, lrs=LRS),
+        Entry("boundary, k = 4 × 1 setting", {"method": "boundary", "channels": 4}, lrs=LRS),
+        Entry(
+            "boundary, k = 4 × 2 settings",
+            {"method": "boundary", "channels": 4, "driven": both},
+            lrs=LRS,
+        ),
+        Entry("spsa, q = 4, upstream", {"method": "spsa"}, lrs=LRS, variants=DELTAS),
+        Entry(
+            "pgt, upstream only",
+            {"method": "pgt", "perturb": "upstream"},
+            lrs=LRS,
+            variants=DELTAS,
+        ),
+        Entry("pgt, paper (all parameters)", {"method": "pgt"}, lrs=LRS, variants=DELTAS),
+    )
+    return StudySpec(
+        name="digits",
+        base=_digits_base(200_000),
+        entries=entries,
+        description="digits (scikit-learn, 1 797 images of 8×8), dense model 64 → 32 tanh → "
+        "u (k = 8 channels × the drive frequency unless the row says otherwise) → ring → "
+        "k × 16 kernel features → linear readout; in-process simulated ring with noise and "
+        "drift on; 200 000 training queries per run",
+    )
+
+
+def short_study() -> StudySpec:
+    """A few minutes: the protocol end to end on iris with a small budget (tests, smoke)."""
+    base = {
+        "task": "iris",
+        "model": "dense",
+        "fast_sim": True,
+        "max_queries": 6_000,
+        "batch_size": 16,
+        "hidden": 8,
+        "bins": 8,
+        "channels": 2,
+        "warmup_samples": 32,
+    }
+    entries = (
+        Entry("logistic regression (raw inputs)", {}, lrs=(), kind="logistic"),
+        Entry("readout only (ridge)", {"method": "readout"}, lrs=()),
+        Entry("digital same-shape network", {"method": "digital"}, lrs=(0.01, 0.03)),
+        Entry("boundary", {"method": "boundary"}, lrs=(0.01, 0.03)),
+    )
+    return StudySpec(
+        name="short",
+        base=base,
+        entries=entries,
+        final_seeds=(0, 1),
+        search_seeds=(100,),
+        target_acc=0.8,
+        description="iris, dense, fast sim, 6 000 training queries per run (smoke test of the "
+        "protocol)",
+    )
+
+
+PRESETS: dict[str, Callable[[], StudySpec]] = {"digits": digits_study, "short": short_study}
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def _tag(lr: float, variant: dict[str, Any]) -> str:
+    extra = "".join(
+        f"/{k}={v:g}" if isinstance(v, float) else f"/{k}={v}" for k, v in variant.items()
+    )
+    return f"lr={lr:g}{extra}"
+
+
+Choice = tuple[float, dict[str, Any]]
+
+
+def search_jobs(spec: StudySpec) -> list[Job]:
+    """The search of every entry that has more than one (rate, variant) choice."""
+    jobs = []
+    for entry in spec.entries:
+        if entry.kind != "train" or len(entry.choices()) < 2:
+            continue
+        for lr, variant in entry.choices():
+            for seed in spec.search_seeds:
+                config = {**spec.base, **entry.config, **variant, "lr": lr, "seed": seed}
+                key = f"{entry.label}/search/{_tag(lr, variant)}/seed={seed}"
+                jobs.append(Job(key, entry.label, "search", entry.kind, config))
+    return jobs
+
+
+def final_jobs(spec: StudySpec, chosen: dict[str, Choice]) -> list[Job]:
+    """Every entry at its chosen rate and variant on every final seed, test measured once."""
+    jobs = []
+    for entry in spec.entries:
+        default = entry.choices()[0] if entry.lrs else (0.01, {})
+        lr, variant = chosen.get(entry.label, default)
+        for seed in spec.final_seeds:
+            config = {
+                **spec.base,
+                **entry.config,
+                **variant,
+                "lr": lr,
+                "seed": seed,
+                "eval_test": "final",
+            }
+            key = f"{entry.label}/final/{_tag(lr, variant)}/seed={seed}"
+            jobs.append(Job(key, entry.label, "final", entry.kind, config))
+    return jobs
+
+
+def run_job(job: Job, out_dir: Path, *, threads: int = 1) -> dict[str, Any]:
+    """Run one job (in this process) and return its result row (JSON-serialisable)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    row = _logistic(job) if job.kind == "logistic" else _train(job, out_dir)
+    row.update(key=job.key, entry=job.entry, phase=job.phase, seconds=time.perf_counter() - t0)
+    return row
+
+
+def _train(job: Job, out_dir: Path) -> dict[str, Any]:
+    from labpgt.cli.commands.train import run_training
+    from labpgt.training.config import make_config
+
+    config = dict(job.config)
+    if "driven" in config:
+        config["driven"] = tuple(config["driven"])
+    config["out"] = str(out_dir / "runs" / _slug(job.key))
+    result = run_training(make_config(**config), resume=False, overwrite=True, quiet=True)
+    metrics = result.metrics
+    selected = result.selected
+    method = result.config.method
+    diverged = any(not math.isfinite(m.train_loss) for m in metrics)
+    curve = [(m.queries, m.val_acc, m.instrument_time_s) for m in metrics]
+    if method == "readout":
+        test_acc, val_acc = result.baseline.test_acc, float("nan")
+    else:
+        test_acc, val_acc = selected.test_acc, selected.val_acc
+    return {
+        "method": method,
+        "lr": result.config.lr,
+        "seed": result.config.seed,
+        "val_acc": val_acc,
+        "test_acc": test_acc if job.phase == "final" else float("nan"),
+        "chosen_epoch": selected.epoch,
+        "queries": metrics[-1].queries,
+        "instrument_time_s": metrics[-1].instrument_time_s,
+        "wall_s": metrics[-1].wall_s,
+        "parameters": sum(p.numel() for p in result.model.parameters()),
+        "readout_test_acc": result.baseline.test_acc if job.phase == "final" else float("nan"),
+        "diverged": diverged,
+        "curve": curve,
+    }
+
+
+def _logistic(job: Job) -> dict[str, Any]:
+    """Logistic regression on the standardised raw inputs; C chosen on validation."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from labpgt.training.tasks import load_task
+
+    config = job.config
+    task = load_task(
+        config.get("task", "digits"),
+        seed=int(config.get("seed", 0)),
+        val_fraction=float(config.get("val_fraction", 0.15)),
+    )
+    assert task.x_val is not None and task.y_val is not None
+    x_tr, y_tr = task.x_train.numpy(), task.y_train.numpy()
+    best: tuple[float, float] = (-1.0, 1.0)
+    for c in (0.01, 0.1, 1.0, 10.0):
+        clf = LogisticRegression(C=c, max_iter=2000).fit(x_tr, y_tr)
+        acc = float(np.mean(clf.predict(task.x_val.numpy()) == task.y_val.numpy()))
+        if acc > best[0]:
+            best = (acc, c)
+    clf = LogisticRegression(C=best[1], max_iter=2000).fit(x_tr, y_tr)
+    test_acc = float(np.mean(clf.predict(task.x_test.numpy()) == task.y_test.numpy()))
+    return {
+        "method": "logistic",
+        "lr": float("nan"),
+        "seed": int(config.get("seed", 0)),
+        "val_acc": best[0],
+        "test_acc": test_acc,
+        "C": best[1],
+        "queries": 0,
+        "parameters": int(clf.coef_.size + clf.intercept_.size),
+        "diverged": False,
+        "curve": [],
+    }
+
+
+def _slug(key: str) -> str:
+    keep = [c if c.isalnum() or c in "=.-" else "_" for c in key]
+    return "".join(keep).strip("_")
+
+
+# --------------------------------------------------------------------------- runner
+
+
+def read_rows(path: Path) -> dict[str, dict[str, Any]]:
+    """Rows already in results.jsonl, by job key (a torn last line from a kill is skipped)."""
+    rows: dict[str, dict[str, Any]] = {}
+    if not path.is_file():
+        return rows
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        rows[row["key"]] = row
+    return rows
+
+
+def run_jobs(
+    jobs: list[Job],
+    out_dir: Path,
+    *,
+    workers: int,
+    done: dict[str, dict[str, Any]],
+    progress: Callable[[int, int, dict[str, Any] | None], None] = lambda done, total, row: None,
+) -> dict[str, dict[str, Any]]:
+    """Run the jobs not yet in `done` (serially or on `workers` processes), appending rows."""
+    path = out_dir / "results.jsonl"
+    todo = [j for j in jobs if j.key not in done]
+    finished = len(jobs) - len(todo)
+    progress(finished, len(jobs), None)
+
+    def record(row: dict[str, Any]) -> None:
+        nonlocal finished
+        with path.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        done[row["key"]] = row
+        finished += 1
+        progress(finished, len(jobs), row)
+
+    if workers <= 1:
+        for job in todo:
+            record(run_job(job, out_dir))
+        return done
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(run_job, job, out_dir) for job in todo]
+        for future in as_completed(futures):
+            record(future.result())
+    return done
+
+
+def choose(
+    spec: StudySpec, rows: dict[str, dict[str, Any]]
+) -> tuple[dict[str, Choice], dict[str, list[str]]]:
+    """Chosen (rate, variant) per entry (best mean validation accuracy; ties: the smaller
+    rate, then the earlier variant) and the choices whose runs diverged."""
+    chosen: dict[str, Choice] = {}
+    diverged: dict[str, list[str]] = {}
+    for entry in spec.entries:
+        if entry.kind != "train" or len(entry.choices()) < 2:
+            continue
+        scores: list[tuple[float, float, int, Choice]] = []
+        for index, (lr, variant) in enumerate(entry.choices()):
+            tag = _tag(lr, variant)
+            runs = [rows[f"{entry.label}/search/{tag}/seed={s}"] for s in spec.search_seeds]
+            if any(r["diverged"] or not math.isfinite(r["val_acc"]) for r in runs):
+                diverged.setdefault(entry.label, []).append(tag)
+                continue
+            mean = sum(r["val_acc"] for r in runs) / len(runs)
+            scores.append((mean, -lr, -index, (lr, variant)))
+        if not scores:
+            raise UserError(
+                f"study {spec.name}: every choice of {entry.label!r} diverged "
+                f"({', '.join(diverged[entry.label])}); widen its grid"
+            )
+        chosen[entry.label] = max(scores, key=lambda t: t[:3])[3]
+    return chosen, diverged
+
+
+def run_study(
+    spec: StudySpec,
+    out_dir: Path,
+    *,
+    workers: int = 1,
+    progress: Callable[[str, int, int, dict[str, Any] | None], None] = lambda *a: None,
+) -> dict[str, Any]:
+    """Search, then final seeds; returns (and writes) the summary. Resumes a partial study."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "spec.json").write_text(json.dumps(asdict(spec), indent=2))
+    done = read_rows(out_dir / "results.jsonl")
+    search = search_jobs(spec)
+    run_jobs(
+        search, out_dir, workers=workers, done=done, progress=lambda *a: progress("search", *a)
+    )
+    chosen, diverged = choose(spec, done)
+    final = final_jobs(spec, chosen)
+    run_jobs(final, out_dir, workers=workers, done=done, progress=lambda *a: progress("final", *a))
+    summary = summarise(spec, done, chosen, diverged)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def mean_ci95(values: Iterable[float]) -> tuple[float, float, int]:
+    """(mean, half-width of the 95 % confidence interval, n) with Student's t over n - 1."""
+    from scipy import stats
+
+    xs = [v for v in values if math.isfinite(v)]
+    n = len(xs)
+    if n == 0:
+        return float("nan"), float("nan"), 0
+    mean = sum(xs) / n
+    if n == 1:
+        return mean, float("nan"), 1
+    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    return mean, float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n), n
+
+
+def first_reaching(curve: list[list[float]], target: float) -> tuple[float, float] | None:
+    """(queries, instrument s) at the first epoch whose validation accuracy reaches target."""
+    for queries, val_acc, inst_s in curve:
+        if math.isfinite(val_acc) and val_acc >= target:
+            return float(queries), float(inst_s)
+    return None
+
+
+def summarise(
+    spec: StudySpec,
+    rows: dict[str, dict[str, Any]],
+    chosen: dict[str, Choice],
+    diverged: dict[str, list[str]],
+) -> dict[str, Any]:
+    """One summary row per entry: test mean ± 95 % CI, chosen rate, queries to target."""
+    out = []
+    for entry in spec.entries:
+        keys = {j.key for j in final_jobs(spec, chosen) if j.entry == entry.label}
+        finals = [rows[k] for k in keys if k in rows]
+        lr, variant = chosen.get(entry.label, (None, {}))
+        finals.sort(key=lambda r: r["seed"])
+        test = mean_ci95(r["test_acc"] for r in finals)
+        reach = [first_reaching(r.get("curve", []), spec.target_acc) for r in finals]
+        hit = [x for x in reach if x is not None]
+        out.append(
+            {
+                "label": entry.label,
+                "method": finals[0]["method"] if finals else entry.kind,
+                "lr": lr if entry.lrs else None,
+                "variant": variant,
+                "searched": [_tag(lr_, v) for lr_, v in entry.choices()] if entry.lrs else [],
+                "diverged": diverged.get(entry.label, []),
+                "test_mean": test[0],
+                "test_ci95": test[1],
+                "seeds": test[2],
+                "test_per_seed": [r["test_acc"] for r in finals],
+                "queries": finals[0]["queries"] if finals else 0,
+                "parameters": finals[0]["parameters"] if finals else 0,
+                "reached_target": len(hit),
+                "queries_to_target": sorted(x[0] for x in hit)[len(hit) // 2] if hit else None,
+                "instrument_s_to_target": (
+                    sorted(x[1] for x in hit)[len(hit) // 2] if hit else None
+                ),
+                "curves": [r.get("curve", []) for r in finals],
+            }
+        )
+    return {
+        "study": spec.name,
+        "description": spec.description,
+        "target_acc": spec.target_acc,
+        "final_seeds": list(spec.final_seeds),
+        "search_seeds": list(spec.search_seeds),
+        "base": spec.base,
+        "provenance": provenance(),
+        "entries": out,
+    }
+
+
+def provenance() -> dict[str, Any]:
+    """Commit (with a dirty flag), date and the versions the figures depend on."""
+    import numpy
+    import sklearn
+    import torch
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+        )
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "unknown", False
+    return {
+        "commit": commit or "unknown",
+        "dirty": dirty,
+        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "scikit_learn": sklearn.__version__,
+        "cpus": os.cpu_count(),
+    }
