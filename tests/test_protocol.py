@@ -54,8 +54,8 @@ def test_the_chosen_epoch_is_the_best_on_validation_and_test_is_measured_once(
 def test_the_digital_yardstick_trains_a_stand_in_of_the_same_shape(tmp_path: Path) -> None:
     result = run_training(_config(tmp_path, method="digital", epochs=6), resume=False, quiet=True)
     state = result.model.state_dict()
-    # One Linear(m=2 -> F=8) shared by the channels replaces the ring.
-    assert tuple(state["reservoir.digital.map.weight"].shape) == (8, 2)
+    # One Linear(m=1 -> F=8) shared by the channels replaces the ring.
+    assert tuple(state["reservoir.digital.map.weight"].shape) == (8, 1)
     first, last = result.metrics[0], result.metrics[-1]
     assert last.train_loss < first.train_loss
     # One pass per step, each sample-channel counted once: 6 epochs of the training part.

@@ -33,7 +33,7 @@ def test_calibration_file_sets_the_feature_normalisation(
             "--calibration",
             str(calib),
             "--max-queries",
-            "400",
+            "2000",
             "--out",
             str(run),
         ]
@@ -68,7 +68,7 @@ def test_calibration_from_the_bench_is_refused_on_fast_sim(
                 "--calibration",
                 str(calib),
                 "--max-queries",
-                "400",
+                "2000",
                 "--out",
                 str(tmp_path / "run"),
             ]

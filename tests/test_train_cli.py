@@ -56,7 +56,7 @@ def _run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
         (["--task-opt", "n=3"], "--task-opt n: unknown for task 'digits'; valid keys: none"),
         (
             ["--fast-sim", "--max-queries", "100"],
-            "--max-queries 100 is too small for one step: one boundary step costs 320 queries",
+            "--max-queries 100 is too small for one step: one boundary step costs 768 queries",
         ),
         (
             ["--method", "backprop", "--bench", "bench.toml"],
@@ -165,7 +165,8 @@ def test_short_boundary_run_on_the_virtual_bench_lowers_the_loss(tmp_path: Path)
     result = run_training(config, resume=False, quiet=True)
     assert result.config.bench_kind() == "embedded"
     first, last = result.metrics[0], result.metrics[-1]
-    # 3 epochs × 5 passes × 76 training samples (90 less 15 % for validation) × 1 channel
-    assert last.queries == 3 * 5 * 76
+    # 3 epochs × 3 passes (u has m = 1 drive setting) × 76 training samples (90 less 15 %
+    # for validation) × 1 channel
+    assert last.queries == 3 * 3 * 76
     assert last.test_loss < first.test_loss - 0.05, (first, last)
     assert last.train_loss < first.train_loss

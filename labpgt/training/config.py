@@ -36,14 +36,14 @@ class TrainConfig(BaseModel):
     model: str = Field("dense", description="Model name.")
     hidden: int = Field(32, ge=0, le=4096, description="Upstream hidden width (0: linear).")
     downstream_hidden: int = Field(0, ge=0, le=4096, description="Readout hidden width.")
-    channels: int = Field(2, ge=1, le=64, description="Reservoir channels k per sample.")
+    channels: int = Field(8, ge=1, le=64, description="Reservoir channels k per sample.")
     driven: tuple[str, ...] = Field(
-        ("drive_hz", "drive_dbm"),
+        ("drive_hz",),
         min_length=1,
         max_length=3,
         description="Settings driven by u per channel (m of them); the others stay fixed.",
     )
-    bins: int = Field(32, ge=1, le=1000, description="Features per trace (windows or bins).")
+    bins: int = Field(16, ge=1, le=1000, description="Features per trace (windows or bins).")
     features: Literal["kernel", "bins"] = Field(
         "kernel",
         description="Feature map: kernel (Gaussian windows summed in mW, then dBm; smooth in the "

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from labpgt.training.metrics import EpochMetrics  # noqa: E402
 
@@ -64,10 +65,17 @@ def plot_run(
     for col, (xs, xlabel) in enumerate([(queries, "training queries"), (epochs, "epoch")]):
         ax_loss, ax_acc = axes[0, col], axes[1, col]
         ax_loss.plot(xs, [r.train_loss for r in rows], "o-", label="train")
-        ax_loss.plot(xs, [r.test_loss for r in rows], "s-", label="test")
-        ax_loss.set_ylabel("cross-entropy loss")
         ax_acc.plot(xs, [100 * r.train_acc for r in rows], "o-", label="train")
-        ax_acc.plot(xs, [100 * r.test_acc for r in rows], "s-", label="test")
+        # NaN points (no validation part; test measured only at the end) are not drawn.
+        for name, marker in (("val", "^-"), ("test", "s-")):
+            loss = [getattr(r, f"{name}_loss") for r in rows]
+            if any(v == v for v in loss):
+                label = "validation" if name == "val" else "test"
+                ax_loss.plot(xs, loss, marker, label=label)
+                ax_acc.plot(
+                    xs, [100 * getattr(r, f"{name}_acc") for r in rows], marker, label=label
+                )
+        ax_loss.set_ylabel("cross-entropy loss")
         if readout_test_acc is not None:
             ax_acc.axhline(100 * readout_test_acc, color="grey", ls="--", label="readout (test)")
         ax_acc.set_ylabel("accuracy (%)")
@@ -75,7 +83,9 @@ def plot_run(
             ax.set_xlabel(xlabel)
             ax.grid(alpha=0.3)
             ax.legend()
-    fig.suptitle(f"labpgt train --method {method}")
+            if col == 1:
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(f"labpgt train --method {method}: loss and accuracy against queries and epochs")
     path = out_dir / "curves.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)

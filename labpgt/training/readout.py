@@ -8,7 +8,7 @@ baseline sees the same task, reservoir, normalisation and seed as the trained ru
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -30,8 +30,12 @@ class ReadoutResult:
     instrument_time_s: float
     wall_s: float
 
+    train_raw: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    """Raw features (N, k, F) of the training inputs as measured for the fit (not saved):
+    the trainer scores the initial model on them instead of measuring them again."""
+
     def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "train_raw"}
 
 
 def ridge_fit(h: torch.Tensor, targets: torch.Tensor, lam: float) -> torch.Tensor:
@@ -65,9 +69,14 @@ def choose_lambda(h: torch.Tensor, y: torch.Tensor, num_classes: int, seed: int)
 @torch.no_grad()
 def acquire_features(model: ReservoirModel, x: torch.Tensor) -> torch.Tensor:
     """Normalised features (N, k·F) float64 of inputs x, measured in one scheduler batch."""
+    return model.reservoir.features(acquire_raw(model, x)).to(torch.float64)
+
+
+@torch.no_grad()
+def acquire_raw(model: ReservoirModel, x: torch.Tensor) -> torch.Tensor:
+    """Raw features (N, k, F) of inputs x, measured in one scheduler batch."""
     u, _ = model.run_upstream(x)
-    raw = model.reservoir.measure_u(u)
-    return model.reservoir.features(raw).to(torch.float64)
+    return model.reservoir.measure_u(u)
 
 
 LOGIT_SCALES: tuple[float, ...] = tuple(float(2**k) for k in range(11))  # 1 ... 1024
@@ -114,7 +123,8 @@ def readout_baseline(
     """
     backend = model.reservoir.require_backend()
     q0, t0, w0 = backend.queries, backend.instrument_time_s, time.perf_counter()
-    h_train = acquire_features(model, task.x_train)
+    raw_train = acquire_raw(model, task.x_train)
+    h_train = model.reservoir.features(raw_train).to(torch.float64)
     h_test = acquire_features(model, task.x_test)
     lam = choose_lambda(h_train, task.y_train, task.num_classes, seed)
     w = ridge_fit(
@@ -131,4 +141,5 @@ def readout_baseline(
         queries=backend.queries - q0,
         instrument_time_s=backend.instrument_time_s - t0,
         wall_s=time.perf_counter() - w0,
+        train_raw=raw_train,
     )

@@ -111,6 +111,20 @@ def _evaluate_split(
     return out
 
 
+@torch.no_grad()
+def _initial_train_scores(
+    model: ReservoirModel, task: Task, baseline: ReadoutResult
+) -> tuple[float, float]:
+    """(loss, accuracy) of the initial model on the training part, from the features the
+    readout baseline measured at these same parameters (no second measurement)."""
+    raw = baseline.train_raw
+    if raw is None:
+        return evaluate(model, task.x_train, task.y_train)
+    _, ctx = model.run_upstream(task.x_train)
+    logits = model.run_downstream(raw, ctx)
+    return float(_loss(logits, task.y_train)), accuracy(logits, task.y_train)
+
+
 def _better(row: EpochMetrics, best: dict[str, Any]) -> bool:
     """Whether `row` beats the best epoch so far on validation (accuracy, then loss).
 
@@ -243,7 +257,7 @@ def train(
         )
         q_eval = backend.queries
         scores = _evaluate_split(config, model, task)
-        train_loss, train_acc = evaluate(model, task.x_train, task.y_train)
+        train_loss, train_acc = _initial_train_scores(model, task, baseline)
         counters.eval_queries += backend.queries - q_eval
         counters.instrument_time_s += backend.instrument_time_s - t0_inst
         counters.wall_s += time.perf_counter() - t0_wall

@@ -89,7 +89,12 @@ def calibrate_command(
     grid: str = typer.Option(
         "default", "--grid", help="Calibration grid: 'default' or 'small' (≈1/5 of the shots)."
     ),
-    bins: int = typer.Option(32, "--bins", min=1, help="Feature bins over the analyzer span."),
+    bins: int = typer.Option(
+        16, "--bins", min=1, help="Features over the analyzer span (as labpgt train --bins)."
+    ),
+    features: str = typer.Option(
+        "kernel", "--features", help="Feature map: kernel | bins (as labpgt train --features)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the embedded bench's ring and the fit."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the calibration plots."),
     surrogate_steps: int = typer.Option(
@@ -149,8 +154,22 @@ def calibrate_command(
         return
     assert out is not None
     _calibrate(
-        out, bench, grid, FeatureSpec(bins=bins), plots, surrogate_steps, sim, surrogate, window
+        out,
+        bench,
+        grid,
+        _feature_spec(features, bins),
+        plots,
+        surrogate_steps,
+        sim,
+        surrogate,
+        window,
     )
+
+
+def _feature_spec(kind: str, bins: int) -> FeatureSpec:
+    if kind not in ("kernel", "bins"):
+        raise UserError(f"--features {kind!r}: valid maps are kernel, bins")
+    return FeatureSpec(kind=kind, bins=bins)
 
 
 def _calibrate(

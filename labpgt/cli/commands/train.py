@@ -121,7 +121,7 @@ def run_training(
 
 
 def summary_table(result: RunResult) -> Table:
-    """The final table: the trained method beside the readout baseline (same run)."""
+    """The final table: the epoch chosen on validation beside the readout baseline."""
     cfg = result.config
     table = Table(
         title=f"{cfg.data or cfg.task} · {cfg.model} · {cfg.bench_kind()} · seed {cfg.seed}"
@@ -129,22 +129,22 @@ def summary_table(result: RunResult) -> Table:
     for col in (
         "method",
         "test acc %",
-        "train acc %",
-        "test loss",
+        "val acc %",
+        "epoch",
         "queries",
         "passes",
         "instr. s",
         "wall s",
     ):
-        table.add_column(col, justify="left" if col == "method" else "right")
+        table.add_column(col, justify="left" if col == "method" else "right", overflow="fold")
     b = result.baseline
     if cfg.method != "readout":
-        last = result.metrics[-1]
+        chosen, last = result.selected, result.metrics[-1]
         table.add_row(
             cfg.method,
-            f"{100 * last.test_acc:.1f}",
-            f"{100 * last.train_acc:.1f}",
-            f"{last.test_loss:.3f}",
+            _pct(chosen.test_acc),
+            _pct(chosen.val_acc),
+            f"{chosen.epoch}/{last.epoch}",
             f"{last.queries}",
             f"{last.forward_passes}",
             f"{last.instrument_time_s:.0f}",
@@ -152,8 +152,8 @@ def summary_table(result: RunResult) -> Table:
         )
     table.add_row(
         "readout",
-        f"{100 * b.test_acc:.1f}",
-        f"{100 * b.train_acc:.1f}",
+        _pct(b.test_acc),
+        "-",
         "-",
         f"{b.queries}",
         "1",
@@ -161,6 +161,10 @@ def summary_table(result: RunResult) -> Table:
         f"{b.wall_s:.0f}",
     )
     return table
+
+
+def _pct(value: float) -> str:
+    return "-" if value != value else f"{100 * value:.1f}"
 
 
 def write_summary(result: RunResult) -> Path:
@@ -174,7 +178,7 @@ def write_summary(result: RunResult) -> Path:
                 "method": result.config.method,
                 "stop_reason": result.stop_reason,
                 "final": last.to_dict(),
-                "best_test_acc": max(m.test_acc for m in result.metrics),
+                "selected": result.selected.to_dict(),
                 "readout": result.baseline.to_dict(),
             },
             indent=2,
@@ -200,8 +204,12 @@ def train_command(
     lr: float = typer.Option(0.01, help="Learning rate."),
     momentum: float = typer.Option(0.9, help="Momentum for --optimizer momentum."),
     batch_size: int = typer.Option(32, help="Samples per step."),
-    channels: int = typer.Option(2, help="Reservoir channels k per sample."),
-    bins: int = typer.Option(32, help="Features per trace (kernel windows or bins)."),
+    channels: int = typer.Option(8, help="Reservoir channels k per sample."),
+    driven: str = typer.Option(
+        "drive_hz",
+        help="Settings u drives in each channel, comma-separated: drive_hz, drive_dbm, bias_a.",
+    ),
+    bins: int = typer.Option(16, help="Features per trace (kernel windows or bins)."),
     features: str = typer.Option(
         "kernel", help="Feature map: kernel (smooth Gaussian windows) | bins (mean dB per bin)."
     ),
@@ -257,6 +265,7 @@ def train_command(
         momentum=momentum,
         batch_size=batch_size,
         channels=channels,
+        driven=tuple(name.strip() for name in driven.split(",") if name.strip()),
         bins=bins,
         features=features,
         kernel_width=kernel_width,
