@@ -229,7 +229,13 @@ def run_job(job: Job, out_dir: Path, *, threads: int = 1) -> dict[str, Any]:
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     row = _logistic(job) if job.kind == "logistic" else _train(job, out_dir)
-    row.update(key=job.key, entry=job.entry, phase=job.phase, seconds=time.perf_counter() - t0)
+    row.update(
+        key=job.key,
+        entry=job.entry,
+        phase=job.phase,
+        seconds=time.perf_counter() - t0,
+        commit=STARTED["commit"],
+    )
     return row
 
 
@@ -399,6 +405,13 @@ def run_study(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "spec.json").write_text(json.dumps(asdict(spec), indent=2))
     done = read_rows(out_dir / "results.jsonl")
+    commits = {r.get("commit") for r in done.values()}
+    if done and commits != {STARTED["commit"]}:
+        raise UserError(
+            f"{out_dir}: its rows were computed on commit(s) {', '.join(sorted(map(str, commits)))}"
+            f" but this is {STARTED['commit']}; a study's figures come from one commit: use "
+            "another --out (or remove the folder) to run it on this one"
+        )
     search = search_jobs(spec)
     run_jobs(
         search, out_dir, workers=workers, done=done, progress=lambda *a: progress("search", *a)
@@ -482,7 +495,7 @@ def summarise(
         "final_seeds": list(spec.final_seeds),
         "search_seeds": list(spec.search_seeds),
         "base": spec.base,
-        "provenance": provenance(),
+        "provenance": STARTED,
         "entries": out,
     }
 
@@ -523,3 +536,8 @@ def provenance() -> dict[str, Any]:
         "scikit_learn": sklearn.__version__,
         "cpus": os.cpu_count(),
     }
+
+
+STARTED: dict[str, Any] = provenance()
+"""Provenance of the code this process loaded (taken at import, before any job runs):
+a commit made while a study runs must not be named as the one that produced it."""
