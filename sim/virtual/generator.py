@@ -28,6 +28,7 @@ GENERATOR_FAMILIES: dict[str, GeneratorFamily] = {
         frequency_max_hz=20e9,
         power_min_dbm=-130.0,
         power_max_dbm=19.0,
+        options="520,1EA,UNT",
     ),
     "rs_smb": GeneratorFamily(
         name="rs_smb",
@@ -37,8 +38,13 @@ GENERATOR_FAMILIES: dict[str, GeneratorFamily] = {
         frequency_max_hz=20e9,
         power_min_dbm=-145.0,
         power_max_dbm=18.0,
+        options="SMB-B120,SMB-K22",
     ),
 }
+
+
+RESET_FREQUENCY_HZ = 1e9
+RESET_POWER_DBM = -30.0
 
 
 @dataclass(frozen=True)
@@ -88,8 +94,8 @@ class SignalGeneratorInstrument(ScpiInstrument):
         )
 
     def _reset(self) -> None:
-        self.frequency_hz = 1e9
-        self.power_dbm = -30.0
+        self.frequency_hz = RESET_FREQUENCY_HZ
+        self.power_dbm = RESET_POWER_DBM
         self.rf_on = False
 
     @property
@@ -109,14 +115,18 @@ class SignalGeneratorInstrument(ScpiInstrument):
 
     def _set_frequency(self, call: Call) -> None:
         low, high = self._frequency_limits
-        self.frequency_hz = parse_number(one_param(call), "HZ", minimum=low, maximum=high)
+        self.frequency_hz = parse_number(
+            one_param(call), "HZ", minimum=low, maximum=high, default=RESET_FREQUENCY_HZ
+        )
 
     def _set_frequency_mode(self, call: Call) -> None:
         parse_choice(one_param(call), ("CW", "FIXed"))
 
     def _set_power(self, call: Call) -> None:
         low, high = self._power_limits
-        self.power_dbm = parse_number(one_param(call), "DBM", minimum=low, maximum=high)
+        self.power_dbm = parse_number(
+            one_param(call), "DBM", minimum=low, maximum=high, default=RESET_POWER_DBM
+        )
 
     def _set_rf(self, call: Call) -> None:
         self.rf_on = parse_bool(one_param(call))
