@@ -43,6 +43,10 @@ def _family(table: dict, name: str, role: str):
 class VirtualBench:
     """Three SCPI servers (TCP sockets; the supply optionally on a pty) around one RingModel.
 
+    `generator_family`, `analyzer_family` and `supply_family` name a virtual model:
+    a driver family (keysight_mxg, rs_smb, keysight_x, rs_fsx, kepco_bop,
+    keysight_e36xx) or another model of one (keysight_psg, rs_sgs, keysight_e3642a).
+
     `start()` returns once every server is listening; `stop()` (or leaving the
     `with` block) disconnects clients and joins every thread.
     """
@@ -143,7 +147,13 @@ class VirtualBench:
 
     @property
     def families(self) -> dict[str, str]:
+        """The driver family of each role (what a bench file names)."""
         return {role: inst.family.name for role, inst in self.instruments.items()}
+
+    @property
+    def models(self) -> dict[str, str]:
+        """The virtual model of each role (e.g. ``keysight_psg`` in family keysight_mxg)."""
+        return {role: inst.family.key for role, inst in self.instruments.items()}
 
     def inject_fault(self, role: str, kind: str, count: int = 1) -> None:
         """Arm `count` faults of `kind` (drop|stall|error|garble) on one instrument."""

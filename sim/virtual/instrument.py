@@ -25,7 +25,10 @@ from labpgt.sim.scpi import (
     ScpiError,
     absolute_nodes,
     one_param,
+    parse_bool,
+    parse_choice,
     parse_header,
+    parse_number,
     split_header,
     split_params,
     split_units,
@@ -99,7 +102,7 @@ class ScpiInstrument:
         self._resolved_version = -1
         self._common = {
             ("IDN", True): lambda call: self.family.identity,
-            ("RST", False): lambda call: self._reset(),
+            ("RST", False): lambda call: self.power_on_reset(),
             ("CLS", False): lambda call: self.session.clear(),
             ("OPC", True): self._opc_query,
             ("OPC", False): self._opc_set,
@@ -117,10 +120,61 @@ class ScpiInstrument:
         self.table.add("SYSTem:ERRor:ALL", getter=self._all_errors)
         self.table.add("SYSTem:ERRor:COUNt", getter=lambda call: str(len(self.session.errors)))
         self.table.add("SYSTem:VERSion", getter=lambda call: "1999.0")
-        self.table.add("SYSTem:PRESet", setter=lambda call: self._reset())
+        self.table.add("SYSTem:PRESet", setter=lambda call: self.power_on_reset())
+        self.stored: dict[str, object] = {}
+        self._stored_initial: dict[str, object] = {}
         self._build()
         with self.lock:
-            self._reset()
+            self.power_on_reset()
+
+    def power_on_reset(self) -> None:
+        """`*RST`: every stored setting to its initial value, then the model's own state."""
+        self.stored.update(self._stored_initial)
+        self._reset()
+
+    def add_setting(
+        self,
+        pattern: str,
+        name: str,
+        initial: object,
+        *,
+        choices: tuple[str, ...] = (),
+        unit: str | None = None,
+        limits: tuple[float, float] | None = None,
+        only_off: bool = False,
+    ) -> None:
+        """A setting the model stores and reports but that has no effect on the ring.
+
+        `initial` (its *RST value) decides the kind: a bool (ON|OFF|1|0, read as 1/0),
+        a str with `choices` (short or long form, read in short form), or a number
+        (within `limits`, `unit` suffixes accepted). `only_off`: the model refuses ON
+        with -221 (e.g. a modulation the virtual source cannot apply).
+        """
+        self._stored_initial[name] = initial
+        self.stored[name] = initial
+
+        def setter(call: Call) -> None:
+            text = one_param(call)
+            if isinstance(initial, bool):
+                value: object = parse_bool(text)
+                if value and only_off:
+                    raise ScpiError(-221, f"{name}: not available on the virtual source")
+            elif isinstance(initial, str):
+                value = _short_form(parse_choice(text, choices))
+            else:
+                low, high = limits if limits is not None else (None, None)
+                value = parse_number(text, unit, minimum=low, maximum=high, default=initial)
+            self.stored[name] = value
+
+        def getter(call: Call) -> str:
+            value = self.stored[name]
+            if isinstance(value, bool):
+                return self.boolean(value)
+            if isinstance(value, str):
+                return value
+            return self.number(float(value))
+
+        self.table.add(pattern, setter=setter, getter=getter)
 
     @property
     def errors(self) -> ErrorQueue:
@@ -326,6 +380,12 @@ class ScpiInstrument:
         while len(errors):
             entries.append(errors.pop())
         return ",".join(entries) if entries else errors.pop()
+
+
+def _short_form(choice: str) -> str:
+    """`SWEep` -> `SWE`: the upper-case short form of a choice written in manual notation."""
+    short = "".join(c for c in choice if not c.islower())
+    return short.upper() if short else choice.upper()
 
 
 def header_key(header: str) -> str:
