@@ -46,6 +46,8 @@ class VirtualBench:
     `generator_family`, `analyzer_family` and `supply_family` name a virtual model:
     a driver family (keysight_mxg, rs_smb, keysight_x, rs_fsx, kepco_bop,
     keysight_e36xx) or another model of one (keysight_psg, rs_sgs, keysight_e3642a).
+    The roles in `split_replies` answer each query of a compound message on its own
+    line instead of one `;`-joined reply (what some instruments and simulators do).
 
     `start()` returns once every server is listening; `stop()` (or leaving the
     `with` block) disconnects clients and joins every thread.
@@ -64,6 +66,7 @@ class VirtualBench:
         supply_family: str = "kepco_bop",
         allow_remote: bool = False,
         coil_resistance_ohm: float = 4.0,
+        split_replies: tuple[str, ...] = (),
     ) -> None:
         if not is_loopback(host) and not allow_remote:
             raise VirtualBenchError(
@@ -100,6 +103,11 @@ class VirtualBench:
             realtime=realtime,
             stop_event=self._stop_event,
         )
+        unknown = sorted(set(split_replies) - set(ROLES))
+        if unknown:
+            raise VirtualBenchError(f"split_replies: unknown roles {unknown}; roles are {ROLES}")
+        for role in split_replies:
+            self.instruments[role].joined_replies = False
         self.faults = {role: FaultPlan() for role in ROLES}
         self._servers: dict[str, TcpInstrumentServer | PtyInstrumentServer] = {}
         self._started = False

@@ -121,6 +121,9 @@ class ScpiInstrument:
         self.table.add("SYSTem:ERRor:COUNt", getter=lambda call: str(len(self.session.errors)))
         self.table.add("SYSTem:VERSion", getter=lambda call: "1999.0")
         self.table.add("SYSTem:PRESet", setter=lambda call: self.power_on_reset())
+        self.joined_replies = True
+        """False: each query of a message is answered on its own line (as some
+        instruments and simulators do) instead of one `;`-joined reply."""
         self.stored: dict[str, object] = {}
         self._stored_initial: dict[str, object] = {}
         self._build()
@@ -284,7 +287,7 @@ class ScpiInstrument:
             self._record(parse_error)
         if not replies:
             return None
-        return b";".join(replies) + b"\n"
+        return (b";" if self.joined_replies else b"\n").join(replies) + b"\n"
 
     def _parse_units(
         self, units: list[str], refuse_settings: bool
