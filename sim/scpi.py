@@ -353,6 +353,7 @@ _UNIT_SUFFIXES: dict[str, tuple[str, float]] = {
     "V": ("V", 1.0),
     "MV": ("V", 1e-3),
     "KV": ("V", 1e3),
+    "VP": ("V", 1.0),  # volts peak (Keysight's LF output amplitude)
     "UV": ("V", 1e-6),
     "S": ("S", 1.0),
     "MS": ("S", 1e-3),

@@ -202,7 +202,7 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
         add(
             "[SENSe]:POWer[:RF]:ATTenuation",
             setter=self._set_attenuation,
-            getter=lambda call: self.number(self.attenuation_db),
+            getter=lambda call: str(int(round(self.attenuation_db))),  # NR1, as both answer
         )
         add(
             "[SENSe]:POWer[:RF]:ATTenuation:AUTO",
@@ -262,7 +262,7 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
         add(
             "INPut#:ATTenuation",
             setter=self._set_attenuation,
-            getter=lambda call: self.number(self.attenuation_db),
+            getter=lambda call: str(int(round(self.attenuation_db))),  # NR1, as both answer
         )
         add(
             "INPut#:ATTenuation:AUTO",

@@ -158,6 +158,22 @@ class SignalGeneratorInstrument(ScpiInstrument):
                 ("[SOURce]:SWEep:POINts", "sweep_points", 101.0, None),
             ):
                 setting(node, name, initial, unit=unit)
+            # Modulation and low-frequency-output configuration (stored; states stay off).
+            setting("[SOURce]:AM:DEPTh", "am_depth_percent", 0.1, limits=(0.0, 100.0))
+            sources = ("INTernal", "INTernal2", "EXTernal", "EXTernal2")
+            setting("[SOURce]:AM:SOURce", "am_source", "INT", choices=sources)
+            setting("[SOURce]:AM:INTernal:FREQuency", "am_rate_hz", 400.0, unit="HZ")
+            shapes = ("SINE", "TRIangle", "SQUare", "RAMP", "NOISe", "DUALsine", "SWEPtsine")
+            setting("[SOURce]:AM:INTernal:FUNCtion:SHAPe", "am_shape", "SINE", choices=shapes)
+            pulse_sources = ("INTernal", "EXTernal", "SCALar")
+            setting("[SOURce]:PULM:SOURce", "pulm_source", "INT", choices=pulse_sources)
+            inputs = ("SQUare", "FRUN", "TRIGgered", "DOUBlet", "GATEd")
+            setting("[SOURce]:PULM:SOURce:INTernal", "pulm_input", "SQU", choices=inputs)
+            setting("[SOURce]:PULM:INTernal:FREQuency", "pulm_rate_hz", 400.0, unit="HZ")
+            setting("[SOURce]:LFOutput:AMPLitude", "lf_amplitude_v", 0.0, unit="V")
+            lf_sources = ("INTernal", "INTernal2", "FUNCtion", "FUNCtion2")
+            setting("[SOURce]:LFOutput:SOURce", "lf_source", "INT", choices=lf_sources)
+            setting("[SOURce]:LFOutput:STATe", "lf_on", False)
         if model == "rs_sgs":
             io = ("INTernal", "EXTernal")
             setting("[SOURce]:LOSCillator:SOURce", "lo_source", "INT", choices=io)
@@ -171,6 +187,50 @@ class SignalGeneratorInstrument(ScpiInstrument):
                 "[SOURce]:ROSCillator:EXTernal:FREQuency", "ref_ext", "10MHZ", choices=frequencies
             )
             setting("[SOURce]:OPMode", "opmode", "NORM", choices=("NORMal", "BBBYpass"))
+            # IQ impairments and pulse modulation configuration (stored; the states stay off).
+            setting("[SOURce]:IQ:IMPairment[:STATe]", "iq_impairment_on", False)
+            setting("[SOURce]:IQ:IMPairment:LEAKage:I", "iq_leak_i", 0.0, limits=(-10, 10))
+            setting("[SOURce]:IQ:IMPairment:LEAKage:Q", "iq_leak_q", 0.0, limits=(-10, 10))
+            setting("[SOURce]:IQ:IMPairment:IQRatio", "iq_ratio", 0.0, limits=(-1, 1))
+            setting("[SOURce]:IQ:IMPairment:QUADrature", "iq_quad", 0.0, limits=(-8, 8))
+            modes = ("SVALid", "SNValid", "PVOut", "PETrigger", "PEMSource")
+            setting("CONNector:TRIGger:OMODe", "trigger_out", "SVAL", choices=modes)
+            setting("[SOURce]:PULM:SOURce", "pulm_source", "INT", choices=io)
+            for node, name, initial, low in (
+                ("DELay", "pulm_delay_s", 0.0, 0.0),
+                ("DOUBle:DELay", "pulm_double_delay_s", 1e-6, 40e-9),
+                ("DOUBle:WIDTh", "pulm_double_width_s", 1e-6, 20e-9),
+                ("PERiod", "pulm_period_s", 10e-6, 100e-9),
+                ("WIDTh", "pulm_width_s", 1e-6, 20e-9),
+            ):
+                setting(f"[SOURce]:PULM:{node}", name, initial, unit="S", limits=(low, 100.0))
+            polarity = ("NORMal", "INVerted")
+            setting("[SOURce]:PULM:MODE", "pulm_mode", "SING", choices=("SINGle", "DOUBle"))
+            setting("[SOURce]:PULM:POLarity", "pulm_polarity", "NORM", choices=polarity)
+            setting(
+                "[SOURce]:PULM:TRIGger:EXTernal:GATE:POLarity",
+                "pulm_gate",
+                "NORM",
+                choices=polarity,
+            )
+            setting(
+                "[SOURce]:PULM:TRIGger:EXTernal:IMPedance",
+                "pulm_impedance",
+                "G50",
+                choices=("G50", "G10K"),
+            )
+            setting(
+                "[SOURce]:PULM:TRIGger:EXTernal:SLOPe",
+                "pulm_slope",
+                "POS",
+                choices=("NEGative", "POSitive"),
+            )
+            setting(
+                "[SOURce]:PULM:TRIGger:MODE",
+                "pulm_trigger",
+                "AUTO",
+                choices=("AUTO", "EXTernal", "EGATe"),
+            )
 
     def _reset(self) -> None:
         self.frequency_hz = RESET_FREQUENCY_HZ
