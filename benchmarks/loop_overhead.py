@@ -21,6 +21,12 @@ wait is reported on its own.
    printed as information.
 2. Real-time sweeps of 20 ms: wall time / instrument time (target <= 1.05), where
    instrument time is the sum of the sweep times the analyzer reports.
+   Beside it, the bare-socket floor measured in the same run against the same
+   kind of server: the same three exchanges written as raw SCPI text on plain
+   sockets (`labpgt.sim.raw_client.RawClient`: no driver, no pyvisa), with the
+   generator's and the supply's exchanges overlapped as `Bench.apply` does.
+   Target: the drivers' overhead per cycle above the floor <= 10 % of the
+   floor's own overhead per cycle.
 3. The loop alone: sections 1 and 2 with one precomputed trace served.
 4. The machine: how much slower a small piece of Python runs right after one
    sweep time without running it (asleep, or spinning), which every real-time
@@ -46,6 +52,7 @@ import torch
 from labpgt.instruments.bench import Bench, bench_config_from_resources
 from labpgt.sim.grid import AnalyzerGrid
 from labpgt.sim.params import RingParams
+from labpgt.sim.raw_client import RawClient
 from labpgt.sim.ring import RingModel
 from labpgt.sim.virtual import VirtualBench
 
@@ -54,6 +61,7 @@ POINTS = 1001
 SWEEP_S = 0.020
 TARGET_CPS = 300.0
 TARGET_RATIO = 1.05
+TARGET_ABOVE_FLOOR = 0.10
 
 
 def rbw_for_sweep(span_hz: float, sweep_s: float) -> float:
@@ -183,6 +191,63 @@ def run(
     }
 
 
+def run_floor(cycles: int, rbw_hz: float) -> dict[str, float]:
+    """Real-time cycles as raw SCPI on plain sockets: the floor under any driver."""
+    ours, theirs = mp.get_context("fork").Pipe()
+    server = mp.get_context("fork").Process(target=_serve, args=(True, theirs), daemon=True)
+    server.start()
+    try:
+        resources = ours.recv()
+        gen = RawClient(resources["generator"])
+        sa = RawClient(resources["analyzer"])
+        supply = RawClient(resources["supply"])
+        try:
+            assert supply.ask("FUNC:MODE CURR;:VOLT 20;:OUTP ON;:CURR 1.5;*OPC?") == "1"
+            assert gen.ask("OUTP ON;*OPC?") == "1"
+            setup = (
+                f"INIT:CONT OFF;:FORM REAL,32;:FORM:BORD SWAP;:FREQ:CENT 2.15e9;"
+                f":FREQ:SPAN {SPAN_HZ:.12g};:BAND {rbw_hz:.12g};:SWE:POIN {POINTS};:SWE:TIME?"
+            )
+            sweep_s = float(sa.ask(setup))
+            rows = settings(cycles + 10, seed=1)
+            ends: list[float] = []
+            t0 = 0.0
+            for index, (f_hz, p_dbm, i_a) in enumerate(rows):
+                if index == 10:  # after the same warm-up as the drivers get
+                    t0 = time.perf_counter()
+                gen.send(
+                    f"SOUR:FREQ {f_hz:.12g};:SOUR:POW {p_dbm:.12g};"
+                    ":SOUR:FREQ?;:SOUR:POW?;:SYST:ERR?"
+                )
+                supply.send(f"CURR {i_a:.12g};:CURR?;:SYST:ERR?")
+                assert supply.read_line().endswith('+0,"No error"')
+                assert gen.read_line().endswith('+0,"No error"')
+                sa.send("INIT;*OPC?;:TRAC:DATA? TRACE1")
+                assert sa.read_exact(2) == b"1;"
+                trace = np.frombuffer(sa.read_block(), dtype="<f4")
+                if index >= 10:
+                    ends.append(time.perf_counter())
+            assert trace.shape == (POINTS,)
+            wall_s = time.perf_counter() - t0
+        finally:
+            for client in (gen, sa, supply):
+                client.close()
+    finally:
+        ours.send("stop")
+        server.join(10)
+        if server.is_alive():
+            server.kill()
+    over_s = np.diff([t0, *ends]) - sweep_s
+    return {
+        "cycles": cycles,
+        "wall_s": wall_s,
+        "sweep_s": sweep_s,
+        "instrument_s": cycles * sweep_s,
+        "median_overhead_s": float(np.median(over_s)),
+        "p90_overhead_s": float(np.percentile(over_s, 90)),
+    }
+
+
 def _spread(result: dict[str, float]) -> str:
     """Typical cycle vs the mean the ratio uses: scheduling spikes show as the difference."""
     return (
@@ -240,7 +305,9 @@ def main() -> None:
     fast = run(False, args.cycles, fast_rbw, args.sets)
     real_rbw = rbw_for_sweep(SPAN_HZ, SWEEP_S)
     real = run(True, args.realtime_cycles, real_rbw, args.sets)
+    floor = run_floor(args.realtime_cycles, real_rbw)
     ratio = real["wall_s"] / real["instrument_s"]
+    floor_ratio = floor["wall_s"] / floor["instrument_s"]
     fast_fixed = run(False, args.cycles, fast_rbw, args.sets, fixed_trace=True)
     real_fixed = run(True, args.realtime_cycles, real_rbw, args.sets, fixed_trace=True)
 
@@ -291,6 +358,21 @@ def main() -> None:
         f"overhead/cycle); target <= {TARGET_RATIO}: {'PASS' if ratio <= TARGET_RATIO else 'FAIL'}"
     )
     print(f"   {_spread(real)}")
+    driver_over_s = (real["wall_s"] - real["instrument_s"]) / real["cycles"]
+    floor_over_s = (floor["wall_s"] - floor["instrument_s"]) / floor["cycles"]
+    above = (driver_over_s - floor_over_s) / floor_over_s if floor_over_s > 0 else math.inf
+    print(
+        f"   bare-socket floor, same run ({floor['cycles']} cycles of raw SCPI on plain "
+        f"sockets, no driver, no pyvisa): wall {floor['wall_s']:.3f} s / instrument "
+        f"{floor['instrument_s']:.3f} s = {floor_ratio:.3f} ({1e3 * floor_over_s:.2f} ms "
+        "overhead/cycle)"
+    )
+    print(f"   floor {_spread(floor)}")
+    print(
+        f"   drivers above the floor: {1e3 * (driver_over_s - floor_over_s):.2f} ms/cycle = "
+        f"{100 * above:.0f} % of the floor's own overhead; target <= "
+        f"{100 * TARGET_ABOVE_FLOOR:.0f} %: {'PASS' if above <= TARGET_ABOVE_FLOOR else 'FAIL'}"
+    )
     n, n_rt = fast_fixed["cycles"], real_fixed["cycles"]
     print("3. the loop alone: the same cycles with one precomputed trace served (no model CPU)")
     print(
