@@ -224,3 +224,17 @@ def test_opc_is_overlapped_with_a_realtime_sweep():
         assert c.ask("*ESR?") == "0"
         assert c.ask("INIT;*WAI;*OPC;*ESR?") == "1"  # *WAI waited for the sweep
         assert c.errors() == []
+
+
+def test_rst_puts_generator_and_supply_back_to_power_on(clients):
+    g = clients("generator")
+    g.send("SOUR:FREQ 2.2 GHz;:SOUR:POW -5;:OUTP ON;:PHAS 1.5;:ROSC:SOUR:AUTO OFF")
+    assert g.ask("*RST;:SOUR:FREQ?;:SOUR:POW?;:OUTP?;:PHAS?;:ROSC:SOUR:AUTO?") == (
+        "+1.000000000000000E+09;-3.000000000000000E+01;0;+0.000000000000000E+00;1"
+    )
+    s = clients("supply")
+    s.send("FUNC:MODE CURR;:VOLT 10;:CURR 0.5;:OUTP ON")
+    assert s.ask("*RST;:FUNC:MODE?;:CURR?;:VOLT?;:OUTP?;:MEAS:CURR?") == (
+        "0;+0.000000000000000E+00;+0.000000000000000E+00;0;+0.000000000000000E+00"
+    )
+    assert g.errors() == [] and s.errors() == []
