@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from labpgt.instruments.bench import Bench, bench_config_from_resources
+from labpgt.instruments.bench import Bench, bench_config_from_resources, dump_bench, load_bench
 from labpgt.sim.params import RingParams
 from labpgt.sim.raw_client import RawClient
 from labpgt.sim.ring import RingModel
@@ -60,3 +60,22 @@ def test_a_bench_of_split_repliers_runs_one_command_per_message(supply_family):
     assert split == dict.fromkeys(ROLES, False)
     np.testing.assert_allclose(measured, expected, atol=1e-9)
     assert max(current for _, current, on in log if on) == pytest.approx(0.6)
+
+
+def test_the_bench_file_keeps_compound_messages_set_or_unset(tmp_path):
+    resources = {
+        "generator": "TCPIP::127.0.0.1::5025::SOCKET",
+        "analyzer": "TCPIP::127.0.0.1::5026::SOCKET",
+        "supply": "ASRL/dev/ttyUSB0::INSTR",
+    }
+    cfg = bench_config_from_resources(resources)
+    assert cfg.supply.compound_messages is None
+    forced = cfg.model_copy(
+        update={"supply": cfg.supply.model_copy(update={"compound_messages": False})}
+    )
+    path = dump_bench(forced, tmp_path / "bench.toml")
+    text = path.read_text()
+    assert "compound_messages = false" in text and text.count("compound_messages") == 1
+    loaded = load_bench(path)
+    assert loaded == forced
+    assert loaded.generator.compound_messages is None
