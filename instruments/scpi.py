@@ -487,14 +487,15 @@ class ScpiInstrument:
         message, gets, readback, context = self._settings_message(checked)
         for control, value in checked:
             self._last[control.name] = value
-        units = split_message(message)
-        queries = [unit for unit in units if _is_query(unit)]
+        queries: list[str] = []
         if self._compound:
             self.conn.write(message)
         else:
             # One command per message: the settings go now, their read-backs in finish().
-            for unit in units:
-                if not _is_query(unit):
+            for unit in split_message(message):
+                if _is_query(unit):
+                    queries.append(unit)
+                else:
                     self.conn.write(unit)
 
         def finish() -> None:
