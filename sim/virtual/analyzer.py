@@ -383,6 +383,8 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
     def _configure_san(self, defaults: bool) -> None:
         """`CONF:SAN`: the swept-SA measurement, its couplings preset (NDEF keeps them)."""
         self._abort()
+        self.trace_dbm = None  # results of the previous measurement are stale (FETC: -230)
+        self._encoded = None
         if defaults:
             self._preset_couplings()
 
@@ -392,8 +394,8 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
             raise ScpiError(-108, ",".join(call.params))
         if call.suffix(1, default=1) != 1:
             raise ScpiError(-114, f"SAN{call.suffix(1)}: only trace 1 is measured")
-        if sweep:
-            self._sweep()
+        if sweep or self.continuous:
+            self._sweep()  # READ sweeps; continuous sweeping always has a newer sweep
         elif self.trace_dbm is None:
             raise ScpiError(-230, "no measurement to fetch (INIT first)")
         self.wait_pending()
