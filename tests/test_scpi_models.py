@@ -192,6 +192,10 @@ def test_e36xx_apply_ranges_protection_and_no_function_mode():
         assert c.ask("VOLT:PROT?;:VOLT:PROT:STAT?;:CURR:PROT?") == (
             "+2.200000000000000E+01;1;+2.200000000000000E+01"
         )
+        assert c.ask("CURR:PROT 5;:CURR:PROT?;:CURR:PROT DEF;:CURR:PROT?") == (
+            "+5.000000000000000E+00;+2.200000000000000E+01"
+        )
+        assert refused(c, "VOLT:PROT 23") == -222
         # Over-voltage: 1 A into the 4 Ohm coil needs 4 V, above a 2 V protection level.
         c.send("VOLT:RANG HIGH;:APPL 10,1;:VOLT:PROT 2;:OUTP ON")
         assert c.ask("OUTP?;:VOLT:PROT:TRIP?;:MEAS:CURR?") == "0;1;+0.000000000000000E+00"

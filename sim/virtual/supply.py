@@ -236,9 +236,11 @@ class BiasSupplyInstrument(ScpiInstrument):
 
     def _protection_setter(self, key: str, unit: str):
         def setter(call: Call) -> None:
-            maximum = 1.1 * (self._voltage_limits[1] if key == "volt" else self._current_limits[1])
-            maximum = max(maximum, self.family.protection_v if key == "volt" else 0.0)
-            level = parse_number(one_param(call), unit, minimum=0.0, maximum=maximum)
+            # The *RST level is also the highest (E3633A: 22 V, 22 A).
+            maximum = self.family.protection_v if key == "volt" else self.family.protection_a
+            level = parse_number(
+                one_param(call), unit, minimum=0.0, maximum=maximum, default=maximum
+            )
             self.protection[key][0] = level
             self._apply()
 
