@@ -26,14 +26,15 @@ wait is reported on its own.
    sockets (`labpgt.sim.raw_client.RawClient`: no driver, no pyvisa), with the
    generator's and the supply's exchanges overlapped as `Bench.apply` does.
    Target: the drivers' overhead per cycle above the floor <= 10 % of the
-   floor's own overhead per cycle.
+   floor's own overhead per cycle. Driver and floor runs alternate
+   (`--floor-runs` of each) and each side is pooled over its runs.
 3. The loop alone: sections 1 and 2 with one precomputed trace served.
 4. The machine: how much slower a small piece of Python runs right after one
    sweep time without running it (asleep, or spinning), which every real-time
    cycle pays on its critical path.
 
 Usage: .venv/bin/python benchmarks/loop_overhead.py [--cycles 600] [--realtime-cycles 100]
-       [--sets apply|set_cw|properties]
+       [--sets apply|set_cw|properties] [--floor-runs 3]
 """
 
 from __future__ import annotations
@@ -178,6 +179,7 @@ def run(
         "cycles": cycles,
         "median_overhead_s": float(np.median(over_s)),
         "p90_overhead_s": float(np.percentile(over_s, 90)),
+        "overheads_s": over_s,
         "wall_s": wall_s,
         "cycles_per_s": cycles / wall_s,
         "ms_per_cycle": 1e3 * wall_s / cycles,
@@ -245,6 +247,20 @@ def run_floor(cycles: int, rbw_hz: float) -> dict[str, float]:
         "instrument_s": cycles * sweep_s,
         "median_overhead_s": float(np.median(over_s)),
         "p90_overhead_s": float(np.percentile(over_s, 90)),
+        "overheads_s": over_s,
+    }
+
+
+def pooled(results: list[dict]) -> dict[str, float]:
+    """Several runs as one: total wall and instrument time, every cycle's overhead."""
+    over_s = np.concatenate([r["overheads_s"] for r in results])
+    return {
+        "runs": len(results),
+        "cycles": sum(r["cycles"] for r in results),
+        "wall_s": sum(r["wall_s"] for r in results),
+        "instrument_s": sum(r["instrument_s"] for r in results),
+        "median_overhead_s": float(np.median(over_s)),
+        "p90_overhead_s": float(np.percentile(over_s, 90)),
     }
 
 
@@ -299,13 +315,26 @@ def main() -> None:
         default="apply",
         help="how drive and bias are set each cycle (default: Bench.apply)",
     )
+    parser.add_argument(
+        "--floor-runs",
+        type=int,
+        default=3,
+        help="real-time runs of the drivers and of the floor, alternated (load drifts alike)",
+    )
     args = parser.parse_args()
 
     fast_rbw = 300e3
     fast = run(False, args.cycles, fast_rbw, args.sets)
     real_rbw = rbw_for_sweep(SPAN_HZ, SWEEP_S)
     real = run(True, args.realtime_cycles, real_rbw, args.sets)
-    floor = run_floor(args.realtime_cycles, real_rbw)
+    # Drivers and floor alternate, D F D F ..., so a machine whose load drifts during
+    # the run weighs on both alike; each side is pooled over its runs.
+    driver_runs, floor_runs = [real], []
+    for index in range(max(args.floor_runs, 1)):
+        floor_runs.append(run_floor(args.realtime_cycles, real_rbw))
+        if index < args.floor_runs - 1:
+            driver_runs.append(run(True, args.realtime_cycles, real_rbw, args.sets))
+    drivers, floor = pooled(driver_runs), pooled(floor_runs)
     ratio = real["wall_s"] / real["instrument_s"]
     floor_ratio = floor["wall_s"] / floor["instrument_s"]
     fast_fixed = run(False, args.cycles, fast_rbw, args.sets, fixed_trace=True)
@@ -358,22 +387,27 @@ def main() -> None:
         f"overhead/cycle); target <= {TARGET_RATIO}: {'PASS' if ratio <= TARGET_RATIO else 'FAIL'}"
     )
     print(f"   {_spread(real)}")
-    driver_over_s = (real["wall_s"] - real["instrument_s"]) / real["cycles"]
+    driver_over_s = (drivers["wall_s"] - drivers["instrument_s"]) / drivers["cycles"]
     floor_over_s = (floor["wall_s"] - floor["instrument_s"]) / floor["cycles"]
     above = (driver_over_s - floor_over_s) / floor_over_s if floor_over_s > 0 else math.inf
     print(
-        f"   bare-socket floor, same run ({floor['cycles']} cycles of raw SCPI on plain "
-        f"sockets, no driver, no pyvisa): wall {floor['wall_s']:.3f} s / instrument "
-        f"{floor['instrument_s']:.3f} s = {floor_ratio:.3f} ({1e3 * floor_over_s:.2f} ms "
-        "overhead/cycle)"
+        f"   drivers over {drivers['runs']} runs ({drivers['cycles']} cycles): wall / instrument "
+        f"= {drivers['wall_s'] / drivers['instrument_s']:.3f} "
+        f"({1e3 * driver_over_s:.2f} ms overhead/cycle)"
     )
+    print(
+        f"   bare-socket floor, same run, alternated with those ({floor['runs']} runs, "
+        f"{floor['cycles']} cycles of raw SCPI on plain sockets, no driver, no pyvisa): "
+        f"wall / instrument = {floor_ratio:.3f} ({1e3 * floor_over_s:.2f} ms overhead/cycle)"
+    )
+    print(f"   drivers {_spread(drivers)}")
     print(f"   floor {_spread(floor)}")
     print(
         f"   drivers above the floor: {1e3 * (driver_over_s - floor_over_s):.2f} ms/cycle = "
         f"{100 * above:.0f} % of the floor's own overhead; target <= "
         f"{100 * TARGET_ABOVE_FLOOR:.0f} %: {'PASS' if above <= TARGET_ABOVE_FLOOR else 'FAIL'}"
     )
-    median_gap_s = real["median_overhead_s"] - floor["median_overhead_s"]
+    median_gap_s = drivers["median_overhead_s"] - floor["median_overhead_s"]
     print(
         f"   the same with medians (information; the means carry the scheduling spikes of a "
         f"loaded machine): {1e3 * median_gap_s:.2f} ms/cycle = "
