@@ -21,13 +21,20 @@ wait is reported on its own.
    printed as information.
 2. Real-time sweeps of 20 ms: wall time / instrument time (target <= 1.05), where
    instrument time is the sum of the sweep times the analyzer reports.
+   Beside it, the bare-socket floor measured in the same run against the same
+   kind of server: the same three exchanges written as raw SCPI text on plain
+   sockets (`labpgt.sim.raw_client.RawClient`: no driver, no pyvisa), with the
+   generator's and the supply's exchanges overlapped as `Bench.apply` does.
+   Target: the drivers' overhead per cycle above the floor <= 10 % of the
+   floor's own overhead per cycle. Driver and floor runs alternate
+   (`--floor-runs` of each) and each side is pooled over its runs.
 3. The loop alone: sections 1 and 2 with one precomputed trace served.
 4. The machine: how much slower a small piece of Python runs right after one
    sweep time without running it (asleep, or spinning), which every real-time
    cycle pays on its critical path.
 
 Usage: .venv/bin/python benchmarks/loop_overhead.py [--cycles 600] [--realtime-cycles 100]
-       [--sets apply|set_cw|properties]
+       [--sets apply|set_cw|properties] [--floor-runs 3]
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ import torch
 from labpgt.instruments.bench import Bench, bench_config_from_resources
 from labpgt.sim.grid import AnalyzerGrid
 from labpgt.sim.params import RingParams
+from labpgt.sim.raw_client import RawClient
 from labpgt.sim.ring import RingModel
 from labpgt.sim.virtual import VirtualBench
 
@@ -54,6 +62,7 @@ POINTS = 1001
 SWEEP_S = 0.020
 TARGET_CPS = 300.0
 TARGET_RATIO = 1.05
+TARGET_ABOVE_FLOOR = 0.10
 
 
 def rbw_for_sweep(span_hz: float, sweep_s: float) -> float:
@@ -170,6 +179,7 @@ def run(
         "cycles": cycles,
         "median_overhead_s": float(np.median(over_s)),
         "p90_overhead_s": float(np.percentile(over_s, 90)),
+        "overheads_s": over_s,
         "wall_s": wall_s,
         "cycles_per_s": cycles / wall_s,
         "ms_per_cycle": 1e3 * wall_s / cycles,
@@ -180,6 +190,77 @@ def run(
         "loop_cycles_per_s": cycles / (wall_s - compute_s),
         "exchange_s": wall_s - compute_s - ramp_s,
         "instrument_s": cycles * sweep_s if realtime else 0.0,
+    }
+
+
+def run_floor(cycles: int, rbw_hz: float) -> dict[str, float]:
+    """Real-time cycles as raw SCPI on plain sockets: the floor under any driver."""
+    ours, theirs = mp.get_context("fork").Pipe()
+    server = mp.get_context("fork").Process(target=_serve, args=(True, theirs), daemon=True)
+    server.start()
+    try:
+        resources = ours.recv()
+        gen = RawClient(resources["generator"])
+        sa = RawClient(resources["analyzer"])
+        supply = RawClient(resources["supply"])
+        try:
+            assert supply.ask("FUNC:MODE CURR;:VOLT 20;:OUTP ON;:CURR 1.5;*OPC?") == "1"
+            assert gen.ask("OUTP ON;*OPC?") == "1"
+            setup = (
+                f"INIT:CONT OFF;:FORM REAL,32;:FORM:BORD SWAP;:FREQ:CENT 2.15e9;"
+                f":FREQ:SPAN {SPAN_HZ:.12g};:BAND {rbw_hz:.12g};:SWE:POIN {POINTS};:SWE:TIME?"
+            )
+            sweep_s = float(sa.ask(setup))
+            rows = settings(cycles + 10, seed=1)
+            ends: list[float] = []
+            t0 = 0.0
+            for index, (f_hz, p_dbm, i_a) in enumerate(rows):
+                if index == 10:  # after the same warm-up as the drivers get
+                    t0 = time.perf_counter()
+                gen.send(
+                    f"SOUR:FREQ {f_hz:.12g};:SOUR:POW {p_dbm:.12g};"
+                    ":SOUR:FREQ?;:SOUR:POW?;:SYST:ERR?"
+                )
+                supply.send(f"CURR {i_a:.12g};:CURR?;:SYST:ERR?")
+                assert supply.read_line().endswith('+0,"No error"')
+                assert gen.read_line().endswith('+0,"No error"')
+                sa.send("INIT;*OPC?;:TRAC:DATA? TRACE1")
+                assert sa.read_exact(2) == b"1;"
+                trace = np.frombuffer(sa.read_block(), dtype="<f4")
+                if index >= 10:
+                    ends.append(time.perf_counter())
+            assert trace.shape == (POINTS,)
+            wall_s = time.perf_counter() - t0
+        finally:
+            for client in (gen, sa, supply):
+                client.close()
+    finally:
+        ours.send("stop")
+        server.join(10)
+        if server.is_alive():
+            server.kill()
+    over_s = np.diff([t0, *ends]) - sweep_s
+    return {
+        "cycles": cycles,
+        "wall_s": wall_s,
+        "sweep_s": sweep_s,
+        "instrument_s": cycles * sweep_s,
+        "median_overhead_s": float(np.median(over_s)),
+        "p90_overhead_s": float(np.percentile(over_s, 90)),
+        "overheads_s": over_s,
+    }
+
+
+def pooled(results: list[dict]) -> dict[str, float]:
+    """Several runs as one: total wall and instrument time, every cycle's overhead."""
+    over_s = np.concatenate([r["overheads_s"] for r in results])
+    return {
+        "runs": len(results),
+        "cycles": sum(r["cycles"] for r in results),
+        "wall_s": sum(r["wall_s"] for r in results),
+        "instrument_s": sum(r["instrument_s"] for r in results),
+        "median_overhead_s": float(np.median(over_s)),
+        "p90_overhead_s": float(np.percentile(over_s, 90)),
     }
 
 
@@ -234,13 +315,28 @@ def main() -> None:
         default="apply",
         help="how drive and bias are set each cycle (default: Bench.apply)",
     )
+    parser.add_argument(
+        "--floor-runs",
+        type=int,
+        default=3,
+        help="real-time runs of the drivers and of the floor, alternated (load drifts alike)",
+    )
     args = parser.parse_args()
 
     fast_rbw = 300e3
     fast = run(False, args.cycles, fast_rbw, args.sets)
     real_rbw = rbw_for_sweep(SPAN_HZ, SWEEP_S)
     real = run(True, args.realtime_cycles, real_rbw, args.sets)
+    # Drivers and floor alternate, D F D F ..., so a machine whose load drifts during
+    # the run weighs on both alike; each side is pooled over its runs.
+    driver_runs, floor_runs = [real], []
+    for index in range(max(args.floor_runs, 1)):
+        floor_runs.append(run_floor(args.realtime_cycles, real_rbw))
+        if index < args.floor_runs - 1:
+            driver_runs.append(run(True, args.realtime_cycles, real_rbw, args.sets))
+    drivers, floor = pooled(driver_runs), pooled(floor_runs)
     ratio = real["wall_s"] / real["instrument_s"]
+    floor_ratio = floor["wall_s"] / floor["instrument_s"]
     fast_fixed = run(False, args.cycles, fast_rbw, args.sets, fixed_trace=True)
     real_fixed = run(True, args.realtime_cycles, real_rbw, args.sets, fixed_trace=True)
 
@@ -291,6 +387,32 @@ def main() -> None:
         f"overhead/cycle); target <= {TARGET_RATIO}: {'PASS' if ratio <= TARGET_RATIO else 'FAIL'}"
     )
     print(f"   {_spread(real)}")
+    driver_over_s = (drivers["wall_s"] - drivers["instrument_s"]) / drivers["cycles"]
+    floor_over_s = (floor["wall_s"] - floor["instrument_s"]) / floor["cycles"]
+    above = (driver_over_s - floor_over_s) / floor_over_s if floor_over_s > 0 else math.inf
+    print(
+        f"   drivers over {drivers['runs']} runs ({drivers['cycles']} cycles): wall / instrument "
+        f"= {drivers['wall_s'] / drivers['instrument_s']:.3f} "
+        f"({1e3 * driver_over_s:.2f} ms overhead/cycle)"
+    )
+    print(
+        f"   bare-socket floor, same run, alternated with those ({floor['runs']} runs, "
+        f"{floor['cycles']} cycles of raw SCPI on plain sockets, no driver, no pyvisa): "
+        f"wall / instrument = {floor_ratio:.3f} ({1e3 * floor_over_s:.2f} ms overhead/cycle)"
+    )
+    print(f"   drivers {_spread(drivers)}")
+    print(f"   floor {_spread(floor)}")
+    print(
+        f"   drivers above the floor: {1e3 * (driver_over_s - floor_over_s):.2f} ms/cycle = "
+        f"{100 * above:.0f} % of the floor's own overhead; target <= "
+        f"{100 * TARGET_ABOVE_FLOOR:.0f} %: {'PASS' if above <= TARGET_ABOVE_FLOOR else 'FAIL'}"
+    )
+    median_gap_s = drivers["median_overhead_s"] - floor["median_overhead_s"]
+    print(
+        f"   the same with medians (information; the means carry the scheduling spikes of a "
+        f"loaded machine): {1e3 * median_gap_s:.2f} ms/cycle = "
+        f"{100 * median_gap_s / floor['median_overhead_s']:.0f} % of the floor's median"
+    )
     n, n_rt = fast_fixed["cycles"], real_fixed["cycles"]
     print("3. the loop alone: the same cycles with one precomputed trace served (no model CPU)")
     print(

@@ -31,6 +31,10 @@ class GeneratorConfig(BaseModel):
     )
     family: Literal["keysight_mxg", "rs_smb"] = Field("keysight_mxg", description="Command family.")
     timeout_s: float = Field(5.0, gt=0, le=600, description="Per-query timeout, s.")
+    compound_messages: bool | None = Field(
+        None,
+        description="Takes compound messages (A;:B?) with one joined reply; unset: probed.",
+    )
 
 
 class AnalyzerConfig(BaseModel):
@@ -42,6 +46,10 @@ class AnalyzerConfig(BaseModel):
     family: Literal["keysight_x", "rs_fsx"] = Field("keysight_x", description="Command family.")
     timeout_s: float = Field(
         10.0, gt=0, le=600, description="Per-query timeout, s (sweeps add the sweep time)."
+    )
+    compound_messages: bool | None = Field(
+        None,
+        description="Takes compound messages (A;:B?) with one joined reply; unset: probed.",
     )
 
 
@@ -55,6 +63,10 @@ class SupplyConfig(BaseModel):
         "kepco_bop", description="Command family."
     )
     timeout_s: float = Field(5.0, gt=0, le=600, description="Per-query timeout, s.")
+    compound_messages: bool | None = Field(
+        None,
+        description="Takes compound messages (A;:B?) with one joined reply; unset: probed.",
+    )
 
 
 class SettleConfig(BaseModel):
@@ -182,7 +194,8 @@ def bench_toml(cfg: BenchConfig) -> str:
         if isinstance(table, dict):
             lines.append("")
             lines.append(f"[{section}]")
-            lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
+            # TOML has no null: a field left unset (None) is left out, and loads back as None.
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None)
     return "\n".join(lines) + "\n"
 
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import string
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from labpgt.instruments.connection import Connection, Opener
 from labpgt.instruments.errors import (
     InstrumentConnectionError,
     InstrumentProtocolError,
+    InstrumentTimeoutError,
     LimitError,
     instrument_error,
 )
@@ -143,6 +145,7 @@ class ScpiInstrument:
         timeout_s: float = 5.0,
         retries: int = 3,
         backoff_s: float = 0.05,
+        compound_messages: bool | None = None,
     ) -> None:
         if isinstance(transport, Transport):
             fixed = transport
@@ -165,6 +168,10 @@ class ScpiInstrument:
         self._identity: dict[str, str] | None = None
         self._on_close: list[Callable[[], None]] = []
         self.stale_errors: list[tuple[int, str]] = []
+        self.compound_messages = compound_messages
+        """Whether the instrument takes several units in one message and answers their
+        queries in one `;`-joined reply. None: probed by `connect()` (until then the
+        driver sends compound messages). False: one command per message."""
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -176,7 +183,66 @@ class ScpiInstrument:
         """
         self.conn.open()
         self.stale_errors = self.drain_errors()
+        if self.compound_messages is None:
+            self.compound_messages = self.probe_compound_messages()
         self.setup()
+
+    def probe_compound_messages(self) -> bool:
+        """Ask `*OPC?;*OPC?` once: "1;1" means compound messages work as IEEE 488.2 says.
+
+        An instrument that answers each query of a message on its own line ("1", then
+        "1") is driven one command per message; so is one that answers only the first
+        (the second line never comes: a timeout within the normal timeout). Errors the
+        probe left in the queue are drained and dropped.
+        """
+        probe = "*OPC?;*OPC?"
+        with self.conn.lock:
+            first = self.conn.query(probe).strip()
+            if first in ("1;1", "+1;+1"):
+                return True
+            if first not in ("1", "+1"):
+                raise InstrumentProtocolError(
+                    f"{self.conn.label}: {probe} answered {first!r}, expected '1;1' or '1'"
+                )
+            # A timeout: it answered the first query only; the next exchange renews the session.
+            with contextlib.suppress(InstrumentTimeoutError):
+                self.conn.read_reply(probe)
+            self.drain_errors()
+        return False
+
+    # -- messages: compound or one command at a time ------------------------------------
+
+    @property
+    def _compound(self) -> bool:
+        return self.compound_messages is not False
+
+    def query_message(self, message: str, *, poll_s: float | None = None) -> str:
+        """Send a program message and return its replies joined with ';' (IEEE 488.2 style).
+
+        Compound mode sends it as it is. Otherwise each unit goes as its own message,
+        in order, and the queries' replies are joined here; `poll_s` applies to the
+        first query (the one that may wait, e.g. `*OPC?` after a sweep).
+        """
+        if self._compound:
+            return self.conn.query(message, poll_s=poll_s)
+        replies = []
+        with self.conn.lock:
+            for unit in split_message(message):
+                if _is_query(unit):
+                    wait = poll_s if not replies else None
+                    replies.append(self.conn.query(unit, poll_s=wait))
+                else:
+                    self.conn.write(unit)
+        return ";".join(replies)
+
+    def write_message(self, message: str) -> None:
+        """Send a program message without queries (split into units when not compound)."""
+        if self._compound:
+            self.conn.write(message)
+            return
+        with self.conn.lock:
+            for unit in split_message(message):
+                self.conn.write(unit)
 
     def setup(self) -> None:
         """Send the family's setup commands and raise any queued instrument error."""
@@ -227,7 +293,7 @@ class ScpiInstrument:
         reply also says the instrument has taken it.
         """
         opc = f"{command};*OPC?" if command else "*OPC?"
-        reply = self.conn.query(opc).strip()
+        reply = self.query_message(opc).strip()
         if reply not in ("1", "+1"):
             raise InstrumentProtocolError(f"{self.conn.label}: {opc} answered {reply!r}")
 
@@ -292,7 +358,7 @@ class ScpiInstrument:
         """
         message = _checked_message(commands, gets)
         with self.conn.lock:
-            reply = self.conn.query(message)
+            reply = self.query_message(message)
             return self._checked_reply(message, reply, gets, context, on_values)
 
     def _checked_reply(
@@ -421,7 +487,16 @@ class ScpiInstrument:
         message, gets, readback, context = self._settings_message(checked)
         for control, value in checked:
             self._last[control.name] = value
-        self.conn.write(message)
+        queries: list[str] = []
+        if self._compound:
+            self.conn.write(message)
+        else:
+            # One command per message: the settings go now, their read-backs in finish().
+            for unit in split_message(message):
+                if _is_query(unit):
+                    queries.append(unit)
+                else:
+                    self.conn.write(unit)
 
         def finish() -> None:
             def cache(taken: list[Any]) -> None:
@@ -430,7 +505,10 @@ class ScpiInstrument:
 
             try:
                 try:
-                    reply = self.conn.read_reply(message)
+                    if self._compound:
+                        reply = self.conn.read_reply(message)
+                    else:
+                        reply = ";".join(self.conn.query(query) for query in queries)
                 except InstrumentConnectionError:
                     self._send_settings(checked)
                     return
@@ -472,7 +550,7 @@ class ScpiInstrument:
             for control, value in checked:
                 self._last[control.name] = value
             try:
-                reply = self.conn.query(message)
+                reply = self.query_message(message)
                 self._checked_reply(message, reply, gets, context, cache)
             finally:
                 self._after_set([control for control, _ in checked])
@@ -529,6 +607,15 @@ class ScpiInstrument:
                 value = format_value(self._last[control.name], control.kind)
                 self.conn.write(control.set_command.format(value))
         self.sync()
+
+
+def split_message(message: str) -> list[str]:
+    """The units of a program message the drivers build (absolute headers, no quoted ';')."""
+    return [unit.lstrip(":") for unit in message.split(";") if unit.strip()]
+
+
+def _is_query(unit: str) -> bool:
+    return unit.split(" ", 1)[0].endswith("?")
 
 
 def _checked_message(commands: list[str], gets: list[tuple[str, type]]) -> str:

@@ -121,6 +121,8 @@ class SpectrumAnalyzer(ScpiInstrument):
 
         Binary traces take one exchange: `INIT;*OPC?;:TRAC:DATA? TRACE1` is answered
         `1;#<block>` once the sweep is done (IEEE 488.2 joins the two replies with ';').
+        Without compound messages: `INIT`, `*OPC?` (waits for the sweep), then the
+        trace query, each its own message.
         """
         with self.conn.lock:
             frequency_hz = self.frequencies_hz()
@@ -128,11 +130,11 @@ class SpectrumAnalyzer(ScpiInstrument):
             if sweep_s is None:
                 sweep_s = self.sweep_time_s
             wait_s = self.conn.timeout_s + sweep_s + self.sweep_margin_s
-            if self.trace_format == "real32":
+            if self.trace_format == "real32" and self._compound:
                 power_dbm = self._sweep_and_read_block(wait_s)
             else:
                 with self.conn.timeout(wait_s):
-                    reply = self.conn.query(self.init_command, poll_s=SWEEP_POLL_S).strip()
+                    reply = self.query_message(self.init_command, poll_s=SWEEP_POLL_S).strip()
                 if reply not in ("1", "+1"):
                     raise InstrumentProtocolError(
                         f"{self.conn.label}: {self.init_command} answered {reply!r}"

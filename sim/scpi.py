@@ -28,20 +28,30 @@ ERROR_MESSAGES: dict[int, str] = {
     -100: "Command error",
     -101: "Invalid character",
     -102: "Syntax error",
+    -103: "Invalid separator",
     -104: "Data type error",
     -108: "Parameter not allowed",
     -109: "Missing parameter",
+    -110: "Command header error",
+    -112: "Program mnemonic too long",
     -113: "Undefined header",
     -114: "Header suffix out of range",
+    -120: "Numeric data error",
     -131: "Invalid suffix",
     -141: "Invalid character data",
+    -150: "String data error",
+    -160: "Block data error",
     -200: "Execution error",
     -221: "Settings conflict",
     -222: "Data out of range",
+    -223: "Too much data",
     -224: "Illegal parameter value",
+    -230: "Data corrupt or stale",
     -300: "Device-specific error",
     -350: "Queue overflow",
+    -363: "Input buffer overrun",
     -410: "Query INTERRUPTED",
+    -420: "Query UNTERMINATED",
 }
 
 
@@ -61,7 +71,8 @@ class ScpiError(Exception):
     def entry(self) -> str:
         """The `SYST:ERR?` reply text, e.g. ``-113,"Undefined header;FOO"``."""
         message = ERROR_MESSAGES.get(self.code, "Error")
-        detail = self.detail.replace('"', "'")
+        # The reply is 7-bit ASCII whatever the client sent: other bytes are escaped.
+        detail = self.detail.replace('"', "'").encode("ascii", "backslashreplace").decode()
         text = f"{message};{detail}" if detail else message
         return f'{self.code},"{text}"'
 
@@ -74,8 +85,12 @@ class ErrorQueue:
         self._entries: deque[str] = deque()
 
     def push(self, error: ScpiError) -> None:
+        self.push_entry(error.entry())
+
+    def push_entry(self, entry: str) -> None:
+        """Queue an entry already in `SYST:ERR?` form; a full queue ends in -350."""
         if len(self._entries) < self._capacity:
-            self._entries.append(error.entry())
+            self._entries.append(entry)
         else:
             self._entries[-1] = ScpiError(-350).entry()
 
@@ -157,11 +172,17 @@ _HEADER_RE = re.compile(r"(:)?([A-Za-z][A-Za-z0-9_]*(?::[A-Za-z][A-Za-z0-9_]*)*)
 _SUFFIX_RE = re.compile(r"([A-Z_]*[A-Z_])(\d+)?")
 
 
+MNEMONIC_MAX_CHARS = 12
+"""IEEE 488.2 7.6.1.4: a program mnemonic has at most 12 characters (-112 beyond)."""
+
+
 def _node(mnemonic: str) -> Node:
     match = _SUFFIX_RE.fullmatch(mnemonic.upper())
     if match is None:
         raise ScpiError(-113, mnemonic)
     base, digits = match.groups()
+    if len(base) > MNEMONIC_MAX_CHARS:
+        raise ScpiError(-112, mnemonic[:40])
     return Node(base, int(digits) if digits is not None else None)
 
 
@@ -207,7 +228,7 @@ def parse_header(header: str) -> tuple[str | None, bool, tuple[Node, ...], bool]
         return common.group(1).upper(), False, (), common.group(2) is not None
     match = _HEADER_RE.fullmatch(header)
     if match is None:
-        if header and all(c.isalnum() or c in ":*?_" for c in header):
+        if any(c.isalpha() for c in header) and all(c.isalnum() or c in ":*?_" for c in header):
             raise ScpiError(-113, header)
         raise ScpiError(-102, header[:40].encode("ascii", "backslashreplace").decode())
     rooted, body, question = match.groups()
@@ -331,10 +352,15 @@ _UNIT_SUFFIXES: dict[str, tuple[str, float]] = {
     "UA": ("A", 1e-6),
     "V": ("V", 1.0),
     "MV": ("V", 1e-3),
+    "KV": ("V", 1e3),
+    "VP": ("V", 1.0),  # volts peak (Keysight's LF output amplitude)
+    "UV": ("V", 1e-6),
     "S": ("S", 1.0),
     "MS": ("S", 1e-3),
     "US": ("S", 1e-6),
     "NS": ("S", 1e-9),
+    "PS": ("S", 1e-12),
+    "KS": ("S", 1e3),
 }
 _PLAIN_NUMBER_CHARS = frozenset("0123456789.+-eE")
 """Text made of these only is a plain decimal number (or no number): `float` decides it alone."""

@@ -7,6 +7,7 @@ import struct
 
 import numpy as np
 import pytest
+from labpgt.instruments.bias_supply import KepcoBOP
 from labpgt.instruments.errors import (
     CommandError,
     ExecutionError,
@@ -405,3 +406,114 @@ def test_a_control_whose_commands_could_misplace_a_value_is_refused(
     # first control's value, a brace in a query would break the template.
     with pytest.raises(ValueError, match=re.escape(message)):
         Control(get_command, set_command, unit="", doc="")
+
+
+# -- instruments that do not take compound messages -----------------------------------
+
+
+def test_connect_probes_compound_messages_and_keeps_them_when_joined():
+    transport = ReplayTransport(
+        [
+            ("SYST:ERR?", NO_ERROR),
+            ("*OPC?;*OPC?", "1;1"),
+            ("SOUR:FREQ:MODE CW", None),
+            ("OUTP:MOD:STAT OFF", None),
+            ("*OPC?", "1"),
+            ("SYST:ERR?", NO_ERROR),
+            ("SOUR:POW -3;:SOUR:POW?;:SYST:ERR?", "-3;" + NO_ERROR),
+        ],
+        resource="TCPIP::replay::5025::SOCKET",
+    )
+    gen = KeysightMXG(transport)
+    gen.connect()
+    assert gen.compound_messages is True
+    gen.power_dbm = -3.0
+    transport.assert_done()
+
+
+def test_an_instrument_answering_each_query_on_its_own_line_is_driven_unit_by_unit():
+    transport = ReplayTransport(
+        [
+            ("SYST:ERR?", NO_ERROR),
+            ("*OPC?;*OPC?", b"1\n1\n"),  # two replies, not "1;1"
+            ("SYST:ERR?", NO_ERROR),  # whatever the probe queued is dropped
+            ("SOUR:FREQ:MODE CW", None),
+            ("OUTP:MOD:STAT OFF", None),
+            ("*OPC?", "1"),
+            ("SYST:ERR?", NO_ERROR),
+            # set_cw: every set, every read-back and the error query, one message each.
+            ("SOUR:FREQ 2100000000", None),
+            ("SOUR:POW -12.5", None),
+            ("SOUR:FREQ?", "+2.100000000000000E+09"),
+            ("SOUR:POW?", "-1.250000000000000E+01"),
+            ("SYST:ERR?", NO_ERROR),
+            ("OUTP:STAT OFF", None),
+            ("OUTP:STAT?", "0"),
+            ("SYST:ERR?", NO_ERROR),
+        ],
+        resource="TCPIP::replay::5025::SOCKET",
+    )
+    gen = KeysightMXG(transport)
+    gen.connect()
+    assert gen.compound_messages is False
+    assert gen.set_cw(2.1e9, -12.5) == (2.1e9, -12.5)
+    gen.safe_off()
+    transport.assert_done()
+
+
+def test_non_compound_setting_error_drains_and_raises_as_compound_does():
+    gen, t = opened(
+        KeysightMXG,
+        [
+            ("SOUR:POW -5", None),
+            ("SOUR:POW?", "-1.000000000000000E+01"),
+            ("SYST:ERR?", '-222,"Data out of range"'),
+            ("SYST:ERR?", NO_ERROR),
+        ],
+        compound_messages=False,
+    )
+    with pytest.raises(ExecutionError, match="-222"):
+        gen.power_dbm = -5.0
+    assert gen._last["power_dbm"] == -10.0  # what the generator kept
+    t.assert_done()
+
+
+def test_non_compound_sweep_is_init_then_opc_then_the_trace_query():
+    block = ieee_block([-90.0, -91.0, -92.0])
+    sa, t = opened(
+        KeysightX,
+        [
+            ("INIT", None),
+            ("*OPC?", "1"),
+            ("TRAC:DATA? TRACE1", block),
+        ],
+        timeout_s=1.0,
+        compound_messages=False,
+    )
+    sa._last.update(center_hz=2.15e9, span_hz=300e6, points=3, sweep_time_s=0.01)
+    f_hz, p_dbm = sa.read_trace()
+    np.testing.assert_array_equal(p_dbm, [-90.0, -91.0, -92.0])
+    # The wait for the sweep was sliced as in the one-message exchange.
+    assert SWEEP_POLL_S in t.timeouts_s
+    t.assert_done()
+
+
+def test_non_compound_supply_step_waits_on_its_own_opc():
+    supply, t = opened(
+        KepcoBOP,
+        [
+            ("OUTP ON", None),
+            ("*OPC?", "1"),
+            ("OUTP?", "1"),
+            ("SYST:ERR?", NO_ERROR),
+            ("CURR 0.5", None),
+            ("CURR?", "0.5"),
+            ("SYST:ERR?", NO_ERROR),
+        ],
+        compound_messages=False,
+        limits=Limits(ramp_step_a=1.0, ramp_rate_a_per_s=1000.0),
+    )
+    supply.output_on = True  # at 0 A: "OUTP ON", then its own "*OPC?"
+    supply.current_a = 0.5  # the last ramp step: set, read back, error queue
+    assert supply._setpoint_a == 0.5
+    t.assert_done()

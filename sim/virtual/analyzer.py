@@ -4,6 +4,15 @@
 the supply's present current, on the grid set by centre/span/RBW/points; the
 trace is held until the next sweep and read with `TRAC:DATA? TRACE1` as ASCII
 or as an IEEE 488.2 block of REAL,32 / REAL,64 values.
+
+Couplings as on the real analyzers, all on after `*RST`: RBW follows the span
+(span/RBW = 106 on Keysight X, 100 on R&S), VBW follows RBW (ratio 1), the
+sweep time follows span and RBW (2.5·span/RBW²), the input attenuation follows
+the reference level (ref + 10 dB). Setting a coupled value switches its AUTO off.
+Markers sit on trace points. The Keysight X-series add their mode and
+measurement layer (`INST:SEL SA`, `CONF:SAN`, `INIT:SAN`, `FETC:SAN1?`,
+`READ:SAN1?`: x,y pairs); the R&S FSx do not know those (-113) and set the
+attenuation with `INP:ATT` where the X-series use `POW:ATT`.
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from labpgt.sim.grid import AnalyzerGrid
@@ -42,6 +51,11 @@ class AnalyzerFamily(Family):
     points_max: int
     rbw_steps: tuple[float, ...] | None  # mantissas RBW is rounded to, None = continuous
     byte_order: str  # *RST byte order of REAL data: "NORM" big-endian, "SWAP" little-endian
+    span_rbw_ratio: float = field(default=106.0, kw_only=True)  # auto RBW = span / ratio
+    attenuation_step_db: float = field(default=2.0, kw_only=True)
+    sweep_time_min_s: float = field(default=1e-3, kw_only=True)
+    sweep_time_max_s: float = field(default=4000.0, kw_only=True)
+    markers: int = field(default=12, kw_only=True)
 
 
 ANALYZER_FAMILIES: dict[str, AnalyzerFamily] = {
@@ -56,6 +70,7 @@ ANALYZER_FAMILIES: dict[str, AnalyzerFamily] = {
         points_max=40001,
         rbw_steps=None,
         byte_order="NORM",
+        options='"526,B25,EA3,P26,PFR"',
     ),
     "rs_fsx": AnalyzerFamily(
         name="rs_fsx",
@@ -68,10 +83,21 @@ ANALYZER_FAMILIES: dict[str, AnalyzerFamily] = {
         points_max=32001,
         rbw_steps=(1.0, 2.0, 3.0, 5.0),
         byte_order="SWAP",
+        options="B4,B22,K7,K9",
+        span_rbw_ratio=100.0,
+        attenuation_step_db=5.0,
+        sweep_time_min_s=1e-5,
+        sweep_time_max_s=16000.0,
+        markers=16,
     ),
 }
 
 _FORMATS = ("ASCii", "REAL")
+ATTENUATION_MAX_DB = 70.0
+REFERENCE_LEVEL_RANGE_DBM = (-130.0, 30.0)
+_RBW_TYPES = ("DB3", "DB6", "IMPulse", "NOISe")
+_KEYSIGHT_DETECTORS = ("NORMal", "AVERage", "POSitive", "SAMPle", "NEGative")
+_RS_DETECTORS = ("APEak", "NEGative", "POSitive", "SAMPle", "RMS", "AVERage", "QPEak")
 _TRACE_NAMES = frozenset({"TRACE", *(f"TRACE{i}" for i in range(1, 7))})
 
 FINISH_SPIN_S = 0.001
@@ -117,28 +143,160 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
             setter=self._set_rbw,
             getter=self._grid_query("rbw"),
         )
-        add("[SENSe#]:BANDwidth|BWIDth[:RESolution]:AUTO", setter=self._set_auto, getter=_off)
+        add(
+            "[SENSe#]:BANDwidth|BWIDth[:RESolution]:AUTO",
+            setter=self._auto_setter("rbw_auto"),
+            getter=self._auto_getter("rbw_auto"),
+        )
         add(
             "[SENSe#]:BANDwidth|BWIDth:VIDeo",
             setter=self._set_vbw,
             getter=lambda call: self.number(self.vbw_hz),
         )
-        add("[SENSe#]:BANDwidth|BWIDth:VIDeo:AUTO", setter=self._set_auto, getter=_off)
+        add(
+            "[SENSe#]:BANDwidth|BWIDth:VIDeo:AUTO",
+            setter=self._auto_setter("vbw_auto"),
+            getter=self._auto_getter("vbw_auto"),
+        )
         add("[SENSe#]:SWEep:POINts", setter=self._set_points, getter=self._points_query)
         add("[SENSe#]:SWEep:TIME", setter=self._set_sweep_time, getter=self._sweep_time_query)
-        add("[SENSe#]:SWEep:TIME:AUTO", setter=self._set_sweep_time_auto, getter=lambda c: "1")
+        add(
+            "[SENSe#]:SWEep:TIME:AUTO",
+            setter=self._auto_setter("sweep_time_auto"),
+            getter=self._auto_getter("sweep_time_auto"),
+        )
         add("INITiate#:CONTinuous", setter=self._set_continuous, getter=self._continuous_query)
         add("INITiate#[:IMMediate]", setter=self._initiate)
         add("ABORt", setter=lambda call: self._abort())
         add("FORMat[:TRACe][:DATA]", setter=self._set_format, getter=self._format_query)
         add("FORMat:BORDer", setter=self._set_byte_order, getter=lambda call: self.byte_order)
         add("TRACe#[:DATA]", getter=self._trace_query)
+        # Markers (both families).
+        add(
+            "CALCulate#:MARKer#[:STATe]",
+            setter=self._set_marker_state,
+            getter=lambda call: self.boolean(self._marker(call)[0]),
+        )
+        add("CALCulate#:MARKer#:X", setter=self._set_marker_x, getter=self._marker_x_query)
+        add("CALCulate#:MARKer#:Y", getter=self._marker_y_query)
+        add("CALCulate#:MARKer#:MAXimum[:PEAK]", setter=self._marker_to_peak)
+        add("CALCulate#:MARKer#:AOFF", setter=lambda call: self.markers.clear())
+        if self.family.name == "keysight_x":
+            self._build_keysight_x()
+        else:
+            self._build_rs_fsx()
+
+    def _build_keysight_x(self) -> None:
+        """X-series only: mode/measurement layer, `POW:ATT`, detector, preamp, sweep type."""
+        add = self.table.add
+        add("INSTrument:CATalog", getter=lambda call: '"SA 1"')
+        add("INSTrument[:SELect]", setter=self._set_mode, getter=lambda call: "SA")
+        add("INSTrument:NSELect", setter=self._set_mode_number, getter=lambda call: "1")
+        add("CONFigure:SANalyzer", setter=lambda call: self._configure_san(defaults=True))
+        add("CONFigure:SANalyzer:NDEFault", setter=lambda call: self._configure_san(False))
+        add("CONFigure", getter=lambda call: "SAN")
+        add("CONFigure:CATalog", getter=lambda call: '"SAN"')
+        add("INITiate#:SANalyzer", setter=self._initiate)
+        add("FETCh:SANalyzer#", getter=lambda call: self._san_query(call, sweep=False))
+        add("READ:SANalyzer#", getter=lambda call: self._san_query(call, sweep=True))
+        add(
+            "[SENSe]:POWer[:RF]:ATTenuation",
+            setter=self._set_attenuation,
+            getter=lambda call: str(int(round(self.attenuation_db))),  # NR1, as both answer
+        )
+        add(
+            "[SENSe]:POWer[:RF]:ATTenuation:AUTO",
+            setter=self._auto_setter("attenuation_auto"),
+            getter=self._auto_getter("attenuation_auto"),
+        )
+        add(
+            "[SENSe]:POWer[:RF]:GAIN[:STATe]",
+            setter=lambda call: setattr(self, "preamp_on", parse_bool(one_param(call))),
+            getter=lambda call: self.boolean(self.preamp_on),
+        )
+        add(
+            "[SENSe]:POWer[:RF]:GAIN:BAND",
+            setter=lambda call: self._set_choice(call, "preamp_band", ("LOW", "FULL")),
+            getter=lambda call: self.preamp_band,
+        )
+        add(
+            "[SENSe]:BANDwidth|BWIDth[:RESolution]:TYPE",
+            setter=lambda call: self._set_choice(call, "rbw_type", _RBW_TYPES),
+            getter=lambda call: self.rbw_type,
+        )
+        add(
+            "[SENSe]:DETector:TRACe#",
+            setter=lambda call: self._set_choice(call, "detector", _KEYSIGHT_DETECTORS),
+            getter=lambda call: self.detector,
+        )
+        add(
+            "[SENSe]:AVERage:TYPE",
+            setter=lambda call: self._set_choice(call, "average_type", ("LOG", "RMS", "SCALar")),
+            getter=lambda call: self.average_type,
+        )
+        add(
+            "[SENSe]:SWEep:TYPE",
+            setter=lambda call: self._set_choice(call, "sweep_type", ("FFT", "SWEep")),
+            getter=lambda call: self.sweep_type,
+        )
+        add(
+            "[SENSe]:SWEep:TYPE:AUTO",
+            setter=self._auto_setter("sweep_type_auto"),
+            getter=self._auto_getter("sweep_type_auto"),
+        )
+        add(
+            "DISPlay:WINDow#:TRACe:Y[:SCALe]:RLEVel",
+            setter=self._set_reference_level,
+            getter=lambda call: self.number(self.reference_level_dbm),
+        )
+        add(
+            "CALCulate#:MARKer#:MODE",
+            setter=self._set_marker_mode,
+            getter=lambda call: "POS" if self._marker(call)[0] else "OFF",
+        )
+
+    def _build_rs_fsx(self) -> None:
+        """R&S FSx only: `INP:ATT`, `DET`, reference level under an optional window."""
+        add = self.table.add
+        add("INSTrument[:SELect]", setter=self._set_mode, getter=lambda call: "SAN")
+        add(
+            "INPut#:ATTenuation",
+            setter=self._set_attenuation,
+            getter=lambda call: str(int(round(self.attenuation_db))),  # NR1, as both answer
+        )
+        add(
+            "INPut#:ATTenuation:AUTO",
+            setter=self._auto_setter("attenuation_auto"),
+            getter=self._auto_getter("attenuation_auto"),
+        )
+        add(
+            "[SENSe#]:DETector#[:FUNCtion]",
+            setter=lambda call: self._set_choice(call, "detector", _RS_DETECTORS),
+            getter=lambda call: self.detector,
+        )
+        add(
+            "DISPlay[:WINDow#]:TRACe#:Y[:SCALe]:RLEVel",
+            setter=self._set_reference_level,
+            getter=lambda call: self.number(self.reference_level_dbm),
+        )
 
     def _reset(self) -> None:
         self.grid = AnalyzerGrid(center_hz=2.15e9, span_hz=300e6, rbw_hz=300e3, points=1001)
         if self.grid.stop_hz > self.family.frequency_max_hz:  # pragma: no cover - both fit
             raise RuntimeError("default grid exceeds the analyzer's range")
         self.vbw_hz = 300e3
+        self.manual_sweep_time_s = self.grid.sweep_time_s
+        self.reference_level_dbm = 0.0
+        self.attenuation_db = 10.0
+        self._preset_couplings()
+        rs = self.family.name == "rs_fsx"
+        self.detector = "APE" if rs else "NORM"
+        self.preamp_on = False
+        self.preamp_band = "LOW"
+        self.rbw_type = "DB3"
+        self.average_type = "LOG"
+        self.sweep_type = "SWE"
+        self.sweep_type_auto = True
         self.continuous = True  # real analyzers power up sweeping continuously
         self.trace_format = "ASC"
         self.real_bits = 32
@@ -146,6 +304,175 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
         self.trace_dbm: np.ndarray | None = None
         self._encoded: tuple[tuple[str, int, str], bytes | str] | None = None
         self._sweep_done_at = 0.0
+
+    def _preset_couplings(self) -> None:
+        """Every AUTO coupling on (the *RST state), markers off, couplings applied."""
+        self.rbw_auto = True
+        self.vbw_auto = True
+        self.sweep_time_auto = True
+        self.attenuation_auto = True
+        self.markers: dict[int, float] = {}  # marker number -> x in Hz (present = on)
+        self._couple()
+
+    def _couple(self) -> None:
+        """Apply the AUTO couplings after a change of span, RBW or reference level."""
+        family = self.family
+        if self.rbw_auto:
+            rbw_hz = self.grid.span_hz / family.span_rbw_ratio
+            rbw_hz = min(max(rbw_hz, family.rbw_min_hz), family.rbw_max_hz)
+            rbw_hz = _round_rbw(rbw_hz, family.rbw_steps, family.rbw_max_hz)
+            if rbw_hz != self.grid.rbw_hz:
+                self.grid = self.grid.model_copy(update={"rbw_hz": rbw_hz})
+        if self.vbw_auto:
+            self.vbw_hz = self.grid.rbw_hz
+        if self.attenuation_auto:
+            self.attenuation_db = self._round_attenuation(self.reference_level_dbm + 10.0)
+
+    def _round_attenuation(self, value_db: float) -> float:
+        step = self.family.attenuation_step_db
+        return min(max(round(value_db / step) * step, 0.0), ATTENUATION_MAX_DB)
+
+    def sweep_time_s(self) -> float:
+        """The sweep time in force: coupled (2.5·span/RBW²) or the one set by `SWE:TIME`."""
+        return self.grid.sweep_time_s if self.sweep_time_auto else self.manual_sweep_time_s
+
+    def _auto_setter(self, attribute: str) -> Callable[[Call], None]:
+        def setter(call: Call) -> None:
+            text = one_param(call)
+            if text.strip().upper() in ("ONCE", "ONC"):
+                setattr(self, attribute, True)
+                self._couple()
+                setattr(self, attribute, False)
+                return
+            setattr(self, attribute, parse_bool(text))
+            self._couple()
+
+        return setter
+
+    def _auto_getter(self, attribute: str) -> Callable[[Call], str]:
+        return lambda call: self.boolean(getattr(self, attribute))
+
+    def _set_choice(self, call: Call, attribute: str, choices: tuple[str, ...]) -> None:
+        choice = parse_choice(one_param(call), choices)
+        setattr(self, attribute, "".join(c for c in choice if not c.islower()).upper())
+
+    # ------------------------------------------------------------------ level settings
+
+    def _set_attenuation(self, call: Call) -> None:
+        value_db = parse_number(one_param(call), "DB", minimum=0.0, maximum=ATTENUATION_MAX_DB)
+        self.attenuation_db = self._round_attenuation(value_db)
+        self.attenuation_auto = False
+
+    def _set_reference_level(self, call: Call) -> None:
+        low, high = REFERENCE_LEVEL_RANGE_DBM
+        self.reference_level_dbm = parse_number(
+            one_param(call), "DBM", minimum=low, maximum=high, default=0.0
+        )
+        self._couple()
+
+    # ------------------------------------------------------------------ mode and measurement
+
+    def _set_mode(self, call: Call) -> None:
+        allowed = ("SA",) if self.family.name == "keysight_x" else ("SANalyzer",)
+        parse_choice(one_param(call), allowed)
+
+    def _set_mode_number(self, call: Call) -> None:
+        if parse_number(one_param(call), None) != 1:
+            raise ScpiError(-224, "only mode 1 (SA) is licensed")
+
+    def _configure_san(self, defaults: bool) -> None:
+        """`CONF:SAN`: the swept-SA measurement, its couplings preset (NDEF keeps them)."""
+        self._abort()
+        self.trace_dbm = None  # results of the previous measurement are stale (FETC: -230)
+        self._encoded = None
+        if defaults:
+            self._preset_couplings()
+
+    def _san_query(self, call: Call, *, sweep: bool) -> bytes | str:
+        """`FETC:SAN1?` / `READ:SAN1?`: trace 1 as (frequency Hz, power dBm) pairs."""
+        if call.params:
+            raise ScpiError(-108, ",".join(call.params))
+        if call.suffix(1, default=1) != 1:
+            raise ScpiError(-114, f"SAN{call.suffix(1)}: only trace 1 is measured")
+        if sweep or self.continuous:
+            self._sweep()  # READ sweeps; continuous sweeping always has a newer sweep
+        elif self.trace_dbm is None:
+            raise ScpiError(-230, "no measurement to fetch (INIT first)")
+        self.wait_pending()
+        assert self.trace_dbm is not None
+        frequency_hz = self.grid.frequencies_hz().numpy()
+        pairs = np.column_stack((frequency_hz, self.trace_dbm)).ravel()
+        return self._encode(pairs)
+
+    # ------------------------------------------------------------------ markers
+
+    def _marker(self, call: Call) -> tuple[bool, int]:
+        number = call.suffix(1)
+        if not 1 <= number <= self.family.markers:
+            raise ScpiError(-114, f"marker {number}")
+        return number in self.markers, number
+
+    def _set_marker_state(self, call: Call) -> None:
+        _, number = self._marker(call)
+        if parse_bool(one_param(call)):
+            self.markers.setdefault(number, self.grid.center_hz)
+        else:
+            self.markers.pop(number, None)
+
+    def _set_marker_mode(self, call: Call) -> None:
+        _, number = self._marker(call)
+        mode = parse_choice(one_param(call), ("POSition", "OFF"))
+        if mode == "OFF":
+            self.markers.pop(number, None)
+        else:
+            self.markers.setdefault(number, self.grid.center_hz)
+
+    def _point_index(self, frequency_hz: float) -> int:
+        grid = self.grid
+        index = round((frequency_hz - grid.start_hz) / grid.bin_hz)
+        return min(max(int(index), 0), grid.points - 1)
+
+    def _point_hz(self, index: int) -> float:
+        return self.grid.start_hz + index * self.grid.bin_hz
+
+    def _set_marker_x(self, call: Call) -> None:
+        _, number = self._marker(call)
+        grid = self.grid
+        frequency_hz = parse_number(
+            one_param(call), "HZ", minimum=grid.start_hz, maximum=grid.stop_hz
+        )
+        self.markers[number] = self._point_hz(self._point_index(frequency_hz))
+
+    def _on_marker(self, call: Call) -> int:
+        if call.params:
+            raise ScpiError(-108, ",".join(call.params))
+        on, number = self._marker(call)
+        if not on:
+            raise ScpiError(-221, f"marker {number} is off")
+        return number
+
+    def _marker_x_query(self, call: Call) -> str:
+        number = self._on_marker(call)
+        return self.number(self._point_hz(self._point_index(self.markers[number])))
+
+    def _current_trace(self) -> np.ndarray:
+        if self.continuous or self.trace_dbm is None:
+            self._sweep()
+        self.wait_pending()
+        assert self.trace_dbm is not None
+        return self.trace_dbm
+
+    def _marker_y_query(self, call: Call) -> str:
+        number = self._on_marker(call)
+        trace = self._current_trace()
+        return self.number(float(trace[self._point_index(self.markers[number])]))
+
+    def _marker_to_peak(self, call: Call) -> None:
+        if call.params:
+            raise ScpiError(-108, ",".join(call.params))
+        _, number = self._marker(call)
+        trace = self._current_trace()
+        self.markers[number] = self._point_hz(int(np.argmax(trace)))
 
     # ------------------------------------------------------------------ grid settings
 
@@ -164,6 +491,7 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
         if grid.stop_hz > self.family.frequency_max_hz:
             raise ScpiError(-222, "stop frequency beyond the analyzer's range")
         self.grid = grid
+        self._couple()
 
     def _grid_query(self, what: str) -> Callable[[Call], str]:
         def query(call: Call) -> str:
@@ -213,18 +541,13 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
         rbw_hz = parse_number(
             one_param(call), "HZ", minimum=family.rbw_min_hz, maximum=family.rbw_max_hz
         )
+        self.rbw_auto = False
         self._with_grid(rbw_hz=_round_rbw(rbw_hz, family.rbw_steps, family.rbw_max_hz))
 
     def _set_vbw(self, call: Call) -> None:
         family = self.family
-        self.vbw_hz = parse_number(
-            one_param(call), "HZ", minimum=family.rbw_min_hz, maximum=family.rbw_max_hz
-        )
-
-    def _set_auto(self, call: Call) -> None:
-        # The bandwidths are always what the client set; coupling them is not modelled.
-        if parse_bool(one_param(call)):
-            raise ScpiError(-221, "automatic bandwidth coupling is not available")
+        self.vbw_hz = parse_number(one_param(call), "HZ", minimum=family.rbw_min_hz, maximum=50e6)
+        self.vbw_auto = False
 
     def _set_points(self, call: Call) -> None:
         family = self.family
@@ -237,14 +560,14 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
         return str(self.grid.points)
 
     def _sweep_time_query(self, call: Call) -> str:
-        return self.number(self.grid.sweep_time_s)
+        return self.number(self.sweep_time_s())
 
     def _set_sweep_time(self, call: Call) -> None:
-        raise ScpiError(-221, "sweep time is coupled to span and RBW (2.5*span/RBW^2)")
-
-    def _set_sweep_time_auto(self, call: Call) -> None:
-        if not parse_bool(one_param(call)):
-            raise ScpiError(-221, "only automatic sweep time is available")
+        family = self.family
+        self.manual_sweep_time_s = parse_number(
+            one_param(call), "S", minimum=family.sweep_time_min_s, maximum=family.sweep_time_max_s
+        )
+        self.sweep_time_auto = False
 
     # ------------------------------------------------------------------ sweeping
 
@@ -288,7 +611,11 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
         self.sweeps += 1
         self.model_compute_s += time.monotonic() - started
         if self.realtime:
-            self._sweep_done_at = started + trace.sweep_time_s
+            self._sweep_done_at = started + self.sweep_time_s()
+
+    def pending_until_s(self) -> float:
+        """When the running sweep ends (`time.monotonic()`; in the past when none runs)."""
+        return self._sweep_done_at
 
     def wait_pending(self) -> None:
         """Block until the sweep's absolute deadline (INIT time + sweep time).
@@ -358,10 +685,6 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
         endian = ">" if self.byte_order == "NORM" else "<"
         dtype = np.dtype(f"{endian}f{self.real_bits // 8}")
         return ieee_block(power_dbm.astype(dtype).tobytes())
-
-
-def _off(call: Call) -> str:
-    return "0"
 
 
 def _round_rbw(rbw_hz: float, steps: tuple[float, ...] | None, maximum_hz: float) -> float:

@@ -43,6 +43,12 @@ def _family(table: dict, name: str, role: str):
 class VirtualBench:
     """Three SCPI servers (TCP sockets; the supply optionally on a pty) around one RingModel.
 
+    `generator_family`, `analyzer_family` and `supply_family` name a virtual model:
+    a driver family (keysight_mxg, rs_smb, keysight_x, rs_fsx, kepco_bop,
+    keysight_e36xx) or another model of one (keysight_psg, rs_sgs, keysight_e3642a).
+    The roles in `split_replies` answer each query of a compound message on its own
+    line instead of one `;`-joined reply (what some instruments and simulators do).
+
     `start()` returns once every server is listening; `stop()` (or leaving the
     `with` block) disconnects clients and joins every thread.
     """
@@ -60,6 +66,7 @@ class VirtualBench:
         supply_family: str = "kepco_bop",
         allow_remote: bool = False,
         coil_resistance_ohm: float = 4.0,
+        split_replies: tuple[str, ...] = (),
     ) -> None:
         if not is_loopback(host) and not allow_remote:
             raise VirtualBenchError(
@@ -96,6 +103,11 @@ class VirtualBench:
             realtime=realtime,
             stop_event=self._stop_event,
         )
+        unknown = sorted(set(split_replies) - set(ROLES))
+        if unknown:
+            raise VirtualBenchError(f"split_replies: unknown roles {unknown}; roles are {ROLES}")
+        for role in split_replies:
+            self.instruments[role].joined_replies = False
         self.faults = {role: FaultPlan() for role in ROLES}
         self._servers: dict[str, TcpInstrumentServer | PtyInstrumentServer] = {}
         self._started = False
@@ -143,7 +155,13 @@ class VirtualBench:
 
     @property
     def families(self) -> dict[str, str]:
+        """The driver family of each role (what a bench file names)."""
         return {role: inst.family.name for role, inst in self.instruments.items()}
+
+    @property
+    def models(self) -> dict[str, str]:
+        """The virtual model of each role (e.g. ``keysight_psg`` in family keysight_mxg)."""
+        return {role: inst.family.key for role, inst in self.instruments.items()}
 
     def inject_fault(self, role: str, kind: str, count: int = 1) -> None:
         """Arm `count` faults of `kind` (drop|stall|error|garble) on one instrument."""

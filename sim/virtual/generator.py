@@ -1,4 +1,18 @@
-"""Virtual microwave signal generator (Keysight MXG, R&S SMB): CW frequency, power, RF on/off."""
+"""Virtual microwave signal generators: CW frequency, power, RF on/off, phase, references.
+
+Models (the key `VirtualBench(generator_family=...)` takes, and the driver family):
+
+* ``keysight_mxg``: Keysight N5183B MXG (family keysight_mxg), options 520/1EA/UNT
+* ``keysight_psg``: Agilent E8257D PSG (family keysight_mxg), options 520/1E1/UNT;
+  also answers ``DIAG:CPU:INFO:OPT:DET?``, which the MXG does not know
+* ``rs_smb``: R&S SMB100A (family rs_smb)
+* ``rs_sgs``: R&S SGS100A (family rs_smb): no AM/FM/PM, but IQ and LO settings
+
+The output is a clean carrier: modulation states read 0 and switching one on
+is refused with -221 (the ring model has no modulated drive). Phase,
+reference-oscillator and similar settings are stored and read back; they do
+not change what the ring sees.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +42,18 @@ GENERATOR_FAMILIES: dict[str, GeneratorFamily] = {
         frequency_max_hz=20e9,
         power_min_dbm=-130.0,
         power_max_dbm=19.0,
+        options="520,1EA,UNT",
+    ),
+    "keysight_psg": GeneratorFamily(
+        name="keysight_mxg",
+        model="keysight_psg",
+        identity="Agilent Technologies, E8257D, US00000004, C.06.28",
+        number_style="keysight",
+        frequency_min_hz=250e3,
+        frequency_max_hz=20e9,
+        power_min_dbm=-135.0,
+        power_max_dbm=10.0,
+        options="520,1E1,UNT",
     ),
     "rs_smb": GeneratorFamily(
         name="rs_smb",
@@ -37,8 +63,24 @@ GENERATOR_FAMILIES: dict[str, GeneratorFamily] = {
         frequency_max_hz=20e9,
         power_min_dbm=-145.0,
         power_max_dbm=18.0,
+        options="SMB-B120,SMB-K22",
+    ),
+    "rs_sgs": GeneratorFamily(
+        name="rs_smb",
+        model="rs_sgs",
+        identity="Rohde&Schwarz,SGS100A,1416.0505k02/110005,4.2.76.0-4.30.046.295",
+        number_style="rs",
+        frequency_min_hz=1e6,
+        frequency_max_hz=20e9,
+        power_min_dbm=-120.0,
+        power_max_dbm=22.0,
+        options="SGS-B26,SGS-K22",
     ),
 }
+
+
+RESET_FREQUENCY_HZ = 1e9
+RESET_POWER_DBM = -30.0
 
 
 @dataclass(frozen=True)
@@ -86,10 +128,113 @@ class SignalGeneratorInstrument(ScpiInstrument):
             setter=self._set_modulation,
             getter=lambda call: "0",
         )
+        model = self.family.key
+        setting = self.add_setting
+        if self.family.name == "keysight_mxg":
+            # Phase offset in radians (MXG) / the PSG's PHASe takes the same node.
+            setting("[SOURce]:PHASe[:ADJust]", "phase", 0.0, limits=(-360.0, 360.0))
+            setting("[SOURce]:ROSCillator:SOURce:AUTO", "ref_auto", True)
+            add("[SOURce]:ROSCillator:SOURce", getter=lambda call: "INT")
+            for node in ("AM", "FM", "PM", "PULM"):
+                setting(f"[SOURce]:{node}[:STATe]", f"{node.lower()}_on", False, only_off=True)
+        else:
+            setting("[SOURce#]:PHASe", "phase", 0.0, limits=(-720.0, 720.0))
+            choices = ("INTernal", "EXTernal")
+            setting("[SOURce]:ROSCillator:SOURce", "ref_source", "INT", choices=choices)
+            setting("[SOURce]:PULM:STATe", "pulm_on", False, only_off=True)
+            if model == "rs_smb":
+                for node in ("AM", "FM", "PM"):
+                    setting(f"[SOURce]:{node}:STATe", f"{node.lower()}_on", False, only_off=True)
+        if model == "keysight_psg":
+            add("DIAGnostic:CPU:INFOrmation:OPTions:DETail", getter=self._psg_options_detail)
+            # The PSG's step sweep and list settings (stored; the output stays CW).
+            for node, name, initial, unit in (
+                ("[SOURce]:FREQuency:STARt", "sweep_start_hz", 1e9, "HZ"),
+                ("[SOURce]:FREQuency:STOP", "sweep_stop_hz", 2e9, "HZ"),
+                ("[SOURce]:FREQuency:CENTer", "sweep_center_hz", 1.5e9, "HZ"),
+                ("[SOURce]:POWer:STARt", "sweep_start_dbm", -30.0, "DBM"),
+                ("[SOURce]:POWer:STOP", "sweep_stop_dbm", -30.0, "DBM"),
+                ("[SOURce]:SWEep:DWELl#", "sweep_dwell_s", 2e-3, "S"),
+                ("[SOURce]:SWEep:POINts", "sweep_points", 101.0, None),
+            ):
+                setting(node, name, initial, unit=unit)
+            # Modulation and low-frequency-output configuration (stored; states stay off).
+            setting("[SOURce]:AM:DEPTh", "am_depth_percent", 0.1, limits=(0.0, 100.0))
+            sources = ("INTernal", "INTernal2", "EXTernal", "EXTernal2")
+            setting("[SOURce]:AM:SOURce", "am_source", "INT", choices=sources)
+            setting("[SOURce]:AM:INTernal:FREQuency", "am_rate_hz", 400.0, unit="HZ")
+            shapes = ("SINE", "TRIangle", "SQUare", "RAMP", "NOISe", "DUALsine", "SWEPtsine")
+            setting("[SOURce]:AM:INTernal:FUNCtion:SHAPe", "am_shape", "SINE", choices=shapes)
+            pulse_sources = ("INTernal", "EXTernal", "SCALar")
+            setting("[SOURce]:PULM:SOURce", "pulm_source", "INT", choices=pulse_sources)
+            inputs = ("SQUare", "FRUN", "TRIGgered", "DOUBlet", "GATEd")
+            setting("[SOURce]:PULM:SOURce:INTernal", "pulm_input", "SQU", choices=inputs)
+            setting("[SOURce]:PULM:INTernal:FREQuency", "pulm_rate_hz", 400.0, unit="HZ")
+            setting("[SOURce]:LFOutput:AMPLitude", "lf_amplitude_v", 0.0, unit="V")
+            lf_sources = ("INTernal", "INTernal2", "FUNCtion", "FUNCtion2")
+            setting("[SOURce]:LFOutput:SOURce", "lf_source", "INT", choices=lf_sources)
+            setting("[SOURce]:LFOutput:STATe", "lf_on", False)
+        if model == "rs_sgs":
+            io = ("INTernal", "EXTernal")
+            setting("[SOURce]:LOSCillator:SOURce", "lo_source", "INT", choices=io)
+            setting("[SOURce]:IQ:STATe", "iq_on", False, only_off=True)
+            setting("CONNector:REFLo:OUTPut", "ref_lo_out", "OFF", choices=("REF", "LO", "OFF"))
+            frequencies = ("10MHZ", "100MHZ", "1000MHZ")
+            setting(
+                "[SOURce]:ROSCillator:OUTPut:FREQuency", "ref_out", "10MHZ", choices=frequencies
+            )
+            setting(
+                "[SOURce]:ROSCillator:EXTernal:FREQuency", "ref_ext", "10MHZ", choices=frequencies
+            )
+            setting("[SOURce]:OPMode", "opmode", "NORM", choices=("NORMal", "BBBYpass"))
+            # IQ impairments and pulse modulation configuration (stored; the states stay off).
+            setting("[SOURce]:IQ:IMPairment[:STATe]", "iq_impairment_on", False)
+            setting("[SOURce]:IQ:IMPairment:LEAKage:I", "iq_leak_i", 0.0, limits=(-10, 10))
+            setting("[SOURce]:IQ:IMPairment:LEAKage:Q", "iq_leak_q", 0.0, limits=(-10, 10))
+            setting("[SOURce]:IQ:IMPairment:IQRatio", "iq_ratio", 0.0, limits=(-1, 1))
+            setting("[SOURce]:IQ:IMPairment:QUADrature", "iq_quad", 0.0, limits=(-8, 8))
+            modes = ("SVALid", "SNValid", "PVOut", "PETrigger", "PEMSource")
+            setting("CONNector:TRIGger:OMODe", "trigger_out", "SVAL", choices=modes)
+            setting("[SOURce]:PULM:SOURce", "pulm_source", "INT", choices=io)
+            for node, name, initial, low in (
+                ("DELay", "pulm_delay_s", 0.0, 0.0),
+                ("DOUBle:DELay", "pulm_double_delay_s", 1e-6, 40e-9),
+                ("DOUBle:WIDTh", "pulm_double_width_s", 1e-6, 20e-9),
+                ("PERiod", "pulm_period_s", 10e-6, 100e-9),
+                ("WIDTh", "pulm_width_s", 1e-6, 20e-9),
+            ):
+                setting(f"[SOURce]:PULM:{node}", name, initial, unit="S", limits=(low, 100.0))
+            polarity = ("NORMal", "INVerted")
+            setting("[SOURce]:PULM:MODE", "pulm_mode", "SING", choices=("SINGle", "DOUBle"))
+            setting("[SOURce]:PULM:POLarity", "pulm_polarity", "NORM", choices=polarity)
+            setting(
+                "[SOURce]:PULM:TRIGger:EXTernal:GATE:POLarity",
+                "pulm_gate",
+                "NORM",
+                choices=polarity,
+            )
+            setting(
+                "[SOURce]:PULM:TRIGger:EXTernal:IMPedance",
+                "pulm_impedance",
+                "G50",
+                choices=("G50", "G10K"),
+            )
+            setting(
+                "[SOURce]:PULM:TRIGger:EXTernal:SLOPe",
+                "pulm_slope",
+                "POS",
+                choices=("NEGative", "POSitive"),
+            )
+            setting(
+                "[SOURce]:PULM:TRIGger:MODE",
+                "pulm_trigger",
+                "AUTO",
+                choices=("AUTO", "EXTernal", "EGATe"),
+            )
 
     def _reset(self) -> None:
-        self.frequency_hz = 1e9
-        self.power_dbm = -30.0
+        self.frequency_hz = RESET_FREQUENCY_HZ
+        self.power_dbm = RESET_POWER_DBM
         self.rf_on = False
 
     @property
@@ -109,17 +254,30 @@ class SignalGeneratorInstrument(ScpiInstrument):
 
     def _set_frequency(self, call: Call) -> None:
         low, high = self._frequency_limits
-        self.frequency_hz = parse_number(one_param(call), "HZ", minimum=low, maximum=high)
+        self.frequency_hz = parse_number(
+            one_param(call), "HZ", minimum=low, maximum=high, default=RESET_FREQUENCY_HZ
+        )
 
     def _set_frequency_mode(self, call: Call) -> None:
         parse_choice(one_param(call), ("CW", "FIXed"))
 
     def _set_power(self, call: Call) -> None:
         low, high = self._power_limits
-        self.power_dbm = parse_number(one_param(call), "DBM", minimum=low, maximum=high)
+        self.power_dbm = parse_number(
+            one_param(call), "DBM", minimum=low, maximum=high, default=RESET_POWER_DBM
+        )
 
     def _set_rf(self, call: Call) -> None:
         self.rf_on = parse_bool(one_param(call))
+
+    def _psg_options_detail(self, call: Call) -> str:
+        """The PSG's option list with descriptions (what `DIAG:CPU:INFO:OPT:DET?` answers)."""
+        text = {"520": "20 GHz frequency range", "1E1": "step attenuator", "UNT": "AM/FM/PM"}
+        return (
+            '"'
+            + ", ".join(f"{o} {text.get(o, '')}".strip() for o in self.family.options.split(","))
+            + '"'
+        )
 
     def _set_modulation(self, call: Call) -> None:
         if parse_bool(one_param(call)):

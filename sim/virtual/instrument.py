@@ -1,18 +1,21 @@
-"""The SCPI instrument base: error queue, IEEE 488.2 common commands, dispatch of a line.
+"""The SCPI instrument base: IEEE 488.2 common commands, sessions, dispatch of a line.
 
 Subclasses (generator, analyzer, supply) register their command tree in
 `_build()` and their power-on state in `_reset()`. `execute()` runs one
-newline-terminated program message and returns the reply bytes (or None when
-the message held no query), exactly what the transport writes back.
+newline-terminated program message for one client `Session` (its own error
+queue and status registers, `labpgt.sim.ieee488`) and returns the reply bytes
+(or None when the message held no query), exactly what the transport writes back.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
+from labpgt.sim.ieee488 import Session, register_value
 from labpgt.sim.scpi import (
     Call,
     CommandTable,
@@ -21,7 +24,11 @@ from labpgt.sim.scpi import (
     Node,
     ScpiError,
     absolute_nodes,
+    one_param,
+    parse_bool,
+    parse_choice,
     parse_header,
+    parse_number,
     split_header,
     split_params,
     split_units,
@@ -29,12 +36,8 @@ from labpgt.sim.scpi import (
 
 log = logging.getLogger(__name__)
 
-# Standard event status register bits (IEEE 488.2).
-_ESR_OPC = 1 << 0
-_ESR_QUERY_ERROR = 1 << 2
-_ESR_DEVICE_ERROR = 1 << 3
-_ESR_EXECUTION_ERROR = 1 << 4
-_ESR_COMMAND_ERROR = 1 << 5
+_NOT_PRINTABLE_RE = re.compile(r"[^\t\x20-\x7e]")
+"""Anything but printable 7-bit ASCII and tab: -101 Invalid character (IEEE 488.2 7.4.1)."""
 
 
 class _Resolved(NamedTuple):
@@ -55,44 +58,138 @@ _RESOLVED_MAX = 4096
 
 @dataclass(frozen=True)
 class Family:
-    """What distinguishes one model family on the wire: identity and reply number style."""
+    """What distinguishes one model on the wire: identity, reply number style, options.
+
+    `name` is the driver family (what a bench file names), `model` the virtual
+    model's own key (several models share a family, e.g. MXG and PSG), and
+    `options` the `*OPT?` reply exactly as the model sends it (Keysight X-series
+    quote it, MXG and R&S do not).
+    """
 
     name: str
     identity: str
     number_style: Literal["keysight", "rs"]
+    model: str = field(default="", kw_only=True)
+    options: str = field(default="0", kw_only=True)
+
+    @property
+    def key(self) -> str:
+        """The model's key in its table (the family name when the model has none of its own)."""
+        return self.model or self.name
+
+
+_COMMON_WITH_PARAMETER = frozenset({("ESE", False), ("SRE", False)})
+"""Common commands that take one parameter; every other one refuses parameters (-108)."""
 
 
 class ScpiInstrument:
-    """One virtual instrument: a command table, an error queue and a lock around state."""
+    """One virtual instrument: a command table, sessions and a lock around state.
+
+    `local` is the instrument's own session (the front panel): `execute()` without
+    a session and `push_error()` without one use it, and the first client session
+    opened afterwards takes over what it queued (errors left for the next user).
+    """
 
     def __init__(self, family: Family, stop_event: threading.Event | None = None) -> None:
         self.family = family
-        self.errors = ErrorQueue()
+        self.local = Session("local")
+        self.session = self.local  # the session whose message runs now (under `lock`)
         self.table = CommandTable()
         # Re-entrant: handlers may call helpers that take the lock again.
         self.lock = threading.RLock()
         self.stop_event = stop_event if stop_event is not None else threading.Event()
-        self._esr = 0
         self._resolved: dict[tuple[str, tuple[Node, ...]], _Resolved] = {}
         self._resolved_version = -1
         self._common = {
             ("IDN", True): lambda call: self.family.identity,
-            ("RST", False): lambda call: self._reset(),
-            ("CLS", False): lambda call: self._clear_status(),
+            ("RST", False): lambda call: self.power_on_reset(),
+            ("CLS", False): lambda call: self.session.clear(),
             ("OPC", True): self._opc_query,
             ("OPC", False): self._opc_set,
             ("WAI", False): lambda call: self.wait_pending(),
-            ("ESR", True): self._esr_query,
-            ("STB", True): self._stb_query,
+            ("ESR", True): lambda call: str(self.session.read_esr()),
+            ("ESE", True): lambda call: str(self.session.ese),
+            ("ESE", False): self._ese_set,
+            ("SRE", True): lambda call: str(self.session.sre),
+            ("SRE", False): self._sre_set,
+            ("STB", True): lambda call: str(self.session.status_byte()),
             ("TST", True): lambda call: "0",
+            ("OPT", True): lambda call: self.options_reply(),
         }
-        self.table.add("SYSTem:ERRor[:NEXT]", getter=lambda call: self.errors.pop())
+        self.table.add("SYSTem:ERRor[:NEXT]", getter=lambda call: self.session.errors.pop())
         self.table.add("SYSTem:ERRor:ALL", getter=self._all_errors)
+        self.table.add("SYSTem:ERRor:COUNt", getter=lambda call: str(len(self.session.errors)))
         self.table.add("SYSTem:VERSion", getter=lambda call: "1999.0")
-        self.table.add("SYSTem:PRESet", setter=lambda call: self._reset())
+        self.table.add("SYSTem:PRESet", setter=lambda call: self.power_on_reset())
+        self.joined_replies = True
+        """False: each query of a message is answered on its own line (as some
+        instruments and simulators do) instead of one `;`-joined reply."""
+        self.stored: dict[str, object] = {}
+        self._stored_initial: dict[str, object] = {}
         self._build()
         with self.lock:
-            self._reset()
+            self.power_on_reset()
+
+    def power_on_reset(self) -> None:
+        """`*RST`: every stored setting to its initial value, then the model's own state."""
+        self.stored.update(self._stored_initial)
+        self._reset()
+
+    def add_setting(
+        self,
+        pattern: str,
+        name: str,
+        initial: object,
+        *,
+        choices: tuple[str, ...] = (),
+        unit: str | None = None,
+        limits: tuple[float, float] | None = None,
+        only_off: bool = False,
+    ) -> None:
+        """A setting the model stores and reports but that has no effect on the ring.
+
+        `initial` (its *RST value) decides the kind: a bool (ON|OFF|1|0, read as 1/0),
+        a str with `choices` (short or long form, read in short form), or a number
+        (within `limits`, `unit` suffixes accepted). `only_off`: the model refuses ON
+        with -221 (e.g. a modulation the virtual source cannot apply).
+        """
+        self._stored_initial[name] = initial
+        self.stored[name] = initial
+
+        def setter(call: Call) -> None:
+            text = one_param(call)
+            if isinstance(initial, bool):
+                value: object = parse_bool(text)
+                if value and only_off:
+                    raise ScpiError(-221, f"{name}: not available on the virtual source")
+            elif isinstance(initial, str):
+                value = _short_form(parse_choice(text, choices))
+            else:
+                low, high = limits if limits is not None else (None, None)
+                value = parse_number(text, unit, minimum=low, maximum=high, default=initial)
+            self.stored[name] = value
+
+        def getter(call: Call) -> str:
+            value = self.stored[name]
+            if isinstance(value, bool):
+                return self.boolean(value)
+            if isinstance(value, str):
+                return value
+            return self.number(float(value))
+
+        self.table.add(pattern, setter=setter, getter=getter)
+
+    @property
+    def errors(self) -> ErrorQueue:
+        """The local (front-panel) session's error queue."""
+        return self.local.errors
+
+    def open_session(self, name: str = "") -> Session:
+        """A new client session; it takes over what the local session had queued."""
+        session = Session(name)
+        with self.lock:
+            session.take_over(self.local)
+        return session
 
     # ------------------------------------------------------------------ for subclasses
 
@@ -104,6 +201,14 @@ class ScpiInstrument:
 
     def wait_pending(self) -> None:
         """Block until overlapped operations (a running sweep) are complete."""
+
+    def pending_until_s(self) -> float:
+        """`time.monotonic()` at which overlapped operations complete (now or earlier: none)."""
+        return 0.0
+
+    def options_reply(self) -> str:
+        """`*OPT?`: the installed options as the model lists them ("0": none)."""
+        return self.family.options
 
     # ------------------------------------------------------------------ formatting
 
@@ -119,63 +224,70 @@ class ScpiInstrument:
 
     # ------------------------------------------------------------------ execution
 
-    def push_error(self, code: int, detail: str = "") -> None:
-        """Queue an error (also sets the matching event status bit)."""
+    def push_error(self, code: int, detail: str = "", session: Session | None = None) -> None:
+        """Queue an error in `session` (default: the local one); sets its event status bit."""
         with self.lock:
-            self._record(ScpiError(code, detail))
+            (session or self.local).record(ScpiError(code, detail))
 
     def _record(self, error: ScpiError) -> None:
-        self.errors.push(error)
-        if error.is_command_error:
-            self._esr |= _ESR_COMMAND_ERROR
-        elif -299 <= error.code <= -200:
-            self._esr |= _ESR_EXECUTION_ERROR
-        elif -499 <= error.code <= -400:
-            self._esr |= _ESR_QUERY_ERROR
-        else:
-            self._esr |= _ESR_DEVICE_ERROR
+        self.session.record(error)
 
-    def execute(self, line: str, *, refuse_settings: bool = False) -> bytes | None:
+    def execute(
+        self, line: str, *, session: Session | None = None, refuse_settings: bool = False
+    ) -> bytes | None:
         """Run one program message; return the reply (``;``-joined, newline-terminated) or None.
 
-        A command error (-1xx) discards the rest of the message, as IEEE 488.2
-        parsers do; execution errors (-2xx) do not. With `refuse_settings`, units
-        that would change state are skipped (queries still answer).
+        Errors go to `session` (default: the local session). A command error (-1xx)
+        discards the rest of the message, as IEEE 488.2 parsers do; execution errors
+        (-2xx) do not. A message holding anything but printable ASCII is refused
+        whole (-101) before any unit runs. With `refuse_settings`, units that would
+        change state are skipped (queries still answer).
         """
-        replies: list[bytes] = []
         with self.lock:
+            self.session = session or self.local
             try:
-                units = split_units(line)
+                return self._execute(line, refuse_settings)
+            finally:
+                self.session = self.local
+
+    def _execute(self, line: str, refuse_settings: bool) -> bytes | None:
+        replies: list[bytes] = []
+        bad = _NOT_PRINTABLE_RE.search(line)
+        if bad is not None:
+            self._record(ScpiError(-101, f"character {bad.group()!r} at {bad.start()}"))
+            return None
+        try:
+            units = split_units(line)
+        except ScpiError as error:
+            self._record(error)
+            return None
+        # The units are parsed before any runs (parsing changes no state), up to the
+        # first unit that fails to parse: the units before it run, then its command
+        # error is queued and the rest is discarded. So a wait in one unit (`*OPC?`
+        # during a sweep) is followed at once by the next unit's handler.
+        steps, parse_error = self._parse_units(units, refuse_settings)
+        for text, handler, call in steps:
+            try:
+                if isinstance(handler, Exception):
+                    raise handler  # a unit whose parsing failed unexpectedly (a bug)
+                reply = handler(call)
             except ScpiError as error:
                 self._record(error)
-                return None
-            # The units are parsed before any runs (parsing changes no state), up to the
-            # first unit that fails to parse: the units before it run, then its command
-            # error is queued and the rest is discarded. So a wait in one unit (`*OPC?`
-            # during a sweep) is followed at once by the next unit's handler.
-            steps, parse_error = self._parse_units(units, refuse_settings)
-            for text, handler, call in steps:
-                try:
-                    if isinstance(handler, Exception):
-                        raise handler  # a unit whose parsing failed unexpectedly (a bug)
-                    reply = handler(call)
-                except ScpiError as error:
-                    self._record(error)
-                    if error.is_command_error:
-                        parse_error = None  # the rest of the message is discarded
-                        break
-                    continue
-                except Exception as exc:  # a bug must cost one error entry, never the server
-                    log.exception("virtual %s: %r failed", self.family.name, text)
-                    self._record(ScpiError(-300, f"{type(exc).__name__}: {exc}"))
-                    continue
-                if call.query and reply is not None:
-                    replies.append(reply if isinstance(reply, bytes) else str(reply).encode())
-            if parse_error is not None:
-                self._record(parse_error)
+                if error.is_command_error:
+                    parse_error = None  # the rest of the message is discarded
+                    break
+                continue
+            except Exception as exc:  # a bug must cost one error entry, never the server
+                log.exception("virtual %s: %r failed", self.family.name, text)
+                self._record(ScpiError(-300, f"{type(exc).__name__}: {exc}"))
+                continue
+            if call.query and reply is not None:
+                replies.append(reply if isinstance(reply, bytes) else str(reply).encode())
+        if parse_error is not None:
+            self._record(parse_error)
         if not replies:
             return None
-        return b";".join(replies) + b"\n"
+        return (b";" if self.joined_replies else b"\n").join(replies) + b"\n"
 
     def _parse_units(
         self, units: list[str], refuse_settings: bool
@@ -209,7 +321,11 @@ class ScpiInstrument:
                 handler = resolved.handler
                 if handler is None:
                     raise ScpiError(-113, header)
-                if resolved.common and params:
+                if (
+                    resolved.common
+                    and params
+                    and (header_key(header), query) not in (_COMMON_WITH_PARAMETER)
+                ):
                     raise ScpiError(-108, ",".join(params))
             except ScpiError as error:
                 if error.is_command_error:
@@ -246,28 +362,35 @@ class ScpiInstrument:
 
     # ------------------------------------------------------------------ common commands
 
-    def _clear_status(self) -> None:
-        self.errors.clear()
-        self._esr = 0
-
     def _opc_query(self, call: Call) -> str:
         self.wait_pending()
         return "1"
 
     def _opc_set(self, call: Call) -> None:
-        self.wait_pending()
-        self._esr |= _ESR_OPC
+        # Overlapped: *OPC does not wait; the OPC bit is set when the sweep is done.
+        self.session.arm_opc(self.pending_until_s())
 
-    def _esr_query(self, call: Call) -> str:
-        value, self._esr = self._esr, 0
-        return str(value)
+    def _ese_set(self, call: Call) -> None:
+        self.session.ese = register_value(one_param(call))
 
-    def _stb_query(self, call: Call) -> str:
-        # Bit 2: error queue not empty (SCPI); bit 5: a standard event is pending.
-        return str((4 if len(self.errors) else 0) | (32 if self._esr else 0))
+    def _sre_set(self, call: Call) -> None:
+        # Bit 6 (MSS) cannot be enabled: IEEE 488.2 11.3.2.3.
+        self.session.sre = register_value(one_param(call)) & ~0x40
 
     def _all_errors(self, call: Call) -> str:
+        errors = self.session.errors
         entries = []
-        while len(self.errors):
-            entries.append(self.errors.pop())
-        return ",".join(entries) if entries else self.errors.pop()
+        while len(errors):
+            entries.append(errors.pop())
+        return ",".join(entries) if entries else errors.pop()
+
+
+def _short_form(choice: str) -> str:
+    """`SWEep` -> `SWE`: the upper-case short form of a choice written in manual notation."""
+    short = "".join(c for c in choice if not c.islower())
+    return short.upper() if short else choice.upper()
+
+
+def header_key(header: str) -> str:
+    """`*ese` -> `ESE`: the mnemonic of a common command header."""
+    return header.lstrip("*").rstrip("?").upper()

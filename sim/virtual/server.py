@@ -2,8 +2,11 @@
 
 Both read newline-terminated program messages (a trailing CR is dropped), run
 them through the instrument, apply armed faults, and write the reply back.
-Nothing a client sends can stop a server: malformed input becomes an entry in
-the error queue, a vanished client ends only its own connection thread.
+Every TCP connection is its own IEEE 488.2 session (error queue, status
+registers); the pty is one session for as long as the server runs. Nothing a
+client sends can stop a server or reach another session: malformed input
+becomes an entry in its own session's error queue, a vanished client ends only
+its own connection thread.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import socket
 import threading
 import tty
 
+from labpgt.sim.ieee488 import Session
 from labpgt.sim.virtual.faults import FaultPlan, garble
 from labpgt.sim.virtual.instrument import ScpiInstrument
 
@@ -32,7 +36,7 @@ class LineHandler:
         self.instrument = instrument
         self.faults = faults
 
-    def handle(self, raw: bytes) -> tuple[bytes | None, bool]:
+    def handle(self, raw: bytes, session: Session | None = None) -> tuple[bytes | None, bool]:
         line = raw.rstrip(b"\r").decode("latin-1")
         if not line.strip():
             return None, False
@@ -40,8 +44,8 @@ class LineHandler:
             return None, True
         refuse = self.faults.take("error")
         if refuse:
-            self.instrument.push_error(-200, "injected fault: settings refused")
-        reply = self.instrument.execute(line, refuse_settings=refuse)
+            self.instrument.push_error(-200, "injected fault: settings refused", session)
+        reply = self.instrument.execute(line, session=session, refuse_settings=refuse)
         if reply is None:
             return None, False
         if self.faults.take("stall"):
@@ -50,20 +54,40 @@ class LineHandler:
             reply = garble(reply)
         return reply, False
 
-    def feed(self, buffer: bytearray, data: bytes) -> list[bytes]:
-        """Append `data` and cut complete lines off the front of `buffer`."""
+    def feed(self, buffer: LineBuffer, data: bytes, session: Session | None = None) -> list[bytes]:
+        """Append `data` and cut complete lines off the front of `buffer`.
+
+        A line longer than `MAX_LINE_BYTES` is thrown away whole, up to and with
+        its newline, and costs one -363 (Input buffer overrun) in `session`.
+        """
         buffer += data
         lines = []
         while True:
             end = buffer.find(b"\n")
             if end < 0:
                 break
-            lines.append(bytes(buffer[:end]))
+            if buffer.discarding or end > MAX_LINE_BYTES:
+                if not buffer.discarding:
+                    self._overrun(session)
+                buffer.discarding = False
+            else:
+                lines.append(bytes(buffer[:end]))
             del buffer[: end + 1]
         if len(buffer) > MAX_LINE_BYTES:
             buffer.clear()
-            self.instrument.push_error(-102, "line too long, discarded")
+            if not buffer.discarding:
+                self._overrun(session)
+            buffer.discarding = True
         return lines
+
+    def _overrun(self, session: Session | None) -> None:
+        self.instrument.push_error(-363, "program message too long, discarded", session)
+
+
+class LineBuffer(bytearray):
+    """Bytes received and not yet a whole line; `discarding`: inside an overlong line."""
+
+    discarding = False
 
 
 class TcpInstrumentServer:
@@ -132,7 +156,8 @@ class TcpInstrumentServer:
             thread.start()
 
     def _serve(self, conn: socket.socket) -> None:
-        buffer = bytearray()
+        buffer = LineBuffer()
+        session = self.handler.instrument.open_session(f"tcp{conn.fileno()}")
         try:
             # Replies go out at once; Nagle would hold the last segment for the client's ACK.
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -140,8 +165,8 @@ class TcpInstrumentServer:
                 data = conn.recv(65536)
                 if not data:
                     return
-                for line in self.handler.feed(buffer, data):
-                    reply, close = self.handler.handle(line)
+                for line in self.handler.feed(buffer, data, session):
+                    reply, close = self.handler.handle(line, session)
                     if close:
                         return
                     if reply is not None:
@@ -200,7 +225,8 @@ class PtyInstrumentServer:
         self._thread.start()
 
     def _loop(self) -> None:
-        buffer = bytearray()
+        buffer = LineBuffer()
+        session: Session | None = None  # opened with the first bytes a client sends
         while True:
             ready, _, _ = select.select([self._master, self._wake_r], [], [])
             if self._wake_r in ready:
@@ -211,9 +237,11 @@ class PtyInstrumentServer:
                 continue
             except OSError:
                 return
-            for line in self.handler.feed(buffer, data):
+            if session is None:
+                session = self.handler.instrument.open_session("serial")
+            for line in self.handler.feed(buffer, data, session):
                 try:
-                    reply, dropped = self.handler.handle(line)
+                    reply, dropped = self.handler.handle(line, session)
                 except Exception:
                     log.exception("virtual serial instrument failed on a line")
                     continue
