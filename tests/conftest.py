@@ -43,7 +43,14 @@ def toy_setup() -> Iterator[tuple[Any, torch.Tensor, torch.Tensor, Any]]:
     from labpgt.training.tasks import split_standardise
 
     config = make_config(
-        fast_sim=True, noise=False, drift=False, channels=1, bins=8, hidden=6, seed=3
+        fast_sim=True,
+        noise=False,
+        drift=False,
+        channels=1,
+        driven=("drive_hz", "drive_dbm"),  # m = 2: random and coordinate directions differ
+        bins=8,
+        hidden=6,
+        seed=3,
     )
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(60, 4, generator=gen).numpy()
@@ -70,6 +77,7 @@ def iris_setup() -> Iterator[tuple[Any, Any, Any]]:
         noise=False,
         drift=False,
         channels=1,
+        driven=("drive_hz", "drive_dbm"),
         bins=8,
         hidden=0,
         task="iris",

@@ -75,6 +75,19 @@ def normalise_features(
     with torch.no_grad():
         u, _ = model.run_upstream(task.x_train[:n])
         raw = model.reservoir.measure_u(u)
+    if model.reservoir.digital is None:
+        # The feature map must give finite features that move with the drive on this bench
+        # before anything is trained through it (calibration.feature_maps.check_features).
+        from labpgt.calibration.feature_maps import check_features
+
+        names = list(getattr(backend.reservoir, "feature_names", []))
+        names = names or [f"feature {i}" for i in range(raw.shape[-1])]
+        check_features(
+            raw.reshape(-1, raw.shape[-1]),
+            names,
+            model.reservoir.settings(u).reshape(-1, 3),
+            where="warm-up batch",
+        )
     norm.fit(raw)
     note(f"feature normalisation from a warm-up batch of {n} samples × {config.channels} channels")
 

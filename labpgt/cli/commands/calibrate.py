@@ -183,6 +183,7 @@ def _calibrate(
     surrogate_kind: str = "grey-box",
     window: str = "calm",
 ) -> None:
+    from labpgt.calibration.feature_maps import choose_map
     from labpgt.calibration.plan import CalibrationPlan
     from labpgt.calibration.run import run_calibration
     from labpgt.calibration.store import save_calibration, summary_of
@@ -222,9 +223,11 @@ def _calibrate(
                     surrogate_kind=surrogate_kind,
                     window=window,
                 )
+            maps = _assess_maps(reservoir, features)
         except MeasurementError as exc:
             raise UserError(f"calibration failed: {exc}") from None
     save_calibration(result, out, provenance=provenance)
+    _store_maps(out, maps, features)
     s = summary_of(result)
     table = Table(title=f"calibration → {out}")
     table.add_column("figure")
@@ -283,14 +286,66 @@ def _calibrate(
         ("instrument time", f"{s['instrument_time_s']:.1f} s"),
         ("wall time", f"{s['wall_s']:.1f} s"),
     ]
+    chosen = choose_map(maps, features)
+    rows.append(("feature map in use", features.describe()))
+    rows.append(("feature map chosen by the measurements", chosen.name))
     for k, v in rows:
         table.add_row(k, v)
     Console().print(table)
+    maps_table = Table(title="feature maps, measured on one walk of the drive frequency")
+    for col in ("map", "smoothness", "SNR dB", "rank", "diversity"):
+        maps_table.add_column(col, justify="left" if col == "map" else "right")
+    for a in maps:
+        maps_table.add_row(
+            a.name + (" (chosen)" if a is chosen else ""),
+            f"{a.smoothness:.3f}",
+            f"{a.snr_db:.1f}",
+            f"{a.rank}/{a.features}",
+            f"{a.diversity:.2f}",
+        )
+    Console().print(maps_table)
     if plots:
         from labpgt.calibration.plots import write_plots
 
         paths = write_plots(result, out.with_name(out.stem + "_plots"))
         console.print("plots: " + ", ".join(str(p) for p in paths))
+
+
+FEATURE_CHECK_STEP_U = 0.05
+"""The boundary estimator's default δ in u: the step the smoothness is judged at."""
+
+
+def _assess_maps(reservoir: object, in_use: FeatureSpec) -> list:
+    """Measure the candidate feature maps (and the one in use) on one drive-frequency walk."""
+    from labpgt.calibration.feature_maps import CANDIDATES, assess, plan_settings
+
+    lo, hi = reservoir.bounds.drive_hz  # type: ignore[attr-defined]
+    settings = plan_settings(
+        (lo, hi), power_dbm=-10.0, bias_a=1.8, step_hz=FEATURE_CHECK_STEP_U * (hi - lo) / 2
+    )
+    keep = reservoir.keep_traces  # type: ignore[attr-defined]
+    reservoir.keep_traces = True  # type: ignore[attr-defined]
+    try:
+        out = reservoir.measure(settings)  # type: ignore[attr-defined]
+    finally:
+        reservoir.keep_traces = keep  # type: ignore[attr-defined]
+    specs = list(CANDIDATES) + ([in_use] if in_use not in CANDIDATES else [])
+    freq = reservoir.frequency_hz  # type: ignore[attr-defined]
+    return [
+        assess(out.traces_dbm, freq, settings, spec, base_points=40, repeats=3) for spec in specs
+    ]
+
+
+def _store_maps(path: Path, maps: list, in_use: FeatureSpec) -> None:
+    import json
+
+    import h5py
+
+    from labpgt.calibration.feature_maps import choose_map
+
+    with h5py.File(path, "a") as h5:
+        h5.attrs["feature_maps"] = json.dumps([a.to_dict() for a in maps])
+        h5.attrs["feature_map_chosen"] = json.dumps(choose_map(maps, in_use).spec)
 
 
 def _sim_kwargs(sim: dict) -> dict:
