@@ -172,6 +172,9 @@ class BiasSupply(ScpiInstrument):
         with self.conn.lock:
             if on and not self._output:
                 target_a = self._setpoint_a
+                # The setpoint was learnt from the supply (e.g. 20 A after a *RST of an
+                # E36xx): never ramp the magnet to a value the limits do not allow.
+                self.check_current(target_a)
                 if target_a != 0.0:
                     self._send_setpoint(0.0)
                 try:

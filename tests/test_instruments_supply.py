@@ -93,6 +93,16 @@ def test_ramp_steps_with_output_on(mocker):
     t.assert_done()
 
 
+def test_output_on_refuses_a_learnt_setpoint_outside_the_limits(mocker):
+    frozen_clock(mocker)
+    supply, t = opened(KepcoBOP, [])  # not one byte may be sent
+    supply._setpoint_a = 20.0  # what the supply reported (a reset E36xx holds 20 A)
+    with pytest.raises(LimitError, match="current_a"):
+        supply.output_on = True
+    assert supply._output is False
+    t.assert_done()
+
+
 def test_every_step_is_confirmed_and_the_next_waits_from_the_reply(mocker):
     # The clock stands still under the patched sleep, so every wait is the full spacing
     # for its own step size, counted from the supply's reply to the step before.
