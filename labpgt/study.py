@@ -141,6 +141,60 @@ def digits_study() -> StudySpec:
     )
 
 
+def pgt_size_study() -> StudySpec:
+    """PGT against backprop and the digital network on small networks (d = 115 and 300).
+
+    Linear upstream (hidden 0); tiny: k = 1 channel × 4 kernel features; small: k = 2 ×
+    8. Same data, ring, budget and protocol as the digits study.
+    """
+    sizes = (("tiny", {"channels": 1, "bins": 4}), ("small", {"channels": 2, "bins": 8}))
+    entries: list[Entry] = []
+    for name, shape in sizes:
+        entries += [
+            Entry(f"{name}: digital same-shape network", {"method": "digital", **shape}, LRS),
+            Entry(f"{name}: backprop through the sim", {"method": "backprop", **shape}, LRS),
+            Entry(f"{name}: boundary", {"method": "boundary", **shape}, LRS),
+            Entry(
+                f"{name}: pgt, paper (all parameters)",
+                {"method": "pgt", **shape},
+                LRS,
+                variants=DELTAS,
+            ),
+        ]
+    base = {**_digits_base(200_000), "hidden": 0}
+    return StudySpec(
+        name="pgt-size",
+        base=base,
+        entries=tuple(entries),
+        description="digits, linear upstream 64 → u (k channels × the drive frequency) → ring "
+        "→ k × F kernel features → linear readout; tiny: k = 1, F = 4 (115 parameters); "
+        "small: k = 2, F = 8 (300 parameters); fast sim with noise and drift; 200 000 "
+        "training queries per run",
+    )
+
+
+def features_study() -> StudySpec:
+    """The feature map decides what the estimators can follow: boundary on three maps."""
+    two = (0.003, 0.01)
+    entries = (
+        Entry("boundary, kernel ×16 (the default)", {"method": "boundary"}, two),
+        Entry(
+            "boundary, hard bins ×16 (mean dB)",
+            {"method": "boundary", "features": "bins"},
+            two,
+        ),
+        Entry("digital same-shape network", {"method": "digital"}, two),
+    )
+    return StudySpec(
+        name="features",
+        base=_digits_base(200_000),
+        entries=entries,
+        description="digits, the digits study's network and budget, boundary perturbation "
+        "through two feature maps of the same width (16 per channel, k = 8 channels of the "
+        "drive frequency)",
+    )
+
+
 def short_study() -> StudySpec:
     """A few minutes: the protocol end to end on iris with a small budget (tests, smoke)."""
     base = {
@@ -172,7 +226,12 @@ def short_study() -> StudySpec:
     )
 
 
-PRESETS: dict[str, Callable[[], StudySpec]] = {"digits": digits_study, "short": short_study}
+PRESETS: dict[str, Callable[[], StudySpec]] = {
+    "digits": digits_study,
+    "features": features_study,
+    "pgt-size": pgt_size_study,
+    "short": short_study,
+}
 
 
 # --------------------------------------------------------------------------- jobs
