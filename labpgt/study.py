@@ -294,6 +294,7 @@ def run_job(job: Job, out_dir: Path, *, threads: int = 1) -> dict[str, Any]:
         phase=job.phase,
         seconds=time.perf_counter() - t0,
         commit=STARTED["commit"],
+        provenance=STARTED,
     )
     return row
 
@@ -464,23 +465,40 @@ def run_study(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "spec.json").write_text(json.dumps(asdict(spec), indent=2))
     done = read_rows(out_dir / "results.jsonl")
-    commits = {r.get("commit") for r in done.values()}
-    if done and commits != {STARTED["commit"]}:
-        raise UserError(
-            f"{out_dir}: its rows were computed on commit(s) {', '.join(sorted(map(str, commits)))}"
-            f" but this is {STARTED['commit']}; a study's figures come from one commit: use "
-            "another --out (or remove the folder) to run it on this one"
-        )
     search = search_jobs(spec)
+    _check_one_commit(out_dir, done, search)
     run_jobs(
         search, out_dir, workers=workers, done=done, progress=lambda *a: progress("search", *a)
     )
     chosen, diverged = choose(spec, done)
     final = final_jobs(spec, chosen)
+    _check_one_commit(out_dir, done, [*search, *final])
     run_jobs(final, out_dir, workers=workers, done=done, progress=lambda *a: progress("final", *a))
     summary = summarise(spec, done, chosen, diverged)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _check_one_commit(out_dir: Path, done: dict[str, dict[str, Any]], jobs: list[Job]) -> None:
+    """A study's rows come from one commit: refuse to add rows computed on another.
+
+    A folder whose jobs are all done can be summarised from any checkout (its page
+    names the commit the rows were computed on).
+    """
+    commits = {r.get("commit") for r in done.values()}
+    if not done or all(j.key in done for j in jobs):
+        if len(commits) > 1:
+            raise UserError(
+                f"{out_dir}: rows from several commits ({', '.join(map(str, commits))})"
+            )
+        return
+    if commits != {STARTED["commit"]} or STARTED["dirty"]:
+        raise UserError(
+            f"{out_dir}: its rows were computed on commit(s) {', '.join(sorted(map(str, commits)))}"
+            f" but this checkout is {STARTED['commit']}{' (dirty)' if STARTED['dirty'] else ''};"
+            " a study's figures come from one commit: use another --out (or remove the "
+            "folder) to run it here"
+        )
 
 
 # --------------------------------------------------------------------------- statistics
@@ -554,9 +572,20 @@ def summarise(
         "final_seeds": list(spec.final_seeds),
         "search_seeds": list(spec.search_seeds),
         "base": spec.base,
-        "provenance": STARTED,
+        "provenance": _rows_provenance(rows),
         "entries": out,
     }
+
+
+def _rows_provenance(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Provenance of the code the rows were computed with (the earliest row's)."""
+    for row in rows.values():
+        if "provenance" in row:
+            return dict(row["provenance"])
+    for row in rows.values():
+        if "commit" in row:  # rows that carry only their commit: the environment is this one
+            return {**STARTED, "commit": row["commit"], "dirty": False}
+    return STARTED
 
 
 def provenance() -> dict[str, Any]:
