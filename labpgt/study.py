@@ -485,19 +485,23 @@ def _check_one_commit(out_dir: Path, done: dict[str, dict[str, Any]], jobs: list
     A folder whose jobs are all done can be summarised from any checkout (its page
     names the commit the rows were computed on).
     """
-    commits = {r.get("commit") for r in done.values()}
+
+    def tag(commit: object, dirty: object) -> str:
+        return f"{commit}{' with uncommitted changes' if dirty else ''}"
+
+    sources = {tag(r.get("commit"), r.get("provenance", {}).get("dirty")) for r in done.values()}
     if not done or all(j.key in done for j in jobs):
-        if len(commits) > 1:
+        if len(sources) > 1:
             raise UserError(
-                f"{out_dir}: rows from several commits ({', '.join(map(str, commits))})"
+                f"{out_dir}: rows from several checkouts ({', '.join(sorted(sources))})"
             )
         return
-    if commits != {STARTED["commit"]} or STARTED["dirty"]:
+    here = tag(STARTED["commit"], STARTED["dirty"])
+    if sources != {here}:
         raise UserError(
-            f"{out_dir}: its rows were computed on commit(s) {', '.join(sorted(map(str, commits)))}"
-            f" but this checkout is {STARTED['commit']}{' (dirty)' if STARTED['dirty'] else ''};"
-            " a study's figures come from one commit: use another --out (or remove the "
-            "folder) to run it here"
+            f"{out_dir}: its rows were computed on {', '.join(sorted(sources))} but this is "
+            f"{here}; a study's figures come from one commit: use another --out (or remove "
+            "the folder) to run it here"
         )
 
 
