@@ -5,13 +5,20 @@ without running `finally` blocks or `__exit__`. `ShutdownSignals` makes both
 raise inside the main thread, so a `with Bench.open(...)` block unwinds and
 switches outputs off; while that shutdown runs, further signals are held back
 so a second Ctrl-C cannot interrupt a current ramp half-way.
+
+Every signal is acknowledged on stderr the moment it arrives: the first says the
+safe shutdown starts, one held back during the shutdown says what is still being
+made safe and how long it will take (`ShutdownSignals.status`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -37,6 +44,12 @@ def raise_pending() -> None:
         _raise(signum)
 
 
+def say(text: str) -> None:
+    """One line on stderr at once, from a signal handler too (unbuffered, never raises)."""
+    with contextlib.suppress(OSError):
+        os.write(2, f"\n{text}\n".encode("utf-8", "replace"))
+
+
 def _raise(signum: int) -> None:
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
@@ -59,6 +72,8 @@ class ShutdownSignals:
         self._previous_hook: Any = None
         self._deferred: list[int] = []
         self._holding = False
+        self.status: Callable[[], str] | None = None
+        """What the running shutdown is still doing (shown on a signal held back)."""
 
     @property
     def installed(self) -> bool:
@@ -90,9 +105,24 @@ class ShutdownSignals:
         return held
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
         if self._holding:
             self._deferred.append(signum)
+            doing = ""
+            if self.status is not None:
+                try:
+                    doing = self.status()
+                except Exception:  # a report must never break the shutdown it reports on
+                    doing = ""
+            say(
+                f"{name} again: the safe shutdown keeps running and cannot be skipped"
+                + (f"; {doing}" if doing else "")
+            )
             return
+        say(
+            f"{name} received: stopping; making the bench safe (RF off, magnet ramped to "
+            "0 A, outputs off) - this takes a few seconds"
+        )
         _raise(signum)
 
     def _unraisable(self, info: Any) -> None:

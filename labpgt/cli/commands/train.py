@@ -16,7 +16,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from labpgt.cli.bench import check_bench_file, check_calibration_file
 from labpgt.errors import UserError
+from labpgt.storage import write_failure
 from labpgt.training.config import TrainConfig, make_config, parse_options
 from labpgt.training.estimators import ESTIMATORS, method_names
 from labpgt.training.metrics import EpochMetrics
@@ -66,6 +68,10 @@ def run_training(
             f"method {config.method!r} differentiates the ring itself, which is only possible "
             f"with --fast-sim; on {where} use pgt, spsa or boundary"
         )
+    if config.bench is not None:
+        check_bench_file(Path(config.bench))  # one line for a bench file that cannot be used
+    if config.calibration is not None:
+        check_calibration_file(Path(config.calibration))
     task = preflight(config)
     out = Path(config.out)
     if (out / "checkpoint.pt").exists() and not resume and not overwrite:
@@ -277,8 +283,12 @@ def train_command(
         task_opts=parse_options("--task-opt", task_opt),
         out=str(out),
     )
-    result = run_training(config, resume=resume)
-    write_summary(result)
+    try:
+        result = run_training(config, resume=resume)
+        write_summary(result)
+    except OSError as exc:
+        where = exc.filename if exc.filename else f"--out {out}"
+        raise UserError(f"{where}: {write_failure(exc)}") from None
     console.print(summary_table(result))
     console.print(f"run directory: {result.out_dir} ({result.stop_reason})", highlight=False)
 
