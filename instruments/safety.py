@@ -72,6 +72,8 @@ class ShutdownSignals:
         self._previous_hook: Any = None
         self._deferred: list[int] = []
         self._holding = False
+        self._stopping = False
+        """A signal was raised: the run is unwinding towards the safe shutdown."""
         self.status: Callable[[], str] | None = None
         """What the running shutdown is still doing (shown on a signal held back)."""
 
@@ -102,11 +104,14 @@ class ShutdownSignals:
             sys.unraisablehook, self._previous_hook = self._previous_hook, None
         held, self._deferred = self._deferred, []
         self._holding = False
+        self._stopping = False
         return held
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        if self._holding:
+        if self._holding or self._stopping:
+            # Raising again would cut the unwinding (closing the run file) or the shutdown
+            # short; the first signal already set both going.
             self._deferred.append(signum)
             doing = ""
             if self.status is not None:
@@ -114,11 +119,14 @@ class ShutdownSignals:
                     doing = self.status()
                 except Exception:  # a report must never break the shutdown it reports on
                     doing = ""
+            if not doing and not self._holding:
+                doing = "finishing the current exchange, then the safe shutdown starts"
             say(
                 f"{name} again: the safe shutdown keeps running and cannot be skipped"
                 + (f"; {doing}" if doing else "")
             )
             return
+        self._stopping = True
         say(
             f"{name} received: stopping; making the bench safe (RF off, magnet ramped to "
             "0 A, outputs off) - this takes a few seconds"

@@ -63,6 +63,21 @@ class ShotPlan:
     """(M,) int64 repeat number per shot."""
 
 
+def _fapl() -> h5py.h5p.PropFAID:
+    """File access: no sieve buffer, so a failed write of traces fails the write call.
+
+    With HDF5's default 64 kB sieve buffer a chunk's traces may wait in memory until
+    the dataset is closed; a write failing then (disk full) is only reported to
+    h5py's ``__dealloc__``, which ignores it, and the shots would be marked done
+    without their traces on disk.
+    """
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_EARLIEST, h5py.h5f.LIBVER_LATEST)
+    fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
+    fapl.set_sieve_buf_size(0)
+    return fapl
+
+
 def _dcpl(fill: Any) -> h5py.h5p.PropDCID:
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
@@ -140,7 +155,7 @@ class RunFile:
         if not path.parent.is_dir():
             raise UserError(f"cannot create {path}: folder {path.parent} does not exist")
         try:
-            h5 = h5py.File(path, "w-")
+            h5 = h5py.File(h5py.h5f.create(os.fsencode(path), h5py.h5f.ACC_EXCL, fapl=_fapl()))
         except (OSError, FileExistsError) as exc:
             raise UserError(f"cannot create {path}: {write_failure(exc)}") from None
         try:
@@ -165,7 +180,7 @@ class RunFile:
             with contextlib.suppress(Exception):
                 h5.close()
             path.unlink(missing_ok=True)
-            if isinstance(exc, OSError):
+            if _is_write_failure(exc):
                 raise RunFileWriteError(
                     f"cannot create {path}: {write_failure(exc)}; nothing was measured and "
                     "the partial file was removed"
@@ -190,7 +205,8 @@ class RunFile:
         if not h5py.is_hdf5(path):
             raise UserError(f"{path} is not an HDF5 file ({size} bytes); not a labpgt run file")
         try:
-            h5 = h5py.File(path, "r+" if writable else "r")
+            flags = h5py.h5f.ACC_RDWR if writable else h5py.h5f.ACC_RDONLY
+            h5 = h5py.File(h5py.h5f.open(os.fsencode(path), flags, fapl=_fapl()))
         except OSError as exc:
             raise UserError(f"cannot open {path} as HDF5: {write_failure(exc)}") from None
         try:
@@ -239,7 +255,9 @@ class RunFile:
     def _guarded(self, fn: Any) -> Any:
         try:
             return fn()
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
+            if not _is_write_failure(exc):
+                raise
             raise RunFileWriteError(
                 f"writing {self.path} failed: {write_failure(exc)}; every shot stored so far "
                 "is kept, finish the run with --resume"
@@ -345,7 +363,9 @@ class RunFile:
         if self.h5.id.valid:
             try:
                 self.h5.close()
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
+                if not _is_write_failure(exc):
+                    raise
                 raise RunFileWriteError(
                     f"closing {self.path} failed: {write_failure(exc)}"
                 ) from None
@@ -386,9 +406,18 @@ _CAUSES = {
 }
 
 
-def write_failure(exc: OSError) -> str:
+def _is_write_failure(exc: BaseException) -> bool:
+    """An OSError, or the ValueError h5py raises when HDF5's own file write failed."""
+    if isinstance(exc, OSError):
+        return True
+    return isinstance(exc, ValueError) and bool(
+        _ERRNO.search(str(exc)) or "write failed" in str(exc)
+    )
+
+
+def write_failure(exc: BaseException) -> str:
     """The cause of a failed file operation in a few words (disk full, permission denied)."""
-    code = exc.errno
+    code = getattr(exc, "errno", None)
     if code is None:
         match = _ERRNO.search(str(exc))
         code = int(match.group(1)) if match else None
