@@ -12,13 +12,8 @@ from labpgt.features import FeatureSpec
 from labpgt.reservoir import PhysicalReservoir
 
 
-def check_bench_file(path: Path, option: str = "--bench") -> Any:
-    """Load and validate a bench file; every problem is a one-line `UserError`."""
-    from labpgt.instruments.bench import load_bench
-    from labpgt.instruments.errors import InstrumentsError
-
-    if not path.is_file():
-        raise UserError(f"{option}: file {path} does not exist")
+def check_utf8(path: Path, option: str = "--bench") -> None:
+    """Refuse, in one line, a bench file that cannot be read or is not UTF-8 text."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -31,6 +26,16 @@ def check_bench_file(path: Path, option: str = "--bench") -> Any:
             f"{option}: {path} line {line} is not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
             "a bench file is UTF-8 TOML"
         ) from None
+
+
+def check_bench_file(path: Path, option: str = "--bench") -> Any:
+    """Load and validate a bench file; every problem is a one-line `UserError`."""
+    from labpgt.instruments.bench import load_bench
+    from labpgt.instruments.errors import InstrumentsError
+
+    if not path.is_file():
+        raise UserError(f"{option}: file {path} does not exist")
+    check_utf8(path, option)
     try:
         return load_bench(path)
     except InstrumentsError as exc:

@@ -85,6 +85,8 @@ def load_csv(path: Path, target: str) -> tuple[np.ndarray, np.ndarray, list[str]
             f"--target: column {target!r} is not in {path.name}; columns: {', '.join(header)}"
         )
     body = [r for r in rows[1:] if any(c.strip() for c in r)]
+    if not body:
+        raise UserError(f"--data: {path} has a header but no data rows")
     if any(len(r) != len(header) for r in body):
         bad = next(i for i, r in enumerate(body) if len(r) != len(header))
         raise UserError(
@@ -107,6 +109,7 @@ def load_csv(path: Path, target: str) -> tuple[np.ndarray, np.ndarray, list[str]
             "(inputs must be numbers; only the --target column may hold labels)"
         )
     x = np.array([[float(r[i]) for i in feature_cols] for r in body], dtype=np.float64)
+    x = x.reshape(len(body), len(feature_cols))
     bad_rows, bad_cols = np.nonzero(~np.isfinite(x))
     if bad_rows.size:
         row, col = int(bad_rows[0]), int(bad_cols[0])
