@@ -37,7 +37,7 @@ from labpgt.instruments.bench_file import (
     validate_bench,
 )
 from labpgt.instruments.bias_supply import RAMP_MARGIN, BiasSupply
-from labpgt.instruments.errors import InstrumentConnectionError, InstrumentsError
+from labpgt.instruments.errors import InstrumentConnectionError, InstrumentsError, LimitError
 from labpgt.instruments.safety import ShutdownSignals
 from labpgt.instruments.scpi import ScpiInstrument
 from labpgt.instruments.signal_generator import SignalGenerator
@@ -313,13 +313,18 @@ def _failure(instrument: ScpiInstrument, before: dict[str, Any], exc: Exception)
     return ShutdownFailure(role, resource, still_on, action, text or type(exc).__name__)
 
 
+SHUTDOWN_ATTEMPTS = 2
+"""Each instrument's safe-off is tried this often (each try bounded by its timeout)."""
+
+
 def _shutdown(
     instruments: list[ScpiInstrument], signals: ShutdownSignals | None = None
 ) -> list[ShutdownFailure]:
     """Safe-off every instrument (RF first, then the magnet), then close every session.
 
-    Each instrument is attempted whatever happened to the one before; a stalled one
-    gets one more timeout for its shutdown (a fresh session). Returns the failures.
+    Each instrument is attempted whatever happened to the one before, twice if the
+    first try fails; a stalled one gets 90 % of one timeout per try (a fresh session).
+    Returns the failures.
     """
     failures: list[ShutdownFailure] = []
     ordered = sorted(instruments, key=lambda i: i.role != "generator")
@@ -328,11 +333,19 @@ def _shutdown(
         before = _state(instrument)
         if signals is not None:
             signals.status = lambda i=instrument: _status(i, pending)
-        try:
-            instrument.conn.begin_shutdown()
-            instrument.safe_off()
-        except Exception as exc:  # every instrument gets its turn, whatever failed
-            failures.append(_failure(instrument, before, exc))
+        for attempt in range(SHUTDOWN_ATTEMPTS):
+            try:
+                instrument.conn.begin_shutdown()
+                instrument.safe_off()
+                break
+            except LimitError as exc:  # not transient: trying again cannot help
+                failures.append(_failure(instrument, before, exc))
+                break
+            except Exception as exc:  # every instrument gets its turn, whatever failed
+                # A garbled or lost reply mid-ramp is worth one more try on a fresh
+                # session (the ramp goes on from the last step sent).
+                if attempt + 1 == SHUTDOWN_ATTEMPTS:
+                    failures.append(_failure(instrument, before, exc))
         pending.remove(instrument.role)
     for instrument in instruments:
         try:
