@@ -283,14 +283,45 @@ def train_command(
         task_opts=parse_options("--task-opt", task_opt),
         out=str(out),
     )
+    from labpgt.instruments.bench import ShutdownError
+
     try:
         result = run_training(config, resume=resume)
         write_summary(result)
+    except ShutdownError as exc:
+        _record_shutdown_failure(out, exc)
+        raise  # reported at length by the entry point, exit 3
     except OSError as exc:
         where = exc.filename if exc.filename else f"--out {out}"
         raise UserError(f"{where}: {write_failure(exc)}") from None
     console.print(summary_table(result))
     console.print(f"run directory: {result.out_dir} ({result.stop_reason})", highlight=False)
+
+
+def _record_shutdown_failure(out: Path, exc: Exception) -> None:
+    """Append the failed shutdown to <out>/shutdown_failures.json (best effort)."""
+    import datetime as _dt
+    import json
+
+    path = out / "shutdown_failures.json"
+    try:
+        records = json.loads(path.read_text()) if path.is_file() else []
+        if not isinstance(records, list):
+            records = []
+    except (OSError, ValueError):
+        records = []
+    records.append(
+        {
+            "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "failures": [f.as_dict() for f in getattr(exc, "failures", [])],
+            "during": None if exc.__cause__ is None else " ".join(str(exc.__cause__).split()),
+        }
+    )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(records, indent=2))
+    except OSError:
+        pass  # the report on screen is what matters; the record is a convenience
 
 
 def register(app: typer.Typer) -> None:
