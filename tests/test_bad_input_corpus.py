@@ -530,6 +530,14 @@ def _(d: Path, good: Path) -> list[str]:  # type: ignore[misc]
     return ["acquire", "--resume", "--sweep", "bias_a=1", "--no-noise", "--out", str(run)]
 
 
+@case("resume-with-a-huge-sweep", "created for other settings", needs_run=True)
+def _(d: Path, good: Path) -> list[str]:  # type: ignore[misc]
+    run = d / "run.h5"
+    shutil.copy(good, run)
+    sweeps = ["--sweep", "drive_hz=2e9:2.3e9:100000000", "--sweep", "bias_a=0:2:100000"]
+    return ["acquire", "--resume", *sweeps, "--no-noise", "--out", str(run)]
+
+
 @case("resume-other-seed", "recorded on another bench", needs_run=True)
 def _(d: Path, good: Path) -> list[str]:  # type: ignore[misc]
     run = d / "run.h5"

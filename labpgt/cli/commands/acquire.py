@@ -131,7 +131,14 @@ def acquire_command(
         # Everything that can be checked before an instrument is opened: the file, the
         # settings and repeats, and the bench as far as its config tells.
         with RunFile.open(out) as run:
-            check_resume(run, settings if not sweeps else grid_inputs(sweeps), repeats)
+            wanted = settings
+            if sweeps:
+                if math.prod(s.count for s in sweeps) != run.inputs.shape[0]:
+                    # refused by its size alone: a typo'd count is never allocated
+                    wanted = torch.empty(0, 3, dtype=torch.float64)
+                else:
+                    wanted = grid_inputs(sweeps)
+            check_resume(run, wanted, repeats)
             if not allow_bench_change:
                 check_identity(run, bench_identity(None, bench_cfg=cfg, embedded=embedded), False)
             todo = int(run.todo().size)
