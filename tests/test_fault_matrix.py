@@ -443,6 +443,44 @@ def test_train_survives_the_bench_being_killed(tmp_path: Path, train_reference):
 # -- the report -------------------------------------------------------------------------------
 
 
+BEHAVIOUR = """
+## What the operator sees
+
+Exit status:
+
+* 0: done.
+* 2: one `error:` line: bad input, an instrument that failed or was given up on, a
+  file that cannot be written (the cause named: disk full, permission denied, file too
+  large). A run file keeps every shot so far; `--resume` finishes it.
+* 3: `DANGER: the safe shutdown FAILED`: per instrument what may still be on, at the
+  last known value (e.g. the magnet at up to 1.75 A), what to do, and why; recorded in
+  the run file (attribute `shutdown_failures`) or the training run directory
+  (`shutdown_failures.json`).
+* 130: Ctrl-C: the run stopped and the bench was made safe.
+* 143: SIGTERM: the same, and it says so.
+
+* **Giving up on a stalled instrument.** The first exchange that gets no reply starts a
+  stall; every retry, reconnect and restore of that instrument then shares 90 % of one
+  more timeout. An ordinary exchange is given up on within 2x the instrument's timeout;
+  a sweep within its wait (timeout + sweep time + margin) plus one timeout. At the safe
+  shutdown a stalled instrument gets two more tries of 90 % of a timeout each.
+* **Ctrl-C.** The first is acknowledged on stderr at once (within 1 s in
+  tests/test_fault_handling.py, sent while a sweep was stalled) and starts the safe
+  shutdown: RF off, magnet ramped to 0 A at the bench's rate, outputs off. Any further
+  Ctrl-C (or SIGTERM) is answered with what is still being made safe and how long it
+  will take; it never cuts the ramp short.
+* **Every instrument's shutdown is attempted**, whatever happened to the one before.
+* **SIGKILL of labpgt** cannot be caught: the magnet stays where it was (the matrix
+  above shows it) until a `--resume` or the operator ramps it down.
+* **Resume on another bench** (other resources, families, `*IDN?`, embedded seed or
+  noise) is refused with both identities on one line; `--allow-bench-change` continues
+  and records the change in the file's `resumes`.
+* **Pre-flight.** Every acquisition prints its file size, memory and instrument time
+  before it starts, and is refused with the numbers when it cannot fit on disk or in
+  memory.
+"""
+
+
 def test_write_docs_reliability_md():
     """Runs last (file order): writes the table when every cell of the matrix has a result."""
     missing = [(f, c) for f in FAULTS for c in COMMANDS if (f, c) not in RESULTS]
@@ -465,6 +503,7 @@ def test_write_docs_reliability_md():
     for fault in FAULTS:
         for command in COMMANDS:
             lines.append(f"| {fault} | {command} | {RESULTS[(fault, command)]} |")
+    lines += ["", *BEHAVIOUR.strip("\n").splitlines()]
     path = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
     path.write_text("\n".join(lines) + "\n")
     assert path.read_text().count("\n| ") == len(FAULTS) * len(COMMANDS) + 1
