@@ -26,6 +26,8 @@ HANDLED_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
 
 # A signal whose exception Python swallowed, until it is raised again or a shutdown starts.
 _pending: list[int] = []
+# Signal handlers that raised and whose program has not yet reached its shutdown.
+_stopping: list[ShutdownSignals] = []
 
 
 def raise_pending() -> None:
@@ -42,6 +44,13 @@ def raise_pending() -> None:
         signum = _pending.pop()
         _pending.clear()
         _raise(signum)
+    if _stopping:
+        # An exchange outside a shutdown after a signal was raised: the program caught
+        # the interrupt and carried on, so the next Ctrl-C must interrupt again.
+        for signals in _stopping:
+            if not signals._holding:
+                signals._stopping = False
+        _stopping[:] = [s for s in _stopping if s._stopping]
 
 
 def say(text: str) -> None:
@@ -105,6 +114,8 @@ class ShutdownSignals:
         held, self._deferred = self._deferred, []
         self._holding = False
         self._stopping = False
+        if self in _stopping:
+            _stopping.remove(self)
         return held
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -127,6 +138,7 @@ class ShutdownSignals:
             )
             return
         self._stopping = True
+        _stopping.append(self)
         say(
             f"{name} received: stopping; making the bench safe (RF off, magnet ramped to "
             "0 A, outputs off) - this takes a few seconds"
@@ -138,4 +150,6 @@ class ShutdownSignals:
         exc = info.exc_value
         if not self._holding and isinstance(exc, KeyboardInterrupt | TerminatedBySignal):
             _pending[:] = [signal.SIGINT if isinstance(exc, KeyboardInterrupt) else exc.signum]
+            if self._previous_hook is sys.__unraisablehook__:
+                return  # Python's own hook would print a traceback for a signal not lost
         self._previous_hook(info)

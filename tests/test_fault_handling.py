@@ -469,3 +469,25 @@ def test_allow_remote_warns_that_there_is_no_authentication():
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     assert "WARNING: --allow-remote: the virtual bench servers have NO authentication" in err
+
+
+def test_an_interrupt_the_program_caught_leaves_ctrl_c_working(capfd: pytest.CaptureFixture[str]):
+    """After a Ctrl-C is caught and the bench used again, the next Ctrl-C interrupts again."""
+
+    def ctrl_c() -> bool:
+        try:
+            signal.raise_signal(signal.SIGINT)
+            for _ in range(1000):  # the handler runs at the next bytecode boundary
+                pass
+        except KeyboardInterrupt:
+            return True
+        return False
+
+    with VirtualBench(RingModel(RingParams(noise=False, drift=False))) as vb:
+        cfg = bench_config_from_resources(vb.resources, timeouts_s=dict.fromkeys(ROLES, 10.0))
+        with Bench.open(cfg) as bench:  # handlers installed: this is the main thread
+            assert ctrl_c()
+            bench.generator.power_dbm = -12.0  # the program carried on
+            assert vb.generator.power_dbm == -12.0
+            assert ctrl_c()  # interrupts again, not held back as during a shutdown
+        assert "SIGINT received" in capfd.readouterr().err
