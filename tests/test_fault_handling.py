@@ -491,3 +491,32 @@ def test_an_interrupt_the_program_caught_leaves_ctrl_c_working(capfd: pytest.Cap
             assert vb.generator.power_dbm == -12.0
             assert ctrl_c()  # interrupts again, not held back as during a shutdown
         assert "SIGINT received" in capfd.readouterr().err
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """The process has a handler for `signum` (Linux: SigCgt in /proc/<pid>/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) >> (signum - 1) & 1)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_sigterm_while_starting_up_says_why(tmp_path: Path):
+    proc = subprocess.Popen(
+        [*LABPGT, "acquire", "--sweep", "drive_hz=2.0e9:2.3e9:4000", "--no-noise",
+         "--out", str(tmp_path / "run.h5")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not _catches(proc.pid, signal.SIGTERM):  # labpgt's own handler is in place
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    # the start-up handler answered (the bench's own comes seconds later, after imports)
+    assert "SIGTERM received: stopping (no instrument is open)" in err, err
+    assert "Traceback" not in err

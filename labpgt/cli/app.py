@@ -3,15 +3,51 @@
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
+import signal
 import sys
+import threading
+from types import FrameType
 
-import typer
-from rich.console import Console
-from rich.text import Text
 
-from labpgt import __version__
-from labpgt.errors import UserError
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM while no bench is open (a bench installs its own handler): say so, exit 143.
+
+    No exception is raised: it could land inside any library's import or code and come
+    out as a confusing traceback. Nothing is switched on and no run file is being
+    written while no bench is open, so leaving at once is safe.
+    """
+    try:
+        os.write(2, b"\nSIGTERM received: stopping (no instrument is open); exit status 143\n")
+    finally:
+        os._exit(128 + signum)
+
+
+def _is_entry_point() -> bool:
+    """True in the `labpgt` process itself (console script or `python -m labpgt`)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name == "labpgt.__main__":
+        return True
+    return bool(sys.argv) and sys.argv[0].rsplit("/", 1)[-1] == "labpgt"
+
+
+# Installed before the heavy imports below (seconds with torch) so that a SIGTERM
+# during start-up is answered too; only in the labpgt process, never in a program
+# that merely imports the CLI (tests, notebooks).
+if (
+    _is_entry_point()
+    and threading.current_thread() is threading.main_thread()
+    and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+):
+    signal.signal(signal.SIGTERM, _terminate)
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.text import Text  # noqa: E402
+
+from labpgt import __version__  # noqa: E402
+from labpgt.errors import UserError  # noqa: E402
 
 err_console = Console(stderr=True)
 

@@ -6,6 +6,7 @@ import datetime as _dt
 import math
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -288,11 +289,23 @@ def _record_shutdown_failure(out: Path, exc: Exception) -> None:
         "failures": [f.as_dict() for f in getattr(exc, "failures", [])],
         "during": None if exc.__cause__ is None else " ".join(str(exc.__cause__).split()),
     }
+    # SIGTERM waits until the record is written (the file must not be cut mid-write).
+    blocked = _block_sigterm()
     try:
         with RunFile.open(out, writable=True) as run:
             run.add_record("shutdown_failures", entry)
     except (UserError, OSError) as record_error:
         console.print(Text(f"(could not record the failure in {out}: {record_error})"))
+    finally:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+def _block_sigterm() -> bool:
+    if not hasattr(signal, "pthread_sigmask"):
+        return False
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    return True
 
 
 def register(app: typer.Typer) -> None:
