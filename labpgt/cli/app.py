@@ -12,14 +12,16 @@ from types import FrameType
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM while no bench is open (a bench installs its own handler): say so, exit 143.
+    """SIGTERM or Ctrl-C while no bench is open (a bench installs its own handler): say so
+    and exit 128 + signal (143, 130).
 
     No exception is raised: it could land inside any library's import or code and come
     out as a confusing traceback. Nothing is switched on and no run file is being
     written while no bench is open, so leaving at once is safe.
     """
+    name = signal.Signals(signum).name
     try:
-        os.write(2, b"\nSIGTERM received: stopping (no instrument is open); exit status 143\n")
+        os.write(2, f"\n{name} received: stopping (no instrument is open)\n".encode())
     finally:
         os._exit(128 + signum)
 
@@ -32,15 +34,17 @@ def _is_entry_point() -> bool:
     return bool(sys.argv) and sys.argv[0].rsplit("/", 1)[-1] == "labpgt"
 
 
-# Installed before the heavy imports below (seconds with torch) so that a SIGTERM
-# during start-up is answered too; only in the labpgt process, never in a program
-# that merely imports the CLI (tests, notebooks).
-if (
-    _is_entry_point()
-    and threading.current_thread() is threading.main_thread()
-    and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-):
-    signal.signal(signal.SIGTERM, _terminate)
+# Installed before the heavy imports below (seconds with torch) so that a SIGTERM or a
+# Ctrl-C during start-up is answered in one line, not with an import traceback; only in
+# the labpgt process, never in a program that merely imports the CLI (tests,
+# notebooks). Ctrl-C goes back to KeyboardInterrupt when main() starts a command.
+if _is_entry_point() and threading.current_thread() is threading.main_thread():
+    for _signum, _default in (
+        (signal.SIGTERM, signal.SIG_DFL),
+        (signal.SIGINT, signal.default_int_handler),
+    ):
+        if signal.getsignal(_signum) is _default:
+            signal.signal(_signum, _terminate)
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -126,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     from labpgt.instruments.errors import InstrumentsError
     from labpgt.instruments.safety import TerminatedBySignal
 
+    if signal.getsignal(signal.SIGINT) is _terminate:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # commands handle Ctrl-C
     try:
         code = app(args=argv, standalone_mode=False)
     except ShutdownError as exc:
