@@ -18,6 +18,7 @@ goes off.
 from __future__ import annotations
 
 import atexit
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,8 @@ from labpgt.instruments.bench_file import (
     load_bench,
     validate_bench,
 )
-from labpgt.instruments.bias_supply import BiasSupply
-from labpgt.instruments.errors import InstrumentConnectionError, InstrumentsError
+from labpgt.instruments.bias_supply import RAMP_MARGIN, BiasSupply
+from labpgt.instruments.errors import InstrumentConnectionError, InstrumentsError, LimitError
 from labpgt.instruments.safety import ShutdownSignals
 from labpgt.instruments.scpi import ScpiInstrument
 from labpgt.instruments.signal_generator import SignalGenerator
@@ -47,6 +48,8 @@ __all__ = [
     "AnalyzerDefaults",
     "Bench",
     "BenchConfig",
+    "ShutdownError",
+    "ShutdownFailure",
     "GeneratorConfig",
     "SettleConfig",
     "SupplyConfig",
@@ -137,12 +140,17 @@ class Bench:
             if apply_analyzer_defaults:
                 d = cfg.analyzer_defaults
                 analyzer.configure(d.center_hz, d.span_hz, d.rbw_hz, d.points)
-        except BaseException:
+        except BaseException as exc:
             signals.hold()
-            _shutdown(opened)
+            failures = _shutdown(opened, signals)
             if rm is not None:
                 release_resource_manager(rm)
+            signals.status = None
             signals.restore()
+            if failures:
+                error = ShutdownError(failures)
+                error.during = exc
+                raise error from exc
             raise
         return cls(cfg, rm, generator, analyzer, supply, signals)
 
@@ -204,8 +212,9 @@ class Bench:
     def close(self) -> None:
         """RF off, bias ramped to 0 A, output off; then close sessions and the manager.
 
-        Signals are held back meanwhile. Raises the first shutdown failure (with the
-        others as notes) after everything that could be done was done.
+        Signals are held back meanwhile (one that arrives is answered with what is
+        still being made safe). Every instrument's shutdown is attempted even when
+        another's fails; then a `ShutdownError` lists what may still be on.
         """
         if self.closed:
             return
@@ -213,15 +222,13 @@ class Bench:
         atexit.unregister(self.close)
         self._signals.hold()
         try:
-            errors = _shutdown([self.generator, self.analyzer, self.supply])
+            failures = _shutdown([self.generator, self.analyzer, self.supply], self._signals)
         finally:
             release_resource_manager(self.rm)
+            self._signals.status = None
             self._signals.restore()
-        if errors:
-            first = errors[0]
-            for other in errors[1:]:
-                first.add_note(str(other))
-            raise first
+        if failures:
+            raise ShutdownError(failures)
 
     def __enter__(self) -> Bench:
         return self
@@ -229,21 +236,142 @@ class Bench:
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
         try:
             self.close()
-        except InstrumentsError as shutdown_error:
+        except ShutdownError as shutdown_error:
             if exc is None:
                 raise
-            # Keep the original exception; the failed shutdown travels with it.
-            exc.add_note(f"safe shutdown also failed: {shutdown_error}")
+            # What is still on matters more than why the run stopped: the shutdown
+            # failure wins, carrying the original exception (also as its __context__).
+            shutdown_error.during = exc
+            raise shutdown_error from exc
 
 
-def _shutdown(instruments: list[ScpiInstrument]) -> list[InstrumentsError]:
-    """Safe-off every instrument (RF first, then the magnet), then close every session."""
-    errors: list[InstrumentsError] = []
-    for instrument in sorted(instruments, key=lambda i: i.role != "generator"):
-        try:
-            instrument.safe_off()
-        except InstrumentsError as exc:
-            errors.append(exc)
+@dataclass
+class ShutdownFailure:
+    """One instrument that could not be confirmed safe."""
+
+    role: str
+    resource: str
+    still_on: str
+    """What may still be on, with the last known value, e.g. 'output ON at up to 1.75 A'."""
+    action: str
+    """What the operator should do about it."""
+    error: str
+
+    def describe(self) -> str:
+        return f"{self.role} ({self.resource}): {self.still_on}: {self.error}"
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+class ShutdownError(InstrumentsError):
+    """The safe shutdown failed for at least one instrument: something may still be on."""
+
+    def __init__(self, failures: list[ShutdownFailure]) -> None:
+        self.failures = failures
+        self.during: BaseException | None = None
+        """The exception the bench was leaving on (None: a normal close)."""
+        super().__init__("safe shutdown failed: " + "; ".join(f.describe() for f in failures))
+
+
+def _state(instrument: ScpiInstrument) -> dict[str, Any]:
+    """The driver's last known output state (no exchange: the instrument may not answer)."""
+    last = getattr(instrument, "_last", {})
+    return {
+        "rf_on": last.get("rf_on"),
+        "frequency_hz": last.get("frequency_hz"),
+        "power_dbm": last.get("power_dbm"),
+        "output_on": getattr(instrument, "_output", last.get("output_on")),
+        "current_a": getattr(instrument, "_setpoint_a", last.get("current_a")),
+    }
+
+
+def _failure(instrument: ScpiInstrument, before: dict[str, Any], exc: Exception) -> ShutdownFailure:
+    role, resource = instrument.role, instrument.conn.resource
+    after = _state(instrument)
+    if role == "supply":
+        values = [abs(v) for v in (before["current_a"], after["current_a"]) if v is not None]
+        top_a = max(values) if values else float("nan")
+        output = "may still be ON" if after["output_on"] is not False else "state unknown"
+        rate = getattr(getattr(instrument, "limits", None), "ramp_rate_a_per_s", None)
+        rate_text = f" at no more than {rate:g} A/s" if rate else ""
+        still_on = f"magnet output {output} at up to {top_a:.4g} A (not confirmed at 0 A)"
+        action = (
+            f"ramp the current to 0 A{rate_text} from the supply's front panel, then "
+            "switch its output off; do not disconnect the magnet while current flows"
+        )
+    elif role == "generator":
+        where = ""
+        if before["frequency_hz"] is not None and before["power_dbm"] is not None:
+            where = f" at {before['frequency_hz'] / 1e9:.6g} GHz, {before['power_dbm']:.3g} dBm"
+        still_on = f"RF output may still be ON{where} (not confirmed off)"
+        action = "switch the RF output off on the generator (RF ON/OFF key)"
+    else:
+        still_on = "no outputs, but its session did not close cleanly"
+        action = "nothing is energised; power-cycle it if it stays unresponsive"
+    text = " ".join(str(exc).split())
+    return ShutdownFailure(role, resource, still_on, action, text or type(exc).__name__)
+
+
+SHUTDOWN_ATTEMPTS = 2
+"""Each instrument's safe-off is tried this often (each try bounded by its timeout)."""
+
+
+def _shutdown(
+    instruments: list[ScpiInstrument], signals: ShutdownSignals | None = None
+) -> list[ShutdownFailure]:
+    """Safe-off every instrument (RF first, then the magnet), then close every session.
+
+    Each instrument is attempted whatever happened to the one before, twice if the
+    first try fails; a stalled one gets 90 % of one timeout per try (a fresh session).
+    Returns the failures.
+    """
+    failures: list[ShutdownFailure] = []
+    ordered = sorted(instruments, key=lambda i: i.role != "generator")
+    pending = [i.role for i in ordered]
+    for instrument in ordered:
+        before = _state(instrument)
+        if signals is not None:
+            signals.status = lambda i=instrument: _status(i, pending)
+        for attempt in range(SHUTDOWN_ATTEMPTS):
+            try:
+                instrument.conn.begin_shutdown()
+                instrument.safe_off()
+                break
+            except LimitError as exc:  # not transient: trying again cannot help
+                failures.append(_failure(instrument, before, exc))
+                break
+            except Exception as exc:  # every instrument gets its turn, whatever failed
+                # A garbled or lost reply mid-ramp is worth one more try on a fresh
+                # session (the ramp goes on from the last step sent).
+                if attempt + 1 == SHUTDOWN_ATTEMPTS:
+                    failures.append(_failure(instrument, before, exc))
+        pending.remove(instrument.role)
     for instrument in instruments:
-        instrument.close()
-    return errors
+        try:
+            instrument.close()
+        except Exception as exc:
+            failures.append(_failure(instrument, _state(instrument), exc))
+    return failures
+
+
+def _status(current: ScpiInstrument, pending: list[str]) -> str:
+    """What the shutdown is doing now and how long the rest will take (for a held signal)."""
+    if current.role == "supply":
+        state = _state(current)
+        current_a = abs(state["current_a"] or 0.0)
+        rate = current.limits.ramp_rate_a_per_s
+        if state["output_on"] and current_a > 0:
+            left_s = RAMP_MARGIN * current_a / rate
+            return (
+                f"ramping the magnet from {current_a:.4g} A to 0 A at {rate:g} A/s, about "
+                f"{left_s:.1f} s left (at most {current.conn.timeout_s:.3g} s more if the "
+                "supply stops answering)"
+            )
+        return "switching the supply output off (under a second)"
+    after = ", then ".join(p for p in pending if p != current.role)
+    then = f", then {after}" if after else ""
+    return (
+        f"switching the {current.role} safe{then}; at most {current.conn.timeout_s:.3g} s per "
+        "instrument that does not answer, plus the magnet ramp"
+    )

@@ -30,6 +30,8 @@ from labpgt.instruments.transport import (
 )
 
 T = TypeVar("T")
+GIVE_UP_SHARE = 0.9
+"""After a stalled exchange, retries and reconnects share this fraction of one timeout."""
 Opener = Callable[[], Transport]
 
 
@@ -58,10 +60,59 @@ class Connection:
         self._transport: Transport | None = None
         self._dirty = False
         self._restoring = False
+        self._stall_started: float | None = None
+        """When the current chain of unanswered exchanges began (monotonic s), else None."""
+        self._stall_deadline: float | None = None
+        """Give up on the instrument at this time (monotonic s) until it answers again."""
 
     @property
     def label(self) -> str:
         return f"{self.role} ({self.resource})"
+
+    # -- stalls: a bounded time to give up ----------------------------------------------
+    #
+    # The first exchange that gets no reply starts a stall. From then on every retry,
+    # reconnect and restore of this instrument shares 90 % of one more timeout: the
+    # instrument is given up on within wait + timeout of the stalled exchange's start
+    # (2x the timeout for an ordinary exchange; a sweep's wait adds its sweep time and
+    # margin). Any complete reply ends the stall.
+
+    @property
+    def stalled(self) -> bool:
+        return self._stall_deadline is not None
+
+    def _note_stall(self, started_s: float, wait_s: float) -> None:
+        if self._stall_deadline is None:
+            self._stall_started = started_s
+            # 90 % of one timeout for what follows: the rest is headroom for the caller.
+            self._stall_deadline = started_s + wait_s + GIVE_UP_SHARE * self.timeout_s
+
+    def _clear_stall(self) -> None:
+        self._stall_started = self._stall_deadline = None
+
+    def _capped(self, seconds: float) -> float:
+        """`seconds`, or less when a stall leaves less time before giving up."""
+        if self._stall_deadline is None:
+            return seconds
+        return max(min(seconds, self._stall_deadline - time.monotonic()), 1e-3)
+
+    def _give_up_if_stalled(self, command: str) -> None:
+        if self._stall_deadline is None or time.monotonic() < self._stall_deadline:
+            return
+        assert self._stall_started is not None
+        raise InstrumentTimeoutError(
+            f"{self.label}: gave up on {command!r}: no reply for "
+            f"{time.monotonic() - self._stall_started:.3g} s (timeout {self.timeout_s:.3g} s); "
+            "the instrument is stalled or hung - check it and its cable"
+        )
+
+    def begin_shutdown(self) -> None:
+        """Give a stalled instrument one more timeout for the safe shutdown (a fresh try)."""
+        with self.lock:
+            if self._stall_deadline is not None:
+                now = time.monotonic()
+                self._stall_started = now
+                self._stall_deadline = now + GIVE_UP_SHARE * self.timeout_s
 
     def open(self) -> None:
         """Open the first session; no restore (there is nothing to restore yet)."""
@@ -93,10 +144,15 @@ class Connection:
                 raise InstrumentConnectionError(
                     f"{self.label}: no session for the reply to {command!r}"
                 )
+            started = time.monotonic()
+            transport.timeout_s = self._capped(self.timeout_s)
             try:
-                return transport.read()
+                reply = transport.read()
+                self._clear_stall()
+                return reply
             except TransportTimeout as exc:
                 self._dirty = True
+                self._note_stall(started, self.timeout_s)
                 raise self._timeout_error(command, self.timeout_s) from exc
             except TransportClosed as exc:
                 self._dirty = True
@@ -109,6 +165,8 @@ class Connection:
             except BaseException:
                 self._dirty = True
                 raise
+            finally:
+                transport.timeout_s = self.timeout_s
 
     def query(self, command: str, *, poll_s: float | None = None) -> str:
         """Write and read one reply within the current timeout.
@@ -130,7 +188,7 @@ class Connection:
         self, t: Transport, poll_s: float, read: Callable[[], T] | None = None, wait_s: float = 0.0
     ) -> T:
         """`read()` (default: one reply line) within `wait_s` (default: the timeout), in slices."""
-        deadline = time.monotonic() + (wait_s or self.timeout_s)
+        deadline = time.monotonic() + self._capped(wait_s or self.timeout_s)
         try:
             while True:
                 t.timeout_s = max(min(poll_s, deadline - time.monotonic()), 1e-3)
@@ -144,7 +202,7 @@ class Connection:
                     if time.monotonic() >= deadline:
                         raise
         finally:
-            t.timeout_s = self.timeout_s
+            t.timeout_s = self._capped(self.timeout_s)
 
     def query_headed_block(
         self, command: str, heads: tuple[str, ...], *, poll_s: float, wait_s: float
@@ -203,20 +261,24 @@ class Connection:
                 assert self._transport is not None
                 return fn(self._transport)
             raise_pending()  # a Ctrl-C whose exception Python swallowed: raise it now
+            self._give_up_if_stalled(command)
+            started = time.monotonic()
             if self._transport is None:
-                self._reconnect("the session was closed")
+                self._reconnect("the session was closed", command)
             elif self._dirty:
-                self._reconnect("the previous exchange did not complete")
+                self._reconnect("the previous exchange did not complete", command)
             elif self._transport.peer_closed():
-                self._reconnect("connection closed by the instrument")
+                self._reconnect("connection closed by the instrument", command)
             attempts = 0
             while True:
                 assert self._transport is not None
+                self._transport.timeout_s = self._capped(self.timeout_s)
                 try:
-                    return fn(self._transport)
+                    result = fn(self._transport)
                 except TransportTimeout as exc:
                     if not self._transport.peer_closed():
                         self._dirty = True  # a late reply may still arrive: never read it
+                        self._note_stall(started, wait_s or self.timeout_s)
                         raise self._timeout_error(command, wait_s or self.timeout_s) from exc
                     reason: str = "connection closed by the instrument"
                 except TransportClosed as exc:
@@ -227,13 +289,21 @@ class Connection:
                 except BaseException:
                     self._dirty = True  # interrupted mid-exchange (Ctrl-C, bug): resync
                     raise
+                else:
+                    if self._stall_deadline is not None:
+                        self._clear_stall()
+                        self._transport.timeout_s = self.timeout_s
+                    return result
                 attempts += 1
                 if attempts > self.retries:
                     raise InstrumentConnectionError(
                         f"{self.label}: connection lost during {command!r} and it failed again "
                         f"after {self.retries} reconnects: {reason}"
                     )
-                self._reconnect(reason)
+                self._reconnect(reason, command)
+
+    def _transport_timeout(self) -> float:
+        return self._transport.timeout_s if self._transport is not None else self.timeout_s
 
     def _timeout_error(self, command: str, seconds: float) -> InstrumentTimeoutError:
         return InstrumentTimeoutError(
@@ -244,23 +314,30 @@ class Connection:
     def _garbled_error(self, command: str, exc: Exception) -> InstrumentProtocolError:
         return InstrumentProtocolError(f"{self.label}: garbled reply to {command!r}: {exc}")
 
-    def _reconnect(self, reason: str) -> None:
+    def _reconnect(self, reason: str, command: str = "") -> None:
         last: Exception | None = None
         for attempt in range(self.retries):
             if self._transport is not None:
                 self._transport.close()
                 self._transport = None
-            time.sleep(self.backoff_s * 2**attempt)
+            if attempt:
+                self._give_up_if_stalled(command or "reconnecting")
+            time.sleep(self._capped(self.backoff_s * 2**attempt))
             try:
                 self._transport = self._opener()
-                self._transport.timeout_s = self.timeout_s
+                self._transport.timeout_s = self._capped(self.timeout_s)
                 self._restoring = True
                 try:
                     if self.on_reconnect is not None:
                         self.on_reconnect()
                 finally:
                     self._restoring = False
-            except (TransportClosed, TransportTimeout, TransportGarbled, OSError) as exc:
+            except TransportTimeout as exc:
+                # No reply to the restore: the instrument is stalled, not merely dropped.
+                self._note_stall(time.monotonic() - self._transport_timeout(), self.timeout_s)
+                last = exc
+                continue
+            except (TransportClosed, TransportGarbled, OSError) as exc:
                 last = exc
                 continue
             self._dirty = False

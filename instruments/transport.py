@@ -193,7 +193,8 @@ class VisaTransport:
 
     def read(self) -> str:
         with _translated():
-            return self._res.read()
+            raw = self._res.read_raw()
+        return decode_reply(raw.rstrip(b"\r\n"))
 
     def read_exact(self, count: int) -> bytes:
         with _translated():
@@ -309,10 +310,7 @@ class SocketTransport(VisaTransport):
             self._fill(deadline)
         line = bytes(self._buf[:end])
         del self._buf[: end + 1]
-        try:
-            return line.decode("ascii")
-        except UnicodeDecodeError as exc:
-            raise TransportGarbled(f"undecodable reply {line[:40]!r}") from exc
+        return decode_reply(line)
 
     def read_exact(self, count: int) -> bytes:
         deadline = time.monotonic() + self._timeout_s
@@ -360,6 +358,23 @@ class SocketTransport(VisaTransport):
         if not self._poll.poll(0):
             return False  # nothing readable, not even an end of file: the link is up
         return _peek_closed(self._sock)
+
+
+def decode_reply(line: bytes) -> str:
+    """A reply line as text, leniently: ASCII, else UTF-8, else Latin-1 (never fails).
+
+    SCPI replies are ASCII, but an instrument's error text may carry its own
+    language ("Donn\u00e9es hors limites"); that is not a garbled reply. Numbers that
+    arrive as other bytes still fail where they are parsed, naming the command.
+    """
+    try:
+        return line.decode("ascii")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return line.decode("latin-1")
 
 
 def _peek_closed(sock: socket.socket) -> bool:

@@ -8,9 +8,13 @@ killed run is finished exactly by `acquire(..., resume=True)`.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
+import io
 import math
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +33,34 @@ Progress = Callable[[int, int, float], None]
 """progress(shots_done, shots_total, instrument_time_s so far in this session)."""
 
 
+MAX_SWEEP_COUNT = 10**9
+"""More points than this on one axis is certainly a typo (and would not fit anywhere)."""
+
+
 @dataclass(frozen=True)
 class Sweep:
-    """One swept setting: name and values (in the setting's unit)."""
+    """One swept setting: name and values (in the setting's unit).
+
+    A range (``start:stop:count``) keeps only its three numbers until ``values``
+    is asked for, so a typo such as ``count=1e10`` is refused by the pre-flight
+    size check before anything that large is allocated.
+    """
 
     name: str
-    values: tuple[float, ...]
+    listed: tuple[float, ...] = ()
+    span: tuple[float, float, int] | None = None
+    """(start, stop, count) of a range; None for a listed sweep."""
+
+    @property
+    def count(self) -> int:
+        return self.span[2] if self.span is not None else len(self.listed)
+
+    @property
+    def values(self) -> tuple[float, ...]:
+        if self.span is None:
+            return self.listed
+        start, stop, count = self.span
+        return tuple(torch.linspace(start, stop, count, dtype=torch.float64).tolist())
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "values": list(self.values)}
@@ -56,17 +82,20 @@ def parse_sweep(text: str) -> Sweep:
             if len(parts) != 3:
                 raise ValueError("need exactly start:stop:count")
             start, stop, count_f = float(parts[0]), float(parts[1]), float(parts[2])
-            count = int(count_f)
-            if count != count_f or count < 1:
+            if not math.isfinite(count_f) or count_f != int(count_f) or count_f < 1:
                 raise ValueError("count must be a whole number >= 1")
-            values = torch.linspace(start, stop, count, dtype=torch.float64).tolist()
-        else:
-            values = [float(v) for v in spec.split(",")]
+            count = int(count_f)
+            if count > MAX_SWEEP_COUNT:
+                raise ValueError(f"count {count} is more than {MAX_SWEEP_COUNT} points")
+            if not (math.isfinite(start) and math.isfinite(stop)):
+                raise ValueError("values must be finite numbers")
+            return Sweep(name, span=(start, stop, count))
+        values = [float(v) for v in spec.split(",")]
     except ValueError as exc:
         raise UserError(f"--sweep {text!r}: {exc}") from None
     if not all(math.isfinite(v) for v in values):
         raise UserError(f"--sweep {text!r}: values must be finite numbers")
-    return Sweep(name, tuple(values))
+    return Sweep(name, listed=tuple(values))
 
 
 def _check_name(name: str, where: str) -> None:
@@ -100,7 +129,33 @@ def read_inputs_csv(path: str | Path, bounds: SettingBounds | None = None) -> to
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--inputs: file {path} does not exist")
-    with path.open(newline="") as handle:
+    text = read_csv_text(path, "--inputs")
+    try:
+        return _parse_inputs_csv(path, text, bounds)
+    except csv.Error as exc:
+        raise UserError(f"{path}: not a readable CSV file: {exc}") from None
+
+
+def read_csv_text(path: Path, option: str) -> str:
+    """The text of a CSV file as UTF-8 (a byte-order mark is dropped); one-line errors."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{option}: cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise UserError(
+            f"{option}: {path} line {line} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
+            f"offset {exc.start}); save the file as UTF-8 CSV"
+        ) from None
+
+
+def _parse_inputs_csv(path: Path, text: str, bounds: SettingBounds | None) -> torch.Tensor:
+    if "\0" in text:
+        raise UserError(f"{path}: holds NUL bytes; not a text CSV file")
+    with io.StringIO(text, newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None:
@@ -144,6 +199,136 @@ def read_inputs_csv(path: str | Path, bounds: SettingBounds | None = None) -> to
     return torch.tensor(rows, dtype=torch.float64)
 
 
+@dataclass(frozen=True)
+class Preflight:
+    """What a run will take, estimated before anything is allocated or moved."""
+
+    shots: int
+    points: int
+    file_bytes: int
+    memory_bytes: int
+    instrument_time_s: float
+    free_disk_bytes: int | None
+    """Free space where the run file goes (None: not a new file, or unknown)."""
+    available_memory_bytes: int | None
+
+    def describe(self) -> str:
+        disk = "" if self.free_disk_bytes is None else f" (free {_size(self.free_disk_bytes)})"
+        mem = (
+            ""
+            if self.available_memory_bytes is None
+            else f" (available {_size(self.available_memory_bytes)})"
+        )
+        return (
+            f"pre-flight: {self.shots} shots x {self.points} points: file {_size(self.file_bytes)}"
+            f"{disk}, memory about {_size(self.memory_bytes)}{mem}, instrument time about "
+            f"{_duration(self.instrument_time_s)}"
+        )
+
+    def check(self) -> None:
+        """Refuse (UserError, with the numbers) a run that cannot fit on disk or in memory."""
+        if self.free_disk_bytes is not None and self.file_bytes > self.free_disk_bytes:
+            raise UserError(
+                f"the run file would need {_size(self.file_bytes)} ({self.shots} shots x "
+                f"{self.points} points) but only {_size(self.free_disk_bytes)} is free there; "
+                "sweep fewer points or write elsewhere (--out)"
+            )
+        if self.available_memory_bytes is not None and (
+            self.memory_bytes > self.available_memory_bytes
+        ):
+            raise UserError(
+                f"the shot list of {self.shots} shots would need about "
+                f"{_size(self.memory_bytes)} of memory but only "
+                f"{_size(self.available_memory_bytes)} is available; sweep fewer points"
+            )
+
+
+# Bytes per shot in the file besides its trace: settings (3 x 8), two indices (2 x 8),
+# done (1), timestamp and instrument time (2 x 8). Per input: its settings (3 x 8).
+_FILE_BYTES_PER_SHOT = 24 + 16 + 1 + 16
+_FILE_BYTES_PER_INPUT = 24
+_FILE_OVERHEAD_BYTES = 64 * 1024
+# In memory the shot list is built (plan) and then loaded back (run file): twice its
+# settings and indices, plus the sort keys of the inputs while planning.
+_MEMORY_BYTES_PER_SHOT = 2 * (24 + 16) + 1 + 16
+_MEMORY_BYTES_PER_INPUT = 24 + 8 * 12
+
+
+def preflight(
+    n_inputs: int,
+    repeats: int,
+    points: int,
+    *,
+    sweep_time_s: float,
+    bias_s: float,
+    drive_s: float,
+    bias_values: int,
+    out: Path | None,
+) -> Preflight:
+    """Size of the file and of the shot list in memory, and the instrument time, of a run.
+
+    ``out`` is where a new run file goes (its folder's free space is checked);
+    None for a resume (the file is already allocated). Instrument time counts a
+    sweep and a drive settle per shot and a bias settle per bias value.
+    """
+    shots = n_inputs * repeats
+    file_bytes = (
+        shots * (4 * points + _FILE_BYTES_PER_SHOT)
+        + n_inputs * _FILE_BYTES_PER_INPUT
+        + 8 * points
+        + _FILE_OVERHEAD_BYTES
+    )
+    memory_bytes = shots * _MEMORY_BYTES_PER_SHOT + n_inputs * _MEMORY_BYTES_PER_INPUT
+    free = None
+    if out is not None:
+        folder = out.parent if str(out.parent) else Path(".")
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            free = None
+    return Preflight(
+        shots=shots,
+        points=points,
+        file_bytes=file_bytes,
+        memory_bytes=memory_bytes,
+        instrument_time_s=shots * (sweep_time_s + drive_s) + bias_values * bias_s,
+        free_disk_bytes=free,
+        available_memory_bytes=available_memory_bytes(),
+    )
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo (Linux), else free physical pages; None if unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _size(n_bytes: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.3g} {unit}"
+    return f"{int(n_bytes)} B"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:.3g} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.3g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds:.3g} s"
+
+
 def plan_shots(inputs: torch.Tensor, repeats: int, bounds: SettingBounds) -> ShotPlan:
     """Every input x repeat, bias first then frequency then power; repeats back to back."""
     if repeats < 1:
@@ -170,12 +355,18 @@ def acquire(
     chunk_shots: int = 32,
     retries: int = 2,
     progress: Progress | None = None,
+    identity: dict[str, Any] | None = None,
+    allow_bench_change: bool = False,
 ) -> RunFile:
     """Measure every shot not yet done into ``out``; returns the (closed) run file.
 
     ``provenance`` (seed, command line, bench file, ...) joins the reservoir's
-    snapshot in the file. On Ctrl-C the current chunk is dropped, the file is
-    closed valid and resumable, and KeyboardInterrupt propagates.
+    snapshot in the file. ``identity`` (`bench_identity`) is recorded in a new
+    file; a resume on a bench of another identity is refused unless
+    ``allow_bench_change``, and then the change is recorded. On Ctrl-C the
+    current chunk is dropped, the file is closed valid and resumable, and
+    KeyboardInterrupt propagates. A new file that holds no shot when the run
+    stops (any error) is removed.
     """
     if hasattr(reservoir, "keep_traces"):
         reservoir.keep_traces = True  # type: ignore[attr-defined]
@@ -185,8 +376,21 @@ def acquire(
     }
     if resume:
         run = RunFile.open(out, writable=True)
-        _check_resume(run, inputs, repeats)
-        run.add_resume(stamp)
+        try:
+            check_resume(run, inputs, repeats)
+            entry = dict(stamp)
+            if identity is not None:
+                change = check_identity(run, identity, allow_bench_change)
+                entry["bench_identity"] = identity
+                if change:
+                    entry["bench_change"] = change
+            redo = run.check_done_shots()
+            if redo:
+                entry["shots_marked_again"] = redo
+            run.add_resume(entry)
+        except BaseException:
+            run.close()
+            raise
     else:
         if inputs is None:
             raise UserError("give the settings: --inputs settings.csv or --sweep name=a:b:n")
@@ -196,6 +400,7 @@ def acquire(
             "labpgt_version": __version__,
             "repeats": repeats,
             **stamp,
+            "identity": identity,
             "reservoir": reservoir.snapshot(),
         }
         run = RunFile.create(
@@ -207,23 +412,119 @@ def acquire(
         )
     try:
         _measure(run, reservoir, chunk_shots, retries, progress)
-    finally:
-        run.close()
+    except BaseException:
+        with contextlib.suppress(UserError):
+            run.close()  # the first failure is the one to report
+        if not resume and run.shots_done == 0:
+            Path(out).unlink(missing_ok=True)
+        raise
+    run.close()
     return run
 
 
-def _check_resume(run: RunFile, inputs: torch.Tensor | None, repeats: int) -> None:
+IDENTITY_KEYS = ("resources", "families", "idn", "sim", "calibration_sha256")
+"""What makes two benches the same for a resume (``bench`` is only a label)."""
+
+
+def bench_identity(
+    bench_snapshot: dict[str, Any] | None,
+    *,
+    bench_cfg: Any = None,
+    embedded: dict[str, Any] | None = None,
+    calibration_sha256: str | None = None,
+) -> dict[str, Any]:
+    """Who measured: resources, families, each instrument's *IDN?, sim seed, calibration.
+
+    From an opened bench's ``snapshot()`` (full), or from a bench config only
+    (``bench_cfg``; no identities yet, for the check before opening). The
+    embedded bench's resources are ephemeral loopback ports, recorded as
+    "embedded"; its ring (seed, noise) identifies it instead.
+    """
+    roles = ("generator", "analyzer", "supply")
+    ident: dict[str, Any] = {
+        "bench": "embedded virtual bench" if embedded is not None else "bench file",
+        "sim": embedded,
+        "calibration_sha256": calibration_sha256,
+        "idn": None,
+    }
+    if bench_snapshot is not None:
+        ident["resources"] = {
+            r: "embedded" if embedded is not None else bench_snapshot[r]["resource"] for r in roles
+        }
+        ident["families"] = {r: str(bench_snapshot[r]["family"]) for r in roles}
+        ident["idn"] = {
+            r: ",".join(
+                str(bench_snapshot[r]["identity"].get(k, ""))
+                for k in ("vendor", "model", "serial", "firmware")
+            )
+            for r in roles
+        }
+    elif bench_cfg is not None:
+        ident["resources"] = {
+            r: "embedded" if embedded is not None else getattr(bench_cfg, r).resource for r in roles
+        }
+        ident["families"] = {r: getattr(bench_cfg, r).family for r in roles}
+    return ident
+
+
+def identity_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Keys of `IDENTITY_KEYS` that differ (a key unknown in ``current`` is not compared)."""
+    return [
+        key
+        for key in IDENTITY_KEYS
+        if key in current
+        and not (key == "idn" and current[key] is None)
+        and recorded.get(key) != current.get(key)
+    ]
+
+
+def describe_identity(ident: dict[str, Any] | None) -> str:
+    """One line: the bench kind, sim ring, calibration, then per instrument family/IDN/resource."""
+    if not ident:
+        return "no bench identity recorded"
+    parts = [str(ident.get("bench", "bench"))]
+    sim = ident.get("sim")
+    if sim:
+        parts.append(", ".join(f"{k} {v}" for k, v in sim.items()))
+    if ident.get("calibration_sha256"):
+        parts.append(f"calibration sha256 {str(ident['calibration_sha256'])[:12]}")
+    idn = ident.get("idn") or {}
+    for role, family in (ident.get("families") or {}).items():
+        resource = (ident.get("resources") or {}).get(role, "?")
+        who = idn.get(role)
+        parts.append(f"{role} {family}" + (f" [{who}]" if who else "") + f" @ {resource}")
+    return "; ".join(parts)
+
+
+def check_identity(
+    run: RunFile, current: dict[str, Any], allow_change: bool
+) -> dict[str, Any] | None:
+    """Refuse a resume on another bench; with ``allow_change``, return the change to record."""
+    recorded = run.snapshot.get("identity")
+    differs = ["identity"] if not recorded else identity_differences(recorded, current)
+    if not differs:
+        return None
+    if not allow_change:
+        raise UserError(
+            f"--resume: {run.path} was recorded on another bench ({', '.join(differs)} differ): "
+            f"recorded: {describe_identity(recorded)} | now: {describe_identity(current)}; "
+            "resume on the recorded bench, or pass --allow-bench-change to continue on this "
+            "one (the change is recorded in the file)"
+        )
+    return {"from": recorded, "to": current, "differs": differs}
+
+
+def check_resume(run: RunFile, inputs: torch.Tensor | None, repeats: int) -> None:
+    """Refuse a resume with other settings or repeats than the file was created with."""
     stored_repeats = int(run.repeat_index.max()) + 1 if run.repeat_index.numel() else 1
     if inputs is not None and (
         inputs.shape != run.inputs.shape or not torch.equal(inputs, run.inputs)
     ):
-        run.close()
         raise UserError(
             f"--resume: {run.path} was created for other settings ({run.inputs.shape[0]} inputs); "
             "give the same --inputs/--sweep as the first run, or none"
         )
     if repeats != stored_repeats and repeats != 1:
-        run.close()
         raise UserError(f"--resume: {run.path} was created with --repeats {stored_repeats}")
 
 

@@ -8,6 +8,7 @@ more `@register_task` function.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,8 +84,7 @@ def load_csv(path: Path, target: str) -> tuple[np.ndarray, np.ndarray, list[str]
     """Read a CSV with a header; every column but `target` must be numeric."""
     if not path.is_file():
         raise UserError(f"--data: file {path} does not exist")
-    with path.open(newline="") as fh:
-        rows = list(csv.reader(fh))
+    rows = _read_csv_rows(path)
     if len(rows) < 2:
         raise UserError(f"--data: {path} needs a header row and at least one data row")
     header = [h.strip() for h in rows[0]]
@@ -93,6 +93,8 @@ def load_csv(path: Path, target: str) -> tuple[np.ndarray, np.ndarray, list[str]
             f"--target: column {target!r} is not in {path.name}; columns: {', '.join(header)}"
         )
     body = [r for r in rows[1:] if any(c.strip() for c in r)]
+    if not body:
+        raise UserError(f"--data: {path} has a header but no data rows")
     if any(len(r) != len(header) for r in body):
         bad = next(i for i, r in enumerate(body) if len(r) != len(header))
         raise UserError(
@@ -115,6 +117,15 @@ def load_csv(path: Path, target: str) -> tuple[np.ndarray, np.ndarray, list[str]
             "(inputs must be numbers; only the --target column may hold labels)"
         )
     x = np.array([[float(r[i]) for i in feature_cols] for r in body], dtype=np.float64)
+    x = x.reshape(len(body), len(feature_cols))
+    bad_rows, bad_cols = np.nonzero(~np.isfinite(x))
+    if bad_rows.size:
+        row, col = int(bad_rows[0]), int(bad_cols[0])
+        raise UserError(
+            f"--data: {path} data row {row + 1} (line {_line_of(rows, body[row])}), column "
+            f"{header[feature_cols[col]]!r}: {body[row][feature_cols[col]].strip()!r} is not a "
+            f"finite number ({bad_rows.size} such value(s) in the file)"
+        )
     labels = [r[t_col].strip() for r in body]
     classes = sorted(set(labels), key=_label_key)
     if len(classes) < 2:
@@ -122,6 +133,33 @@ def load_csv(path: Path, target: str) -> tuple[np.ndarray, np.ndarray, list[str]
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[v] for v in labels], dtype=np.int64)
     return x, y, classes
+
+
+def _read_csv_rows(path: Path) -> list[list[str]]:
+    """Every row of a UTF-8 CSV (a byte-order mark is dropped); one-line errors otherwise."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"--data: cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise UserError(
+            f"--data: {path} line {line} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
+            f"offset {exc.start}); save the file as UTF-8 CSV"
+        ) from None
+    if "\0" in text:
+        raise UserError(f"--data: {path} holds NUL bytes; not a text CSV file")
+    try:
+        return list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise UserError(f"--data: {path} is not a readable CSV file: {exc}") from None
+
+
+def _line_of(rows: list[list[str]], row: list[str]) -> int:
+    """1-based line of `row` (an element of `rows`, counted as one line each)."""
+    return next(i for i, r in enumerate(rows) if r is row) + 1
 
 
 def _label_key(label: str) -> tuple[int, float | str]:

@@ -356,7 +356,9 @@ def _sim_kwargs(sim: dict) -> dict:
 
 def _check(path: Path, bench: Path | None, tol_mhz: float, tol_db: float, sim: dict) -> None:
     from labpgt.calibration import load_calibration
+    from labpgt.cli.bench import check_calibration_file
 
+    check_calibration_file(path, "--check")
     cal = load_calibration(path)
     with _open_reservoir(bench, features=cal.feature_spec, **_sim_kwargs(sim)) as reservoir:
         try:

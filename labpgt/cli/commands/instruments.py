@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from labpgt.cli.bench import check_utf8
 from labpgt.errors import UserError
 from labpgt.instruments.bench_file import load_bench
 from labpgt.instruments.check import CheckResult, check_bench
@@ -65,6 +66,8 @@ def check(
     bench: Path = typer.Option(..., "--bench", help="Bench file (TOML) to check."),
 ) -> None:
     """Open each instrument; print identity, settings and queued errors. Switches nothing."""
+    if bench.is_file():
+        check_utf8(bench)
     try:
         cfg = load_bench(bench)
         results = check_bench(cfg)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from labpgt.errors import UserError
 from labpgt.reservoir import SETTING_NAMES
-from labpgt.storage import RunFile
+from labpgt.storage import RunFile, write_failure
 
 console = Console()
 
@@ -39,9 +42,14 @@ def _ranges(runs: list[int]) -> str:
     return ", ".join(out[:8]) + (f", ... ({len(out)} ranges)" if len(out) > 8 else "")
 
 
+def _dict(value: object) -> dict:
+    """`value` if it is a dict, else {} (a snapshot written by another version)."""
+    return value if isinstance(value, dict) else {}
+
+
 def summarise(run: RunFile) -> None:
     snap = run.snapshot
-    table = Table(title=str(run.path), show_header=False, title_justify="left")
+    table = Table(title=Text(str(run.path)), show_header=False, title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value")
     table.add_row("shots done", f"{run.shots_done} / {run.shots_total}")
@@ -60,21 +68,26 @@ def summarise(run: RunFile) -> None:
     table.add_row("analyzer axis", f"{f[0] / 1e9:.6g} .. {f[-1] / 1e9:.6g} GHz, {f.size} points")
     times = np.asarray(run.h5["shots/instrument_time_s"][...])
     table.add_row("instrument time", f"{np.nansum(times):.2f} s (shots done)")
-    bench = snap.get("reservoir", {}).get("bench", {})
+    bench = _dict(_dict(snap.get("reservoir")).get("bench"))
     for role in ("generator", "analyzer", "supply"):
-        ident = bench.get(role, {}).get("identity")
+        ident = _dict(_dict(bench.get(role)).get("identity"))
         if ident:
             table.add_row(
                 role,
-                f"{ident.get('vendor')} {ident.get('model')} serial {ident.get('serial')} "
-                f"fw {ident.get('firmware')} ({bench[role].get('resource')})",
+                Text(
+                    f"{ident.get('vendor')} {ident.get('model')} serial {ident.get('serial')} "
+                    f"fw {ident.get('firmware')} ({bench[role].get('resource')})"
+                ),
             )
     for key in ("labpgt_version", "seed", "command_line", "time_utc", "bench_file"):
         if snap.get(key) is not None:
-            table.add_row(key, str(snap[key]))
-    resumes = run.h5.attrs.get("resumes", "[]")
-    if resumes != "[]":
-        table.add_row("resumed", resumes)
+            table.add_row(key, Text(str(snap[key])))
+    resumes = run.resumes
+    if resumes:
+        table.add_row("resumed", Text(json.dumps(resumes)[:2000]))
+    failures = run.h5.attrs.get("shutdown_failures")
+    if failures:
+        table.add_row(Text("SHUTDOWN FAILED", style="bold red"), Text(str(failures)[:2000]))
     todo = run.todo()
     table.add_row("missing shots", "none" if todo.size == 0 else _ranges(todo.tolist()))
     console.print(table)
@@ -155,12 +168,30 @@ def show_command(
     """Summarise an acquisition file and plot its traces as a heat map."""
     if no_plot and plot_path is not None:
         raise UserError("--plot and --no-plot exclude each other: give one")
+    target = None
+    if not no_plot:
+        target = plot_path if plot_path is not None else Path(path).with_suffix(".png")
+        _check_plot_target(target)
     with RunFile.open(path) as run:
         summarise(run)
-        if not no_plot:
-            target = plot_path if plot_path is not None else Path(path).with_suffix(".png")
-            plot(run, target)
-            console.print(f"plot written to {target}")
+        if target is not None:
+            try:
+                plot(run, target)
+            except OSError as exc:
+                raise UserError(f"--plot {target}: cannot write: {write_failure(exc)}") from None
+            except ValueError as exc:
+                raise UserError(f"--plot {target}: {' '.join(str(exc).split())}") from None
+            console.print(Text(f"plot written to {target}"), highlight=False)
+
+
+def _check_plot_target(target: Path) -> None:
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise UserError(f"--plot {target}: folder {folder} does not exist")
+    if target.is_dir():
+        raise UserError(f"--plot {target} is a folder; give a file name such as run.png")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"--plot {target}: cannot write in {folder}: permission denied")
 
 
 def register(app: typer.Typer) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from labpgt.cli.commands.sim import sim_app
 from labpgt.errors import UserError
@@ -76,6 +77,16 @@ def serve(
 
     params = RingParams(noise=False, drift=False) if no_noise else RingParams()
     console = Console()
+    if allow_remote:
+        Console(stderr=True).print(
+            Text(
+                f"WARNING: --allow-remote: the virtual bench servers have NO authentication; "
+                f"anyone who can reach {host} can drive them (and read what they serve). "
+                "Use it only on a trusted network.",
+                style="bold yellow",
+            ),
+            soft_wrap=True,
+        )
     stop = threading.Event()
 
     def _request_stop(signum: int, frame: object) -> None:

@@ -16,7 +16,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from labpgt.cli.bench import check_bench_file, check_calibration_file
 from labpgt.errors import UserError
+from labpgt.storage import write_failure
 from labpgt.training.config import TrainConfig, make_config, parse_options
 from labpgt.training.estimators import ESTIMATORS, method_names
 from labpgt.training.metrics import EpochMetrics
@@ -66,6 +68,10 @@ def run_training(
             f"method {config.method!r} differentiates the ring itself, which is only possible "
             f"with --fast-sim; on {where} use pgt, spsa or boundary"
         )
+    if config.bench is not None:
+        check_bench_file(Path(config.bench))  # one line for a bench file that cannot be used
+    if config.calibration is not None:
+        check_calibration_file(Path(config.calibration))
     task = preflight(config)
     out = Path(config.out)
     if (out / "checkpoint.pt").exists() and not resume and not overwrite:
@@ -292,10 +298,45 @@ def train_command(
         task_opts=parse_options("--task-opt", task_opt),
         out=str(out),
     )
-    result = run_training(config, resume=resume)
-    write_summary(result)
+    from labpgt.instruments.bench import ShutdownError
+
+    try:
+        result = run_training(config, resume=resume)
+        write_summary(result)
+    except ShutdownError as exc:
+        _record_shutdown_failure(out, exc)
+        raise  # reported at length by the entry point, exit 3
+    except OSError as exc:
+        where = exc.filename if exc.filename else f"--out {out}"
+        raise UserError(f"{where}: {write_failure(exc)}") from None
     console.print(summary_table(result))
     console.print(f"run directory: {result.out_dir} ({result.stop_reason})", highlight=False)
+
+
+def _record_shutdown_failure(out: Path, exc: Exception) -> None:
+    """Append the failed shutdown to <out>/shutdown_failures.json (best effort)."""
+    import datetime as _dt
+    import json
+
+    path = out / "shutdown_failures.json"
+    try:
+        records = json.loads(path.read_text()) if path.is_file() else []
+        if not isinstance(records, list):
+            records = []
+    except (OSError, ValueError):
+        records = []
+    records.append(
+        {
+            "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "failures": [f.as_dict() for f in getattr(exc, "failures", [])],
+            "during": None if exc.__cause__ is None else " ".join(str(exc.__cause__).split()),
+        }
+    )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(records, indent=2))
+    except OSError:
+        pass  # the report on screen is what matters; the record is a convenience
 
 
 def register(app: typer.Typer) -> None:
