@@ -54,4 +54,5 @@ def test_an_unknown_preset_is_one_line(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit) as exit_info:
         main(["study", "--preset", "nope"])
     assert exit_info.value.code == 2
-    assert "unknown study preset 'nope'; valid: digits, features, pgt-size, short" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown study preset 'nope'; valid: digits, features, pgt-size, short" in err
