@@ -21,6 +21,7 @@ from labpgt.sim.params import RingParams
 
 from labpgt.embedded import embedded_bench
 from labpgt.errors import UserError
+from labpgt.features import FeatureSpec
 from labpgt.instrument_reservoir import InstrumentReservoir
 
 TRUE_K = RingParams().field_per_current_oe_per_a
@@ -40,9 +41,11 @@ def benches(tmp_path_factory) -> Iterator[dict[str, tuple]]:
     """
     tmp = tmp_path_factory.mktemp("calibration")
     (tmp / "off").mkdir()
-    with embedded_bench(seed=3, hysteresis=False, handle_signals=False) as res:
+    # Hard bins: the grey-box surrogate these tests check draws the drive line into bins.
+    bins = FeatureSpec(kind="bins", bins=32)
+    with embedded_bench(seed=3, hysteresis=False, handle_signals=False, features=bins) as res:
         off = (res, *_calibrate(tmp / "off", res))
-    with embedded_bench(seed=3, hysteresis=True, handle_signals=False) as res:
+    with embedded_bench(seed=3, hysteresis=True, handle_signals=False, features=bins) as res:
         (tmp / "on").mkdir()
         yield {"on": (res, *_calibrate(tmp / "on", res)), "off": off}
 

@@ -94,23 +94,29 @@ def run_training(
         disable=quiet,
     )
     bar = progress.add_task(f"train {config.method}", total=None, info="")
-    last = {"epoch": "-", "acc": "-"}
+    last = {"epoch": "-", "acc": "val acc -"}
 
     def on_step(info: dict[str, float]) -> None:
         progress.update(
             bar,
             advance=1,
-            info=f"epoch {int(info['epoch'])} loss {info['loss']:.3f} test acc {last['acc']} "
+            info=f"epoch {int(info['epoch'])} loss {info['loss']:.3f} {last['acc']} "
             f"queries {int(info['queries'])} instr {info['instrument_time_s']:.1f} s",
         )
 
     def on_epoch(row: EpochMetrics) -> None:
-        last["acc"] = f"{100 * row.test_acc:.1f}%"
+        # Validation figures when there is a validation part; test ones only when measured.
+        parts = [f"train loss {row.train_loss:.3f} acc {100 * row.train_acc:.1f}%"]
+        shown = False
+        for name in ("val", "test"):
+            loss, acc = getattr(row, f"{name}_loss"), getattr(row, f"{name}_acc")
+            if acc == acc:  # not NaN
+                parts.append(f"{name} loss {loss:.3f} acc {100 * acc:.1f}%")
+                if not shown:  # the bar shows validation when there is one
+                    last["acc"], shown = f"{name} acc {100 * acc:.1f}%", True
         if not quiet:
             progress.console.print(
-                f"epoch {row.epoch}: train loss {row.train_loss:.3f} acc "
-                f"{100 * row.train_acc:.1f}% | test loss {row.test_loss:.3f} "
-                f"acc {100 * row.test_acc:.1f}% | {row.queries} queries, "
+                f"epoch {row.epoch}: {' | '.join(parts)} | {row.queries} queries, "
                 f"{row.instrument_time_s:.1f} s instrument, {row.wall_s:.1f} s wall",
                 highlight=False,
             )
