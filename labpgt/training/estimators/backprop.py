@@ -7,6 +7,7 @@ perturbative estimators are compared against.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -28,12 +29,25 @@ class BackpropEstimator(GradientEstimator):
     def _estimate(
         self, model: ReservoirModel, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn
     ) -> tuple[float, torch.Tensor, dict[str, float]]:
-        u, ctx = model.run_upstream(x)
-        raw = model.reservoir.require_backend().differentiable(model.reservoir.settings(u))
-        logits = model.run_downstream(raw, ctx)
-        loss = loss_fn(logits, y)
-        loss.backward()
-        return float(loss.detach()), logits, {}
+        backend = model.reservoir.require_backend()
+        return autograd_step(
+            model, x, y, loss_fn, lambda u: backend.differentiable(model.reservoir.settings(u))
+        )
+
+
+def autograd_step(
+    model: ReservoirModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn,
+    features: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[float, torch.Tensor, dict[str, float]]:
+    """One exact-gradient step: raw features = features(u) with autograd, loss, backward."""
+    u, ctx = model.run_upstream(x)
+    logits = model.run_downstream(features(u), ctx)
+    loss = loss_fn(logits, y)
+    loss.backward()
+    return float(loss.detach()), logits, {}
 
 
 def true_gradient(

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from labpgt.training.estimators.backprop import autograd_step
 from labpgt.training.estimators.base import (
     EstimatorContext,
     GradientEstimator,
@@ -63,9 +64,4 @@ class DigitalEstimator(GradientEstimator):
     def _estimate(
         self, model: ReservoirModel, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn
     ) -> tuple[float, torch.Tensor, dict[str, float]]:
-        u, ctx = model.run_upstream(x)
-        raw = model.reservoir.digital_features(u)
-        logits = model.run_downstream(raw, ctx)
-        loss = loss_fn(logits, y)
-        loss.backward()
-        return float(loss.detach()), logits, {}
+        return autograd_step(model, x, y, loss_fn, model.reservoir.digital_features)
