@@ -31,8 +31,11 @@ from labpgt.training.build import (
 from labpgt.training.checkpoint import (
     CHECKPOINT_NAME,
     capture_rng,
+    check_same_run,
     load_checkpoint,
+    load_model_state,
     restore_rng,
+    run_metadata,
     save_checkpoint,
 )
 from labpgt.training.config import TrainConfig
@@ -60,6 +63,24 @@ class TrainHooks:
     on_note: Callable[[str], None] = lambda text: None
 
 
+def chain_hooks(all_hooks: list[TrainHooks]) -> TrainHooks:
+    """One `TrainHooks` that calls each of `all_hooks` in turn (progress bar, TensorBoard...)."""
+
+    def fan(name: str) -> Callable[..., None]:
+        def call(*args: Any) -> None:
+            for h in all_hooks:
+                getattr(h, name)(*args)
+
+        return call
+
+    return TrainHooks(
+        on_start=fan("on_start"),
+        on_step=fan("on_step"),
+        on_epoch=fan("on_epoch"),
+        on_note=fan("on_note"),
+    )
+
+
 @dataclass
 class RunResult:
     config: TrainConfig
@@ -71,6 +92,17 @@ class RunResult:
     selected: EpochMetrics
     """The epoch chosen on validation, with its test figures (the run's reported result)."""
     files: list[Path] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float:
+        """Test accuracy of the epoch chosen on validation (the run's reported figure)."""
+        return float(self.selected.test_acc)
+
+    @property
+    def best_path(self) -> Path:
+        """The chosen model's file (`labpgt.load` reads it); checkpoint.pt for readout runs."""
+        best = self.out_dir / BEST_NAME
+        return best if best.is_file() else self.out_dir / CHECKPOINT_NAME
 
 
 @dataclass
@@ -172,9 +204,9 @@ def task_for(config: TrainConfig) -> Task:
     )
 
 
-def preflight(config: TrainConfig) -> Task:
+def preflight(config: TrainConfig, task: Task | None = None) -> Task:
     """Every check that needs no instrument: names, data, budget. Returns the task."""
-    task = task_for(config)
+    task = task if task is not None else task_for(config)
     if config.method != "readout":
         est = make_estimator(
             config.method, config.estimator, seed=config.seed, extra=dict(config.method_opts)
@@ -222,6 +254,7 @@ def train(
     counters = _Counters()
     ckpt_path = out / CHECKPOINT_NAME
     out.mkdir(parents=True, exist_ok=True)
+    meta = run_metadata(config, task, backend.reservoir)
     if resume:
         state = load_checkpoint(ckpt_path)
         if state.get("format") != CHECKPOINT_FORMAT:
@@ -230,7 +263,8 @@ def train(
                 f"{state.get('format')}, this version reads {CHECKPOINT_FORMAT}); start a new run"
             )
         _check_resume_config(state["config"], config)
-        model.load_state_dict(state["model"])
+        check_same_run(ckpt_path, state, meta, action="--resume")
+        load_model_state(model, state["model"], ckpt_path)
         optimizer.load_state_dict(state["optimizer"])
         if est is not None:
             est.load_state_dict(state["estimator"])
@@ -279,6 +313,7 @@ def train(
             batches,
             baseline,
             best,
+            meta,
         )
     stop = "readout only" if est is None else "epochs done"
     if est is not None:
@@ -298,6 +333,7 @@ def train(
             start_epoch,
             ckpt_path,
             hooks,
+            meta,
         )
     selected = _select(config, model, task, metrics, best, backend, counters)
     write_csv(out / "metrics.csv", metrics)
@@ -325,6 +361,7 @@ def _loop(
     start_epoch: int,
     ckpt_path: Path,
     hooks: TrainHooks,
+    meta: dict[str, Any],
 ) -> str:
     n = task.x_train.shape[0]
     steps_per_epoch = -(-n // config.batch_size)
@@ -382,7 +419,7 @@ def _loop(
         if _better(row, best):
             best.clear()
             best.update(_best_state(row, model))
-            save_checkpoint(ckpt_path.parent / BEST_NAME, _best_file(config, best))
+            save_checkpoint(ckpt_path.parent / BEST_NAME, _best_file(config, best, meta))
         _save(
             ckpt_path,
             config,
@@ -397,6 +434,7 @@ def _loop(
             batches,
             baseline,
             best,
+            meta,
         )
         write_csv(ckpt_path.parent / "metrics.csv", metrics)
         write_batches_csv(ckpt_path.parent / "batches.csv", batches)
@@ -454,8 +492,9 @@ def _best_state(row: EpochMetrics, model: ReservoirModel) -> dict[str, Any]:
     }
 
 
-def _best_file(config: TrainConfig, best: dict[str, Any]) -> dict[str, Any]:
+def _best_file(config: TrainConfig, best: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     return {
+        **meta,
         "format": CHECKPOINT_FORMAT,
         "config": config.model_dump(mode="json"),
         "epoch": best["epoch"],
@@ -504,10 +543,12 @@ def _save(
     batches: list[list[float]],
     baseline: ReadoutResult,
     best: dict[str, Any],
+    meta: dict[str, Any],
 ) -> None:
     save_checkpoint(
         path,
         {
+            **meta,
             "format": CHECKPOINT_FORMAT,
             "config": config.model_dump(mode="json"),
             "epoch": epoch,

@@ -21,8 +21,8 @@ from labpgt.training.config import TrainConfig, make_config, parse_options
 from labpgt.training.estimators import ESTIMATORS, method_names
 from labpgt.training.metrics import EpochMetrics
 from labpgt.training.models import MODELS
-from labpgt.training.tasks import TASKS
-from labpgt.training.trainer import RunResult, TrainHooks
+from labpgt.training.tasks import TASKS, Task
+from labpgt.training.trainer import RunResult, TrainHooks, chain_hooks
 
 console = Console()
 
@@ -38,13 +38,23 @@ RUN_FILES = (
 
 
 def run_training(
-    config: TrainConfig, *, resume: bool, overwrite: bool = False, quiet: bool = False
+    config: TrainConfig,
+    *,
+    resume: bool,
+    overwrite: bool = False,
+    quiet: bool = False,
+    task: Task | None = None,
+    extra_hooks: list[TrainHooks] | None = None,
 ) -> RunResult:
-    """Validate names, open the bench (or simulation), train with a progress bar."""
+    """Validate names, open the bench (or simulation), train with a progress bar.
+
+    `task` replaces the configured one (the Python API's in-memory arrays); `extra_hooks`
+    are called beside the progress bar's.
+    """
     from labpgt.training.environment import open_backend
     from labpgt.training.trainer import preflight, train
 
-    if config.data is None and config.task not in TASKS:
+    if task is None and config.data is None and config.task not in TASKS:
         raise UserError(
             f"unknown task {config.task!r}; valid tasks: {', '.join(sorted(TASKS))} "
             "(or --data file.csv --target COLUMN)"
@@ -66,7 +76,7 @@ def run_training(
             f"method {config.method!r} differentiates the ring itself, which is only possible "
             f"with --fast-sim; on {where} use pgt, spsa or boundary"
         )
-    task = preflight(config)
+    task = preflight(config, task)
     out = Path(config.out)
     if (out / "checkpoint.pt").exists() and not resume and not overwrite:
         raise UserError(
@@ -115,6 +125,8 @@ def run_training(
         on_epoch=on_epoch,
         on_note=lambda text: None if quiet else progress.console.print(f"[dim]{text}[/dim]"),
     )
+    if extra_hooks:
+        hooks = chain_hooks([hooks, *extra_hooks])
     with progress, open_backend(config) as backend:
         result = train(config, backend, resume=resume, hooks=hooks, task=task)
     return result
