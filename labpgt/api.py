@@ -182,14 +182,18 @@ class Trainer:
             self.task = _task_from_arrays(data, self.config)
         self.hooks = list(hooks or [])
 
-    def fit(self, *, resume: bool = False, quiet: bool = True) -> RunResult:
-        """Train (resume: continue the run in ``out``); returns the run's result."""
+    def fit(
+        self, *, resume: bool = False, resume_from: str | Path | None = None, quiet: bool = True
+    ) -> RunResult:
+        """Train; `resume` continues the run in ``out`` (from `resume_from` if given:
+        any checkpoint file of the run, e.g. a within-epoch one)."""
         from labpgt.cli.commands.train import run_training, write_summary
 
         result = run_training(
             self.config,
-            resume=resume,
-            overwrite=not resume,
+            resume=resume or resume_from is not None,
+            overwrite=not (resume or resume_from is not None),
+            resume_from=None if resume_from is None else Path(resume_from),
             quiet=quiet,
             task=self.task,
             extra_hooks=self.hooks,

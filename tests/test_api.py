@@ -136,3 +136,31 @@ def test_checkpoint_from_another_bench_or_model_is_refused(tmp_path: Path) -> No
     torch.save(best, out / "best.pt")
     with pytest.raises(UserError, match="written by another labpgt version"):
         labpgt.load(out)
+
+
+def test_within_epoch_checkpoints_resume_bit_identically(tmp_path: Path) -> None:
+    """--checkpoint-every-min writes checkpoints inside epochs; resuming from one of them
+    (noise and drift on: the ring's state travels too) ends exactly like the straight run."""
+    import shutil
+
+    ref, again = tmp_path / "ref", tmp_path / "again"
+    opts = {"epochs": 2, "seed": 1, "checkpoint_every_min": 0.03, **TINY}
+    labpgt.train("dense", "iris", reservoir="sim", out=ref, **opts)
+    steps = sorted(ref.glob("checkpoint-step*.pt"))
+    assert len(steps) >= 2, steps
+    within = [p for p in steps if torch.load(p, weights_only=True)["partial"] is not None]
+    assert within == steps
+    shutil.copytree(ref, again)
+    for name in ("checkpoint.pt", "best.pt", "metrics.csv", "batches.csv"):
+        (again / name).unlink()
+    pick = again / steps[len(steps) // 2].name
+    assert torch.load(pick, weights_only=True)["partial"]["next_start"] > 0
+    trainer = labpgt.Trainer("dense", "iris", reservoir="sim", out=again, **opts)
+    trainer.fit(resume_from=pick)
+    a = torch.load(ref / "checkpoint.pt", weights_only=True)
+    b = torch.load(again / "checkpoint.pt", weights_only=True)
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert a["counters"]["queries"] == b["counters"]["queries"]
+    assert [m["test_loss"] for m in a["metrics"]] == [m["test_loss"] for m in b["metrics"]]
+    assert (ref / "batches.csv").read_text() == (again / "batches.csv").read_text()

@@ -222,8 +222,13 @@ def train(
     resume: bool,
     hooks: TrainHooks,
     task: Task | None = None,
+    resume_from: Path | None = None,
 ) -> RunResult:
-    """Train (or, for method 'readout', only fit the baseline); write the run directory."""
+    """Train (or, for method 'readout', only fit the baseline); write the run directory.
+
+    `resume_from` (with `resume`) continues from that checkpoint file instead of
+    the run's last one: an epoch-end or a within-epoch (--checkpoint-every-min) one.
+    """
     out = Path(config.out)
     task = task if task is not None else task_for(config)
     _seed_all(config.seed)
@@ -255,16 +260,19 @@ def train(
     ckpt_path = out / CHECKPOINT_NAME
     out.mkdir(parents=True, exist_ok=True)
     meta = run_metadata(config, task, backend.reservoir)
+    partial: dict[str, Any] | None = None
     if resume:
-        state = load_checkpoint(ckpt_path)
+        src = Path(resume_from) if resume_from is not None else ckpt_path
+        state = load_checkpoint(src)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise UserError(
-                f"--resume: {ckpt_path} was written by another labpgt version (checkpoint format "
+                f"--resume: {src} was written by another labpgt version (checkpoint format "
                 f"{state.get('format')}, this version reads {CHECKPOINT_FORMAT}); start a new run"
             )
         _check_resume_config(state["config"], config)
-        check_same_run(ckpt_path, state, meta, action="--resume")
-        load_model_state(model, state["model"], ckpt_path)
+        check_same_run(src, state, meta, action="--resume")
+        load_model_state(model, state["model"], src)
+        partial = state.get("partial")
         optimizer.load_state_dict(state["optimizer"])
         if est is not None:
             est.load_state_dict(state["estimator"])
@@ -277,7 +285,8 @@ def train(
         baseline = ReadoutResult(**state["baseline"])
         best = dict(state["best"])
         start_epoch = int(state["epoch"])
-        hooks.on_note(f"resumed from {ckpt_path} after epoch {start_epoch}")
+        within = f", step {counters.steps}" if partial is not None else ""
+        hooks.on_note(f"resumed from {src} after epoch {start_epoch}{within}")
     else:
         (out / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
         t0_wall, t0_inst = time.perf_counter(), backend.instrument_time_s
@@ -334,6 +343,7 @@ def train(
             ckpt_path,
             hooks,
             meta,
+            partial,
         )
     selected = _select(config, model, task, metrics, best, backend, counters)
     write_csv(out / "metrics.csv", metrics)
@@ -362,6 +372,7 @@ def _loop(
     ckpt_path: Path,
     hooks: TrainHooks,
     meta: dict[str, Any],
+    partial: dict[str, Any] | None = None,
 ) -> str:
     n = task.x_train.shape[0]
     steps_per_epoch = -(-n // config.batch_size)
@@ -371,12 +382,23 @@ def _loop(
         full_cost = check_budget(config, est)
         total = min(total, config.max_queries // full_cost)
     hooks.on_start(total, counters.steps)
+    every_s = None if config.checkpoint_every_min is None else 60.0 * config.checkpoint_every_min
     for epoch in range(start_epoch + 1, epochs + 1):
         t0_wall, t0_inst = time.perf_counter(), backend.instrument_time_s
-        perm = torch.randperm(n, generator=data_gen)
-        losses, accs, sizes = [], [], []
+        first = 0
+        if partial is not None:  # a within-epoch checkpoint: continue this epoch where it was
+            perm, first = partial["perm"], int(partial["next_start"])
+            losses, accs, sizes = (list(partial[k]) for k in ("losses", "accs", "sizes"))
+            t0_wall -= float(partial["wall_in_epoch_s"])
+            t0_inst -= float(partial["instrument_in_epoch_s"])
+            last_ckpt_s = float(partial["last_checkpoint_instrument_s"])
+            partial = None
+        else:
+            perm = torch.randperm(n, generator=data_gen)
+            losses, accs, sizes = [], [], []
+            last_ckpt_s = counters.instrument_time_s
         budget_hit = False
-        for start in range(0, n, config.batch_size):
+        for start in range(first, n, config.batch_size):
             idx = perm[start : start + config.batch_size]
             cost = est.queries_per_step(len(idx), config.channels, len(config.driven))
             if config.max_queries is not None and counters.queries + cost > config.max_queries:
@@ -404,6 +426,35 @@ def _loop(
                     - t0_inst,
                 }
             )
+            inst_s = counters.instrument_time_s + backend.instrument_time_s - t0_inst
+            if every_s is not None and inst_s - last_ckpt_s >= every_s and start + len(idx) < n:
+                last_ckpt_s = inst_s
+                _save(
+                    ckpt_path.parent / f"checkpoint-step{counters.steps:06d}.pt",
+                    config,
+                    epoch - 1,
+                    model,
+                    optimizer,
+                    est,
+                    data_gen,
+                    backend,
+                    counters,
+                    metrics,
+                    batches,
+                    baseline,
+                    best,
+                    meta,
+                    partial={
+                        "perm": perm,
+                        "next_start": start + len(idx),
+                        "losses": list(losses),
+                        "accs": list(accs),
+                        "sizes": list(sizes),
+                        "wall_in_epoch_s": time.perf_counter() - t0_wall,
+                        "instrument_in_epoch_s": backend.instrument_time_s - t0_inst,
+                        "last_checkpoint_instrument_s": last_ckpt_s,
+                    },
+                )
         if not sizes:
             return "query budget reached"
         w = torch.tensor(sizes, dtype=torch.float64)
@@ -544,11 +595,15 @@ def _save(
     baseline: ReadoutResult,
     best: dict[str, Any],
     meta: dict[str, Any],
+    partial: dict[str, Any] | None = None,
 ) -> None:
+    """`partial` (within-epoch checkpoints only): the epoch's data order, position and
+    running figures; `epoch` is then the last completed one."""
     save_checkpoint(
         path,
         {
             **meta,
+            "partial": partial,
             "format": CHECKPOINT_FORMAT,
             "config": config.model_dump(mode="json"),
             "epoch": epoch,

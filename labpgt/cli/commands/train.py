@@ -45,6 +45,7 @@ def run_training(
     quiet: bool = False,
     task: Task | None = None,
     extra_hooks: list[TrainHooks] | None = None,
+    resume_from: Path | None = None,
 ) -> RunResult:
     """Validate names, open the bench (or simulation), train with a progress bar.
 
@@ -85,6 +86,8 @@ def run_training(
     if overwrite and not resume and out.exists():
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
+        for path in out.glob("checkpoint-step*.pt"):
+            path.unlink()
 
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -128,7 +131,9 @@ def run_training(
     if extra_hooks:
         hooks = chain_hooks([hooks, *extra_hooks])
     with progress, open_backend(config) as backend:
-        result = train(config, backend, resume=resume, hooks=hooks, task=task)
+        result = train(
+            config, backend, resume=resume, hooks=hooks, task=task, resume_from=resume_from
+        )
     return result
 
 
@@ -257,6 +262,12 @@ def train_command(
     ),
     out: Path = typer.Option(Path("runs/train"), help="Run directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    checkpoint_every_min: float | None = typer.Option(
+        None, help="Also checkpoint within epochs every this many minutes of instrument time."
+    ),
+    resume_from: Path | None = typer.Option(
+        None, help="Continue the run in --out from this checkpoint file (implies --resume)."
+    ),
 ) -> None:
     """Train a network with the magnonic ring in the loop (perturbative gradients)."""
     config = make_config(
@@ -303,8 +314,9 @@ def train_command(
         model_opts=parse_options("--model-opt", model_opt),
         task_opts=parse_options("--task-opt", task_opt),
         out=str(out),
+        checkpoint_every_min=checkpoint_every_min,
     )
-    result = run_training(config, resume=resume)
+    result = run_training(config, resume=resume or resume_from is not None, resume_from=resume_from)
     write_summary(result)
     console.print(summary_table(result))
     console.print(f"run directory: {result.out_dir} ({result.stop_reason})", highlight=False)
