@@ -141,8 +141,8 @@ class Trainer:
     """One configured run: ``Trainer(...).fit()`` (`train` is the one-call form).
 
     `config` is the `TrainConfig` (every ``labpgt train`` flag as a field); `task`
-    the in-memory data set when one was given as arrays; `hooks` extra `TrainHooks`
-    (e.g. `labpgt.training.tensorboard`).
+    the in-memory data set when one was given as arrays; `hooks` extra `TrainHooks`;
+    `tensorboard` a folder for TensorBoard scalars (`labpgt.training.tensorboard`).
     """
 
     def __init__(
@@ -154,6 +154,7 @@ class Trainer:
         reservoir: str | Path = "embedded",
         out: str | Path | None = None,
         hooks: list[TrainHooks] | None = None,
+        tensorboard: str | Path | None = None,
         **options: Any,
     ) -> None:
         fields: dict[str, Any] = {"model": _builder_name(model), "method": method}
@@ -181,6 +182,7 @@ class Trainer:
         if isinstance(data, tuple):
             self.task = _task_from_arrays(data, self.config)
         self.hooks = list(hooks or [])
+        self.tensorboard = None if tensorboard is None else Path(tensorboard)
 
     def fit(
         self, *, resume: bool = False, resume_from: str | Path | None = None, quiet: bool = True
@@ -189,15 +191,25 @@ class Trainer:
         any checkpoint file of the run, e.g. a within-epoch one)."""
         from labpgt.cli.commands.train import run_training, write_summary
 
-        result = run_training(
-            self.config,
-            resume=resume or resume_from is not None,
-            overwrite=not (resume or resume_from is not None),
-            resume_from=None if resume_from is None else Path(resume_from),
-            quiet=quiet,
-            task=self.task,
-            extra_hooks=self.hooks,
-        )
+        hooks, log = list(self.hooks), None
+        if self.tensorboard is not None:
+            from labpgt.training.tensorboard import TensorBoardLog
+
+            log = TensorBoardLog(self.tensorboard)
+            hooks.append(log.hooks)
+        try:
+            result = run_training(
+                self.config,
+                resume=resume or resume_from is not None,
+                overwrite=not (resume or resume_from is not None),
+                resume_from=None if resume_from is None else Path(resume_from),
+                quiet=quiet,
+                task=self.task,
+                extra_hooks=hooks,
+            )
+        finally:
+            if log is not None:
+                log.close()
         write_summary(result)
         return result
 

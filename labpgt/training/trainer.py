@@ -61,6 +61,9 @@ class TrainHooks:
     on_step: Callable[[dict[str, float]], None] = lambda info: None
     on_epoch: Callable[[EpochMetrics], None] = lambda row: None
     on_note: Callable[[str], None] = lambda text: None
+    on_gradient: Callable[..., None] = lambda model, x, y, step: None
+    """After each estimate, before the optimizer steps: (model with .grad filled, batch x,
+    batch y, 1-based step). It must not change the model or measure through the scheduler."""
 
 
 def chain_hooks(all_hooks: list[TrainHooks]) -> TrainHooks:
@@ -78,6 +81,7 @@ def chain_hooks(all_hooks: list[TrainHooks]) -> TrainHooks:
         on_step=fan("on_step"),
         on_epoch=fan("on_epoch"),
         on_note=fan("on_note"),
+        on_gradient=fan("on_gradient"),
     )
 
 
@@ -406,6 +410,7 @@ def _loop(
                 break
             x, y = task.x_train[idx], task.y_train[idx]
             result = est.estimate(model, x, y, _loss)
+            hooks.on_gradient(model, x, y, counters.steps + 1)
             _schedule_lr(config, optimizer, counters.steps, total)
             est.before_step(optimizer)
             optimizer.step()

@@ -268,6 +268,9 @@ def train_command(
     resume_from: Path | None = typer.Option(
         None, help="Continue the run in --out from this checkpoint file (implies --resume)."
     ),
+    tensorboard: Path | None = typer.Option(
+        None, help="Also log to TensorBoard in this folder (needs labpgt[tensorboard])."
+    ),
 ) -> None:
     """Train a network with the magnonic ring in the loop (perturbative gradients)."""
     config = make_config(
@@ -316,7 +319,21 @@ def train_command(
         out=str(out),
         checkpoint_every_min=checkpoint_every_min,
     )
-    result = run_training(config, resume=resume or resume_from is not None, resume_from=resume_from)
+    log = None
+    if tensorboard is not None:
+        from labpgt.training.tensorboard import TensorBoardLog
+
+        log = TensorBoardLog(tensorboard)
+    try:
+        result = run_training(
+            config,
+            resume=resume or resume_from is not None,
+            resume_from=resume_from,
+            extra_hooks=None if log is None else [log.hooks],
+        )
+    finally:
+        if log is not None:
+            log.close()
     write_summary(result)
     console.print(summary_table(result))
     console.print(f"run directory: {result.out_dir} ({result.stop_reason})", highlight=False)
