@@ -236,18 +236,20 @@ def train(
 def load(path: str | Path, *, reservoir: str | Path | None = None) -> ReservoirModel:
     """A trained model ready to predict, from a run directory or a checkpoint file.
 
-    A directory gives its best.pt (the epoch chosen on validation), else its
-    checkpoint.pt. `reservoir` attaches it to 'sim', 'embedded' or a bench file
-    (default: where it was trained). ``model.classify(x)`` takes inputs in the
-    data's own units; ``model.predict(x)`` standardised ones; ``model.close()``
-    leaves a bench safe.
+    A directory gives the epoch chosen on validation (its best.pt, or the copy of
+    that epoch in checkpoint.pt when no later epoch beat epoch 0); a checkpoint
+    file gives the parameters it was saved with. `reservoir` attaches it to
+    'sim', 'embedded' or a bench file (default: where it was trained).
+    ``model.classify(x)`` takes inputs in the data's own units,
+    ``model.predict(x)`` standardised ones; ``model.close()`` leaves a bench safe.
     """
     from labpgt.training.build import build_model_for
     from labpgt.training.checkpoint import check_same_run, load_checkpoint, load_model_state
     from labpgt.training.trainer import CHECKPOINT_FORMAT
 
     file = Path(path)
-    if file.is_dir():
+    from_dir = file.is_dir()
+    if from_dir:
         file = file / BEST_NAME if (file / BEST_NAME).is_file() else file / CHECKPOINT_NAME
     if not file.is_file():
         raise UserError(f"load: no checkpoint at {file}")
@@ -278,7 +280,10 @@ def load(path: str | Path, *, reservoir: str | Path | None = None) -> ReservoirM
         shape = SimpleNamespace(input_dim=meta["input_dim"], num_classes=meta["num_classes"])
         torch.manual_seed(config.seed)
         model = build_model_for(config, shape, backend)  # type: ignore[arg-type]
-        load_model_state(model, state["model"], file)
+        weights = state["model"]
+        if from_dir and file.name == CHECKPOINT_NAME and "model" in state.get("best", {}):
+            weights = state["best"]["model"]  # no best.pt: the chosen epoch is in the checkpoint
+        load_model_state(model, weights, file)
     except BaseException:
         backend.close()
         raise

@@ -164,3 +164,14 @@ def test_within_epoch_checkpoints_resume_bit_identically(tmp_path: Path) -> None
     assert a["counters"]["queries"] == b["counters"]["queries"]
     assert [m["test_loss"] for m in a["metrics"]] == [m["test_loss"] for m in b["metrics"]]
     assert (ref / "batches.csv").read_text() == (again / "batches.csv").read_text()
+
+
+def test_load_of_a_run_without_best_pt_gives_the_chosen_epoch(tmp_path: Path) -> None:
+    """A readout-only run has no best.pt; its chosen epoch 0 comes from checkpoint.pt."""
+    opts = {"seed": 5, "noise": False, "drift": False, "readout_init": "ridge", **TINY}
+    result = labpgt.train("dense", "iris", method="readout", reservoir="sim", out=tmp_path, **opts)
+    assert not (tmp_path / "best.pt").exists() and result.best_path.name == "checkpoint.pt"
+    model = labpgt.load(tmp_path)
+    task = load_task("iris", seed=5, val_fraction=0.15)
+    hits = (model.predict(task.x_test).argmax(1) == task.y_test).float().mean().item()
+    assert hits == pytest.approx(result.accuracy)

@@ -40,7 +40,7 @@ def test_minimal_script_is_short_and_matches_the_cli(tmp_path: Path) -> None:
     acc = float(re.search(r"test accuracy ([0-9.]+)", out).group(1))
     assert "['setosa', 'virginica']" in out
     main(
-        ["train", "--task", "iris", "--fast-sim", "--epochs", "2", "--seed", "0"]
+        ["train", "--task", "iris", "--fast-sim", "--epochs", "1", "--seed", "0"]
         + ["--out", str(tmp_path / "cli")]
     )
     cli = json.loads((tmp_path / "cli" / "summary.json").read_text())

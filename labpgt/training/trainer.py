@@ -104,7 +104,7 @@ class RunResult:
 
     @property
     def best_path(self) -> Path:
-        """The chosen model's file (`labpgt.load` reads it); checkpoint.pt for readout runs."""
+        """best.pt, else checkpoint.pt (which then holds the chosen epoch 0 under "best")."""
         best = self.out_dir / BEST_NAME
         return best if best.is_file() else self.out_dir / CHECKPOINT_NAME
 

@@ -86,8 +86,8 @@ def run_training(
     if overwrite and not resume and out.exists():
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
-        for path in out.glob("checkpoint-step*.pt"):
-            path.unlink()
+        for path in [*out.glob("checkpoint-step*.pt"), out / "best.pt"]:
+            path.unlink(missing_ok=True)
 
     progress = Progress(
         TextColumn("[bold]{task.description}"),
