@@ -67,10 +67,11 @@ def test_layer_forward_trains_inside_a_plain_torch_model() -> None:
         assert ring.queries > 0
 
 
-def test_model_forward_backward_equals_the_boundary_estimator() -> None:
-    """DenseReservoirModel's ordinary forward + backward fills the same .grad as the
+@pytest.mark.parametrize("model_name", ["dense", "transformer"])
+def test_model_forward_backward_equals_the_boundary_estimator(model_name: str) -> None:
+    """A shipped model's ordinary forward + backward fills the same .grad as the
     trainer's boundary estimator (coordinate directions; noise and drift off)."""
-    config = make_config(fast_sim=True, noise=False, drift=False, seed=2, **TINY)
+    config = make_config(fast_sim=True, noise=False, drift=False, seed=2, model=model_name, **TINY)
     task = load_task("iris", seed=2)
     x, y = task.x_train[:16], task.y_train[:16]
     with open_backend(config) as backend:
@@ -135,6 +136,11 @@ def test_checkpoint_from_another_bench_or_model_is_refused(tmp_path: Path) -> No
     best["format"] = 1
     torch.save(best, out / "best.pt")
     with pytest.raises(UserError, match="written by another labpgt version"):
+        labpgt.load(out)
+    best["format"], best["config"]["hidden"] = 2, TINY["hidden"]
+    del best["provenance"]
+    torch.save(best, out / "best.pt")
+    with pytest.raises(UserError, match=r"older labpgt \(no provenance recorded\)"):
         labpgt.load(out)
 
 

@@ -163,6 +163,11 @@ def run_metadata(config: Any, task: Any, reservoir: Any) -> dict[str, Any]:
 def check_same_run(path: Path, saved: dict[str, Any], now: dict[str, Any], *, action: str) -> None:
     """Refuse (one line) a checkpoint from another labpgt version, bench or calibration."""
     a, b = saved.get("provenance") or {}, now.get("provenance") or {}
+    if not a:
+        raise UserError(
+            f"{action}: {path} was written by an older labpgt (no provenance recorded); "
+            f"this is labpgt {b.get('labpgt_version')}"
+        )
     if a.get("labpgt_version") != b.get("labpgt_version"):
         raise UserError(
             f"{action}: {path} was written by labpgt {a.get('labpgt_version')} "
