@@ -89,7 +89,9 @@ def test_model_forward_backward_equals_the_boundary_estimator(model_name: str) -
 
 def test_train_matches_the_cli_and_load_predicts(tmp_path: Path) -> None:
     opts = {"epochs": 1, "seed": 4, "noise": False, "drift": False, **TINY}
-    result = labpgt.train("dense", "iris", method="boundary", reservoir="sim", **opts)
+    result = labpgt.train(
+        "dense", "iris", method="boundary", reservoir="sim", out=tmp_path / "api", **opts
+    )
     argv = ["train", "--task", "iris", "--fast-sim", "--epochs", "1", "--seed", "4"]
     argv += ["--no-noise", "--no-drift", *TINY_ARGS, "--out", str(tmp_path / "cli")]
     main(argv)  # returns on success (a failure exits non-zero)

@@ -18,7 +18,8 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def _run(*args: str, cwd: Path) -> str:
-    env = {**os.environ, "COLUMNS": "200"}
+    # TMPDIR: the run directories the scripts create by default land in the test's folder.
+    env = {**os.environ, "COLUMNS": "200", "TMPDIR": str(cwd)}
     run = subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
     )
