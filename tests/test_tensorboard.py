@@ -25,7 +25,7 @@ def _scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def test_tensorboard_logs_the_run_and_leaves_it_unchanged(tmp_path: Path) -> None:
-    opts = {"epochs": 2, "seed": 3, **TINY}
+    opts = {"epochs": 1, "seed": 3, **TINY}
     plain = labpgt.train("dense", "iris", reservoir="sim", out=tmp_path / "plain", **opts)
     logged = labpgt.train(
         "dense", "iris", reservoir="sim", out=tmp_path / "tb", tensorboard=tmp_path / "log", **opts
