@@ -12,10 +12,11 @@ import json
 import math
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from labpgt.instruments.errors import BenchConfigError
 from labpgt.instruments.limits import Limits
+from labpgt.instruments.plugins import family_validator
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 ROLES: tuple[str, ...] = ("generator", "analyzer", "supply")
@@ -29,7 +30,10 @@ class GeneratorConfig(BaseModel):
     resource: str = Field(
         min_length=1, description="VISA resource, e.g. TCPIP::host::5025::SOCKET."
     )
-    family: Literal["keysight_mxg", "rs_smb"] = Field("keysight_mxg", description="Command family.")
+    family: str = Field(
+        "keysight_mxg", description="Command family: keysight_mxg, rs_smb, a plugin's."
+    )
+    _family = family_validator("generator")
     timeout_s: float = Field(5.0, gt=0, le=600, description="Per-query timeout, s.")
     compound_messages: bool | None = Field(
         None,
@@ -43,7 +47,8 @@ class AnalyzerConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     resource: str = Field(min_length=1, description="VISA resource of the spectrum analyzer.")
-    family: Literal["keysight_x", "rs_fsx"] = Field("keysight_x", description="Command family.")
+    family: str = Field("keysight_x", description="Command family: keysight_x, rs_fsx, a plugin's.")
+    _family = family_validator("analyzer")
     timeout_s: float = Field(
         10.0, gt=0, le=600, description="Per-query timeout, s (sweeps add the sweep time)."
     )
@@ -59,9 +64,10 @@ class SupplyConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     resource: str = Field(min_length=1, description="VISA resource (TCPIP socket or ASRL serial).")
-    family: Literal["kepco_bop", "keysight_e36xx"] = Field(
-        "kepco_bop", description="Command family."
+    family: str = Field(
+        "kepco_bop", description="Command family: kepco_bop, keysight_e36xx, a plugin's."
     )
+    _family = family_validator("supply")
     timeout_s: float = Field(5.0, gt=0, le=600, description="Per-query timeout, s.")
     compound_messages: bool | None = Field(
         None,

@@ -1,10 +1,35 @@
-"""labpgt: hardware-in-the-loop Perturbative Gradient Training with a magnonic ring reservoir."""
+"""labpgt: hardware-in-the-loop Perturbative Gradient Training with a magnonic ring reservoir.
+
+The public Python API (docs/api.md) is importable from here: `train`, `Trainer`,
+`load`, `open_reservoir`, `ReservoirLayer`, `ReservoirModel`, `RunResult`,
+`TrainHooks`. It loads on first use, so ``import labpgt`` stays light.
+"""
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 try:
     __version__ = version("labpgt")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+_API = (
+    "ReservoirLayer",
+    "ReservoirModel",
+    "RunResult",
+    "TrainHooks",
+    "Trainer",
+    "load",
+    "open_reservoir",
+    "train",
+)
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from labpgt import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'labpgt' has no attribute {name!r}")

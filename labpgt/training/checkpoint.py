@@ -58,3 +58,145 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         return torch.load(path, weights_only=True)
     except Exception as exc:  # a truncated or foreign file: say which, not a pickle traceback
         raise UserError(f"--resume: cannot read checkpoint {path}: {exc}") from exc
+
+
+def git_commit() -> str:
+    """The labpgt source tree's commit (12 hex digits, '+dirty' with edits), or 'unknown'."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if not commit:
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def file_sha256(path: str | Path | None) -> str | None:
+    """sha256 (hex) of a file's bytes, or None without a path."""
+    if path is None:
+        return None
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def bench_identity(snapshot: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What makes two benches the same bench, from a reservoir `snapshot()`.
+
+    Simulated: the ring's parameters, grid and feature spec. Instruments: each
+    role's family and *IDN? identity (not its resource address, which changes with
+    every virtual bench, nor its live settings), plus the feature spec.
+    """
+    if snapshot is None:
+        return None
+    if snapshot.get("reservoir") == "instrument":
+        bench = snapshot.get("bench", {})
+        return {
+            "reservoir": "instrument",
+            **{
+                role: f"{bench[role].get('family')} {bench[role].get('identity')}"
+                for role in ("generator", "analyzer", "supply")
+                if isinstance(bench.get(role), dict)
+            },
+            "features": snapshot.get("features"),
+        }
+    keep = ("reservoir", "ring_params", "grid", "features")
+    return {k: snapshot.get(k) for k in keep}
+
+
+def describe_difference(saved: dict[str, Any] | None, now: dict[str, Any] | None) -> str | None:
+    """First differing key of two bench identities, as 'key: saved → now', or None."""
+    if saved == now:
+        return None
+    saved, now = saved or {}, now or {}
+    for key in sorted(set(saved) | set(now)):
+        if saved.get(key) != now.get(key):
+            a, b = saved.get(key), now.get(key)
+            if isinstance(a, dict) and isinstance(b, dict):
+                sub = describe_difference(a, b)
+                return f"{key}.{sub}" if sub else key
+            return f"{key}: {a!r} → {b!r}"
+    return None
+
+
+def run_metadata(config: Any, task: Any, reservoir: Any) -> dict[str, Any]:
+    """What every checkpoint of a run carries besides its state: the task's shape and input
+    standardisation (so `labpgt.load` needs no data), and the run's provenance."""
+    from labpgt import __version__
+
+    snapshot = reservoir.snapshot() if hasattr(reservoir, "snapshot") else None
+    return {
+        "task": {
+            "name": task.name,
+            "input_dim": int(task.input_dim),
+            "num_classes": int(task.num_classes),
+            "class_names": [str(c) for c in task.class_names],
+            "input_mean": task.input_mean.detach().clone(),
+            "input_std": task.input_std.detach().clone(),
+        },
+        "provenance": {
+            "labpgt_version": __version__,
+            "git_commit": git_commit(),
+            "bench": bench_identity(snapshot),
+            "bench_snapshot": snapshot,
+            "calibration_sha256": file_sha256(config.calibration),
+        },
+    }
+
+
+def check_same_run(path: Path, saved: dict[str, Any], now: dict[str, Any], *, action: str) -> None:
+    """Refuse (one line) a checkpoint from another labpgt version, bench or calibration."""
+    a, b = saved.get("provenance") or {}, now.get("provenance") or {}
+    if not a:
+        raise UserError(
+            f"{action}: {path} was written by an older labpgt (no provenance recorded); "
+            f"this is labpgt {b.get('labpgt_version')}"
+        )
+    if a.get("labpgt_version") != b.get("labpgt_version"):
+        raise UserError(
+            f"{action}: {path} was written by labpgt {a.get('labpgt_version')} "
+            f"(commit {a.get('git_commit')}); this is labpgt {b.get('labpgt_version')}"
+        )
+    diff = describe_difference(a.get("bench"), b.get("bench"))
+    if diff is not None:
+        raise UserError(f"{action}: {path} was measured on another bench ({diff})")
+    if a.get("calibration_sha256") != b.get("calibration_sha256"):
+        raise UserError(
+            f"{action}: {path} used calibration sha256 {a.get('calibration_sha256')}; "
+            f"this run's is {b.get('calibration_sha256')}"
+        )
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, Any], path: Path) -> None:
+    """`model.load_state_dict` with a one-line `UserError` naming what does not fit."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:3])}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:3])}")
+        if shapes:
+            k = shapes[0]
+            parts.append(f"{k} is {tuple(state[k].shape)}, here {tuple(own[k].shape)}")
+        raise UserError(f"{path} holds another model ({'; '.join(parts)})")
+    model.load_state_dict(state)

@@ -88,6 +88,12 @@ class TrainConfig(BaseModel):
         default_factory=dict, description="--task-opt KEY=VALUE for the task loader."
     )
     out: str = Field("runs/train", description="Run directory.")
+    checkpoint_every_min: float | None = Field(
+        None,
+        gt=0,
+        description="Also checkpoint within an epoch after every this many minutes of "
+        "instrument time (checkpoint-stepNNNNNN.pt; --resume-from any of them).",
+    )
 
     def epochs_or_default(self) -> int:
         if self.epochs is not None:

@@ -1,6 +1,7 @@
 """Networks with a reservoir layer, split where the ring sits.
 
-Every model is a `ReservoirModel`: ``upstream`` (trainable, digital) maps the
+Every model is a `ReservoirModel` (an `nn.Module` whose ``forward(x)`` gives
+logits): ``upstream`` (trainable, digital) maps the
 input to the encoded drive u and an optional context, the `ReservoirLayer`
 measures features, ``downstream`` (trainable, digital) maps the normalised
 features (and the context) to logits. Estimators only use this split, so a new
@@ -43,6 +44,13 @@ class ReservoirModel(nn.Module):
     upstream: nn.Module
     reservoir: ReservoirLayer
     downstream: nn.Module
+    class_names: list[str] | None = None
+    """Set by `labpgt.load`: the task's class names, in logit order."""
+    input_mean: torch.Tensor | None = None
+    input_std: torch.Tensor | None = None
+    """Set by `labpgt.load`: the training part's input standardisation (data units)."""
+    provenance: dict[str, Any] | None = None
+    """Set by `labpgt.load`: version, commit, bench identity and calibration hash."""
 
     def upstream_names(self) -> list[str]:
         return [f"upstream.{n}" for n, _ in self.upstream.named_parameters()]
@@ -73,11 +81,35 @@ class ReservoirModel(nn.Module):
         }
         return functional_call(self.downstream, sub, (h, ctx))
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, classes); backward crosses the ring per ``reservoir.gradient``.
+
+        An ordinary module: any loss and any `torch.optim` optimizer train it
+        (``gradient="boundary"`` measures the probes of the backward in the same
+        scheduler batch as the forward shot).
+        """
+        u, ctx = self.upstream(x)
+        return self.downstream(self.reservoir(u), ctx)
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits with the features measured (no gradient): evaluation on the bench."""
         u, ctx = self.run_upstream(x)
         return self.run_downstream(self.reservoir.measure_u(u), ctx)
+
+    @torch.no_grad()
+    def classify(self, x: Any) -> list[str]:
+        """Class names for inputs (N, D) in the data's own units (standardised here)."""
+        if self.class_names is None or self.input_mean is None or self.input_std is None:
+            raise RuntimeError("classify needs a model from labpgt.load (class names, scaling)")
+        z = (torch.as_tensor(x, dtype=torch.float64) - self.input_mean) / self.input_std
+        labels = self.predict(z.to(torch.float32)).argmax(dim=-1)
+        return [self.class_names[int(i)] for i in labels]
+
+    def close(self) -> None:
+        """Leave the bench this model measures through safe (nothing to do on the sim)."""
+        if self.reservoir.backend is not None:
+            self.reservoir.backend.close()
 
 
 class _Upstream(nn.Module):

@@ -4,8 +4,13 @@ The layer itself holds no trainable parameters; it owns the encoding (a fixed,
 differentiable map u -> settings), the feature normaliser (buffers stored with
 the model) and, attached at run time, a `MeasurementBackend` that turns settings
 into features through the `PerturbationScheduler` (bench or in-process sim).
-How gradients cross the layer is the estimator's business: see
-`labpgt.training.estimators`.
+How gradients cross the layer is chosen by ``gradient``: ``forward(u)`` measures
+the features and, when autograd is recording, backward is the boundary estimate
+of `ProbedMeasure` (probes measured in the same batch as the clean shot), exact
+autograd through the differentiable simulation (``"backprop"``, in-process sim
+only) or nothing (``"none"``). The whole-model estimators (pgt, spsa, mgd, pat)
+do not go through ``forward``'s backward; the trainer runs them (see
+`labpgt.training.estimators`).
 """
 
 from __future__ import annotations
@@ -74,6 +79,20 @@ class MeasurementBackend:
         self.differentiable_queries = 0
         self.differentiable_time_s = 0.0
         self.calls = 0
+        self._close: Any = None
+        """Set by `labpgt.open_reservoir`: leaves the bench safe and closes it."""
+
+    def close(self) -> None:
+        """Close the bench this backend holds open (a no-op when its opener closes it)."""
+        close, self._close = self._close, None
+        if close is not None:
+            close()
+
+    def __enter__(self) -> MeasurementBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def feature_dim(self) -> int:
@@ -136,11 +155,95 @@ class MeasurementBackend:
         return feats.reshape(*shape[:-1], -1).to(torch.float32)
 
 
-class ReservoirLayer(nn.Module):
-    """k channels of drive settings per sample; encoding from `labpgt.encoding`."""
+class ProbedMeasure(torch.autograd.Function):
+    """u (B, k·m) -> raw features (B, k, F); backward from probes measured in forward.
 
-    def __init__(self, encoding: Any, channels: int, feature_dim: int) -> None:
+    For probe directions v_i (q, B, k, m) the clean u and every u ± ε v_i go to the
+    reservoir in one scheduler batch. The Jacobian–vector products J v_i ≈
+    (y+ − y−)/(2ε) are kept; backward turns the incoming ∂L/∂y into
+    g_u = (1/d) Σ_i ⟨∂L/∂y, J v_i⟩ v_i, d = q for random directions (E[v vᵀ] = I)
+    and d = 1 for the m coordinate directions (the central-difference Jᵀ ∂L/∂y).
+    Used by the boundary estimator and by `ReservoirLayer.forward`.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        u: torch.Tensor,
+        layer: ReservoirLayer,
+        directions: torch.Tensor,
+        eps: float,
+        divide_by_probes: bool,
+    ) -> torch.Tensor:
+        # directions: (q, B, k, m). Probe i moves every channel of every sample at once;
+        # channels are separate shots, so their features see only their own u.
+        q, b, k, m = directions.shape
+        v = directions.reshape(q, b, k * m).to(u.dtype)
+        u0 = u.detach()
+        u_all = torch.cat([u0[None], u0[None] + eps * v, u0[None] - eps * v])  # (1+2q, B, k·m)
+        raw = layer.measure_u(u_all)  # one scheduler batch: (1+2q, B, k, F)
+        jvp = (raw[1 : 1 + q] - raw[1 + q :]) / (2.0 * eps)  # (q, B, k, F)
+        ctx.save_for_backward(jvp, directions.to(u.dtype))
+        ctx.divide = q if divide_by_probes else 1
+        return raw[0]
+
+    @staticmethod
+    def backward(ctx: Any, grad_raw: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        jvp, directions = ctx.saved_tensors
+        q, b, k, m = directions.shape
+        proj = torch.einsum("qbkf,bkf->qbk", jvp, grad_raw)
+        g_u = torch.einsum("qbk,qbkm->bkm", proj, directions) / ctx.divide
+        return g_u.reshape(b, k * m), None, None, None, None
+
+
+def draw_directions(
+    q: int, b: int, k: int, m: int, mode: str, generator: torch.Generator
+) -> torch.Tensor:
+    """Probe directions (q, B, k, m): coordinate (q = m), gaussian or rademacher."""
+    if mode == "coordinate":
+        return torch.eye(m).reshape(m, 1, 1, m).expand(m, b, k, m).clone()
+    if mode == "gaussian":
+        return torch.randn(q, b, k, m, generator=generator)
+    return torch.randint(0, 2, (q, b, k, m), generator=generator).float() * 2 - 1
+
+
+LAYER_GRADIENTS = ("boundary", "backprop", "none")
+
+
+class ReservoirLayer(nn.Module):
+    """k channels of drive settings per sample; encoding from `labpgt.encoding`.
+
+    ``layer(u)`` (u (B, k·m) in (-1, 1)) measures and returns normalised features
+    (B, k·F). With ``gradient="boundary"`` (default) its backward is the boundary
+    estimate (``probes`` random directions, or the m coordinate ones when
+    ``directions="coordinate"`` or ``"auto"`` with m ≤ probes, step ``delta`` in u);
+    ``"backprop"`` differentiates the in-process simulation; ``"none"`` measures only.
+    The normaliser is fitted on the first batch measured in training mode unless it
+    was fitted (or set) before.
+    """
+
+    def __init__(
+        self,
+        encoding: Any,
+        channels: int,
+        feature_dim: int,
+        *,
+        gradient: str = "boundary",
+        probes: int = 4,
+        delta: float = 0.05,
+        directions: str = "auto",
+        seed: int = 0,
+    ) -> None:
         super().__init__()
+        if gradient not in LAYER_GRADIENTS:
+            raise UserError(
+                f"ReservoirLayer gradient {gradient!r}: valid: {', '.join(LAYER_GRADIENTS)}"
+            )
+        if directions not in ("auto", "coordinate", "gaussian", "rademacher"):
+            raise UserError(
+                f"ReservoirLayer directions {directions!r}: valid: auto, coordinate, gaussian, "
+                "rademacher"
+            )
         self.encoding = encoding
         self.channels = channels
         self.feature_dim = feature_dim
@@ -148,6 +251,59 @@ class ReservoirLayer(nn.Module):
         self.backend: MeasurementBackend | None = None
         self.digital: nn.Module | None = None
         """Set by ``--method digital``: a trainable stand-in that replaces the measurement."""
+        self.gradient = gradient
+        self.probes = int(probes)
+        self.delta_u = float(delta)
+        self.directions = directions
+        self.generator = torch.Generator().manual_seed(seed)
+        """Draws the probe directions of ``forward`` (not used by the trainer's estimators)."""
+
+    @classmethod
+    def on(
+        cls,
+        backend: MeasurementBackend,
+        *,
+        channels: int = 8,
+        driven: tuple[str, ...] = ("drive_hz",),
+        **options: Any,
+    ) -> ReservoirLayer:
+        """A layer attached to `backend` (see `labpgt.open_reservoir`); options as __init__."""
+        from labpgt.encoding import Encoding, EncodingSpec
+
+        encoding = Encoding(
+            EncodingSpec(channels=channels, driven=tuple(driven)), backend.reservoir.bounds
+        )
+        layer = cls(encoding, channels, backend.feature_dim, **options)
+        layer.attach(backend)
+        return layer
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """u (..., k·m) -> normalised features (..., k·F); backward per ``self.gradient``."""
+        raw = self.raw_features(u)
+        return self.features(raw)
+
+    def raw_features(self, u: torch.Tensor) -> torch.Tensor:
+        """u (..., k·m) -> raw features (..., k, F) in dB, with this layer's gradient."""
+        if self.digital is not None:
+            raw = self.digital_features(u)
+        elif not (torch.is_grad_enabled() and u.requires_grad) or self.gradient == "none":
+            raw = self.measure_u(u)
+        elif self.gradient == "backprop":
+            raw = self.require_backend().differentiable(self.settings(u))
+        else:
+            lead, km = u.shape[:-1], u.shape[-1]
+            flat = u.reshape(-1, km)
+            m, k = self.dims_per_channel, self.channels
+            mode = self.directions
+            if mode == "auto":
+                mode = "coordinate" if m <= self.probes else "rademacher"
+            q = m if mode == "coordinate" else self.probes
+            dirs = draw_directions(q, flat.shape[0], k, m, mode, self.generator)
+            raw = ProbedMeasure.apply(flat, self, dirs, self.delta_u, mode != "coordinate")
+            raw = raw.reshape(*lead, k, self.feature_dim)
+        if self.training and not bool(self.normaliser.fitted):
+            self.normaliser.fit(raw.detach())
+        return raw
 
     @property
     def input_dim(self) -> int:
@@ -163,6 +319,7 @@ class ReservoirLayer(nn.Module):
         return self.channels * self.feature_dim
 
     def attach(self, backend: MeasurementBackend) -> None:
+        """Measure through `backend` from now on (feature count must match)."""
         if backend.feature_dim != self.feature_dim:
             raise UserError(
                 f"the reservoir gives {backend.feature_dim} features per shot; the model was "

@@ -31,8 +31,11 @@ from labpgt.training.build import (
 from labpgt.training.checkpoint import (
     CHECKPOINT_NAME,
     capture_rng,
+    check_same_run,
     load_checkpoint,
+    load_model_state,
     restore_rng,
+    run_metadata,
     save_checkpoint,
 )
 from labpgt.training.config import TrainConfig
@@ -58,6 +61,28 @@ class TrainHooks:
     on_step: Callable[[dict[str, float]], None] = lambda info: None
     on_epoch: Callable[[EpochMetrics], None] = lambda row: None
     on_note: Callable[[str], None] = lambda text: None
+    on_gradient: Callable[..., None] = lambda model, x, y, step: None
+    """After each estimate, before the optimizer steps: (model with .grad filled, batch x,
+    batch y, 1-based step). It must not change the model or measure through the scheduler."""
+
+
+def chain_hooks(all_hooks: list[TrainHooks]) -> TrainHooks:
+    """One `TrainHooks` that calls each of `all_hooks` in turn (progress bar, TensorBoard...)."""
+
+    def fan(name: str) -> Callable[..., None]:
+        def call(*args: Any) -> None:
+            for h in all_hooks:
+                getattr(h, name)(*args)
+
+        return call
+
+    return TrainHooks(
+        on_start=fan("on_start"),
+        on_step=fan("on_step"),
+        on_epoch=fan("on_epoch"),
+        on_note=fan("on_note"),
+        on_gradient=fan("on_gradient"),
+    )
 
 
 @dataclass
@@ -71,6 +96,17 @@ class RunResult:
     selected: EpochMetrics
     """The epoch chosen on validation, with its test figures (the run's reported result)."""
     files: list[Path] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float:
+        """Test accuracy of the epoch chosen on validation (the run's reported figure)."""
+        return float(self.selected.test_acc)
+
+    @property
+    def best_path(self) -> Path:
+        """best.pt, else checkpoint.pt (which then holds the chosen epoch 0 under "best")."""
+        best = self.out_dir / BEST_NAME
+        return best if best.is_file() else self.out_dir / CHECKPOINT_NAME
 
 
 @dataclass
@@ -172,9 +208,9 @@ def task_for(config: TrainConfig) -> Task:
     )
 
 
-def preflight(config: TrainConfig) -> Task:
+def preflight(config: TrainConfig, task: Task | None = None) -> Task:
     """Every check that needs no instrument: names, data, budget. Returns the task."""
-    task = task_for(config)
+    task = task if task is not None else task_for(config)
     if config.method != "readout":
         est = make_estimator(
             config.method, config.estimator, seed=config.seed, extra=dict(config.method_opts)
@@ -190,8 +226,13 @@ def train(
     resume: bool,
     hooks: TrainHooks,
     task: Task | None = None,
+    resume_from: Path | None = None,
 ) -> RunResult:
-    """Train (or, for method 'readout', only fit the baseline); write the run directory."""
+    """Train (or, for method 'readout', only fit the baseline); write the run directory.
+
+    `resume_from` (with `resume`) continues from that checkpoint file instead of
+    the run's last one: an epoch-end or a within-epoch (--checkpoint-every-min) one.
+    """
     out = Path(config.out)
     task = task if task is not None else task_for(config)
     _seed_all(config.seed)
@@ -222,15 +263,20 @@ def train(
     counters = _Counters()
     ckpt_path = out / CHECKPOINT_NAME
     out.mkdir(parents=True, exist_ok=True)
+    meta = run_metadata(config, task, backend.reservoir)
+    partial: dict[str, Any] | None = None
     if resume:
-        state = load_checkpoint(ckpt_path)
+        src = Path(resume_from) if resume_from is not None else ckpt_path
+        state = load_checkpoint(src)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise UserError(
-                f"--resume: {ckpt_path} was written by another labpgt version (checkpoint format "
+                f"--resume: {src} was written by another labpgt version (checkpoint format "
                 f"{state.get('format')}, this version reads {CHECKPOINT_FORMAT}); start a new run"
             )
         _check_resume_config(state["config"], config)
-        model.load_state_dict(state["model"])
+        check_same_run(src, state, meta, action="--resume")
+        load_model_state(model, state["model"], src)
+        partial = state.get("partial")
         optimizer.load_state_dict(state["optimizer"])
         if est is not None:
             est.load_state_dict(state["estimator"])
@@ -243,7 +289,8 @@ def train(
         baseline = ReadoutResult(**state["baseline"])
         best = dict(state["best"])
         start_epoch = int(state["epoch"])
-        hooks.on_note(f"resumed from {ckpt_path} after epoch {start_epoch}")
+        within = f", step {counters.steps}" if partial is not None else ""
+        hooks.on_note(f"resumed from {src} after epoch {start_epoch}{within}")
     else:
         (out / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
         t0_wall, t0_inst = time.perf_counter(), backend.instrument_time_s
@@ -279,6 +326,7 @@ def train(
             batches,
             baseline,
             best,
+            meta,
         )
     stop = "readout only" if est is None else "epochs done"
     if est is not None:
@@ -298,6 +346,8 @@ def train(
             start_epoch,
             ckpt_path,
             hooks,
+            meta,
+            partial,
         )
     selected = _select(config, model, task, metrics, best, backend, counters)
     write_csv(out / "metrics.csv", metrics)
@@ -325,6 +375,8 @@ def _loop(
     start_epoch: int,
     ckpt_path: Path,
     hooks: TrainHooks,
+    meta: dict[str, Any],
+    partial: dict[str, Any] | None = None,
 ) -> str:
     n = task.x_train.shape[0]
     steps_per_epoch = -(-n // config.batch_size)
@@ -334,12 +386,23 @@ def _loop(
         full_cost = check_budget(config, est)
         total = min(total, config.max_queries // full_cost)
     hooks.on_start(total, counters.steps)
+    every_s = None if config.checkpoint_every_min is None else 60.0 * config.checkpoint_every_min
     for epoch in range(start_epoch + 1, epochs + 1):
         t0_wall, t0_inst = time.perf_counter(), backend.instrument_time_s
-        perm = torch.randperm(n, generator=data_gen)
-        losses, accs, sizes = [], [], []
+        first = 0
+        if partial is not None:  # a within-epoch checkpoint: continue this epoch where it was
+            perm, first = partial["perm"], int(partial["next_start"])
+            losses, accs, sizes = (list(partial[k]) for k in ("losses", "accs", "sizes"))
+            t0_wall -= float(partial["wall_in_epoch_s"])
+            t0_inst -= float(partial["instrument_in_epoch_s"])
+            last_ckpt_s = float(partial["last_checkpoint_instrument_s"])
+            partial = None
+        else:
+            perm = torch.randperm(n, generator=data_gen)
+            losses, accs, sizes = [], [], []
+            last_ckpt_s = counters.instrument_time_s
         budget_hit = False
-        for start in range(0, n, config.batch_size):
+        for start in range(first, n, config.batch_size):
             idx = perm[start : start + config.batch_size]
             cost = est.queries_per_step(len(idx), config.channels, len(config.driven))
             if config.max_queries is not None and counters.queries + cost > config.max_queries:
@@ -347,6 +410,7 @@ def _loop(
                 break
             x, y = task.x_train[idx], task.y_train[idx]
             result = est.estimate(model, x, y, _loss)
+            hooks.on_gradient(model, x, y, counters.steps + 1)
             _schedule_lr(config, optimizer, counters.steps, total)
             est.before_step(optimizer)
             optimizer.step()
@@ -367,6 +431,35 @@ def _loop(
                     - t0_inst,
                 }
             )
+            inst_s = counters.instrument_time_s + backend.instrument_time_s - t0_inst
+            if every_s is not None and inst_s - last_ckpt_s >= every_s and start + len(idx) < n:
+                last_ckpt_s = inst_s
+                _save(
+                    ckpt_path.parent / f"checkpoint-step{counters.steps:06d}.pt",
+                    config,
+                    epoch - 1,
+                    model,
+                    optimizer,
+                    est,
+                    data_gen,
+                    backend,
+                    counters,
+                    metrics,
+                    batches,
+                    baseline,
+                    best,
+                    meta,
+                    partial={
+                        "perm": perm,
+                        "next_start": start + len(idx),
+                        "losses": list(losses),
+                        "accs": list(accs),
+                        "sizes": list(sizes),
+                        "wall_in_epoch_s": time.perf_counter() - t0_wall,
+                        "instrument_in_epoch_s": backend.instrument_time_s - t0_inst,
+                        "last_checkpoint_instrument_s": last_ckpt_s,
+                    },
+                )
         if not sizes:
             return "query budget reached"
         w = torch.tensor(sizes, dtype=torch.float64)
@@ -382,7 +475,7 @@ def _loop(
         if _better(row, best):
             best.clear()
             best.update(_best_state(row, model))
-            save_checkpoint(ckpt_path.parent / BEST_NAME, _best_file(config, best))
+            save_checkpoint(ckpt_path.parent / BEST_NAME, _best_file(config, best, meta))
         _save(
             ckpt_path,
             config,
@@ -397,6 +490,7 @@ def _loop(
             batches,
             baseline,
             best,
+            meta,
         )
         write_csv(ckpt_path.parent / "metrics.csv", metrics)
         write_batches_csv(ckpt_path.parent / "batches.csv", batches)
@@ -454,8 +548,9 @@ def _best_state(row: EpochMetrics, model: ReservoirModel) -> dict[str, Any]:
     }
 
 
-def _best_file(config: TrainConfig, best: dict[str, Any]) -> dict[str, Any]:
+def _best_file(config: TrainConfig, best: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     return {
+        **meta,
         "format": CHECKPOINT_FORMAT,
         "config": config.model_dump(mode="json"),
         "epoch": best["epoch"],
@@ -504,10 +599,16 @@ def _save(
     batches: list[list[float]],
     baseline: ReadoutResult,
     best: dict[str, Any],
+    meta: dict[str, Any],
+    partial: dict[str, Any] | None = None,
 ) -> None:
+    """`partial` (within-epoch checkpoints only): the epoch's data order, position and
+    running figures; `epoch` is then the last completed one."""
     save_checkpoint(
         path,
         {
+            **meta,
+            "partial": partial,
             "format": CHECKPOINT_FORMAT,
             "config": config.model_dump(mode="json"),
             "epoch": epoch,

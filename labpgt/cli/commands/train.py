@@ -23,8 +23,8 @@ from labpgt.training.config import TrainConfig, make_config, parse_options
 from labpgt.training.estimators import ESTIMATORS, method_names
 from labpgt.training.metrics import EpochMetrics
 from labpgt.training.models import MODELS
-from labpgt.training.tasks import TASKS
-from labpgt.training.trainer import RunResult, TrainHooks
+from labpgt.training.tasks import TASKS, Task
+from labpgt.training.trainer import RunResult, TrainHooks, chain_hooks
 
 console = Console()
 
@@ -40,13 +40,24 @@ RUN_FILES = (
 
 
 def run_training(
-    config: TrainConfig, *, resume: bool, overwrite: bool = False, quiet: bool = False
+    config: TrainConfig,
+    *,
+    resume: bool,
+    overwrite: bool = False,
+    quiet: bool = False,
+    task: Task | None = None,
+    extra_hooks: list[TrainHooks] | None = None,
+    resume_from: Path | None = None,
 ) -> RunResult:
-    """Validate names, open the bench (or simulation), train with a progress bar."""
+    """Validate names, open the bench (or simulation), train with a progress bar.
+
+    `task` replaces the configured one (the Python API's in-memory arrays); `extra_hooks`
+    are called beside the progress bar's.
+    """
     from labpgt.training.environment import open_backend
     from labpgt.training.trainer import preflight, train
 
-    if config.data is None and config.task not in TASKS:
+    if task is None and config.data is None and config.task not in TASKS:
         raise UserError(
             f"unknown task {config.task!r}; valid tasks: {', '.join(sorted(TASKS))} "
             "(or --data file.csv --target COLUMN)"
@@ -72,7 +83,7 @@ def run_training(
         check_bench_file(Path(config.bench))  # one line for a bench file that cannot be used
     if config.calibration is not None:
         check_calibration_file(Path(config.calibration))
-    task = preflight(config)
+    task = preflight(config, task)
     out = Path(config.out)
     if (out / "checkpoint.pt").exists() and not resume and not overwrite:
         raise UserError(
@@ -81,6 +92,8 @@ def run_training(
     if overwrite and not resume and out.exists():
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
+        for path in [*out.glob("checkpoint-step*.pt"), out / "best.pt"]:
+            path.unlink(missing_ok=True)
 
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -127,8 +140,12 @@ def run_training(
         on_epoch=on_epoch,
         on_note=lambda text: None if quiet else progress.console.print(f"[dim]{text}[/dim]"),
     )
+    if extra_hooks:
+        hooks = chain_hooks([hooks, *extra_hooks])
     with progress, open_backend(config) as backend:
-        result = train(config, backend, resume=resume, hooks=hooks, task=task)
+        result = train(
+            config, backend, resume=resume, hooks=hooks, task=task, resume_from=resume_from
+        )
     return result
 
 
@@ -257,6 +274,15 @@ def train_command(
     ),
     out: Path = typer.Option(Path("runs/train"), help="Run directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    checkpoint_every_min: float | None = typer.Option(
+        None, help="Also checkpoint within epochs every this many minutes of instrument time."
+    ),
+    resume_from: Path | None = typer.Option(
+        None, help="Continue the run in --out from this checkpoint file (implies --resume)."
+    ),
+    tensorboard: Path | None = typer.Option(
+        None, help="Also log to TensorBoard in this folder (needs labpgt[tensorboard])."
+    ),
 ) -> None:
     """Train a network with the magnonic ring in the loop (perturbative gradients)."""
     config = make_config(
@@ -303,11 +329,22 @@ def train_command(
         model_opts=parse_options("--model-opt", model_opt),
         task_opts=parse_options("--task-opt", task_opt),
         out=str(out),
+        checkpoint_every_min=checkpoint_every_min,
     )
     from labpgt.instruments.bench import ShutdownError
 
+    log = None
+    if tensorboard is not None:
+        from labpgt.training.tensorboard import TensorBoardLog
+
+        log = TensorBoardLog(tensorboard)
     try:
-        result = run_training(config, resume=resume)
+        result = run_training(
+            config,
+            resume=resume or resume_from is not None,
+            resume_from=resume_from,
+            extra_hooks=None if log is None else [log.hooks],
+        )
         write_summary(result)
     except ShutdownError as exc:
         _record_shutdown_failure(out, exc)
@@ -315,6 +352,9 @@ def train_command(
     except OSError as exc:
         where = exc.filename if exc.filename else f"--out {out}"
         raise UserError(f"{where}: {write_failure(exc)}") from None
+    finally:
+        if log is not None:
+            log.close()
     console.print(summary_table(result))
     console.print(f"run directory: {result.out_dir} ({result.stop_reason})", highlight=False)
 

@@ -19,40 +19,10 @@ import torch
 
 from labpgt.training.estimators.base import GradientEstimator, LossFn, register_estimator
 from labpgt.training.models import ReservoirModel
-from labpgt.training.reservoir_layer import ReservoirLayer
+from labpgt.training.reservoir_layer import ProbedMeasure, draw_directions
 
-
-class BoundaryMeasure(torch.autograd.Function):
-    """u (B, k·m) -> raw features (B, k, F); backward from the probes measured in forward."""
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        u: torch.Tensor,
-        layer: ReservoirLayer,
-        directions: torch.Tensor,
-        eps: float,
-        divide_by_probes: bool,
-    ) -> torch.Tensor:
-        # directions: (q, B, k, m). Probe i moves every channel of every sample at once;
-        # channels are separate shots, so their features see only their own u.
-        q, b, k, m = directions.shape
-        v = directions.reshape(q, b, k * m).to(u.dtype)
-        u0 = u.detach()
-        u_all = torch.cat([u0[None], u0[None] + eps * v, u0[None] - eps * v])  # (1+2q, B, k·m)
-        raw = layer.measure_u(u_all)  # one scheduler batch: (1+2q, B, k, F)
-        jvp = (raw[1 : 1 + q] - raw[1 + q :]) / (2.0 * eps)  # (q, B, k, F)
-        ctx.save_for_backward(jvp, directions.to(u.dtype))
-        ctx.divide = q if divide_by_probes else 1
-        return raw[0]
-
-    @staticmethod
-    def backward(ctx: Any, grad_raw: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        jvp, directions = ctx.saved_tensors
-        q, b, k, m = directions.shape
-        proj = torch.einsum("qbkf,bkf->qbk", jvp, grad_raw)
-        g_u = torch.einsum("qbk,qbkm->bkm", proj, directions) / ctx.divide
-        return g_u.reshape(b, k * m), None, None, None, None
+BoundaryMeasure = ProbedMeasure
+"""The boundary estimator's measurement: the autograd Function `ReservoirLayer.forward` uses."""
 
 
 @register_estimator
@@ -76,11 +46,7 @@ class BoundaryEstimator(GradientEstimator):
         return 1 + 2 * self.probes_for(dims_per_channel)
 
     def draw(self, q: int, b: int, k: int, m: int, mode: str) -> torch.Tensor:
-        if mode == "coordinate":
-            return torch.eye(m).reshape(m, 1, 1, m).expand(m, b, k, m).clone()
-        if mode == "gaussian":
-            return torch.randn(q, b, k, m, generator=self.generator)
-        return torch.randint(0, 2, (q, b, k, m), generator=self.generator).float() * 2 - 1
+        return draw_directions(q, b, k, m, mode, self.generator)
 
     def _estimate(
         self, model: ReservoirModel, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn

@@ -1,0 +1,1 @@
+"""Example labpgt driver plugin (see driver.py)."""
