@@ -20,6 +20,7 @@ from labpgt.calibration.twin import TwinSurrogate
 
 from labpgt.embedded import embedded_bench
 from labpgt.errors import UserError
+from labpgt.features import FeatureSpec
 
 TWIN_FIT = SurrogateConfig(steps=300, seed=3, twin_rounds=0)
 
@@ -27,7 +28,9 @@ TWIN_FIT = SurrogateConfig(steps=300, seed=3, twin_rounds=0)
 @pytest.fixture(scope="module")
 def twin_cal(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("twin")
-    with embedded_bench(seed=3, handle_signals=False) as res:
+    # The twin is fitted through hard bins (it needs their line geometry).
+    bins = FeatureSpec(kind="bins", bins=32)
+    with embedded_bench(seed=3, handle_signals=False, features=bins) as res:
         result = run_calibration(
             res,
             CalibrationPlan.reduced(),
