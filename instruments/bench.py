@@ -119,6 +119,7 @@ class Bench:
                 limits=cfg.limits,
                 timeout_s=cfg.generator.timeout_s,
                 rm=rm,
+                compound_messages=cfg.generator.compound_messages,
             )
             opened.append(generator)
             analyzer = SpectrumAnalyzer.open(
@@ -127,6 +128,7 @@ class Bench:
                 limits=cfg.limits,
                 timeout_s=cfg.analyzer.timeout_s,
                 rm=rm,
+                compound_messages=cfg.analyzer.compound_messages,
             )
             opened.append(analyzer)
             supply = BiasSupply.open(
@@ -135,6 +137,7 @@ class Bench:
                 limits=cfg.limits,
                 timeout_s=cfg.supply.timeout_s,
                 rm=rm,
+                compound_messages=cfg.supply.compound_messages,
             )
             opened.append(supply)
             if apply_analyzer_defaults:

@@ -79,3 +79,21 @@ def test_the_bench_file_keeps_compound_messages_set_or_unset(tmp_path):
     loaded = load_bench(path)
     assert loaded == forced
     assert loaded.generator.compound_messages is None
+
+
+def test_bench_open_uses_the_bench_files_setting_instead_of_probing() -> None:
+    # A compound-capable bench told "one command per message" for the supply: the
+    # setting reaches the driver (not probed: it stays False), and a cycle still works.
+    with quiet_bench() as vb:
+        cfg = bench_config_from_resources(
+            vb.resources, families=vb.families, limits=FAST_LIMITS, analyzer_defaults=GRID
+        )
+        cfg = cfg.model_copy(
+            update={"supply": cfg.supply.model_copy(update={"compound_messages": False})}
+        )
+        with Bench.open(cfg, handle_signals=False) as bench:
+            assert bench.supply.compound_messages is False
+            assert bench.generator.compound_messages is True  # probed
+            bench.enable_outputs()
+            bench.supply.current_a = 0.3
+            assert bench.supply.drain_errors() == []
