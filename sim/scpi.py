@@ -58,10 +58,13 @@ ERROR_MESSAGES: dict[int, str] = {
 class ScpiError(Exception):
     """A SCPI error to be queued: standard code plus optional device-dependent detail."""
 
-    def __init__(self, code: int, detail: str = "") -> None:
+    def __init__(self, code: int, detail: str = "", *, own_text: bool = False) -> None:
         super().__init__(f"{code},{ERROR_MESSAGES.get(code, 'Error')}: {detail}")
         self.code = code
         self.detail = detail
+        self.own_text = own_text
+        """True for text the instrument wrote itself (sent as UTF-8, as some firmware does);
+        False for text that may echo what a client sent (escaped to 7-bit ASCII)."""
 
     @property
     def is_command_error(self) -> bool:
@@ -71,8 +74,11 @@ class ScpiError(Exception):
     def entry(self) -> str:
         """The `SYST:ERR?` reply text, e.g. ``-113,"Undefined header;FOO"``."""
         message = ERROR_MESSAGES.get(self.code, "Error")
-        # The reply is 7-bit ASCII whatever the client sent: other bytes are escaped.
-        detail = self.detail.replace('"', "'").encode("ascii", "backslashreplace").decode()
+        # Echoed client text is escaped to 7-bit ASCII whatever the client sent; the
+        # instrument's own text goes out as it is (non-ASCII included, like some firmware).
+        detail = self.detail.replace('"', "'")
+        if not self.own_text:
+            detail = detail.encode("ascii", "backslashreplace").decode()
         text = f"{message};{detail}" if detail else message
         return f'{self.code},"{text}"'
 

@@ -94,6 +94,7 @@ class ScpiInstrument:
         self.family = family
         self.local = Session("local")
         self.session = self.local  # the session whose message runs now (under `lock`)
+        self.newest_session: Session | None = None  # the client session opened last
         self.table = CommandTable()
         # Re-entrant: handlers may call helpers that take the lock again.
         self.lock = threading.RLock()
@@ -189,6 +190,7 @@ class ScpiInstrument:
         session = Session(name)
         with self.lock:
             session.take_over(self.local)
+            self.newest_session = session
         return session
 
     # ------------------------------------------------------------------ for subclasses
@@ -225,9 +227,15 @@ class ScpiInstrument:
     # ------------------------------------------------------------------ execution
 
     def push_error(self, code: int, detail: str = "", session: Session | None = None) -> None:
-        """Queue an error in `session` (default: the local one); sets its event status bit."""
+        """Queue an error in `session`; sets its event status bit.
+
+        By default the error goes to the client session opened last (the instrument
+        reports it to whoever is connected), or to the local one before any client:
+        a new session takes over what the local one queued.
+        """
         with self.lock:
-            (session or self.local).record(ScpiError(code, detail))
+            target = session or self.newest_session or self.local
+            target.record(ScpiError(code, detail, own_text=True))
 
     def _record(self, error: ScpiError) -> None:
         self.session.record(error)
