@@ -61,3 +61,24 @@ def test_the_digital_yardstick_trains_a_stand_in_of_the_same_shape(tmp_path: Pat
     # One pass per step, each sample-channel counted once: 6 epochs of the training part.
     n_train = load_task("iris", seed=1, val_fraction=0.15).x_train.shape[0]
     assert last.queries == 6 * n_train
+
+
+def test_the_protocol_flags_reach_the_run(tmp_path: Path) -> None:
+    import json
+
+    from labpgt.cli.app import main
+
+    out = tmp_path / "cli"
+    main(
+        ["train", "--task", "iris", "--fast-sim", "--epochs", "1", "--eval-test", "final"]
+        + ["--val-fraction", "0.2", "--lr-schedule", "constant", "--out", str(out)]
+    )
+    config = json.loads((out / "config.json").read_text())
+    assert (config["eval_test"], config["val_fraction"], config["lr_schedule"]) == (
+        "final",
+        0.2,
+        "constant",
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert math.isnan(summary["final"]["test_acc"]) or summary["final"]["test_acc"] is None
+    assert 0.0 <= summary["selected"]["test_acc"] <= 1.0

@@ -263,6 +263,15 @@ def train_command(
         "random", help="Readout to start from: random | ridge (the baseline's fit)."
     ),
     test_fraction: float = typer.Option(0.25, help="Held-out fraction of the data."),
+    val_fraction: float = typer.Option(
+        0.15, help="Fraction of the training part held out for validation (0: none)."
+    ),
+    eval_test: str = typer.Option(
+        "every-epoch",
+        help="every-epoch: test figures each epoch (curves only) | final: measured once, "
+        "on the epoch chosen on validation.",
+    ),
+    lr_schedule: str = typer.Option("cosine", help="cosine (from --lr to 0) | constant."),
     method_opt: list[str] = typer.Option(
         [], "--method-opt", help="Estimator option KEY=VALUE (repeatable; int/float/bool/str)."
     ),
@@ -325,6 +334,9 @@ def train_command(
         calibration=str(calibration) if calibration else None,
         readout_init=readout_init,
         test_fraction=test_fraction,
+        val_fraction=val_fraction,
+        eval_test=eval_test,
+        lr_schedule=lr_schedule,
         method_opts=parse_options("--method-opt", method_opt),
         model_opts=parse_options("--model-opt", model_opt),
         task_opts=parse_options("--task-opt", task_opt),
