@@ -102,8 +102,9 @@ def assess(
     repeats: int,
 ) -> MapAssessment:
     """Figures of one map from the traces of `plan_settings` (same order)."""
-    feats = FeatureExtractor(spec, frequency_hz)(traces_dbm.to(torch.float64))
-    check_features(feats, FeatureExtractor(spec, frequency_hz).names, settings, where="calibrate")
+    extractor = FeatureExtractor(spec, frequency_hz)
+    feats = extractor(traces_dbm.to(torch.float64))
+    check_features(feats, extractor.names, settings, where="calibrate")
     f = feats.reshape(base_points, 5, repeats, -1)
     mean = f.mean(dim=2)  # (N, 5, F)
     d_full = (mean[:, 4] - mean[:, 0]).flatten()  # step h (scaled: the cosine ignores scale)

@@ -25,7 +25,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -285,7 +284,7 @@ def run_job(job: Job, out_dir: Path, *, threads: int = 1) -> dict[str, Any]:
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    row = _logistic(job) if job.kind == "logistic" else _train(job, out_dir)
+    row = logistic_regression(job.config) if job.kind == "logistic" else _train(job, out_dir)
     row.update(
         key=job.key,
         entry=job.entry,
@@ -332,14 +331,16 @@ def _train(job: Job, out_dir: Path) -> dict[str, Any]:
     }
 
 
-def _logistic(job: Job) -> dict[str, Any]:
-    """Logistic regression on the standardised raw inputs; C chosen on validation."""
+def logistic_regression(config: dict[str, Any]) -> dict[str, Any]:
+    """Logistic regression on the standardised raw inputs; C chosen on validation.
+
+    `config` holds the TrainConfig keys that decide the split (task, seed, val_fraction).
+    """
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
     from labpgt.training.tasks import load_task
 
-    config = job.config
     task = load_task(
         config.get("task", "digits"),
         seed=int(config.get("seed", 0)),
@@ -596,28 +597,11 @@ def provenance() -> dict[str, Any]:
     import sklearn
     import torch
 
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=root,
-                capture_output=True,
-                text=True,
-                timeout=10,
-            ).stdout.strip()
-        )
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = "unknown", False
+    from labpgt.training.checkpoint import git_state
+
+    commit, dirty = git_state()
     return {
-        "commit": commit or "unknown",
+        "commit": commit,
         "dirty": dirty,
         "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "python": platform.python_version(),

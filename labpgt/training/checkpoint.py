@@ -60,31 +60,29 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise UserError(f"--resume: cannot read checkpoint {path}: {exc}") from exc
 
 
-def git_commit() -> str:
-    """The labpgt source tree's commit (12 hex digits, '+dirty' with edits), or 'unknown'."""
+def git_state() -> tuple[str, bool]:
+    """(commit of the labpgt source tree, 12 hex digits, or 'unknown'; tracked edits?)."""
     import subprocess
 
     root = Path(__file__).resolve().parent.parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
+        commit = git("rev-parse", "--short=12", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    if not commit:
-        return "unknown"
-    return commit + ("+dirty" if dirty else "")
+        return "unknown", False
+    return (commit, dirty) if commit else ("unknown", False)
+
+
+def git_commit() -> str:
+    """The labpgt source tree's commit (12 hex digits, '+dirty' with edits), or 'unknown'."""
+    commit, dirty = git_state()
+    return commit + ("+dirty" if dirty and commit != "unknown" else "")
 
 
 def file_sha256(path: str | Path | None) -> str | None:

@@ -311,18 +311,16 @@ def _calibrate(
         console.print("plots: " + ", ".join(str(p) for p in paths))
 
 
-FEATURE_CHECK_STEP_U = 0.05
-"""The boundary estimator's default δ in u: the step the smoothness is judged at."""
-
-
 def _assess_maps(reservoir: object, in_use: FeatureSpec) -> list:
     """Measure the candidate feature maps (and the one in use) on one drive-frequency walk."""
     from labpgt.calibration.feature_maps import CANDIDATES, assess, plan_settings
+    from labpgt.training.estimators.boundary import BoundaryEstimator
 
+    # Judged at the step boundary perturbation probes with: its default δ in u, which the
+    # affine encoding maps onto δ · span / 2 of the drive range.
+    step_u = float(BoundaryEstimator.defaults["delta"])
     lo, hi = reservoir.bounds.drive_hz  # type: ignore[attr-defined]
-    settings = plan_settings(
-        (lo, hi), power_dbm=-10.0, bias_a=1.8, step_hz=FEATURE_CHECK_STEP_U * (hi - lo) / 2
-    )
+    settings = plan_settings((lo, hi), power_dbm=-10.0, bias_a=1.8, step_hz=step_u * (hi - lo) / 2)
     keep = reservoir.keep_traces  # type: ignore[attr-defined]
     reservoir.keep_traces = True  # type: ignore[attr-defined]
     try:

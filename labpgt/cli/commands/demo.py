@@ -31,7 +31,7 @@ def demo_command(
     seed: int = typer.Option(0, help="Seed."),
 ) -> None:
     """Train on digits with the ring in the loop through the virtual bench; print yardsticks."""
-    from labpgt.study import Job, _logistic
+    from labpgt.study import logistic_regression
 
     common = dict(
         task="digits", model="dense", max_queries=max_queries, seed=seed, eval_test="final"
@@ -54,7 +54,7 @@ def demo_command(
         overwrite=True,
         quiet=True,
     )
-    logistic = _logistic(Job("logistic", "logistic", "final", "logistic", {"seed": seed}))
+    logistic = logistic_regression({"task": "digits", "seed": seed})
     table = Table(title=f"digits, seed {seed}: test accuracy of the epoch chosen on validation")
     table.add_column("network (same split; ring and digital: same shape and budget)")
     table.add_column("test acc %", justify="right")
