@@ -312,12 +312,15 @@ def run_calibration(
         [list(plan.drive_hz), list(plan.drive_dbm), [op.bias_a, op.bias_a]], dtype=torch.float64
     )
     if surrogate_kind == "twin":
-        if geometry is None:
+        # The twin draws the spectrum itself and applies the reservoir's own feature map to
+        # it, so it works for any map; it needs only the displayed line width.
+        sigma_hz = line_sigma_hz(freq, traces, floor)
+        if not np.isfinite(sigma_hz):
             raise UserError(
-                "surrogate kind 'twin' needs bin features and a measurable line width "
-                "(features kind 'bins')"
+                "surrogate kind 'twin' needs a measurable line width: no calibration trace "
+                "shows a line 30 dB above the floor"
             )
-        start, twin_grid = twin_start(freq, floor, geometry.sigma_hz, fit.field_per_ampere_oe_per_a)
+        start, twin_grid = twin_start(freq, floor, sigma_hz, fit.field_per_ampere_oe_per_a)
         tf = fit_twin(
             s_set,
             s_feat,

@@ -98,6 +98,12 @@ def _digits_base(budget: int) -> dict[str, Any]:
 
 
 LRS = (0.003, 0.01, 0.03)
+PAT_TWIN: dict[str, Any] = {
+    "method": "pat",
+    "method_opts": {"compare_every": 0},
+    "calibrate": ["--grid", "small", "--surrogate", "twin"],
+}
+"""PAT with the twin `labpgt calibrate --surrogate twin` fits on the job's ring (made once)."""
 DELTAS: tuple[dict[str, Any], ...] = ({"delta": 0.01}, {"delta": 0.1})
 
 
@@ -113,6 +119,12 @@ def digits_study() -> StudySpec:
         Entry("readout only (ridge, reservoir computing)", {"method": "readout"}, lrs=()),
         Entry("digital same-shape network", {"method": "digital"}, lrs=LRS),
         Entry("backprop through the sim", {"method": "backprop"}, lrs=LRS),
+        Entry(
+            "backprop, ring forward (sim Jacobian)",
+            {"method": "backprop", "method_opts": {"forward": "ring"}},
+            lrs=LRS,
+        ),
+        Entry("pat through the calibrated twin", PAT_TWIN, lrs=LRS),
         Entry("boundary", {"method": "boundary"}, lrs=LRS),
         Entry("boundary, k = 4 × 1 setting", {"method": "boundary", "channels": 4}, lrs=LRS),
         Entry(
@@ -167,6 +179,94 @@ def pgt_size_study() -> StudySpec:
         description="digits, the smallest network: linear upstream 64 → u (1 channel × the "
         "drive frequency) → ring → 4 kernel features → linear readout, 115 parameters; fast "
         "sim with noise and drift; 200 000 training queries per run",
+    )
+
+
+def transformer_study() -> StudySpec:
+    """The paper's second network: a small transformer with the ring as its token layer.
+
+    seq-digits: each 8×8 image is 8 tokens (its rows); every token drives one channel
+    (k = 8, one drive frequency each) and the ring's features feed attention and the
+    readout. Same protocol and budget as the digits table.
+    """
+    base = {**_digits_base(200_000), "task": "seq-digits", "model": "transformer"}
+    entries = (
+        Entry("logistic regression (raw pixels)", {}, lrs=(), kind="logistic"),
+        Entry("readout only (ridge, reservoir computing)", {"method": "readout"}, lrs=()),
+        Entry("digital same-shape network", {"method": "digital"}, lrs=LRS),
+        Entry("backprop through the sim", {"method": "backprop"}, lrs=LRS),
+        Entry("boundary", {"method": "boundary"}, lrs=LRS),
+        Entry(
+            "pgt, upstream only",
+            {"method": "pgt", "perturb": "upstream"},
+            lrs=LRS,
+            variants=DELTAS,
+        ),
+    )
+    return StudySpec(
+        name="transformer",
+        base=base,
+        entries=entries,
+        description="seq-digits (the digits images as 8 tokens of 8 pixels), transformer with "
+        "the ring as the token layer: k = 8 channels (one per token) × the drive frequency → "
+        "8 × 16 kernel features → attention → readout; fast sim with noise and drift; "
+        "200 000 training queries per run",
+    )
+
+
+MGD_WIDTHS = (4, 8, 16, 32)
+
+
+def mgd_scaling_study() -> StudySpec:
+    """MGD's scaling claim: queries to a target accuracy against the parameter count.
+
+    4-bit parity (the truth table ×4), dense, 1 channel × 8 kernel features; MGD with
+    weight and node perturbation at hidden widths 4–32, beside the digital network of
+    each width (exact gradients). Queries to 90 % validation accuracy per width show how
+    the cost grows with the parameter count.
+    """
+    base = {
+        "task": "parity",
+        "task_opts": {"bits": 4, "repeat": 4},
+        "model": "dense",
+        "fast_sim": True,
+        "noise": True,
+        "drift": True,
+        "max_queries": 60_000,
+        "batch_size": 16,
+        "bins": 8,
+        "features": "kernel",
+        "channels": 1,
+        "driven": ["drive_hz"],
+        "lr_schedule": "cosine",
+        "warmup_samples": 32,
+    }
+    entries: list[Entry] = [
+        Entry("logistic regression (raw bits)", {}, lrs=(), kind="logistic"),
+        Entry("readout only (ridge, reservoir computing)", {"method": "readout"}, lrs=()),
+    ]
+    for hidden in MGD_WIDTHS:
+        entries.append(
+            Entry(f"digital, hidden {hidden}", {"method": "digital", "hidden": hidden}, LRS)
+        )
+        for mode in ("weight", "node"):
+            entries.append(
+                Entry(
+                    f"mgd {mode}, hidden {hidden}",
+                    {"method": "mgd", "hidden": hidden, "method_opts": {"mode": mode}},
+                    LRS,
+                )
+            )
+    return StudySpec(
+        name="mgd-scaling",
+        base=base,
+        entries=tuple(entries),
+        target_acc=0.9,
+        description="4-bit parity (truth table repeated 4 times), dense 4 → hidden tanh → u "
+        "(1 channel × the drive frequency) → ring → 8 kernel features → readout; MGD "
+        "(CDMA codes) with weight or node perturbation at hidden widths "
+        f"{', '.join(map(str, MGD_WIDTHS))}, beside the digital network of each width; "
+        "fast sim with noise and drift; 60 000 training queries per run",
     )
 
 
@@ -227,6 +327,8 @@ PRESETS: dict[str, Callable[[], StudySpec]] = {
     "digits": digits_study,
     "features": features_study,
     "pgt-size": pgt_size_study,
+    "transformer": transformer_study,
+    "mgd-scaling": mgd_scaling_study,
     "short": short_study,
 }
 
@@ -303,6 +405,8 @@ def _train(job: Job, out_dir: Path) -> dict[str, Any]:
     config = dict(job.config)
     if "driven" in config:
         config["driven"] = tuple(config["driven"])
+    if "calibrate" in config:
+        config["calibration"] = str(ensure_calibration(out_dir, config, config.pop("calibrate")))
     config["out"] = str(out_dir / "runs" / _slug(job.key))
     result = run_training(make_config(**config), resume=False, overwrite=True, quiet=True)
     metrics = result.metrics
@@ -329,6 +433,54 @@ def _train(job: Job, out_dir: Path) -> dict[str, Any]:
         "diverged": diverged,
         "curve": curve,
     }
+
+
+def ensure_calibration(out_dir: Path, config: dict[str, Any], options: list[str]) -> Path:
+    """The calibration file a job trains with: `labpgt calibrate` of the job's ring, run once.
+
+    ``options`` are extra `labpgt calibrate` arguments (e.g. ``--surrogate twin``). The
+    ring is the one the job trains on (the in-process sim with the job's noise setting),
+    calibrated once at seed 0 as a lab calibrates its bench once, with the job's feature
+    map. Jobs on other processes wait on a file lock, so the file is made exactly once;
+    the command and its output land beside it (``calibrations/NAME.log``).
+    """
+    import fcntl
+    import subprocess
+    import sys
+
+    if not config.get("fast_sim"):
+        raise UserError("study: a job's 'calibrate' needs the in-process sim (fast_sim)")
+    args = [
+        "calibrate",
+        "--fast-sim",
+        "--seed",
+        "0",
+        "--features",
+        str(config.get("features", "kernel")),
+        "--bins",
+        str(config.get("bins", 16)),
+        "--no-plots",
+        *options,
+    ]
+    if not config.get("noise", True):
+        args.append("--no-noise")
+    folder = out_dir / "calibrations"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (_slug("_".join(args[1:])) + ".h5")
+    with (folder / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.is_file():
+            partial = path.with_suffix(".partial.h5")
+            partial.unlink(missing_ok=True)
+            command = [sys.executable, "-m", "labpgt", *args, "--out", str(partial)]
+            done = subprocess.run(command, capture_output=True, text=True)
+            log = f"$ labpgt {' '.join(args)} --out {path.name}\n{done.stdout}{done.stderr}"
+            path.with_suffix(".log").write_text(log)
+            if done.returncode != 0:
+                last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:]
+                raise UserError(f"study: the calibration for {path.name} failed: {last}")
+            partial.rename(path)
+    return path
 
 
 def logistic_regression(config: dict[str, Any]) -> dict[str, Any]:

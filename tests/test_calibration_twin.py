@@ -28,9 +28,10 @@ TWIN_FIT = SurrogateConfig(steps=300, seed=3, twin_rounds=0)
 @pytest.fixture(scope="module")
 def twin_cal(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("twin")
-    # The twin is fitted through hard bins (it needs their line geometry).
-    bins = FeatureSpec(kind="bins", bins=32)
-    with embedded_bench(seed=3, handle_signals=False, features=bins) as res:
+    # The twin draws the spectrum and applies the reservoir's own map: kernel windows, the
+    # default (hard bins were once required, for their line geometry).
+    kernel = FeatureSpec(kind="kernel", bins=32)
+    with embedded_bench(seed=3, handle_signals=False, features=kernel) as res:
         result = run_calibration(
             res,
             CalibrationPlan.reduced(),
@@ -49,6 +50,7 @@ def test_twin_held_out_error_below_twice_noise_in_locking_window(twin_cal):
     assert ratio < 2.0, f"twin held-out {result.surrogate.validation_rmse:.3f} dB = {ratio:.2f}x"
     assert cal.surrogate_validation_over_noise == pytest.approx(ratio)
     assert cal.summary["surrogate_kind"] == "twin"
+    assert cal.feature_spec.kind == "kernel"
     # the window is the locking zone: the drive moves the features strongly there
     assert result.operating.sensitivity_to_noise > 5.0
 

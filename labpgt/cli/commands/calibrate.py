@@ -36,10 +36,27 @@ def _open_reservoir(
     hysteresis: bool,
     inject_drift_oe: float,
     inject_drift_db: float,
+    fast_sim: bool = False,
 ) -> Iterator[PhysicalReservoir]:
-    """`open_reservoir`, with a drift injected into the embedded ring when asked (tests)."""
+    """`open_reservoir`, with a drift injected into the embedded ring when asked (tests).
+
+    ``fast_sim``: the in-process simulated ring that `labpgt train --fast-sim` and the
+    study train on (no instruments), so a calibration of it serves their runs.
+    """
     if bench_path is not None and (inject_drift_oe or inject_drift_db):
         raise UserError("--inject-drift-oe/--inject-drift-db need the embedded virtual bench")
+    if fast_sim:
+        if bench_path is not None:
+            raise UserError("--fast-sim and --bench exclude each other: choose one ring")
+        if inject_drift_oe or inject_drift_db:
+            raise UserError("--inject-drift-oe/--inject-drift-db need the embedded virtual bench")
+        from labpgt.reservoir import SimulatedReservoir
+        from labpgt.sim.params import RingParams
+        from labpgt.sim.ring import RingModel
+
+        params = RingParams(noise=noise, drift=noise, hysteresis=hysteresis)
+        yield SimulatedReservoir(RingModel(params, seed=seed), features=features)
+        return
 
     def inject(reservoir: PhysicalReservoir) -> None:
         if inject_drift_oe or inject_drift_db:
@@ -110,6 +127,11 @@ def calibrate_command(
         "--window",
         help="Drive window: 'calm' (drive leaves the comb alone) or 'sensitivity' (locking zone).",
     ),
+    fast_sim: bool = typer.Option(
+        False,
+        "--fast-sim",
+        help="Calibrate the in-process simulated ring (as labpgt train --fast-sim).",
+    ),
     no_noise: bool = typer.Option(
         False, "--no-noise", hidden=True, help="Embedded bench: no noise and no drift."
     ),
@@ -148,6 +170,7 @@ def calibrate_command(
         "hysteresis": not no_hysteresis,
         "inject_drift_oe": inject_drift_oe,
         "inject_drift_db": inject_drift_db,
+        "fast_sim": fast_sim,
     }
     if check is not None:
         _check(check, bench, tolerance_mhz, tolerance_db, sim)
@@ -348,7 +371,8 @@ def _store_maps(path: Path, maps: list, in_use: FeatureSpec) -> None:
 
 def _sim_kwargs(sim: dict) -> dict:
     return {
-        k: sim[k] for k in ("seed", "noise", "hysteresis", "inject_drift_oe", "inject_drift_db")
+        k: sim[k]
+        for k in ("seed", "noise", "hysteresis", "inject_drift_oe", "inject_drift_db", "fast_sim")
     }
 
 

@@ -59,13 +59,79 @@ class SurrogateBackward(torch.autograd.Function):
         return g_settings.reshape(settings.shape).to(settings.dtype), None, None
 
 
+class ModelDifferenceBackward(torch.autograd.Function):
+    """u (B, k·m) -> measured raw features; backward from a model's central differences.
+
+    The model (a surrogate, or the simulation) is evaluated at u ± ε along each of the
+    m drive dimensions of every channel (all channels at once), as the boundary
+    estimator probes the ring: J v ≈ (f(u + εv) − f(u − εv)) / 2ε. The backward pass
+    turns ∂L/∂y into ∂L/∂u with these slopes. It is the model's response smoothed at
+    the probing scale ε, where autograd would follow the model's ripple below it.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, u: torch.Tensor, measured: torch.Tensor, model_u: Any, eps: float, m: int
+    ) -> Any:
+        km = u.shape[1]
+        dirs = torch.zeros(m, km, dtype=u.dtype)
+        for j in range(m):
+            dirs[j, j::m] = 1.0
+        base = u.detach()
+        with torch.no_grad():
+            u_all = torch.cat([base[None] + eps * dirs[:, None], base[None] - eps * dirs[:, None]])
+            probes = model_u(u_all.reshape(2 * m * base.shape[0], km))
+            probes = probes.reshape(2 * m, *measured.shape).to(measured.dtype)
+        ctx.save_for_backward((probes[:m] - probes[m:]) / (2 * eps))  # (m, B, k, F)
+        ctx.m = m
+        return measured.detach().clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad_raw: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (jvp,) = ctx.saved_tensors
+        g = torch.einsum("mbkf,bkf->bkm", jvp, grad_raw.to(jvp.dtype))
+        return g.reshape(g.shape[0], -1), None, None, None, None
+
+
+JACOBIANS = ("autograd", "difference")
+"""How PAT (and ring-forward backprop) differentiate their model: autograd, or central
+differences at the probing scale δ (``--method-opt jacobian=difference``)."""
+
+
+def model_backward(
+    layer: Any,
+    u: torch.Tensor,
+    settings: torch.Tensor,
+    measured: torch.Tensor,
+    model: Any,
+    jacobian: str,
+    eps: float,
+) -> torch.Tensor:
+    """Measured features whose backward pass is ``model``'s Jacobian at the same point.
+
+    ``model`` maps flat settings (N, 3) to raw features (N, F). ``jacobian`` 'autograd'
+    takes its vector–Jacobian product at the measured settings; 'difference' its
+    central differences in u at step ``eps`` (no query: the model is not the ring).
+    """
+    if jacobian not in JACOBIANS:
+        raise UserError(f"--method-opt jacobian={jacobian}: one of {', '.join(JACOBIANS)}")
+    if jacobian == "autograd":
+        return SurrogateBackward.apply(settings, measured, model)
+
+    def model_u(u_flat: torch.Tensor) -> torch.Tensor:
+        s = layer.settings(u_flat)
+        return model(s.reshape(-1, s.shape[-1])).reshape(*s.shape[:-1], -1)
+
+    return ModelDifferenceBackward.apply(u, measured, model_u, eps, layer.dims_per_channel)
+
+
 class PATEstimator(GradientEstimator):
     """One clean pass on the ring; the surrogate's Jacobian in the backward pass."""
 
     name: ClassVar[str] = "pat"
     summary: ClassVar[str] = "physics-aware training: ring forward, calibration-surrogate backward"
     defaults: ClassVar[dict[str, Any]] = {"delta": 0.05}
-    extra_options: ClassVar[dict[str, Any]] = {"compare_every": 10}
+    extra_options: ClassVar[dict[str, Any]] = {"compare_every": 10, "jacobian": "autograd"}
 
     def __init__(
         self,
@@ -116,7 +182,10 @@ class PATEstimator(GradientEstimator):
                 f"--calibration: its surrogate predicts {surrogate.feature_dim} features but "
                 f"the run measures {measured.shape[-1]} (use the calibration's --bins)"
             )
-        raw = SurrogateBackward.apply(settings, measured, surrogate)
+        jacobian = str(self.extra.get("jacobian", "autograd"))
+        raw = model_backward(
+            layer, u, settings, measured, surrogate, jacobian, float(self.opt("delta"))
+        )
         logits = model.run_downstream(raw, ctx)
         loss = loss_fn(logits, y)
         extra = {"surrogate_val_db": float(getattr(self.calibration, "surrogate_validation_db", 0))}
