@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from labpgt.cli.app import main
-from labpgt.study import choose, final_jobs, mean_ci95, read_rows, search_jobs, short_study
+from labpgt.study import (
+    choose,
+    ensure_calibration,
+    final_jobs,
+    mean_ci95,
+    read_rows,
+    search_jobs,
+    short_study,
+)
 
 
 def test_mean_ci95_is_students_t_over_the_seeds() -> None:
@@ -55,4 +63,50 @@ def test_an_unknown_preset_is_one_line(capsys: pytest.CaptureFixture[str]) -> No
         main(["study", "--preset", "nope"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "unknown study preset 'nope'; valid: digits, features, pgt-size, short" in err
+    assert (
+        "unknown study preset 'nope'; valid: digits, features, mgd-scaling, pgt-size, short, "
+        "transformer" in err
+    )
+
+
+def test_a_job_that_needs_a_calibration_gets_one_made_once(tmp_path: Path) -> None:
+    """PAT rows: `labpgt calibrate --fast-sim` of the job's ring, made once per study."""
+    from labpgt.calibration import load_calibration
+
+    from labpgt.cli.commands.train import run_training
+    from labpgt.training.config import make_config
+
+    config = {"fast_sim": True, "noise": False, "bins": 8, "features": "kernel"}
+    options = ["--grid", "small", "--surrogate-steps", "20"]
+    path = ensure_calibration(tmp_path, config, options)
+    made = path.stat().st_mtime_ns
+    assert ensure_calibration(tmp_path, config, options) == path
+    assert path.stat().st_mtime_ns == made  # not made again
+    log = path.with_suffix(".log").read_text()
+    assert log.startswith("$ labpgt calibrate --fast-sim --seed 0 --features kernel --bins 8")
+    cal = load_calibration(path)
+    assert cal.snapshot["reservoir"] == "simulated" and cal.feature_spec.bins == 8
+    # A PAT run on that ring takes it (another seed: same physics, its own noise stream).
+    result = run_training(
+        make_config(
+            task="iris",
+            fast_sim=True,
+            noise=False,
+            drift=False,
+            bins=8,
+            channels=2,
+            hidden=4,
+            method="pat",
+            epochs=1,
+            seed=3,
+            calibration=str(path),
+            method_opts={"compare_every": 0, "jacobian": "difference"},
+            out=str(tmp_path / "run"),
+        ),
+        resume=False,
+        overwrite=True,
+        quiet=True,
+    )
+    assert result.metrics[-1].queries > 0
+    with pytest.raises(Exception, match="needs the in-process sim"):
+        ensure_calibration(tmp_path, {"fast_sim": False}, options)
