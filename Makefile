@@ -38,12 +38,16 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/calibration.py
 
 # Every generated figure and table of docs/ (results.md, results_features.md,
-# results_pgt-size.md, gradient_quality.md), under the protocol (search on validation,
-# 5 seeds, 95 % CI) on the current commit: about 1.5 hours on 2 idle cores. Resumable.
+# results_pgt-size.md, results_pat.md, results_transformer.md, results_mgd-scaling.md,
+# gradient_quality.md), under the protocol (search on validation, 5 seeds, 95 % CI) on
+# the current commit: several hours on 2 idle cores. Each part resumes.
 study: $(STAMP)
 	$(BIN)/labpgt study --preset digits --out benchmarks/results/study_digits --docs docs/results.md
 	$(BIN)/labpgt study --preset features --out benchmarks/results/study_features --docs docs/results_features.md
 	$(BIN)/labpgt study --preset pgt-size --out benchmarks/results/study_pgt-size --docs docs/results_pgt-size.md
+	$(BIN)/labpgt study --preset pat --out benchmarks/results/study_pat --docs docs/results_pat.md
+	$(BIN)/labpgt study --preset transformer --out benchmarks/results/study_transformer --docs docs/results_transformer.md
+	$(BIN)/labpgt study --preset mgd-scaling --out benchmarks/results/study_mgd-scaling --docs docs/results_mgd-scaling.md
 	$(BIN)/python benchmarks/gradient_quality.py --out docs/gradient_quality.md
 
 clean:

@@ -100,10 +100,21 @@ def _digits_base(budget: int) -> dict[str, Any]:
 LRS = (0.003, 0.01, 0.03)
 PAT_TWIN: dict[str, Any] = {
     "method": "pat",
-    "method_opts": {"compare_every": 0},
+    "method_opts": {"compare_every": 0, "jacobian": "difference"},
     "calibrate": ["--grid", "small", "--surrogate", "twin"],
 }
-"""PAT with the twin `labpgt calibrate --surrogate twin` fits on the job's ring (made once)."""
+"""PAT with the twin `labpgt calibrate --surrogate twin` fits on the job's ring (made once),
+differentiated by central differences at the probing step (its autograd Jacobian follows
+the ring model's ripple, as backprop's does)."""
+PAT_TWIN_AUTOGRAD: dict[str, Any] = {
+    **PAT_TWIN,
+    "method_opts": {"compare_every": 0, "jacobian": "autograd"},
+}
+BACKPROP_RING: dict[str, Any] = {
+    "method": "backprop",
+    "method_opts": {"forward": "ring", "jacobian": "difference"},
+}
+"""The ring's measured features forward, the noise-free sim's central differences backward."""
 DELTAS: tuple[dict[str, Any], ...] = ({"delta": 0.01}, {"delta": 0.1})
 
 
@@ -119,12 +130,9 @@ def digits_study() -> StudySpec:
         Entry("readout only (ridge, reservoir computing)", {"method": "readout"}, lrs=()),
         Entry("digital same-shape network", {"method": "digital"}, lrs=LRS),
         Entry("backprop through the sim", {"method": "backprop"}, lrs=LRS),
-        Entry(
-            "backprop, ring forward (sim Jacobian)",
-            {"method": "backprop", "method_opts": {"forward": "ring"}},
-            lrs=LRS,
-        ),
+        Entry("backprop, ring forward, sim differences", BACKPROP_RING, lrs=LRS),
         Entry("pat through the calibrated twin", PAT_TWIN, lrs=LRS),
+        Entry("pat through the twin, autograd Jacobian", PAT_TWIN_AUTOGRAD, lrs=LRS),
         Entry("boundary", {"method": "boundary"}, lrs=LRS),
         Entry("boundary, k = 4 × 1 setting", {"method": "boundary", "channels": 4}, lrs=LRS),
         Entry(
@@ -270,6 +278,32 @@ def mgd_scaling_study() -> StudySpec:
     )
 
 
+def pat_study() -> StudySpec:
+    """PAT through the twin calibrate fits, beside boundary and the yardsticks.
+
+    The digits table's network, budget and protocol. PAT measures each sample once
+    (boundary three times: clean and ±δ), so at the same query budget it takes three
+    times the steps; its backward pass is the twin's, differentiated by central
+    differences at boundary's step δ = 0.05, or by autograd.
+    """
+    entries = (
+        Entry("logistic regression (raw pixels)", {}, lrs=(), kind="logistic"),
+        Entry("readout only (ridge, reservoir computing)", {"method": "readout"}, lrs=()),
+        Entry("digital same-shape network", {"method": "digital"}, lrs=LRS),
+        Entry("boundary", {"method": "boundary"}, lrs=LRS),
+        Entry("pat through the calibrated twin", PAT_TWIN, lrs=LRS),
+    )
+    return StudySpec(
+        name="pat",
+        base=_digits_base(200_000),
+        entries=entries,
+        description="digits, the digits study's network (k = 8 channels × the drive "
+        "frequency, 8 × 16 kernel features) and budget (200 000 training queries); PAT's "
+        "backward pass through the twin that `labpgt calibrate --fast-sim --grid small "
+        "--surrogate twin` fits to the simulated ring (seed 0, once per study)",
+    )
+
+
 def features_study() -> StudySpec:
     """The feature map decides what the estimators can follow: boundary on three maps."""
     two = (0.003, 0.01)
@@ -327,6 +361,7 @@ PRESETS: dict[str, Callable[[], StudySpec]] = {
     "digits": digits_study,
     "features": features_study,
     "pgt-size": pgt_size_study,
+    "pat": pat_study,
     "transformer": transformer_study,
     "mgd-scaling": mgd_scaling_study,
     "short": short_study,

@@ -64,7 +64,7 @@ def test_an_unknown_preset_is_one_line(capsys: pytest.CaptureFixture[str]) -> No
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert (
-        "unknown study preset 'nope'; valid: digits, features, mgd-scaling, pgt-size, short, "
+        "unknown study preset 'nope'; valid: digits, features, mgd-scaling, pat, pgt-size, short, "
         "transformer" in err
     )
 

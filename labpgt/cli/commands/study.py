@@ -18,7 +18,10 @@ console = Console()
 
 
 def study_command(
-    preset: str = typer.Option("digits", help="Study preset: digits, features, pgt-size, transformer, mgd-scaling or short."),
+    preset: str = typer.Option(
+        "digits",
+        help="Study preset: digits, features, pgt-size, pat, transformer, mgd-scaling or short.",
+    ),
     out: Path = typer.Option(
         Path("benchmarks/results/study"), help="Study folder (results.jsonl, summary.json, runs/)."
     ),
