@@ -24,8 +24,11 @@ import numpy as np
 from labpgt.errors import UserError
 from labpgt.live.source import RunSource, Snapshot
 
-POLL_MS = 250
-"""How often an open page looks at the run (ms): the update delay is at most about this."""
+POLL_MS = 100
+"""How often an open page looks at the run (ms); unchanged, a look costs one stat() call."""
+SETTINGS_EVERY_S = 1.0
+"""The settings-over-the-run plots (thousands of points) are redrawn at most this often;
+the spectrum follows every new shot."""
 DEFAULT_PORT = 5006
 LINGER_S = 300.0
 """A view started by --live stops this long after its run ended with no page open."""
@@ -99,6 +102,8 @@ class Page:
         self.doc = doc
         self.source = source
         self.version = -1
+        self.settings_shown_s = -math.inf
+        self.settings_pending = False
         self.status = Div(text="", name="status", sizing_mode="stretch_width")
         self.latest = ColumnDataSource(
             {"shot": [-1], "timestamp_s": [math.nan], "shots_done": [0], "shots_total": [0]},
@@ -227,18 +232,24 @@ class Page:
     # updates
     def update(self) -> None:
         self.source.poll()
-        if self.source.version == self.version:
-            return
-        self.version = self.source.version
         snap = self.source.snapshot
-        self.status.text = _escape(snap.status)
-        if snap.kind == "train":
-            self._show_train(snap)
+        if self.source.version != self.version:
+            self.version = self.source.version
+            self.status.text = _escape(snap.status)
+            if snap.kind == "train":
+                self._show_train(snap)
+                return
+            self._show_spectrum(snap)
+            if snap.kind == "calibration":
+                self._show_response(snap)
+            self.settings_pending = True
+        if snap.kind == "train" or not self.settings_pending:
             return
-        self._show_spectrum(snap)
-        self._show_settings(snap)
-        if snap.kind == "calibration":
-            self._show_response(snap)
+        now = time.monotonic()
+        if now - self.settings_shown_s >= SETTINGS_EVERY_S or snap.shots_done == snap.shots_total:
+            self.settings_shown_s = now
+            self.settings_pending = False
+            self._show_settings(snap)
 
     def _show_spectrum(self, snap: Snapshot) -> None:
         if snap.spectrum_dbm.size:
