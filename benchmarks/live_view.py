@@ -9,7 +9,11 @@ as the embedded bench gets: the worst case for a view sharing the machine.
 
 1. Throughput: shots per second over the run, from the shots' own time stamps in the file
    (first to last trace read), so start-up is left out. Printed per pair, and the ratio
-   with view / alone of the pooled throughputs; target: cost <= 2 %.
+   with view / alone of the pooled throughputs; target: cost <= 2 %. On a machine whose
+   cores are busy with other work the pairs scatter by far more than 2 %, so the CPU time
+   the view process used while the acquisition ran is printed too, as a share of the
+   acquisition's own CPU time: the most the view can take from the run when no core is
+   spare, whatever else the machine does.
 2. Latency: every time the page's data change, a listener in the page records, after the
    next frame is drawn, the browser's clock minus the time stamp of the shot now shown
    (the time its trace was read, before it was even written: so this is an upper bound
@@ -29,6 +33,7 @@ import argparse
 import datetime as _dt
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -58,11 +63,25 @@ REALTIME: list[str] = []
 """["--realtime"] with --realtime: the embedded bench takes its true sweep and settle times."""
 
 
-def _acquire(out: Path, shots: int, chunk: int) -> None:
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a running process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _acquire(out: Path, shots: int, chunk: int) -> float:
+    """Run the acquisition; returns its CPU seconds."""
+    before = _children_cpu_s()
     sweeps = ["--sweep", f"drive_hz=2.0e9:2.3e9:{shots // 4}", "--sweep", "bias_a=1.6,1.7,1.8,1.9"]
     argv = [sys.executable, "-m", "labpgt", "acquire", "--out", str(out), "--chunk", str(chunk),
             *sweeps, *REALTIME]  # fmt: skip
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return _children_cpu_s() - before
 
 
 def _throughput(out: Path) -> tuple[float, int]:
@@ -71,7 +90,10 @@ def _throughput(out: Path) -> tuple[float, int]:
     return (t.size - 1) / (t[-1] - t[0]), int(t.size)
 
 
-def _with_view(browser: object, out: Path, shots: int, chunk: int) -> tuple[float, list]:
+def _with_view(
+    browser: object, out: Path, shots: int, chunk: int
+) -> tuple[float, list, float, float]:
+    """(throughput, [shot, lag] per page update, acquire CPU s, view CPU s during it)."""
     view = subprocess.Popen(
         [sys.executable, "-m", "labpgt.live", str(out), "--kind", "acquire"],
         stdout=subprocess.PIPE,
@@ -88,20 +110,22 @@ def _with_view(browser: object, out: Path, shots: int, chunk: int) -> tuple[floa
         page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0")
         page.wait_for_function("() => Bokeh.documents[0].get_model_by_name('latest') !== null")
         page.evaluate(LISTEN)
-        _acquire(out, shots, chunk)
+        view_cpu = _cpu_s(view.pid)
+        acquire_cpu = _acquire(out, shots, chunk)
         # the last shot shown: every update of the run has reached the page
         page.wait_for_function(
             "(n) => Bokeh.documents[0].get_model_by_name('latest').data.shots_done[0] == n",
             arg=shots,
         )
         page.wait_for_function("(n) => window.__lag.some(([s]) => s == n - 1)", arg=shots)
+        view_cpu = _cpu_s(view.pid) - view_cpu
         lags = page.evaluate("() => window.__lag")
         page.close()
     finally:
         view.terminate()
         view.wait(timeout=30)
     rate, _ = _throughput(out)
-    return rate, lags
+    return rate, lags, acquire_cpu, view_cpu
 
 
 def main() -> None:
@@ -129,6 +153,7 @@ def main() -> None:
     alone: list[float] = []
     viewed: list[float] = []
     lags: list[float] = []
+    cpu = {"acquire": 0.0, "view": 0.0}
     with sync_playwright() as pw, tempfile.TemporaryDirectory() as tmp:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         for pair in range(args.pairs):
@@ -141,8 +166,12 @@ def main() -> None:
                     _acquire(out, args.shots, args.chunk)
                     rates[mode], _ = _throughput(out)
                 else:
-                    rates[mode], pair_lags = _with_view(browser, out, args.shots, args.chunk)
+                    rates[mode], pair_lags, acquire_cpu, view_cpu = _with_view(
+                        browser, out, args.shots, args.chunk
+                    )
                     lags.extend(lag for _, lag in pair_lags)
+                    cpu["acquire"] += acquire_cpu
+                    cpu["view"] += view_cpu
                 print(f"  pair {pair + 1} {mode:5s}: {rates[mode]:8.1f} shots/s "
                       f"(run {time.perf_counter() - t0:5.1f} s wall)")  # fmt: skip
                 out.unlink()
@@ -157,6 +186,12 @@ def main() -> None:
         + ", ".join(f"{r:.3f}" for r in per_pair)
         + "); target cost <= 2 %"
     )
+    print(
+        f"CPU while the view watched: acquire {cpu['acquire']:.1f} s, view process "
+        f"{cpu['view']:.2f} s = {100 * cpu['view'] / cpu['acquire']:.2f} % of the acquire's "
+        "(the most it can take from the run when no core is spare; the browser not counted)"
+    )
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
     lag = np.asarray(lags)
     print(
         f"latency shot read -> shown on the page: median {1e3 * np.median(lag):.0f} ms, "

@@ -9,6 +9,7 @@ embedded virtual bench and a real short training run. They wait on what the page
 from __future__ import annotations
 
 import contextlib
+import csv
 import re
 import shlex
 import shutil
@@ -162,6 +163,12 @@ def test_sources_read_what_the_runs_hold(good_run: Path, train_run: Path) -> Non
     assert train.curves["epoch"].tolist() == [0, 1, 2, 3]
     assert np.isfinite(train.curves["train_loss"]).all()
     assert train.curves["queries"][-1] > 0
+    with (train_run / "metrics.csv").open() as fh:  # the columns as the trainer wrote them
+        rows = list(csv.DictReader(fh))
+    assert train.curves["queries"].tolist() == [float(r["queries"]) for r in rows]
+    with (train_run / "batches.csv").open() as fh:
+        steps = [float(r["step"]) for r in csv.DictReader(fh)]
+    assert train.curves["batches.step"].tolist() == steps
 
 
 # ---- the real browser --------------------------------------------------------------------------
@@ -311,9 +318,11 @@ def test_train_page_shows_the_curves(browser: object, train_run: Path) -> None:
                         queries: Array.from({MODEL}('metrics').data.queries),
                         steps: {MODEL}('batches').data.step.length}})"""
         )
+        metrics = RunSource.open(train_run).poll()
+        assert metrics is not None
         assert shown["epoch"] == [0, 1, 2, 3]
-        assert shown["queries"][-1] > 0
-        assert shown["steps"] > 0
+        assert shown["queries"] == metrics.curves["queries"].tolist()
+        assert shown["steps"] == metrics.curves["batches.step"].size > 0
         status = page.evaluate(f"() => {MODEL}('status').text")  # type: ignore[attr-defined]
         assert "epoch 3 done" in status
     finally:

@@ -315,11 +315,11 @@ class Page:
                 **{f"{k}_acc_pct": 100 * c.get(f"{k}_acc", nan) for k in ("train", "val", "test")},
                 "queries": c.get("queries", nan),
             }
-        if "step" in c and "batch_loss" in c:
+        if "batches.step" in c and "batches.batch_loss" in c:
             self.batches.data = {
-                "step": c["step"],
-                "batch_loss": c["batch_loss"],
-                "queries": c.get("queries_batch", c["step"] * 0),
+                "step": c["batches.step"],
+                "batch_loss": c["batches.batch_loss"],
+                "queries": c.get("batches.queries", np.full(c["batches.step"].size, np.nan)),
             }
 
 

@@ -82,7 +82,8 @@ class Snapshot:
     response: dict[str, Any] = field(default_factory=dict)
     """Calibration: drive_hz (Fq,), bias_a (B,), sensitivity (B, Fq) at the operating power."""
     curves: dict[str, np.ndarray] = field(default_factory=dict)
-    """Train: the metrics.csv columns (epoch, train_loss, ...) and batches.csv ones."""
+    """Train: the metrics.csv columns (epoch, train_loss, ...) and batches.csv ones, the
+    latter as ``batches.<column>`` (batches.step, batches.batch_loss, ...)."""
 
 
 def classify(path: Path) -> str:
@@ -328,10 +329,8 @@ class RunSource:
         if metrics is None and batches is None:
             raise NotReady(f"waiting for the first epoch's metrics.csv in {self.path}")
         snap = Snapshot(kind="train", status="")
-        curves: dict[str, np.ndarray] = {}
-        for table in (metrics, batches):
-            for name, values in (table or {}).items():
-                curves[name] = values
+        curves: dict[str, np.ndarray] = dict(metrics or {})
+        curves.update({f"batches.{name}": values for name, values in (batches or {}).items()})
         if metrics is not None and "epoch" not in metrics:
             raise NotReady(f"{self.path / 'metrics.csv'} has no epoch column: not a labpgt run")
         snap.curves = curves
