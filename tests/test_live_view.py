@@ -65,19 +65,6 @@ def _tiny_csv(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def train_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("train")
-    data = _tiny_csv(folder / "d.csv")
-    out = folder / "run"
-    argv = ["train", "--data", str(data), "--target", "label", *shlex.split(TINY_TRAIN)]
-    try:
-        main([*argv, "--out", str(out)])
-    except SystemExit as exc:
-        assert not exc.code
-    return out
-
-
 def _bad_files(folder: Path, good: Path) -> dict[str, tuple[Path, str]]:
     """name -> (path, a piece of the expected error line)."""
     cases: dict[str, tuple[Path, str]] = {}
@@ -147,28 +134,17 @@ def test_port_in_use_says_so_and_offers_another(
         probe.bind(("127.0.0.1", offered))
 
 
-def test_sources_read_what_the_runs_hold(good_run: Path, train_run: Path) -> None:
+def test_source_reads_what_the_run_file_holds(good_run: Path) -> None:
     assert classify(good_run) == "acquire"
-    snap = RunSource.open(good_run).poll()
-    assert snap is not None
+    source = RunSource.open(good_run)
+    snap = source.poll()
+    assert snap is not None and source.poll() is None  # an unchanged file is not read again
     with h5py.File(good_run, "r") as h5:
         last = int(np.argmax(h5["shots/timestamp_s"][...]))
         np.testing.assert_array_equal(snap.spectrum_dbm, h5["traces_dbm"][last])
         assert snap.drive_hz == h5["shots/settings"][last, 0]
         assert snap.shots_done == snap.shots_total == h5["shots/done"].shape[0]
-    assert classify(train_run) == "train"
-    source = RunSource.open(train_run)
-    train = source.poll()
-    assert train is not None and source.poll() is None  # unchanged files are not read again
-    assert train.curves["epoch"].tolist() == [0, 1, 2, 3]
-    assert np.isfinite(train.curves["train_loss"]).all()
-    assert train.curves["queries"][-1] > 0
-    with (train_run / "metrics.csv").open() as fh:  # the columns as the trainer wrote them
-        rows = list(csv.DictReader(fh))
-    assert train.curves["queries"].tolist() == [float(r["queries"]) for r in rows]
-    with (train_run / "batches.csv").open() as fh:
-        steps = [float(r["step"]) for r in csv.DictReader(fh)]
-    assert train.curves["batches.step"].tolist() == steps
+        np.testing.assert_array_equal(snap.settings, h5["shots/settings"][...])
 
 
 # ---- the real browser --------------------------------------------------------------------------
@@ -276,7 +252,7 @@ def test_acquire_live_page_shows_the_spectrum_and_follows_new_shots(
         assert shown["total"] == 800
         np.testing.assert_allclose(shown["dbm"], trace, rtol=0, atol=1e-4)
         assert shown["drive"] == pytest.approx([setting[0] / 1e9])
-        assert min(shown["ghz"]) < setting[0] / 1e9 < max(shown["ghz"])
+        assert min(shown["ghz"]) <= setting[0] / 1e9 <= max(shown["ghz"])
         assert shown["shot"] < 799, "the run ended before the page loaded: make it longer"
         # new shots arrive: the page shows a later shot, with that shot's trace
         page.wait_for_function(  # type: ignore[attr-defined]
@@ -298,36 +274,88 @@ def test_acquire_live_page_shows_the_spectrum_and_follows_new_shots(
             _stop(view_pid)
 
 
-def test_train_page_shows_the_curves(browser: object, train_run: Path) -> None:
-    view = subprocess.Popen(
-        [sys.executable, "-m", "labpgt.live", str(train_run), "--kind", "train"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+def _live(argv: list[str]) -> tuple[subprocess.Popen, _Lines, str, int]:
+    """Start ``labpgt ARGV --live``; (process, its stderr lines, page URL, view pid)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labpgt", *argv, "--live"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
     )
+    lines = _Lines(proc.stderr)
+    found = lines.wait_for(r"live view: (http://127\.0\.0\.1:\d+/) \(view process (\d+)", 120)
+    return proc, lines, found.group(1), int(found.group(2))
+
+
+def test_train_live_page_shows_the_curves(browser: object, tmp_path: Path) -> None:
+    data = _tiny_csv(tmp_path / "d.csv")
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(data), "--target", "label", *shlex.split(TINY_TRAIN)]
+    proc, _, url, view_pid = _live([*argv, "--out", str(out)])
     try:
-        found = _Lines(view.stdout).wait_for(r"(http://127\.0\.0\.1:\d+/)", 60)
-        page = _open_page(browser, found.group(1))
+        page = _open_page(browser, url)
+        # the page follows the run's epochs until the last (0 is before any training)
         page.wait_for_function(  # type: ignore[attr-defined]
             f"() => window.Bokeh && {MODEL}('metrics') && "
             f"{MODEL}('metrics').data.epoch.length == 4",
-            timeout=60_000,
+            timeout=120_000,
         )
+        assert proc.wait(timeout=120) == 0
         shown = page.evaluate(  # type: ignore[attr-defined]
             f"""() => ({{epoch: Array.from({MODEL}('metrics').data.epoch),
                         queries: Array.from({MODEL}('metrics').data.queries),
-                        steps: {MODEL}('batches').data.step.length}})"""
+                        steps: Array.from({MODEL}('batches').data.step),
+                        status: {MODEL}('status').text}})"""
         )
-        metrics = RunSource.open(train_run).poll()
-        assert metrics is not None
-        assert shown["epoch"] == [0, 1, 2, 3]
-        assert shown["queries"] == metrics.curves["queries"].tolist()
-        assert shown["steps"] == metrics.curves["batches.step"].size > 0
-        status = page.evaluate(f"() => {MODEL}('status').text")  # type: ignore[attr-defined]
-        assert "epoch 3 done" in status
+        source = RunSource.open(out)
+        assert source.kind == "train"
+        with (out / "metrics.csv").open() as fh:  # the columns as the trainer wrote them
+            rows = list(csv.DictReader(fh))
+        with (out / "batches.csv").open() as fh:
+            steps = [float(r["step"]) for r in csv.DictReader(fh)]
+        assert shown["epoch"] == [0, 1, 2, 3] == [float(r["epoch"]) for r in rows]
+        assert shown["queries"] == [float(r["queries"]) for r in rows]
+        assert shown["queries"][-1] > 0
+        assert shown["steps"] == steps and steps
+        assert "epoch 3 done" in shown["status"]
     finally:
-        view.terminate()
-        view.wait(timeout=30)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        _stop(view_pid)
+
+
+def test_calibrate_live_page_shows_the_response_curves(browser: object, tmp_path: Path) -> None:
+    out = tmp_path / "calib.h5"
+    argv = ["calibrate", "--out", str(out), "--grid", "small", "--surrogate-steps", "50"]
+    proc, _, url, view_pid = _live([*argv, "--no-plots"])
+    try:
+        page = _open_page(browser, url)
+        # calibrate writes its file when it ends: until then the page says it waits
+        page.wait_for_function(  # type: ignore[attr-defined]
+            f"() => window.Bokeh && {MODEL}('response') && {MODEL}('response').data.xs.length > 0",
+            timeout=300_000,
+        )
+        assert proc.wait(timeout=120) == 0
+        shown = page.evaluate(  # type: ignore[attr-defined]
+            f"""() => ({{curves: {MODEL}('response').data.ys.map((y) => Array.from(y)),
+                        labels: {MODEL}('response').data.label,
+                        points: {MODEL}('spectrum').data.power_dbm.length}})"""
+        )
+        with h5py.File(out, "r") as h5:
+            sensitivity = h5["response/sensitivity"][...]
+            bias_a = h5["response/bias_a"][...]
+            points = h5["frequency_hz"].shape[0]
+        assert shown["points"] == points
+        assert shown["labels"] == [f"bias {b:.2f} A" for b in bias_a]
+        # one curve per bias, at one of the measured drive powers
+        curves = np.asarray(shown["curves"])
+        assert any(np.allclose(curves, sensitivity[:, p, :]) for p in range(sensitivity.shape[1]))
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        _stop(view_pid)
 
 
 def _stop(pid: int) -> None:

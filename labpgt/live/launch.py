@@ -65,8 +65,9 @@ def start_live_view(path: Path, kind: str, *, host: str = "127.0.0.1") -> subpro
             start_new_session=True,  # Ctrl-C on the run does not reach the view
         )
     STARTED.append(proc)
+    busy = f"; port {DEFAULT_PORT} is in use" if port != DEFAULT_PORT else ""
     print(
-        f"live view: {url_for(host, port)} (view process {proc.pid}, log {log})",
+        f"live view: {url_for(host, port)} (view process {proc.pid}, log {log}{busy})",
         file=sys.stderr,
         flush=True,
     )
