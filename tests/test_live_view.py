@@ -136,9 +136,11 @@ def test_port_in_use_says_so_and_offers_another(
 
 def test_source_reads_what_the_run_file_holds(good_run: Path) -> None:
     assert classify(good_run) == "acquire"
-    source = RunSource.open(good_run)
+    source = RunSource(good_run, "acquire", min_read_s=0.0)
     snap = source.poll()
     assert snap is not None and source.poll() is None  # an unchanged file is not read again
+    good_run.touch()  # a new time stamp: read again
+    assert source.poll() is not None
     with h5py.File(good_run, "r") as h5:
         last = int(np.argmax(h5["shots/timestamp_s"][...]))
         np.testing.assert_array_equal(snap.spectrum_dbm, h5["traces_dbm"][last])

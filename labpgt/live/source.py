@@ -14,6 +14,7 @@ import contextlib
 import csv
 import json
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,8 @@ CALIBRATION_DATASETS = (
 )
 TRAIN_FILES = ("config.json", "metrics.csv", "batches.csv", "checkpoint.pt")
 KINDS = ("acquire", "calibration", "train")
+MIN_READ_S = 0.2
+"""A changing run is read at most this often (a CPU-bound acquisition flushes every few ms)."""
 SETTINGS_POINTS = 4000
 """At most this many shots in the settings-over-time plot (evenly thinned beyond)."""
 
@@ -146,13 +149,15 @@ def _one_line(exc: BaseException) -> str:
 class RunSource:
     """One run the view polls. ``poll()`` returns a new `Snapshot`, or None if unchanged."""
 
-    def __init__(self, path: Path, kind: str) -> None:
+    def __init__(self, path: Path, kind: str, *, min_read_s: float = MIN_READ_S) -> None:
         if kind not in KINDS:
             raise UserError(f"unknown run kind {kind!r}; valid: {', '.join(KINDS)}")
         self.path = Path(path)
         self.kind = kind
         self._stamp: tuple[Any, ...] | None = None
         self._static: dict[str, Any] = {}
+        self._read_at = -math.inf
+        self.min_read_s = min_read_s
         self.version = 0
         """Counts the snapshots that differed from the one before (pages compare it)."""
         self.snapshot = Snapshot(kind=kind, status=f"waiting for {self.path}")
@@ -169,10 +174,17 @@ class RunSource:
         return source
 
     def poll(self) -> Snapshot | None:
-        """Read the run again if it changed since the last call; None when it did not."""
+        """Read the run again if it changed since the last read; None when it did not.
+
+        The run is read at most once per ``min_read_s``, however often this is called.
+        """
+        now = time.monotonic()
+        if now - self._read_at < self.min_read_s:
+            return None
         stamp = self._file_stamp()
         if stamp == self._stamp:
             return None
+        self._read_at = now
         try:
             snap = self._read()
         except NotReady as exc:
