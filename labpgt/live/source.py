@@ -14,6 +14,7 @@ import contextlib
 import csv
 import json
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -222,23 +223,14 @@ class RunSource:
             raise NotReady(f"waiting for {self.path} (not written yet)")
         try:
             with _open(self.path) as h5:
-                fmt = h5.attrs.get("format")
-                if isinstance(fmt, bytes):
-                    fmt = fmt.decode("utf-8", "replace")
-                prefix = ACQUIRE_PREFIX if self.kind == "acquire" else CALIBRATION_PREFIX
-                if fmt is None:
-                    raise NotReady(f"{self.path} has no format attribute yet (being created?)")
-                if not str(fmt).startswith(prefix):
-                    raise NotReady(f"{self.path} is not a labpgt {self.kind} file (format {fmt!r})")
-                names = ACQUIRE_DATASETS if self.kind == "acquire" else CALIBRATION_DATASETS
-                missing = [n for n in names if n not in h5 or not isinstance(h5[n], h5py.Dataset)]
-                if missing:
-                    raise NotReady(
-                        f"{self.path} (format {fmt!r}) lacks /{missing[0]}: written by another "
-                        "labpgt version, or still being created"
-                    )
+                # the structure is checked once per file (its layout never changes after
+                # creation), not at every read
+                ident = (os.stat(self.path).st_ino, str(h5.attrs.get("created_utc", "")))
+                if self._static.get("ident") != ident:
+                    self._static = {}
+                    self._check_structure(h5)
                 if self.kind == "acquire":
-                    return self._read_acquire(h5)
+                    return self._read_acquire(h5, ident)
                 return self._read_calibration(h5)
         except NotReady:
             raise
@@ -247,17 +239,33 @@ class RunSource:
                 f"{self.path} cannot be read (half-written or damaged: {_one_line(exc)})"
             ) from None
 
+    def _check_structure(self, h5: h5py.File) -> None:
+        fmt = h5.attrs.get("format")
+        if isinstance(fmt, bytes):
+            fmt = fmt.decode("utf-8", "replace")
+        prefix = ACQUIRE_PREFIX if self.kind == "acquire" else CALIBRATION_PREFIX
+        if fmt is None:
+            raise NotReady(f"{self.path} has no format attribute yet (being created?)")
+        if not str(fmt).startswith(prefix):
+            raise NotReady(f"{self.path} is not a labpgt {self.kind} file (format {fmt!r})")
+        names = ACQUIRE_DATASETS if self.kind == "acquire" else CALIBRATION_DATASETS
+        missing = [n for n in names if n not in h5 or not isinstance(h5[n], h5py.Dataset)]
+        if missing:
+            raise NotReady(
+                f"{self.path} (format {fmt!r}) lacks /{missing[0]}: written by another "
+                "labpgt version, or still being created"
+            )
+
     # ---- acquisition file -------------------------------------------------------------------
-    def _read_acquire(self, h5: h5py.File) -> Snapshot:
-        key = (str(h5.attrs.get("created_utc", "")), h5["shots/settings"].shape)
-        if self._static.get("key") != key:
+    def _read_acquire(self, h5: h5py.File, ident: tuple[Any, ...]) -> Snapshot:
+        if "settings" not in self._static:
             frequency_hz = np.asarray(h5["frequency_hz"][...], dtype=np.float64)
             settings = np.asarray(h5["shots/settings"][...], dtype=np.float64)
             if settings.ndim != 2 or settings.shape[1] != 3:
                 raise NotReady(f"/shots/settings has shape {settings.shape}, expected (M, 3)")
             if h5["traces_dbm"].shape != (settings.shape[0], frequency_hz.size):
                 raise NotReady(f"/traces_dbm has shape {h5['traces_dbm'].shape}")
-            self._static = {"key": key, "frequency_hz": frequency_hz, "settings": settings}
+            self._static = {"ident": ident, "frequency_hz": frequency_hz, "settings": settings}
         frequency_hz = self._static["frequency_hz"]
         settings = self._static["settings"]
         # done is set after the traces are flushed: a shot marked done has its trace on disk
@@ -271,10 +279,11 @@ class RunSource:
             return snap
         stamps = np.asarray(h5["shots/timestamp_s"][...], dtype=np.float64)[index]
         # the latest shot is the last one read, not the highest index (a resume fills gaps)
-        last = int(index[int(np.nanargmax(stamps))]) if np.isfinite(stamps).any() else index[-1]
-        snap.shot = int(last)
+        at = int(np.nanargmax(stamps)) if np.isfinite(stamps).any() else index.size - 1
+        last = int(index[at])
+        snap.shot = last
         snap.spectrum_dbm = np.asarray(h5["traces_dbm"][last], dtype=np.float64)
-        snap.shot_timestamp_s = float(h5["shots/timestamp_s"][last])
+        snap.shot_timestamp_s = float(stamps[at])
         snap.drive_hz, snap.drive_dbm, snap.bias_a = (float(v) for v in settings[last])
         order = np.argsort(stamps, kind="stable")
         shown = index[order]
