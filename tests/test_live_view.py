@@ -221,7 +221,7 @@ def test_acquire_live_page_shows_the_spectrum_and_follows_new_shots(
 ) -> None:
     out = tmp_path / "run.h5"
     argv = [sys.executable, "-m", "labpgt", "acquire", "--out", str(out), "--live", "--realtime",
-            "--sweep", "drive_hz=2.0e9:2.3e9:400", "--sweep", "bias_a=1.7,1.9",
+            "--sweep", "drive_hz=2.0e9:2.3e9:1000", "--sweep", "bias_a=1.7,1.9",
             "--chunk", "8"]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     view_pid = None
@@ -251,11 +251,11 @@ def test_acquire_live_page_shows_the_spectrum_and_follows_new_shots(
             trace = h5["traces_dbm"][shown["shot"]]
             setting = h5["shots/settings"][shown["shot"]]
         assert shown["points"] == points
-        assert shown["total"] == 800
+        assert shown["total"] == 2000
         np.testing.assert_allclose(shown["dbm"], trace, rtol=0, atol=1e-4)
         assert shown["drive"] == pytest.approx([setting[0] / 1e9])
         assert min(shown["ghz"]) <= setting[0] / 1e9 <= max(shown["ghz"])
-        assert shown["shot"] < 799, "the run ended before the page loaded: make it longer"
+        assert shown["shot"] < 1999, "the run ended before the page loaded: make it longer"
         # new shots arrive: the page shows a later shot, with that shot's trace
         page.wait_for_function(  # type: ignore[attr-defined]
             f"(before) => {MODEL}('latest').data.shot[0] > before",
@@ -268,6 +268,27 @@ def test_acquire_live_page_shows_the_spectrum_and_follows_new_shots(
             f"() => {MODEL}('settings').data.x.length"
         )
         assert settings_shown > 1
+        # a view started late, with `labpgt view`, on the file being written: it shows the
+        # run from the file as it is now, and follows it too
+        late = subprocess.Popen(
+            [sys.executable, "-m", "labpgt", "view", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            found = _Lines(late.stderr).wait_for(r"live view of .*: (http://\S+/)", 120)
+            late_page = _open_page(browser, found.group(1))
+            late_page.wait_for_function(  # type: ignore[attr-defined]
+                f"(before) => window.Bokeh && {MODEL}('latest') && "
+                f"{MODEL}('latest').data.shot[0] > before && "
+                f"{MODEL}('spectrum').data.power_dbm.length == {points}",
+                arg=later,
+                timeout=60_000,
+            )
+        finally:
+            late.terminate()
+            late.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

@@ -51,7 +51,9 @@ def view_command(
         host=host,
         port=port,
         allow_origin=allow_origin,
-        announce=lambda text: console.print(text + " (Ctrl-C stops it)", highlight=False),
+        announce=lambda text: console.print(
+            text + " (Ctrl-C stops it)", highlight=False, soft_wrap=True
+        ),
     )
 
 
