@@ -20,6 +20,7 @@ from rich.text import Text
 from labpgt.cli.bench import check_bench_file, open_reservoir
 from labpgt.errors import MeasurementError, UserError
 from labpgt.features import FeatureSpec
+from labpgt.live.launch import LIVE_OPTION, start_live_view
 from labpgt.reservoir import SettingBounds
 
 console = Console(stderr=True)
@@ -94,6 +95,7 @@ def acquire_command(
         False, "--realtime", hidden=True, help="Embedded bench: take the true sweep time."
     ),
     chunk: int = typer.Option(32, "--chunk", min=1, hidden=True, help="Shots per flush."),
+    live: bool = LIVE_OPTION,
 ) -> None:
     """Record analyzer traces for every setting (and repeat) into an HDF5 file."""
     from labpgt.acquire import (
@@ -189,6 +191,8 @@ def acquire_command(
         "bench_file_text": bench.read_text(encoding="utf-8") if bench else None,
         "embedded": {"noise": not no_noise, "realtime": realtime} if bench is None else None,
     }
+    if live:
+        start_live_view(out, "acquire")
     progress = Progress(
         TextColumn("[bold]acquire"),
         BarColumn(),

@@ -17,6 +17,7 @@ from rich.table import Table
 from labpgt.cli.bench import open_reservoir
 from labpgt.errors import MeasurementError, UserError
 from labpgt.features import FeatureSpec
+from labpgt.live.launch import LIVE_OPTION, start_live_view
 from labpgt.reservoir import PhysicalReservoir
 
 console = Console(stderr=True)
@@ -150,6 +151,7 @@ def calibrate_command(
         hidden=True,
         help="Embedded bench: gain step before measuring, dB.",
     ),
+    live: bool = LIVE_OPTION,
 ) -> None:
     """Calibrate the ring (--out), or check a calibration for drift (--check)."""
     if (out is None) == (check is None):
@@ -176,6 +178,8 @@ def calibrate_command(
         _check(check, bench, tolerance_mhz, tolerance_db, sim)
         return
     assert out is not None
+    if live and not out.exists():  # (an existing --out is refused by _calibrate)
+        start_live_view(out, "calibration")
     _calibrate(
         out,
         bench,

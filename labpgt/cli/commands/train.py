@@ -18,6 +18,7 @@ from rich.table import Table
 
 from labpgt.cli.bench import check_bench_file, check_calibration_file
 from labpgt.errors import UserError
+from labpgt.live.launch import LIVE_OPTION, start_live_view
 from labpgt.storage import write_failure
 from labpgt.training.config import TrainConfig, make_config, parse_options
 from labpgt.training.estimators import ESTIMATORS, method_names
@@ -292,6 +293,7 @@ def train_command(
     tensorboard: Path | None = typer.Option(
         None, help="Also log to TensorBoard in this folder (needs labpgt[tensorboard])."
     ),
+    live: bool = LIVE_OPTION,
 ) -> None:
     """Train a network with the magnonic ring in the loop (perturbative gradients)."""
     config = make_config(
@@ -345,6 +347,8 @@ def train_command(
     )
     from labpgt.instruments.bench import ShutdownError
 
+    if live:
+        start_live_view(out, "train")
     log = None
     if tensorboard is not None:
         from labpgt.training.tensorboard import TensorBoardLog

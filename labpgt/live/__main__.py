@@ -1,0 +1,10 @@
+"""`python -m labpgt.live RUN --kind KIND ...`: the view process that ``--live`` starts.
+
+Lighter than `labpgt view` (no CLI, no torch imported); see `labpgt.live.app.main_child`.
+"""
+
+import sys
+
+from labpgt.live.app import main_child
+
+main_child(sys.argv[1:])

@@ -1,0 +1,388 @@
+"""The live view (`labpgt view`, ``--live``): bad input, a busy port, and a real browser.
+
+The browser tests drive the distribution's Chromium (/usr/bin/chromium, installed by
+`make`) through the Playwright package, against a real `labpgt acquire --live` on the
+embedded virtual bench and a real short training run. They wait on what the page shows
+(Bokeh's document in the page), never on fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from labpgt.cli.app import main
+from labpgt.live.source import RunSource, classify
+
+CHROMIUM = Path("/usr/bin/chromium")
+TINY_TRAIN = (
+    "--channels 1 --bins 8 --hidden 4 --batch-size 12 --warmup-samples 16 --fast-sim "
+    "--method boundary --directions rademacher --probes 1 --epochs 3 --seed 5"
+)
+
+
+def _run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, list[str]]:
+    capsys.readouterr()
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    captured = capsys.readouterr()
+    return code, (captured.err + captured.out).splitlines()
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("live") / "good.h5"
+    try:
+        main(["acquire", "--sweep", "drive_hz=2.0e9:2.3e9:6", "--no-noise", "--out", str(path)])
+    except SystemExit as exc:
+        assert not exc.code
+    return path
+
+
+def _tiny_csv(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((48, 3))
+    y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0.5).astype(int)
+    rows = [f"{a:.4f},{b:.4f},{c:.4f},{t}" for (a, b, c), t in zip(x, y, strict=True)]
+    path.write_text("a,b,c,label\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def _bad_files(folder: Path, good: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (path, a piece of the expected error line)."""
+    cases: dict[str, tuple[Path, str]] = {}
+    cases["missing"] = (folder / "nothere.h5", "does not exist")
+    empty = folder / "empty.h5"
+    empty.write_bytes(b"")
+    cases["empty"] = (empty, "empty (0 bytes)")
+    text = folder / "notes.h5"
+    text.write_text("sample 7, operator A\n")
+    cases["text"] = (text, "not an HDF5 file")
+    plain = folder / "plain.h5"
+    with h5py.File(plain, "w") as h5:
+        h5["x"] = np.arange(3)
+    cases["foreign-hdf5"] = (plain, "without a labpgt 'format' attribute")
+    other = folder / "other.h5"
+    with h5py.File(other, "w") as h5:
+        h5.attrs["format"] = "someone-else/3"
+    cases["other-format"] = (other, "not a labpgt run file (format 'someone-else/3')")
+    old = folder / "old.h5"
+    shutil.copy(good, old)
+    with h5py.File(old, "r+") as h5:  # a layout of another version: no per-shot flags
+        del h5["shots/done"]
+    cases["old-version"] = (old, "written by another labpgt version")
+    half = folder / "half.h5"
+    data = good.read_bytes()
+    half.write_bytes(data[: len(data) // 2])
+    cases["half-written"] = (half, str(half))
+    empty_dir = folder / "notarun"
+    empty_dir.mkdir()
+    cases["folder"] = (empty_dir, "not a labpgt train run directory")
+    return cases
+
+
+BAD = ["missing", "empty", "text", "foreign-hdf5", "other-format", "old-version"]
+BAD += ["half-written", "folder"]
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad_run_is_one_error_line(
+    name: str, tmp_path: Path, good_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, message = _bad_files(tmp_path, good_run)[name]
+    code, lines = _run(capsys, ["view", str(path)])
+    text = "\n".join(lines)
+    assert code == 2, text
+    assert "Traceback" not in text
+    assert len(lines) == 1 and lines[0].startswith("error:"), text
+    assert message in " ".join(text.split()), text
+
+
+def test_port_in_use_says_so_and_offers_another(
+    good_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, lines = _run(capsys, ["view", str(good_run), "--port", str(port)])
+    text = "\n".join(lines)
+    assert code == 2, text
+    assert len(lines) == 1, text
+    found = re.search(rf"port {port} on 127\.0\.0\.1 is in use.*try --port (\d+)", text)
+    assert found, text
+    offered = int(found.group(1))
+    assert offered != port
+    with socket.socket() as probe:  # the port offered is one a server can listen on
+        probe.bind(("127.0.0.1", offered))
+
+
+def test_source_reads_what_the_run_file_holds(good_run: Path) -> None:
+    assert classify(good_run) == "acquire"
+    source = RunSource(good_run, "acquire", min_read_s=0.0)
+    snap = source.poll()
+    assert snap is not None and source.poll() is None  # an unchanged file is not read again
+    good_run.touch()  # a new time stamp: read again
+    assert source.poll() is not None
+    with h5py.File(good_run, "r") as h5:
+        last = int(np.argmax(h5["shots/timestamp_s"][...]))
+        np.testing.assert_array_equal(snap.spectrum_dbm, h5["traces_dbm"][last])
+        assert snap.drive_hz == h5["shots/settings"][last, 0]
+        assert snap.shots_done == snap.shots_total == h5["shots/done"].shape[0]
+        np.testing.assert_array_equal(snap.settings, h5["shots/settings"][...])
+
+
+# ---- the real browser --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.is_file(), "Chromium is missing: make installs it (apt-get install chromium)"
+    with sync_playwright() as pw:
+        instance = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+class _Lines:
+    """Collects a process's stderr lines in a thread; `wait_for` waits for a pattern."""
+
+    def __init__(self, stream: object) -> None:
+        self.lines: list[str] = []
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            with self.cond:
+                self.lines.append(line)
+                self.cond.notify_all()
+        with self.cond:
+            self.lines.append("")  # end of stream
+            self.cond.notify_all()
+
+    def wait_for(self, pattern: str, timeout_s: float) -> re.Match[str]:
+        regex = re.compile(pattern)
+        with self.cond:
+            seen = 0
+            while True:
+                for line in self.lines[seen:]:
+                    if line == "":
+                        raise AssertionError("process ended first:\n" + "".join(self.lines))
+                    match = regex.search(line)
+                    if match:
+                        return match
+                seen = len(self.lines)
+                if not self.cond.wait(timeout_s):
+                    raise AssertionError(
+                        f"no {pattern!r} within {timeout_s} s:\n" + "".join(self.lines)
+                    )
+
+
+def _open_page(browser: object, url: str) -> object:
+    page = browser.new_page()  # type: ignore[attr-defined]
+    # the view process may still be starting: retry the connection until the page loads
+    for attempt in range(60):
+        try:
+            page.goto(url, timeout=30_000)
+            break
+        except Exception as exc:  # noqa: BLE001 - playwright raises its own Error
+            if "ERR_CONNECTION_REFUSED" not in str(exc) or attempt == 59:
+                raise
+            page.wait_for_timeout(250)
+    return page
+
+
+MODEL = "Bokeh.documents.length && Bokeh.documents[0].get_model_by_name"
+
+
+def test_acquire_live_page_shows_the_spectrum_and_follows_new_shots(
+    browser: object, tmp_path: Path
+) -> None:
+    out = tmp_path / "run.h5"
+    argv = [sys.executable, "-m", "labpgt", "acquire", "--out", str(out), "--live", "--realtime",
+            "--sweep", "drive_hz=2.0e9:2.3e9:1000", "--sweep", "bias_a=1.7,1.9",
+            "--chunk", "8"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    view_pid = None
+    try:
+        lines = _Lines(proc.stderr)
+        found = lines.wait_for(r"live view: (http://127\.0\.0\.1:\d+/) \(view process (\d+)", 120)
+        url, view_pid = found.group(1), int(found.group(2))
+        page = _open_page(browser, url)
+        spectrum = f"({MODEL}('spectrum'))"
+        page.wait_for_function(  # type: ignore[attr-defined]
+            f"() => window.Bokeh && {spectrum} && {spectrum}.data.power_dbm.length > 0",
+            timeout=60_000,
+        )
+        shown = page.evaluate(  # type: ignore[attr-defined]
+            """() => {
+                const doc = Bokeh.documents[0];
+                const s = doc.get_model_by_name('spectrum').data;
+                const latest = doc.get_model_by_name('latest').data;
+                return {points: s.power_dbm.length, ghz: Array.from(s.frequency_ghz),
+                        dbm: Array.from(s.power_dbm), shot: latest.shot[0],
+                        drive: Array.from(doc.get_model_by_name('drive').data.drive_ghz),
+                        total: latest.shots_total[0]};
+            }"""
+        )
+        with h5py.File(out, "r", locking=False) as h5:
+            points = h5["frequency_hz"].shape[0]
+            trace = h5["traces_dbm"][shown["shot"]]
+            setting = h5["shots/settings"][shown["shot"]]
+        assert shown["points"] == points
+        assert shown["total"] == 2000
+        np.testing.assert_allclose(shown["dbm"], trace, rtol=0, atol=1e-4)
+        assert shown["drive"] == pytest.approx([setting[0] / 1e9])
+        assert min(shown["ghz"]) <= setting[0] / 1e9 <= max(shown["ghz"])
+        assert shown["shot"] < 1999, "the run ended before the page loaded: make it longer"
+        # new shots arrive: the page shows a later shot, with that shot's trace
+        page.wait_for_function(  # type: ignore[attr-defined]
+            f"(before) => {MODEL}('latest').data.shot[0] > before",
+            arg=shown["shot"],
+            timeout=30_000,
+        )
+        later = page.evaluate(f"() => {MODEL}('latest').data.shot[0]")  # type: ignore[attr-defined]
+        assert later > shown["shot"]
+        settings_shown = page.evaluate(  # type: ignore[attr-defined]
+            f"() => {MODEL}('settings').data.x.length"
+        )
+        assert settings_shown > 1
+        # a view started late, with `labpgt view`, on the file being written: it shows the
+        # run from the file as it is now, and follows it too
+        late = subprocess.Popen(
+            [sys.executable, "-m", "labpgt", "view", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            found = _Lines(late.stderr).wait_for(r"live view of .*: (http://\S+/)", 120)
+            late_page = _open_page(browser, found.group(1))
+            late_page.wait_for_function(  # type: ignore[attr-defined]
+                f"(before) => window.Bokeh && {MODEL}('latest') && "
+                f"{MODEL}('latest').data.shot[0] > before && "
+                f"{MODEL}('spectrum').data.power_dbm.length == {points}",
+                arg=later,
+                timeout=60_000,
+            )
+        finally:
+            late.terminate()
+            late.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        if view_pid is not None:
+            _stop(view_pid)
+
+
+def _live(argv: list[str]) -> tuple[subprocess.Popen, _Lines, str, int]:
+    """Start ``labpgt ARGV --live``; (process, its stderr lines, page URL, view pid)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labpgt", *argv, "--live"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = _Lines(proc.stderr)
+    found = lines.wait_for(r"live view: (http://127\.0\.0\.1:\d+/) \(view process (\d+)", 120)
+    return proc, lines, found.group(1), int(found.group(2))
+
+
+def test_train_live_page_shows_the_curves(browser: object, tmp_path: Path) -> None:
+    data = _tiny_csv(tmp_path / "d.csv")
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(data), "--target", "label", *shlex.split(TINY_TRAIN)]
+    proc, _, url, view_pid = _live([*argv, "--out", str(out)])
+    try:
+        page = _open_page(browser, url)
+        # the page follows the run's epochs until the last (0 is before any training)
+        page.wait_for_function(  # type: ignore[attr-defined]
+            f"() => window.Bokeh && {MODEL}('metrics') && "
+            f"{MODEL}('metrics').data.epoch.length == 4",
+            timeout=120_000,
+        )
+        assert proc.wait(timeout=120) == 0
+        shown = page.evaluate(  # type: ignore[attr-defined]
+            f"""() => ({{epoch: Array.from({MODEL}('metrics').data.epoch),
+                        queries: Array.from({MODEL}('metrics').data.queries),
+                        steps: Array.from({MODEL}('batches').data.step),
+                        status: {MODEL}('status').text}})"""
+        )
+        source = RunSource.open(out)
+        assert source.kind == "train"
+        with (out / "metrics.csv").open() as fh:  # the columns as the trainer wrote them
+            rows = list(csv.DictReader(fh))
+        with (out / "batches.csv").open() as fh:
+            steps = [float(r["step"]) for r in csv.DictReader(fh)]
+        assert shown["epoch"] == [0, 1, 2, 3] == [float(r["epoch"]) for r in rows]
+        assert shown["queries"] == [float(r["queries"]) for r in rows]
+        assert shown["queries"][-1] > 0
+        assert shown["steps"] == steps and steps
+        assert "epoch 3 done" in shown["status"]
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        _stop(view_pid)
+
+
+def test_calibrate_live_page_shows_the_response_curves(browser: object, tmp_path: Path) -> None:
+    out = tmp_path / "calib.h5"
+    argv = ["calibrate", "--out", str(out), "--grid", "small", "--surrogate-steps", "50"]
+    proc, _, url, view_pid = _live([*argv, "--no-plots"])
+    try:
+        page = _open_page(browser, url)
+        # calibrate writes its file when it ends: until then the page says it waits
+        page.wait_for_function(  # type: ignore[attr-defined]
+            f"() => window.Bokeh && {MODEL}('response') && {MODEL}('response').data.xs.length > 0",
+            timeout=300_000,
+        )
+        assert proc.wait(timeout=120) == 0
+        shown = page.evaluate(  # type: ignore[attr-defined]
+            f"""() => ({{curves: {MODEL}('response').data.ys.map((y) => Array.from(y)),
+                        labels: {MODEL}('response').data.label,
+                        points: {MODEL}('spectrum').data.power_dbm.length}})"""
+        )
+        with h5py.File(out, "r") as h5:
+            sensitivity = h5["response/sensitivity"][...]
+            bias_a = h5["response/bias_a"][...]
+            points = h5["frequency_hz"].shape[0]
+        assert shown["points"] == points
+        assert shown["labels"] == [f"bias {b:.2f} A" for b in bias_a]
+        # one curve per bias, at one of the measured drive powers
+        curves = np.asarray(shown["curves"])
+        assert any(np.allclose(curves, sensitivity[:, p, :]) for p in range(sensitivity.shape[1]))
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        _stop(view_pid)
+
+
+def _stop(pid: int) -> None:
+    import os
+
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
