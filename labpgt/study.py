@@ -501,7 +501,7 @@ def ensure_calibration(out_dir: Path, config: dict[str, Any], options: list[str]
         args.append("--no-noise")
     folder = out_dir / "calibrations"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / (_slug("_".join(args[1:])) + ".h5")
+    path = folder / (_slug("_".join(a.lstrip("-") for a in args[1:])) + ".h5")
     with (folder / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not path.is_file():

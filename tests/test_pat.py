@@ -53,10 +53,17 @@ def setup(iris_setup) -> tuple[ReservoirModel, torch.Tensor, torch.Tensor, Fitte
     return model, x, y, cal
 
 
-def test_pat_gradient_beats_threshold(setup) -> None:
+@pytest.mark.parametrize("jacobian", ["autograd", "difference"])
+def test_pat_gradient_beats_threshold(setup, jacobian: str) -> None:
     model, x, y, cal = setup
+    model.zero_grad()
     truth = true_gradient(model, x, y, _loss)
-    est = PATEstimator(EstimatorOptions(), seed=0, calibration=cal, extra={"compare_every": 1})
+    est = PATEstimator(
+        EstimatorOptions(),
+        seed=0,
+        calibration=cal,
+        extra={"compare_every": 1, "jacobian": jacobian},
+    )
     result = est.estimate(model, x, y, _loss)
     assert result.queries == 16 * (1 + 2 * 2)  # clean pass + 2m boundary probes for the cosine
     names = sorted(model.upstream_names())  # downstream grads are exact anyway: judge upstream

@@ -8,6 +8,14 @@ from ``labpgt calibrate``), evaluated *at the measured point*: the incoming
 flows through the differentiable encoding into the upstream layers by autograd.
 Downstream layers get their exact gradients from the measured features.
 
+How the surrogate is differentiated (``--method-opt jacobian=...``): ``difference``
+(the default) takes its central differences in u at the probing step δ (``--delta``,
+0.05 as boundary) — the surrogate is evaluated at u ± δ along each drive dimension,
+which costs no query; ``autograd`` takes its exact vector–Jacobian product. A ring
+model's exact Jacobian follows the resonance ripple below the probing scale (the
+twin's does, like the simulation's), so on digits autograd PAT learns far worse
+(docs/study.md).
+
 It can only be as good as the surrogate, so PAT reports, in each step's extras:
 ``surrogate_val_db`` (the surrogate's held-out RMS error from calibration, dB) and,
 every ``compare_every`` steps (``--method-opt compare_every=N``; 0: never), the
@@ -131,7 +139,7 @@ class PATEstimator(GradientEstimator):
     name: ClassVar[str] = "pat"
     summary: ClassVar[str] = "physics-aware training: ring forward, calibration-surrogate backward"
     defaults: ClassVar[dict[str, Any]] = {"delta": 0.05}
-    extra_options: ClassVar[dict[str, Any]] = {"compare_every": 10, "jacobian": "autograd"}
+    extra_options: ClassVar[dict[str, Any]] = {"compare_every": 10, "jacobian": "difference"}
 
     def __init__(
         self,
@@ -182,7 +190,7 @@ class PATEstimator(GradientEstimator):
                 f"--calibration: its surrogate predicts {surrogate.feature_dim} features but "
                 f"the run measures {measured.shape[-1]} (use the calibration's --bins)"
             )
-        jacobian = str(self.extra.get("jacobian", "autograd"))
+        jacobian = str(self.extra["jacobian"])
         raw = model_backward(
             layer, u, settings, measured, surrogate, jacobian, float(self.opt("delta"))
         )
