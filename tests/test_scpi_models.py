@@ -182,7 +182,11 @@ def test_e36xx_apply_ranges_protection_and_no_function_mode():
     with bench(supply_family="keysight_e36xx") as vb, RawClient(vb.resources["supply"]) as c:
         assert refused(c, "FUNC:MODE?") == -113
         assert refused(c, "FUNC:MODE CURR") == -113
-        assert c.ask("VOLT:RANG?") == "P20V"
+        # Power-on state as the E3633A manual's *RST table gives it: low range, 20 A, 0 V.
+        power_on = "P8V;+2.000000000000000E+01;+0.000000000000000E+00;0;1;1"
+        state = "VOLT:RANG?;:CURR?;:VOLT?;:OUTP?;:VOLT:PROT:STAT?;:CURR:PROT:STAT?"
+        assert c.ask(state) == power_on
+        assert c.ask("VOLT:RANG HIGH;:VOLT:RANG?") == "P20V"
         assert c.ask("APPL 5,1.5;:APPL?") == '"5.000000,1.500000"'
         assert c.ask("VOLT?;CURR?") == "+5.000000000000000E+00;+1.500000000000000E+00"
         assert c.ask("CURR? MAX") == "+1.030000000000000E+01"
@@ -202,7 +206,8 @@ def test_e36xx_apply_ranges_protection_and_no_function_mode():
         assert refused(c, "OUTP ON") == -221
         c.send("VOLT:PROT 22;:VOLT:PROT:CLE;:OUTP ON")
         assert c.ask("OUTP?;:VOLT:PROT:TRIP?;:MEAS:CURR?") == "1;0;+1.000000000000000E+00"
-        c.send("OUTP OFF")
+        c.send("OUTP OFF;*RST")
+        assert c.ask(state) == power_on
         assert c.errors() == []
 
 
@@ -210,6 +215,38 @@ def test_e3642a_has_its_own_ratings():
     with bench(supply_family="keysight_e3642a") as vb, RawClient(vb.resources["supply"]) as c:
         assert vb.families["supply"] == "keysight_e36xx"
         assert c.ask("*IDN?").split(",")[1] == "E3642A"
-        assert c.ask("CURR? MAX;:VOLT:RANG P8V;:CURR? MAX") == (
-            "+2.575000000000000E+00;+5.150000000000000E+00"
+        assert c.ask("VOLT:RANG?;:CURR?;:CURR? MAX") == (
+            "P8V;+5.000000000000000E+00;+5.150000000000000E+00"
         )
+        assert c.ask("VOLT:RANG P20V;:CURR? MAX;:CURR?") == (
+            "+2.575000000000000E+00;+2.575000000000000E+00"
+        )
+
+
+@pytest.mark.parametrize(
+    ("model", "high_range_a"), [("keysight_e36xx", 10.3), ("keysight_e3642a", 2.575)]
+)
+def test_labpgt_driver_opens_a_reset_e36xx_and_drives_the_coil(model, high_range_a):
+    """The reset state (low range, CURR at its rating) is what labpgt's driver meets first."""
+    from labpgt.instruments.bias_supply import BiasSupply
+    from labpgt.instruments.limits import Limits
+
+    limits = Limits(bias_min_a=0.0, bias_max_a=2.5, ramp_rate_a_per_s=100.0)
+    with bench(supply_family=model) as vb, RawClient(vb.resources["supply"]) as c:
+        c.send("*RST")
+        supply = BiasSupply.open(vb.resources["supply"], family="keysight_e36xx", limits=limits)
+        try:
+            # 20 V of compliance needs the high range; the range's rating is outside
+            # the 2.5 A limit, so with the output off the setpoint was brought to 0 A.
+            assert c.ask("VOLT:RANG?;:VOLT?;:CURR? MAX") == (
+                f"P20V;+2.000000000000000E+01;{high_range_a:+.15E}"
+            )
+            assert supply.current_a == 0.0 and supply.output_on is False
+            supply.output_on = True
+            supply.current_a = 1.5
+            assert supply.measured_current_a == pytest.approx(1.5)
+            supply.safe_off()
+            assert c.ask("OUTP?;:MEAS:CURR?") == "0;+0.000000000000000E+00"
+            assert c.errors() == []
+        finally:
+            supply.close()
