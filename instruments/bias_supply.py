@@ -149,7 +149,7 @@ class BiasSupply(ScpiInstrument):
                 self.query_checked_many(
                     commands,
                     [(type(self).current_a.get_command, float)],
-                    f"setting current_a={target_a:.6g}",
+                    lambda: f"setting current_a={target_a:.6g}",
                     took,
                 )
             finally:

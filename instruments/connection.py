@@ -205,7 +205,13 @@ class Connection:
             t.timeout_s = self._capped(self.timeout_s)
 
     def query_headed_block(
-        self, command: str, heads: tuple[str, ...], *, poll_s: float, wait_s: float
+        self,
+        command: str,
+        heads: tuple[str, ...],
+        *,
+        poll_s: float,
+        wait_s: float,
+        meanwhile: Callable[[], object] | None = None,
     ) -> np.ndarray | str:
         """One exchange whose reply is a short head (e.g. "1;") then an IEEE 488.2 block.
 
@@ -214,11 +220,15 @@ class Connection:
         is instead one complete short line (e.g. "1" when the block's query failed),
         that line is returned as str with the stream still in step; any other reply
         is garbled (and the session is renewed before the next exchange).
+        `meanwhile` runs once the command is sent, before the wait: client work done
+        while the instrument sweeps costs no time.
         """
         shortest = min(len(h) for h in heads)
 
         def exchange(t: Transport) -> np.ndarray | str:
             t.write(command)
+            if meanwhile is not None:
+                meanwhile()
             got = self._read_polling(t, poll_s, lambda: t.read_exact(shortest), wait_s)
             while True:
                 text = got.decode("latin-1")
