@@ -250,3 +250,22 @@ def test_labpgt_driver_opens_a_reset_e36xx_and_drives_the_coil(model, high_range
             assert c.errors() == []
         finally:
             supply.close()
+
+
+def test_fsv_trace_mode_delta_markers_and_peak_excursion_are_rs_only():
+    with bench(analyzer_family="rs_fsx") as vb, RawClient(vb.resources["analyzer"]) as c:
+        assert c.ask("DISP:TRAC:MODE?;:DISP:WIND:TRAC2:MODE?") == "WRIT;BLAN"
+        assert c.ask("DISP:TRAC1:MODE AVER;:DISP:TRAC1:MODE?") == "AVER"
+        assert refused(c, "DISP:TRAC7:MODE WRIT") == -114
+        assert c.ask("CALC:MARK:PEXC?;:CALC:MARK:TRAC?") == "6;1"
+        assert refused(c, "CALC:DELT2:Y?") == -221  # off
+        c.send("INIT:CONT OFF;:CALC:DELT2 ON;:CALC:DELT2:X 2.06GHZ")
+        assert c.ask("CALC:MARK1?;:CALC:DELT2?;:CALC:DELT2:X?") == "1;1;2060000000"
+        c.send("CALC:MARK:AOFF")
+        assert c.ask("CALC:MARK1?;:CALC:DELT2?") == "0;0"
+        c.send("CALC:MARK:PEXC 3;:DISP:TRAC:MODE WRIT;:INIT:CONM;*RST")
+        assert c.ask("CALC:MARK:PEXC?;:DISP:TRAC:MODE?") == "6;WRIT"
+        assert c.errors() == []
+    with bench(analyzer_family="keysight_x") as vb, RawClient(vb.resources["analyzer"]) as c:
+        for command in ("DISP:TRAC:MODE?", "CALC:DELT2 ON", "INIT:CONM", "CALC:MARK:PEXC 3"):
+            assert refused(c, command) == -113, command

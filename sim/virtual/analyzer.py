@@ -180,7 +180,7 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
         add("CALCulate#:MARKer#:X", setter=self._set_marker_x, getter=self._marker_x_query)
         add("CALCulate#:MARKer#:Y", getter=self._marker_y_query)
         add("CALCulate#:MARKer#:MAXimum[:PEAK]", setter=self._marker_to_peak)
-        add("CALCulate#:MARKer#:AOFF", setter=lambda call: self.markers.clear())
+        add("CALCulate#:MARKer#:AOFF", setter=lambda call: self._all_markers_off())
         if self.family.name == "keysight_x":
             self._build_keysight_x()
         else:
@@ -279,6 +279,52 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
             setter=self._set_reference_level,
             getter=lambda call: self.number(self.reference_level_dbm),
         )
+        add(
+            "DISPlay[:WINDow#]:TRACe#:MODE",
+            setter=self._set_trace_mode,
+            getter=lambda call: self.trace_modes[self._trace_number(call)],
+        )
+        add("INITiate#:CONMeas", setter=self._initiate)
+        # Markers and delta markers: trace, peak excursion, next peak, display zoom.
+        for kind, delta in (("MARKer", False), ("DELTamarker", True)):
+            add(
+                f"CALCulate#:{kind}#:TRACe",
+                setter=lambda call, d=delta: self._set_marker_trace(call, d),
+                getter=lambda call, d=delta: str(
+                    self._marker_traces.get((d, self._number(call, d)), 1)
+                ),
+            )
+            add(
+                f"CALCulate#:{kind}#:PEXCursion",
+                setter=self._set_peak_excursion,
+                getter=lambda call: self.number(self.peak_excursion_db),
+            )
+            for direction in ("NEXT", "RIGHt", "LEFT"):
+                add(
+                    f"CALCulate#:{kind}#:MAXimum:{direction}",
+                    setter=lambda call, d=delta, w=direction[:4]: self._to_next_peak(call, d, w),
+                )
+        add(
+            "CALCulate#:DELTamarker#[:STATe]",
+            setter=self._set_delta_state,
+            getter=lambda call: self.boolean(self._number(call, True) in self.deltas),
+        )
+        add(
+            "CALCulate#:DELTamarker#:X",
+            setter=lambda call: self._set_marker_x(call, self.deltas),
+            getter=lambda call: self._marker_x_query(call, self.deltas),
+        )
+        add("CALCulate#:DELTamarker#:Y", getter=self._delta_y_query)
+        add(
+            "CALCulate#:DELTamarker#:MAXimum[:PEAK]",
+            setter=lambda call: self._marker_to_peak(call, self.deltas),
+        )
+        add("CALCulate#:DELTamarker#:AOFF", setter=lambda call: self.deltas.clear())
+        add(
+            "CALCulate#:MARKer#:FUNCtion:ZOOM",
+            setter=self._set_zoom,
+            getter=lambda call: self.number(self.zoom_factor),
+        )
 
     def _reset(self) -> None:
         self.grid = AnalyzerGrid(center_hz=2.15e9, span_hz=300e6, rbw_hz=300e3, points=1001)
@@ -312,6 +358,11 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
         self.sweep_time_auto = True
         self.attenuation_auto = True
         self.markers: dict[int, float] = {}  # marker number -> x in Hz (present = on)
+        self.deltas: dict[int, float] = {}  # delta marker number -> x in Hz (R&S)
+        self._marker_traces: dict[tuple[str, int], int] = {}
+        self.peak_excursion_db = 6.0  # R&S *RST
+        self.zoom_factor = 1.0
+        self.trace_modes = {n: "WRIT" if n == 1 else "BLAN" for n in range(1, 7)}
         self._couple()
 
     def _couple(self) -> None:
@@ -412,6 +463,93 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
             raise ScpiError(-114, f"marker {number}")
         return number in self.markers, number
 
+    def _number(self, call: Call, delta: bool) -> int:
+        """The marker (or delta marker) number of `call`, checked against the model's count."""
+        number = call.suffix(1)
+        if not 1 <= number <= self.family.markers:
+            raise ScpiError(-114, f"{'delta marker' if delta else 'marker'} {number}")
+        return number
+
+    def _set_delta_state(self, call: Call) -> None:
+        number = self._number(call, True)
+        if parse_bool(one_param(call)):
+            # A delta marker is read against marker 1, switched on with it if it was off.
+            self.markers.setdefault(1, self.grid.center_hz)
+            self.deltas.setdefault(number, self.grid.center_hz)
+        else:
+            self.deltas.pop(number, None)
+
+    def _delta_y_query(self, call: Call) -> str:
+        """Level of the delta marker relative to marker 1, dB."""
+        number = self._on_marker(call, self.deltas)
+        trace = self._current_trace()
+        reference_hz = self.markers.get(1, self.deltas[number])
+        level = trace[self._point_index(self.deltas[number])]
+        return self.number(float(level - trace[self._point_index(reference_hz)]))
+
+    def _set_marker_trace(self, call: Call, delta: bool) -> None:
+        number = self._number(call, delta)
+        text = one_param(call)
+        trace = parse_number(text, None, minimum=1, maximum=6)
+        if trace != int(trace):
+            raise ScpiError(-224, text)
+        self._marker_traces[(delta, number)] = int(trace)
+
+    def _set_peak_excursion(self, call: Call) -> None:
+        self.peak_excursion_db = parse_number(
+            one_param(call), "DB", minimum=0.0, maximum=80.0, default=6.0
+        )
+
+    def _set_zoom(self, call: Call) -> None:
+        """Display zoom around the marker: the sweep and the trace data are unchanged."""
+        self.zoom_factor = parse_number(one_param(call), None, minimum=1.0, maximum=1e6)
+
+    def _to_next_peak(self, call: Call, delta: bool, direction: str) -> None:
+        """Next lower peak (NEXT), or the highest peak right/left of the marker.
+
+        A peak is a point higher than both neighbours that stands at least the peak
+        excursion above the lowest point between it and the marker. Without one the
+        marker stays where it is.
+        """
+        if call.params:
+            raise ScpiError(-108, ",".join(call.params))
+        positions = self.deltas if delta else self.markers
+        number = self._number(call, delta)
+        trace = self._current_trace()
+        here = self._point_index(positions.get(number, self.grid.center_hz))
+        inner = trace[1:-1]
+        peaks = np.flatnonzero((inner > trace[:-2]) & (inner >= trace[2:])) + 1
+        if direction == "NEXT":
+            candidates = [i for i in peaks if trace[i] < trace[here]]
+        elif direction == "RIGH":
+            candidates = [i for i in peaks if i > here]
+        else:
+            candidates = [i for i in peaks if i < here]
+        best = None
+        for i in candidates:
+            low, high = (here, i) if i > here else (i, here)
+            if trace[i] - trace[low : high + 1].min() < self.peak_excursion_db:
+                continue
+            if best is None or trace[i] > trace[best]:
+                best = int(i)
+        if best is not None:
+            positions[number] = self._point_hz(best)
+
+    def _set_trace_mode(self, call: Call) -> None:
+        number = self._trace_number(call)
+        choices = ("WRITe", "MAXHold", "MINHold", "AVERage", "VIEW", "BLANk")
+        self.trace_modes[number] = parse_choice(one_param(call), choices)[:4].upper()
+
+    def _trace_number(self, call: Call) -> int:
+        number = call.suffix(2)  # DISPlay[:WINDow#]:TRACe#: one suffix slot per pattern node
+        if not 1 <= number <= 6:
+            raise ScpiError(-114, f"trace {number}")
+        return number
+
+    def _all_markers_off(self) -> None:
+        self.markers.clear()
+        self.deltas.clear()
+
     def _set_marker_state(self, call: Call) -> None:
         _, number = self._marker(call)
         if parse_bool(one_param(call)):
@@ -435,25 +573,31 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
     def _point_hz(self, index: int) -> float:
         return self.grid.start_hz + index * self.grid.bin_hz
 
-    def _set_marker_x(self, call: Call) -> None:
-        _, number = self._marker(call)
+    def _set_marker_x(self, call: Call, positions: dict[int, float] | None = None) -> None:
+        positions = self.markers if positions is None else positions
+        number = self._number(call, positions is self.deltas)
         grid = self.grid
         frequency_hz = parse_number(
             one_param(call), "HZ", minimum=grid.start_hz, maximum=grid.stop_hz
         )
-        self.markers[number] = self._point_hz(self._point_index(frequency_hz))
+        if positions is self.deltas:
+            self.markers.setdefault(1, self.grid.center_hz)
+        positions[number] = self._point_hz(self._point_index(frequency_hz))
 
-    def _on_marker(self, call: Call) -> int:
+    def _on_marker(self, call: Call, positions: dict[int, float] | None = None) -> int:
         if call.params:
             raise ScpiError(-108, ",".join(call.params))
-        on, number = self._marker(call)
-        if not on:
-            raise ScpiError(-221, f"marker {number} is off")
+        positions = self.markers if positions is None else positions
+        number = self._number(call, positions is self.deltas)
+        if number not in positions:
+            kind = "delta marker" if positions is self.deltas else "marker"
+            raise ScpiError(-221, f"{kind} {number} is off")
         return number
 
-    def _marker_x_query(self, call: Call) -> str:
-        number = self._on_marker(call)
-        return self.number(self._point_hz(self._point_index(self.markers[number])))
+    def _marker_x_query(self, call: Call, positions: dict[int, float] | None = None) -> str:
+        positions = self.markers if positions is None else positions
+        number = self._on_marker(call, positions)
+        return self.number(self._point_hz(self._point_index(positions[number])))
 
     def _current_trace(self) -> np.ndarray:
         if self.continuous or self.trace_dbm is None:
@@ -467,12 +611,15 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
         trace = self._current_trace()
         return self.number(float(trace[self._point_index(self.markers[number])]))
 
-    def _marker_to_peak(self, call: Call) -> None:
+    def _marker_to_peak(self, call: Call, positions: dict[int, float] | None = None) -> None:
         if call.params:
             raise ScpiError(-108, ",".join(call.params))
-        _, number = self._marker(call)
+        positions = self.markers if positions is None else positions
+        number = self._number(call, positions is self.deltas)
         trace = self._current_trace()
-        self.markers[number] = self._point_hz(int(np.argmax(trace)))
+        if positions is self.deltas:
+            self.markers.setdefault(1, self.grid.center_hz)
+        positions[number] = self._point_hz(int(np.argmax(trace)))
 
     # ------------------------------------------------------------------ grid settings
 
