@@ -269,3 +269,16 @@ def test_fsv_trace_mode_delta_markers_and_peak_excursion_are_rs_only():
     with bench(analyzer_family="keysight_x") as vb, RawClient(vb.resources["analyzer"]) as c:
         for command in ("DISP:TRAC:MODE?", "CALC:DELT2 ON", "INIT:CONM", "CALC:MARK:PEXC 3"):
             assert refused(c, command) == -113, command
+
+
+@pytest.mark.parametrize(
+    ("family", "center_max", "points"),
+    [("keysight_x", "+2.65", "11;40001"), ("rs_fsx", "7", "101;32001")],
+)
+def test_analyzer_queries_answer_min_max_and_points_take_def(family, center_max, points):
+    with bench(analyzer_family=family) as vb, RawClient(vb.resources["analyzer"]) as c:
+        assert c.ask("FREQ:CENT? MAX").startswith(center_max)
+        assert c.ask("SWE:POIN? MIN;:SWE:POIN? MAX") == points
+        assert c.ask("SWE:POIN 401;:SWE:POIN DEF;:SWE:POIN?") == "1001"
+        assert refused(c, "FREQ:SPAN? BIG") == -224
+        assert c.errors() == []

@@ -642,8 +642,6 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
 
     def _grid_query(self, what: str) -> Callable[[Call], str]:
         def query(call: Call) -> str:
-            if call.params:
-                raise ScpiError(-108, ",".join(call.params))
             value = {
                 "center": self.grid.center_hz,
                 "span": self.grid.span_hz,
@@ -651,9 +649,23 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
                 "stop": self.grid.stop_hz,
                 "rbw": self.grid.rbw_hz,
             }[what]
-            return self.number(value)
+            family = self.family
+            if what == "rbw":
+                limits = (family.rbw_min_hz, family.rbw_max_hz)
+            else:
+                limits = (0.0, family.frequency_max_hz)
+            return self.number(self._limit_query(call, value, limits))
 
         return query
+
+    @staticmethod
+    def _limit_query(call: Call, value: float, limits: tuple[float, float]) -> float:
+        """`X?` answers the setting, `X? MIN|MAX` the model's limits."""
+        keyword = one_param(call, required=False)
+        if keyword is None:
+            return value
+        choice = parse_choice(keyword, ("MINimum", "MAXimum"))
+        return limits[0] if choice == "MINimum" else limits[1]
 
     def _frequency(self, call: Call, minimum: float = 0.0) -> float:
         top = self.family.frequency_max_hz
@@ -699,15 +711,23 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
     def _set_points(self, call: Call) -> None:
         family = self.family
         points = parse_number(
-            one_param(call), None, minimum=family.points_min, maximum=family.points_max
+            one_param(call),
+            None,
+            minimum=family.points_min,
+            maximum=family.points_max,
+            default=1001,  # the *RST value
         )
         self._with_grid(points=int(round(points)))
 
     def _points_query(self, call: Call) -> str:
-        return str(self.grid.points)
+        family = self.family
+        limits = (family.points_min, family.points_max)
+        return str(int(self._limit_query(call, self.grid.points, limits)))
 
     def _sweep_time_query(self, call: Call) -> str:
-        return self.number(self.sweep_time_s())
+        family = self.family
+        limits = (family.sweep_time_min_s, family.sweep_time_max_s)
+        return self.number(self._limit_query(call, self.sweep_time_s(), limits))
 
     def _set_sweep_time(self, call: Call) -> None:
         family = self.family
