@@ -282,3 +282,32 @@ def test_analyzer_queries_answer_min_max_and_points_take_def(family, center_max,
         assert c.ask("SWE:POIN 401;:SWE:POIN DEF;:SWE:POIN?") == "1001"
         assert refused(c, "FREQ:SPAN? BIG") == -224
         assert c.errors() == []
+
+
+@pytest.mark.parametrize(
+    ("model", "start", "modes"),
+    [
+        ("keysight_mxg", "+2.000000000000000E+09", ("LIST",)),
+        ("keysight_psg", "+2.000000000000000E+09", ("LIST",)),
+        ("rs_smb", "2000000000", ("SWE", "LIST")),
+    ],
+)
+def test_generator_sweep_and_list_settings_are_stored_and_the_output_stays_cw(model, start, modes):
+    with bench(generator_family=model) as vb, RawClient(vb.resources["generator"]) as c:
+        assert c.ask("FREQ:STAR 2 GHZ;:FREQ:STAR?") == start
+        c.send("SWE:DWEL 5 ms;:SWE:POIN 11;:POW:STOP -10")
+        assert c.errors() == []
+        for mode in modes:
+            assert refused(c, f"FREQ:MODE {mode}") == -221
+        assert refused(c, "FREQ:MODE PULSE") == -224
+        assert c.ask("FREQ:MODE?") == "CW"
+        c.send("*RST")
+        assert c.ask("FREQ:STAR?") != start
+        assert c.errors() == []
+
+
+def test_sgs100a_has_no_sweep():
+    with bench(generator_family="rs_sgs") as vb, RawClient(vb.resources["generator"]) as c:
+        for command in ("FREQ:STAR 2 GHZ", "SWE:POIN 11", "SWE:DWEL 5 ms", "LIST:MODE AUTO"):
+            assert refused(c, command) == -113, command
+        assert refused(c, "FREQ:MODE SWE") == -224
