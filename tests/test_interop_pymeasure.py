@@ -163,6 +163,8 @@ def test_rs_fs_series_driver_on_the_fsv_every_property_markers_and_trace():
                 },
             )
             sa.trace_mode = "WRIT"
+            # 20 dB of attenuation lifted the analyzer's floor by 10 dB: back to *RST's 10.
+            sa.attenuation = 10
             sa.video_bandwidth = "AUTO"  # BAND:VID:AUTO ON: VBW follows RBW again
             assert sa.video_bandwidth == pytest.approx(300e3)
             sa.sweep_time = "AUTO"

@@ -311,3 +311,41 @@ def test_sgs100a_has_no_sweep():
         for command in ("FREQ:STAR 2 GHZ", "SWE:POIN 11", "SWE:DWEL 5 ms", "LIST:MODE AUTO"):
             assert refused(c, command) == -113, command
         assert refused(c, "FREQ:MODE SWE") == -224
+
+
+@pytest.mark.parametrize(
+    ("family", "attenuation"), [("keysight_x", "POW:ATT"), ("rs_fsx", "INP:ATT")]
+)
+def test_attenuation_raises_the_floor_and_the_reference_level_clips(family, attenuation):
+    """At *RST the display is the ring's spectrum; 20 dB more attenuation lifts the floor
+    by 20 dB and leaves the line; a reference level 20 dB under the line clips it."""
+    with bench(generator_family="keysight_mxg", analyzer_family=family) as vb:
+        with RawClient(vb.resources["generator"]) as g:
+            assert g.ask("FREQ 2.1 GHZ;:POW 10;:OUTP ON;*OPC?") == "1"
+        with RawClient(vb.resources["analyzer"]) as c:
+
+            def trace(setting: str) -> np.ndarray:
+                c.send(f"*RST;:INIT:CONT OFF;:{setting}")
+                reply = c.ask("INIT;*OPC?;:TRAC? TRACE1").split(";", 1)[1]
+                return np.array([float(v) for v in reply.split(",")])
+
+            reset = trace("FORM ASC")
+            grid = vb.analyzer.grid
+            expected = vb.ring.evaluate(2.1e9, 10.0, 0.0, grid)[0].numpy()
+            np.testing.assert_allclose(reset, expected, atol=1e-4)
+            floor, line = np.median(reset), reset.max()
+            lifted = trace(f"{attenuation} 30")
+            assert np.median(lifted) == pytest.approx(floor + 20.0, abs=0.1)
+            assert lifted.max() == pytest.approx(line, abs=0.1)
+            reference_dbm = round(float(line) - 30.0, 1)
+            clipped = trace(f"DISP:WIND:TRAC:Y:RLEV {reference_dbm}")  # clips 10 dB above
+            assert clipped.max() == pytest.approx(reference_dbm + 10.0, abs=1e-4)
+            assert c.errors() == []
+        # The first mixer compresses by 1 dB at +3 dBm (input level minus attenuation).
+        front_end = vb.analyzer._front_end
+        vb.analyzer.reference_level_dbm = 30.0
+        vb.analyzer.attenuation_db = 10.0
+        out = front_end(np.array([-30.0, 3.0 + 10.0, 20.0 + 10.0]))
+        assert out[0] == pytest.approx(-30.0, abs=1e-5)
+        assert out[1] == pytest.approx(13.0 - 1.0, abs=1e-6)
+        assert out[2] < 20.0 + 10.0 - 10.0  # deep in compression

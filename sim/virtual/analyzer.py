@@ -93,6 +93,14 @@ ANALYZER_FAMILIES: dict[str, AnalyzerFamily] = {
 }
 
 _FORMATS = ("ASCii", "REAL")
+RESET_ATTENUATION_DB = 10.0
+"""`*RST` attenuation: the ring model's noise floor is the analyzer's floor at this setting."""
+MIXER_P1DB_DBM = 3.0
+"""Nominal 1 dB compression point at the first mixer (input level - attenuation), dBm."""
+COMPRESSION_SHARPNESS = 4
+"""Knee of the mixer's soft limiting (Rapp model order): below P1dB - 20 dB it is < 1e-5 dB."""
+IF_HEADROOM_DB = 10.0
+"""The display clips (IF overload) this far above the reference level, nominal."""
 ATTENUATION_MAX_DB = 70.0
 REFERENCE_LEVEL_RANGE_DBM = (-130.0, 30.0)
 _RBW_TYPES = ("DB3", "DB6", "IMPulse", "NOISe")
@@ -333,7 +341,7 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
         self.vbw_hz = 300e3
         self.manual_sweep_time_s = self.grid.sweep_time_s
         self.reference_level_dbm = 0.0
-        self.attenuation_db = 10.0
+        self.attenuation_db = RESET_ATTENUATION_DB
         self._preset_couplings()
         rs = self.family.name == "rs_fsx"
         self.detector = "APE" if rs else "NORM"
@@ -769,7 +777,7 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
                 self.grid,
                 rf_on=source.rf_on,
             )
-        self.trace_dbm = trace.power_dbm[0].detach().numpy().copy()
+        self.trace_dbm = self._front_end(trace.power_dbm[0].detach().numpy().copy())
         # A binary trace is encoded now, inside the sweep time (a real analyzer has its
         # trace ready when the sweep ends); ASCII text, costlier, only when it is read.
         self._encoded = None
@@ -779,6 +787,37 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
         self.model_compute_s += time.monotonic() - started
         if self.realtime:
             self._sweep_done_at = started + self.sweep_time_s()
+
+    def _front_end(self, trace_dbm: np.ndarray) -> np.ndarray:
+        """What attenuation and reference level do to the ring's spectrum on the display.
+
+        * Noise floor: the ring model's floor is the analyzer's at the `*RST`
+          attenuation (10 dB); each dB more raises it by 1 dB (the analyzer's own
+          noise, added as power). Less attenuation does not lower it below the ring's.
+        * Compression: the first mixer sees the input level minus the attenuation and
+          limits softly (Rapp model, 1 dB compression at `MIXER_P1DB_DBM`).
+        * IF overload: the display clips `IF_HEADROOM_DB` above the reference level.
+        At the `*RST` settings none of these changes a trace of the ring model.
+        """
+        attenuation_db = self.attenuation_db
+        excess_db = attenuation_db - RESET_ATTENUATION_DB
+        if excess_db > 0:
+            floor_dbm = self._ring.params.noise_floor_dbm_at_100khz + 10.0 * math.log10(
+                self.grid.rbw_hz / 1e5
+            )
+            added_mw = 10.0 ** (floor_dbm / 10.0) * (10.0 ** (excess_db / 10.0) - 1.0)
+            trace_dbm = 10.0 * np.log10(10.0 ** (trace_dbm / 10.0) + added_mw)
+        order = COMPRESSION_SHARPNESS
+        if trace_dbm.max() - attenuation_db > MIXER_P1DB_DBM - 40.0:
+            # Rapp: |out| = |in| / (1 + (|in|/sat)^2p)^(1/2p); sat set by the 1 dB point.
+            knee = (10.0 ** (2 * order / 20.0) - 1.0) ** (1.0 / (2 * order))
+            saturation_dbm = MIXER_P1DB_DBM - 20.0 * math.log10(knee)
+            ratio = 10.0 ** ((trace_dbm - attenuation_db - saturation_dbm) / 20.0)
+            trace_dbm = trace_dbm - (10.0 / order) * np.log10(1.0 + ratio ** (2 * order))
+        clip_dbm = self.reference_level_dbm + IF_HEADROOM_DB
+        if trace_dbm.max() > clip_dbm:
+            trace_dbm = np.minimum(trace_dbm, clip_dbm)
+        return trace_dbm
 
     def pending_until_s(self) -> float:
         """When the running sweep ends (`time.monotonic()`; in the past when none runs)."""
