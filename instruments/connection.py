@@ -271,7 +271,8 @@ class Connection:
                 assert self._transport is not None
                 return fn(self._transport)
             raise_pending()  # a Ctrl-C whose exception Python swallowed: raise it now
-            self._give_up_if_stalled(command)
+            if self._stall_deadline is not None:  # (the usual case skips the call)
+                self._give_up_if_stalled(command)
             started = time.monotonic()
             if self._transport is None:
                 self._reconnect("the session was closed", command)
@@ -282,7 +283,9 @@ class Connection:
             attempts = 0
             while True:
                 assert self._transport is not None
-                self._transport.timeout_s = self._capped(self.timeout_s)
+                self._transport.timeout_s = (
+                    self.timeout_s if self._stall_deadline is None else self._capped(self.timeout_s)
+                )
                 try:
                     result = fn(self._transport)
                 except TransportTimeout as exc:
