@@ -1,11 +1,12 @@
 """Both family sets driven end to end by third-party drivers only (issue 14, "Targets").
 
-Keysight set: PyMeasure `Agilent8257D` drives the line, PyMeasure `KepcoBOP3612`
-sets the bias, QCoDeS `KeysightN9030B` sweeps and reads the trace. R&S set: QCoDeS
-`RohdeSchwarzSGS100A` drives the line and PyMeasure's R&S FS-series driver (`FSL`)
-sweeps the FSV and reads the trace; the E3633A's bias is set over raw SCPI (no
-third-party driver exists for it). Each trace must be the ring's spectrum at what
-the drivers set, and every error queue must be empty. Skipped without `[interop]`.
+Keysight set: PyMeasure `Agilent8257D` (or QCoDeS `AgilentE8257D`) drives the line,
+PyMeasure `KepcoBOP3612` sets the bias, QCoDeS `KeysightN9030B` sweeps and reads the
+trace. R&S set: QCoDeS `RohdeSchwarzSGS100A` drives the line and PyMeasure's R&S
+FS-series driver (`FSL`) sweeps the FSV and reads the trace; the E3633A's bias is
+set over raw SCPI (no third-party driver exists for it). Each trace must be the
+ring's spectrum at what the drivers set, and every error queue must be empty.
+Skipped without `[interop]`.
 """
 
 from __future__ import annotations
@@ -118,3 +119,26 @@ def test_rs_set_sgs_fsv_and_e3633a():
             assert supply.errors() == []
         gen.status(False)
         assert gen.ask("SYST:ERR:COUN?") == "0"
+
+
+def test_keysight_set_with_qcodes_psg_driver():
+    """The same Keysight set with QCoDeS's E8257D driver on the generator."""
+    from qcodes.instrument_drivers.agilent import AgilentE8257D
+
+    ring = quiet_ring()
+    with VirtualBench(ring, generator_family="keysight_psg", analyzer_family="keysight_x") as vb:
+        gen = qcodes_open(AgilentE8257D, vb.resources["generator"])
+        gen.frequency(2.1e9)
+        gen.power(-10.0)
+        gen.output_enabled(True)
+        assert gen.ask("*OPC?") == "1"
+        sa = qcodes_open(KeysightN9030B, vb.resources["analyzer"])
+        mode = sa.sa
+        mode.setup_swept_sa_sweep(2.05e9, 2.25e9, 401)
+        mode.res_bw(300e3)
+        trace_dbm = mode.trace()
+        grid = AnalyzerGrid(center_hz=2.15e9, span_hz=200e6, rbw_hz=300e3, points=401)
+        expected = ring.evaluate(2.1e9, -10.0, 0.0, grid)[0].numpy()
+        np.testing.assert_allclose(trace_dbm, expected, atol=1e-6)
+        gen.output_enabled(False)
+        assert gen.ask("SYST:ERR:COUN?") == "0" and sa.ask("SYST:ERR:COUN?") == "0"
