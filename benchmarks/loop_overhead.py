@@ -19,15 +19,16 @@ wait is reported on its own.
 1. No simulated delay: full cycles per second end to end, the ring model's
    compute included (target >= 300/s); the loop alone (model time taken out) is
    printed as information.
-2. Real-time sweeps of 20 ms: wall time / instrument time (target <= 1.05), where
+2. Real-time sweeps of 20 ms: wall time / instrument time (information), where
    instrument time is the sum of the sweep times the analyzer reports.
    Beside it, the bare-socket floor measured in the same run against the same
    kind of server: the same three exchanges written as raw SCPI text on plain
    sockets (`labpgt.sim.raw_client.RawClient`: no driver, no pyvisa), with the
    generator's and the supply's exchanges overlapped as `Bench.apply` does.
-   Target: the drivers' overhead per cycle above the floor <= 10 % of the
-   floor's own overhead per cycle. Driver and floor runs alternate
-   (`--floor-runs` of each) and each side is pooled over its runs.
+   The target (issue 14): the drivers' overhead per cycle above the floor <= 10 %
+   of the floor's own, printed as the ratio drivers' overhead / floor's overhead
+   (target <= 1.10). Driver and floor runs alternate (`--floor-runs` of each) and
+   each side is pooled over its runs; the same ratio of the medians is printed too.
 3. The loop alone: sections 1 and 2 with one precomputed trace served.
 4. The machine: how much slower a small piece of Python runs right after one
    sweep time without running it (asleep, or spinning), which every real-time
@@ -61,8 +62,8 @@ SPAN_HZ = 300e6
 POINTS = 1001
 SWEEP_S = 0.020
 TARGET_CPS = 300.0
-TARGET_RATIO = 1.05
-TARGET_ABOVE_FLOOR = 0.10
+TARGET_OVER_FLOOR = 1.10
+"""Drivers' real-time overhead per cycle / the bare-socket floor's (issue 14: <= 10 % above)."""
 
 
 def rbw_for_sweep(span_hz: float, sweep_s: float) -> float:
@@ -322,6 +323,7 @@ def main() -> None:
         help="real-time runs of the drivers and of the floor, alternated (load drifts alike)",
     )
     args = parser.parse_args()
+    load_start = os.getloadavg()
 
     fast_rbw = 300e3
     fast = run(False, args.cycles, fast_rbw, args.sets)
@@ -384,12 +386,12 @@ def main() -> None:
     print(
         f"   wall {real['wall_s']:.3f} s / instrument {real['instrument_s']:.3f} s = "
         f"{ratio:.3f} ({1e3 * (real['wall_s'] - real['instrument_s']) / real['cycles']:.2f} ms "
-        f"overhead/cycle); target <= {TARGET_RATIO}: {'PASS' if ratio <= TARGET_RATIO else 'FAIL'}"
+        "overhead/cycle; information: the target is judged against the floor below)"
     )
     print(f"   {_spread(real)}")
     driver_over_s = (drivers["wall_s"] - drivers["instrument_s"]) / drivers["cycles"]
     floor_over_s = (floor["wall_s"] - floor["instrument_s"]) / floor["cycles"]
-    above = (driver_over_s - floor_over_s) / floor_over_s if floor_over_s > 0 else math.inf
+    over_floor = driver_over_s / floor_over_s if floor_over_s > 0 else math.inf
     print(
         f"   drivers over {drivers['runs']} runs ({drivers['cycles']} cycles): wall / instrument "
         f"= {drivers['wall_s'] / drivers['instrument_s']:.3f} "
@@ -403,15 +405,15 @@ def main() -> None:
     print(f"   drivers {_spread(drivers)}")
     print(f"   floor {_spread(floor)}")
     print(
-        f"   drivers above the floor: {1e3 * (driver_over_s - floor_over_s):.2f} ms/cycle = "
-        f"{100 * above:.0f} % of the floor's own overhead; target <= "
-        f"{100 * TARGET_ABOVE_FLOOR:.0f} %: {'PASS' if above <= TARGET_ABOVE_FLOOR else 'FAIL'}"
+        f"   drivers' overhead / floor's overhead = {1e3 * driver_over_s:.2f} / "
+        f"{1e3 * floor_over_s:.2f} ms = {over_floor:.3f}; target <= {TARGET_OVER_FLOOR:.2f} "
+        f"(<= 10 % above the floor): {'PASS' if over_floor <= TARGET_OVER_FLOOR else 'FAIL'}"
     )
-    median_gap_s = drivers["median_overhead_s"] - floor["median_overhead_s"]
+    median_ratio = drivers["median_overhead_s"] / floor["median_overhead_s"]
     print(
         f"   the same with medians (information; the means carry the scheduling spikes of a "
-        f"loaded machine): {1e3 * median_gap_s:.2f} ms/cycle = "
-        f"{100 * median_gap_s / floor['median_overhead_s']:.0f} % of the floor's median"
+        f"loaded machine): {1e3 * drivers['median_overhead_s']:.2f} / "
+        f"{1e3 * floor['median_overhead_s']:.2f} ms = {median_ratio:.3f}"
     )
     n, n_rt = fast_fixed["cycles"], real_fixed["cycles"]
     print("3. the loop alone: the same cycles with one precomputed trace served (no model CPU)")
@@ -438,8 +440,8 @@ def main() -> None:
         f"({cold['after spinning'] / warm:.1f}x)"
     )
     print(
-        f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
-        f"on {os.cpu_count()} CPUs"
+        f"load average (1, 5, 15 min) at the start: {', '.join(f'{x:.1f}' for x in load_start)}; "
+        f"at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs"
     )
 
 

@@ -78,14 +78,29 @@ class BiasSupply(ScpiInstrument):
     # -- setup and state ---------------------------------------------------------------
 
     def setup(self) -> None:
-        """Current mode, compliance from the limits, then learn setpoint and output state."""
+        """Current mode, compliance from the limits, then learn setpoint and output state.
+
+        A setpoint outside the limits with the output off (an E36xx holds 20 A after
+        `*RST`) is moved to 0 A: no current flows, and switching the output on would
+        otherwise be refused. With the output on, the supply's setpoint is kept as it is.
+        """
         with self.conn.lock:
             for command in self.setup_commands:
                 self.conn.write(command)
+            self._select_range(self.limits.compliance_v)
             self.write_control("compliance_v", self.limits.compliance_v)
             self.sync()
             self.check_errors("setup")
             self._learn_state()
+            if not self._output and self._setpoint_a != 0.0:
+                try:
+                    self.check_current(self._setpoint_a)
+                except LimitError:
+                    self._send_setpoint(0.0)
+                    self.check_errors("setup: setpoint to 0 A")
+
+    def _select_range(self, compliance_v: float) -> None:
+        """Supplies with output ranges choose one that holds `compliance_v` (E36xx)."""
 
     def _learn_state(self) -> None:
         self._setpoint_a = self.query_value("CURR?")
@@ -97,6 +112,7 @@ class BiasSupply(ScpiInstrument):
         for command in self.setup_commands:
             self.conn.write(command)
         if "compliance_v" in self._last:
+            self._select_range(self._last["compliance_v"])
             self.conn.write(f"VOLT {self._last['compliance_v']:.12g}")
         self._learn_state()
 
@@ -133,7 +149,7 @@ class BiasSupply(ScpiInstrument):
                 self.query_checked_many(
                     commands,
                     [(type(self).current_a.get_command, float)],
-                    f"setting current_a={target_a:.6g}",
+                    lambda: f"setting current_a={target_a:.6g}",
                     took,
                 )
             finally:
@@ -226,10 +242,19 @@ class KepcoBOP(BiasSupply):
 
 
 class KeysightE36xx(BiasSupply):
-    """Keysight E36xx bench supply: unipolar, constant current under the voltage limit."""
+    """Keysight E36xx bench supply: unipolar, constant current under the voltage limit.
+
+    The E3633A and E3642A have two output ranges and come out of `*RST` in the low
+    one (8 V); setup moves to the high one (`VOLT:RANG HIGH`) only when the
+    compliance needs more than the present range's `VOLT? MAX`.
+    """
 
     family: ClassVar[str] = "keysight_e36xx"
     bipolar: ClassVar[bool] = False
+
+    def _select_range(self, compliance_v: float) -> None:
+        if self.query_value("VOLT? MAX") < compliance_v:
+            self.conn.write("VOLT:RANG HIGH")
 
 
 SUPPLY_FAMILIES: dict[str, type[BiasSupply]] = {

@@ -42,8 +42,9 @@ class CheckResult:
 def check_instrument(role: str, cfg: BenchConfig, rm: Any) -> CheckResult:
     """Open one instrument, read `*IDN?`, every setting and the error queue, close it.
 
-    Nothing is switched: outputs stay as they were (setup only selects modes and
-    formats). Errors queued before the check (`stale_errors`, left by an earlier
+    Nothing is switched: outputs stay as they were (setup only selects modes,
+    formats and a supply range, and moves a supply setpoint outside the limits to
+    0 A while its output is off). Errors queued before the check (`stale_errors`, left by an earlier
     session) are reported apart from errors raised by the check itself.
     """
     section = getattr(cfg, role)

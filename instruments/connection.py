@@ -205,7 +205,13 @@ class Connection:
             t.timeout_s = self._capped(self.timeout_s)
 
     def query_headed_block(
-        self, command: str, heads: tuple[str, ...], *, poll_s: float, wait_s: float
+        self,
+        command: str,
+        heads: tuple[str, ...],
+        *,
+        poll_s: float,
+        wait_s: float,
+        meanwhile: Callable[[], object] | None = None,
     ) -> np.ndarray | str:
         """One exchange whose reply is a short head (e.g. "1;") then an IEEE 488.2 block.
 
@@ -214,11 +220,15 @@ class Connection:
         is instead one complete short line (e.g. "1" when the block's query failed),
         that line is returned as str with the stream still in step; any other reply
         is garbled (and the session is renewed before the next exchange).
+        `meanwhile` runs once the command is sent, before the wait: client work done
+        while the instrument sweeps costs no time.
         """
         shortest = min(len(h) for h in heads)
 
         def exchange(t: Transport) -> np.ndarray | str:
             t.write(command)
+            if meanwhile is not None:
+                meanwhile()
             got = self._read_polling(t, poll_s, lambda: t.read_exact(shortest), wait_s)
             while True:
                 text = got.decode("latin-1")
@@ -261,7 +271,8 @@ class Connection:
                 assert self._transport is not None
                 return fn(self._transport)
             raise_pending()  # a Ctrl-C whose exception Python swallowed: raise it now
-            self._give_up_if_stalled(command)
+            if self._stall_deadline is not None:  # (the usual case skips the call)
+                self._give_up_if_stalled(command)
             started = time.monotonic()
             if self._transport is None:
                 self._reconnect("the session was closed", command)
@@ -272,7 +283,9 @@ class Connection:
             attempts = 0
             while True:
                 assert self._transport is not None
-                self._transport.timeout_s = self._capped(self.timeout_s)
+                self._transport.timeout_s = (
+                    self.timeout_s if self._stall_deadline is None else self._capped(self.timeout_s)
+                )
                 try:
                     result = fn(self._transport)
                 except TransportTimeout as exc:

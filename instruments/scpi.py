@@ -32,6 +32,8 @@ from labpgt.instruments.transport import (
 
 T = TypeVar("T")
 S = TypeVar("S", bound="ScpiInstrument")
+Context = str | Callable[[], str]
+"""What an exchange was doing, for its error message: text, or a function worded on error."""
 
 _ERROR_REPLY = re.compile(r'^\s*([+-]?\d+)\s*,\s*"?(.*?)"?\s*$')
 MAX_QUEUED_ERRORS = 64
@@ -324,14 +326,15 @@ class ScpiInstrument:
         """Drain the error queue and raise the first entry as a typed `InstrumentError`."""
         self._raise_errors(self.drain_errors(), context)
 
-    def _raise_errors(self, entries: list[tuple[int, str]], context: str) -> None:
+    def _raise_errors(self, entries: list[tuple[int, str]], context: Context) -> None:
         if entries:
             code, message = entries[0]
             more = f" (+{len(entries) - 1} more queued)" if len(entries) > 1 else ""
-            raise instrument_error(self.role, code, message + more, context)
+            text = context if isinstance(context, str) else context()
+            raise instrument_error(self.role, code, message + more, text)
 
     def query_checked(
-        self, commands: list[str], get_command: str | None, kind: type, context: str
+        self, commands: list[str], get_command: str | None, kind: type, context: Context
     ) -> Any:
         """One program message: `commands`, then `get_command` and `SYST:ERR?` (one round trip).
 
@@ -347,7 +350,7 @@ class ScpiInstrument:
         self,
         commands: list[str],
         gets: list[tuple[str, type]],
-        context: str,
+        context: Context,
         on_values: Callable[[list[Any]], None] | None = None,
     ) -> list[Any]:
         """`commands`, then each query of `gets` and `SYST:ERR?`, all in one program message.
@@ -366,7 +369,7 @@ class ScpiInstrument:
         message: str,
         reply: str,
         gets: list[tuple[str, type]],
-        context: str,
+        context: Context,
         on_values: Callable[[list[Any]], None] | None,
     ) -> list[Any]:
         # Numbers and booleans hold no ';'; the error message may (it comes last).
@@ -520,7 +523,7 @@ class ScpiInstrument:
 
     def _settings_message(
         self, checked: list[tuple[Control, Any]]
-    ) -> tuple[str, list[tuple[str, type]], list[Control], str]:
+    ) -> tuple[str, list[tuple[str, type]], list[Control], Context]:
         controls = tuple(control for control, _ in checked)
         plan = self._message_plans.get(controls)
         if plan is None:
@@ -533,9 +536,11 @@ class ScpiInstrument:
             self._message_plans[controls] = plan
         template, gets, readback = plan
         texts = [format_value(value, control.kind) for control, value in checked]
-        context = "setting " + ", ".join(
-            f"{control.name}={text}" for control, text in zip(controls, texts, strict=True)
-        )
+
+        def context() -> str:  # worded only when an error is raised (off the hot path)
+            pairs = zip(controls, texts, strict=True)
+            return "setting " + ", ".join(f"{control.name}={text}" for control, text in pairs)
+
         return template.format(*texts), gets, readback, context
 
     def _send_settings(self, checked: list[tuple[Control, Any]]) -> None:

@@ -8,6 +8,7 @@ instrument that refuses binary format is read in ASCII instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -105,11 +106,20 @@ class SpectrumAnalyzer(ScpiInstrument):
     def frequencies_hz(self) -> np.ndarray:
         """The trace's frequency axis from the last known centre/span/points, Hz."""
         with self.conn.lock:
-            center = self._last.get("center_hz")
-            span = self._last.get("span_hz")
-            points = self._last.get("points")
-            if center is None or span is None or points is None:
-                center, span, points = self.center_hz, self.span_hz, self.points
+            axis = self._cached_axis()
+            if axis is not None:
+                return axis
+            return self._axis_for(self.center_hz, self.span_hz, self.points)
+
+    def _cached_axis(self) -> np.ndarray | None:
+        """The axis from cached settings alone (no exchange), or None when one is unknown."""
+        last = self._last
+        center, span, points = last.get("center_hz"), last.get("span_hz"), last.get("points")
+        if center is None or span is None or points is None:
+            return None
+        return self._axis_for(center, span, points)
+
+    def _axis_for(self, center: float, span: float, points: float) -> np.ndarray:
         key = (center, span, int(points))
         if self._axis_key != key:
             self._axis = np.linspace(center - span / 2, center + span / 2, int(points))
@@ -125,14 +135,19 @@ class SpectrumAnalyzer(ScpiInstrument):
         trace query, each its own message.
         """
         with self.conn.lock:
-            frequency_hz = self.frequencies_hz()
             sweep_s = self._last.get("sweep_time_s")
             if sweep_s is None:
                 sweep_s = self.sweep_time_s
             wait_s = self.conn.timeout_s + sweep_s + self.sweep_margin_s
             if self.trace_format == "real32" and self._compound:
-                power_dbm = self._sweep_and_read_block(wait_s)
+                # The axis is built while the analyzer sweeps (off the critical path).
+                axis: list[np.ndarray | None] = []
+                power_dbm = self._sweep_and_read_block(
+                    wait_s, lambda: axis.append(self._cached_axis())
+                )
+                frequency_hz = axis[-1] if axis and axis[-1] is not None else self.frequencies_hz()
             else:
+                frequency_hz = self.frequencies_hz()
                 with self.conn.timeout(wait_s):
                     reply = self.query_message(self.init_command, poll_s=SWEEP_POLL_S).strip()
                 if reply not in ("1", "+1"):
@@ -147,10 +162,12 @@ class SpectrumAnalyzer(ScpiInstrument):
             )
         return frequency_hz, power_dbm
 
-    def _sweep_and_read_block(self, wait_s: float) -> np.ndarray:
+    def _sweep_and_read_block(
+        self, wait_s: float, meanwhile: Callable[[], object] | None = None
+    ) -> np.ndarray:
         command = f"{self.init_command};:{self.trace_query}"
         reply = self.conn.query_headed_block(
-            command, ("1;", "+1;"), poll_s=SWEEP_POLL_S, wait_s=wait_s
+            command, ("1;", "+1;"), poll_s=SWEEP_POLL_S, wait_s=wait_s, meanwhile=meanwhile
         )
         if isinstance(reply, np.ndarray):
             return reply

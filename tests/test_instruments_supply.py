@@ -54,9 +54,11 @@ def test_kepco_setup_learns_state():
 
 
 def test_e36xx_has_no_mode_command():
+    # Already in a range that holds the 20 V compliance: no range command.
     supply, t = opened(
         KeysightE36xx,
         [
+            ("VOLT? MAX", "+2.06000000E+01"),
             ("VOLT 20", None),
             ("*OPC?", "1"),
             ("SYST:ERR?", NO_ERROR),
@@ -65,6 +67,45 @@ def test_e36xx_has_no_mode_command():
         ],
     )
     supply.setup()
+    t.assert_done()
+
+
+def test_e36xx_after_reset_selects_the_high_range_and_zeroes_the_setpoint():
+    # A reset E3633A: low range (8.24 V max), CURR 20 A; the high range brings it to 10.3 A,
+    # still outside the 2.5 A limit, so with the output off the setpoint goes to 0 A.
+    supply, t = opened(
+        KeysightE36xx,
+        [
+            ("VOLT? MAX", "+8.24000000E+00"),
+            ("VOLT:RANG HIGH", None),
+            ("VOLT 20", None),
+            ("*OPC?", "1"),
+            ("SYST:ERR?", NO_ERROR),
+            ("CURR?", "+1.03000000E+01"),
+            ("OUTP?", "0"),
+            ("CURR 0;*OPC?", "1"),
+            ("SYST:ERR?", NO_ERROR),
+        ],
+    )
+    supply.setup()
+    assert supply._setpoint_a == 0.0 and supply._output is False
+    t.assert_done()
+
+
+def test_setup_keeps_an_outside_setpoint_while_the_output_is_on():
+    supply, t = opened(
+        KepcoBOP,
+        [
+            ("FUNC:MODE CURR", None),
+            ("VOLT 20", None),
+            ("*OPC?", "1"),
+            ("SYST:ERR?", NO_ERROR),
+            ("CURR?", "4"),
+            ("OUTP?", "1"),
+        ],
+    )
+    supply.setup()
+    assert supply._setpoint_a == 4.0 and supply._output is True
     t.assert_done()
 
 

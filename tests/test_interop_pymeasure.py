@@ -1,21 +1,27 @@
 """PyMeasure's own drivers, unchanged, against the virtual bench over loopback sockets.
 
-PyMeasure 0.16 has drivers for two of the modelled instruments: the Agilent
-E8257D PSG (`Agilent8257D`) and the Kepco BOP (`KepcoBOP3612`). Each is opened,
-every property the model has is set and read back from the instrument, and the
-error queue must be empty at the end. Skipped when the `[interop]` extra is absent.
+PyMeasure 0.16 has drivers for three of the modelled instruments: the Agilent
+E8257D PSG (`Agilent8257D`), the Kepco BOP (`KepcoBOP3612`) and, through its
+R&S FS-series driver (`FSL`, "FS Series of spectrum analyzers like FSL and FSW"),
+the FSV. Each is opened, every property the model has is set and read back from
+the instrument, and the error queue must be empty at the end. Skipped when the
+`[interop]` extra is absent.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from labpgt.sim.grid import AnalyzerGrid
 from labpgt.sim.params import RingParams
+from labpgt.sim.raw_client import RawClient
 from labpgt.sim.ring import RingModel
 from labpgt.sim.virtual import VirtualBench
 
 pymeasure = pytest.importorskip("pymeasure")
 from pymeasure.instruments.agilent import Agilent8257D  # noqa: E402
 from pymeasure.instruments.kepco import KepcoBOP3612  # noqa: E402
+from pymeasure.instruments.rohdeschwarz import FSL  # noqa: E402
 
 # Agilent8257D does not say whether it speaks SCPI; PyMeasure warns about that at open.
 pytestmark = pytest.mark.filterwarnings("ignore:It is not known whether this device:FutureWarning")
@@ -129,3 +135,70 @@ def test_kepco_bop_every_property_and_the_ring_sees_the_current():
             assert_no_errors(bop)
         finally:
             bop.adapter.close()
+
+
+def test_rs_fs_series_driver_on_the_fsv_every_property_markers_and_trace():
+    ring = quiet_ring()
+    with VirtualBench(ring, generator_family="rs_smb", analyzer_family="rs_fsx") as vb:
+        with RawClient(vb.resources["generator"]) as gen:
+            assert gen.ask("FREQ 2.1 GHz;:POW -10;:OUTP ON;*OPC?") == "1"
+        sa = open_pymeasure(
+            FSL, vb.resources["analyzer"], read_termination="\n", write_termination="\n"
+        )
+        try:
+            assert "FSV" in sa.id
+            round_trip(
+                sa,
+                {
+                    "freq_center": 2.15e9,
+                    "freq_span": 200e6,
+                    "freq_start": 2.05e9,
+                    "freq_stop": 2.25e9,
+                    "attenuation": 20.0,
+                    "res_bandwidth": 300e3,
+                    "video_bandwidth": 100e3,
+                    "sweep_time": 0.05,
+                    "continuous_sweep_enabled": False,
+                    "trace_mode": "MAXH",
+                },
+            )
+            sa.trace_mode = "WRIT"
+            # 20 dB of attenuation lifted the analyzer's floor by 10 dB: back to *RST's 10.
+            sa.attenuation = 10
+            sa.video_bandwidth = "AUTO"  # BAND:VID:AUTO ON: VBW follows RBW again
+            assert sa.video_bandwidth == pytest.approx(300e3)
+            sa.sweep_time = "AUTO"
+            assert sa.sweep_time == pytest.approx(2.5 * 200e6 / 300e3**2)
+            sweeps = vb.analyzer.sweeps
+            sa.single_sweep()  # INIT; *WAI
+            sa.continue_single_sweep()  # INIT:CONM; *WAI
+            assert sa.ask("*OPC?").strip() == "1"  # the writes above were taken
+            assert vb.analyzer.sweeps == sweeps + 2
+            frequency_hz, power_dbm = sa.read_trace()  # TRAC1? TRACE1, ASCII
+            grid = AnalyzerGrid(center_hz=2.15e9, span_hz=200e6, rbw_hz=300e3, points=1001)
+            np.testing.assert_allclose(frequency_hz, grid.frequencies_hz().numpy())
+            expected = ring.evaluate(2.1e9, -10.0, 0.0, grid)[0].numpy()
+            np.testing.assert_allclose(power_dbm, expected, atol=1e-4)
+            peak = int(np.argmax(expected))
+            marker = sa.create_marker(2)  # CALC:MARK2:STAT ON
+            marker.to_trace(1)
+            marker.peak_excursion = 3.0
+            assert marker.peak_excursion == pytest.approx(3.0)
+            marker.to_peak()
+            assert marker.x == pytest.approx(grid.frequencies_hz()[peak].item())
+            assert marker.y == pytest.approx(float(expected[peak]), abs=1e-4)
+            marker.to_next_peak("right")
+            marker.to_next_peak("left")
+            marker.zoom(2)
+            marker.x = 2.2e9
+            assert marker.x == pytest.approx(2.2e9, abs=grid.span_hz / (grid.points - 1))
+            delta = sa.create_marker(2, is_delta_marker=True)  # CALC:DELT2:STAT ON
+            delta.to_peak()
+            # The delta level is read against marker 1 (switched on with the delta marker).
+            reference = float(expected[grid.points // 2])
+            assert delta.y == pytest.approx(float(expected[peak]) - reference, abs=1e-4)
+            delta.disable()
+            marker.disable()
+            assert_no_errors(sa)
+        finally:
+            sa.adapter.close()

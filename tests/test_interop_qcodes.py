@@ -188,6 +188,7 @@ def test_keysight_n9030b_swept_sa_trace_is_the_ring_spectrum():
             },
         )
         assert mode.start() == pytest.approx(2.05e9) and mode.stop() == pytest.approx(2.25e9)
+        mode.mech_attenuation(10)  # 20 dB lifted the analyzer's floor by 10 dB: *RST's 10
         sweeps = vb.analyzer.sweeps
         trace_dbm = mode.trace()  # READ:SAN1? (a new sweep), REAL,64 little-endian pairs
         assert vb.analyzer.sweeps == sweeps + 1

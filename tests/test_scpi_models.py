@@ -182,7 +182,11 @@ def test_e36xx_apply_ranges_protection_and_no_function_mode():
     with bench(supply_family="keysight_e36xx") as vb, RawClient(vb.resources["supply"]) as c:
         assert refused(c, "FUNC:MODE?") == -113
         assert refused(c, "FUNC:MODE CURR") == -113
-        assert c.ask("VOLT:RANG?") == "P20V"
+        # Power-on state as the E3633A manual's *RST table gives it: low range, 20 A, 0 V.
+        power_on = "P8V;+2.000000000000000E+01;+0.000000000000000E+00;0;1;1"
+        state = "VOLT:RANG?;:CURR?;:VOLT?;:OUTP?;:VOLT:PROT:STAT?;:CURR:PROT:STAT?"
+        assert c.ask(state) == power_on
+        assert c.ask("VOLT:RANG HIGH;:VOLT:RANG?") == "P20V"
         assert c.ask("APPL 5,1.5;:APPL?") == '"5.000000,1.500000"'
         assert c.ask("VOLT?;CURR?") == "+5.000000000000000E+00;+1.500000000000000E+00"
         assert c.ask("CURR? MAX") == "+1.030000000000000E+01"
@@ -202,7 +206,8 @@ def test_e36xx_apply_ranges_protection_and_no_function_mode():
         assert refused(c, "OUTP ON") == -221
         c.send("VOLT:PROT 22;:VOLT:PROT:CLE;:OUTP ON")
         assert c.ask("OUTP?;:VOLT:PROT:TRIP?;:MEAS:CURR?") == "1;0;+1.000000000000000E+00"
-        c.send("OUTP OFF")
+        c.send("OUTP OFF;*RST")
+        assert c.ask(state) == power_on
         assert c.errors() == []
 
 
@@ -210,6 +215,137 @@ def test_e3642a_has_its_own_ratings():
     with bench(supply_family="keysight_e3642a") as vb, RawClient(vb.resources["supply"]) as c:
         assert vb.families["supply"] == "keysight_e36xx"
         assert c.ask("*IDN?").split(",")[1] == "E3642A"
-        assert c.ask("CURR? MAX;:VOLT:RANG P8V;:CURR? MAX") == (
-            "+2.575000000000000E+00;+5.150000000000000E+00"
+        assert c.ask("VOLT:RANG?;:CURR?;:CURR? MAX") == (
+            "P8V;+5.000000000000000E+00;+5.150000000000000E+00"
         )
+        assert c.ask("VOLT:RANG P20V;:CURR? MAX;:CURR?") == (
+            "+2.575000000000000E+00;+2.575000000000000E+00"
+        )
+
+
+@pytest.mark.parametrize(
+    ("model", "high_range_a"), [("keysight_e36xx", 10.3), ("keysight_e3642a", 2.575)]
+)
+def test_labpgt_driver_opens_a_reset_e36xx_and_drives_the_coil(model, high_range_a):
+    """The reset state (low range, CURR at its rating) is what labpgt's driver meets first."""
+    from labpgt.instruments.bias_supply import BiasSupply
+    from labpgt.instruments.limits import Limits
+
+    limits = Limits(bias_min_a=0.0, bias_max_a=2.5, ramp_rate_a_per_s=100.0)
+    with bench(supply_family=model) as vb, RawClient(vb.resources["supply"]) as c:
+        c.send("*RST")
+        supply = BiasSupply.open(vb.resources["supply"], family="keysight_e36xx", limits=limits)
+        try:
+            # 20 V of compliance needs the high range; the range's rating is outside
+            # the 2.5 A limit, so with the output off the setpoint was brought to 0 A.
+            assert c.ask("VOLT:RANG?;:VOLT?;:CURR? MAX") == (
+                f"P20V;+2.000000000000000E+01;{high_range_a:+.15E}"
+            )
+            assert supply.current_a == 0.0 and supply.output_on is False
+            supply.output_on = True
+            supply.current_a = 1.5
+            assert supply.measured_current_a == pytest.approx(1.5)
+            supply.safe_off()
+            assert c.ask("OUTP?;:MEAS:CURR?") == "0;+0.000000000000000E+00"
+            assert c.errors() == []
+        finally:
+            supply.close()
+
+
+def test_fsv_trace_mode_delta_markers_and_peak_excursion_are_rs_only():
+    with bench(analyzer_family="rs_fsx") as vb, RawClient(vb.resources["analyzer"]) as c:
+        assert c.ask("DISP:TRAC:MODE?;:DISP:WIND:TRAC2:MODE?") == "WRIT;BLAN"
+        assert c.ask("DISP:TRAC1:MODE AVER;:DISP:TRAC1:MODE?") == "AVER"
+        assert refused(c, "DISP:TRAC7:MODE WRIT") == -114
+        assert c.ask("CALC:MARK:PEXC?;:CALC:MARK:TRAC?") == "6;1"
+        assert refused(c, "CALC:DELT2:Y?") == -221  # off
+        c.send("INIT:CONT OFF;:CALC:DELT2 ON;:CALC:DELT2:X 2.06GHZ")
+        assert c.ask("CALC:MARK1?;:CALC:DELT2?;:CALC:DELT2:X?") == "1;1;2060000000"
+        c.send("CALC:MARK:AOFF")
+        assert c.ask("CALC:MARK1?;:CALC:DELT2?") == "0;0"
+        c.send("CALC:MARK:PEXC 3;:DISP:TRAC:MODE WRIT;:INIT:CONM;*RST")
+        assert c.ask("CALC:MARK:PEXC?;:DISP:TRAC:MODE?") == "6;WRIT"
+        assert c.errors() == []
+    with bench(analyzer_family="keysight_x") as vb, RawClient(vb.resources["analyzer"]) as c:
+        for command in ("DISP:TRAC:MODE?", "CALC:DELT2 ON", "INIT:CONM", "CALC:MARK:PEXC 3"):
+            assert refused(c, command) == -113, command
+
+
+@pytest.mark.parametrize(
+    ("family", "center_max", "points"),
+    [("keysight_x", "+2.65", "11;40001"), ("rs_fsx", "7", "101;32001")],
+)
+def test_analyzer_queries_answer_min_max_and_points_take_def(family, center_max, points):
+    with bench(analyzer_family=family) as vb, RawClient(vb.resources["analyzer"]) as c:
+        assert c.ask("FREQ:CENT? MAX").startswith(center_max)
+        assert c.ask("SWE:POIN? MIN;:SWE:POIN? MAX") == points
+        assert c.ask("SWE:POIN 401;:SWE:POIN DEF;:SWE:POIN?") == "1001"
+        assert refused(c, "FREQ:SPAN? BIG") == -224
+        assert c.errors() == []
+
+
+@pytest.mark.parametrize(
+    ("model", "start", "modes"),
+    [
+        ("keysight_mxg", "+2.000000000000000E+09", ("LIST",)),
+        ("keysight_psg", "+2.000000000000000E+09", ("LIST",)),
+        ("rs_smb", "2000000000", ("SWE", "LIST")),
+    ],
+)
+def test_generator_sweep_and_list_settings_are_stored_and_the_output_stays_cw(model, start, modes):
+    with bench(generator_family=model) as vb, RawClient(vb.resources["generator"]) as c:
+        assert c.ask("FREQ:STAR 2 GHZ;:FREQ:STAR?") == start
+        c.send("SWE:DWEL 5 ms;:SWE:POIN 11;:POW:STOP -10")
+        assert c.errors() == []
+        for mode in modes:
+            assert refused(c, f"FREQ:MODE {mode}") == -221
+        assert refused(c, "FREQ:MODE PULSE") == -224
+        assert c.ask("FREQ:MODE?") == "CW"
+        c.send("*RST")
+        assert c.ask("FREQ:STAR?") != start
+        assert c.errors() == []
+
+
+def test_sgs100a_has_no_sweep():
+    with bench(generator_family="rs_sgs") as vb, RawClient(vb.resources["generator"]) as c:
+        for command in ("FREQ:STAR 2 GHZ", "SWE:POIN 11", "SWE:DWEL 5 ms", "LIST:MODE AUTO"):
+            assert refused(c, command) == -113, command
+        assert refused(c, "FREQ:MODE SWE") == -224
+
+
+@pytest.mark.parametrize(
+    ("family", "attenuation"), [("keysight_x", "POW:ATT"), ("rs_fsx", "INP:ATT")]
+)
+def test_attenuation_raises_the_floor_and_the_reference_level_clips(family, attenuation):
+    """At *RST the display is the ring's spectrum; 20 dB more attenuation lifts the floor
+    by 20 dB and leaves the line; a reference level 20 dB under the line clips it."""
+    with bench(generator_family="keysight_mxg", analyzer_family=family) as vb:
+        with RawClient(vb.resources["generator"]) as g:
+            assert g.ask("FREQ 2.1 GHZ;:POW 10;:OUTP ON;*OPC?") == "1"
+        with RawClient(vb.resources["analyzer"]) as c:
+
+            def trace(setting: str) -> np.ndarray:
+                c.send(f"*RST;:INIT:CONT OFF;:{setting}")
+                reply = c.ask("INIT;*OPC?;:TRAC? TRACE1").split(";", 1)[1]
+                return np.array([float(v) for v in reply.split(",")])
+
+            reset = trace("FORM ASC")
+            grid = vb.analyzer.grid
+            expected = vb.ring.evaluate(2.1e9, 10.0, 0.0, grid)[0].numpy()
+            np.testing.assert_allclose(reset, expected, atol=1e-4)
+            floor, line = np.median(reset), reset.max()
+            lifted = trace(f"{attenuation} 30")
+            assert np.median(lifted) == pytest.approx(floor + 20.0, abs=0.1)
+            assert lifted.max() == pytest.approx(line, abs=0.1)
+            reference_dbm = round(float(line) - 30.0, 1)
+            clipped = trace(f"DISP:WIND:TRAC:Y:RLEV {reference_dbm}")  # clips 10 dB above
+            assert clipped.max() == pytest.approx(reference_dbm + 10.0, abs=1e-4)
+            assert c.errors() == []
+        # The first mixer compresses by 1 dB at +3 dBm (input level minus attenuation).
+        front_end = vb.analyzer._front_end
+        vb.analyzer.reference_level_dbm = 30.0
+        vb.analyzer.attenuation_db = 10.0
+        out = front_end(np.array([-30.0, 3.0 + 10.0, 20.0 + 10.0]))
+        assert out[0] == pytest.approx(-30.0, abs=1e-5)
+        assert out[1] == pytest.approx(13.0 - 1.0, abs=1e-6)
+        assert out[2] < 20.0 + 10.0 - 10.0  # deep in compression

@@ -93,6 +93,14 @@ ANALYZER_FAMILIES: dict[str, AnalyzerFamily] = {
 }
 
 _FORMATS = ("ASCii", "REAL")
+RESET_ATTENUATION_DB = 10.0
+"""`*RST` attenuation: the ring model's noise floor is the analyzer's floor at this setting."""
+MIXER_P1DB_DBM = 3.0
+"""Nominal 1 dB compression point at the first mixer (input level - attenuation), dBm."""
+COMPRESSION_SHARPNESS = 4
+"""Knee of the mixer's soft limiting (Rapp model order): below P1dB - 20 dB it is < 1e-5 dB."""
+IF_HEADROOM_DB = 10.0
+"""The display clips (IF overload) this far above the reference level, nominal."""
 ATTENUATION_MAX_DB = 70.0
 REFERENCE_LEVEL_RANGE_DBM = (-130.0, 30.0)
 _RBW_TYPES = ("DB3", "DB6", "IMPulse", "NOISe")
@@ -180,7 +188,7 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
         add("CALCulate#:MARKer#:X", setter=self._set_marker_x, getter=self._marker_x_query)
         add("CALCulate#:MARKer#:Y", getter=self._marker_y_query)
         add("CALCulate#:MARKer#:MAXimum[:PEAK]", setter=self._marker_to_peak)
-        add("CALCulate#:MARKer#:AOFF", setter=lambda call: self.markers.clear())
+        add("CALCulate#:MARKer#:AOFF", setter=lambda call: self._all_markers_off())
         if self.family.name == "keysight_x":
             self._build_keysight_x()
         else:
@@ -279,6 +287,52 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
             setter=self._set_reference_level,
             getter=lambda call: self.number(self.reference_level_dbm),
         )
+        add(
+            "DISPlay[:WINDow#]:TRACe#:MODE",
+            setter=self._set_trace_mode,
+            getter=lambda call: self.trace_modes[self._trace_number(call)],
+        )
+        add("INITiate#:CONMeas", setter=self._initiate)
+        # Markers and delta markers: trace, peak excursion, next peak, display zoom.
+        for kind, delta in (("MARKer", False), ("DELTamarker", True)):
+            add(
+                f"CALCulate#:{kind}#:TRACe",
+                setter=lambda call, d=delta: self._set_marker_trace(call, d),
+                getter=lambda call, d=delta: str(
+                    self._marker_traces.get((d, self._number(call, d)), 1)
+                ),
+            )
+            add(
+                f"CALCulate#:{kind}#:PEXCursion",
+                setter=self._set_peak_excursion,
+                getter=lambda call: self.number(self.peak_excursion_db),
+            )
+            for direction in ("NEXT", "RIGHt", "LEFT"):
+                add(
+                    f"CALCulate#:{kind}#:MAXimum:{direction}",
+                    setter=lambda call, d=delta, w=direction[:4]: self._to_next_peak(call, d, w),
+                )
+        add(
+            "CALCulate#:DELTamarker#[:STATe]",
+            setter=self._set_delta_state,
+            getter=lambda call: self.boolean(self._number(call, True) in self.deltas),
+        )
+        add(
+            "CALCulate#:DELTamarker#:X",
+            setter=lambda call: self._set_marker_x(call, self.deltas),
+            getter=lambda call: self._marker_x_query(call, self.deltas),
+        )
+        add("CALCulate#:DELTamarker#:Y", getter=self._delta_y_query)
+        add(
+            "CALCulate#:DELTamarker#:MAXimum[:PEAK]",
+            setter=lambda call: self._marker_to_peak(call, self.deltas),
+        )
+        add("CALCulate#:DELTamarker#:AOFF", setter=lambda call: self.deltas.clear())
+        add(
+            "CALCulate#:MARKer#:FUNCtion:ZOOM",
+            setter=self._set_zoom,
+            getter=lambda call: self.number(self.zoom_factor),
+        )
 
     def _reset(self) -> None:
         self.grid = AnalyzerGrid(center_hz=2.15e9, span_hz=300e6, rbw_hz=300e3, points=1001)
@@ -287,7 +341,7 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
         self.vbw_hz = 300e3
         self.manual_sweep_time_s = self.grid.sweep_time_s
         self.reference_level_dbm = 0.0
-        self.attenuation_db = 10.0
+        self.attenuation_db = RESET_ATTENUATION_DB
         self._preset_couplings()
         rs = self.family.name == "rs_fsx"
         self.detector = "APE" if rs else "NORM"
@@ -312,6 +366,11 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
         self.sweep_time_auto = True
         self.attenuation_auto = True
         self.markers: dict[int, float] = {}  # marker number -> x in Hz (present = on)
+        self.deltas: dict[int, float] = {}  # delta marker number -> x in Hz (R&S)
+        self._marker_traces: dict[tuple[str, int], int] = {}
+        self.peak_excursion_db = 6.0  # R&S *RST
+        self.zoom_factor = 1.0
+        self.trace_modes = {n: "WRIT" if n == 1 else "BLAN" for n in range(1, 7)}
         self._couple()
 
     def _couple(self) -> None:
@@ -412,6 +471,93 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
             raise ScpiError(-114, f"marker {number}")
         return number in self.markers, number
 
+    def _number(self, call: Call, delta: bool) -> int:
+        """The marker (or delta marker) number of `call`, checked against the model's count."""
+        number = call.suffix(1)
+        if not 1 <= number <= self.family.markers:
+            raise ScpiError(-114, f"{'delta marker' if delta else 'marker'} {number}")
+        return number
+
+    def _set_delta_state(self, call: Call) -> None:
+        number = self._number(call, True)
+        if parse_bool(one_param(call)):
+            # A delta marker is read against marker 1, switched on with it if it was off.
+            self.markers.setdefault(1, self.grid.center_hz)
+            self.deltas.setdefault(number, self.grid.center_hz)
+        else:
+            self.deltas.pop(number, None)
+
+    def _delta_y_query(self, call: Call) -> str:
+        """Level of the delta marker relative to marker 1, dB."""
+        number = self._on_marker(call, self.deltas)
+        trace = self._current_trace()
+        reference_hz = self.markers.get(1, self.deltas[number])
+        level = trace[self._point_index(self.deltas[number])]
+        return self.number(float(level - trace[self._point_index(reference_hz)]))
+
+    def _set_marker_trace(self, call: Call, delta: bool) -> None:
+        number = self._number(call, delta)
+        text = one_param(call)
+        trace = parse_number(text, None, minimum=1, maximum=6)
+        if trace != int(trace):
+            raise ScpiError(-224, text)
+        self._marker_traces[(delta, number)] = int(trace)
+
+    def _set_peak_excursion(self, call: Call) -> None:
+        self.peak_excursion_db = parse_number(
+            one_param(call), "DB", minimum=0.0, maximum=80.0, default=6.0
+        )
+
+    def _set_zoom(self, call: Call) -> None:
+        """Display zoom around the marker: the sweep and the trace data are unchanged."""
+        self.zoom_factor = parse_number(one_param(call), None, minimum=1.0, maximum=1e6)
+
+    def _to_next_peak(self, call: Call, delta: bool, direction: str) -> None:
+        """Next lower peak (NEXT), or the highest peak right/left of the marker.
+
+        A peak is a point higher than both neighbours that stands at least the peak
+        excursion above the lowest point between it and the marker. Without one the
+        marker stays where it is.
+        """
+        if call.params:
+            raise ScpiError(-108, ",".join(call.params))
+        positions = self.deltas if delta else self.markers
+        number = self._number(call, delta)
+        trace = self._current_trace()
+        here = self._point_index(positions.get(number, self.grid.center_hz))
+        inner = trace[1:-1]
+        peaks = np.flatnonzero((inner > trace[:-2]) & (inner >= trace[2:])) + 1
+        if direction == "NEXT":
+            candidates = [i for i in peaks if trace[i] < trace[here]]
+        elif direction == "RIGH":
+            candidates = [i for i in peaks if i > here]
+        else:
+            candidates = [i for i in peaks if i < here]
+        best = None
+        for i in candidates:
+            low, high = (here, i) if i > here else (i, here)
+            if trace[i] - trace[low : high + 1].min() < self.peak_excursion_db:
+                continue
+            if best is None or trace[i] > trace[best]:
+                best = int(i)
+        if best is not None:
+            positions[number] = self._point_hz(best)
+
+    def _set_trace_mode(self, call: Call) -> None:
+        number = self._trace_number(call)
+        choices = ("WRITe", "MAXHold", "MINHold", "AVERage", "VIEW", "BLANk")
+        self.trace_modes[number] = parse_choice(one_param(call), choices)[:4].upper()
+
+    def _trace_number(self, call: Call) -> int:
+        number = call.suffix(2)  # DISPlay[:WINDow#]:TRACe#: one suffix slot per pattern node
+        if not 1 <= number <= 6:
+            raise ScpiError(-114, f"trace {number}")
+        return number
+
+    def _all_markers_off(self) -> None:
+        self.markers.clear()
+        self.deltas.clear()
+
     def _set_marker_state(self, call: Call) -> None:
         _, number = self._marker(call)
         if parse_bool(one_param(call)):
@@ -435,25 +581,31 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
     def _point_hz(self, index: int) -> float:
         return self.grid.start_hz + index * self.grid.bin_hz
 
-    def _set_marker_x(self, call: Call) -> None:
-        _, number = self._marker(call)
+    def _set_marker_x(self, call: Call, positions: dict[int, float] | None = None) -> None:
+        positions = self.markers if positions is None else positions
+        number = self._number(call, positions is self.deltas)
         grid = self.grid
         frequency_hz = parse_number(
             one_param(call), "HZ", minimum=grid.start_hz, maximum=grid.stop_hz
         )
-        self.markers[number] = self._point_hz(self._point_index(frequency_hz))
+        if positions is self.deltas:
+            self.markers.setdefault(1, self.grid.center_hz)
+        positions[number] = self._point_hz(self._point_index(frequency_hz))
 
-    def _on_marker(self, call: Call) -> int:
+    def _on_marker(self, call: Call, positions: dict[int, float] | None = None) -> int:
         if call.params:
             raise ScpiError(-108, ",".join(call.params))
-        on, number = self._marker(call)
-        if not on:
-            raise ScpiError(-221, f"marker {number} is off")
+        positions = self.markers if positions is None else positions
+        number = self._number(call, positions is self.deltas)
+        if number not in positions:
+            kind = "delta marker" if positions is self.deltas else "marker"
+            raise ScpiError(-221, f"{kind} {number} is off")
         return number
 
-    def _marker_x_query(self, call: Call) -> str:
-        number = self._on_marker(call)
-        return self.number(self._point_hz(self._point_index(self.markers[number])))
+    def _marker_x_query(self, call: Call, positions: dict[int, float] | None = None) -> str:
+        positions = self.markers if positions is None else positions
+        number = self._on_marker(call, positions)
+        return self.number(self._point_hz(self._point_index(positions[number])))
 
     def _current_trace(self) -> np.ndarray:
         if self.continuous or self.trace_dbm is None:
@@ -467,12 +619,15 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
         trace = self._current_trace()
         return self.number(float(trace[self._point_index(self.markers[number])]))
 
-    def _marker_to_peak(self, call: Call) -> None:
+    def _marker_to_peak(self, call: Call, positions: dict[int, float] | None = None) -> None:
         if call.params:
             raise ScpiError(-108, ",".join(call.params))
-        _, number = self._marker(call)
+        positions = self.markers if positions is None else positions
+        number = self._number(call, positions is self.deltas)
         trace = self._current_trace()
-        self.markers[number] = self._point_hz(int(np.argmax(trace)))
+        if positions is self.deltas:
+            self.markers.setdefault(1, self.grid.center_hz)
+        positions[number] = self._point_hz(int(np.argmax(trace)))
 
     # ------------------------------------------------------------------ grid settings
 
@@ -495,8 +650,6 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
 
     def _grid_query(self, what: str) -> Callable[[Call], str]:
         def query(call: Call) -> str:
-            if call.params:
-                raise ScpiError(-108, ",".join(call.params))
             value = {
                 "center": self.grid.center_hz,
                 "span": self.grid.span_hz,
@@ -504,9 +657,23 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
                 "stop": self.grid.stop_hz,
                 "rbw": self.grid.rbw_hz,
             }[what]
-            return self.number(value)
+            family = self.family
+            if what == "rbw":
+                limits = (family.rbw_min_hz, family.rbw_max_hz)
+            else:
+                limits = (0.0, family.frequency_max_hz)
+            return self.number(self._limit_query(call, value, limits))
 
         return query
+
+    @staticmethod
+    def _limit_query(call: Call, value: float, limits: tuple[float, float]) -> float:
+        """`X?` answers the setting, `X? MIN|MAX` the model's limits."""
+        keyword = one_param(call, required=False)
+        if keyword is None:
+            return value
+        choice = parse_choice(keyword, ("MINimum", "MAXimum"))
+        return limits[0] if choice == "MINimum" else limits[1]
 
     def _frequency(self, call: Call, minimum: float = 0.0) -> float:
         top = self.family.frequency_max_hz
@@ -552,15 +719,23 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
     def _set_points(self, call: Call) -> None:
         family = self.family
         points = parse_number(
-            one_param(call), None, minimum=family.points_min, maximum=family.points_max
+            one_param(call),
+            None,
+            minimum=family.points_min,
+            maximum=family.points_max,
+            default=1001,  # the *RST value
         )
         self._with_grid(points=int(round(points)))
 
     def _points_query(self, call: Call) -> str:
-        return str(self.grid.points)
+        family = self.family
+        limits = (family.points_min, family.points_max)
+        return str(int(self._limit_query(call, self.grid.points, limits)))
 
     def _sweep_time_query(self, call: Call) -> str:
-        return self.number(self.sweep_time_s())
+        family = self.family
+        limits = (family.sweep_time_min_s, family.sweep_time_max_s)
+        return self.number(self._limit_query(call, self.sweep_time_s(), limits))
 
     def _set_sweep_time(self, call: Call) -> None:
         family = self.family
@@ -602,7 +777,7 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
                 self.grid,
                 rf_on=source.rf_on,
             )
-        self.trace_dbm = trace.power_dbm[0].detach().numpy().copy()
+        self.trace_dbm = self._front_end(trace.power_dbm[0].detach().numpy().copy())
         # A binary trace is encoded now, inside the sweep time (a real analyzer has its
         # trace ready when the sweep ends); ASCII text, costlier, only when it is read.
         self._encoded = None
@@ -612,6 +787,37 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
         self.model_compute_s += time.monotonic() - started
         if self.realtime:
             self._sweep_done_at = started + self.sweep_time_s()
+
+    def _front_end(self, trace_dbm: np.ndarray) -> np.ndarray:
+        """What attenuation and reference level do to the ring's spectrum on the display.
+
+        * Noise floor: the ring model's floor is the analyzer's at the `*RST`
+          attenuation (10 dB); each dB more raises it by 1 dB (the analyzer's own
+          noise, added as power). Less attenuation does not lower it below the ring's.
+        * Compression: the first mixer sees the input level minus the attenuation and
+          limits softly (Rapp model, 1 dB compression at `MIXER_P1DB_DBM`).
+        * IF overload: the display clips `IF_HEADROOM_DB` above the reference level.
+        At the `*RST` settings none of these changes a trace of the ring model.
+        """
+        attenuation_db = self.attenuation_db
+        excess_db = attenuation_db - RESET_ATTENUATION_DB
+        if excess_db > 0:
+            floor_dbm = self._ring.params.noise_floor_dbm_at_100khz + 10.0 * math.log10(
+                self.grid.rbw_hz / 1e5
+            )
+            added_mw = 10.0 ** (floor_dbm / 10.0) * (10.0 ** (excess_db / 10.0) - 1.0)
+            trace_dbm = 10.0 * np.log10(10.0 ** (trace_dbm / 10.0) + added_mw)
+        order = COMPRESSION_SHARPNESS
+        if trace_dbm.max() - attenuation_db > MIXER_P1DB_DBM - 40.0:
+            # Rapp: |out| = |in| / (1 + (|in|/sat)^2p)^(1/2p); sat set by the 1 dB point.
+            knee = (10.0 ** (2 * order / 20.0) - 1.0) ** (1.0 / (2 * order))
+            saturation_dbm = MIXER_P1DB_DBM - 20.0 * math.log10(knee)
+            ratio = 10.0 ** ((trace_dbm - attenuation_db - saturation_dbm) / 20.0)
+            trace_dbm = trace_dbm - (10.0 / order) * np.log10(1.0 + ratio ** (2 * order))
+        clip_dbm = self.reference_level_dbm + IF_HEADROOM_DB
+        if trace_dbm.max() > clip_dbm:
+            trace_dbm = np.minimum(trace_dbm, clip_dbm)
+        return trace_dbm
 
     def pending_until_s(self) -> float:
         """When the running sweep ends (`time.monotonic()`; in the past when none runs)."""

@@ -145,19 +145,52 @@ class SignalGeneratorInstrument(ScpiInstrument):
             if model == "rs_smb":
                 for node in ("AM", "FM", "PM"):
                     setting(f"[SOURce]:{node}:STATe", f"{node.lower()}_on", False, only_off=True)
+        frequency_limits = self._frequency_limits
+        power_limits = self._power_limits
+        if self.family.name == "keysight_mxg":
+            # Step sweep and list settings of the MXG and PSG (stored; the output stays
+            # CW: `FREQ:MODE LIST` is refused with -221).
+            sweep = [
+                ("[SOURce]:FREQuency:STARt", "sweep_start_hz", 1e9, "HZ", frequency_limits),
+                ("[SOURce]:FREQuency:STOP", "sweep_stop_hz", 2e9, "HZ", frequency_limits),
+                ("[SOURce]:POWer:STARt", "sweep_start_dbm", -30.0, "DBM", power_limits),
+                ("[SOURce]:POWer:STOP", "sweep_stop_dbm", -30.0, "DBM", power_limits),
+                ("[SOURce]:SWEep:DWELl#", "sweep_dwell_s", 2e-3, "S", (1e-3, 60.0)),
+                ("[SOURce]:SWEep:POINts", "sweep_points", 101.0, None, (2.0, 65535.0)),
+            ]
+            if model == "keysight_psg":
+                sweep.append(
+                    ("[SOURce]:FREQuency:CENTer", "sweep_center_hz", 1.5e9, "HZ", frequency_limits)
+                )
+            for node, name, initial, unit, limits in sweep:
+                setting(node, name, initial, unit=unit, limits=limits)
+            setting("[SOURce]:LIST:TYPE", "list_type", "STEP", choices=("LIST", "STEP"))
+            setting("[SOURce]:LIST:DIRection", "list_direction", "UP", choices=("UP", "DOWN"))
+            setting("[SOURce]:LIST:MODE", "list_mode", "AUTO", choices=("AUTOmatic", "MANual"))
+        if model == "rs_smb":
+            # The SMB's frequency and level sweeps (stored; `FREQ:MODE SWE|LIST` -221).
+            for node, name, initial, unit, limits in (
+                ("[SOURce]:FREQuency:STARt", "sweep_start_hz", 100e6, "HZ", frequency_limits),
+                ("[SOURce]:FREQuency:STOP", "sweep_stop_hz", 500e6, "HZ", frequency_limits),
+                ("[SOURce]:FREQuency:CENTer", "sweep_center_hz", 300e6, "HZ", frequency_limits),
+                ("[SOURce]:FREQuency:SPAN", "sweep_span_hz", 400e6, "HZ", (0.0, 20e9)),
+                ("[SOURce]:SWEep[:FREQuency]:POINts", "sweep_points", 401.0, None, (2, 1e7)),
+                ("[SOURce]:SWEep[:FREQuency]:STEP[:LINear]", "sweep_step_hz", 1e6, "HZ", None),
+                ("[SOURce]:SWEep[:FREQuency]:DWELl", "sweep_dwell_s", 10e-3, "S", (1e-3, 100.0)),
+                ("[SOURce]:POWer:STARt", "sweep_start_dbm", -30.0, "DBM", power_limits),
+                ("[SOURce]:POWer:STOP", "sweep_stop_dbm", -10.0, "DBM", power_limits),
+                ("[SOURce]:SWEep:POWer:POINts", "power_sweep_points", 21.0, None, (2, 1e7)),
+                ("[SOURce]:SWEep:POWer:DWELl", "power_sweep_dwell_s", 10e-3, "S", (1e-3, 100.0)),
+                ("[SOURce]:LIST:DWELl", "list_dwell_s", 10e-3, "S", (1e-3, 100.0)),
+            ):
+                setting(node, name, initial, unit=unit, limits=limits)
+            spacing = ("LINear", "LOGarithmic")
+            setting("[SOURce]:SWEep[:FREQuency]:SPACing", "sweep_spacing", "LIN", choices=spacing)
+            modes = ("AUTO", "MANual", "STEP")
+            setting("[SOURce]:SWEep[:FREQuency]:MODE", "sweep_mode", "AUTO", choices=modes)
+            setting("[SOURce]:LIST:MODE", "list_mode", "AUTO", choices=("AUTO", "STEP"))
         if model == "keysight_psg":
             add("DIAGnostic:CPU:INFOrmation:OPTions:DETail", getter=self._psg_options_detail)
-            # The PSG's step sweep and list settings (stored; the output stays CW).
-            for node, name, initial, unit in (
-                ("[SOURce]:FREQuency:STARt", "sweep_start_hz", 1e9, "HZ"),
-                ("[SOURce]:FREQuency:STOP", "sweep_stop_hz", 2e9, "HZ"),
-                ("[SOURce]:FREQuency:CENTer", "sweep_center_hz", 1.5e9, "HZ"),
-                ("[SOURce]:POWer:STARt", "sweep_start_dbm", -30.0, "DBM"),
-                ("[SOURce]:POWer:STOP", "sweep_stop_dbm", -30.0, "DBM"),
-                ("[SOURce]:SWEep:DWELl#", "sweep_dwell_s", 2e-3, "S"),
-                ("[SOURce]:SWEep:POINts", "sweep_points", 101.0, None),
-            ):
-                setting(node, name, initial, unit=unit)
             # Modulation and low-frequency-output configuration (stored; states stay off).
             setting("[SOURce]:AM:DEPTh", "am_depth_percent", 0.1, limits=(0.0, 100.0))
             sources = ("INTernal", "INTernal2", "EXTernal", "EXTernal2")
@@ -259,7 +292,17 @@ class SignalGeneratorInstrument(ScpiInstrument):
         )
 
     def _set_frequency_mode(self, call: Call) -> None:
-        parse_choice(one_param(call), ("CW", "FIXed"))
+        """CW or FIXed; the model's sweep modes are known but refused (-221): the output
+        stays a CW carrier, which is all the ring model takes."""
+        modes: tuple[str, ...] = ("CW", "FIXed")
+        if self.family.name == "keysight_mxg":
+            modes += ("LIST",)
+        elif self.family.key == "rs_smb":
+            modes += ("SWEep", "LIST")
+        if parse_choice(one_param(call), modes) not in ("CW", "FIXed"):
+            raise ScpiError(
+                -221, "frequency sweep and list are not available on the virtual source"
+            )
 
     def _set_power(self, call: Call) -> None:
         low, high = self._power_limits

@@ -9,8 +9,10 @@ output_on), and the current actually delivered is passed to `ring.set_bias`.
 Models: ``kepco_bop`` (Kepco BOP 20-10M, bipolar; `FUNC:MODE VOLT|CURR`, whose
 query answers 0|1 as the BOP does), ``keysight_e36xx`` (E3633A) and
 ``keysight_e3642a`` (E3642A): unipolar, two output ranges (`VOLT:RANG`),
-`APPL`, over-voltage and over-current protection that trip the output off.
-The E36xx have no `FUNC:MODE` (-113), the BOP no `APPL`, ranges or protection.
+`APPL`, over-voltage and over-current protection that trip the output off;
+they power on and reset in the low range with `CURR` at its rating, as the
+manuals' `*RST` tables give. The E36xx have no `FUNC:MODE` (-113), the BOP no
+`APPL`, ranges or protection.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ class SupplyFamily(Family):
     ranges: tuple[tuple[str, float, float], ...] = field(default=(), kw_only=True)
     """E36xx output ranges: (name, voltage max V, current max A), low range first."""
     reset_range: int = field(default=0, kw_only=True)
+    """Range index after power-on and `*RST`."""
+    reset_current_a: float = field(default=0.0, kw_only=True)
+    """`CURR` after power-on and `*RST` (the E36xx: the low range's rating)."""
     protection_v: float = field(default=22.0, kw_only=True)
     protection_a: float = field(default=22.0, kw_only=True)
 
@@ -50,9 +55,9 @@ SUPPLY_FAMILIES: dict[str, SupplyFamily] = {
         voltage_min_v=-20.0,
         voltage_max_v=20.0,
     ),
-    # The E36xx may be programmed about 3 % past each range's rating. The real ones
-    # come out of *RST in the low range; these start in the high range (the one
-    # labpgt's 20 V compliance needs: its driver does not select a range).
+    # The E36xx may be programmed about 3 % past each range's rating. Power-on and *RST
+    # as the manuals give them: low range, CURR at the range's rating (E3633A 20 A,
+    # E3642A 5 A), VOLT 0 V, output off, protection levels at their maximum and on.
     "keysight_e36xx": SupplyFamily(
         name="keysight_e36xx",
         identity="Keysight Technologies,E3633A,MY00000003,2.1-5.0-1.0",
@@ -62,7 +67,8 @@ SUPPLY_FAMILIES: dict[str, SupplyFamily] = {
         voltage_min_v=0.0,
         voltage_max_v=20.6,
         ranges=(("P8V", 8.24, 20.6), ("P20V", 20.6, 10.3)),
-        reset_range=1,
+        reset_range=0,
+        reset_current_a=20.0,
         protection_v=22.0,
         protection_a=22.0,
     ),
@@ -76,7 +82,8 @@ SUPPLY_FAMILIES: dict[str, SupplyFamily] = {
         voltage_min_v=0.0,
         voltage_max_v=20.6,
         ranges=(("P8V", 8.24, 5.15), ("P20V", 20.6, 2.575)),
-        reset_range=1,
+        reset_range=0,
+        reset_current_a=5.0,
         protection_v=22.0,
         protection_a=5.5,
     ),
@@ -180,7 +187,7 @@ class BiasSupplyInstrument(ScpiInstrument):
             "curr": [self.family.protection_a, True],
         }
         self.tripped: str | None = None
-        self.current_a = 0.0
+        self.current_a = self.family.reset_current_a
         self.voltage_v = 0.0
         self.output_on = False
         if self._powered:
