@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from labpgt.errors import UserError
-from labpgt.study import Job, StudySpec, _slug, final_jobs, run_job, search_jobs
+from labpgt.study import STARTED, Job, StudySpec, _slug, final_jobs, run_job, search_jobs
 
 ROWS_DIR = "rows"
 """Folder (inside the study folder) of the rows the workers write, one JSON file per job."""
@@ -233,19 +233,29 @@ class RayRunner:
         import ray
 
         self.connect(workers)
+        out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "results.jsonl"
         wanted = {j.key for j in jobs}
+        here = (STARTED["commit"], STARTED["dirty"])
 
         def record(row: dict[str, Any]) -> None:
             if row["key"] in done:  # a row is recorded once, whatever happened before
                 return
+            if (row.get("commit"), row.get("provenance", {}).get("dirty")) != here:
+                raise UserError(
+                    f"job {row['key']!r} ran on commit {row.get('commit')} but this study "
+                    f"runs {STARTED['commit']}: every Ray node must have this checkout "
+                    "installed"
+                )
             with path.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
             done[row["key"]] = row
 
-        # Rows a worker stored but the driver never recorded (an interrupted driver).
+        # Rows a worker stored but the driver never recorded (an interrupted driver); one
+        # computed on another checkout is recomputed (and its file overwritten).
         for row in read_stored_rows(out_dir).values():
-            if row["key"] in wanted:
+            same_code = (row.get("commit"), row.get("provenance", {}).get("dirty")) == here
+            if row["key"] in wanted and same_code:
                 record(row)
         todo = [j for j in jobs if j.key not in done]
         progress(len(jobs) - len(todo), len(jobs), None)

@@ -153,9 +153,14 @@ def test_an_interrupted_study_resumes_without_redoing_or_repeating_jobs(
     results.write_text("".join(lines[:-3]))
     lost = json.loads(lines[-1])["key"]
     (tmp_path / ROWS_DIR / f"{_slug(lost)}.json").unlink()
+    # A stored row computed on another checkout is not taken: its job runs again.
+    stale = json.loads(lines[-2])
+    stale_file = tmp_path / ROWS_DIR / f"{_slug(stale['key'])}.json"
+    stale_file.write_text(json.dumps({**stale, "commit": "0000000"}))
     runner = RayRunner()
     run_study_ray(spec, tmp_path, runner=runner)
-    assert runner.submitted == [lost]
+    assert sorted(runner.submitted) == sorted([lost, stale["key"]])
+    assert json.loads(stale_file.read_text())["commit"] == stale["commit"]
     rows = jsonl_rows(results)
     assert sorted(r["key"] for r in rows) == sorted(serial_rows)
     assert all(exact(r) == exact(serial_rows[r["key"]]) for r in rows)
