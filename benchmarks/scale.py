@@ -14,7 +14,10 @@ analyzer takes its true sweep time (RBW 100 kHz over 300 MHz: 75 ms a sweep), as
 one would, so a bench is I/O-bound. Settle times are accounted but not slept (the
 embedded bench's magnet has nothing to settle). Ratios are against one bench.
 
-    .venv/bin/python benchmarks/scale.py              # both parts (about 4 minutes)
+The same probes on 1, 2 and 4 Ray actors, each owning a real-time virtual bench in its
+own process (what a bench PC in a cluster runs), on a local Ray of 2 CPUs.
+
+    .venv/bin/python benchmarks/scale.py              # all parts (about 6 minutes)
     .venv/bin/python benchmarks/scale.py --part probes
 """
 
@@ -41,6 +44,7 @@ STUDY_SEEDS = (0, 1, 2, 3)
 STUDY_QUERIES = 20_000
 PROBES = 256
 BENCHES = (1, 2, 4, 8)
+RAY_BENCHES = (1, 2, 4)
 GRID = AnalyzerGrid(rbw_hz=100e3)
 
 
@@ -125,9 +129,44 @@ def probe_throughput() -> None:
         )
 
 
+def ray_probe_throughput() -> None:
+    import ray
+
+    from labpgt.multibench import RayBench
+
+    print(f"probes on Ray actors (each owns a real-time virtual bench), {PROBES} settings")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        base = None
+        for n in RAY_BENCHES:
+            actors = [
+                RayBench.embedded(f"actor{i}", seed=i, realtime=True, grid=GRID) for i in range(n)
+            ]
+            bounds = actors[0].bounds
+            gen = torch.Generator().manual_seed(0)
+            settings = bounds.lower() + (bounds.upper() - bounds.lower()) * torch.rand(
+                PROBES, 3, generator=gen, dtype=torch.float64
+            )
+            multi = MultiBenchScheduler(actors, chunk_size=16)
+            t = time.perf_counter()
+            multi.run(settings)
+            wall_s = time.perf_counter() - t
+            for actor in actors:
+                actor.close()
+            rate = PROBES / wall_s
+            base = base or rate
+            per_bench = [s.stats.queries for s in multi.bench_stats.values()]
+            print(
+                f"  {n} actor(s)   {wall_s:6.2f} s  {rate:6.1f} probes/s  {rate / base:.2f}x   "
+                f"queries per bench {per_bench}"
+            )
+    finally:
+        ray.shutdown()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("both", "study", "probes"), default="both")
+    parser.add_argument("--part", choices=("all", "study", "probes", "ray-probes"), default="all")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(
@@ -136,14 +175,16 @@ def main() -> None:
         f"Python {platform.python_version()}, torch {torch.__version__}, "
         f"load average {os.getloadavg()[0]:.1f} at start"
     )
-    if args.part in ("both", "study"):
+    if args.part in ("all", "study"):
         root = Path(tempfile.mkdtemp(prefix="labpgt-scale-"))
         try:
             study_throughput(root)
         finally:
             shutil.rmtree(root, ignore_errors=True)
-    if args.part in ("both", "probes"):
+    if args.part in ("all", "probes"):
         probe_throughput()
+    if args.part in ("all", "ray-probes"):
+        ray_probe_throughput()
     print(f"load average {os.getloadavg()[0]:.1f} at end")
 
 
