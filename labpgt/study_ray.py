@@ -126,8 +126,20 @@ def _write_row(out_dir: Path, row: dict[str, Any]) -> None:
     os.replace(tmp, folder / f"{_slug(row['key'])}.json")
 
 
-def _job_task(job: Job, out_dir: str, fault: WorkerFault | None) -> dict[str, Any]:
-    """One job in a Ray worker: run it, store its row, return the row."""
+def _job_task(
+    job: Job, out_dir: str, fault: WorkerFault | None, provenance: dict[str, Any]
+) -> dict[str, Any]:
+    """One job in a Ray worker: run it, store its row, return the row.
+
+    A worker on the driver's commit records the driver's provenance (taken when the study
+    started, as a forked process pool worker inherits it): a file edited since then must
+    not flag the rows of this study as computed on a dirty tree. On another commit it keeps
+    its own, and the driver refuses the row.
+    """
+    import labpgt.study
+
+    if labpgt.study.STARTED["commit"] == provenance["commit"]:
+        labpgt.study.STARTED.update(provenance)
     if fault is not None and job.key == fault.key:
         marker = Path(fault.marker)
         died = marker.read_text().split() if marker.exists() else []
@@ -241,7 +253,7 @@ class RayRunner:
         def record(row: dict[str, Any]) -> None:
             if row["key"] in done:  # a row is recorded once, whatever happened before
                 return
-            if (row.get("commit"), row.get("provenance", {}).get("dirty")) != here:
+            if row.get("commit") != STARTED["commit"]:
                 raise UserError(
                     f"job {row['key']!r} ran on commit {row.get('commit')} but this study "
                     f"runs {STARTED['commit']}: every Ray node must have this checkout "
@@ -265,7 +277,7 @@ class RayRunner:
         storage = str(out_dir.resolve())
         pending = {}
         for job in todo:
-            pending[task.remote(job, storage, self.fault)] = job
+            pending[task.remote(job, storage, self.fault, STARTED)] = job
             self.submitted.append(job.key)
         finished = len(jobs) - len(todo)
         try:
