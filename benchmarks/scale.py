@@ -7,6 +7,9 @@ a local Ray of 1 and of 2 CPUs. The
 figure is jobs/hour from the first job submitted to the last row recorded, so it includes
 starting the Ray worker processes (each imports torch once) but not `ray.init` itself,
 which is printed apart. Ratios are against the serial run measured in the same process.
+The median time of one job inside its worker is printed too: when it grows with the
+workers, the cores were not free (a shared machine), and the ratio shows the load, not
+the engine.
 
 Probes. 256 distinct random settings (each a new bias current) measured through
 `MultiBenchScheduler` on 1, 2, 4 and 8 embedded virtual benches, each in real time: its
@@ -29,6 +32,7 @@ import logging
 import os
 import platform
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -68,30 +72,42 @@ def study_throughput(root: Path) -> None:
     for folder in ("serial", "process2", "ray1", "ray2"):
         (root / folder).mkdir()
     t0 = time.perf_counter()
-    run_jobs(jobs, root / "serial", workers=1, done={})
+    rows = run_jobs(jobs, root / "serial", workers=1, done={})
     serial_s = time.perf_counter() - t0
     base = len(jobs) / serial_s * 3600
-    print(f"  serial (this process)   {serial_s:6.1f} s  {base:7.0f} jobs/h  1.00x")
+    print(
+        f"  serial (this process)   {serial_s:6.1f} s  {base:7.0f} jobs/h  1.00x   "
+        f"(median job {_median_job_s(rows):.1f} s)"
+    )
     t = time.perf_counter()
-    run_jobs(jobs, root / "process2", workers=2, done={})
+    rows = run_jobs(jobs, root / "process2", workers=2, done={})
     wall_s = time.perf_counter() - t
     rate = len(jobs) / wall_s * 3600
-    print(f"  process pool, 2 workers {wall_s:6.1f} s  {rate:7.0f} jobs/h  {rate / base:.2f}x")
+    print(
+        f"  process pool, 2 workers {wall_s:6.1f} s  {rate:7.0f} jobs/h  {rate / base:.2f}x   "
+        f"(median job {_median_job_s(rows):.1f} s)"
+    )
     for workers in (1, 2):
         t = time.perf_counter()
         ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING)
         init_s = time.perf_counter() - t
         try:
             t = time.perf_counter()
-            RayRunner()(jobs, root / f"ray{workers}", workers=workers, done={})
+            rows = RayRunner()(jobs, root / f"ray{workers}", workers=workers, done={})
             wall_s = time.perf_counter() - t
         finally:
             ray.shutdown()
         rate = len(jobs) / wall_s * 3600
         print(
             f"  ray, {workers} worker(s)       {wall_s:6.1f} s  {rate:7.0f} jobs/h  "
-            f"{rate / base:.2f}x   (ray.init {init_s:.1f} s)"
+            f"{rate / base:.2f}x   (median job {_median_job_s(rows):.1f} s; "
+            f"ray.init {init_s:.1f} s)"
         )
+
+
+def _median_job_s(rows: dict[str, dict]) -> float:
+    """Median wall time of one job inside its worker: it grows when the cores are busy."""
+    return statistics.median(r["seconds"] for r in rows.values())
 
 
 def probe_throughput() -> None:
