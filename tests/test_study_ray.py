@@ -208,3 +208,18 @@ def test_an_unwritable_storage_path_is_one_line_before_any_job(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"--out {blocker / 'study'}: cannot write" in err
+
+
+def test_the_process_engine_gives_the_same_rows(
+    serial_rows: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    run_study(tiny_study(), tmp_path, workers=2)  # the process pool (--engine process)
+    rows = jsonl_rows(tmp_path / "results.jsonl")
+    assert sorted(exact(r) for r in rows) == sorted(exact(r) for r in serial_rows.values())
+
+
+def test_an_unknown_engine_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["study", "--preset", "short", "--engine", "spark"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: --engine 'spark': valid: auto, process, ray"
