@@ -36,6 +36,12 @@ def study_command(
     address: str | None = typer.Option(
         None, help="Join this Ray cluster (HOST:PORT, ray://HOST:PORT or auto); implies ray."
     ),
+    search: str = typer.Option(
+        "grid",
+        help="Learning-rate search: grid (every rate of the entry's grid, the protocol) or "
+        "tpe (Ray Tune: Optuna TPE over the grid's range, ASHA early stopping; needs ray).",
+    ),
+    trials: int = typer.Option(8, help="--search tpe: trials per entry."),
 ) -> None:
     """Search each method's learning rate on validation, then train ≥ 5 seeds; tabulate."""
     from labpgt.study import PRESETS, run_study
@@ -45,6 +51,17 @@ def study_command(
         raise UserError(f"unknown study preset {preset!r}; valid: {', '.join(sorted(PRESETS))}")
     spec = PRESETS[preset]()
     engine = _engine(engine, address)
+    if search not in ("grid", "tpe"):
+        raise UserError(f"--search {search!r}: valid: grid, tpe")
+    if search == "tpe":
+        from labpgt.study_tune import tune_available
+
+        if engine != "ray" or not tune_available():
+            raise UserError(
+                "--search tpe runs on Ray Tune: it needs --engine ray and the [scale] extra"
+            )
+        if trials < 1:
+            raise UserError(f"--trials {trials}: at least 1 trial per entry")
     from labpgt.study_ray import validate_jobs
 
     validate_jobs(spec)
@@ -88,7 +105,18 @@ def study_command(
                 info = f"last: {row['entry']} seed {row['seed']} {what} {100 * acc:.1f}%"
             progress.update(bars[phase], completed=done, total=total, info=info)
 
-        if engine == "ray":
+        if search == "tpe":
+            from labpgt.study_tune import run_study_tune
+
+            summary = run_study_tune(
+                spec,
+                out,
+                trials=trials,
+                workers=n_workers,
+                address=address,
+                progress=on_progress,
+            )
+        elif engine == "ray":
             from labpgt.study_ray import run_study_ray
 
             summary = run_study_ray(
