@@ -9,7 +9,8 @@ of an entry on the search seeds) with, per entry that has more than one choice:
   ``workers`` at a time, each a training run on the first search seed;
 - ASHA (`ASHAScheduler`) stopping a trial at an epoch where its validation accuracy is
   below the better ones' at the same epoch (rungs at 1, 2, 4 ... epochs);
-- the chosen rate and variant: the trial with the best validation accuracy of any epoch.
+- the chosen rate and variant: the trial with the best validation accuracy of any epoch;
+- a trial whose worker dies is restarted (up to 3 times), as a job of the grid is.
 
 Each entry's choice and trials are stored in ``<out>/tune/<entry>.json`` (a rerun skips
 the entries already tuned) and Tune's own experiment state in ``<out>/tune/ray/``. The
@@ -128,6 +129,7 @@ def tune_entry(
         run_config=tune.RunConfig(
             name=_slug(entry.label),
             storage_path=str((out_dir / TUNE_DIR / "ray").resolve()),
+            failure_config=tune.FailureConfig(max_failures=3),  # a dead worker: retried
             verbose=0,
         ),
     )
