@@ -646,20 +646,26 @@ def run_study(
     *,
     workers: int = 1,
     progress: Callable[[str, int, int, dict[str, Any] | None], None] = lambda *a: None,
+    runner: Callable[..., dict[str, dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
-    """Search, then final seeds; returns (and writes) the summary. Resumes a partial study."""
+    """Search, then final seeds; returns (and writes) the summary. Resumes a partial study.
+
+    ``runner`` runs a list of jobs (the signature of `run_jobs`, the default); the Ray
+    engine (`labpgt.study_ray.RayRunner`) is another.
+    """
+    run_jobs_ = runner if runner is not None else run_jobs
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "spec.json").write_text(json.dumps(asdict(spec), indent=2))
     done = read_rows(out_dir / "results.jsonl")
     search = search_jobs(spec)
     _check_one_commit(out_dir, done, search)
-    run_jobs(
+    run_jobs_(
         search, out_dir, workers=workers, done=done, progress=lambda *a: progress("search", *a)
     )
     chosen, diverged = choose(spec, done)
     final = final_jobs(spec, chosen)
     _check_one_commit(out_dir, done, [*search, *final])
-    run_jobs(final, out_dir, workers=workers, done=done, progress=lambda *a: progress("final", *a))
+    run_jobs_(final, out_dir, workers=workers, done=done, progress=lambda *a: progress("final", *a))
     summary = summarise(spec, done, chosen, diverged)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

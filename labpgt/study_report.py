@@ -51,7 +51,13 @@ def markdown(summary: dict[str, Any], *, command: str, figure: str | None) -> st
         f"**Set-up:** {summary['description']}.",
         "",
         "**Protocol:** the data are split into train / validation (15 % of the training part) "
-        "/ test (25 %). Each method's learning rate is chosen from the grid on validation "
+        "/ test (25 %). Each method's learning rate is chosen "
+        + (
+            "from the grid "
+            if "search" not in summary
+            else f"by {summary['search']} within the grid's range "
+        )
+        + "on validation "
         f"(search seed{'s' if len(summary['search_seeds']) > 1 else ''} "
         f"{', '.join(map(str, summary['search_seeds']))}, Adam, cosine schedule); the final "
         f"runs use seeds {', '.join(map(str, summary['final_seeds']))}; each run reports the "

@@ -31,6 +31,20 @@ def study_command(
     docs: Path | None = typer.Option(
         None, help="Also write the results page (Markdown) here, its figure beside it in img/."
     ),
+    engine: str = typer.Option(
+        "auto",
+        help="Where jobs run: ray (a local Ray sized to --workers, or --address), process "
+        "(a process pool on this machine) or auto (ray when the [scale] extra is installed).",
+    ),
+    address: str | None = typer.Option(
+        None, help="Join this Ray cluster (HOST:PORT, ray://HOST:PORT or auto); implies ray."
+    ),
+    search: str = typer.Option(
+        "grid",
+        help="Learning-rate search: grid (every rate of the entry's grid, the protocol) or "
+        "tpe (Ray Tune: Optuna TPE over the grid's range, ASHA early stopping; needs ray).",
+    ),
+    trials: int = typer.Option(8, help="--search tpe: trials per entry."),
 ) -> None:
     """Search each method's learning rate on validation, then train ≥ 5 seeds; tabulate."""
     from labpgt.study import PRESETS, run_study
@@ -39,6 +53,25 @@ def study_command(
     if preset not in PRESETS:
         raise UserError(f"unknown study preset {preset!r}; valid: {', '.join(sorted(PRESETS))}")
     spec = PRESETS[preset]()
+    engine = _engine(engine, address)
+    if search not in ("grid", "tpe"):
+        raise UserError(f"--search {search!r}: valid: grid, tpe")
+    if search == "tpe":
+        from labpgt.study_tune import tune_available
+
+        if engine != "ray" or not tune_available():
+            raise UserError(
+                "--search tpe runs on Ray Tune: it needs --engine ray and the [scale] extra"
+            )
+        if trials < 1:
+            raise UserError(f"--trials {trials}: at least 1 trial per entry")
+    from labpgt.study_ray import validate_jobs
+
+    validate_jobs(spec)
+    if address is not None:
+        from labpgt.study_ray import check_address
+
+        check_address(address)
     n_workers = workers if workers > 0 else (os.cpu_count() or 1)
     if docs is not None and not docs.parent.is_dir():
         raise UserError(f"--docs: folder {docs.parent} does not exist")
@@ -51,7 +84,8 @@ def study_command(
     console.print(
         f"study {spec.name}: {len(spec.entries)} entries, final seeds "
         f"{list(spec.final_seeds)}, search seeds {list(spec.search_seeds)}, "
-        f"{n_workers} worker(s); results in {out}/",
+        + (f"{n_workers} worker(s) ({engine})" if address is None else f"Ray cluster {address}")
+        + f"; results in {out}/",
         highlight=False,
     )
     with Progress(
@@ -74,7 +108,25 @@ def study_command(
                 info = f"last: {row['entry']} seed {row['seed']} {what} {100 * acc:.1f}%"
             progress.update(bars[phase], completed=done, total=total, info=info)
 
-        summary = run_study(spec, out, workers=n_workers, progress=on_progress)
+        if search == "tpe":
+            from labpgt.study_tune import run_study_tune
+
+            summary = run_study_tune(
+                spec,
+                out,
+                trials=trials,
+                workers=n_workers,
+                address=address,
+                progress=on_progress,
+            )
+        elif engine == "ray":
+            from labpgt.study_ray import run_study_ray
+
+            summary = run_study_ray(
+                spec, out, workers=n_workers, address=address, progress=on_progress
+            )
+        else:
+            summary = run_study(spec, out, workers=n_workers, progress=on_progress)
     table = Table(title=f"study {spec.name}: test accuracy %, mean ± 95 % CI", show_lines=False)
     for col in ("entry", "test %", "lr", f"queries to {100 * spec.target_acc:.0f} %"):
         table.add_column(col, overflow="fold")
@@ -95,6 +147,23 @@ def study_command(
         text = markdown(summary, command=shlex.join(args), figure=f"img/{figure.name}")
         docs.write_text(text)
         console.print(f"results page: {docs} (figure {figure})", highlight=False)
+
+
+def _engine(engine: str, address: str | None) -> str:
+    """The engine to use: 'ray' or 'process' (auto: ray when installed)."""
+    from labpgt.study_ray import ray_available
+
+    if engine not in ("auto", "ray", "process"):
+        raise UserError(f"--engine {engine!r}: valid: auto, process, ray")
+    if engine == "process" and address is not None:
+        raise UserError("--address joins a Ray cluster: it needs --engine ray (or auto)")
+    if engine == "auto":
+        engine = "ray" if ray_available() else "process"
+        if address is not None and engine != "ray":
+            raise UserError("--address needs Ray: pip install 'labpgt[scale]'")
+    if engine == "ray" and not ray_available():
+        raise UserError("--engine ray needs Ray: pip install 'labpgt[scale]'")
+    return engine
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,303 @@
+"""Several benches behind one scheduler: probe batches split across N reservoirs.
+
+`MultiBenchScheduler.run` takes the same (..., 3) settings as
+`PerturbationScheduler.run` and returns the same (..., F) features. Per call:
+
+1. refuse any setting outside a bench's bounds before an instrument moves;
+2. de-duplicate and order the settings once for all benches (`plan_order`: bias
+   first), and cut the ordered list into chunks of ``chunk_size`` settings;
+3. give each live bench a contiguous run of chunks (so each sweeps its own bias
+   range), one thread per bench; a bench that finishes its run takes chunks from
+   the tail of the longest remaining run (work stealing), so a slow bench does not
+   hold the batch up;
+4. each bench measures its chunks through its own `PerturbationScheduler` (its
+   repeats, retries with reconnect, accounting);
+5. a bench whose chunk still fails after those retries is retired: the chunk goes
+   back to the queue whole and the other benches measure it. A chunk's result is
+   stored once, when a bench returns it complete, so no probe is lost or measured
+   into the result twice; a batch fails only when every bench has failed.
+
+Accounting per bench (`bench_stats`): the cumulative `ScheduleStats` of its
+scheduler (queries, instrument time, retries ...) and, for a retired bench, why.
+The instrument time a bench spent on the chunk it failed is not in its stats (its
+scheduler discards a run that fails), and that chunk's probes are measured again
+elsewhere: the result holds each probe once, the instruments may have swept it twice.
+
+A bench is anything with ``name``, ``bounds``, ``feature_dim`` and
+``run(settings) -> (features, ScheduleStats)``: `LocalBench` (a reservoir in this
+process, e.g. an embedded virtual bench) or `RayBench` (a Ray actor that owns a bench
+in its own process, on this machine or on a bench PC in a cluster).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from labpgt.errors import MeasurementError
+from labpgt.reservoir import PhysicalReservoir, SettingBounds
+from labpgt.scheduler import PerturbationScheduler, ScheduleStats, plan_order
+
+
+class Bench(Protocol):
+    """One reservoir that measures chunks of settings (see the module docstring)."""
+
+    name: str
+
+    @property
+    def bounds(self) -> SettingBounds: ...
+
+    @property
+    def feature_dim(self) -> int: ...
+
+    def run(self, settings: torch.Tensor) -> tuple[torch.Tensor, ScheduleStats]: ...
+
+
+class LocalBench:
+    """A reservoir in this process behind its own `PerturbationScheduler`."""
+
+    def __init__(self, name: str, reservoir: PhysicalReservoir, **scheduler_options: Any):
+        self.name = name
+        self.reservoir = reservoir
+        self.scheduler = PerturbationScheduler(reservoir, **scheduler_options)
+
+    @property
+    def bounds(self) -> SettingBounds:
+        return self.reservoir.bounds
+
+    @property
+    def feature_dim(self) -> int:
+        return self.reservoir.feature_dim
+
+    def run(self, settings: torch.Tensor) -> tuple[torch.Tensor, ScheduleStats]:
+        features = self.scheduler.run(settings)
+        return features, self.scheduler.last
+
+
+@dataclass
+class BenchStats:
+    """What one bench of a `MultiBenchScheduler` did, cumulative over its runs."""
+
+    name: str
+    stats: ScheduleStats = field(default_factory=ScheduleStats)
+    chunks: int = 0
+    """Chunks this bench returned complete."""
+    failed: str | None = None
+    """Why the bench was retired (None: it is live)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "chunks": self.chunks,
+            "failed": self.failed,
+            **asdict(self.stats),
+        }
+
+
+class MultiBenchScheduler:
+    """Measures batches of settings on several benches at once (see the module docstring)."""
+
+    def __init__(self, benches: Sequence[Bench], *, chunk_size: int = 16) -> None:
+        if not benches:
+            raise ValueError("at least one bench is required")
+        if chunk_size < 1:
+            raise ValueError("chunk_size >= 1 is required")
+        names = [b.name for b in benches]
+        if len(set(names)) != len(names):
+            raise ValueError(f"bench names must be unique; got {names}")
+        dims = {b.feature_dim for b in benches}
+        if len(dims) != 1:
+            raise ValueError(f"benches disagree on the feature dimension: {sorted(dims)}")
+        self.benches = list(benches)
+        self.chunk_size = chunk_size
+        self.bench_stats = {b.name: BenchStats(b.name) for b in benches}
+        self.stats = ScheduleStats()
+        """All benches together, cumulative (``requested`` and ``unique`` per call)."""
+
+    @property
+    def live(self) -> list[Bench]:
+        return [b for b in self.benches if self.bench_stats[b.name].failed is None]
+
+    def run(self, settings: torch.Tensor) -> torch.Tensor:
+        """Settings (..., 3) -> features (..., F) in the caller's order (float64)."""
+        shape = settings.shape
+        if shape[-1] != 3:
+            raise ValueError(f"settings must have a last dimension of 3; got {tuple(shape)}")
+        live = self.live
+        if not live:
+            raise MeasurementError("every bench has failed; nothing left to measure on")
+        flat = settings.detach().reshape(-1, 3).to(torch.float64)
+        for bench in live:
+            bench.bounds.check(flat)
+        plan = plan_order(flat, live[0].bounds)
+        unique = flat[plan.rows]
+        features = self._dispatch(unique, live)
+        self.stats.requested += flat.shape[0]
+        self.stats.unique += unique.shape[0]
+        self.stats.runs += 1
+        return features[plan.result_index].reshape(*shape[:-1], features.shape[-1])
+
+    # --- dispatch ----------------------------------------------------------------------------
+
+    def _dispatch(self, unique: torch.Tensor, live: list[Bench]) -> torch.Tensor:
+        n = unique.shape[0]
+        bounds = [(s, min(s + self.chunk_size, n)) for s in range(0, n, self.chunk_size)]
+        out = torch.empty(n, live[0].feature_dim, dtype=torch.float64)
+        stored = [False] * len(bounds)
+        # Contiguous runs of chunks, one per live bench, in bias order.
+        queues: dict[str, deque[int]] = {}
+        for i, bench in enumerate(live):
+            lo, hi = i * len(bounds) // len(live), (i + 1) * len(bounds) // len(live)
+            queues[bench.name] = deque(range(lo, hi))
+        lock = threading.Condition()
+        in_flight = 0  # chunks a bench is measuring: a failure puts its chunk back
+
+        def take(name: str) -> int | None:
+            """The bench's next chunk, else one from the longest run; None when all is done."""
+            nonlocal in_flight
+            with lock:
+                while True:
+                    donor = queues[name] or max(queues.values(), key=len)
+                    if donor:
+                        in_flight += 1
+                        return donor.popleft() if donor is queues[name] else donor.pop()
+                    if in_flight == 0:
+                        return None
+                    lock.wait()  # another bench may yet fail and hand its chunk back
+
+        def release() -> None:
+            nonlocal in_flight
+            in_flight -= 1
+            lock.notify_all()
+
+        def work(bench: Bench) -> None:
+            record = self.bench_stats[bench.name]
+            while (index := take(bench.name)) is not None:
+                lo, hi = bounds[index]
+                try:
+                    features, stats = bench.run(unique[lo:hi])
+                    if features.shape != (hi - lo, out.shape[1]):
+                        raise MeasurementError(
+                            f"returned features of shape {tuple(features.shape)} for "
+                            f"{hi - lo} settings"
+                        )
+                except Exception as exc:
+                    with lock:
+                        queues[bench.name].appendleft(index)  # whole, for the others
+                        record.failed = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                        release()
+                    return
+                with lock:  # a chunk is handed out to one bench at a time: stored once
+                    out[lo:hi] = features.to(torch.float64)
+                    stored[index] = True
+                    record.stats.add(stats)
+                    record.chunks += 1
+                    self.stats.add(_without_calls(stats))
+                    release()
+
+        threads = [
+            threading.Thread(target=work, args=(b,), name=f"bench-{b.name}", daemon=True)
+            for b in live
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if not all(stored):
+            reasons = "; ".join(f"{b.name}: {self.bench_stats[b.name].failed}" for b in live)
+            missing = sum(hi - lo for (lo, hi), ok in zip(bounds, stored, strict=True) if not ok)
+            raise MeasurementError(f"every bench failed with {missing} settings left ({reasons})")
+        return out
+
+
+def _without_calls(stats: ScheduleStats) -> ScheduleStats:
+    """A bench run's stats without its per-call counters (the multi-bench call counts those)."""
+    return ScheduleStats(**{**asdict(stats), "runs": 0, "requested": 0, "unique": 0})
+
+
+# --------------------------------------------------------------------------- Ray actors
+
+
+class _BenchActor:
+    """A Ray actor that owns an embedded virtual bench (`embedded_bench`) in its process."""
+
+    def __init__(self, scheduler_options: dict[str, Any], bench_options: dict[str, Any]):
+        from labpgt.embedded import embedded_bench
+
+        self._stack = contextlib.ExitStack()
+        options = {"handle_signals": False, **bench_options}
+        self.reservoir = self._stack.enter_context(embedded_bench(**options))
+        self.scheduler = PerturbationScheduler(self.reservoir, **scheduler_options)
+
+    def info(self) -> tuple[dict[str, Any], int]:
+        return self.reservoir.bounds.model_dump(), self.reservoir.feature_dim
+
+    def run(self, settings: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        features = self.scheduler.run(settings)
+        return features, asdict(self.scheduler.last)
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+class RayBench:
+    """A bench owned by a Ray actor (this machine, or a bench PC that joined the cluster).
+
+    ``RayBench.embedded(name, ...)`` starts an actor around an embedded virtual bench;
+    on a bench PC the same actor class opens the real bench instead.
+    """
+
+    def __init__(self, name: str, actor: Any) -> None:
+        import ray
+
+        self.name = name
+        self.actor = actor
+        bounds, dim = ray.get(actor.info.remote())
+        self._bounds = SettingBounds(**bounds)
+        self._feature_dim = int(dim)
+
+    @classmethod
+    def embedded(
+        cls,
+        name: str,
+        *,
+        scheduler_options: dict[str, Any] | None = None,
+        **bench_options: Any,
+    ) -> RayBench:
+        import ray
+
+        actor_class = ray.remote(num_cpus=0)(_BenchActor)
+        actor = actor_class.options(name=None).remote(scheduler_options or {}, bench_options)
+        return cls(name, actor)
+
+    @property
+    def bounds(self) -> SettingBounds:
+        return self._bounds
+
+    @property
+    def feature_dim(self) -> int:
+        return self._feature_dim
+
+    def run(self, settings: torch.Tensor) -> tuple[torch.Tensor, ScheduleStats]:
+        import ray
+
+        features, stats = ray.get(self.actor.run.remote(settings))
+        return features, ScheduleStats(**stats)
+
+    def close(self) -> None:
+        import ray
+
+        with contextlib.suppress(ray.exceptions.RayActorError):  # gone already
+            ray.get(self.actor.close.remote())
+        ray.kill(self.actor)
