@@ -15,6 +15,7 @@ import io
 import math
 import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +28,15 @@ from labpgt.encoding import DEFAULT_SETTING
 from labpgt.errors import UserError
 from labpgt.reservoir import SETTING_NAMES, SETTING_UNITS, PhysicalReservoir, SettingBounds
 from labpgt.scheduler import PerturbationScheduler, plan_order
-from labpgt.storage import RunFile, ShotPlan
+from labpgt.storage import RunFile, RunMetadata, ShotPlan, fixed_settings
 
 Progress = Callable[[int, int, float], None]
 """progress(shots_done, shots_total, instrument_time_s so far in this session)."""
 
+
+SNAPSHOT_INTERVAL_S = 10.0
+"""Wall time between two checks of the fixed settings during a run (a snapshot queries every
+control of every instrument, so not after every chunk)."""
 
 MAX_SWEEP_COUNT = 10**9
 """More points than this on one axis is certainly a typo (and would not fit anywhere)."""
@@ -357,8 +362,14 @@ def acquire(
     progress: Progress | None = None,
     identity: dict[str, Any] | None = None,
     allow_bench_change: bool = False,
+    metadata: RunMetadata | None = None,
+    snapshot_interval_s: float = SNAPSHOT_INTERVAL_S,
 ) -> RunFile:
     """Measure every shot not yet done into ``out``; returns the (closed) run file.
+
+    ``metadata`` (sample, operator, notes, key=values) goes into a new file. The settings
+    are snapshot at the start, every ``snapshot_interval_s`` of wall time (stored only when
+    a fixed setting changed) and at the end, also of an interrupted run.
 
     ``provenance`` (seed, command line, bench file, ...) joins the reservoir's
     snapshot in the file. ``identity`` (`bench_identity`) is recorded in a new
@@ -409,17 +420,57 @@ def acquire(
             reservoir.frequency_hz,
             snapshot,
             [s.as_dict() for s in sweeps or []],
+            metadata,
         )
     try:
-        _measure(run, reservoir, chunk_shots, retries, progress)
+        _measure(run, reservoir, chunk_shots, retries, progress, snapshot_interval_s)
     except BaseException:
+        if run.shots_done:
+            with contextlib.suppress(Exception):  # best effort: the failure matters more
+                run.add_snapshot("end", _snapshot(reservoir))
         with contextlib.suppress(UserError):
             run.close()  # the first failure is the one to report
         if not resume and run.shots_done == 0:
             Path(out).unlink(missing_ok=True)
         raise
+    try:
+        run.add_snapshot("end", _snapshot(reservoir))
+    except BaseException:
+        with contextlib.suppress(UserError):
+            run.close()
+        raise
     run.close()
     return run
+
+
+def _snapshot(reservoir: PhysicalReservoir) -> dict[str, Any]:
+    return {
+        "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "reservoir": reservoir.snapshot(),
+    }
+
+
+class _SettingsWatch:
+    """Re-reads the settings every ``interval_s`` and stores a snapshot when a fixed one moved."""
+
+    def __init__(self, run: RunFile, reservoir: PhysicalReservoir, interval_s: float) -> None:
+        self.run, self.reservoir, self.interval_s = run, reservoir, interval_s
+        last = run.snapshots()[-1]["snapshot"]
+        self.fixed = fixed_settings(last.get("reservoir", {}))
+        self.checked = time.monotonic()
+
+    def check(self, force: bool = False) -> bool:
+        """Snapshot if due (or ``force``); True when a change was stored."""
+        if not force and time.monotonic() - self.checked < self.interval_s:
+            return False
+        snapshot = _snapshot(self.reservoir)
+        self.checked = time.monotonic()
+        fixed = fixed_settings(snapshot["reservoir"])
+        if fixed == self.fixed:
+            return False
+        self.run.add_snapshot("change", snapshot)
+        self.fixed = fixed
+        return True
 
 
 IDENTITY_KEYS = ("resources", "families", "idn", "sim", "calibration_sha256")
@@ -534,6 +585,7 @@ def _measure(
     chunk_shots: int,
     retries: int,
     progress: Progress | None,
+    snapshot_interval_s: float = SNAPSHOT_INTERVAL_S,
 ) -> None:
     if reservoir.frequency_hz.numel() != run.frequency_hz.numel() or not torch.allclose(
         reservoir.frequency_hz, run.frequency_hz, rtol=0, atol=1.0
@@ -543,6 +595,9 @@ def _measure(
             f"({run.frequency_hz.numel()} points); set the analyzer as in the first run"
         )
     scheduler = PerturbationScheduler(reservoir, retries=retries, chunk_size=chunk_shots)
+    watch = _SettingsWatch(run, reservoir, snapshot_interval_s) if run.has_nexus else None
+    if watch is not None and run.resumes:
+        watch.check(force=True)  # a resume: the bench may have been touched meanwhile
     todo = run.todo()
     total = run.shots_total
     done = run.shots_done
@@ -555,6 +610,8 @@ def _measure(
         if out.traces_dbm is None:
             raise UserError("this reservoir does not return traces; acquire needs them")
         run.write(index, out.traces_dbm, out.timestamps_s, out.instrument_time_s)
+        if watch is not None:
+            watch.check()
         done += index.size
         instrument_s += float(out.instrument_time_s.sum())
         if progress is not None:

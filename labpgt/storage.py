@@ -15,7 +15,23 @@ Layout of one run file (all plain h5py; units in the names):
 /shots/timestamp_s     (M,)   float64  Unix time the trace was read (NaN until done)
 /shots/instrument_time_s (M,) float64  settle + sweep time of the shot, s (NaN until done)
 /traces_dbm            (M, P) float32  analyzer traces, dBm (NaN until done)
+/shots/shot_index      (M,)   int64    0 .. M-1, the dimension scale of every per-shot dataset
+/entry                 NeXus NXentry (@default "data"): start_time, end_time, program_name,
+                       sample (NXsample: name), user (NXuser: name), notes (NXnote),
+                       metadata (NXcollection of free key=value strings),
+                       snapshots (NXcollection: one JSON string per settings snapshot,
+                       at start, on any change of a fixed setting, and at end)
+/entry/data            NeXus NXdata, @signal "traces_dbm", @axes ["shot_index",
+                       "frequency_hz"]: hard links to /traces_dbm, /frequency_hz,
+                       /shots/shot_index, /shots/done, plus drive_hz, drive_dbm, bias_a
+                       (M,) the settings of each trace row (trace order)
 ```
+
+Every numeric dataset has a ``units`` attribute (UDUNITS spelling, "1" for counts and
+flags); /frequency_hz and /shots/shot_index are HDF5 dimension scales attached to the
+axes of /traces_dbm and the per-shot datasets. The root carries @NX_class NXroot and
+@default "entry", so NeXus viewers (silx, h5web) plot the traces against frequency.
+Files written before the NeXus part (no /entry) are read as before.
 
 The shot list is written at creation and never changes, so `--resume` only
 measures the shots whose ``done`` flag is false. Every dataset is allocated
@@ -35,7 +51,7 @@ import errno
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +63,185 @@ from labpgt.errors import UserError
 from labpgt.reservoir import SETTING_NAMES
 
 FORMAT = "labpgt-acquire/1"
+"""The format string of every acquisition file. The NeXus part (/entry) is an addition: every
+path of the first layout is kept, so the string is unchanged and older files stay readable."""
+
+FORMAT_REVISION = 2
+"""Root attribute ``format_revision``: 2 = with the NeXus part and metadata (absent: 1)."""
+
+UNITS = {
+    "frequency_hz": "Hz",
+    "inputs": "Hz, dBm, A",
+    "traces_dbm": "dBm",
+    "settings": "Hz, dBm, A",
+    "input_index": "1",
+    "repeat_index": "1",
+    "shot_index": "1",
+    "done": "1",
+    "timestamp_s": "s",
+    "instrument_time_s": "s",
+    "drive_hz": "Hz",
+    "drive_dbm": "dBm",
+    "bias_a": "A",
+}
+"""The ``units`` attribute of each dataset, by name. A table of settings (columns drive_hz,
+drive_dbm, bias_a) carries "Hz, dBm, A" and a ``column_units`` attribute with one unit each."""
+
+SNAPSHOT_REASONS = ("start", "change", "end")
+
+
+@dataclass
+class RunMetadata:
+    """Who and what a run is about: sample, operator, notes and free key=value pairs."""
+
+    sample: str | None = None
+    operator: str | None = None
+    notes: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sample": self.sample,
+            "operator": self.operator,
+            "notes": self.notes,
+            "extra": dict(self.extra),
+        }
+
+
+_META_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+
+
+def parse_metadata(
+    sample: str | None, operator: str | None, notes: str | None, pairs: list[str]
+) -> RunMetadata:
+    """The metadata options of a command (--sample, --operator, --notes, --meta key=value)."""
+    extra: dict[str, str] = {}
+    for text in pairs:
+        key, sep, value = text.partition("=")
+        key = key.strip()
+        if not sep:
+            raise UserError(f"--meta {text!r}: expected key=value, e.g. --meta cryostat=K2")
+        if not _META_KEY.match(key):
+            raise UserError(
+                f"--meta {text!r}: the key must start with a letter or _ and hold only letters, "
+                "digits, _ . - (at most 64 characters)"
+            )
+        if key in extra:
+            raise UserError(f"--meta: key {key!r} is given twice")
+        if key in ("sample", "operator", "notes"):
+            raise UserError(f"--meta {key}=...: use --{key} for that")
+        extra[key] = value.strip()
+    for name, value in (("--sample", sample), ("--operator", operator), ("--notes", notes)):
+        if value is not None and "\0" in value:
+            raise UserError(f"{name}: holds a NUL character")
+    return RunMetadata(sample=sample, operator=operator, notes=notes, extra=extra)
+
+
+def _text(group: h5py.Group, name: str, value: str) -> h5py.Dataset:
+    return group.create_dataset(name, data=value, dtype=h5py.string_dtype())
+
+
+def _nx_group(parent: h5py.Group, name: str, nx_class: str) -> h5py.Group:
+    group = parent.create_group(name)
+    group.attrs["NX_class"] = nx_class
+    return group
+
+
+def _set_units(dataset: h5py.Dataset, name: str) -> None:
+    dataset.attrs["units"] = UNITS[name]
+    if dataset.ndim == 2 and name in ("inputs", "settings"):
+        dataset.attrs["column_names"] = list(SETTING_NAMES)
+        dataset.attrs["column_units"] = ["Hz", "dBm", "A"]
+
+
+def _write_nexus(
+    h5: h5py.File, plan: ShotPlan, metadata: RunMetadata, snapshot: dict[str, Any]
+) -> None:
+    """The NeXus part of a new run file (see the module docstring); all at creation."""
+    m = plan.settings.shape[0]
+    h5.attrs["format_revision"] = FORMAT_REVISION
+    h5.attrs["NX_class"] = "NXroot"
+    h5.attrs["default"] = "entry"
+    h5.attrs["metadata"] = json.dumps(metadata.as_dict())
+    shots = h5["shots"]
+    _dataset(shots, "shot_index", np.arange(m, dtype=np.int64))
+    for name in ("frequency_hz", "inputs", "traces_dbm"):
+        _set_units(h5[name], name)
+    for name in shots:
+        _set_units(shots[name], name)
+    entry = _nx_group(h5, "entry", "NXentry")
+    entry.attrs["default"] = "data"
+    _text(entry, "program_name", "labpgt").attrs["version"] = str(snapshot.get("labpgt_version"))
+    _text(entry, "start_time", str(h5.attrs["created_utc"]))
+    _text(entry, "title", f"labpgt acquire: {m} shots")
+    if metadata.sample is not None:
+        _text(_nx_group(entry, "sample", "NXsample"), "name", metadata.sample)
+    if metadata.operator is not None:
+        _text(_nx_group(entry, "user", "NXuser"), "name", metadata.operator)
+    if metadata.notes is not None:
+        note = _nx_group(entry, "notes", "NXnote")
+        _text(note, "type", "text/plain")
+        _text(note, "data", metadata.notes)
+    collection = _nx_group(entry, "metadata", "NXcollection")
+    for key, value in metadata.extra.items():
+        _text(collection, key, value)
+    _nx_group(entry, "snapshots", "NXcollection")
+    data = _nx_group(entry, "data", "NXdata")
+    data.attrs["signal"] = "traces_dbm"
+    data.attrs["axes"] = ["shot_index", "frequency_hz"]
+    data.attrs["shot_index_indices"] = 0
+    data.attrs["frequency_hz_indices"] = 1
+    data["traces_dbm"] = h5["traces_dbm"]
+    data["frequency_hz"] = h5["frequency_hz"]
+    data["shot_index"] = shots["shot_index"]
+    data["done"] = shots["done"]
+    settings = plan.settings.to(torch.float64).numpy()
+    for col, name in enumerate(SETTING_NAMES):
+        _dataset(data, name, np.ascontiguousarray(settings[:, col]))
+        _set_units(data[name], name)
+        data.attrs[f"{name}_indices"] = 0
+    traces = h5["traces_dbm"]
+    traces.attrs["long_name"] = "analyzer power (dBm)"
+    h5["frequency_hz"].attrs["long_name"] = "analyzer frequency (Hz)"
+    h5["frequency_hz"].make_scale("frequency_hz")
+    shots["shot_index"].make_scale("shot_index")
+    traces.dims[0].attach_scale(shots["shot_index"])
+    traces.dims[1].attach_scale(h5["frequency_hz"])
+    per_shot = [shots[n] for n in shots if n != "shot_index"] + [data[n] for n in SETTING_NAMES]
+    for dataset in per_shot:
+        dataset.dims[0].attach_scale(shots["shot_index"])
+    _write_snapshot(h5, "start", snapshot, shots_done=0)
+
+
+def _write_snapshot(h5: h5py.File, reason: str, snapshot: dict[str, Any], shots_done: int) -> str:
+    group = h5["entry/snapshots"]
+    name = f"{len(group):04d}_{reason}"
+    dataset = _text(group, name, json.dumps(snapshot, default=_json_default))
+    dataset.attrs["reason"] = reason
+    dataset.attrs["time_utc"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    dataset.attrs["shots_done"] = shots_done
+    return name
+
+
+VARYING_SETTINGS = frozenset(
+    {"frequency_hz", "power_dbm", "current_a", "measured_current_a", "measured_voltage_v"}
+)
+"""Instrument controls a run moves shot by shot (or reads back): not fixed settings."""
+
+
+def fixed_settings(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """``snapshot`` without the controls every shot changes (`VARYING_SETTINGS`).
+
+    Two snapshots whose fixed settings differ mean that something was changed by hand
+    (or by a reconnect) during the run: RBW, span, output state, compliance, ...
+    """
+    out = json.loads(json.dumps(snapshot, default=_json_default))
+    bench = out.get("bench") if isinstance(out.get("bench"), dict) else {}
+    for role in bench.values():
+        if isinstance(role, dict) and isinstance(role.get("settings"), dict):
+            for key in VARYING_SETTINGS:
+                role["settings"].pop(key, None)
+    return out
 
 
 @dataclass
@@ -63,8 +258,12 @@ class ShotPlan:
     """(M,) int64 repeat number per shot."""
 
 
-def _fapl() -> h5py.h5p.PropFAID:
+def _fapl(*, locking: bool = True) -> h5py.h5p.PropFAID:
     """File access: no sieve buffer, so a failed write of traces fails the write call.
+
+    ``locking=False`` (read-only opens) skips HDF5's file lock, so `labpgt show`, `labpgt runs`
+    and viewers can read a run while acquire writes it: the writer changes only raw data
+    between flushes, so every flushed shot is consistent.
 
     With HDF5's default 64 kB sieve buffer a chunk's traces may wait in memory until
     the dataset is closed; a write failing then (disk full) is only reported to
@@ -75,6 +274,8 @@ def _fapl() -> h5py.h5p.PropFAID:
     fapl.set_libver_bounds(h5py.h5f.LIBVER_EARLIEST, h5py.h5f.LIBVER_LATEST)
     fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
     fapl.set_sieve_buf_size(0)
+    if not locking:
+        fapl.set_file_locking(False, True)
     return fapl
 
 
@@ -144,8 +345,13 @@ class RunFile:
         frequency_hz: torch.Tensor,
         snapshot: dict[str, Any],
         sweeps: list[dict[str, Any]] | None = None,
+        metadata: RunMetadata | None = None,
     ) -> RunFile:
-        """Create a new run file; refuses to overwrite an existing one."""
+        """Create a new run file; refuses to overwrite an existing one.
+
+        ``snapshot`` is stored as the root attribute and as the "start" settings snapshot;
+        ``metadata`` (sample, operator, notes, key=values) goes to /entry.
+        """
         path = Path(path)
         if path.exists():
             raise UserError(
@@ -175,6 +381,7 @@ class RunFile:
             _empty(shots, "timestamp_s", (m,), np.float64, np.nan)
             _empty(shots, "instrument_time_s", (m,), np.float64, np.nan)
             _empty(h5, "traces_dbm", (m, p), np.float32, np.nan)
+            _write_nexus(h5, plan, metadata or RunMetadata(), snapshot)
             h5.flush()
         except BaseException as exc:
             with contextlib.suppress(Exception):
@@ -206,7 +413,8 @@ class RunFile:
             raise UserError(f"{path} is not an HDF5 file ({size} bytes); not a labpgt run file")
         try:
             flags = h5py.h5f.ACC_RDWR if writable else h5py.h5f.ACC_RDONLY
-            h5 = h5py.File(h5py.h5f.open(os.fsencode(path), flags, fapl=_fapl()))
+            fapl = _fapl(locking=writable)
+            h5 = h5py.File(h5py.h5f.open(os.fsencode(path), flags, fapl=fapl))
         except OSError as exc:
             raise UserError(f"cannot open {path} as HDF5: {write_failure(exc)}") from None
         try:
@@ -214,8 +422,20 @@ class RunFile:
         except (OSError, KeyError, TypeError) as exc:
             h5.close()
             raise UserError(f"{path} is a damaged run file: {_one_line(exc)}") from None
+        if isinstance(fmt, bytes):
+            fmt = fmt.decode("utf-8", "replace")
         if fmt != FORMAT:
             h5.close()
+            if isinstance(fmt, str) and fmt.startswith("labpgt-acquire/"):
+                raise UserError(
+                    f"{path} was written by another labpgt version (format {fmt!r}); this "
+                    f"version reads {FORMAT!r}"
+                )
+            if isinstance(fmt, str) and fmt.startswith("labpgt-calibration/"):
+                raise UserError(
+                    f"{path} is a calibration file, not an acquisition run: "
+                    "`labpgt runs` lists it, `labpgt train --calibration` uses it"
+                )
             raise UserError(f"{path} is not a labpgt acquisition file (format {FORMAT!r})")
         return cls(path, h5)
 
@@ -352,6 +572,62 @@ class RunFile:
 
         def store() -> None:
             self.h5.attrs[name] = text
+            self.h5.flush()
+
+        self._guarded(store)
+
+    @property
+    def has_nexus(self) -> bool:
+        """True for a file with the NeXus part (format revision 2 and later)."""
+        return "entry" in self.h5 and isinstance(self.h5.get("entry/snapshots"), h5py.Group)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Sample, operator, notes and the free key=values ({} for a file without them)."""
+        try:
+            raw = self.h5.attrs.get("metadata", "{}")
+            value = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+        except (OSError, TypeError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        """The settings snapshots in order: {name, reason, time_utc, shots_done, snapshot}."""
+        if not self.has_nexus:
+            return [{"name": "start", "reason": "start", "snapshot": self.snapshot}]
+        out = []
+        for name, dataset in self.h5["entry/snapshots"].items():
+            raw = dataset[()]
+            out.append(
+                {
+                    "name": name,
+                    "reason": str(dataset.attrs.get("reason", "")),
+                    "time_utc": str(dataset.attrs.get("time_utc", "")),
+                    "shots_done": int(dataset.attrs.get("shots_done", 0)),
+                    "snapshot": json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw),
+                }
+            )
+        return out
+
+    def add_snapshot(self, reason: str, snapshot: dict[str, Any]) -> None:
+        """Store a settings snapshot ("change" of a fixed setting, or "end") and flush.
+
+        A file without the NeXus part (written by an older labpgt) gets none: its layout
+        is left exactly as it was.
+        """
+        if reason not in SNAPSHOT_REASONS:
+            raise ValueError(f"snapshot reason {reason!r} not in {SNAPSHOT_REASONS}")
+        if not self.has_nexus:
+            return
+
+        def store() -> None:
+            _write_snapshot(self.h5, reason, snapshot, self.shots_done)
+            if reason == "end":
+                entry = self.h5["entry"]
+                now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+                if "end_time" in entry:
+                    del entry["end_time"]
+                _text(entry, "end_time", now)
             self.h5.flush()
 
         self._guarded(store)

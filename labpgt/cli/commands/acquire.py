@@ -94,6 +94,12 @@ def acquire_command(
         False, "--realtime", hidden=True, help="Embedded bench: take the true sweep time."
     ),
     chunk: int = typer.Option(32, "--chunk", min=1, hidden=True, help="Shots per flush."),
+    sample: str | None = typer.Option(None, "--sample", help="Sample measured (run metadata)."),
+    operator: str | None = typer.Option(None, "--operator", help="Who ran it (run metadata)."),
+    notes: str | None = typer.Option(None, "--notes", help="Free text notes (run metadata)."),
+    meta: list[str] = typer.Option(
+        [], "--meta", help="Free run metadata as key=value (repeatable), e.g. --meta cryostat=K2."
+    ),
 ) -> None:
     """Record analyzer traces for every setting (and repeat) into an HDF5 file."""
     from labpgt.acquire import (
@@ -106,8 +112,14 @@ def acquire_command(
         read_inputs_csv,
     )
     from labpgt.instruments.bench import ShutdownError
-    from labpgt.storage import RunFile
+    from labpgt.storage import RunFile, parse_metadata
 
+    metadata = parse_metadata(sample, operator, notes, meta)
+    if resume and (sample or operator or notes or meta):
+        raise UserError(
+            "--sample/--operator/--notes/--meta describe a new run; the file being resumed "
+            "keeps the metadata it was created with"
+        )
     if inputs is not None and sweep:
         raise UserError("--inputs and --sweep exclude each other: give one")
     if inputs is None and not sweep and not resume:
@@ -241,6 +253,7 @@ def acquire_command(
                         progress=report,
                         identity=identity,
                         allow_bench_change=allow_bench_change,
+                        metadata=metadata,
                     )
             except KeyboardInterrupt:
                 interrupted = True
