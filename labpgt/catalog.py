@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,10 @@ class RunEntry:
     shots_done: int | None = None
     shots_planned: int | None = None
     status: str = "unknown"
-    """complete | incomplete | being written | old version ... | not a labpgt run file | ..."""
+    """A few words: complete, incomplete, being written, half-written, damaged, other version,
+    not labpgt, not HDF5, empty, unreadable."""
+    detail: str = ""
+    """One line saying more (the error, the format found, what to do)."""
     sample: str | None = None
     operator: str | None = None
     ok: bool = False
@@ -98,29 +102,32 @@ def inspect_run(path: str | Path) -> RunEntry:
     try:
         size = path.stat().st_size
     except OSError as exc:
-        return RunEntry(str(path), 0, status=f"cannot read: {exc.strerror or exc}")
+        return RunEntry(str(path), 0, status="unreadable", detail=str(exc.strerror or exc))
     entry = RunEntry(str(path), size)
     if size == 0:
-        entry.status = "empty file (0 bytes)"
+        entry.status, entry.detail = "empty", "0 bytes"
         return entry
     try:
         if not h5py.is_hdf5(path):
-            entry.status = "not an HDF5 file"
+            entry.status, entry.detail = "not HDF5", "no HDF5 signature"
             return entry
     except OSError as exc:
-        entry.status = f"cannot read: {exc.strerror or exc}"
+        entry.status, entry.detail = "unreadable", str(exc.strerror or exc)
         return entry
     try:
         h5 = h5py.File(path, "r", locking=False)
     except OSError as exc:
-        entry.status = "damaged or half-written HDF5: " + " ".join(str(exc).split())[:120]
+        text = " ".join(str(exc).split())
+        entry.status = "half-written" if "truncated" in text else "damaged"
+        sizes = re.search(r"eof = (\d+).*stored_eof = (\d+)", text)
+        entry.detail = f"truncated: {sizes[1]} of {sizes[2]} bytes on disk" if sizes else text[:200]
         return entry
     try:
         with h5:
             _fill(entry, h5, path)
     except (OSError, KeyError, TypeError, ValueError, RuntimeError) as exc:
         entry.ok = False
-        entry.status = "damaged run file: " + " ".join(str(exc).split())[:120]
+        entry.status, entry.detail = "damaged", " ".join(str(exc).split())[:200]
     return entry
 
 
@@ -128,7 +135,7 @@ def _fill(entry: RunEntry, h5: h5py.File, path: Path) -> None:
     fmt = h5.attrs.get("format")
     fmt = None if fmt is None else _text(fmt)
     if fmt is None or not fmt.startswith("labpgt-"):
-        entry.status = "not a labpgt run file (no labpgt format attribute)"
+        entry.status, entry.detail = "not labpgt", "no labpgt format attribute"
         return
     entry.date_utc = _text(h5.attrs.get("created_utc", "")) or None
     snapshot = _json(h5.attrs, "snapshot", {})
@@ -140,7 +147,8 @@ def _fill(entry: RunEntry, h5: h5py.File, path: Path) -> None:
     if fmt.startswith("labpgt-acquire/"):
         entry.command = "acquire"
         if fmt != ACQUIRE_FORMAT:
-            entry.status = f"other labpgt version (format {fmt}; this one reads {ACQUIRE_FORMAT})"
+            entry.status = "other version"
+            entry.detail = f"format {fmt}; this labpgt reads {ACQUIRE_FORMAT}"
             return
         done = np.asarray(h5["shots/done"][...], dtype=bool)
         entry.shots_done, entry.shots_planned = int(done.sum()), int(done.size)
@@ -150,18 +158,18 @@ def _fill(entry: RunEntry, h5: h5py.File, path: Path) -> None:
         elif _is_locked(path):
             entry.status = "being written"
         else:
-            entry.status = "incomplete (finish with acquire --resume)"
+            entry.status = "incomplete"
+            entry.detail = "finish it with labpgt acquire --resume"
         if "entry" not in h5:
-            entry.status += " · format revision 1 (no NeXus part)"
+            entry.detail = (entry.detail + "; " if entry.detail else "") + "no NeXus part (rev. 1)"
         return
     if fmt.startswith(CALIBRATION_PREFIX):
         from labpgt.calibration.store import FORMAT as CALIBRATION_FORMAT
 
         entry.command = "calibrate"
         if fmt != CALIBRATION_FORMAT:
-            entry.status = (
-                f"other labpgt version (format {fmt}; this one reads {CALIBRATION_FORMAT})"
-            )
+            entry.status = "other version"
+            entry.detail = f"format {fmt}; this labpgt reads {CALIBRATION_FORMAT}"
             return
         summary = _json(h5.attrs, "summary", {})
         shots = summary.get("shots") if isinstance(summary, dict) else None
@@ -169,21 +177,19 @@ def _fill(entry: RunEntry, h5: h5py.File, path: Path) -> None:
             entry.shots_done = entry.shots_planned = shots
         missing = [g for g in ("surrogate", "reference", "response") if g not in h5]
         if missing:
-            entry.status = f"damaged calibration: no /{', /'.join(missing)}"
+            entry.status, entry.detail = "damaged", f"no /{', /'.join(missing)}"
             return
         entry.ok = True
         entry.status = "complete"
         return
-    entry.status = f"unknown labpgt format {fmt!r}"
+    entry.status, entry.detail = "not labpgt", f"unknown format {fmt!r}"
 
 
 def list_runs(folder: str | Path, *, recursive: bool = False) -> list[RunEntry]:
     """Every HDF5-looking file in ``folder`` (sorted by date, then name), inspected."""
     folder = Path(folder)
     pattern = "**/*" if recursive else "*"
-    paths = sorted(
-        p for p in folder.glob(pattern) if p.suffix.lower() in SUFFIXES and p.is_file()
-    )
+    paths = sorted(p for p in folder.glob(pattern) if p.suffix.lower() in SUFFIXES and p.is_file())
     entries = [inspect_run(p) for p in paths]
     return sorted(entries, key=lambda e: (e.date_utc or "", e.path))
 

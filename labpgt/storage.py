@@ -416,6 +416,11 @@ class RunFile:
             fapl = _fapl(locking=writable)
             h5 = h5py.File(h5py.h5f.open(os.fsencode(path), flags, fapl=fapl))
         except OSError as exc:
+            if "truncated file" in str(exc):
+                raise UserError(
+                    f"{path} is a half-written or truncated HDF5 file ({size} bytes on disk, "
+                    "less than its header says); it cannot be read"
+                ) from None
             raise UserError(f"cannot open {path} as HDF5: {write_failure(exc)}") from None
         try:
             fmt = h5.attrs.get("format")

@@ -23,6 +23,7 @@ def runs_command(
     """List the acquisition and calibration files in a folder: date, command, bench, shots,
     status, size."""
     from labpgt.catalog import human_size, list_runs, relative, short_date
+    from labpgt.cli.tables import print_table
 
     if not folder.exists():
         raise UserError(f"{folder} does not exist")
@@ -45,7 +46,9 @@ def runs_command(
         ("status", "left"),
         ("size", "right"),
     ):
-        table.add_column(name, justify=justify, overflow="fold")  # wrap, never cut
+        # wrap, never cut; the status words stay whole
+        width = 13 if name == "status" else None
+        table.add_column(name, justify=justify, overflow="fold", min_width=width)
     for e in entries:
         shots = "-" if e.shots_planned is None else f"{e.shots_done}/{e.shots_planned}"
         status = Text(e.status, style=None if e.ok else "yellow")
@@ -58,7 +61,15 @@ def runs_command(
             status,
             human_size(e.size_bytes),
         )
-    console.print(table)
+    print_table(console, table)
+    for e in entries:  # the longer word on every file that is not plainly complete
+        if e.detail:
+            console.print(
+                Text.assemble((relative(e.path, folder), "bold"), f": {e.status}, {e.detail}"),
+                highlight=False,
+                soft_wrap=False,
+                overflow="fold",
+            )
 
 
 def register(app: typer.Typer) -> None:
