@@ -202,6 +202,8 @@ def _write_nexus(
         data.attrs[f"{name}_indices"] = 0
     traces = h5["traces_dbm"]
     traces.attrs["long_name"] = "analyzer power (dBm)"
+    traces.attrs["interpretation"] = "spectrum"  # each row is one spectrum (NeXus, silx)
+    shots["shot_index"].attrs["long_name"] = "shot (row of traces_dbm)"
     h5["frequency_hz"].attrs["long_name"] = "analyzer frequency (Hz)"
     h5["frequency_hz"].make_scale("frequency_hz")
     shots["shot_index"].make_scale("shot_index")
@@ -224,9 +226,18 @@ def _write_snapshot(h5: h5py.File, reason: str, snapshot: dict[str, Any], shots_
 
 
 VARYING_SETTINGS = frozenset(
-    {"frequency_hz", "power_dbm", "current_a", "measured_current_a", "measured_voltage_v"}
+    {
+        "frequency_hz",
+        "power_dbm",
+        "current_a",
+        "measured_current_a",
+        "measured_voltage_v",
+        "rf_on",
+        "output_on",
+    }
 )
-"""Instrument controls a run moves shot by shot (or reads back): not fixed settings."""
+"""Instrument controls a run moves itself, not fixed settings: drive and bias shot by shot,
+their read-backs, and the outputs (switched on at the first shot, off at the end)."""
 
 
 def fixed_settings(snapshot: dict[str, Any]) -> dict[str, Any]:
