@@ -119,19 +119,26 @@ def inspect_run(path: str | Path) -> RunEntry:
     except OSError as exc:
         text = " ".join(str(exc).split())
         entry.status = "half-written" if "truncated" in text else "damaged"
+        if _is_locked(path):  # acquire is creating it right now
+            entry.status, entry.detail = "being written", "being created by acquire"
+            return entry
         sizes = re.search(r"eof = (\d+).*stored_eof = (\d+)", text)
         entry.detail = f"truncated: {sizes[1]} of {sizes[2]} bytes on disk" if sizes else text[:200]
         return entry
     try:
         with h5:
-            _fill(entry, h5, path)
+            _fill(entry, h5)
     except (OSError, KeyError, TypeError, ValueError, RuntimeError) as exc:
         entry.ok = False
         entry.status, entry.detail = "damaged", " ".join(str(exc).split())[:200]
+    # Only once our own handle is closed: HDF5 refuses a second open of a file with other
+    # locking flags in the same process, which would read as a lock held by a writer.
+    if entry.status == "incomplete" and _is_locked(path):
+        entry.status, entry.detail = "being written", "acquire is writing it now"
     return entry
 
 
-def _fill(entry: RunEntry, h5: h5py.File, path: Path) -> None:
+def _fill(entry: RunEntry, h5: h5py.File) -> None:
     fmt = h5.attrs.get("format")
     fmt = None if fmt is None else _text(fmt)
     if fmt is None or not fmt.startswith("labpgt-"):
@@ -155,8 +162,6 @@ def _fill(entry: RunEntry, h5: h5py.File, path: Path) -> None:
         entry.ok = True
         if entry.shots_done == entry.shots_planned:
             entry.status = "complete"
-        elif _is_locked(path):
-            entry.status = "being written"
         else:
             entry.status = "incomplete"
             entry.detail = "finish it with labpgt acquire --resume"

@@ -137,11 +137,11 @@ def parse_metadata(
     return RunMetadata(sample=sample, operator=operator, notes=notes, extra=extra)
 
 
-def _text(group: h5py.Group, name: str, value: str) -> h5py.Dataset:
+def text_dataset(group: h5py.Group, name: str, value: str) -> h5py.Dataset:
     return group.create_dataset(name, data=value, dtype=h5py.string_dtype())
 
 
-def _nx_group(parent: h5py.Group, name: str, nx_class: str) -> h5py.Group:
+def nx_group(parent: h5py.Group, name: str, nx_class: str) -> h5py.Group:
     group = parent.create_group(name)
     group.attrs["NX_class"] = nx_class
     return group
@@ -152,6 +152,21 @@ def _set_units(dataset: h5py.Dataset, name: str) -> None:
     if dataset.ndim == 2 and name in ("inputs", "settings"):
         dataset.attrs["column_names"] = list(SETTING_NAMES)
         dataset.attrs["column_units"] = ["Hz", "dBm", "A"]
+
+
+def write_metadata(entry: h5py.Group, metadata: RunMetadata) -> None:
+    """Sample (NXsample), operator (NXuser), notes (NXnote), key=values (NXcollection)."""
+    if metadata.sample is not None:
+        text_dataset(nx_group(entry, "sample", "NXsample"), "name", metadata.sample)
+    if metadata.operator is not None:
+        text_dataset(nx_group(entry, "user", "NXuser"), "name", metadata.operator)
+    if metadata.notes is not None:
+        note = nx_group(entry, "notes", "NXnote")
+        text_dataset(note, "type", "text/plain")
+        text_dataset(note, "data", metadata.notes)
+    collection = nx_group(entry, "metadata", "NXcollection")
+    for key, value in metadata.extra.items():
+        text_dataset(collection, key, value)
 
 
 def _write_nexus(
@@ -169,24 +184,16 @@ def _write_nexus(
         _set_units(h5[name], name)
     for name in shots:
         _set_units(shots[name], name)
-    entry = _nx_group(h5, "entry", "NXentry")
+    entry = nx_group(h5, "entry", "NXentry")
     entry.attrs["default"] = "data"
-    _text(entry, "program_name", "labpgt").attrs["version"] = str(snapshot.get("labpgt_version"))
-    _text(entry, "start_time", str(h5.attrs["created_utc"]))
-    _text(entry, "title", f"labpgt acquire: {m} shots")
-    if metadata.sample is not None:
-        _text(_nx_group(entry, "sample", "NXsample"), "name", metadata.sample)
-    if metadata.operator is not None:
-        _text(_nx_group(entry, "user", "NXuser"), "name", metadata.operator)
-    if metadata.notes is not None:
-        note = _nx_group(entry, "notes", "NXnote")
-        _text(note, "type", "text/plain")
-        _text(note, "data", metadata.notes)
-    collection = _nx_group(entry, "metadata", "NXcollection")
-    for key, value in metadata.extra.items():
-        _text(collection, key, value)
-    _nx_group(entry, "snapshots", "NXcollection")
-    data = _nx_group(entry, "data", "NXdata")
+    text_dataset(entry, "program_name", "labpgt").attrs["version"] = str(
+        snapshot.get("labpgt_version")
+    )
+    text_dataset(entry, "start_time", str(h5.attrs["created_utc"]))
+    text_dataset(entry, "title", f"labpgt acquire: {m} shots")
+    write_metadata(entry, metadata)
+    nx_group(entry, "snapshots", "NXcollection")
+    data = nx_group(entry, "data", "NXdata")
     data.attrs["signal"] = "traces_dbm"
     data.attrs["axes"] = ["shot_index", "frequency_hz"]
     data.attrs["shot_index_indices"] = 0
@@ -218,7 +225,7 @@ def _write_nexus(
 def _write_snapshot(h5: h5py.File, reason: str, snapshot: dict[str, Any], shots_done: int) -> str:
     group = h5["entry/snapshots"]
     name = f"{len(group):04d}_{reason}"
-    dataset = _text(group, name, json.dumps(snapshot, default=_json_default))
+    dataset = text_dataset(group, name, json.dumps(snapshot, default=_json_default))
     dataset.attrs["reason"] = reason
     dataset.attrs["time_utc"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     dataset.attrs["shots_done"] = shots_done
@@ -643,7 +650,7 @@ class RunFile:
                 now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
                 if "end_time" in entry:
                     del entry["end_time"]
-                _text(entry, "end_time", now)
+                text_dataset(entry, "end_time", now)
             self.h5.flush()
 
         self._guarded(store)

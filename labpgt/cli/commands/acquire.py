@@ -14,10 +14,10 @@ from typing import Any
 import torch
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from labpgt.cli.bench import check_bench_file, open_reservoir
+from labpgt.cli.progress import advance_to, make_progress, new_task
 from labpgt.errors import MeasurementError, UserError
 from labpgt.features import FeatureSpec
 from labpgt.reservoir import SettingBounds
@@ -155,6 +155,7 @@ def acquire_command(
             if not allow_bench_change:
                 check_identity(run, bench_identity(None, bench_cfg=cfg, embedded=embedded), False)
             todo = int(run.todo().size)
+            planned_total, planned_done = run.shots_total, run.shots_done
             plan = preflight(
                 todo,
                 1,
@@ -190,6 +191,7 @@ def acquire_command(
         )
         console.print(Text(plan.describe()), highlight=False, soft_wrap=True)
         plan.check()  # refused with the numbers before anything is allocated
+        planned_total, planned_done = n_inputs * repeats, 0
         if sweeps:
             settings = grid_inputs(sweeps)
         assert settings is not None
@@ -201,25 +203,12 @@ def acquire_command(
         "bench_file_text": bench.read_text(encoding="utf-8") if bench else None,
         "embedded": {"noise": not no_noise, "realtime": realtime} if bench is None else None,
     }
-    progress = Progress(
-        TextColumn("[bold]acquire"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("shots"),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
-    bar = progress.add_task("acquire", total=None, info="")
-    state: dict[str, Any] = {"start_done": None}
+    progress = make_progress(console)
+    # The total is known now (the pre-flight counted it): the bar never shows 0/?.
+    bar = new_task(progress, "acquire", planned_total, completed=planned_done)
 
     def report(done: int, total: int, instrument_s: float) -> None:
-        if state["start_done"] is None:
-            state["start_done"] = done
-        measured = done - state["start_done"]
-        eta = (total - done) * instrument_s / measured if measured else float("nan")
-        info = f"instrument {instrument_s:7.1f} s  ETA {eta:7.1f} s (instrument time)"
-        progress.update(bar, completed=done, total=total, info=info)
+        advance_to(progress, bar, done, total, instrument_s=instrument_s)
 
     from labpgt.acquire import acquire
 
@@ -256,7 +245,7 @@ def acquire_command(
                         metadata=metadata,
                     )
             except KeyboardInterrupt:
-                interrupted = True
+                interrupted = True  # the bench's handler has said so on screen already
             except MeasurementError as exc:
                 raise UserError(_kept(out, exc)) from None
     except ShutdownError as exc:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -36,7 +37,14 @@ def runs_command(
     if not entries:
         console.print(Text(f"no HDF5 files in {folder}"), highlight=False)
         return
-    table = Table(title=Text(f"runs in {folder}"), title_justify="left")
+    # light rules and no outer border: seven columns fit 80 characters
+    table = Table(
+        title=Text(f"runs in {folder}"),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=(0, 1, 0, 0),
+    )
     for name, justify in (
         ("file", "left"),
         ("date (UTC)", "left"),
@@ -47,7 +55,7 @@ def runs_command(
         ("size", "right"),
     ):
         # wrap, never cut; the status words stay whole
-        width = 13 if name == "status" else None
+        width = {"status": 13, "size": 7}.get(name)
         table.add_column(name, justify=justify, overflow="fold", min_width=width)
     for e in entries:
         shots = "-" if e.shots_planned is None else f"{e.shots_done}/{e.shots_planned}"
