@@ -93,7 +93,7 @@ def _is_locked(path: Path) -> bool:
         with h5py.File(path, "r", locking=True):
             return False
     except OSError as exc:
-        return "lock" in str(exc).lower()
+        return "unable to lock file" in str(exc).lower()
 
 
 def inspect_run(path: str | Path) -> RunEntry:
