@@ -15,13 +15,13 @@ from typing import Any
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     ProgressColumn,
     Task,
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.table import Column
 from rich.text import Text
 
 
@@ -45,7 +45,7 @@ def instrument_eta_s(task: Task) -> float | None:
 
 
 class EtaColumn(ProgressColumn):
-    """'ETA 1:23 wall, 0:41 instr.' (time left: on the clock, and of instrument time)."""
+    """'ETA 1:23 (instr. 0:41)': time left on the wall clock, and instrument time left."""
 
     def render(self, task: Task) -> Text:
         if task.finished:
@@ -53,28 +53,40 @@ class EtaColumn(ProgressColumn):
         wall = clock(task.time_remaining)
         instrument = instrument_eta_s(task)
         if task.fields.get("instrument_s") is None:
-            return Text(f"ETA {wall} wall", style="cyan")
-        return Text(f"ETA {wall} wall, {clock(instrument)} instr.", style="cyan")
+            return Text(f"ETA {wall}", style="cyan")
+        return Text(f"ETA {wall} (instr. {clock(instrument)})", style="cyan")
+
+
+class CountColumn(ProgressColumn):
+    """'52/300 shots'; blank for a phase without a count (its bar pulses)."""
+
+    def render(self, task: Task) -> Text:
+        if task.total is None:
+            return Text("")
+        unit = task.fields.get("unit", "")
+        text = f"{int(task.completed)}/{int(task.total)}" + (f" {unit}" if unit else "")
+        return Text(text, style="green")
 
 
 class InstrumentColumn(ProgressColumn):
-    """Instrument time so far, s (blank where the phase uses no instrument)."""
+    """Instrument time so far (blank where the phase uses no instrument)."""
 
     def render(self, task: Task) -> Text:
         value = task.fields.get("instrument_s")
-        return Text("" if value is None else f"{value:.1f} s instr.", style="dim")
+        return Text("" if value is None else f"instr. {clock(value)}", style="dim")
 
 
 def make_progress(console: Console, *, disable: bool = False) -> Progress:
     """The bar every long command shows (acquire, calibrate, train)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
-        BarColumn(bar_width=24),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[unit]}"),
-        InstrumentColumn(),
+        BarColumn(bar_width=16),
+        CountColumn(),
         TimeElapsedColumn(),
         EtaColumn(),
+        InstrumentColumn(),
+        # figures (train: the epoch just finished) fold onto more lines, never cut
+        TextColumn("{task.fields[info]}", table_column=Column(overflow="fold")),
         console=console,
         disable=disable,
     )
@@ -99,6 +111,7 @@ def new_task(
         unit=unit,
         instrument_s=instrument_s,
         start_count=completed,
+        info=fields.pop("info", ""),
         **fields,
     )
 
