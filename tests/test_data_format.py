@@ -7,6 +7,7 @@ Every file here is written by the real `labpgt acquire` on the embedded virtual 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -243,3 +244,13 @@ def test_torch_and_numpy_agree_on_the_run_file_api(run_file: Path):
     with RunFile.open(run_file) as run:
         assert run.metadata["sample"] == "YIG ring 3"
         assert torch.equal(run.settings[:, 0], torch.from_numpy(run.h5["entry/data/drive_hz"][...]))
+
+
+def test_the_h5py_example_of_docs_data_format_runs(run_file: Path, capsys: pytest.CaptureFixture):
+    """docs/data-format.md's reading example, run as printed on a real run file."""
+    text = (Path(__file__).parents[1] / "docs" / "data-format.md").read_text(encoding="utf-8")
+    (code,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert 'path = "run.h5"' in code and "import labpgt" not in code
+    exec(compile(code.replace('"run.h5"', repr(str(run_file))), "data-format.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert f"{SHOTS} of {SHOTS} shots; first peak" in out and "(dBm)" in out
