@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import io
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -146,3 +150,22 @@ def test_planned_steps_match_a_budget_with_a_short_last_batch():
     assert planned_steps(100, 32, 3, cost, 2000) == 8
     assert planned_steps(100, 32, 3, cost, 1999) == 7
     assert planned_steps(100, 32, 3, cost, 2000) > 2000 // cost(32)
+
+
+def test_ctrl_c_is_acknowledged_on_screen(tmp_path: Path):
+    """Ctrl-C during a fast-sim training run (no bench, so no bench signal handler)."""
+    cmd = [sys.executable, "-m", "labpgt", "train", "--task", "digits", "--fast-sim"]
+    cmd += ["--epochs", "50", "--out", str(tmp_path / "run")]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    time.sleep(8)  # imports, task, bench: well inside the run
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "interrupted (Ctrl-C)" in err and "Traceback" not in err
