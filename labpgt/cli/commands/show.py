@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from labpgt.cli.tables import print_table
 from labpgt.errors import UserError
 from labpgt.reservoir import SETTING_NAMES
 from labpgt.storage import RunFile, write_failure
@@ -93,7 +94,7 @@ def summarise(run: RunFile) -> None:
         table.add_row(Text("SHUTDOWN FAILED", style="bold red"), Text(str(failures)[:2000]))
     todo = run.todo()
     table.add_row("missing shots", "none" if todo.size == 0 else _ranges(todo.tolist()))
-    console.print(table)
+    print_table(console, table)
 
 
 def _axes(run: RunFile) -> tuple[int, int | None]:

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from labpgt.cli.bench import check_bench_file, check_calibration_file
 from labpgt.cli.progress import advance_to, make_progress, new_task
+from labpgt.cli.tables import print_table
 from labpgt.errors import UserError
 from labpgt.storage import write_failure
 from labpgt.training.config import TrainConfig, make_config, parse_options
@@ -374,7 +375,7 @@ def train_command(
     finally:
         if log is not None:
             log.close()
-    console.print(summary_table(result))
+    print_table(console, summary_table(result))
     console.print(f"run directory: {result.out_dir} ({result.stop_reason})", highlight=False)
 
 
