@@ -254,3 +254,12 @@ def test_the_h5py_example_of_docs_data_format_runs(run_file: Path, capsys: pytes
     exec(compile(code.replace('"run.h5"', repr(str(run_file))), "data-format.md", "exec"), {})
     out = capsys.readouterr().out
     assert f"{SHOTS} of {SHOTS} shots; first peak" in out and "(dBm)" in out
+
+
+def test_show_lists_metadata_and_snapshots(run_file: Path, capsys: pytest.CaptureFixture):
+    code, out, err = _cli(capsys, "show", str(run_file), "--no-plot")
+    assert code == 0, err
+    text = " ".join(out.replace("│", " ").split())
+    assert "sample YIG ring 3" in text and "operator A. N. Other" in text
+    assert "metadata cryostat=K2, wafer=7" in text
+    assert "settings snapshots 2 (start, end)" in text

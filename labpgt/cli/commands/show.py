@@ -86,6 +86,22 @@ def summarise(run: RunFile) -> None:
     for key in ("labpgt_version", "seed", "command_line", "time_utc", "bench_file"):
         if snap.get(key) is not None:
             table.add_row(key, Text(str(snap[key])))
+    meta = run.metadata
+    for key in ("sample", "operator", "notes"):
+        if meta.get(key):
+            table.add_row(key, Text(str(meta[key])))
+    extra = _dict(meta.get("extra"))
+    if extra:
+        table.add_row("metadata", Text(", ".join(f"{k}={v}" for k, v in extra.items())))
+    if run.has_nexus:
+        snaps = run.snapshots()
+        changes = [s for s in snaps if s["reason"] == "change"]
+        text = f"{len(snaps)} ({', '.join(s['reason'] for s in snaps)})"
+        if changes:
+            text += "; a fixed setting changed after shot " + ", ".join(
+                str(s["shots_done"]) for s in changes
+            )
+        table.add_row("settings snapshots", Text(text))
     resumes = run.resumes
     if resumes:
         table.add_row("resumed", Text(json.dumps(resumes)[:2000]))
