@@ -35,12 +35,18 @@ Files written before the NeXus part (no /entry) are read as before.
 
 The shot list is written at creation and never changes, so `--resume` only
 measures the shots whose ``done`` flag is false. Every dataset is allocated
-at creation (contiguous, early allocation): afterwards only raw data is
-written, never HDF5 metadata, so a killed writer cannot corrupt the file's
+at creation (contiguous, early allocation): afterwards the shots write only raw
+data, never HDF5 metadata, so a killed writer cannot corrupt the file's
 structure; ``done`` is set after the traces of a chunk and then the file is
 flushed, so a shot marked done always has its trace. The reverse does not hold:
 a writer killed between the two may leave a chunk's traces on disk with ``done``
-still false; `--resume` measures those shots again and overwrites them.
+still false; `--resume` measures those shots again and overwrites them. The only
+objects added during a run are the rare settings snapshots (a small string dataset
+each) and ``end_time``, each followed by a flush, and the JSON attributes of a resume.
+
+Readers open the file read-only without HDF5's file lock (`RunFile.open`), so a run can
+be read while acquire writes it; docs/data-format.md describes the file for readers
+without labpgt.
 """
 
 from __future__ import annotations
