@@ -79,8 +79,7 @@ def plot_response(
                 ax.set_title(f"bias {bias_a[b]:.3f} A (operating)")
             else:
                 ax.set_title(f"bias {bias_a[b]:.3f} A")
-            if row == n_rows - 1:
-                ax.set_xlabel("drive frequency (GHz)")
+            ax.set_xlabel("drive frequency (GHz)")  # every panel: units on every axis
         for row in range(n_rows):
             axes[row, 0].set_ylabel("drive power (dBm)")
     fig.suptitle(

@@ -96,6 +96,7 @@ def test_calibrate_shows_the_surrogate_fit_and_tables_fit_80_columns(
 
     screen = _screen(monkeypatch, command)
     monkeypatch.setenv("COLUMNS", "80")  # the result tables' own console
+    figures = _collect_figures(monkeypatch)
     capsys.readouterr()
     _run(
         "calibrate",
@@ -120,6 +121,47 @@ def test_calibrate_shows_the_surrogate_fit_and_tables_fit_80_columns(
     flat = " ".join(tables.replace("│", " ").split())
     assert "surrogate error, whole drive grid at the operating bias" not in tables  # folded
     assert "whole drive grid" in flat
+    # the plots: a title, and units on every axis that carries data
+    assert len(figures) == 3
+    for figure in figures:
+        _check_labelled(figure)
+
+
+def _collect_figures(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every matplotlib figure closed from now on (the plots close each after saving)."""
+    import matplotlib.pyplot as plt
+
+    figures: list = []
+    close = plt.close
+
+    def keep(fig: object = None) -> None:
+        figures.append(fig)
+        close(fig)
+
+    monkeypatch.setattr(plt, "close", keep)
+    return figures
+
+
+def _check_labelled(figure: object) -> None:
+    assert figure._suptitle is not None and figure._suptitle.get_text().strip()
+    for ax in figure.axes:
+        if ax.get_label() == "<colorbar>":
+            continue
+        assert ax.get_xlabel().endswith(")"), ax.get_xlabel()
+        assert re.search(r"\([^)]+\)$", ax.get_ylabel()) or ax.get_ylabel() == "", ax
+        if ax.get_ylabel() == "":  # a panel sharing its row's y axis
+            assert ax.get_shared_y_axes().get_siblings(ax) != [ax]
+
+
+def test_run_png_is_titled_with_units(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    out = tmp_path / "r.h5"
+    _run("acquire", "--sweep", "bias_a=1.7,1.9", "--out", str(out))
+    figures = _collect_figures(monkeypatch)
+    _run("show", str(out), "--plot", str(tmp_path / "r.png"))
+    (figure,) = figures
+    _check_labelled(figure)
+    assert "mean spectrum per setting" in figure._suptitle.get_text()
+    assert len(figure.axes[0].lines) == 2  # two settings: two spectra, not a one-row strip
 
 
 def test_a_count_past_the_estimate_raises_the_total():
