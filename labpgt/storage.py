@@ -462,7 +462,7 @@ class RunFile:
                 )
             if isinstance(fmt, str) and fmt.startswith("labpgt-calibration/"):
                 raise UserError(
-                    f"{path} is a calibration file, not an acquisition run: "
+                    f"{path} is a calibration file, not a labpgt acquisition file: "
                     "`labpgt runs` lists it, `labpgt train --calibration` uses it"
                 )
             raise UserError(f"{path} is not a labpgt acquisition file (format {FORMAT!r})")

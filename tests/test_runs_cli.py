@@ -134,7 +134,7 @@ def test_narrow_terminal_gets_one_record_per_block(folder: Path, monkeypatch: py
         ("empty.h5", "is empty (0 bytes)"),
         ("foreign.h5", "is not a labpgt acquisition file"),
         ("future.h5", "written by another labpgt version"),
-        ("calib.h5", "is a calibration file, not an acquisition run"),
+        ("calib.h5", "is a calibration file, not a labpgt acquisition file"),
     ],
 )
 def test_show_says_what_is_wrong_in_one_line(
