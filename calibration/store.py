@@ -166,9 +166,9 @@ def _annotate(h5: h5py.File, feature_names: list[str], metadata: RunMetadata) ->
         traces.dims[traces.ndim - 1].attach_scale(h5["frequency_hz"])
     h5.attrs["NX_class"] = "NXroot"
     h5.attrs["default"] = "entry"
-    h5.attrs["metadata"] = _json(metadata.as_dict())
     entry = nx_group(h5, "entry", "NXentry")
     entry.attrs["default"] = "bias_sweep"
+    entry.attrs["metadata"] = _json(metadata.as_dict())
     text_dataset(entry, "program_name", "labpgt").attrs["version"] = str(h5.attrs["labpgt_version"])
     text_dataset(entry, "start_time", str(h5.attrs["created_utc"]))
     text_dataset(entry, "title", "labpgt calibrate: bias sweep, up then down")

@@ -28,7 +28,7 @@ from labpgt.encoding import DEFAULT_SETTING
 from labpgt.errors import UserError
 from labpgt.reservoir import SETTING_NAMES, SETTING_UNITS, PhysicalReservoir, SettingBounds
 from labpgt.scheduler import PerturbationScheduler, plan_order
-from labpgt.storage import RunFile, RunMetadata, ShotPlan, fixed_settings
+from labpgt.storage import RunFile, RunFileWriteError, RunMetadata, ShotPlan, fixed_settings
 
 Progress = Callable[[int, int, float], None]
 """progress(shots_done, shots_total, instrument_time_s so far in this session)."""
@@ -249,10 +249,12 @@ class Preflight:
 
 
 # Bytes per shot in the file besides its trace: settings (3 x 8), two indices (2 x 8),
-# done (1), timestamp and instrument time (2 x 8). Per input: its settings (3 x 8).
-_FILE_BYTES_PER_SHOT = 24 + 16 + 1 + 16
+# done (1), timestamp and instrument time (2 x 8), and the NeXus view's shot index and
+# per-shot settings (4 x 8). Per input: its settings (3 x 8). Overhead: the structure,
+# plus the 16 settings-snapshot slots and the resume records (about 256 kB at most).
+_FILE_BYTES_PER_SHOT = 24 + 16 + 1 + 16 + 32
 _FILE_BYTES_PER_INPUT = 24
-_FILE_OVERHEAD_BYTES = 64 * 1024
+_FILE_OVERHEAD_BYTES = 64 * 1024 + 256 * 1024
 # In memory the shot list is built (plan) and then loaded back (run file): twice its
 # settings and indices, plus the sort keys of the inputs while planning.
 _MEMORY_BYTES_PER_SHOT = 2 * (24 + 16) + 1 + 16
@@ -400,7 +402,8 @@ def acquire(
                 entry["shots_marked_again"] = redo
             run.add_resume(entry)
         except BaseException:
-            run.close()
+            with contextlib.suppress(UserError):
+                run.close()  # the first failure is the one to report
             raise
     else:
         if inputs is None:
@@ -424,17 +427,19 @@ def acquire(
         )
     try:
         _measure(run, reservoir, chunk_shots, retries, progress, snapshot_interval_s)
-    except BaseException:
-        if run.shots_done:
+    except BaseException as exc:
+        # The settings at the end of a run cut short (Ctrl-C, an instrument fault); never
+        # after a failed write: HDF5 may no longer write metadata safely then.
+        if run.shots_done and not isinstance(exc, RunFileWriteError):
             with contextlib.suppress(Exception):  # best effort: the failure matters more
-                run.add_snapshot("end", _snapshot(reservoir))
+                _store_end(run, reservoir)
         with contextlib.suppress(UserError):
             run.close()  # the first failure is the one to report
         if not resume and run.shots_done == 0:
             Path(out).unlink(missing_ok=True)
         raise
     try:
-        run.add_snapshot("end", _snapshot(reservoir))
+        _store_end(run, reservoir)
     except BaseException:
         with contextlib.suppress(UserError):
             run.close()
@@ -450,6 +455,20 @@ def _snapshot(reservoir: PhysicalReservoir) -> dict[str, Any]:
     }
 
 
+def _settings_or_none(reservoir: PhysicalReservoir) -> dict[str, Any] | None:
+    """`_snapshot`, or None when an instrument does not answer (the run goes on)."""
+    try:
+        return _snapshot(reservoir)
+    except Exception:  # any instrument or transport error: the snapshot is skipped
+        return None
+
+
+def _store_end(run: RunFile, reservoir: PhysicalReservoir) -> None:
+    snapshot = _settings_or_none(reservoir)
+    if snapshot is not None:
+        run.add_snapshot("end", snapshot)
+
+
 class _SettingsWatch:
     """Re-reads the settings every ``interval_s`` and stores a snapshot when a fixed one moved."""
 
@@ -460,11 +479,17 @@ class _SettingsWatch:
         self.checked = time.monotonic()
 
     def check(self, force: bool = False) -> bool:
-        """Snapshot if due (or ``force``); True when a change was stored."""
+        """Snapshot if due (or ``force``); True when a change was stored.
+
+        Reading the settings is an observation, never a reason to stop: an instrument that
+        does not answer it is left to the next shot (which has its own retries).
+        """
         if not force and time.monotonic() - self.checked < self.interval_s:
             return False
-        snapshot = _snapshot(self.reservoir)
+        snapshot = _settings_or_none(self.reservoir)
         self.checked = time.monotonic()
+        if snapshot is None:
+            return False
         fixed = fixed_settings(snapshot["reservoir"])
         if fixed == self.fixed:
             return False

@@ -148,7 +148,9 @@ def _fill(entry: RunEntry, h5: h5py.File) -> None:
     snapshot = _json(h5.attrs, "snapshot", {})
     snapshot = snapshot if isinstance(snapshot, dict) else {}
     entry.bench = bench_label(snapshot)
-    meta = _json(h5.attrs, "metadata", {})
+    entry_group = h5.get("entry")
+    holder = entry_group if isinstance(entry_group, h5py.Group) else h5
+    meta = _json(holder.attrs, "metadata", {})
     if isinstance(meta, dict):
         entry.sample, entry.operator = meta.get("sample"), meta.get("operator")
     if fmt.startswith("labpgt-acquire/"):

@@ -19,8 +19,9 @@ Layout of one run file (all plain h5py; units in the names):
 /entry                 NeXus NXentry (@default "data"): start_time, end_time, program_name,
                        sample (NXsample: name), user (NXuser: name), notes (NXnote),
                        metadata (NXcollection of free key=value strings),
-                       snapshots (NXcollection: one JSON string per settings snapshot,
-                       at start, on any change of a fixed setting, and at end)
+                       snapshots (NXcollection: 16 preallocated slots json, reason,
+                       time_utc, shots_done for the settings snapshots taken at start,
+                       on any change of a fixed setting, and at end)
 /entry/data            NeXus NXdata, @signal "traces_dbm", @axes ["shot_index",
                        "frequency_hz"]: hard links to /traces_dbm, /frequency_hz,
                        /shots/shot_index, /shots/done, plus drive_hz, drive_dbm, bias_a
@@ -40,9 +41,10 @@ data, never HDF5 metadata, so a killed writer cannot corrupt the file's
 structure; ``done`` is set after the traces of a chunk and then the file is
 flushed, so a shot marked done always has its trace. The reverse does not hold:
 a writer killed between the two may leave a chunk's traces on disk with ``done``
-still false; `--resume` measures those shots again and overwrites them. The only
-objects added during a run are the rare settings snapshots (a small string dataset
-each) and ``end_time``, each followed by a flush, and the JSON attributes of a resume.
+still false; `--resume` measures those shots again and overwrites them. The
+settings snapshots and ``end_time`` go into fixed-size datasets allocated at creation
+too; only the JSON attributes of a resume (and of a failed shutdown) change the
+structure after creation, so the root carries few attributes to leave room for them.
 
 Readers open the file read-only without HDF5's file lock (`RunFile.open`), so a run can
 be read while acquire writes it; docs/data-format.md describes the file for readers
@@ -94,6 +96,16 @@ UNITS = {
 drive_dbm, bias_a) carries "Hz, dBm, A" and a ``column_units`` attribute with one unit each."""
 
 SNAPSHOT_REASONS = ("start", "change", "end")
+
+RESUMES_BYTES = 8192
+"""Room for the resume records (about 20) in the fixed-length ``resumes`` attribute."""
+
+SNAPSHOT_SLOTS = 16
+"""Settings snapshots a run file holds: the start, up to 14 changes, the end. They are
+allocated when the file is created, so storing one during a run writes raw data only."""
+
+SNAPSHOT_MIN_BYTES = 4096
+"""Each snapshot slot holds at least this many bytes of JSON (twice the start snapshot's)."""
 
 
 @dataclass
@@ -180,10 +192,11 @@ def _write_nexus(
 ) -> None:
     """The NeXus part of a new run file (see the module docstring); all at creation."""
     m = plan.settings.shape[0]
-    h5.attrs["format_revision"] = FORMAT_REVISION
+    # Few and short attributes on the root: its header must keep room for the resume
+    # records written later (an attribute that outgrows its header on a full disk
+    # cannot be written back safely).
     h5.attrs["NX_class"] = "NXroot"
     h5.attrs["default"] = "entry"
-    h5.attrs["metadata"] = json.dumps(metadata.as_dict())
     shots = h5["shots"]
     _dataset(shots, "shot_index", np.arange(m, dtype=np.int64))
     for name in ("frequency_hz", "inputs", "traces_dbm"):
@@ -192,13 +205,23 @@ def _write_nexus(
         _set_units(shots[name], name)
     entry = nx_group(h5, "entry", "NXentry")
     entry.attrs["default"] = "data"
-    text_dataset(entry, "program_name", "labpgt").attrs["version"] = str(
-        snapshot.get("labpgt_version")
-    )
+    entry.attrs["format_revision"] = FORMAT_REVISION
+    entry.attrs["metadata"] = json.dumps(metadata.as_dict())
+    program = text_dataset(entry, "program_name", "labpgt")
+    program.attrs["version"] = str(snapshot.get("labpgt_version"))
     text_dataset(entry, "start_time", str(h5.attrs["created_utc"]))
+    # filled in when the run ends; allocated now (fixed length, like every later write)
+    _blank_text(entry, "end_time", (), _TIME_DTYPE)
     text_dataset(entry, "title", f"labpgt acquire: {m} shots")
     write_metadata(entry, metadata)
-    nx_group(entry, "snapshots", "NXcollection")
+    start_json = json.dumps(snapshot, default=_json_default).encode("utf-8")
+    slots = nx_group(entry, "snapshots", "NXcollection")
+    slot_bytes = max(SNAPSHOT_MIN_BYTES, 2 * len(start_json))
+    _blank_text(slots, "json", (SNAPSHOT_SLOTS,), np.dtype(f"S{slot_bytes}"))
+    _blank_text(slots, "reason", (SNAPSHOT_SLOTS,), np.dtype("S8"))
+    _blank_text(slots, "time_utc", (SNAPSHOT_SLOTS,), _TIME_DTYPE)
+    _empty(slots, "shots_done", (SNAPSHOT_SLOTS,), np.int64, -1)
+    slots["shots_done"].attrs["units"] = "1"
     data = nx_group(entry, "data", "NXdata")
     data.attrs["signal"] = "traces_dbm"
     data.attrs["axes"] = ["shot_index", "frequency_hz"]
@@ -228,14 +251,40 @@ def _write_nexus(
     _write_snapshot(h5, "start", snapshot, shots_done=0)
 
 
-def _write_snapshot(h5: h5py.File, reason: str, snapshot: dict[str, Any], shots_done: int) -> str:
+_TIME_DTYPE = np.dtype("S32")
+
+
+def _blank_text(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """A fixed-length byte-string dataset, allocated now and written empty (HDF5's fill
+    value is not reliable for these through h5py)."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dataset = group.create_dataset(name, shape=shape, dtype=dtype, dcpl=dcpl)
+    dataset[...] = np.full(shape, b"", dtype=dtype)
+
+
+def _write_snapshot(
+    h5: h5py.File, reason: str, snapshot: dict[str, Any], shots_done: int
+) -> int | None:
+    """Store a snapshot in the next free slot (raw data only); its slot, or None when full.
+
+    The last slot is kept for the end: changes beyond the others are not stored.
+    """
     group = h5["entry/snapshots"]
-    name = f"{len(group):04d}_{reason}"
-    dataset = text_dataset(group, name, json.dumps(snapshot, default=_json_default))
-    dataset.attrs["reason"] = reason
-    dataset.attrs["time_utc"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    dataset.attrs["shots_done"] = shots_done
-    return name
+    reasons = group["reason"][...]
+    free = np.flatnonzero(reasons == b"")
+    if free.size == 0 or (reason != "end" and free.size == 1):
+        return None
+    slot = int(free[0])
+    text = json.dumps(snapshot, default=_json_default).encode("utf-8")
+    limit = group["json"].dtype.itemsize
+    if len(text) > limit:  # not expected (twice the start's size); say so, never cut JSON
+        text = json.dumps({"error": f"snapshot of {len(text)} bytes exceeds the slot"}).encode()
+    group["json"][slot] = text
+    group["time_utc"][slot] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").encode()
+    group["shots_done"][slot] = shots_done
+    group["reason"][slot] = reason.encode()  # last: a slot with a reason is complete
+    return slot
 
 
 VARYING_SETTINGS = frozenset(
@@ -393,7 +442,9 @@ class RunFile:
             h5.attrs["created_utc"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
             h5.attrs["snapshot"] = json.dumps(snapshot, default=_json_default)
             h5.attrs["sweeps"] = json.dumps(sweeps or [])
-            h5.attrs["resumes"] = json.dumps([])
+            # Fixed length, padded with blanks (still valid JSON): a resume rewrites it in
+            # place, so recording one on a full disk never has to grow the root's header.
+            h5.attrs.create("resumes", np.bytes_("[]".ljust(RESUMES_BYTES)))
             h5.attrs["setting_names"] = json.dumps(list(SETTING_NAMES))
             _dataset(h5, "frequency_hz", frequency_hz.to(torch.float64).numpy())
             _dataset(h5, "inputs", plan.inputs.to(torch.float64).numpy())
@@ -504,7 +555,7 @@ class RunFile:
     def _guarded(self, fn: Any) -> Any:
         try:
             return fn()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RuntimeError) as exc:
             if not _is_write_failure(exc):
                 raise
             raise RunFileWriteError(
@@ -585,7 +636,12 @@ class RunFile:
         text = json.dumps(resumes, default=_json_default)
 
         def store() -> None:
-            self.h5.attrs["resumes"] = text
+            stored = self.h5.attrs.get("resumes")
+            size = stored.dtype.itemsize if isinstance(stored, np.bytes_) else 0
+            if len(text.encode("utf-8")) <= size:  # in place, no new file structure
+                self.h5.attrs.modify("resumes", np.bytes_(text.encode("utf-8").ljust(size)))
+            else:
+                self.h5.attrs["resumes"] = text
             self.h5.flush()
 
         self._guarded(store)
@@ -608,58 +664,58 @@ class RunFile:
     @property
     def has_nexus(self) -> bool:
         """True for a file with the NeXus part (format revision 2 and later)."""
-        return "entry" in self.h5 and isinstance(self.h5.get("entry/snapshots"), h5py.Group)
+        return isinstance(self.h5.get("entry/snapshots/reason"), h5py.Dataset)
 
     @property
     def metadata(self) -> dict[str, Any]:
         """Sample, operator, notes and the free key=values ({} for a file without them)."""
         try:
-            raw = self.h5.attrs.get("metadata", "{}")
+            raw = self.h5["entry"].attrs.get("metadata", "{}") if "entry" in self.h5 else "{}"
             value = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
         except (OSError, TypeError, ValueError):
             return {}
         return value if isinstance(value, dict) else {}
 
     def snapshots(self) -> list[dict[str, Any]]:
-        """The settings snapshots in order: {name, reason, time_utc, shots_done, snapshot}."""
+        """The settings snapshots in order: {slot, reason, time_utc, shots_done, snapshot}."""
         if not self.has_nexus:
-            return [{"name": "start", "reason": "start", "snapshot": self.snapshot}]
+            return [{"slot": 0, "reason": "start", "shots_done": 0, "snapshot": self.snapshot}]
+        group = self.h5["entry/snapshots"]
+        reasons = group["reason"][...]
         out = []
-        for name, dataset in self.h5["entry/snapshots"].items():
-            raw = dataset[()]
+        for slot in np.flatnonzero(reasons != b""):
             out.append(
                 {
-                    "name": name,
-                    "reason": str(dataset.attrs.get("reason", "")),
-                    "time_utc": str(dataset.attrs.get("time_utc", "")),
-                    "shots_done": int(dataset.attrs.get("shots_done", 0)),
-                    "snapshot": json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw),
+                    "slot": int(slot),
+                    "reason": reasons[slot].decode(),
+                    "time_utc": group["time_utc"][slot].decode(),
+                    "shots_done": int(group["shots_done"][slot]),
+                    "snapshot": json.loads(group["json"][slot].decode("utf-8")),
                 }
             )
         return out
 
-    def add_snapshot(self, reason: str, snapshot: dict[str, Any]) -> None:
+    def add_snapshot(self, reason: str, snapshot: dict[str, Any]) -> bool:
         """Store a settings snapshot ("change" of a fixed setting, or "end") and flush.
 
-        A file without the NeXus part (written by an older labpgt) gets none: its layout
-        is left exactly as it was.
+        Raw data only, into slots allocated at creation (a full disk cannot damage the
+        file's structure); False when no slot is left (changes past the 14th). A file
+        without the NeXus part (an older labpgt's) gets none: its layout is left as it was.
         """
         if reason not in SNAPSHOT_REASONS:
             raise ValueError(f"snapshot reason {reason!r} not in {SNAPSHOT_REASONS}")
         if not self.has_nexus:
-            return
+            return False
 
-        def store() -> None:
-            _write_snapshot(self.h5, reason, snapshot, self.shots_done)
+        def store() -> bool:
+            stored = _write_snapshot(self.h5, reason, snapshot, self.shots_done) is not None
             if reason == "end":
-                entry = self.h5["entry"]
-                now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-                if "end_time" in entry:
-                    del entry["end_time"]
-                text_dataset(entry, "end_time", now)
+                stamp = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+                self.h5["entry/end_time"][()] = stamp.encode()
             self.h5.flush()
+            return stored
 
-        self._guarded(store)
+        return bool(self._guarded(store))
 
     def traces(self) -> torch.Tensor:
         return torch.from_numpy(self.h5["traces_dbm"][...])
@@ -712,10 +768,11 @@ _CAUSES = {
 
 
 def _is_write_failure(exc: BaseException) -> bool:
-    """An OSError, or the ValueError h5py raises when HDF5's own file write failed."""
+    """An OSError, or the ValueError (RuntimeError from a flush of metadata) that h5py raises
+    when HDF5's own file write failed."""
     if isinstance(exc, OSError):
         return True
-    return isinstance(exc, ValueError) and bool(
+    return isinstance(exc, ValueError | RuntimeError) and bool(
         _ERRNO.search(str(exc)) or "write failed" in str(exc)
     )
 

@@ -135,8 +135,8 @@ def test_metadata_and_snapshots_from_the_command_line(run_file: Path):
         assert entry["notes/data"].asstr()[()] == "after the magnet swap"
         assert entry["metadata/cryostat"].asstr()[()] == "K2"
         assert entry["metadata/wafer"].asstr()[()] == "7"
-        assert entry["start_time"].asstr()[()] <= entry["end_time"].asstr()[()]
-        meta = json.loads(h5.attrs["metadata"])
+        assert entry["start_time"].asstr()[()] <= entry["end_time"][()].decode()
+        meta = json.loads(entry.attrs["metadata"])
         assert meta["extra"] == {"cryostat": "K2", "wafer": "7"}
     with RunFile.open(run_file) as run:
         snaps = run.snapshots()
