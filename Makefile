@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	# The CPU wheel of torch, pinned; an unpinned torch pulls a multi-GB CUDA build.
 	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
 	# Everything else at the versions in constraints.txt (the set the suite last passed with).
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,interop,tensorboard,live,scale]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,interop,tensorboard,live,scale,nexus]'
 	# The live view's browser test (tests/test_live_view.py) drives the distribution's
 	# Chromium through Playwright; installed here as root (CI), never downloaded by Playwright.
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \

@@ -13,7 +13,8 @@ from labpgt.reservoir import SettingBounds
 
 
 class CalibrationPlan(BaseModel):
-    """The calibration grid. Defaults suit the ring of RING_PHYSICS.md on the default analyzer."""
+    """The calibration grid. Defaults suit the ring of docs/ring-physics.md on the default
+    analyzer."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 if TYPE_CHECKING:
     from labpgt.calibration.run import CalibrationResult
@@ -24,6 +25,7 @@ def plot_response(
     drive_hz: np.ndarray,
     operating: dict[str, float | tuple[float, float]],
     interaction: np.ndarray | None = None,
+    feature_unit: str = "dBm",
 ) -> Path:
     """Heat maps per bias: strongest feature level (dBm), sensitivity/noise and (if given) the
     drive's interaction with the comb over the drive grid.
@@ -40,21 +42,26 @@ def plot_response(
     vmax_s = float(np.nanmax(sensitivity))
     for b in range(n_b):
         panels = [
-            (peak_dbm[b], "strongest feature, dBm", {"cmap": "viridis"}),
-            (sensitivity[b], "sensitivity / noise", {"cmap": "magma", "vmin": 0, "vmax": vmax_s}),
+            (peak_dbm[b], f"strongest feature ({feature_unit})", {"cmap": "viridis"}),
+            (
+                sensitivity[b],
+                "sensitivity (noise std per step)",
+                {"cmap": "magma", "vmin": 0, "vmax": vmax_s},
+            ),
         ]
         if interaction is not None:
             panels.append(
                 (
                     interaction[b],
-                    "interaction (noise units)",
+                    "interaction (noise std)",
                     {"cmap": "cividis", "vmin": 0, "vmax": float(np.nanmax(interaction))},
                 )
             )
         for row, (data, label, kw) in enumerate(panels):
             ax = axes[row, b]
             im = ax.imshow(data, origin="lower", aspect="auto", extent=extent, **kw)
-            fig.colorbar(im, ax=ax, label=label if b == n_b - 1 else None)
+            # every panel of the top row has its own scale: every colour bar says what it is
+            fig.colorbar(im, ax=ax, label=label if row == 0 or b == n_b - 1 else None)
             if abs(bias_a[b] - float(operating["bias_a"])) < 1e-9:
                 f0, f1 = operating["drive_hz"]
                 p0, p1 = operating["drive_dbm"]
@@ -72,10 +79,13 @@ def plot_response(
                 ax.set_title(f"bias {bias_a[b]:.3f} A (operating)")
             else:
                 ax.set_title(f"bias {bias_a[b]:.3f} A")
-            if row == n_rows - 1:
-                ax.set_xlabel("drive frequency, GHz")
+            ax.set_xlabel("drive frequency (GHz)")  # every panel: units on every axis
         for row in range(n_rows):
-            axes[row, 0].set_ylabel("drive power, dBm")
+            axes[row, 0].set_ylabel("drive power (dBm)")
+    fig.suptitle(
+        "Ring response over the drive grid at each bias current "
+        "(dashed: the operating window chosen)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -96,8 +106,9 @@ def plot_hysteresis(
     ax.plot(bias_up_a, comb_up_hz / 1e9, "o-", ms=4, label="rising")
     ax.plot(bias_down_a, comb_down_hz / 1e9, "s-", ms=4, mfc="none", label="falling")
     ax.plot(fitted_hz[0], fitted_hz[1] / 1e9, "k:", lw=1, label="fit (Damon-Eshbach, fixed k)")
-    ax.set_xlabel("bias current, A")
-    ax.set_ylabel("comb centroid, GHz")
+    ax.set_xlabel("bias current (A)")
+    ax.set_ylabel("comb centroid (GHz)")
+    fig.suptitle("Comb frequency against bias current, rising and falling")
     ax.set_title(title, fontsize=9)
     ax.legend()
     ax.grid(alpha=0.3)
@@ -113,8 +124,13 @@ def plot_surrogate(
     predicted: np.ndarray,
     noise_std: float,
     title: str,
+    unit: str = "dBm",
+    feature_labels: list[str] | None = None,
 ) -> Path:
-    """Held-out settings: predicted against measured features, and three example feature vectors."""
+    """Held-out settings: predicted against measured features, and three example feature vectors.
+
+    ``unit`` is the features' unit; ``feature_labels`` (one per feature) label the feature axis.
+    """
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.5))
     lo = float(min(measured.min(), predicted.min()))
     hi = float(max(measured.max(), predicted.max()))
@@ -128,20 +144,38 @@ def plot_surrogate(
         alpha=0.5,
         label="±2 noise std",
     )
-    ax0.set_xlabel("measured feature")
-    ax0.set_ylabel("surrogate")
+    ax0.set_xlabel(f"measured feature ({unit})")
+    ax0.set_ylabel(f"surrogate prediction ({unit})")
+    ax0.set_aspect("equal", adjustable="datalim")
     ax0.legend(loc="upper left")
-    ax0.set_title(title, fontsize=9)
+    ax0.set_title(title, fontsize=10)
     for i, row in enumerate(np.linspace(0, len(measured) - 1, min(3, len(measured))).astype(int)):
-        ax1.plot(measured[row], "-", color=f"C{i}", label=f"measured #{row}")
-        ax1.plot(predicted[row], "--", color=f"C{i}", label=f"surrogate #{row}")
-    ax1.set_xlabel("feature index")
-    ax1.set_ylabel("feature value")
-    ax1.legend(fontsize=7)
+        ax1.plot(measured[row], "-", color=f"C{i}", label=f"measured, held-out row {row}")
+        ax1.plot(predicted[row], "--", color=f"C{i}", label=f"surrogate, held-out row {row}")
+    ax1.set_xlabel("feature (analyzer span, low to high frequency)")
+    ax1.set_ylabel(f"feature value ({unit})")
+    ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if feature_labels is not None and len(feature_labels) <= 16:
+        ax1.set_xlabel("feature: centre of its window on the analyzer axis (GHz)")
+        ax1.set_xticks(range(len(feature_labels)))
+        ax1.set_xticklabels(feature_labels, rotation=60, ha="right", fontsize=7)
+    ax1.set_title("three held-out settings", fontsize=10)
+    ax1.legend(fontsize=8)
+    ax1.grid(alpha=0.3)
+    fig.suptitle("Surrogate against the ring on settings the fit never saw")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _short_label(feature_name: str) -> str:
+    """'kernel3_2.1000GHz_dBm' -> '2.100'; 'bin0_2.0000-2.0188GHz_dBm' -> '2.009' (GHz)."""
+    parts = feature_name.split("_")
+    if len(parts) >= 3 and parts[1].endswith("GHz"):
+        edges = [float(v) for v in parts[1][:-3].split("-")]
+        return f"{sum(edges) / len(edges):.3f}"
+    return feature_name
 
 
 def write_plots(result: CalibrationResult, directory: Path) -> list[Path]:
@@ -150,6 +184,8 @@ def write_plots(result: CalibrationResult, directory: Path) -> list[Path]:
     from labpgt.calibration.field import YigConstants
 
     directory.mkdir(parents=True, exist_ok=True)
+    units = {name.rsplit("_", 1)[-1] for name in result.feature_names}
+    unit = units.pop() if len(units) == 1 else "mixed units"
     op = result.operating
     operating = {"bias_a": op.bias_a, "drive_hz": op.drive_hz, "drive_dbm": op.drive_dbm}
     paths = [
@@ -162,6 +198,7 @@ def write_plots(result: CalibrationResult, directory: Path) -> list[Path]:
             result.drive_hz,
             operating,
             result.interaction,
+            unit,
         )
     ]
     bias = result.bias_settings[:, 2]
@@ -197,6 +234,8 @@ def write_plots(result: CalibrationResult, directory: Path) -> list[Path]:
             f"held-out rows: RMS error {sf.validation_rmse:.3f} dB = "
             f"{sf.validation_rmse / max(result.noise.rms_std, 1e-12):.2f} x noise "
             f"({result.noise.rms_std:.3f} dB)",
+            unit,
+            [_short_label(name) for name in result.feature_names],
         )
     )
     return paths

@@ -311,6 +311,8 @@ def run_calibration(
     ranges = torch.tensor(
         [list(plan.drive_hz), list(plan.drive_dbm), [op.bias_a, op.bias_a]], dtype=torch.float64
     )
+    if progress is not None:  # the count is known before the fit starts
+        progress("surrogate fit", 0, 1 if surrogate_kind == "twin" else cfg.steps, 0.0)
     if surrogate_kind == "twin":
         # The twin draws the spectrum itself and applies the reservoir's own feature map to
         # it, so it works for any map; it needs only the displayed line width.
@@ -332,6 +334,8 @@ def run_calibration(
             rounds=cfg.twin_rounds,
             context=(settings[on_bias], feats[on_bias]),
         )
+        if progress is not None:
+            progress("surrogate fit", 1, 1, 0.0)
         fit_s = SurrogateFit(
             tf.model,  # type: ignore[arg-type]  # same call contract as RingSurrogate
             tf.validation_rmse,
@@ -350,6 +354,9 @@ def run_calibration(
             config=cfg,
             geometry=geometry,
             context=(settings[on_bias], feats[on_bias]),
+            progress=None
+            if progress is None
+            else lambda done, total: progress("surrogate fit", done, total, 0.0),
         )
 
     total_instrument = float(sum(stage_s.values()))

@@ -20,7 +20,15 @@ the reservoir's full snapshot, instrument identities included, plus provenance):
 /surrogate/<name>       state_dict tensors of `RingSurrogate` (or `TwinSurrogate`: kind twin);
                         /surrogate_data/settings, features
                         (the random shots in the operating window), /validation_index
+/entry                  NeXus NXentry (@default "bias_sweep"): program_name, start_time,
+                        sample/user/notes/metadata as in acquisition files
+/entry/bias_sweep       NXdata: @signal traces_dbm against frequency_hz (hard links to
+                        /bias_sweep/traces_dbm and /frequency_hz), bias_a per row
 ```
+
+Every numeric dataset has a ``units`` attribute (settings tables: "Hz, dBm, A" and
+``column_units``; feature tables: the unit of their columns, ``column_units`` when mixed;
+surrogate parameters "1"). /frequency_hz is a dimension scale of the traces' last axis.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from labpgt.calibration.surrogate import RingSurrogate, build_surrogate, surroga
 from labpgt.errors import UserError
 from labpgt.features import FeatureSpec
 from labpgt.reservoir import SETTING_NAMES
+from labpgt.storage import RunMetadata, nx_group, text_dataset, write_metadata
 
 if TYPE_CHECKING:
     from labpgt.calibration.drift import DriftReport
@@ -102,8 +111,86 @@ def summary_of(result: CalibrationResult) -> dict[str, Any]:
     }
 
 
+_UNITS = {
+    "frequency_hz": "Hz",
+    "traces_dbm": "dBm",
+    "leg": "1",
+    "comb_hz": "Hz",
+    "spacing_hz": "Hz",
+    "drive_hz": "Hz",
+    "drive_dbm": "dBm",
+    "bias_a": "A",
+    "sensitivity": "1",
+    "interaction": "1",
+    "comb": "1",
+    "validation_index": "1",
+}
+"""Units by dataset name; settings and feature tables are handled in `_annotate`."""
+
+
+def _feature_units(names: list[str]) -> list[str]:
+    """'kernel3_2.1000GHz_dBm' -> 'dBm', 'peak0_frequency_GHz' -> 'GHz'."""
+    return [n.rsplit("_", 1)[-1] if "_" in n else "1" for n in names]
+
+
+def _annotate(h5: h5py.File, feature_names: list[str], metadata: RunMetadata) -> None:
+    """Units on every numeric dataset and the NeXus entry (see the module docstring)."""
+    column_units = _feature_units(feature_names)
+    single = column_units[0] if len(set(column_units)) == 1 else "mixed"
+    # the shot-to-shot spread and the std of a dBm feature are in dB
+    spread = "dB" if single == "dBm" else single
+
+    def visit(name: str, obj: object) -> None:
+        if not isinstance(obj, h5py.Dataset) or obj.dtype.kind not in "biuf":
+            return
+        leaf = name.rsplit("/", 1)[-1]
+        if name.startswith("surrogate/"):
+            obj.attrs["units"] = "1"
+            obj.attrs["long_name"] = "surrogate network parameter (state_dict tensor)"
+        elif leaf == "settings":
+            obj.attrs["units"] = "Hz, dBm, A"
+            obj.attrs["column_names"] = list(SETTING_NAMES)
+            obj.attrs["column_units"] = ["Hz", "dBm", "A"]
+        elif leaf in ("features", "mean"):
+            obj.attrs["units"] = single
+            obj.attrs["column_units"] = column_units
+        elif leaf in ("feature_std", "std"):
+            obj.attrs["units"] = spread
+        else:
+            obj.attrs["units"] = _UNITS.get(leaf, "1")
+
+    h5.visititems(visit)
+    h5["frequency_hz"].make_scale("frequency_hz")
+    for name in ("bias_sweep/traces_dbm", "reference/traces_dbm"):
+        traces = h5[name]
+        traces.dims[traces.ndim - 1].attach_scale(h5["frequency_hz"])
+    h5.attrs["NX_class"] = "NXroot"
+    h5.attrs["default"] = "entry"
+    entry = nx_group(h5, "entry", "NXentry")
+    entry.attrs["default"] = "bias_sweep"
+    entry.attrs["metadata"] = _json(metadata.as_dict())
+    text_dataset(entry, "program_name", "labpgt").attrs["version"] = str(h5.attrs["labpgt_version"])
+    text_dataset(entry, "start_time", str(h5.attrs["created_utc"]))
+    text_dataset(entry, "title", "labpgt calibrate: bias sweep, up then down")
+    write_metadata(entry, metadata)
+    data = nx_group(entry, "bias_sweep", "NXdata")
+    data.attrs["signal"] = "traces_dbm"
+    data.attrs["axes"] = [".", "frequency_hz"]
+    data.attrs["frequency_hz_indices"] = 1
+    data.attrs["bias_a_indices"] = 0
+    data["traces_dbm"] = h5["bias_sweep/traces_dbm"]
+    data["frequency_hz"] = h5["frequency_hz"]
+    data["bias_a"] = h5["bias_sweep/settings"][:, SETTING_NAMES.index("bias_a")]
+    data["bias_a"].attrs["units"] = "A"
+    h5["bias_sweep/traces_dbm"].attrs["interpretation"] = "spectrum"
+
+
 def save_calibration(
-    result: CalibrationResult, path: str | Path, *, provenance: dict[str, Any] | None = None
+    result: CalibrationResult,
+    path: str | Path,
+    *,
+    provenance: dict[str, Any] | None = None,
+    metadata: RunMetadata | None = None,
 ) -> Path:
     """Write ``result`` to a new HDF5 file (refuses to overwrite)."""
     from labpgt import __version__
@@ -171,6 +258,7 @@ def save_calibration(
             g["settings"] = result.surrogate_settings
             g["features"] = result.surrogate_features
             g["validation_index"] = result.surrogate.validation_index.numpy()
+            _annotate(h5, list(result.feature_names), metadata or RunMetadata())
     except BaseException:
         path.unlink(missing_ok=True)
         raise

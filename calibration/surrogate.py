@@ -20,6 +20,7 @@ forward pass runs on the ring, the backward pass through this model.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,8 +217,11 @@ def fit_surrogate(
     config: SurrogateConfig | None = None,
     geometry: LineGeometry | None = None,
     context: tuple[torch.Tensor, torch.Tensor] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SurrogateFit:
     """Fit a `RingSurrogate` to measured (settings, features) pairs.
+
+    ``progress(steps_done, steps_total)`` is called at each check of the fit (100 times).
 
     ``ranges`` is (3, 2): low/high of each setting, used for the input scaling (a
     setting at a range's low end maps to -1). With ``geometry`` (bin features on a
@@ -236,7 +240,8 @@ def fit_surrogate(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a small MLP only loses to thread hand-offs (badly, on a busy box)
     try:
-        return _fit(settings, features, ranges, config or SurrogateConfig(), geometry, context)
+        cfg = config or SurrogateConfig()
+        return _fit(settings, features, ranges, cfg, geometry, context, progress)
     finally:
         torch.set_num_threads(threads)
 
@@ -248,6 +253,7 @@ def _fit(
     cfg: SurrogateConfig,
     geometry: LineGeometry | None,
     context: tuple[torch.Tensor, torch.Tensor] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SurrogateFit:
     settings = settings.to(torch.float64)
     features = features.to(torch.float64)
@@ -308,6 +314,8 @@ def _fit(
             if err < best_err:
                 best_err = err
                 best_state = {k: v.clone() for k, v in model.state_dict().items()}
+            if progress is not None:
+                progress(step + 1, cfg.steps)
     assert best_state is not None
     model.load_state_dict(best_state)
     model.eval()

@@ -15,6 +15,7 @@ import io
 import math
 import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +28,15 @@ from labpgt.encoding import DEFAULT_SETTING
 from labpgt.errors import UserError
 from labpgt.reservoir import SETTING_NAMES, SETTING_UNITS, PhysicalReservoir, SettingBounds
 from labpgt.scheduler import PerturbationScheduler, plan_order
-from labpgt.storage import RunFile, ShotPlan
+from labpgt.storage import RunFile, RunFileWriteError, RunMetadata, ShotPlan, fixed_settings
 
 Progress = Callable[[int, int, float], None]
 """progress(shots_done, shots_total, instrument_time_s so far in this session)."""
 
+
+SNAPSHOT_INTERVAL_S = 10.0
+"""Wall time between two checks of the fixed settings during a run (a snapshot queries every
+control of every instrument, so not after every chunk)."""
 
 MAX_SWEEP_COUNT = 10**9
 """More points than this on one axis is certainly a typo (and would not fit anywhere)."""
@@ -244,10 +249,12 @@ class Preflight:
 
 
 # Bytes per shot in the file besides its trace: settings (3 x 8), two indices (2 x 8),
-# done (1), timestamp and instrument time (2 x 8). Per input: its settings (3 x 8).
-_FILE_BYTES_PER_SHOT = 24 + 16 + 1 + 16
+# done (1), timestamp and instrument time (2 x 8), and the NeXus view's shot index and
+# per-shot settings (4 x 8). Per input: its settings (3 x 8). Overhead: the structure,
+# plus the 16 settings-snapshot slots and the resume records (about 256 kB at most).
+_FILE_BYTES_PER_SHOT = 24 + 16 + 1 + 16 + 32
 _FILE_BYTES_PER_INPUT = 24
-_FILE_OVERHEAD_BYTES = 64 * 1024
+_FILE_OVERHEAD_BYTES = 64 * 1024 + 256 * 1024
 # In memory the shot list is built (plan) and then loaded back (run file): twice its
 # settings and indices, plus the sort keys of the inputs while planning.
 _MEMORY_BYTES_PER_SHOT = 2 * (24 + 16) + 1 + 16
@@ -357,8 +364,14 @@ def acquire(
     progress: Progress | None = None,
     identity: dict[str, Any] | None = None,
     allow_bench_change: bool = False,
+    metadata: RunMetadata | None = None,
+    snapshot_interval_s: float = SNAPSHOT_INTERVAL_S,
 ) -> RunFile:
     """Measure every shot not yet done into ``out``; returns the (closed) run file.
+
+    ``metadata`` (sample, operator, notes, key=values) goes into a new file. The settings
+    are snapshot at the start, every ``snapshot_interval_s`` of wall time (stored only when
+    a fixed setting changed) and at the end, also of an interrupted run.
 
     ``provenance`` (seed, command line, bench file, ...) joins the reservoir's
     snapshot in the file. ``identity`` (`bench_identity`) is recorded in a new
@@ -389,7 +402,8 @@ def acquire(
                 entry["shots_marked_again"] = redo
             run.add_resume(entry)
         except BaseException:
-            run.close()
+            with contextlib.suppress(UserError):
+                run.close()  # the first failure is the one to report
             raise
     else:
         if inputs is None:
@@ -409,17 +423,79 @@ def acquire(
             reservoir.frequency_hz,
             snapshot,
             [s.as_dict() for s in sweeps or []],
+            metadata,
         )
     try:
-        _measure(run, reservoir, chunk_shots, retries, progress)
-    except BaseException:
+        _measure(run, reservoir, chunk_shots, retries, progress, snapshot_interval_s)
+    except BaseException as exc:
+        # The settings at the end of a run cut short (Ctrl-C, an instrument fault); never
+        # after a failed write: HDF5 may no longer write metadata safely then.
+        if run.shots_done and not isinstance(exc, RunFileWriteError):
+            with contextlib.suppress(Exception):  # best effort: the failure matters more
+                _store_end(run, reservoir)
         with contextlib.suppress(UserError):
             run.close()  # the first failure is the one to report
         if not resume and run.shots_done == 0:
             Path(out).unlink(missing_ok=True)
         raise
+    try:
+        _store_end(run, reservoir)
+    except BaseException:
+        with contextlib.suppress(UserError):
+            run.close()
+        raise
     run.close()
     return run
+
+
+def _snapshot(reservoir: PhysicalReservoir) -> dict[str, Any]:
+    return {
+        "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "reservoir": reservoir.snapshot(),
+    }
+
+
+def _settings_or_none(reservoir: PhysicalReservoir) -> dict[str, Any] | None:
+    """`_snapshot`, or None when an instrument does not answer (the run goes on)."""
+    try:
+        return _snapshot(reservoir)
+    except Exception:  # any instrument or transport error: the snapshot is skipped
+        return None
+
+
+def _store_end(run: RunFile, reservoir: PhysicalReservoir) -> None:
+    snapshot = _settings_or_none(reservoir)
+    if snapshot is not None:
+        run.add_snapshot("end", snapshot)
+
+
+class _SettingsWatch:
+    """Re-reads the settings every ``interval_s`` and stores a snapshot when a fixed one moved."""
+
+    def __init__(self, run: RunFile, reservoir: PhysicalReservoir, interval_s: float) -> None:
+        self.run, self.reservoir, self.interval_s = run, reservoir, interval_s
+        last = run.snapshots()[-1]["snapshot"]
+        self.fixed = fixed_settings(last.get("reservoir", {}))
+        self.checked = time.monotonic()
+
+    def check(self, force: bool = False) -> bool:
+        """Snapshot if due (or ``force``); True when a change was stored.
+
+        Reading the settings is an observation, never a reason to stop: an instrument that
+        does not answer it is left to the next shot (which has its own retries).
+        """
+        if not force and time.monotonic() - self.checked < self.interval_s:
+            return False
+        snapshot = _settings_or_none(self.reservoir)
+        self.checked = time.monotonic()
+        if snapshot is None:
+            return False
+        fixed = fixed_settings(snapshot["reservoir"])
+        if fixed == self.fixed:
+            return False
+        self.run.add_snapshot("change", snapshot)
+        self.fixed = fixed
+        return True
 
 
 IDENTITY_KEYS = ("resources", "families", "idn", "sim", "calibration_sha256")
@@ -534,6 +610,7 @@ def _measure(
     chunk_shots: int,
     retries: int,
     progress: Progress | None,
+    snapshot_interval_s: float = SNAPSHOT_INTERVAL_S,
 ) -> None:
     if reservoir.frequency_hz.numel() != run.frequency_hz.numel() or not torch.allclose(
         reservoir.frequency_hz, run.frequency_hz, rtol=0, atol=1.0
@@ -543,6 +620,9 @@ def _measure(
             f"({run.frequency_hz.numel()} points); set the analyzer as in the first run"
         )
     scheduler = PerturbationScheduler(reservoir, retries=retries, chunk_size=chunk_shots)
+    watch = _SettingsWatch(run, reservoir, snapshot_interval_s) if run.has_nexus else None
+    if watch is not None and run.resumes:
+        watch.check(force=True)  # a resume: the bench may have been touched meanwhile
     todo = run.todo()
     total = run.shots_total
     done = run.shots_done
@@ -555,6 +635,8 @@ def _measure(
         if out.traces_dbm is None:
             raise UserError("this reservoir does not return traces; acquire needs them")
         run.write(index, out.traces_dbm, out.timestamps_s, out.instrument_time_s)
+        if watch is not None:
+            watch.check()
         done += index.size
         instrument_s += float(out.instrument_time_s.sum())
         if progress is not None:

@@ -15,16 +15,40 @@ Layout of one run file (all plain h5py; units in the names):
 /shots/timestamp_s     (M,)   float64  Unix time the trace was read (NaN until done)
 /shots/instrument_time_s (M,) float64  settle + sweep time of the shot, s (NaN until done)
 /traces_dbm            (M, P) float32  analyzer traces, dBm (NaN until done)
+/shots/shot_index      (M,)   int64    0 .. M-1, the dimension scale of every per-shot dataset
+/entry                 NeXus NXentry (@default "data"): start_time, end_time, program_name,
+                       sample (NXsample: name), user (NXuser: name), notes (NXnote),
+                       metadata (NXcollection of free key=value strings),
+                       snapshots (NXcollection: 16 preallocated slots json, reason,
+                       time_utc, shots_done for the settings snapshots taken at start,
+                       on any change of a fixed setting, and at end)
+/entry/data            NeXus NXdata, @signal "traces_dbm", @axes ["shot_index",
+                       "frequency_hz"]: hard links to /traces_dbm, /frequency_hz,
+                       /shots/shot_index, /shots/done, plus drive_hz, drive_dbm, bias_a
+                       (M,) the settings of each trace row (trace order)
 ```
+
+Every numeric dataset has a ``units`` attribute (UDUNITS spelling, "1" for counts and
+flags); /frequency_hz and /shots/shot_index are HDF5 dimension scales attached to the
+axes of /traces_dbm and the per-shot datasets. The root carries @NX_class NXroot and
+@default "entry", so NeXus viewers (silx, h5web) plot the traces against frequency.
+Files written before the NeXus part (no /entry) are read as before.
 
 The shot list is written at creation and never changes, so `--resume` only
 measures the shots whose ``done`` flag is false. Every dataset is allocated
-at creation (contiguous, early allocation): afterwards only raw data is
-written, never HDF5 metadata, so a killed writer cannot corrupt the file's
+at creation (contiguous, early allocation): afterwards the shots write only raw
+data, never HDF5 metadata, so a killed writer cannot corrupt the file's
 structure; ``done`` is set after the traces of a chunk and then the file is
 flushed, so a shot marked done always has its trace. The reverse does not hold:
 a writer killed between the two may leave a chunk's traces on disk with ``done``
-still false; `--resume` measures those shots again and overwrites them.
+still false; `--resume` measures those shots again and overwrites them. The
+settings snapshots and ``end_time`` go into fixed-size datasets allocated at creation
+too; only the JSON attributes of a resume (and of a failed shutdown) change the
+structure after creation, so the root carries few attributes to leave room for them.
+
+Readers open the file read-only without HDF5's file lock (`RunFile.open`), so a run can
+be read while acquire writes it; docs/data-format.md describes the file for readers
+without labpgt.
 """
 
 from __future__ import annotations
@@ -35,7 +59,7 @@ import errno
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +71,250 @@ from labpgt.errors import UserError
 from labpgt.reservoir import SETTING_NAMES
 
 FORMAT = "labpgt-acquire/1"
+"""The format string of every acquisition file. The NeXus part (/entry) is an addition: every
+path of the first layout is kept, so the string is unchanged and older files stay readable."""
+
+FORMAT_REVISION = 2
+"""Root attribute ``format_revision``: 2 = with the NeXus part and metadata (absent: 1)."""
+
+UNITS = {
+    "frequency_hz": "Hz",
+    "inputs": "Hz, dBm, A",
+    "traces_dbm": "dBm",
+    "settings": "Hz, dBm, A",
+    "input_index": "1",
+    "repeat_index": "1",
+    "shot_index": "1",
+    "done": "1",
+    "timestamp_s": "s",
+    "instrument_time_s": "s",
+    "drive_hz": "Hz",
+    "drive_dbm": "dBm",
+    "bias_a": "A",
+}
+"""The ``units`` attribute of each dataset, by name. A table of settings (columns drive_hz,
+drive_dbm, bias_a) carries "Hz, dBm, A" and a ``column_units`` attribute with one unit each."""
+
+SNAPSHOT_REASONS = ("start", "change", "end")
+
+RESUMES_BYTES = 8192
+"""Room for the resume records (about 20) in the fixed-length ``resumes`` attribute."""
+
+SNAPSHOT_SLOTS = 16
+"""Settings snapshots a run file holds: the start, up to 14 changes, the end. They are
+allocated when the file is created, so storing one during a run writes raw data only."""
+
+SNAPSHOT_MIN_BYTES = 4096
+"""Each snapshot slot holds at least this many bytes of JSON (twice the start snapshot's)."""
+
+
+@dataclass
+class RunMetadata:
+    """Who and what a run is about: sample, operator, notes and free key=value pairs."""
+
+    sample: str | None = None
+    operator: str | None = None
+    notes: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sample": self.sample,
+            "operator": self.operator,
+            "notes": self.notes,
+            "extra": dict(self.extra),
+        }
+
+
+_META_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+
+
+def parse_metadata(
+    sample: str | None, operator: str | None, notes: str | None, pairs: list[str]
+) -> RunMetadata:
+    """The metadata options of a command (--sample, --operator, --notes, --meta key=value)."""
+    extra: dict[str, str] = {}
+    for text in pairs:
+        key, sep, value = text.partition("=")
+        key = key.strip()
+        if not sep:
+            raise UserError(f"--meta {text!r}: expected key=value, e.g. --meta cryostat=K2")
+        if not _META_KEY.match(key):
+            raise UserError(
+                f"--meta {text!r}: the key must start with a letter or _ and hold only letters, "
+                "digits, _ . - (at most 64 characters)"
+            )
+        if key in extra:
+            raise UserError(f"--meta: key {key!r} is given twice")
+        if key in ("sample", "operator", "notes"):
+            raise UserError(f"--meta {key}=...: use --{key} for that")
+        extra[key] = value.strip()
+    for name, value in (("--sample", sample), ("--operator", operator), ("--notes", notes)):
+        if value is not None and "\0" in value:
+            raise UserError(f"{name}: holds a NUL character")
+    return RunMetadata(sample=sample, operator=operator, notes=notes, extra=extra)
+
+
+def text_dataset(group: h5py.Group, name: str, value: str) -> h5py.Dataset:
+    return group.create_dataset(name, data=value, dtype=h5py.string_dtype())
+
+
+def nx_group(parent: h5py.Group, name: str, nx_class: str) -> h5py.Group:
+    group = parent.create_group(name)
+    group.attrs["NX_class"] = nx_class
+    return group
+
+
+def _set_units(dataset: h5py.Dataset, name: str) -> None:
+    dataset.attrs["units"] = UNITS[name]
+    if dataset.ndim == 2 and name in ("inputs", "settings"):
+        dataset.attrs["column_names"] = list(SETTING_NAMES)
+        dataset.attrs["column_units"] = ["Hz", "dBm", "A"]
+
+
+def write_metadata(entry: h5py.Group, metadata: RunMetadata) -> None:
+    """Sample (NXsample), operator (NXuser), notes (NXnote), key=values (NXcollection)."""
+    if metadata.sample is not None:
+        text_dataset(nx_group(entry, "sample", "NXsample"), "name", metadata.sample)
+    if metadata.operator is not None:
+        text_dataset(nx_group(entry, "user", "NXuser"), "name", metadata.operator)
+    if metadata.notes is not None:
+        note = nx_group(entry, "notes", "NXnote")
+        text_dataset(note, "type", "text/plain")
+        text_dataset(note, "data", metadata.notes)
+    collection = nx_group(entry, "metadata", "NXcollection")
+    for key, value in metadata.extra.items():
+        text_dataset(collection, key, value)
+
+
+def _write_nexus(
+    h5: h5py.File, plan: ShotPlan, metadata: RunMetadata, snapshot: dict[str, Any]
+) -> None:
+    """The NeXus part of a new run file (see the module docstring); all at creation."""
+    m = plan.settings.shape[0]
+    # Few and short attributes on the root: its header must keep room for the resume
+    # records written later (an attribute that outgrows its header on a full disk
+    # cannot be written back safely).
+    h5.attrs["NX_class"] = "NXroot"
+    h5.attrs["default"] = "entry"
+    shots = h5["shots"]
+    _dataset(shots, "shot_index", np.arange(m, dtype=np.int64))
+    for name in ("frequency_hz", "inputs", "traces_dbm"):
+        _set_units(h5[name], name)
+    for name in shots:
+        _set_units(shots[name], name)
+    entry = nx_group(h5, "entry", "NXentry")
+    entry.attrs["default"] = "data"
+    entry.attrs["format_revision"] = FORMAT_REVISION
+    entry.attrs["metadata"] = json.dumps(metadata.as_dict())
+    program = text_dataset(entry, "program_name", "labpgt")
+    program.attrs["version"] = str(snapshot.get("labpgt_version"))
+    text_dataset(entry, "start_time", str(h5.attrs["created_utc"]))
+    # filled in when the run ends; allocated now (fixed length, like every later write)
+    _blank_text(entry, "end_time", (), _TIME_DTYPE)
+    text_dataset(entry, "title", f"labpgt acquire: {m} shots")
+    write_metadata(entry, metadata)
+    start_json = json.dumps(snapshot, default=_json_default).encode("utf-8")
+    slots = nx_group(entry, "snapshots", "NXcollection")
+    slot_bytes = max(SNAPSHOT_MIN_BYTES, 2 * len(start_json))
+    _blank_text(slots, "json", (SNAPSHOT_SLOTS,), np.dtype(f"S{slot_bytes}"))
+    _blank_text(slots, "reason", (SNAPSHOT_SLOTS,), np.dtype("S8"))
+    _blank_text(slots, "time_utc", (SNAPSHOT_SLOTS,), _TIME_DTYPE)
+    _empty(slots, "shots_done", (SNAPSHOT_SLOTS,), np.int64, -1)
+    slots["shots_done"].attrs["units"] = "1"
+    data = nx_group(entry, "data", "NXdata")
+    data.attrs["signal"] = "traces_dbm"
+    data.attrs["axes"] = ["shot_index", "frequency_hz"]
+    data.attrs["shot_index_indices"] = 0
+    data.attrs["frequency_hz_indices"] = 1
+    data["traces_dbm"] = h5["traces_dbm"]
+    data["frequency_hz"] = h5["frequency_hz"]
+    data["shot_index"] = shots["shot_index"]
+    data["done"] = shots["done"]
+    settings = plan.settings.to(torch.float64).numpy()
+    for col, name in enumerate(SETTING_NAMES):
+        _dataset(data, name, np.ascontiguousarray(settings[:, col]))
+        _set_units(data[name], name)
+        data.attrs[f"{name}_indices"] = 0
+    traces = h5["traces_dbm"]
+    traces.attrs["long_name"] = "analyzer power (dBm)"
+    traces.attrs["interpretation"] = "spectrum"  # each row is one spectrum (NeXus, silx)
+    shots["shot_index"].attrs["long_name"] = "shot (row of traces_dbm)"
+    h5["frequency_hz"].attrs["long_name"] = "analyzer frequency (Hz)"
+    h5["frequency_hz"].make_scale("frequency_hz")
+    shots["shot_index"].make_scale("shot_index")
+    traces.dims[0].attach_scale(shots["shot_index"])
+    traces.dims[1].attach_scale(h5["frequency_hz"])
+    per_shot = [shots[n] for n in shots if n != "shot_index"] + [data[n] for n in SETTING_NAMES]
+    for dataset in per_shot:
+        dataset.dims[0].attach_scale(shots["shot_index"])
+    _write_snapshot(h5, "start", snapshot, shots_done=0)
+
+
+_TIME_DTYPE = np.dtype("S32")
+
+
+def _blank_text(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """A fixed-length byte-string dataset, allocated now and written empty (HDF5's fill
+    value is not reliable for these through h5py)."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dataset = group.create_dataset(name, shape=shape, dtype=dtype, dcpl=dcpl)
+    dataset[...] = np.full(shape, b"", dtype=dtype)
+
+
+def _write_snapshot(
+    h5: h5py.File, reason: str, snapshot: dict[str, Any], shots_done: int
+) -> int | None:
+    """Store a snapshot in the next free slot (raw data only); its slot, or None when full.
+
+    The last slot is kept for the end: changes beyond the others are not stored.
+    """
+    group = h5["entry/snapshots"]
+    reasons = group["reason"][...]
+    free = np.flatnonzero(reasons == b"")
+    if free.size == 0 or (reason != "end" and free.size == 1):
+        return None
+    slot = int(free[0])
+    text = json.dumps(snapshot, default=_json_default).encode("utf-8")
+    limit = group["json"].dtype.itemsize
+    if len(text) > limit:  # not expected (twice the start's size); say so, never cut JSON
+        text = json.dumps({"error": f"snapshot of {len(text)} bytes exceeds the slot"}).encode()
+    group["json"][slot] = text
+    group["time_utc"][slot] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").encode()
+    group["shots_done"][slot] = shots_done
+    group["reason"][slot] = reason.encode()  # last: a slot with a reason is complete
+    return slot
+
+
+VARYING_SETTINGS = frozenset(
+    {
+        "frequency_hz",
+        "power_dbm",
+        "current_a",
+        "measured_current_a",
+        "measured_voltage_v",
+        "rf_on",
+        "output_on",
+    }
+)
+"""Instrument controls a run moves itself, not fixed settings: drive and bias shot by shot,
+their read-backs, and the outputs (switched on at the first shot, off at the end)."""
+
+
+def fixed_settings(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """``snapshot`` without the controls every shot changes (`VARYING_SETTINGS`).
+
+    Two snapshots whose fixed settings differ mean that something was changed by hand
+    (or by a reconnect) during the run: RBW, span, output state, compliance, ...
+    """
+    out = json.loads(json.dumps(snapshot, default=_json_default))
+    bench = out.get("bench") if isinstance(out.get("bench"), dict) else {}
+    for role in bench.values():
+        if isinstance(role, dict) and isinstance(role.get("settings"), dict):
+            for key in VARYING_SETTINGS:
+                role["settings"].pop(key, None)
+    return out
 
 
 @dataclass
@@ -63,8 +331,12 @@ class ShotPlan:
     """(M,) int64 repeat number per shot."""
 
 
-def _fapl() -> h5py.h5p.PropFAID:
+def _fapl(*, locking: bool = True) -> h5py.h5p.PropFAID:
     """File access: no sieve buffer, so a failed write of traces fails the write call.
+
+    ``locking=False`` (read-only opens) skips HDF5's file lock, so `labpgt show`, `labpgt runs`
+    and viewers can read a run while acquire writes it: the writer changes only raw data
+    between flushes, so every flushed shot is consistent.
 
     With HDF5's default 64 kB sieve buffer a chunk's traces may wait in memory until
     the dataset is closed; a write failing then (disk full) is only reported to
@@ -75,6 +347,8 @@ def _fapl() -> h5py.h5p.PropFAID:
     fapl.set_libver_bounds(h5py.h5f.LIBVER_EARLIEST, h5py.h5f.LIBVER_LATEST)
     fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
     fapl.set_sieve_buf_size(0)
+    if not locking:
+        fapl.set_file_locking(False, True)
     return fapl
 
 
@@ -144,8 +418,13 @@ class RunFile:
         frequency_hz: torch.Tensor,
         snapshot: dict[str, Any],
         sweeps: list[dict[str, Any]] | None = None,
+        metadata: RunMetadata | None = None,
     ) -> RunFile:
-        """Create a new run file; refuses to overwrite an existing one."""
+        """Create a new run file; refuses to overwrite an existing one.
+
+        ``snapshot`` is stored as the root attribute and as the "start" settings snapshot;
+        ``metadata`` (sample, operator, notes, key=values) goes to /entry.
+        """
         path = Path(path)
         if path.exists():
             raise UserError(
@@ -163,7 +442,9 @@ class RunFile:
             h5.attrs["created_utc"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
             h5.attrs["snapshot"] = json.dumps(snapshot, default=_json_default)
             h5.attrs["sweeps"] = json.dumps(sweeps or [])
-            h5.attrs["resumes"] = json.dumps([])
+            # Fixed length, padded with blanks (still valid JSON): a resume rewrites it in
+            # place, so recording one on a full disk never has to grow the root's header.
+            h5.attrs.create("resumes", np.bytes_("[]".ljust(RESUMES_BYTES)))
             h5.attrs["setting_names"] = json.dumps(list(SETTING_NAMES))
             _dataset(h5, "frequency_hz", frequency_hz.to(torch.float64).numpy())
             _dataset(h5, "inputs", plan.inputs.to(torch.float64).numpy())
@@ -175,6 +456,7 @@ class RunFile:
             _empty(shots, "timestamp_s", (m,), np.float64, np.nan)
             _empty(shots, "instrument_time_s", (m,), np.float64, np.nan)
             _empty(h5, "traces_dbm", (m, p), np.float32, np.nan)
+            _write_nexus(h5, plan, metadata or RunMetadata(), snapshot)
             h5.flush()
         except BaseException as exc:
             with contextlib.suppress(Exception):
@@ -206,16 +488,34 @@ class RunFile:
             raise UserError(f"{path} is not an HDF5 file ({size} bytes); not a labpgt run file")
         try:
             flags = h5py.h5f.ACC_RDWR if writable else h5py.h5f.ACC_RDONLY
-            h5 = h5py.File(h5py.h5f.open(os.fsencode(path), flags, fapl=_fapl()))
+            fapl = _fapl(locking=writable)
+            h5 = h5py.File(h5py.h5f.open(os.fsencode(path), flags, fapl=fapl))
         except OSError as exc:
+            if "truncated file" in str(exc):
+                raise UserError(
+                    f"{path} is a half-written or truncated HDF5 file ({size} bytes on disk, "
+                    "less than its header says); it cannot be read"
+                ) from None
             raise UserError(f"cannot open {path} as HDF5: {write_failure(exc)}") from None
         try:
             fmt = h5.attrs.get("format")
         except (OSError, KeyError, TypeError) as exc:
             h5.close()
             raise UserError(f"{path} is a damaged run file: {_one_line(exc)}") from None
+        if isinstance(fmt, bytes):
+            fmt = fmt.decode("utf-8", "replace")
         if fmt != FORMAT:
             h5.close()
+            if isinstance(fmt, str) and fmt.startswith("labpgt-acquire/"):
+                raise UserError(
+                    f"{path} was written by another labpgt version (format {fmt!r}); this "
+                    f"version reads {FORMAT!r}"
+                )
+            if isinstance(fmt, str) and fmt.startswith("labpgt-calibration/"):
+                raise UserError(
+                    f"{path} is a calibration file, not a labpgt acquisition file: "
+                    "`labpgt runs` lists it, `labpgt train --calibration` uses it"
+                )
             raise UserError(f"{path} is not a labpgt acquisition file (format {FORMAT!r})")
         return cls(path, h5)
 
@@ -255,7 +555,7 @@ class RunFile:
     def _guarded(self, fn: Any) -> Any:
         try:
             return fn()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RuntimeError) as exc:
             if not _is_write_failure(exc):
                 raise
             raise RunFileWriteError(
@@ -336,7 +636,12 @@ class RunFile:
         text = json.dumps(resumes, default=_json_default)
 
         def store() -> None:
-            self.h5.attrs["resumes"] = text
+            stored = self.h5.attrs.get("resumes")
+            size = stored.dtype.itemsize if isinstance(stored, np.bytes_) else 0
+            if len(text.encode("utf-8")) <= size:  # in place, no new file structure
+                self.h5.attrs.modify("resumes", np.bytes_(text.encode("utf-8").ljust(size)))
+            else:
+                self.h5.attrs["resumes"] = text
             self.h5.flush()
 
         self._guarded(store)
@@ -355,6 +660,62 @@ class RunFile:
             self.h5.flush()
 
         self._guarded(store)
+
+    @property
+    def has_nexus(self) -> bool:
+        """True for a file with the NeXus part (format revision 2 and later)."""
+        return isinstance(self.h5.get("entry/snapshots/reason"), h5py.Dataset)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Sample, operator, notes and the free key=values ({} for a file without them)."""
+        try:
+            raw = self.h5["entry"].attrs.get("metadata", "{}") if "entry" in self.h5 else "{}"
+            value = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+        except (OSError, TypeError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        """The settings snapshots in order: {slot, reason, time_utc, shots_done, snapshot}."""
+        if not self.has_nexus:
+            return [{"slot": 0, "reason": "start", "shots_done": 0, "snapshot": self.snapshot}]
+        group = self.h5["entry/snapshots"]
+        reasons = group["reason"][...]
+        out = []
+        for slot in np.flatnonzero(reasons != b""):
+            out.append(
+                {
+                    "slot": int(slot),
+                    "reason": reasons[slot].decode(),
+                    "time_utc": group["time_utc"][slot].decode(),
+                    "shots_done": int(group["shots_done"][slot]),
+                    "snapshot": json.loads(group["json"][slot].decode("utf-8")),
+                }
+            )
+        return out
+
+    def add_snapshot(self, reason: str, snapshot: dict[str, Any]) -> bool:
+        """Store a settings snapshot ("change" of a fixed setting, or "end") and flush.
+
+        Raw data only, into slots allocated at creation (a full disk cannot damage the
+        file's structure); False when no slot is left (changes past the 14th). A file
+        without the NeXus part (an older labpgt's) gets none: its layout is left as it was.
+        """
+        if reason not in SNAPSHOT_REASONS:
+            raise ValueError(f"snapshot reason {reason!r} not in {SNAPSHOT_REASONS}")
+        if not self.has_nexus:
+            return False
+
+        def store() -> bool:
+            stored = _write_snapshot(self.h5, reason, snapshot, self.shots_done) is not None
+            if reason == "end":
+                stamp = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+                self.h5["entry/end_time"][()] = stamp.encode()
+            self.h5.flush()
+            return stored
+
+        return bool(self._guarded(store))
 
     def traces(self) -> torch.Tensor:
         return torch.from_numpy(self.h5["traces_dbm"][...])
@@ -407,10 +768,11 @@ _CAUSES = {
 
 
 def _is_write_failure(exc: BaseException) -> bool:
-    """An OSError, or the ValueError h5py raises when HDF5's own file write failed."""
+    """An OSError, or the ValueError (RuntimeError from a flush of metadata) that h5py raises
+    when HDF5's own file write failed."""
     if isinstance(exc, OSError):
         return True
-    return isinstance(exc, ValueError) and bool(
+    return isinstance(exc, ValueError | RuntimeError) and bool(
         _ERRNO.search(str(exc)) or "write failed" in str(exc)
     )
 

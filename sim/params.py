@@ -1,4 +1,4 @@
-"""Every number of the simulated ring, with its unit in its name (RING_PHYSICS.md defaults).
+"""Every number of the simulated ring, with its unit in its name (docs/ring-physics.md).
 
 A lab fits these to its own ring; the model reads them and nothing else. The
 model is frozen so one `RingParams` can be shared by many `RingModel`s safely.

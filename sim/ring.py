@@ -7,7 +7,7 @@ drift and the analyzer noise, all driven by one seeded `torch.Generator`.
 
 The physics lives in `sim.dispersion` (field, MSSW band, loop phase, losses, eigenmodes),
 `sim.competition` (gain saturation and mode competition), `sim.injection` (locking,
-pulling, idlers) and `sim.spectrum` (the analyzer display). docs/physics.md explains it.
+pulling, idlers) and `sim.spectrum` (the analyzer display). docs/ring-physics.md explains it.
 """
 
 from __future__ import annotations

@@ -406,8 +406,8 @@ def test_a_sweep_too_large_is_refused_with_the_numbers_before_any_allocation(
         "bias_a=0:2:300000", "--out", str(out),
     )  # fmt: skip
     assert code == 2
-    assert "pre-flight: 60000000000 shots x 1001 points: file 245 TB" in err
-    assert "error: the run file would need 245 TB" in err and "free" in err
+    assert "pre-flight: 60000000000 shots x 1001 points: file 247 TB" in err
+    assert "error: the run file would need 247 TB" in err and "free" in err
     assert not out.exists()
     code, err = _cli(capsys, "acquire", "--sweep", "drive_hz=2.0e9:2.3e9:6", "--no-noise",
                      "--out", str(out))  # fmt: skip

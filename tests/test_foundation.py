@@ -14,7 +14,7 @@ from labpgt.reservoir import SETTING_NAMES, SettingBounds
 
 
 def test_grid_sweep_time_follows_span_over_rbw_squared():
-    # 50 MHz span at 100 kHz RBW ≈ 12.5 ms; 5 MHz at 2 kHz ≈ 3 s (RING_PHYSICS.md)
+    # 50 MHz span at 100 kHz RBW ≈ 12.5 ms; 5 MHz at 2 kHz ≈ 3 s (docs/ring-physics.md)
     assert AnalyzerGrid(center_hz=2.1e9, span_hz=50e6, rbw_hz=100e3).sweep_time_s == pytest.approx(
         12.5e-3
     )

@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
-    # Without standalone mode the CLI layer returns exit codes (e.g. 130 after Ctrl-C).
+    # Without standalone mode the CLI layer returns exit codes (e.g. 130 after Ctrl-C, which
+    # it swallows without a word: say it was heard).
     if isinstance(code, int) and code != 0:
+        if code == 130:
+            err_console.print(Text("interrupted (Ctrl-C): stopped", style="yellow"))
         sys.exit(code)

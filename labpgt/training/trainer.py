@@ -182,6 +182,28 @@ def _seed_all(seed: int) -> None:
     random.seed(seed)
 
 
+def planned_steps(
+    n: int,
+    batch_size: int,
+    epochs: int,
+    cost_of: Callable[[int], int],
+    max_queries: int | None,
+) -> int:
+    """Optimizer steps a run takes: every batch of every epoch, or until the next step would
+    pass ``max_queries`` (``cost_of(batch rows)`` queries each), as the training loop stops."""
+    sizes = [min(batch_size, n - start) for start in range(0, n, batch_size)]
+    if max_queries is None:
+        return epochs * len(sizes)
+    spent = steps = 0
+    for _ in range(epochs):
+        for size in sizes:
+            cost = cost_of(size)
+            if spent + cost > max_queries:
+                return steps
+            spent, steps = spent + cost, steps + 1
+    return steps
+
+
 def check_budget(config: TrainConfig, est: GradientEstimator) -> int:
     """Queries of one full step; refuse a --max-queries budget that cannot pay for one."""
     m = len(config.driven)
@@ -384,8 +406,19 @@ def _loop(
     total = epochs * steps_per_epoch
     if config.max_queries is not None:
         full_cost = check_budget(config, est)
-        total = min(total, config.max_queries // full_cost)
-    hooks.on_start(total, counters.steps)
+        total = min(total, config.max_queries // full_cost)  # the learning-rate schedule's
+    # The steps the run will take (a short last batch costs less than a full one, so a
+    # budget pays for more steps than max_queries // full_cost): what the bar counts to.
+    hooks.on_start(
+        planned_steps(
+            n,
+            config.batch_size,
+            epochs,
+            lambda size: est.queries_per_step(size, config.channels, len(config.driven)),
+            config.max_queries,
+        ),
+        counters.steps,
+    )
     every_s = None if config.checkpoint_every_min is None else 60.0 * config.checkpoint_every_min
     for epoch in range(start_epoch + 1, epochs + 1):
         t0_wall, t0_inst = time.perf_counter(), backend.instrument_time_s

@@ -14,10 +14,10 @@ from typing import Any
 import torch
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from labpgt.cli.bench import check_bench_file, open_reservoir
+from labpgt.cli.progress import advance_to, make_progress, new_task
 from labpgt.errors import MeasurementError, UserError
 from labpgt.features import FeatureSpec
 from labpgt.live.launch import LIVE_OPTION, start_live_view
@@ -96,6 +96,12 @@ def acquire_command(
     ),
     chunk: int = typer.Option(32, "--chunk", min=1, hidden=True, help="Shots per flush."),
     live: bool = LIVE_OPTION,
+    sample: str | None = typer.Option(None, "--sample", help="Sample measured (run metadata)."),
+    operator: str | None = typer.Option(None, "--operator", help="Who ran it (run metadata)."),
+    notes: str | None = typer.Option(None, "--notes", help="Free text notes (run metadata)."),
+    meta: list[str] = typer.Option(
+        [], "--meta", help="Free run metadata as key=value (repeatable), e.g. --meta cryostat=K2."
+    ),
 ) -> None:
     """Record analyzer traces for every setting (and repeat) into an HDF5 file."""
     from labpgt.acquire import (
@@ -108,8 +114,14 @@ def acquire_command(
         read_inputs_csv,
     )
     from labpgt.instruments.bench import ShutdownError
-    from labpgt.storage import RunFile
+    from labpgt.storage import RunFile, parse_metadata
 
+    metadata = parse_metadata(sample, operator, notes, meta)
+    if resume and (sample or operator or notes or meta):
+        raise UserError(
+            "--sample/--operator/--notes/--meta describe a new run; the file being resumed "
+            "keeps the metadata it was created with"
+        )
     if inputs is not None and sweep:
         raise UserError("--inputs and --sweep exclude each other: give one")
     if inputs is None and not sweep and not resume:
@@ -145,6 +157,7 @@ def acquire_command(
             if not allow_bench_change:
                 check_identity(run, bench_identity(None, bench_cfg=cfg, embedded=embedded), False)
             todo = int(run.todo().size)
+            planned_total, planned_done = run.shots_total, run.shots_done
             plan = preflight(
                 todo,
                 1,
@@ -180,6 +193,7 @@ def acquire_command(
         )
         console.print(Text(plan.describe()), highlight=False, soft_wrap=True)
         plan.check()  # refused with the numbers before anything is allocated
+        planned_total, planned_done = n_inputs * repeats, 0
         if sweeps:
             settings = grid_inputs(sweeps)
         assert settings is not None
@@ -193,25 +207,12 @@ def acquire_command(
     }
     if live:
         start_live_view(out, "acquire")
-    progress = Progress(
-        TextColumn("[bold]acquire"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("shots"),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
-    bar = progress.add_task("acquire", total=None, info="")
-    state: dict[str, Any] = {"start_done": None}
+    progress = make_progress(console)
+    # The total is known now (the pre-flight counted it): the bar never shows 0/?.
+    bar = new_task(progress, "acquire", planned_total, completed=planned_done)
 
     def report(done: int, total: int, instrument_s: float) -> None:
-        if state["start_done"] is None:
-            state["start_done"] = done
-        measured = done - state["start_done"]
-        eta = (total - done) * instrument_s / measured if measured else float("nan")
-        info = f"instrument {instrument_s:7.1f} s  ETA {eta:7.1f} s (instrument time)"
-        progress.update(bar, completed=done, total=total, info=info)
+        advance_to(progress, bar, done, total, instrument_s=instrument_s)
 
     from labpgt.acquire import acquire
 
@@ -245,9 +246,10 @@ def acquire_command(
                         progress=report,
                         identity=identity,
                         allow_bench_change=allow_bench_change,
+                        metadata=metadata,
                     )
             except KeyboardInterrupt:
-                interrupted = True
+                interrupted = True  # the bench's handler has said so on screen already
             except MeasurementError as exc:
                 raise UserError(_kept(out, exc)) from None
     except ShutdownError as exc:

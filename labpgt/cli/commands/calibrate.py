@@ -11,10 +11,12 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from labpgt.cli.bench import open_reservoir
+from labpgt.cli.progress import advance_to, make_progress, new_task
+from labpgt.cli.tables import print_table
 from labpgt.errors import MeasurementError, UserError
 from labpgt.features import FeatureSpec
 from labpgt.live.launch import LIVE_OPTION, start_live_view
@@ -76,16 +78,8 @@ def _open_reservoir(
         yield reservoir
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.fields[stage]:<18}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("shots"),
-        TextColumn("instrument {task.fields[instrument_s]:7.1f} s"),
-        TimeElapsedColumn(),
-        console=console,
-    )
+FIT_STAGES = ("surrogate fit",)
+"""Stages that count fit steps on this computer, not shots on the bench."""
 
 
 def calibrate_command(
@@ -152,8 +146,17 @@ def calibrate_command(
         help="Embedded bench: gain step before measuring, dB.",
     ),
     live: bool = LIVE_OPTION,
+    sample: str | None = typer.Option(None, "--sample", help="Sample measured (run metadata)."),
+    operator: str | None = typer.Option(None, "--operator", help="Who ran it (run metadata)."),
+    notes: str | None = typer.Option(None, "--notes", help="Free text notes (run metadata)."),
+    meta: list[str] = typer.Option(
+        [], "--meta", help="Free run metadata as key=value (repeatable), e.g. --meta cryostat=K2."
+    ),
 ) -> None:
     """Calibrate the ring (--out), or check a calibration for drift (--check)."""
+    from labpgt.storage import parse_metadata
+
+    metadata = parse_metadata(sample, operator, notes, meta)
     if (out is None) == (check is None):
         raise UserError("give exactly one of --out calib.h5 (calibrate) or --check calib.h5")
     if grid not in GRIDS:
@@ -175,6 +178,8 @@ def calibrate_command(
         "fast_sim": fast_sim,
     }
     if check is not None:
+        if sample or operator or notes or meta:
+            raise UserError("--sample/--operator/--notes/--meta go with --out (a new calibration)")
         _check(check, bench, tolerance_mhz, tolerance_db, sim)
         return
     assert out is not None
@@ -190,6 +195,7 @@ def calibrate_command(
         sim,
         surrogate,
         window,
+        metadata,
     )
 
 
@@ -209,6 +215,7 @@ def _calibrate(
     sim: dict,
     surrogate_kind: str = "grey-box",
     window: str = "calm",
+    metadata: object = None,
 ) -> None:
     from labpgt.calibration.feature_maps import choose_map
     from labpgt.calibration.plan import CalibrationPlan
@@ -231,13 +238,22 @@ def _calibrate(
         "surrogate_kind": surrogate_kind,
         "window": window,
     }
-    progress = _progress()
+    progress = make_progress(console)
     tasks: dict[str, int] = {}
 
     def report(stage: str, done: int, total: int, instrument_s: float) -> None:
+        fit = stage in FIT_STAGES
         if stage not in tasks:
-            tasks[stage] = progress.add_task(stage, total=total, stage=stage, instrument_s=0.0)
-        progress.update(tasks[stage], completed=done, total=total, instrument_s=instrument_s)
+            tasks[stage] = new_task(
+                progress,
+                f"{stage:<18}",
+                total,
+                unit="steps" if fit else "shots",
+                instrument_s=None if fit else 0.0,
+            )
+        advance_to(
+            progress, tasks[stage], done, total, **({} if fit else {"instrument_s": instrument_s})
+        )
 
     with _open_reservoir(bench, features=features, **_sim_kwargs(sim)) as reservoir:
         try:
@@ -250,10 +266,17 @@ def _calibrate(
                     surrogate_kind=surrogate_kind,
                     window=window,
                 )
-            maps = _assess_maps(reservoir, features)
+                maps_task = new_task(
+                    progress, f"{'feature maps':<18}", 1, unit="walk", instrument_s=None
+                )
+                maps = _assess_maps(reservoir, features)
+                advance_to(progress, maps_task, 1)
         except MeasurementError as exc:
             raise UserError(f"calibration failed: {exc}") from None
-    save_calibration(result, out, provenance=provenance)
+    from labpgt.storage import RunMetadata
+
+    assert metadata is None or isinstance(metadata, RunMetadata)
+    save_calibration(result, out, provenance=provenance, metadata=metadata)
     _store_maps(out, maps, features)
     s = summary_of(result)
     table = Table(title=f"calibration → {out}")
@@ -318,7 +341,7 @@ def _calibrate(
     rows.append(("feature map chosen by the measurements", chosen.name))
     for k, v in rows:
         table.add_row(k, v)
-    Console().print(table)
+    print_table(Console(), table)
     maps_table = Table(title="feature maps, measured on one walk of the drive frequency")
     for col in ("map", "smoothness", "SNR dB", "rank", "diversity"):
         maps_table.add_column(col, justify="left" if col == "map" else "right")
@@ -330,12 +353,15 @@ def _calibrate(
             f"{a.rank}/{a.features}",
             f"{a.diversity:.2f}",
         )
-    Console().print(maps_table)
+    print_table(Console(), maps_table)
     if plots:
         from labpgt.calibration.plots import write_plots
 
-        paths = write_plots(result, out.with_name(out.stem + "_plots"))
-        console.print("plots: " + ", ".join(str(p) for p in paths))
+        with make_progress(console) as plot_progress:  # about 2 s: matplotlib, three figures
+            task = new_task(plot_progress, "plots", None, unit="", instrument_s=None)
+            paths = write_plots(result, out.with_name(out.stem + "_plots"))
+            advance_to(plot_progress, task, len(paths), len(paths))
+        console.print(Text("plots: " + ", ".join(str(p) for p in paths)), highlight=False)
 
 
 def _assess_maps(reservoir: object, in_use: FeatureSpec) -> list:

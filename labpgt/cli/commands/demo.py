@@ -19,6 +19,7 @@ import typer
 from rich.table import Table
 
 from labpgt.cli.commands.train import console, run_training, summary_table, write_summary
+from labpgt.cli.tables import print_table
 from labpgt.training.config import make_config
 
 DEMO_OUT = "runs/demo"
@@ -45,7 +46,7 @@ def demo_command(
     t0 = time.perf_counter()
     result = run_training(config, resume=False, overwrite=True)
     write_summary(result)
-    console.print(summary_table(result))
+    print_table(console, summary_table(result))
     ring_s = time.perf_counter() - t0
     console.print("yardsticks: the same-shape digital network and logistic regression…")
     digital = run_training(
@@ -69,7 +70,7 @@ def demo_command(
     ]
     for label, acc in rows:
         table.add_row(label, f"{100 * acc:.1f}")
-    console.print(table)
+    print_table(console, table)
     console.print(
         f"demo finished in {time.perf_counter() - t0:.0f} s (ring run {ring_s:.0f} s); curves, "
         f"metrics and checkpoints in {result.out_dir}/",

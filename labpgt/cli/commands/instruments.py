@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from labpgt.cli.bench import check_utf8
+from labpgt.cli.tables import print_table
 from labpgt.errors import UserError
 from labpgt.instruments.bench_file import load_bench
 from labpgt.instruments.check import CheckResult, check_bench
@@ -73,7 +74,7 @@ def check(
         results = check_bench(cfg)
     except InstrumentsError as exc:
         raise UserError(str(exc)) from None
-    Console().print(_table(results))
+    print_table(Console(), _table(results))
     problems = []
     for r in results:
         if r.failure:

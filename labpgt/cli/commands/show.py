@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from labpgt.cli.tables import print_table
 from labpgt.errors import UserError
 from labpgt.reservoir import SETTING_NAMES
 from labpgt.storage import RunFile, write_failure
@@ -21,6 +22,9 @@ console = Console()
 _MAX_PANELS = 6
 _DISPLAY = {"drive_hz": (1e-9, "GHz"), "drive_dbm": (1.0, "dBm"), "bias_a": (1.0, "A")}
 """Scale and unit each setting is shown in."""
+_LABEL = {"drive_hz": "drive frequency", "drive_dbm": "drive power", "bias_a": "bias current"}
+_MAX_CURVES = 6
+"""At most this many settings on a panel: one curve each; more make a heat map."""
 
 
 def _fmt(name: str, value: float) -> str:
@@ -82,6 +86,22 @@ def summarise(run: RunFile) -> None:
     for key in ("labpgt_version", "seed", "command_line", "time_utc", "bench_file"):
         if snap.get(key) is not None:
             table.add_row(key, Text(str(snap[key])))
+    meta = run.metadata
+    for key in ("sample", "operator", "notes"):
+        if meta.get(key):
+            table.add_row(key, Text(str(meta[key])))
+    extra = _dict(meta.get("extra"))
+    if extra:
+        table.add_row("metadata", Text(", ".join(f"{k}={v}" for k, v in extra.items())))
+    if run.has_nexus:
+        snaps = run.snapshots()
+        changes = [s for s in snaps if s["reason"] == "change"]
+        text = f"{len(snaps)} ({', '.join(s['reason'] for s in snaps)})"
+        if changes:
+            text += "; a fixed setting changed after shot " + ", ".join(
+                str(s["shots_done"]) for s in changes
+            )
+        table.add_row("settings snapshots", Text(text))
     resumes = run.resumes
     if resumes:
         table.add_row("resumed", Text(json.dumps(resumes)[:2000]))
@@ -90,7 +110,7 @@ def summarise(run: RunFile) -> None:
         table.add_row(Text("SHUTDOWN FAILED", style="bold red"), Text(str(failures)[:2000]))
     todo = run.todo()
     table.add_row("missing shots", "none" if todo.size == 0 else _ranges(todo.tolist()))
-    console.print(table)
+    print_table(console, table)
 
 
 def _axes(run: RunFile) -> tuple[int, int | None]:
@@ -124,7 +144,7 @@ def plot(run: RunFile, path: Path) -> None:
     panels = [None] if panel_col is None else list(np.unique(inputs[:, panel_col]))
     shown = panels[:_MAX_PANELS]
     fig, axes = plt.subplots(
-        1, len(shown), figsize=(5 * len(shown), 4.5), squeeze=False, constrained_layout=True
+        1, len(shown), figsize=(max(7.0, 5 * len(shown)), 5), squeeze=False, constrained_layout=True
     )
     f_ghz = run.frequency_hz.numpy() / 1e9
     y_name = SETTING_NAMES[y_col]
@@ -132,22 +152,36 @@ def plot(run: RunFile, path: Path) -> None:
     finite = mean[np.isfinite(mean)]
     vmin, vmax = np.percentile(finite, [1, 99.9]) if finite.size else (-100.0, 0.0)
     image = None
+    y_label = f"{_LABEL[y_name]} ({y_unit})"
     for ax, value in zip(axes[0], shown, strict=True):
         rows = (
             np.arange(n_inputs) if value is None else np.flatnonzero(inputs[:, panel_col] == value)
         )
         rows = rows[np.argsort(inputs[rows, y_col], kind="stable")]
         y = inputs[rows, y_col] * y_scale
-        image = ax.pcolormesh(
-            f_ghz, y, mean[rows], shading="nearest", cmap="magma", vmin=vmin, vmax=vmax
-        )
+        if rows.size <= _MAX_CURVES:
+            # a handful of settings: their spectra as curves (a heat map would be a strip)
+            for i, row in enumerate(rows):
+                label = f"{_LABEL[y_name]} {y[i]:.6g} {y_unit}"
+                ax.plot(f_ghz, mean[row], lw=0.9, label=label)
+            ax.set_ylabel("analyzer power (dBm)")
+            ax.legend(fontsize=8, loc="upper right")
+            ax.grid(alpha=0.3)
+        else:
+            image = ax.pcolormesh(
+                f_ghz, y, mean[rows], shading="nearest", cmap="magma", vmin=vmin, vmax=vmax
+            )
+            ax.set_ylabel(y_label)
         ax.set_xlabel("analyzer frequency (GHz)")
-        ax.set_ylabel(f"{y_name} ({y_unit})")
         if value is not None:
-            ax.set_title(f"{SETTING_NAMES[panel_col]} = {_fmt(SETTING_NAMES[panel_col], value)}")
+            name = SETTING_NAMES[panel_col]
+            ax.set_title(f"{_LABEL[name]} {_fmt(name, value)}")
     if image is not None:
-        fig.colorbar(image, ax=axes[0].tolist(), label="power (dBm)")
-    title = f"{run.path.name}: {run.shots_done}/{run.shots_total} shots"
+        fig.colorbar(image, ax=axes[0].tolist(), label="analyzer power (dBm)")
+    title = (
+        f"{run.path.name}: mean spectrum per setting\n(repeats averaged in dB; "
+        f"{run.shots_done}/{run.shots_total} shots measured)"
+    )
     if len(panels) > len(shown):
         title += f" (first {len(shown)} of {len(panels)} panels)"
     fig.suptitle(title)

@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from labpgt.cli.commands.sim import sim_app
+from labpgt.cli.tables import print_table
 from labpgt.errors import UserError
 from labpgt.instruments.bench_file import bench_config_from_resources, dump_bench
 from labpgt.instruments.errors import InstrumentsError
@@ -142,7 +143,7 @@ def _announce(console: Console, vb: VirtualBench, realtime: bool, seed: int, par
     families = vb.families
     for role, resource in vb.resources.items():
         table.add_row(role, families[role], resource)
-    console.print(table)
+    print_table(console, table)
     # One plain line per resource, easy to copy or to parse from a script.
     for role, resource in vb.resources.items():
         console.print(f"{role}: {resource}", highlight=False, soft_wrap=True)

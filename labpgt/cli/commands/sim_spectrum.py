@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from labpgt.cli.tables import print_table
 from labpgt.errors import UserError
 from labpgt.reservoir import SettingBounds
 from labpgt.sim.grid import AnalyzerGrid
@@ -61,7 +62,7 @@ def spectrum(
         f"{ring.mode_spacing_hz(bias_a) / 1e6:.3f} MHz; noise floor {floor_dbm:.1f} dBm; "
         f"sweep {trace.sweep_time_s * 1e3:.2f} ms"
     )
-    console.print(_line_table(lines, drive_hz, rf_off, floor_dbm, top))
+    print_table(console, _line_table(lines, drive_hz, rf_off, floor_dbm, top))
     if plot is not None:
         _plot(trace.frequency_hz, trace.power_dbm[0], drive_hz, rf_off, bias_a, drive_dbm, plot)
         console.print(f"plot written to {plot}")

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from labpgt.cli.tables import print_table
 from labpgt.errors import UserError
 
 console = Console()
@@ -139,7 +140,7 @@ def study_command(
         )
         q = "-" if e["queries_to_target"] is None else f"{e['queries_to_target']:,.0f}"
         table.add_row(e["label"], acc, "-" if e["lr"] is None else f"{e['lr']:g}", q)
-    console.print(table)
+    print_table(console, table)
     if docs is not None:
         figure = docs.parent / "img" / f"results_{spec.name}.png"
         plot(summary, figure)

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from labpgt.cli.bench import check_bench_file, check_calibration_file
+from labpgt.cli.progress import advance_to, make_progress, new_task
+from labpgt.cli.tables import print_table
 from labpgt.errors import UserError
 from labpgt.live.launch import LIVE_OPTION, start_live_view
 from labpgt.storage import write_failure
@@ -96,38 +91,51 @@ def run_training(
         for path in [*out.glob("checkpoint-step*.pt"), out / "best.pt"]:
             path.unlink(missing_ok=True)
 
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=quiet,
+    progress = make_progress(console, disable=quiet)
+    # Until the trainer knows its step count (bench opened, baseline readout fitted) a
+    # pulsing bar says what is going on, never a count of "0/?".
+    preparing = new_task(
+        progress, "preparing (bench, baseline readout)", None, unit="", instrument_s=None
     )
-    bar = progress.add_task(f"train {config.method}", total=None, info="")
-    last = {"epoch": "-", "acc": "val acc -"}
+    bar: dict[str, Any] = {}
+    last = {"figures": "val acc -"}
+
+    def on_start(total: int, done: int) -> None:
+        progress.update(preparing, total=1, completed=1, visible=False)
+        # instrument_s counts from the run's start (a resume included): start_count 0
+        bar["id"] = new_task(
+            progress, f"train {config.method}", total, unit="steps", completed=done
+        )
+        progress.update(bar["id"], start_count=0)
 
     def on_step(info: dict[str, float]) -> None:
-        progress.update(
-            bar,
-            advance=1,
-            info=f"epoch {int(info['epoch'])} loss {info['loss']:.3f} {last['acc']} "
-            f"queries {int(info['queries'])} instr {info['instrument_time_s']:.1f} s",
+        task_id = bar["id"]
+        done = progress.tasks[[t.id for t in progress.tasks].index(task_id)].completed + 1
+        advance_to(
+            progress,
+            task_id,
+            done,
+            instrument_s=info["instrument_time_s"],
+            info=f"epoch {int(info['epoch'])} loss {info['loss']:.3f} · {last['figures']} · "
+            f"{int(info['queries'])} queries",
         )
 
     def on_epoch(row: EpochMetrics) -> None:
-        # Validation figures when there is a validation part; test ones only when measured.
+        # The figures of the epoch just finished, named with it; a split not measured this
+        # epoch is left out rather than shown with an older value.
         parts = [f"train loss {row.train_loss:.3f} acc {100 * row.train_acc:.1f}%"]
-        shown = False
+        shown = []
         for name in ("val", "test"):
             loss, acc = getattr(row, f"{name}_loss"), getattr(row, f"{name}_acc")
             if acc == acc:  # not NaN
                 parts.append(f"{name} loss {loss:.3f} acc {100 * acc:.1f}%")
-                if not shown:  # the bar shows validation when there is one
-                    last["acc"], shown = f"{name} acc {100 * acc:.1f}%", True
+                shown.append(f"{name} {100 * acc:.1f}%")
+        last["figures"] = f"ep. {row.epoch}: " + (", ".join(shown) if shown else "train only")
+        if "id" in bar:
+            progress.update(
+                bar["id"],
+                info=f"epoch {row.epoch} done · {last['figures']} · {row.queries} queries",
+            )
         if not quiet:
             progress.console.print(
                 f"epoch {row.epoch}: {' | '.join(parts)} | {row.queries} queries, "
@@ -136,7 +144,7 @@ def run_training(
             )
 
     hooks = TrainHooks(
-        on_start=lambda total, done: progress.update(bar, total=total, completed=done),
+        on_start=on_start,
         on_step=on_step,
         on_epoch=on_epoch,
         on_note=lambda text: None if quiet else progress.console.print(f"[dim]{text}[/dim]"),
@@ -371,7 +379,7 @@ def train_command(
     finally:
         if log is not None:
             log.close()
-    console.print(summary_table(result))
+    print_table(console, summary_table(result))
     console.print(f"run directory: {result.out_dir} ({result.stop_reason})", highlight=False)
 
 
