@@ -204,6 +204,7 @@ def transformer_study() -> StudySpec:
         Entry("digital same-shape network", {"method": "digital"}, lrs=LRS),
         Entry("backprop through the sim", {"method": "backprop"}, lrs=LRS),
         Entry("boundary", {"method": "boundary"}, lrs=LRS),
+        Entry("pat through the calibrated twin", PAT_TWIN, lrs=LRS),
         Entry(
             "pgt, upstream only",
             {"method": "pgt", "perturb": "upstream"},
