@@ -438,11 +438,7 @@ def _train(job: Job, out_dir: Path) -> dict[str, Any]:
     from labpgt.cli.commands.train import run_training
     from labpgt.training.config import make_config
 
-    config = dict(job.config)
-    if "driven" in config:
-        config["driven"] = tuple(config["driven"])
-    if "calibrate" in config:
-        config["calibration"] = str(ensure_calibration(out_dir, config, config.pop("calibrate")))
+    config = train_kwargs(job.config, out_dir)
     config["out"] = str(out_dir / "runs" / _slug(job.key))
     result = run_training(make_config(**config), resume=False, overwrite=True, quiet=True)
     metrics = result.metrics
@@ -471,19 +467,34 @@ def _train(job: Job, out_dir: Path) -> dict[str, Any]:
     }
 
 
-def ensure_calibration(out_dir: Path, config: dict[str, Any], options: list[str]) -> Path:
-    """The calibration file a job trains with: `labpgt calibrate` of the job's ring, run once.
+def train_kwargs(
+    config: dict[str, Any], out_dir: Path, *, make_calibration: bool = True
+) -> dict[str, Any]:
+    """A job's config as `make_config` keywords: ``driven`` a tuple, ``calibrate`` resolved.
 
-    ``options`` are extra `labpgt calibrate` arguments (e.g. ``--surrogate twin``). The
-    ring is the one the job trains on (the in-process sim with the job's noise setting),
-    calibrated once at seed 0 as a lab calibrates its bench once, with the job's feature
-    map. Jobs on other processes wait on a file lock, so the file is made exactly once;
-    the command and its output land beside it (``calibrations/NAME.log``).
+    ``calibrate`` (extra `labpgt calibrate` arguments) becomes ``calibration``, the path
+    of the study's calibration file: made first when ``make_calibration``, else only
+    named (validation before any job starts).
     """
-    import fcntl
-    import subprocess
-    import sys
+    config = dict(config)
+    if "driven" in config:
+        config["driven"] = tuple(config["driven"])
+    if "calibrate" in config:
+        options = config.pop("calibrate")
+        if not isinstance(options, list | tuple) or not all(isinstance(o, str) for o in options):
+            raise UserError(
+                f"'calibrate' must be a list of labpgt calibrate arguments: {options!r}"
+            )
+        path = (
+            ensure_calibration(out_dir, config, list(options))
+            if make_calibration
+            else calibration_path(out_dir, config, list(options))
+        )
+        config["calibration"] = str(path)
+    return config
 
+
+def _calibrate_args(config: dict[str, Any], options: list[str]) -> list[str]:
     if not config.get("fast_sim"):
         raise UserError("study: a job's 'calibrate' needs the in-process sim (fast_sim)")
     args = [
@@ -500,9 +511,32 @@ def ensure_calibration(out_dir: Path, config: dict[str, Any], options: list[str]
     ]
     if not config.get("noise", True):
         args.append("--no-noise")
-    folder = out_dir / "calibrations"
+    return args
+
+
+def calibration_path(out_dir: Path, config: dict[str, Any], options: list[str]) -> Path:
+    """Where the study keeps the calibration `ensure_calibration` makes for this config."""
+    args = _calibrate_args(config, options)
+    return out_dir / "calibrations" / (_slug("_".join(a.lstrip("-") for a in args[1:])) + ".h5")
+
+
+def ensure_calibration(out_dir: Path, config: dict[str, Any], options: list[str]) -> Path:
+    """The calibration file a job trains with: `labpgt calibrate` of the job's ring, run once.
+
+    ``options`` are extra `labpgt calibrate` arguments (e.g. ``--surrogate twin``). The
+    ring is the one the job trains on (the in-process sim with the job's noise setting),
+    calibrated once at seed 0 as a lab calibrates its bench once, with the job's feature
+    map. Jobs on other processes wait on a file lock, so the file is made exactly once;
+    the command and its output land beside it (``calibrations/NAME.log``).
+    """
+    import fcntl
+    import subprocess
+    import sys
+
+    args = _calibrate_args(config, options)
+    path = calibration_path(out_dir, config, options)
+    folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / (_slug("_".join(a.lstrip("-") for a in args[1:])) + ".h5")
     with (folder / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not path.is_file():

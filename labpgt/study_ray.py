@@ -36,7 +36,16 @@ from pathlib import Path
 from typing import Any
 
 from labpgt.errors import UserError
-from labpgt.study import STARTED, Job, StudySpec, _slug, final_jobs, run_job, search_jobs
+from labpgt.study import (
+    STARTED,
+    Job,
+    StudySpec,
+    _slug,
+    final_jobs,
+    run_job,
+    search_jobs,
+    train_kwargs,
+)
 
 ROWS_DIR = "rows"
 """Folder (inside the study folder) of the rows the workers write, one JSON file per job."""
@@ -89,11 +98,8 @@ def validate_jobs(spec: StudySpec) -> None:
     for job in jobs:
         if job.kind != "train":
             continue
-        config = dict(job.config)
-        if "driven" in config:
-            config["driven"] = tuple(config["driven"])
         try:
-            make_config(**config)
+            make_config(**train_kwargs(job.config, Path("."), make_calibration=False))
         except UserError as exc:
             raise UserError(f"study {spec.name}: job {job.key!r}: {exc}") from None
         except TypeError as exc:

@@ -40,6 +40,7 @@ from labpgt.study import (
     final_jobs,
     read_rows,
     summarise,
+    train_kwargs,
 )
 from labpgt.study_ray import RayRunner, validate_jobs
 
@@ -74,8 +75,8 @@ def _trial(
 
     torch.set_num_threads(1)
     config = {**base, **variants[params["variant"]], "lr": params["lr"], "seed": seed}
-    if "driven" in config:
-        config["driven"] = tuple(config["driven"])
+    # the study folder (out_root is its runs/<entry>_tune)
+    config = train_kwargs(config, Path(out_root).parent.parent)
     config["out"] = str(Path(out_root) / tune.get_context().get_trial_id())
 
     def on_epoch(row: Any) -> None:

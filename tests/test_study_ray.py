@@ -174,6 +174,23 @@ def test_a_job_config_that_fails_validation_is_refused_before_any_job(tmp_path: 
     assert not (tmp_path / "study").exists()
 
 
+def test_every_preset_passes_validation_and_a_bad_calibrate_is_refused() -> None:
+    """Jobs that train with a calibration the study makes (PAT) validate without it."""
+    from labpgt.study import PAT_TWIN, PRESETS
+    from labpgt.study_ray import validate_jobs
+
+    for make in PRESETS.values():
+        validate_jobs(make())  # no calibration is made here
+    bad = StudySpec(
+        "bad",
+        TINY_BASE,
+        (Entry("pat", {**PAT_TWIN, "calibrate": "--grid small"}, lrs=(0.01,)),),
+        final_seeds=(0,),
+    )
+    with pytest.raises(UserError, match="list of labpgt calibrate arguments"):
+        validate_jobs(bad)
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
