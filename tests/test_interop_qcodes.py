@@ -81,6 +81,9 @@ def test_keysight_n5183b_mxg():
         state = vb.generator.source_state()
         assert (state.frequency_hz, state.power_dbm, state.rf_on) == (2.1e9, -10.0, True)
         gen.rf_output(False)
+        # The driver's set is a plain write: wait for the instrument to have taken it
+        # (as a script would before relying on it) before looking at the virtual state.
+        assert gen.ask("*OPC?").strip() == "1"
         assert vb.generator.source_state().rf_on is False
         assert_no_errors(gen)
 
