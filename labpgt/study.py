@@ -600,6 +600,16 @@ def _slug(key: str) -> str:
 # --------------------------------------------------------------------------- runner
 
 
+def ensure_writable(out_dir: Path) -> None:
+    """Create the study folder and check it takes a file; refused in one line if not."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / ".write-check").touch()
+        (out_dir / ".write-check").unlink()
+    except OSError as exc:
+        raise UserError(f"--out {out_dir}: cannot write there ({exc.strerror})") from None
+
+
 def read_rows(path: Path) -> dict[str, dict[str, Any]]:
     """Rows already in results.jsonl, by job key (a torn last line from a kill is skipped)."""
     rows: dict[str, dict[str, Any]] = {}

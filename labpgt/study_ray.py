@@ -41,6 +41,7 @@ from labpgt.study import (
     Job,
     StudySpec,
     _slug,
+    ensure_writable,
     final_jobs,
     run_job,
     search_jobs,
@@ -323,6 +324,27 @@ def read_stored_rows(out_dir: Path) -> dict[str, dict[str, Any]]:
     return rows
 
 
+def connected_runner(
+    spec: StudySpec,
+    out_dir: Path,
+    address: str | None,
+    workers: int,
+    runner: RayRunner | None = None,
+) -> RayRunner:
+    """Bad input refused before any job: job configs, the storage path (from this
+    process and from a worker), the cluster; returns the connected runner."""
+    validate_jobs(spec)
+    ensure_writable(out_dir)
+    runner = runner if runner is not None else RayRunner(address)
+    runner.connect(workers)
+    try:
+        runner.check_storage(out_dir)
+    except BaseException:
+        runner.shutdown()
+        raise
+    return runner
+
+
 def run_study_ray(
     spec: StudySpec,
     out_dir: Path,
@@ -335,17 +357,8 @@ def run_study_ray(
     """`labpgt.study.run_study` on Ray: bad input refused first, then search and final seeds."""
     from labpgt.study import run_study
 
-    validate_jobs(spec)
+    runner = connected_runner(spec, out_dir, address, workers, runner)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / ".write-check").touch()
-        (out_dir / ".write-check").unlink()
-    except OSError as exc:
-        raise UserError(f"--out {out_dir}: cannot write there ({exc.strerror})") from None
-    runner = runner if runner is not None else RayRunner(address)
-    runner.connect(workers)
-    try:
-        runner.check_storage(out_dir)
         return run_study(spec, out_dir, workers=workers, progress=progress, runner=runner)
     finally:
         runner.shutdown()

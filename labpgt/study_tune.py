@@ -42,7 +42,7 @@ from labpgt.study import (
     summarise,
     train_kwargs,
 )
-from labpgt.study_ray import RayRunner, validate_jobs
+from labpgt.study_ray import RayRunner, connected_runner
 
 TUNE_DIR = "tune"
 
@@ -181,17 +181,8 @@ def run_study_tune(
     """Tune search per entry, then the final seeds on Ray; writes and returns the summary."""
     if trials < 1:
         raise UserError(f"--trials {trials}: at least 1 trial per entry")
-    validate_jobs(spec)
+    runner = connected_runner(spec, out_dir, address, workers, runner)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / ".write-check").touch()
-        (out_dir / ".write-check").unlink()
-    except OSError as exc:
-        raise UserError(f"--out {out_dir}: cannot write there ({exc.strerror})") from None
-    runner = runner if runner is not None else RayRunner(address)
-    runner.connect(workers)
-    try:
-        runner.check_storage(out_dir)
         (out_dir / "spec.json").write_text(json.dumps(asdict(spec), indent=2))
         done = read_rows(out_dir / "results.jsonl")
         searched = [e for e in spec.entries if e.kind == "train" and len(e.choices()) >= 2]

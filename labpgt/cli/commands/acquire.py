@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.text import Text
 
 from labpgt.cli.bench import check_bench_file, open_reservoir
+from labpgt.cli.options import META_OPTION, NOTES_OPTION, OPERATOR_OPTION, SAMPLE_OPTION
 from labpgt.cli.progress import advance_to, make_progress, new_task
 from labpgt.errors import MeasurementError, UserError
 from labpgt.features import FeatureSpec
@@ -96,12 +97,10 @@ def acquire_command(
     ),
     chunk: int = typer.Option(32, "--chunk", min=1, hidden=True, help="Shots per flush."),
     live: bool = LIVE_OPTION,
-    sample: str | None = typer.Option(None, "--sample", help="Sample measured (run metadata)."),
-    operator: str | None = typer.Option(None, "--operator", help="Who ran it (run metadata)."),
-    notes: str | None = typer.Option(None, "--notes", help="Free text notes (run metadata)."),
-    meta: list[str] = typer.Option(
-        [], "--meta", help="Free run metadata as key=value (repeatable), e.g. --meta cryostat=K2."
-    ),
+    sample: str | None = SAMPLE_OPTION,
+    operator: str | None = OPERATOR_OPTION,
+    notes: str | None = NOTES_OPTION,
+    meta: list[str] = META_OPTION,
 ) -> None:
     """Record analyzer traces for every setting (and repeat) into an HDF5 file."""
     from labpgt.acquire import (

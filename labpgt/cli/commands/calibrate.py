@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from labpgt.cli.bench import open_reservoir
+from labpgt.cli.options import META_OPTION, NOTES_OPTION, OPERATOR_OPTION, SAMPLE_OPTION
 from labpgt.cli.progress import advance_to, make_progress, new_task
 from labpgt.cli.tables import print_table
 from labpgt.errors import MeasurementError, UserError
@@ -146,12 +147,10 @@ def calibrate_command(
         help="Embedded bench: gain step before measuring, dB.",
     ),
     live: bool = LIVE_OPTION,
-    sample: str | None = typer.Option(None, "--sample", help="Sample measured (run metadata)."),
-    operator: str | None = typer.Option(None, "--operator", help="Who ran it (run metadata)."),
-    notes: str | None = typer.Option(None, "--notes", help="Free text notes (run metadata)."),
-    meta: list[str] = typer.Option(
-        [], "--meta", help="Free run metadata as key=value (repeatable), e.g. --meta cryostat=K2."
-    ),
+    sample: str | None = SAMPLE_OPTION,
+    operator: str | None = OPERATOR_OPTION,
+    notes: str | None = NOTES_OPTION,
+    meta: list[str] = META_OPTION,
 ) -> None:
     """Calibrate the ring (--out), or check a calibration for drift (--check)."""
     from labpgt.storage import parse_metadata

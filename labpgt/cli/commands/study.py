@@ -48,7 +48,7 @@ def study_command(
     trials: int = typer.Option(8, help="--search tpe: trials per entry."),
 ) -> None:
     """Search each method's learning rate on validation, then train ≥ 5 seeds; tabulate."""
-    from labpgt.study import PRESETS, run_study
+    from labpgt.study import PRESETS, ensure_writable, run_study
     from labpgt.study_report import markdown, plot
 
     if preset not in PRESETS:
@@ -76,12 +76,7 @@ def study_command(
     n_workers = workers if workers > 0 else (os.cpu_count() or 1)
     if docs is not None and not docs.parent.is_dir():
         raise UserError(f"--docs: folder {docs.parent} does not exist")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / ".write-check").touch()
-        (out / ".write-check").unlink()
-    except OSError as exc:
-        raise UserError(f"--out {out}: cannot write there ({exc.strerror})") from None
+    ensure_writable(out)
     console.print(
         f"study {spec.name}: {len(spec.entries)} entries, final seeds "
         f"{list(spec.final_seeds)}, search seeds {list(spec.search_seeds)}, "
