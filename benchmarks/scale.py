@@ -52,7 +52,7 @@ RAY_BENCHES = (1, 2, 4)
 GRID = AnalyzerGrid(rbw_hz=100e3)
 
 
-def study_throughput(root: Path) -> None:
+def study_throughput(root: Path, queries: int = STUDY_QUERIES) -> None:
     import dataclasses
 
     import ray
@@ -62,11 +62,11 @@ def study_throughput(root: Path) -> None:
 
     short = short_study()
     spec = dataclasses.replace(
-        short, base={**short.base, "max_queries": STUDY_QUERIES}, final_seeds=STUDY_SEEDS
+        short, base={**short.base, "max_queries": queries}, final_seeds=STUDY_SEEDS
     )
     jobs = final_jobs(spec, {})
     print(
-        f"study: {len(jobs)} jobs (short preset at {STUDY_QUERIES} queries a run, final "
+        f"study: {len(jobs)} jobs (short preset at {queries} queries a run, final "
         f"seeds {list(STUDY_SEEDS)})"
     )
     for folder in ("serial", "process2", "ray1", "ray2"):
@@ -183,6 +183,12 @@ def ray_probe_throughput() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("all", "study", "probes", "ray-probes"), default="all")
+    parser.add_argument(
+        "--study-queries",
+        type=int,
+        default=STUDY_QUERIES,
+        help="training queries per study job (a longer job spreads the workers' start-up)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(
@@ -194,7 +200,7 @@ def main() -> None:
     if args.part in ("all", "study"):
         root = Path(tempfile.mkdtemp(prefix="labpgt-scale-"))
         try:
-            study_throughput(root)
+            study_throughput(root, args.study_queries)
         finally:
             shutil.rmtree(root, ignore_errors=True)
     if args.part in ("all", "probes"):
