@@ -82,23 +82,39 @@ class ModelDifferenceBackward(torch.autograd.Function):
         ctx: Any, u: torch.Tensor, measured: torch.Tensor, model_u: Any, eps: float, m: int
     ) -> Any:
         km = u.shape[1]
-        dirs = torch.zeros(m, km, dtype=u.dtype)
-        for j in range(m):
-            dirs[j, j::m] = 1.0
-        base = u.detach()
+
+        def evaluate(u_all: torch.Tensor) -> torch.Tensor:  # (2m, B, k·m) -> (2m, B, k, F)
+            probes = model_u(u_all.reshape(-1, km))
+            return probes.reshape(2 * m, *measured.shape).to(measured.dtype)
+
         with torch.no_grad():
-            u_all = torch.cat([base[None] + eps * dirs[:, None], base[None] - eps * dirs[:, None]])
-            probes = model_u(u_all.reshape(2 * m * base.shape[0], km))
-            probes = probes.reshape(2 * m, *measured.shape).to(measured.dtype)
-        ctx.save_for_backward((probes[:m] - probes[m:]) / (2 * eps))  # (m, B, k, F)
-        ctx.m = m
+            ctx.save_for_backward(coordinate_jvps(u.detach(), eps, m, evaluate))
         return measured.detach().clone()
 
     @staticmethod
     def backward(ctx: Any, grad_raw: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         (jvp,) = ctx.saved_tensors
-        g = torch.einsum("mbkf,bkf->bkm", jvp, grad_raw.to(jvp.dtype))
-        return g.reshape(g.shape[0], -1), None, None, None, None
+        return jvps_to_u(jvp, grad_raw), None, None, None, None
+
+
+def coordinate_jvps(u: torch.Tensor, eps: float, m: int, evaluate: Any) -> torch.Tensor:
+    """Central differences along each of the m drive dimensions of every channel.
+
+    ``u`` (B, k·m); ``evaluate`` maps the (2m, B, k·m) batch of u ± ε e_j (all channels
+    at once: separate shots) to (2m, B, k, F). Returns J e_j ≈ (f(u+εe_j) − f(u−εe_j))/2ε
+    as (m, B, k, F).
+    """
+    dirs = torch.zeros(m, u.shape[1], dtype=u.dtype)
+    for j in range(m):
+        dirs[j, j::m] = 1.0
+    probes = evaluate(torch.cat([u[None] + eps * dirs[:, None], u[None] - eps * dirs[:, None]]))
+    return (probes[:m] - probes[m:]) / (2 * eps)
+
+
+def jvps_to_u(jvp: torch.Tensor, grad_raw: torch.Tensor) -> torch.Tensor:
+    """∂L/∂u (B, k·m) from the slopes (m, B, k, F) and ∂L/∂features (B, k, F)."""
+    g = torch.einsum("mbkf,bkf->bkm", jvp, grad_raw.to(jvp.dtype))
+    return g.reshape(g.shape[0], -1)
 
 
 JACOBIANS = ("autograd", "difference")
@@ -218,20 +234,13 @@ class PATEstimator(GradientEstimator):
         """Cosine of the surrogate's ∂L/∂u to central differences measured on the ring."""
         layer = model.reservoir
         eps = float(self.opt("delta"))
-        km = u.shape[1]
-        k, m = layer.channels, layer.dims_per_channel
-        # Coordinate directions per channel dim (all channels at once: separate shots).
-        dirs = torch.zeros(m, km, dtype=u.dtype)
-        for j in range(m):
-            dirs[j, j::m] = 1.0
-        u_all = torch.cat([u[None] + eps * dirs[:, None], u[None] - eps * dirs[:, None]])
-        probes = layer.measure_u(u_all)  # (2m, B, k, F), one scheduler batch
-        jvp = (probes[:m] - probes[m:]) / (2 * eps)  # (m, B, k, F)
+        # the ring's probes in one scheduler batch: (2m, B, k, F)
+        jvp = coordinate_jvps(u, eps, layer.dims_per_channel, layer.measure_u)
         raw_req = raw.clone().requires_grad_(True)
         ctx_d = ctx.detach() if isinstance(ctx, torch.Tensor) else ctx
         loss = loss_fn(model.run_downstream(raw_req, ctx_d), y)
         (g_raw,) = torch.autograd.grad(loss, raw_req)
-        g_b = torch.einsum("mbkf,bkf->bkm", jvp, g_raw).reshape(u.shape[0], k * m)
+        g_b = jvps_to_u(jvp, g_raw)
         return float(F.cosine_similarity(g_u.flatten(), g_b.flatten(), dim=0))
 
     def state_dict(self) -> dict[str, Any]:
