@@ -64,6 +64,7 @@ def _trial(
     variants: list[dict[str, Any]],
     seed: int,
     out_root: str,
+    study_dir: str,
 ) -> None:
     """One Tune trial: a training run that reports validation accuracy after each epoch."""
     import torch
@@ -75,8 +76,7 @@ def _trial(
 
     torch.set_num_threads(1)
     config = {**base, **variants[params["variant"]], "lr": params["lr"], "seed": seed}
-    # the study folder (out_root is its runs/<entry>_tune)
-    config = train_kwargs(config, Path(out_root).parent.parent)
+    config = train_kwargs(config, Path(study_dir))
     config["out"] = str(Path(out_root) / tune.get_context().get_trial_id())
 
     def on_epoch(row: Any) -> None:
@@ -113,6 +113,7 @@ def tune_entry(
             variants=variants,
             seed=spec.search_seeds[0],
             out_root=str((out_dir / "runs" / _slug(f"{entry.label}/tune")).resolve()),
+            study_dir=str(out_dir.resolve()),
         ),
         {"cpu": 1},
     )
