@@ -47,7 +47,7 @@ from labpgt.calibration.surrogate import RingSurrogate, build_surrogate, surroga
 from labpgt.errors import UserError
 from labpgt.features import FeatureSpec
 from labpgt.reservoir import SETTING_NAMES
-from labpgt.storage import RunMetadata, nx_group, text_dataset, write_metadata
+from labpgt.storage import RunMetadata, nx_data, nx_group, text_dataset, write_metadata
 
 if TYPE_CHECKING:
     from labpgt.calibration.drift import DriftReport
@@ -173,13 +173,14 @@ def _annotate(h5: h5py.File, feature_names: list[str], metadata: RunMetadata) ->
     text_dataset(entry, "start_time", str(h5.attrs["created_utc"]))
     text_dataset(entry, "title", "labpgt calibrate: bias sweep, up then down")
     write_metadata(entry, metadata)
-    data = nx_group(entry, "bias_sweep", "NXdata")
-    data.attrs["signal"] = "traces_dbm"
-    data.attrs["axes"] = [".", "frequency_hz"]
-    data.attrs["frequency_hz_indices"] = 1
-    data.attrs["bias_a_indices"] = 0
-    data["traces_dbm"] = h5["bias_sweep/traces_dbm"]
-    data["frequency_hz"] = h5["frequency_hz"]
+    data = nx_data(
+        entry,
+        "bias_sweep",
+        h5["bias_sweep/traces_dbm"],
+        [".", "frequency_hz"],
+        {"frequency_hz": (1, h5["frequency_hz"])},
+    )
+    data.attrs["bias_a_indices"] = 0  # an auxiliary axis: each trace's bias current
     data["bias_a"] = h5["bias_sweep/settings"][:, SETTING_NAMES.index("bias_a")]
     data["bias_a"].attrs["units"] = "A"
     h5["bias_sweep/traces_dbm"].attrs["interpretation"] = "spectrum"

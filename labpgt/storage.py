@@ -165,6 +165,29 @@ def nx_group(parent: h5py.Group, name: str, nx_class: str) -> h5py.Group:
     return group
 
 
+def nx_data(
+    entry: h5py.Group,
+    name: str,
+    signal: h5py.Dataset,
+    axes: list[str],
+    indexed: dict[str, tuple[int, h5py.Dataset]],
+) -> h5py.Group:
+    """An NXdata group plotting ``signal`` (linked as 'traces_dbm') against its axes.
+
+    ``axes`` is the @axes attribute ('.' for a dimension without an axis); ``indexed``
+    names each axis dataset (an existing dataset, linked) with the dimension it labels.
+    """
+    data = nx_group(entry, name, "NXdata")
+    data.attrs["signal"] = "traces_dbm"
+    data.attrs["axes"] = axes
+    for axis, (dim, _) in indexed.items():
+        data.attrs[f"{axis}_indices"] = dim
+    data["traces_dbm"] = signal
+    for axis, (_, source) in indexed.items():
+        data[axis] = source
+    return data
+
+
 def _set_units(dataset: h5py.Dataset, name: str) -> None:
     dataset.attrs["units"] = UNITS[name]
     if dataset.ndim == 2 and name in ("inputs", "settings"):
@@ -222,14 +245,13 @@ def _write_nexus(
     _blank_text(slots, "time_utc", (SNAPSHOT_SLOTS,), _TIME_DTYPE)
     _empty(slots, "shots_done", (SNAPSHOT_SLOTS,), np.int64, -1)
     slots["shots_done"].attrs["units"] = "1"
-    data = nx_group(entry, "data", "NXdata")
-    data.attrs["signal"] = "traces_dbm"
-    data.attrs["axes"] = ["shot_index", "frequency_hz"]
-    data.attrs["shot_index_indices"] = 0
-    data.attrs["frequency_hz_indices"] = 1
-    data["traces_dbm"] = h5["traces_dbm"]
-    data["frequency_hz"] = h5["frequency_hz"]
-    data["shot_index"] = shots["shot_index"]
+    data = nx_data(
+        entry,
+        "data",
+        h5["traces_dbm"],
+        ["shot_index", "frequency_hz"],
+        {"shot_index": (0, shots["shot_index"]), "frequency_hz": (1, h5["frequency_hz"])},
+    )
     data["done"] = shots["done"]
     settings = plan.settings.to(torch.float64).numpy()
     for col, name in enumerate(SETTING_NAMES):
