@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from cli_runner import run_cli
 
 from labpgt.acquire import acquire, grid_inputs, parse_sweep
 from labpgt.cli.app import main
@@ -27,17 +28,6 @@ from labpgt.storage import RunFile, fixed_settings
 
 SWEEPS = ["--sweep", "drive_hz=2.05e9:2.25e9:12", "--sweep", "bias_a=1.7,1.9"]
 SHOTS = 12 * 2 * 2
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, " ".join(out.err.split())
 
 
 @pytest.fixture(scope="module")
@@ -148,9 +138,9 @@ def test_metadata_and_snapshots_from_the_command_line(run_file: Path):
 
 def test_bad_metadata_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     out = tmp_path / "run.h5"
-    code, _, err = _cli(capsys, "acquire", *SWEEPS, "--out", str(out), "--meta", "no-equals")
+    code, _, err = run_cli(capsys, "acquire", *SWEEPS, "--out", str(out), "--meta", "no-equals")
     assert code == 2 and "--meta 'no-equals': expected key=value" in err
-    code, _, err = _cli(capsys, "acquire", *SWEEPS, "--out", str(out), "--meta", "sample=x")
+    code, _, err = run_cli(capsys, "acquire", *SWEEPS, "--out", str(out), "--meta", "sample=x")
     assert code == 2 and "use --sample" in err
     assert not out.exists()
 
@@ -196,7 +186,7 @@ def test_file_of_the_first_layout_is_read_and_listed(
     with RunFile.open(old) as run:
         assert not run.has_nexus and run.shots_done == SHOTS
         assert [s["reason"] for s in run.snapshots()] == ["start"]
-    code, out, _ = _cli(capsys, "runs", str(tmp_path), "--json")
+    code, out, _ = run_cli(capsys, "runs", str(tmp_path), "--json")
     assert code == 0
     (row,) = [r for r in json.loads(out) if r["path"].endswith("old.h5")]
     assert row["status"] == "complete" and "no NeXus part" in row["detail"] and row["ok"]
@@ -257,7 +247,7 @@ def test_the_h5py_example_of_docs_data_format_runs(run_file: Path, capsys: pytes
 
 
 def test_show_lists_metadata_and_snapshots(run_file: Path, capsys: pytest.CaptureFixture):
-    code, out, err = _cli(capsys, "show", str(run_file), "--no-plot")
+    code, out, err = run_cli(capsys, "show", str(run_file), "--no-plot")
     assert code == 0, err
     text = " ".join(out.replace("│", " ").split())
     assert "sample YIG ring 3" in text and "operator A. N. Other" in text

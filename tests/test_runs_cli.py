@@ -12,6 +12,7 @@ from pathlib import Path
 
 import h5py
 import pytest
+from cli_runner import run_cli
 from rich.console import Console
 
 from labpgt.catalog import inspect_run
@@ -19,17 +20,6 @@ from labpgt.cli.app import main
 from labpgt.cli.commands import runs as runs_command
 
 SWEEPS = ["--sweep", "drive_hz=2.05e9:2.25e9:10", "--sweep", "bias_a=1.7,1.9"]
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, " ".join(out.err.split())
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +75,7 @@ EXPECTED = {
 
 
 def test_json_lists_every_file_with_its_status(folder: Path, capsys: pytest.CaptureFixture):
-    code, out, err = _cli(capsys, "runs", str(folder), "--json")
+    code, out, err = run_cli(capsys, "runs", str(folder), "--json")
     assert code == 0, err
     rows = {Path(r["path"]).name: r for r in json.loads(out)}
     assert set(rows) == set(EXPECTED)
@@ -140,18 +130,18 @@ def test_narrow_terminal_gets_one_record_per_block(folder: Path, monkeypatch: py
 def test_show_says_what_is_wrong_in_one_line(
     folder: Path, name: str, words: str, capsys: pytest.CaptureFixture
 ):
-    code, _, err = _cli(capsys, "show", str(folder / name), "--no-plot")
+    code, _, err = run_cli(capsys, "show", str(folder / name), "--no-plot")
     assert code == 2 and words in err and "Traceback" not in err
     assert err.startswith("error:") and err.count("error:") == 1
 
 
 def test_bad_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture):
-    code, _, err = _cli(capsys, "runs", str(tmp_path / "nowhere"))
+    code, _, err = run_cli(capsys, "runs", str(tmp_path / "nowhere"))
     assert code == 2 and "does not exist" in err
     (tmp_path / "f.h5").write_bytes(b"x")
-    code, _, err = _cli(capsys, "runs", str(tmp_path / "f.h5"))
+    code, _, err = run_cli(capsys, "runs", str(tmp_path / "f.h5"))
     assert code == 2 and "is not a folder" in err
-    code, out, _ = _cli(capsys, "runs", str(tmp_path))
+    code, out, _ = run_cli(capsys, "runs", str(tmp_path))
     assert code == 0 and "not HDF5" in out
 
 
