@@ -14,11 +14,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from cli_runner import cli_error
 from labpgt.instruments.bench_file import bench_config_from_resources, dump_bench
 from typer.testing import CliRunner
 
 from labpgt.acquire import acquire, grid_inputs, parse_sweep, plan_shots, read_inputs_csv
-from labpgt.cli.app import app, main
+from labpgt.cli.app import app
 from labpgt.embedded import embedded_bench
 from labpgt.errors import UserError
 from labpgt.features import FeatureSpec
@@ -139,7 +140,7 @@ def test_killed_run_resumes_to_the_uninterrupted_file(
     # after them); resuming measures them again, which the comparison below checks.
     assert np.isnan(partial["traces_dbm"][~done][-1]).all()  # the last one never came
     # without --resume the existing file is refused, not overwritten
-    code, err = _cli(capsys, "acquire", *SWEEPS, "--out", str(out))
+    code, err = cli_error(capsys, "acquire", *SWEEPS, "--out", str(out))
     assert code == 2 and "--resume" in err
     resumed = _start(out, "--resume")
     _, err = resumed.communicate(timeout=300)
@@ -183,17 +184,6 @@ def test_ctrl_c_leaves_a_valid_resumable_file(tmp_path: Path):
     assert shown.exit_code == 0 and "missing shots" in shown.output
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    """Run the labpgt entry point in process: (exit code, stderr text on one line)."""
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, " ".join(capsys.readouterr().err.split())
-
-
 def test_out_of_limit_settings_are_refused_before_any_instrument_opens(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
@@ -225,7 +215,9 @@ def test_out_of_limit_settings_are_refused_before_any_instrument_opens(
     }
     try:
         for args, message in cases.items():
-            code, err = _cli(capsys, "acquire", "--bench", str(bench), *args, "--out", str(out))
+            code, err = cli_error(
+                capsys, "acquire", "--bench", str(bench), *args, "--out", str(out)
+            )
             assert code == 2, err
             assert message in err
             assert not out.exists()
@@ -237,5 +229,5 @@ def test_out_of_limit_settings_are_refused_before_any_instrument_opens(
             sock.close()
     # the same refusal on the embedded bench (default limits: drive_dbm <= 0 dBm)
     csv.write_text("drive_dbm\n-10\n3\n")
-    code, err = _cli(capsys, "acquire", "--inputs", str(csv), "--out", str(out))
+    code, err = cli_error(capsys, "acquire", "--inputs", str(csv), "--out", str(out))
     assert code == 2 and "line 3, column drive_dbm" in err and not out.exists()

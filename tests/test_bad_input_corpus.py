@@ -20,6 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from cli_runner import cli_lines
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from labpgt.instruments.bench import bench_config_from_resources, bench_toml
@@ -625,23 +626,12 @@ def _argv(item: Case, folder: Path, good_run: Path) -> list[str]:
     return item.build(folder)
 
 
-def _run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, list[str]]:
-    capsys.readouterr()
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, (captured.err + captured.out).splitlines()
-
-
 @pytest.mark.parametrize("item", CASES, ids=[c.name for c in CASES])
 def test_bad_input_ends_in_one_error_line_and_exit_2(
     item: Case, tmp_path: Path, good_run: Path, capsys: pytest.CaptureFixture[str]
 ):
     argv = _argv(item, tmp_path, good_run)
-    code, lines = _run(capsys, argv)
+    code, lines = cli_lines(capsys, argv)
     text = "\n".join(lines)
     assert code == 2, text
     assert "Traceback" not in text

@@ -7,25 +7,16 @@ import shutil
 
 import h5py
 import pytest
+from cli_runner import exit_code
 from labpgt.calibration import load_calibration
 
-from labpgt.cli.app import main
-
 SMALL = ["--grid", "small", "--surrogate-steps", "200", "--seed", "1"]
-
-
-def _run(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")
 def calib(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "calib.h5"
-    assert _run(["calibrate", "--out", str(out), *SMALL]) == 0
+    assert exit_code(["calibrate", "--out", str(out), *SMALL]) == 0
     return out
 
 
@@ -42,16 +33,16 @@ def test_calibrate_writes_file_and_plots(calib, capsys):
 
 
 def test_check_passes_without_drift_and_fails_with_injected_drift(calib, capsys):
-    assert _run(["calibrate", "--check", str(calib), "--seed", "1"]) == 0
+    assert exit_code(["calibrate", "--check", str(calib), "--seed", "1"]) == 0
     calm = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert calm["within_tolerance"] and abs(calm["frequency_drift_mhz"]) < 1.0
-    code = _run(["calibrate", "--check", str(calib), "--seed", "1", "--inject-drift-oe", "3"])
+    code = exit_code(["calibrate", "--check", str(calib), "--seed", "1", "--inject-drift-oe", "3"])
     drifted = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 1
     assert not drifted["within_tolerance"] and drifted["frequency_drift_mhz"] > 6.0
     # a tolerance wide enough lets the same drift pass
     wide = ["--tolerance-mhz", "50", "--tolerance-db", "20", "--inject-drift-oe", "3"]
-    assert _run(["calibrate", "--check", str(calib), "--seed", "1", *wide]) == 0
+    assert exit_code(["calibrate", "--check", str(calib), "--seed", "1", *wide]) == 0
 
 
 def test_refuses_file_from_another_bench(calib, tmp_path, capsys):
@@ -61,7 +52,7 @@ def test_refuses_file_from_another_bench(calib, tmp_path, capsys):
         snap = json.loads(h5.attrs["snapshot"])
         snap["bench"]["analyzer"]["identity"]["serial"] = "MY99999999"
         h5.attrs["snapshot"] = json.dumps(snap)
-    assert _run(["calibrate", "--check", str(other)]) == 2
+    assert exit_code(["calibrate", "--check", str(other)]) == 2
     err = capsys.readouterr().err
     assert "another bench" in err and "MY99999999" in err
 
@@ -71,7 +62,7 @@ def test_refuses_incompatible_version(calib, tmp_path, capsys):
     shutil.copy(calib, old)
     with h5py.File(old, "r+") as h5:
         h5.attrs["format"] = "labpgt-calibration/0"
-    assert _run(["calibrate", "--check", str(old)]) == 2
+    assert exit_code(["calibrate", "--check", str(old)]) == 2
     assert "labpgt-calibration/0" in capsys.readouterr().err
 
 
@@ -88,10 +79,10 @@ def test_refuses_incompatible_version(calib, tmp_path, capsys):
 )
 def test_bad_input_is_refused(args, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert _run(["calibrate", *args]) == 2
+    assert exit_code(["calibrate", *args]) == 2
     assert message in capsys.readouterr().err
 
 
 def test_refuses_to_overwrite(calib, capsys):
-    assert _run(["calibrate", "--out", str(calib), *SMALL]) == 2
+    assert exit_code(["calibrate", "--out", str(calib), *SMALL]) == 2
     assert "already exists" in capsys.readouterr().err

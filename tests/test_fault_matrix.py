@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from cli_runner import shots_done, tiny_csv
 from labpgt.instruments.bench import bench_config_from_resources, dump_bench
 from labpgt.sim.params import RingParams
 from labpgt.sim.ring import RingModel
@@ -121,14 +122,6 @@ def _datasets(path: Path) -> dict[str, np.ndarray]:
         return {n: f[n][...] for n in names}
 
 
-def _done(path: Path) -> int:
-    try:
-        with h5py.File(path, "r", locking=False) as f:
-            return int(np.asarray(f["shots/done"][...]).sum())
-    except (OSError, KeyError):
-        return 0
-
-
 @pytest.fixture(scope="module")
 def acquire_reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
     folder = tmp_path_factory.mktemp("acquire-reference")
@@ -144,15 +137,6 @@ def acquire_reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.
     return _datasets(out)
 
 
-def _tiny_csv(path: Path) -> Path:
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(48, 3, generator=gen)
-    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
-    rows = [f"{a:.4f},{b:.4f},{c:.4f},{int(t)}" for (a, b, c), t in zip(x.tolist(), y, strict=True)]
-    path.write_text("a,b,c,label\n" + "\n".join(rows) + "\n")
-    return path
-
-
 def _train_args(bench: Path, data: Path, out: Path, *extra: str) -> list[str]:
     return [*LABPGT, "train", "--bench", str(bench), "--data", str(data), "--target", "label",
             *TRAIN, "--out", str(out), *extra]  # fmt: skip
@@ -165,7 +149,7 @@ def _final(out: Path) -> dict:
 @pytest.fixture(scope="module")
 def train_reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
     folder = tmp_path_factory.mktemp("train-reference")
-    data = _tiny_csv(folder / "tiny.csv")
+    data = tiny_csv(folder / "tiny.csv")
     with _quiet_bench() as vb:
         bench = _bench_file(vb, folder / "bench.toml")
         r = subprocess.run(
@@ -226,7 +210,7 @@ def test_acquire_rides_out_an_injected_fault(kind: str, tmp_path: Path, acquire_
 
 @pytest.mark.parametrize("kind", ["drop", "stall", "error", "garble"])
 def test_train_rides_out_an_injected_fault(kind: str, tmp_path: Path, train_reference):
-    data = _tiny_csv(tmp_path / "tiny.csv")
+    data = tiny_csv(tmp_path / "tiny.csv")
     with _quiet_bench() as vb:
         bench = _bench_file(vb, tmp_path / "bench.toml")
         # half-way through the reference run's sweeps (inside training proper)
@@ -262,12 +246,12 @@ def test_acquire_killed_resumes_bit_identically(tmp_path: Path, acquire_referenc
         args = [bench if a == "BENCH" else a for a in args]
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
         deadline = time.monotonic() + 120
-        while _done(out) < 40:
+        while shots_done(out) < 40:
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.005)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        killed_at = _done(out)
+        killed_at = shots_done(out)
         assert killed_at < SHOTS
         magnet_left_a = vb.supply.current_a  # nobody ramped it down: the process died
         r = subprocess.run(
@@ -288,7 +272,7 @@ def test_acquire_killed_resumes_bit_identically(tmp_path: Path, acquire_referenc
 
 
 def test_train_killed_resumes_bit_identically(tmp_path: Path, train_reference):
-    data = _tiny_csv(tmp_path / "tiny.csv")
+    data = tiny_csv(tmp_path / "tiny.csv")
     out = tmp_path / "run"
     with _quiet_bench() as vb:
         bench = _bench_file(vb, tmp_path / "bench.toml")
@@ -357,7 +341,7 @@ def test_acquire_survives_the_bench_being_killed(tmp_path: Path, acquire_referen
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=ENV)  # fmt: skip
     deadline = time.monotonic() + 120
-    while _done(out) < 40:
+    while shots_done(out) < 40:
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.005)
     served.kill()
@@ -399,7 +383,7 @@ def test_acquire_survives_the_bench_being_killed(tmp_path: Path, acquire_referen
 
 
 def test_train_survives_the_bench_being_killed(tmp_path: Path, train_reference):
-    data = _tiny_csv(tmp_path / "tiny.csv")
+    data = tiny_csv(tmp_path / "tiny.csv")
     out = tmp_path / "run"
     bench = tmp_path / "bench.toml"
     served = _BenchProcess(bench)

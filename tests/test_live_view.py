@@ -24,6 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from cli_runner import cli_lines
 
 from labpgt.cli.app import main
 from labpgt.live.source import RunSource, classify
@@ -33,17 +34,6 @@ TINY_TRAIN = (
     "--channels 1 --bins 8 --hidden 4 --batch-size 12 --warmup-samples 16 --fast-sim "
     "--method boundary --directions rademacher --probes 1 --epochs 3 --seed 5"
 )
-
-
-def _run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, list[str]]:
-    capsys.readouterr()
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, (captured.err + captured.out).splitlines()
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +97,7 @@ def test_bad_run_is_one_error_line(
     name: str, tmp_path: Path, good_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, message = _bad_files(tmp_path, good_run)[name]
-    code, lines = _run(capsys, ["view", str(path)])
+    code, lines = cli_lines(capsys, ["view", str(path)])
     text = "\n".join(lines)
     assert code == 2, text
     assert "Traceback" not in text
@@ -122,7 +112,7 @@ def test_port_in_use_says_so_and_offers_another(
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        code, lines = _run(capsys, ["view", str(good_run), "--port", str(port)])
+        code, lines = cli_lines(capsys, ["view", str(good_run), "--port", str(port)])
     text = "\n".join(lines)
     assert code == 2, text
     assert len(lines) == 1, text

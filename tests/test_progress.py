@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_runner import stopped_acquire
 from rich.console import Console
 from rich.progress import Progress
 
@@ -65,23 +66,11 @@ def test_acquire_bar_knows_its_total_and_never_passes_it(
 def test_resumed_acquire_counts_from_the_shots_already_done(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from labpgt.acquire import acquire, grid_inputs, parse_sweep
     from labpgt.cli.commands import acquire as command
-    from labpgt.embedded import embedded_bench
-    from labpgt.features import FeatureSpec
 
     out = tmp_path / "r.h5"
+    stopped_acquire(out, "drive_hz=2.0e9:2.3e9:40", seed=0, stop_after=16, chunk_shots=8)
 
-    def stop(done: int, total: int, instrument_s: float) -> None:
-        if done >= 16:
-            raise KeyboardInterrupt
-
-    inputs = grid_inputs([parse_sweep("drive_hz=2.0e9:2.3e9:40")])
-    with (
-        embedded_bench(seed=0, features=FeatureSpec(bins=1)) as reservoir,
-        pytest.raises(KeyboardInterrupt),
-    ):
-        acquire(reservoir, out, inputs, chunk_shots=8, progress=stop)
     screen = _screen(monkeypatch, command)
     _run("acquire", "--resume", "--allow-bench-change", "--out", str(out), "--chunk", "8")
     counts = re.findall(r"(\d+)/(\S+) shots", _frames(screen))

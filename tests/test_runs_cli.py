@@ -12,7 +12,7 @@ from pathlib import Path
 
 import h5py
 import pytest
-from cli_runner import run_cli
+from cli_runner import run_cli, stopped_acquire
 from rich.console import Console
 
 from labpgt.catalog import inspect_run
@@ -36,20 +36,9 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         except SystemExit as exc:
             assert not exc.code, args
     # a run stopped half way: the real acquire, with its shot list cut by Ctrl-C
-    from labpgt.acquire import acquire, grid_inputs, parse_sweep
-    from labpgt.embedded import embedded_bench
-    from labpgt.features import FeatureSpec
+    stopped_acquire(where / "stopped.h5", "drive_hz=2.05e9:2.25e9:20", seed=2, stop_after=8,
+                    chunk_shots=4)  # fmt: skip
 
-    def stop(done: int, total: int, instrument_s: float) -> None:
-        if done >= 8:
-            raise KeyboardInterrupt
-
-    inputs = grid_inputs([parse_sweep("drive_hz=2.05e9:2.25e9:20")])
-    with (
-        embedded_bench(seed=2, features=FeatureSpec(bins=1)) as reservoir,
-        pytest.raises(KeyboardInterrupt),
-    ):
-        acquire(reservoir, where / "stopped.h5", inputs, chunk_shots=4, progress=stop)
     raw = (where / "done.h5").read_bytes()
     (where / "half.h5").write_bytes(raw[: len(raw) // 3])
     (where / "notes.h5").write_text("not an HDF5 file\n")

@@ -11,10 +11,9 @@ import threading
 import time
 
 import pytest
+from cli_runner import exit_code
 from labpgt.instruments.bench import Bench
 from labpgt.instruments.bench_file import load_bench
-
-from labpgt.cli.app import main
 
 STARTUP_S = 60.0  # importing torch on a loaded 2-core CI machine can take a while
 
@@ -22,14 +21,6 @@ STARTUP_S = 60.0  # importing torch on a loaded 2-core CI machine can take a whi
 @pytest.fixture(autouse=True)
 def wide_terminal(monkeypatch):
     monkeypatch.setenv("COLUMNS", "240")
-
-
-def run(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def read_until(proc: subprocess.Popen, marker: str, timeout_s: float) -> list[str]:
@@ -106,7 +97,7 @@ def test_serve_writes_a_bench_file_that_checks_and_stops_cleanly(tmp_path, capsy
         assert cfg.supply.resource.startswith("ASRL/dev/" if serial else "TCPIP::127.0.0.1::")
         assert cfg.supply.family == ("keysight_e36xx" if serial else "kepco_bop")
 
-        assert run(["instruments", "check", "--bench", str(bench_path)]) == 0
+        assert exit_code(["instruments", "check", "--bench", str(bench_path)]) == 0
         out = capsys.readouterr().out
         assert "N5183B" in out and "N9020A" in out
         assert ("E36" if serial else "KEPCO") in out
@@ -127,10 +118,10 @@ def test_serve_writes_a_bench_file_that_checks_and_stops_cleanly(tmp_path, capsy
 
 
 def test_serve_refuses_a_remote_host_without_consent(capsys):
-    assert run(["sim", "serve", "--host", "0.0.0.0"]) == 2
+    assert exit_code(["sim", "serve", "--host", "0.0.0.0"]) == 2
     assert "--allow-remote" in capsys.readouterr().err
 
 
 def test_serve_names_a_bad_family(capsys):
-    assert run(["sim", "serve", "--analyzer-family", "hp8563"]) == 2
+    assert exit_code(["sim", "serve", "--analyzer-family", "hp8563"]) == 2
     assert "--analyzer-family must be one of keysight_x, rs_fsx" in capsys.readouterr().err

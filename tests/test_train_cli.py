@@ -11,27 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from labpgt.cli.app import main
+from cli_runner import cli_error, tiny_csv
 
 # Tiny but real: a 48-row CSV through the in-process ring and the real scheduler.
 TINY = shlex.split("--channels 1 --bins 8 --hidden 4 --batch-size 12 --warmup-samples 16")
-
-
-def _tiny_csv(path: Path) -> Path:
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(48, 3, generator=gen)
-    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
-    rows = [f"{a:.4f},{b:.4f},{c:.4f},{int(t)}" for (a, b, c), t in zip(x.tolist(), y, strict=True)]
-    path.write_text("a,b,c,label\n" + "\n".join(rows) + "\n")
-    return path
-
-
-def _run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    err = capsys.readouterr().err
-    return int(exc.value.code), " ".join(err.split())
 
 
 @pytest.mark.parametrize(
@@ -71,7 +54,7 @@ def _run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
 def test_bad_input_is_refused_with_its_message(
     argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, err = _run_cli(["train", *argv, "--out", str(tmp_path / "run")], capsys)
+    code, err = cli_error(capsys, *["train", *argv, "--out", str(tmp_path / "run")])
     assert code == 2
     assert message in err
     assert "Traceback" not in err
@@ -84,7 +67,7 @@ def test_csv_with_text_columns_names_them(
     csv = tmp_path / "d.csv"
     csv.write_text("x,site,y\n" + "".join(f"{i},lab{i % 2},{i % 2}\n" for i in range(20)))
     argv = ["train", "--data", str(csv), "--target", "y", "--fast-sim", "--out", str(tmp_path)]
-    code, err = _run_cli(argv, capsys)
+    code, err = cli_error(capsys, *argv)
     assert code == 2
     assert "non-numeric input column(s) in d.csv: site" in err
 
@@ -102,7 +85,7 @@ def _final_state(out: Path) -> dict:
 def test_killed_fast_sim_run_resumes_bit_identically(tmp_path: Path) -> None:
     env = {**os.environ, "COLUMNS": "200"}
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    data = _tiny_csv(tmp_path / "tiny.csv")
+    data = tiny_csv(tmp_path / "tiny.csv")
     subprocess.run(_cli(ref, data), check=True, capture_output=True, env=env, timeout=300)
 
     proc = subprocess.Popen(
