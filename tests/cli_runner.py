@@ -36,6 +36,15 @@ def cli_error(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]
     return code, err
 
 
+def small_run(path: Path) -> Path:
+    """A finished 6-shot run file of the embedded bench (noise off), written by `labpgt acquire`."""
+    code = exit_code(
+        ["acquire", "--sweep", "drive_hz=2.0e9:2.3e9:6", "--no-noise", "--out", str(path)]
+    )
+    assert code == 0, f"labpgt acquire exited {code}"
+    return path
+
+
 def cli_lines(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, list[str]]:
     """(exit code, the lines of standard error then standard output) of ``labpgt ARGV``."""
     capsys.readouterr()

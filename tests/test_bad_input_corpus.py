@@ -20,13 +20,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from cli_runner import cli_lines
+from cli_runner import cli_lines, small_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from labpgt.instruments.bench import bench_config_from_resources, bench_toml
 
 from labpgt.acquire import parse_sweep, read_inputs_csv
-from labpgt.cli.app import main
 from labpgt.cli.bench import check_bench_file
 from labpgt.errors import UserError
 from labpgt.training.tasks import load_csv
@@ -394,12 +393,7 @@ for _name, (_argv, _message) in FLAGS.items():
 
 @pytest.fixture(scope="module")
 def good_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("good") / "good.h5"
-    try:
-        main(["acquire", "--sweep", "drive_hz=2.0e9:2.3e9:6", "--no-noise", "--out", str(path)])
-    except SystemExit as exc:
-        assert not exc.code
-    return path
+    return small_run(tmp_path_factory.mktemp("good") / "good.h5")
 
 
 def _mutate(fn: Callable[[h5py.File], None]) -> Callable[[Path, Path], Path]:
@@ -524,26 +518,27 @@ def _(d: Path, good: Path) -> list[str]:  # type: ignore[misc]
     return ["show", str(good), "--plot", str(d / "x.notaformat")]
 
 
-@case("resume-other-settings", "created for other settings", needs_run=True)
-def _(d: Path, good: Path) -> list[str]:  # type: ignore[misc]
+def _resume_copy(d: Path, good: Path, *args: str) -> list[str]:
+    """`acquire --resume ARGS` on a copy of the good run."""
     run = d / "run.h5"
     shutil.copy(good, run)
-    return ["acquire", "--resume", "--sweep", "bias_a=1", "--no-noise", "--out", str(run)]
+    return ["acquire", "--resume", *args, "--no-noise", "--out", str(run)]
+
+
+@case("resume-other-settings", "created for other settings", needs_run=True)
+def _(d: Path, good: Path) -> list[str]:  # type: ignore[misc]
+    return _resume_copy(d, good, "--sweep", "bias_a=1")
 
 
 @case("resume-with-a-huge-sweep", "created for other settings", needs_run=True)
 def _(d: Path, good: Path) -> list[str]:  # type: ignore[misc]
-    run = d / "run.h5"
-    shutil.copy(good, run)
     sweeps = ["--sweep", "drive_hz=2e9:2.3e9:100000000", "--sweep", "bias_a=0:2:100000"]
-    return ["acquire", "--resume", *sweeps, "--no-noise", "--out", str(run)]
+    return _resume_copy(d, good, *sweeps)
 
 
 @case("resume-other-seed", "recorded on another bench", needs_run=True)
 def _(d: Path, good: Path) -> list[str]:  # type: ignore[misc]
-    run = d / "run.h5"
-    shutil.copy(good, run)
-    return ["acquire", "--resume", "--seed", "7", "--no-noise", "--out", str(run)]
+    return _resume_copy(d, good, "--seed", "7")
 
 
 @case("resume-calibration-as-run", "not a labpgt acquisition", needs_run=True)

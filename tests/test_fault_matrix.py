@@ -142,6 +142,16 @@ def _train_args(bench: Path, data: Path, out: Path, *extra: str) -> list[str]:
             *TRAIN, "--out", str(out), *extra]  # fmt: skip
 
 
+def _spawn_train(bench: Path, data: Path, out: Path) -> subprocess.Popen:
+    """`labpgt train` in a child process, its output merged into one text pipe."""
+    proc = subprocess.Popen(
+        _train_args(bench, data, out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env=ENV,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    return proc
+
+
 def _final(out: Path) -> dict:
     return torch.load(out / "checkpoint.pt", weights_only=True)
 
@@ -276,11 +286,7 @@ def test_train_killed_resumes_bit_identically(tmp_path: Path, train_reference):
     out = tmp_path / "run"
     with _quiet_bench() as vb:
         bench = _bench_file(vb, tmp_path / "bench.toml")
-        proc = subprocess.Popen(
-            _train_args(bench, data, out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, env=ENV,
-        )  # fmt: skip
-        assert proc.stdout is not None
+        proc = _spawn_train(bench, data, out)
         for line in proc.stdout:  # killed after epoch 1's checkpoint, inside epoch 2
             if line.startswith("epoch 1:"):
                 proc.send_signal(signal.SIGKILL)
@@ -387,11 +393,7 @@ def test_train_survives_the_bench_being_killed(tmp_path: Path, train_reference):
     out = tmp_path / "run"
     bench = tmp_path / "bench.toml"
     served = _BenchProcess(bench)
-    proc = subprocess.Popen(
-        _train_args(bench, data, out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, env=ENV,
-    )  # fmt: skip
-    assert proc.stdout is not None
+    proc = _spawn_train(bench, data, out)
     lines = []
     for line in proc.stdout:
         lines.append(line)

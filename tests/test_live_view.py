@@ -24,9 +24,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from cli_runner import cli_lines
+from cli_runner import cli_lines, small_run
 
-from labpgt.cli.app import main
 from labpgt.live.source import RunSource, classify
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -38,12 +37,7 @@ TINY_TRAIN = (
 
 @pytest.fixture(scope="module")
 def good_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("live") / "good.h5"
-    try:
-        main(["acquire", "--sweep", "drive_hz=2.0e9:2.3e9:6", "--no-noise", "--out", str(path)])
-    except SystemExit as exc:
-        assert not exc.code
-    return path
+    return small_run(tmp_path_factory.mktemp("live") / "good.h5")
 
 
 def _tiny_csv(path: Path) -> Path:
