@@ -22,10 +22,8 @@ grid) and with the float32 fast path.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import numpy as np
-import torch
 from labpgt.sim import competition as torch_competition
 from labpgt.sim import dispersion
 from labpgt.sim.dispersion import _DB_PER_NEPER_POWER
@@ -38,13 +36,6 @@ from labpgt.sim.spectrum import _NEPER_PER_DB, _WINDOW_SIGMAS, line_sigma_hz, no
 def _softplus(x: np.ndarray | float) -> np.ndarray | float:
     """log(1 + e^x) without overflow."""
     return np.logaddexp(0.0, x)
-
-
-@lru_cache(maxsize=32)
-def _matrices(params: RingParams) -> tuple[np.ndarray, np.ndarray]:
-    """(coupling^T, neighbourhood kernel^T) of the competition as float64 arrays."""
-    coupling_t, kernel_t = torch_competition._matrices(params, torch.float64)
-    return coupling_t.numpy().copy(), kernel_t.numpy().copy()
 
 
 # --------------------------------------------------------------------- dispersion
@@ -121,102 +112,6 @@ def mode_wavenumbers(field: float, p: RingParams, newton_steps: int = 4) -> np.n
     return k - (dispersion.loop_phase_rad(k, f, p) - target) / slope
 
 
-# --------------------------------------------------------------------- competition
-
-
-def competition(
-    growth: np.ndarray, drive_separation: np.ndarray, drive_saturation: float, p: RingParams
-) -> np.ndarray:
-    """(M,) steady-state mode powers in units of the saturated power (`steady_state`)."""
-    coupling_t, kernel_t = _matrices(p)
-    near, far = p.cross_saturation_near, p.cross_saturation_far
-    neighbour = np.exp(-((drive_separation / p.cross_saturation_width_modes) ** 2))
-    net = growth - (far + (near - far) * neighbour) * drive_saturation
-    seed = p.spontaneous_emission
-    root_plus_abs = np.sqrt(net**2 + 2.0 * seed) + np.abs(net)
-    alone = np.where(net >= 0, 0.5 * root_plus_abs, seed / root_plus_abs)
-    lifted = np.exp(p.competition_sharpness * (net - net.max()))
-    dominance = lifted / (lifted @ kernel_t)
-    power = alone * dominance**2 + seed
-    scaled = 4.0 * growth
-    top = scaled.max()
-    smooth_max = (top + math.log(float(np.exp(scaled - top).sum()))) / 4.0
-    step = p.competition_step / (1.0 + float(_softplus(4.0 * (smooth_max - 1.0))) / 4.0)
-    two_step = 2.0 * step
-    seed_step = two_step * seed
-    return iterate(power, net, coupling_t, two_step, seed_step, p)
-
-
-def iterate(
-    power: np.ndarray,
-    net: np.ndarray,
-    coupling_t: np.ndarray,
-    two_step: float,
-    seed_step: float,
-    p: RingParams,
-) -> np.ndarray:
-    """The competition's fixed-point steps from `power` (as `_iterate_in_place`).
-
-    The fast loop (`_iterate_fast`) first; where it cannot work (a non-finite result)
-    the careful loop below, the torch loop's arithmetic: expm1(x) / x is 0 / 0 where
-    x == 0 exactly, and its limit there is 1.
-    """
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        out = _iterate_fast(power * two_step, net * two_step, coupling_t, two_step, seed_step, p)
-        if np.isfinite(out).all():
-            return out / two_step
-        power = power.copy()
-        x = np.empty_like(power)
-        ratio = np.empty_like(power)
-        scratch = np.empty_like(power)
-        for _ in range(p.competition_iterations):
-            np.dot(power, coupling_t, out=scratch)
-            np.subtract(net, scratch, out=x)
-            np.minimum(x, 5.0, out=x)
-            x *= two_step
-            np.expm1(x, out=ratio)
-            np.multiply(power, ratio, out=scratch)
-            power += scratch
-            ratio /= x
-            ratio[x == 0.0] = 1.0
-            np.multiply(ratio, seed_step, out=scratch)
-            power += scratch
-    return power
-
-
-def _iterate_fast(
-    q: np.ndarray,
-    net2: np.ndarray,
-    coupling_t: np.ndarray,
-    two_step: float,
-    seed_step: float,
-    p: RingParams,
-) -> np.ndarray:
-    """The competition's fixed-point steps on Q = 2 step P, in place, 8 operations each.
-
-    With x = 2 step (net - C P) = net2 - C Q and r = expm1(x), a step is
-    Q' = Q + Q r + s r / x = Q + r (Q + s / x) (s = 2 step x seed step). That is the
-    careful loop of `iterate` rearranged (within ~1e-12 relative), except where x is
-    exactly 0 (0 * inf) or so small that s / x overflows: then the result is not
-    finite and `iterate` runs the careful loop instead.
-    """
-    s = two_step * seed_step
-    cap = 5.0 * two_step
-    x = np.empty_like(q)
-    r = np.empty_like(q)
-    a = np.empty_like(q)
-    for _ in range(p.competition_iterations):
-        np.dot(q, coupling_t, out=a)
-        np.subtract(net2, a, out=x)
-        np.minimum(x, cap, out=x)
-        np.expm1(x, out=r)
-        np.divide(s, x, out=a)
-        a += q
-        a *= r
-        q += a
-    return q
-
-
 # --------------------------------------------------------------------- lines
 
 
@@ -247,7 +142,12 @@ def lines(
     ) * (coupling * rf)
     spacing_hz = (mode_hz[-1] - mode_hz[0]) / (p.mode_count - 1)
     drive_separation = (fin - mode_hz) / spacing_hz
-    power = competition(mode_net_db / p.gain_scale_db, drive_separation, drive_saturation, p)
+    power = torch_competition.steady_state(
+        (mode_net_db / p.gain_scale_db)[None, :],
+        drive_separation[None, :],
+        np.array([drive_saturation]),
+        p,
+    )[0]
     mode_mw = power * 10.0 ** (p.saturation_power_dbm / 10.0)
     shifted_hz = mode_hz + p.nonlinear_shift_hz_per_mw * mode_mw
 

@@ -1,0 +1,37 @@
+"""The array namespace of NumPy arrays and torch tensors, for the ring physics written once.
+
+The physics in sim/ is written against the array API standard: `namespace(x)` gives
+array-api-compat's NumPy or torch namespace, so the same lines run on NumPy arrays
+(the one-shot path of the virtual analyzer, ~1 us per operation) and on torch tensors
+(batched, differentiable). `array_api_compat.array_namespace` inspects every argument
+each call (a few us); this caches the answer per array type, which matters on the
+one-shot path (hundreds of calls per shot).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import array_namespace
+
+Array = Any
+"""A NumPy array or a torch tensor."""
+
+_BY_TYPE: dict[type, Any] = {}
+
+
+def namespace(*arrays: Array) -> Any:
+    """The array-api-compat namespace of these arrays (all of one library)."""
+    kind = type(arrays[0])
+    xp = _BY_TYPE.get(kind)
+    if xp is not None and all(type(array) is kind for array in arrays[1:]):
+        return xp
+    xp = array_namespace(*arrays)
+    if all(type(array) is kind for array in arrays[1:]):
+        _BY_TYPE[kind] = xp
+    return xp
+
+
+def as_dtype(xp: Any, array: Array, dtype: Any) -> Array:
+    """`array` in `dtype` (itself when it already is)."""
+    return array if array.dtype == dtype else xp.astype(array, dtype)
