@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import array_namespace
+import numpy as _numpy
+from array_api_compat import array_namespace, is_torch_namespace
 
 Array = Any
 """A NumPy array or a torch tensor."""
@@ -35,3 +36,30 @@ def namespace(*arrays: Array) -> Any:
 def as_dtype(xp: Any, array: Array, dtype: Any) -> Array:
     """`array` in `dtype` (itself when it already is)."""
     return array if array.dtype == dtype else xp.astype(array, dtype)
+
+
+def stop_gradient(array: Array) -> Array:
+    """`array` cut from autograd (a torch tensor's detach; NumPy arrays carry no graph)."""
+    detach = getattr(array, "detach", None)
+    return array if detach is None else detach()
+
+
+def softplus(xp: Any, x: Array) -> Array:
+    """log(1 + e^x) without overflow."""
+    return xp.logaddexp(0.0, x)
+
+
+def scatter_add_rows(xp: Any, index: Array, values: Array, width: int) -> Array:
+    """(N, width) row sums: values (N, K) added at the columns index (N, K) of each row.
+
+    Not in the array API: torch's scatter_add (differentiable in values), NumPy's
+    bincount over the flattened rows.
+    """
+    n = values.shape[0]
+    if is_torch_namespace(xp):
+        zeros = xp.zeros((n, width), dtype=values.dtype, device=values.device)
+        return zeros.scatter_add(1, index, values)
+    rows = index + width * xp.arange(n)[:, None]
+    flat = xp.reshape(rows, (-1,))
+    summed = _numpy.bincount(flat, weights=xp.reshape(values, (-1,)), minlength=n * width)
+    return xp.reshape(summed, (n, width))

@@ -14,6 +14,7 @@ from labpgt.sim.competition import steady_state
 from labpgt.sim.grid import AnalyzerGrid
 from labpgt.sim.params import RingParams
 from labpgt.sim.ring import RingError, RingModel
+from labpgt.sim.ring_lines import ring_modes
 from labpgt.sim.spectrum import render_trace
 
 GRID = AnalyzerGrid()
@@ -30,23 +31,11 @@ def shots(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def competition_inputs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Growth, drive separation and drive saturation as the ring computes them."""
-    ring = RingModel(QUIET)
-    captured: dict[str, tuple[torch.Tensor, ...]] = {}
-    import labpgt.sim.ring as ring_module
-
-    original = ring_module.steady_state
-
-    def spy(growth, separation, saturation, params, **kwargs):
-        captured["inputs"] = (growth, separation, saturation)
-        return original(growth, separation, saturation, params, **kwargs)
-
-    ring_module.steady_state = spy
-    try:
-        with torch.no_grad():
-            ring.lines(*shots(n, seed), remanence_sign=-1.0)
-    finally:
-        ring_module.steady_state = original
-    return captured["inputs"]
+    drive_hz, drive_dbm, bias_a = shots(n, seed)
+    field = dispersion.field_oe(bias_a, -1.0, QUIET)
+    zero, rf = torch.zeros_like(field), torch.ones_like(field)
+    modes = ring_modes(QUIET, drive_hz, drive_dbm, field, zero, rf)
+    return modes.growth, modes.drive_separation, modes.drive_saturation
 
 
 def test_no_grad_competition_is_bit_identical_to_the_autograd_loop() -> None:
