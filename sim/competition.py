@@ -64,12 +64,16 @@ def cross_saturation(separation_modes: Array, params: RingParams) -> Array:
 
 @lru_cache(maxsize=64)
 def _matrices(params: RingParams, xp: Any, dtype: Any) -> tuple[Array, Array]:
-    """(coupling^T, neighbourhood kernel^T), both (M, M), per parameter set, namespace, dtype."""
+    """(coupling^T, neighbourhood kernel^T), both (M, M), per parameter set, namespace, dtype.
+
+    Both depend on the square of the mode-number separation, so each is symmetric and
+    its transpose is itself (kept contiguous: a strided matrix slows the products ~3x).
+    """
     index = xp.arange(params.mode_count, dtype=dtype)
     separation = index[:, None] - index[None, :]
     eye = xp.eye(params.mode_count, dtype=dtype)
     coupling = cross_saturation(separation, params) * (1.0 - eye) + eye
-    return xp.asarray(coupling.T, copy=True), xp.asarray(neighbourhood(separation, params).T)
+    return coupling, neighbourhood(separation, params)
 
 
 def coupling_matrix(params: RingParams, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -78,8 +82,8 @@ def coupling_matrix(params: RingParams, dtype: torch.dtype = torch.float64) -> t
     It depends on the mode-number separation only (the comb is nearly uniform), so
     one matrix serves every setting of a batch.
     """
-    coupling_t, _ = _matrices(params, namespace(torch.empty(0)), dtype)
-    return coupling_t.T
+    coupling, _ = _matrices(params, namespace(torch.empty(0)), dtype)
+    return coupling
 
 
 def steady_state(
@@ -146,10 +150,27 @@ def solve_competition(
     iterate = _Iteration(net, step, coupling_t, params, loop_dtype)
     tolerance = params.competition_tolerance if tolerance is None else tolerance
     cap = params.competition_iterations if max_iterations is None else max_iterations
-    solution = iterate.run(power, tolerance, cap, guard=False)
-    if not bool(xp.all(xp.isfinite(solution.power))):
-        solution = iterate.run(power, tolerance, cap, guard=True)
+    # float32 rounds x to exactly 0 now and then in a large batch: guard every step
+    solution = iterate.run(power, tolerance, cap, guard=fast)
+    bad = ~xp.all(xp.isfinite(solution.power), axis=-1)
+    if bool(xp.any(bad)):
+        rows = xp.nonzero(bad)[0]
+        redo = _Iteration(
+            xp.take(net, rows, axis=0), xp.take(step, rows, axis=0), coupling_t, params, loop_dtype
+        ).run(xp.take(power, rows, axis=0), tolerance, cap, guard=True)
+        solution = _merge_rows(xp, solution, redo, bad)
     return solution._replace(power=as_dtype(xp, solution.power, growth.dtype))
+
+
+def _merge_rows(xp: Any, solution: Competition, redo: Competition, rows: Array) -> Competition:
+    """`solution` with the rows where `rows` is True taken from `redo` (those rows, in order)."""
+    place = xp.maximum(xp.cumulative_sum(xp.astype(rows, xp.int64)) - 1, 0)
+    return Competition(
+        *(
+            xp.where(rows[:, None] if old.ndim == 2 else rows, xp.take(new, place, axis=0), old)
+            for old, new in zip(solution, redo, strict=True)
+        )
+    )
 
 
 class _Iteration:
@@ -159,11 +180,17 @@ class _Iteration:
     frozen, so the fixed point below threshold is the continuous one: with
     x = 2 step r = 2 step net - C Q (capped at 10 step, against overflow), e = exp(x)
     and a = s' / x (s' = (2 step)^2 s), Q' = Q e + s' (e - 1) / x = e (Q + a) - a.
-    At x == 0 exactly a is infinite and Q' = Q + s' is the limit: a step with a
-    non-finite result is redone with `guard` (a `where` per step, only then; every
-    other value is bit for bit the same). The coupling product is one small matrix
-    product per row, so a row's rounding does not depend on the batch (BLAS edge
-    kernels round a plain GEMM's rows by their position).
+    At x == 0 exactly a is infinite (the limit is Q' = Q + s'). The `guard` takes
+    a = s' x / (x^2 + tiny) instead, finite everywhere: equal to s' / x to rounding
+    where x != 0 (|x| > 1e-9 in float32, 1e-17 in float64 whenever it is not 0), and 0
+    where x == 0, so that step leaves out the seed s' (~1e-10 of the saturated power).
+    In float32 exact zeros hit a few rows of a large batch, so that loop is always
+    guarded (three more cheap operations per step); in float64 they practically never
+    occur, so only rows whose result is not finite are redone guarded afterwards.
+
+    The coupling product is one small matrix product per row, so a row's rounding does
+    not depend on the batch (BLAS edge kernels round a plain GEMM's rows by their
+    position).
     """
 
     def __init__(
@@ -181,6 +208,7 @@ class _Iteration:
         coupling_t = as_dtype(xp, coupling_t, dtype)
         self.coupling = coupling_t if n == 1 else xp.broadcast_to(coupling_t[None, ...], (n, m, m))
         self.dtype = dtype
+        self.tiny = xp.finfo(dtype).tiny
 
     def product(self, q: Array) -> Array:
         """C Q of each row, (N, M)."""
@@ -195,9 +223,8 @@ class _Iteration:
         if not guard:
             a = self.seed2 / x
             return growth * (q + a) - a
-        zero = x == 0.0
-        a = self.seed2 / xp.where(zero, 1.0, x)
-        return xp.where(zero, q + self.seed2, growth * (q + a) - a)
+        a = self.seed2 * x / (x * x + self.tiny)  # s' / x, and 0 where x == 0
+        return growth * (q + a) - a
 
     def run(self, power: Array, tolerance: float, cap: int, guard: bool) -> Competition:
         xp = self.xp
@@ -213,7 +240,7 @@ class _Iteration:
             change = xp.max(xp.abs(q - previous) / previous, axis=-1)
             newly = (change <= tolerance) & ~done
             result = xp.where(newly[:, None], q, result)
-            iterations = xp.where(newly, i, iterations)
+            iterations = iterations + newly * (i - cap)
             done = done | newly
             if bool(xp.all(done)):
                 break
