@@ -24,12 +24,12 @@ _BY_TYPE: dict[type, Any] = {}
 def namespace(*arrays: Array) -> Any:
     """The array-api-compat namespace of these arrays (all of one library)."""
     kind = type(arrays[0])
+    for array in arrays[1:]:
+        if type(array) is not kind:
+            return array_namespace(*arrays)
     xp = _BY_TYPE.get(kind)
-    if xp is not None and all(type(array) is kind for array in arrays[1:]):
-        return xp
-    xp = array_namespace(*arrays)
-    if all(type(array) is kind for array in arrays[1:]):
-        _BY_TYPE[kind] = xp
+    if xp is None:
+        xp = _BY_TYPE[kind] = array_namespace(*arrays)
     return xp
 
 

@@ -210,16 +210,11 @@ class _Iteration:
         self.dtype = dtype
         self.tiny = xp.finfo(dtype).tiny
 
-    def product(self, q: Array) -> Array:
-        """C Q of each row, (N, M)."""
-        if self.coupling.ndim == 2:
-            return q @ self.coupling
-        return (q[:, None, :] @ self.coupling)[:, 0, :]
-
     def step(self, q: Array, guard: bool) -> Array:
-        xp = self.xp
-        x = xp.minimum(self.net2 - self.product(q), self.cap)
-        growth = xp.exp(x)
+        c = self.coupling  # one row alone: a plain (1, M) product, else one per row
+        product = q @ c if c.ndim == 2 else (q[:, None, :] @ c)[:, 0, :]
+        x = self.xp.minimum(self.net2 - product, self.cap)
+        growth = self.xp.exp(x)
         if not guard:
             a = self.seed2 / x
             return growth * (q + a) - a

@@ -57,15 +57,16 @@ class Trace:
     """(N,) simulated clock at the start of each shot's sweep, in s."""
 
 
-_STATE_KEYS = (
+_STATE_NUMBERS = (
     "time_s",
     "field_drift_oe",
     "gain_drift_db",
     "remanence_sign",
     "extreme_a",
     "bias_a",
-    "rng_state",
 )
+"""The floats of `RingModel.state_dict` (each kept as the attribute `_<name>`)."""
+_STATE_KEYS = (*_STATE_NUMBERS, "rng_state")
 
 
 class RingModel:
@@ -425,27 +426,17 @@ class RingModel:
 
     def state_dict(self) -> dict[str, Any]:
         """Clock, drift, hysteresis and RNG state: load it to continue bit-identically."""
-        return {
-            "time_s": self._time_s,
-            "field_drift_oe": self._field_drift_oe,
-            "gain_drift_db": self._gain_drift_db,
-            "remanence_sign": self._remanence_sign,
-            "extreme_a": self._extreme_a,
-            "bias_a": self._bias_a,
-            "rng_state": self._generator.get_state().clone(),
-        }
+        state: dict[str, Any] = {key: getattr(self, f"_{key}") for key in _STATE_NUMBERS}
+        state["rng_state"] = self._generator.get_state().clone()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a `state_dict()`; raises RingError naming a missing key."""
         missing = [key for key in _STATE_KEYS if key not in state]
         if missing:
             raise RingError(f"ring state is missing {', '.join(missing)}")
-        self._time_s = float(state["time_s"])
-        self._field_drift_oe = float(state["field_drift_oe"])
-        self._gain_drift_db = float(state["gain_drift_db"])
-        self._remanence_sign = float(state["remanence_sign"])
-        self._extreme_a = float(state["extreme_a"])
-        self._bias_a = float(state["bias_a"])
+        for key in _STATE_NUMBERS:
+            setattr(self, f"_{key}", float(state[key]))
         self._generator.set_state(state["rng_state"].clone())
 
 
