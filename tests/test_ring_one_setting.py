@@ -1,4 +1,4 @@
-"""sim.one_setting (the NumPy path of a one-shot RingModel.measure) against the torch model.
+"""The one-shot path of RingModel.measure (NumPy arrays of one row) against the torch model.
 
 No timing here: the latency is measured by benchmarks/sim_throughput.py and
 benchmarks/loop_overhead.py.
