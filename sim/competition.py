@@ -152,14 +152,20 @@ def solve_competition(
     cap = params.competition_iterations if max_iterations is None else max_iterations
     # float32 rounds x to exactly 0 now and then in a large batch: guard every step
     solution = iterate.run(power, tolerance, cap, guard=fast)
-    bad = ~xp.all(xp.isfinite(solution.power), axis=-1)
-    if bool(xp.any(bad)):
+    if not bool(xp.all(xp.isfinite(solution.power))):
+        bad = ~xp.all(xp.isfinite(solution.power), axis=-1)
         rows = xp.nonzero(bad)[0]
         redo = _Iteration(
             xp.take(net, rows, axis=0), xp.take(step, rows, axis=0), coupling_t, params, loop_dtype
         ).run(xp.take(power, rows, axis=0), tolerance, cap, guard=True)
         solution = _merge_rows(xp, solution, redo, bad)
     return solution._replace(power=as_dtype(xp, solution.power, growth.dtype))
+
+
+@lru_cache(maxsize=8)
+def _tiny(xp: Any, dtype: Any) -> float:
+    """The smallest normal number of a floating dtype."""
+    return float(xp.finfo(dtype).tiny)
 
 
 def _merge_rows(xp: Any, solution: Competition, redo: Competition, rows: Array) -> Competition:
@@ -208,7 +214,7 @@ class _Iteration:
         coupling_t = as_dtype(xp, coupling_t, dtype)
         self.coupling = coupling_t if n == 1 else xp.broadcast_to(coupling_t[None, ...], (n, m, m))
         self.dtype = dtype
-        self.tiny = xp.finfo(dtype).tiny
+        self.tiny = _tiny(xp, dtype)
 
     def step(self, q: Array, guard: bool) -> Array:
         c = self.coupling  # one row alone: a plain (1, M) product, else one per row
@@ -234,6 +240,8 @@ class _Iteration:
                 continue
             change = xp.max(xp.abs(q - previous) / previous, axis=-1)
             newly = (change <= tolerance) & ~done
+            if not bool(xp.any(newly)):  # the common case: nothing to record
+                continue
             result = xp.where(newly[:, None], q, result)
             iterations = iterations + newly * (i - cap)
             done = done | newly
