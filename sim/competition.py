@@ -9,72 +9,122 @@ amplifier and the spin-wave film:
 with self-saturation c_nn = 1, cross-saturation c_nm falling with the mode-number
 separation from `cross_saturation_near` (> 1: neighbours exclude each other) to
 `cross_saturation_far` (< 1: distant modes coexist), and a tiny spontaneous-emission
-seed s that makes the threshold smooth. The steady state is reached by a fixed number
-of multiplicative (positivity-preserving) fixed-point iterations, so the result is
-batched and differentiable.
+seed s that makes the threshold smooth.
 
-Without autograd the same iterations run in place on preallocated buffers (no
-allocation per step); with `fast=True` they run in float32 (see `_iterate_float32`).
+One solver (`solve_competition`) serves every path: the batched torch model (float64
+with autograd, or float32 without), and the one-shot NumPy path of the virtual
+analyzer. It is written against the array API (array-api-compat), so the same lines
+run on NumPy arrays and torch tensors, and stay differentiable under autograd.
+
+Convergence criterion: a setting (row) counts as converged when no mode's power
+changed by more than `competition_tolerance` (relative) over one iteration, checked
+every `CHECK_EVERY` iterations; its result is the iterate at that check (so a row's
+result never depends on the other rows of its batch). The iteration count is capped
+at `competition_iterations`: a row still moving then returns the iterate at the cap,
+with `converged` False in `Competition` (no error, no warning: the ring's spectra are
+this capped iterate). benchmarks/competition_convergence.py measures how far the cap
+leaves the settings from the steady state (docs/ring-physics.md).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any, NamedTuple
 
 import torch
+from labpgt.sim.arrays import Array, as_dtype, namespace
 from labpgt.sim.params import RingParams
 
+CHECK_EVERY = 16
+"""Iterations between two convergence checks (count)."""
 
-def cross_saturation(separation_modes: torch.Tensor, params: RingParams) -> torch.Tensor:
+
+class Competition(NamedTuple):
+    """Result of `solve_competition` for N settings."""
+
+    power: Array
+    """(N, M) steady-state mode powers in units of the saturated power."""
+    iterations: Array
+    """(N,) iterations each setting ran (count)."""
+    converged: Array
+    """(N,) True where the tolerance was met before the cap."""
+
+
+def neighbourhood(separation_modes: Array, params: RingParams) -> Array:
+    """Gaussian weight exp(-(dn / width)^2) of a mode-number separation dn."""
+    xp = namespace(separation_modes)
+    return xp.exp(-((separation_modes / params.cross_saturation_width_modes) ** 2))
+
+
+def cross_saturation(separation_modes: Array, params: RingParams) -> Array:
     """Cross-saturation coefficient between two lines this many mode spacings apart."""
     near, far = params.cross_saturation_near, params.cross_saturation_far
     return far + (near - far) * neighbourhood(separation_modes, params)
 
 
-def neighbourhood(separation_modes: torch.Tensor, params: RingParams) -> torch.Tensor:
-    """Gaussian weight exp(-(dn / width)^2) of a mode-number separation dn."""
-    return torch.exp(-((separation_modes / params.cross_saturation_width_modes) ** 2))
+@lru_cache(maxsize=64)
+def _matrices(params: RingParams, xp: Any, dtype: Any) -> tuple[Array, Array]:
+    """(coupling^T, neighbourhood kernel^T), both (M, M), per parameter set, namespace, dtype.
 
-
-def _separation(params: RingParams, dtype: torch.dtype) -> torch.Tensor:
-    index = torch.arange(params.mode_count, dtype=dtype)
-    return index.unsqueeze(-1) - index.unsqueeze(-2)
-
-
-@lru_cache(maxsize=32)
-def _matrices(params: RingParams, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """(coupling^T, neighbourhood kernel^T), both (M, M), cached per parameter set and dtype."""
-    kernel_t = neighbourhood(_separation(params, dtype), params).T.contiguous()
-    return coupling_matrix(params, dtype).T.contiguous(), kernel_t
+    Both depend on the square of the mode-number separation, so each is symmetric and
+    its transpose is itself (kept contiguous: a strided matrix slows the products ~3x).
+    """
+    index = xp.arange(params.mode_count, dtype=dtype)
+    separation = index[:, None] - index[None, :]
+    eye = xp.eye(params.mode_count, dtype=dtype)
+    coupling = cross_saturation(separation, params) * (1.0 - eye) + eye
+    return coupling, neighbourhood(separation, params)
 
 
 def coupling_matrix(params: RingParams, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """(M, M) saturation matrix: 1 on the diagonal, cross-saturation off it.
 
     It depends on the mode-number separation only (the comb is nearly uniform), so
-    one matrix serves every setting of a batch and the competition is one GEMM.
+    one matrix serves every setting of a batch.
     """
-    eye = torch.eye(params.mode_count, dtype=dtype)
-    return cross_saturation(_separation(params, dtype), params) * (1.0 - eye) + eye
+    coupling, _ = _matrices(params, namespace(torch.empty(0)), dtype)
+    return coupling
 
 
 def steady_state(
-    growth: torch.Tensor,
-    drive_separation_modes: torch.Tensor,
-    drive_saturation: torch.Tensor,
+    growth: Array,
+    drive_separation_modes: Array,
+    drive_saturation: Array,
     params: RingParams,
     *,
     fast: bool = False,
-) -> torch.Tensor:
+) -> Array:
     """Steady-state mode powers (units of the saturated power), shape (N, M).
+
+    `solve_competition(...).power`; see there for the arguments.
+    """
+    return solve_competition(
+        growth, drive_separation_modes, drive_saturation, params, fast=fast
+    ).power
+
+
+def solve_competition(
+    growth: Array,
+    drive_separation_modes: Array,
+    drive_saturation: Array,
+    params: RingParams,
+    *,
+    fast: bool = False,
+    tolerance: float | None = None,
+    max_iterations: int | None = None,
+) -> Competition:
+    """Steady state of the mode competition for N settings (see the module docstring).
 
     growth: (N, M) growth rates; drive_separation_modes: (N, M) detuning of the drive
     from each mode in mode spacings; drive_saturation: (N,) the injected drive's power
-    in units of the saturated power (0 when RF is off). fast: without autograd, run
-    the iterations in float32 (~1e-5 relative; the result keeps the input dtype).
+    in units of the saturated power (0 when RF is off). All NumPy or all torch. fast:
+    run the iterations in float32 (~1e-5 relative; the result keeps the input dtype).
+    tolerance and max_iterations default to the params' `competition_tolerance` and
+    `competition_iterations`.
     """
-    coupling_t, kernel_t = _matrices(params, growth.dtype)
-    drive_load = cross_saturation(drive_separation_modes, params) * (drive_saturation.unsqueeze(-1))
+    xp = namespace(growth, drive_separation_modes, drive_saturation)
+    coupling_t, kernel_t = _matrices(params, xp, growth.dtype)
+    drive_load = cross_saturation(drive_separation_modes, params) * drive_saturation[..., None]
     net = growth - drive_load
     seed = params.spontaneous_emission
     # Start from each mode's steady state as if it were alone (exact below threshold,
@@ -82,98 +132,121 @@ def steady_state(
     # threshold need no iterations to settle ... With a = sqrt(g^2 + 2s) + |g| that is
     # a / 2 for g >= 0 and s / a for g < 0: no cancellation on either side (the textbook
     # forms lose ~1e-6 relative to rounding and make the gradient check fail).
-    root_plus_abs = torch.sqrt(net**2 + 2.0 * seed) + net.abs()
-    alone = torch.where(net >= 0, 0.5 * root_plus_abs, seed / root_plus_abs)
+    root_plus_abs = xp.sqrt(net**2 + 2.0 * seed) + xp.abs(net)
+    alone = xp.where(net >= 0, 0.5 * root_plus_abs, seed / root_plus_abs)
     # ... and weight it by the mode's soft dominance over its neighbourhood,
     # exp(kappa g_n) / sum_m K_nm exp(kappa g_m): that breaks the symmetry between
     # neighbours, which the LV dynamics alone would take ~1000 steps to resolve.
-    lifted = torch.exp(params.competition_sharpness * (net - net.max(-1, keepdim=True).values))
+    lifted = xp.exp(params.competition_sharpness * (net - xp.max(net, axis=-1, keepdims=True)))
     dominance = lifted / (lifted @ kernel_t)
     power = alone * dominance**2 + seed
     # A step that shrinks for very large gains keeps the discrete map from
     # overshooting into oscillation (the Ricker map is stable for 2*step*g < 2).
-    smooth_max = torch.logsumexp(4.0 * growth, dim=-1, keepdim=True) / 4.0
-    step = params.competition_step / (
-        1.0 + torch.nn.functional.softplus(4.0 * (smooth_max - 1.0)) / 4.0
+    scaled = 4.0 * growth
+    top = xp.max(scaled, axis=-1, keepdims=True)
+    smooth_max = (top + xp.log(xp.sum(xp.exp(scaled - top), axis=-1, keepdims=True))) / 4.0
+    step = params.competition_step / (1.0 + xp.logaddexp(0.0, 4.0 * (smooth_max - 1.0)) / 4.0)
+    loop_dtype = xp.float32 if fast else growth.dtype
+    iterate = _Iteration(net, step, coupling_t, params, loop_dtype)
+    tolerance = params.competition_tolerance if tolerance is None else tolerance
+    cap = params.competition_iterations if max_iterations is None else max_iterations
+    # float32 rounds x to exactly 0 now and then in a large batch: guard every step
+    solution = iterate.run(power, tolerance, cap, guard=fast)
+    if not bool(xp.all(xp.isfinite(solution.power))):
+        bad = ~xp.all(xp.isfinite(solution.power), axis=-1)
+        rows = xp.nonzero(bad)[0]
+        redo = _Iteration(
+            xp.take(net, rows, axis=0), xp.take(step, rows, axis=0), coupling_t, params, loop_dtype
+        ).run(xp.take(power, rows, axis=0), tolerance, cap, guard=True)
+        solution = _merge_rows(xp, solution, redo, bad)
+    return solution._replace(power=as_dtype(xp, solution.power, growth.dtype))
+
+
+@lru_cache(maxsize=8)
+def _tiny(xp: Any, dtype: Any) -> float:
+    """The smallest normal number of a floating dtype."""
+    return float(xp.finfo(dtype).tiny)
+
+
+def _merge_rows(xp: Any, solution: Competition, redo: Competition, rows: Array) -> Competition:
+    """`solution` with the rows where `rows` is True taken from `redo` (those rows, in order)."""
+    place = xp.maximum(xp.cumulative_sum(xp.astype(rows, xp.int64)) - 1, 0)
+    return Competition(
+        *(
+            xp.where(rows[:, None] if old.ndim == 2 else rows, xp.take(new, place, axis=0), old)
+            for old, new in zip(solution, redo, strict=True)
+        )
     )
-    two_step = 2.0 * step
-    seed_step = two_step * seed
-    if not (power.requires_grad or net.requires_grad or two_step.requires_grad):
-        if fast and power.dtype == torch.float64:
-            out = _iterate_float32(power, net, coupling_t, two_step, seed_step, params)
-            return out.to(power.dtype)
-        return _iterate_in_place(power, net, coupling_t, two_step, seed_step, params)
-    for _ in range(params.competition_iterations):
-        # Exact solution of dP/dt = 2 r P + s over one step with r frozen,
-        # P' = P e^x + 2 step s (e^x - 1) / x with x = 2 step r, so that the fixed point
-        # below threshold is the continuous one. (e^x - 1) / x -> 1 as x -> 0; expm1
-        # keeps it accurate down to tiny |x|; at x == 0 exactly the guard gives 1.
-        x = torch.addmm(net, power, coupling_t, alpha=-1.0).clamp(max=5.0) * two_step
-        growth_m1 = torch.expm1(x)
-        at_zero = x == 0.0
-        ratio = (growth_m1 + at_zero) / x.masked_fill(at_zero, 1.0)
-        power = torch.addcmul(torch.addcmul(power, power, growth_m1), ratio, seed_step)
-    return power
 
 
-def _iterate_in_place(
-    power: torch.Tensor,
-    net: torch.Tensor,
-    coupling_t: torch.Tensor,
-    two_step: torch.Tensor,
-    seed_step: torch.Tensor,
-    params: RingParams,
-) -> torch.Tensor:
-    """The loop of `steady_state` without autograd: the same arithmetic, in place.
+class _Iteration:
+    """The fixed-point iteration of the competition, on Q = 2 step P per row.
 
-    At x == 0 expm1(x) / x is 0 / 0 = NaN, which nan_to_num_ turns into the limit 1
-    (x is finite: clamped above, and net and power are finite).
+    One step is the exact solution of dP/dt = 2 r P + s over one step with the rate r
+    frozen, so the fixed point below threshold is the continuous one: with
+    x = 2 step r = 2 step net - C Q (capped at 10 step, against overflow), e = exp(x)
+    and a = s' / x (s' = (2 step)^2 s), Q' = Q e + s' (e - 1) / x = e (Q + a) - a.
+    At x == 0 exactly a is infinite (the limit is Q' = Q + s'). The `guard` takes
+    a = s' x / (x^2 + tiny) instead, finite everywhere: equal to s' / x to rounding
+    where x != 0 (|x| > 1e-9 in float32, 1e-17 in float64 whenever it is not 0), and 0
+    where x == 0, so that step leaves out the seed s' (~1e-10 of the saturated power).
+    In float32 exact zeros hit a few rows of a large batch, so that loop is always
+    guarded (three more cheap operations per step); in float64 they practically never
+    occur, so only rows whose result is not finite are redone guarded afterwards.
+
+    The coupling product is one small matrix product per row, so a row's rounding does
+    not depend on the batch (BLAS edge kernels round a plain GEMM's rows by their
+    position).
     """
-    x = torch.empty_like(power)
-    ratio = torch.empty_like(power)
-    for _ in range(params.competition_iterations):
-        torch.addmm(net, power, coupling_t, alpha=-1.0, out=x)
-        x.clamp_(max=5.0).mul_(two_step)
-        torch.expm1(x, out=ratio)
-        power.addcmul_(power, ratio)
-        ratio.div_(x).nan_to_num_(nan=1.0)
-        power.addcmul_(ratio, seed_step)
-    return power
 
+    def __init__(
+        self, net: Array, step: Array, coupling_t: Array, params: RingParams, dtype: Any
+    ) -> None:
+        xp = namespace(net)
+        self.xp = xp
+        n, m = net.shape
+        # one row alone: 0-d factors and a plain (1, M) product (the same per-row kernel)
+        self.two_step = 2.0 * (step[0, 0] if n == 1 else step)
+        two_step = as_dtype(xp, self.two_step, dtype)
+        self.net2 = as_dtype(xp, net * self.two_step, dtype)
+        self.cap = 5.0 * two_step
+        self.seed2 = two_step * (two_step * params.spontaneous_emission)
+        coupling_t = as_dtype(xp, coupling_t, dtype)
+        self.coupling = coupling_t if n == 1 else xp.broadcast_to(coupling_t[None, ...], (n, m, m))
+        self.dtype = dtype
+        self.tiny = _tiny(xp, dtype)
 
-def _iterate_float32(
-    power: torch.Tensor,
-    net: torch.Tensor,
-    coupling_t: torch.Tensor,
-    two_step: torch.Tensor,
-    seed_step: torch.Tensor,
-    params: RingParams,
-) -> torch.Tensor:
-    """`_iterate_in_place` in float32, for the fast path without autograd.
+    def step(self, q: Array, guard: bool) -> Array:
+        c = self.coupling  # one row alone: a plain (1, M) product, else one per row
+        product = q @ c if c.ndim == 2 else (q[:, None, :] @ c)[:, 0, :]
+        x = self.xp.minimum(self.net2 - product, self.cap)
+        growth = self.xp.exp(x)
+        if not guard:
+            a = self.seed2 / x
+            return growth * (q + a) - a
+        a = self.seed2 * x / (x * x + self.tiny)  # s' / x, and 0 where x == 0
+        return growth * (q + a) - a
 
-    It iterates Q = 2 step P (per row), so that x = 2 step (net - C P) = 2 step net - C Q
-    is one GEMM and the clamp at 5 one minimum. The coupling product is a batched GEMM
-    of one row each (baddbmm): a plain float32 GEMM rounds a row differently depending
-    on the batch size (BLAS edge kernels), which the competition amplifies to ~1e-3 dB;
-    one small GEMM per row does not. exp replaces expm1 (scalar and ~4x slower in
-    float32): Q e^x is exact enough, and (e^x - 1) / x only scales the tiny seed term.
-    """
-    n, m = power.shape
-    two_step = two_step.to(torch.float32)
-    power = (power * two_step).to(torch.float32)
-    power3 = power.view(n, 1, m)
-    net = (net * two_step).to(torch.float32).unsqueeze(1)
-    cap = 5.0 * two_step
-    seed_step = (seed_step * two_step).to(torch.float32)
-    coupling_t = coupling_t.to(torch.float32).expand(n, m, m)
-    x3 = torch.empty(n, 1, m, dtype=torch.float32)
-    x = x3.view(n, m)
-    growth = torch.empty_like(power)
-    for _ in range(params.competition_iterations):
-        torch.baddbmm(net, power3, coupling_t, alpha=-1.0, out=x3)
-        torch.minimum(x, cap, out=x)
-        torch.exp(x, out=growth)
-        power.mul_(growth)
-        growth.sub_(1.0).div_(x).nan_to_num_(nan=1.0)
-        power.addcmul_(growth, seed_step)
-    return power.div_(two_step)
+    def run(self, power: Array, tolerance: float, cap: int, guard: bool) -> Competition:
+        xp = self.xp
+        q = as_dtype(xp, power * self.two_step, self.dtype)
+        n = q.shape[0]
+        result = q
+        done = xp.zeros(n, dtype=xp.bool)
+        iterations = xp.full(n, cap)
+        for i in range(1, cap + 1):
+            previous, q = q, self.step(q, guard)
+            if i % CHECK_EVERY and i != cap:
+                continue
+            change = xp.max(xp.abs(q - previous) / previous, axis=-1)
+            newly = (change <= tolerance) & ~done
+            if not bool(xp.any(newly)):  # the common case: nothing to record
+                continue
+            result = xp.where(newly[:, None], q, result)
+            iterations = iterations + newly * (i - cap)
+            done = done | newly
+            if bool(xp.all(done)):
+                break
+        result = xp.where(done[:, None], result, q)
+        power = as_dtype(xp, result, self.two_step.dtype) / self.two_step
+        return Competition(power=power, iterations=iterations, converged=done)

@@ -125,7 +125,18 @@ class RingParams(BaseModel):
         description="Thermal seed of every mode, in units of the saturated power per unit time.",
     )
     competition_iterations: int = Field(
-        48, ge=1, le=1000, description="Fixed-point iterations of the mode competition (count)."
+        48,
+        ge=1,
+        le=100_000,
+        description="Cap on the fixed-point iterations of the mode competition (count); a "
+        "setting still moving at the cap keeps that iterate (sim/competition.py).",
+    )
+    competition_tolerance: float = Field(
+        1e-6,
+        ge=0.0,
+        le=1.0,
+        description="Relative change of every mode's power over one iteration below which the "
+        "mode competition counts as converged (dimensionless).",
     )
     competition_sharpness: float = Field(
         60.0,

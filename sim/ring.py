@@ -18,15 +18,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from labpgt.sim import dispersion, one_setting
-from labpgt.sim.competition import steady_state
+from labpgt.sim import dispersion
 from labpgt.sim.grid import AnalyzerGrid
-from labpgt.sim.injection import injection_lines
 from labpgt.sim.params import RingParams
-from labpgt.sim.spectrum import render_trace
+from labpgt.sim.ring_lines import ring_lines
+from labpgt.sim.spectrum import _WINDOW_SIGMAS, draw_trace, noise_draws, render_trace
 
 TensorLike = torch.Tensor | float
-F32 = torch.float32  # the dtype of the trace noise draws (both paths)
 
 
 class RingError(ValueError):
@@ -59,15 +57,16 @@ class Trace:
     """(N,) simulated clock at the start of each shot's sweep, in s."""
 
 
-_STATE_KEYS = (
+_STATE_NUMBERS = (
     "time_s",
     "field_drift_oe",
     "gain_drift_db",
     "remanence_sign",
     "extreme_a",
     "bias_a",
-    "rng_state",
 )
+"""The floats of `RingModel.state_dict` (each kept as the attribute `_<name>`)."""
+_STATE_KEYS = (*_STATE_NUMBERS, "rng_state")
 
 
 class RingModel:
@@ -83,12 +82,6 @@ class RingModel:
         self._remanence_sign = 1.0
         self._extreme_a = 0.0
         self._bias_a = 0.0
-        self._best_transducer_loss_db = float(
-            dispersion.transducer_loss_db(
-                torch.tensor(dispersion.best_k_rad_per_m(self._params), dtype=torch.float64),
-                self._params,
-            )
-        )
 
     # ------------------------------------------------------------------ properties
     @property
@@ -224,50 +217,9 @@ class RingModel:
         competition_dtype: torch.dtype,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`_lines_mw` on checked (N,) float64 tensors."""
-        p = self._params
-        field = dispersion.field_oe(bias, sign_t, p) + dfield
-        gain_db = p.amplifier_gain_db + dgain - p.fixed_loss_db
-
-        k_modes = dispersion.solve_modes(field, p)
-        h = field.unsqueeze(-1)
-        mode_hz = dispersion.frequency_of_k(k_modes, h, p)
-        mode_net_db = gain_db.unsqueeze(-1) - dispersion.propagation_loss_db(k_modes, mode_hz, h, p)
-
-        drive_mw = torch.pow(10.0, dbm / 10.0)
-        k_in = dispersion.k_of_frequency(fin, field, p)
-        coupling = torch.pow(
-            10.0, -(dispersion.transducer_loss_db(k_in, p) - self._best_transducer_loss_db) / 10
-        )
-        drive_saturation = (
-            drive_mw * 10.0 ** (-(p.drive_coupling_loss_db + p.saturation_power_dbm) / 10.0)
-        ) * (coupling * rf)
-        spacing_hz = (mode_hz[..., -1] - mode_hz[..., 0]) / (p.mode_count - 1)
-        drive_separation = (fin.unsqueeze(-1) - mode_hz) / spacing_hz.unsqueeze(-1)
-        power = steady_state(
-            mode_net_db / p.gain_scale_db,
-            drive_separation,
-            drive_saturation,
-            p,
-            fast=competition_dtype == torch.float32,
-        )
-        mode_mw = power * 10.0 ** (p.saturation_power_dbm / 10.0)
-        shifted_hz = mode_hz + p.nonlinear_shift_hz_per_mw * mode_mw
-
-        # The drive tone also passes the ring as a small signal: a comb of loop
-        # resonances whose contrast follows the net gain at the drive frequency.
-        f_k_in = dispersion.frequency_of_k(k_in, field, p)
-        drive_net_db = gain_db - dispersion.propagation_loss_db(k_in, f_k_in, field, p)
-        rho = p.ring_resonance_max * torch.pow(
-            10.0, -torch.nn.functional.softplus(-drive_net_db) / 20.0
-        )
-        phase = dispersion.loop_phase_rad(k_in, fin, p)
-        resonance = 1.0 / (1.0 - 2.0 * rho * torch.cos(phase) + rho**2)
-        through_mw = (
-            drive_mw
-            * 10.0 ** (-p.drive_through_loss_db / 10.0)
-            * (coupling * resonance + 10.0 ** (p.drive_leakage_db / 10.0))
-        )
-        return injection_lines(shifted_hz, mode_mw, fin, drive_mw, coupling, through_mw, rf, p)
+        field = dispersion.field_oe(bias, sign_t, self._params) + dfield
+        fast = competition_dtype == torch.float32
+        return ring_lines(self._params, fin, dbm, field, dgain, rf, fast=fast)
 
     # ------------------------------------------------------------------ true values
     def mode_frequencies_hz(self, bias_a: float) -> torch.Tensor:
@@ -317,12 +269,13 @@ class RingModel:
             self._field_drift_oe += field_step
             self._gain_drift_db += gain_step
 
-    def _drift_step(self, dt: float, z_field: float, z_gain: float) -> tuple[float, float]:
-        """Random-walk steps of the field (Oe) and gain (dB) offsets over dt s, for draws z."""
+    def _drift_step(self, dt: Any, z_field: Any, z_gain: Any) -> tuple[Any, Any]:
+        """Random-walk steps of the field (Oe) and gain (dB) offsets over dt s, for standard
+        normal draws z (floats, or tensors of one step each)."""
         p = self._params
         return (
-            p.field_drift_oe_per_min * math.sqrt(dt / 60.0) * z_field,
-            p.gain_drift_db_per_hour * math.sqrt(dt / 3600.0) * z_gain,
+            p.field_drift_oe_per_min * (dt / 60.0) ** 0.5 * z_field,
+            p.gain_drift_db_per_hour * (dt / 3600.0) ** 0.5 * z_gain,
         )
 
     def set_bias(self, bias_a: float) -> None:
@@ -364,7 +317,7 @@ class RingModel:
     ) -> Trace:
         """Measure N shots in order: per shot set_bias, settle, sweep, advance by the sweep.
 
-        One shot (what the virtual analyzer asks for) runs through `sim.one_setting`
+        One shot (what the virtual analyzer asks for) runs on NumPy arrays
         in NumPy float64, ~1 ms instead of ~5 ms through torch; N > 1 shots run as one
         torch batch in float32 (`evaluate`'s fast path). They draw the same random
         numbers and differ by float32 rounding: median ~3e-6 dB, up to ~0.02 dB where
@@ -411,13 +364,9 @@ class RingModel:
         gain_path = torch.full((2 * n,), self._gain_drift_db, dtype=torch.float64)
         if self._params.drift:
             z = torch.randn(2 * n, 2, generator=self._generator, dtype=torch.float64)
-            dt = steps.reshape(-1)
-            field_path = field_path + torch.cumsum(
-                self._params.field_drift_oe_per_min * torch.sqrt(dt / 60.0) * z[:, 0], 0
-            )
-            gain_path = gain_path + torch.cumsum(
-                self._params.gain_drift_db_per_hour * torch.sqrt(dt / 3600.0) * z[:, 1], 0
-            )
+            field_steps, gain_steps = self._drift_step(steps.reshape(-1), z[:, 0], z[:, 1])
+            field_path = field_path + torch.cumsum(field_steps, 0)
+            gain_path = gain_path + torch.cumsum(gain_steps, 0)
         generator = self._generator if self._params.noise else None
         with torch.no_grad():
             # evaluate(...) without autograd (float32 fast path) on the checked settings
@@ -440,7 +389,7 @@ class RingModel:
     def _measure_one(
         self, fin: float, dbm: float, bias: float, settle: float, rf: float, grid: AnalyzerGrid
     ) -> Trace:
-        """`measure` of one shot through `sim.one_setting` (NumPy float64, ~5x faster).
+        """`measure` of one shot on NumPy float64 arrays (the same physics, ~5x faster).
 
         The same state updates, the same random draws in the same order and the same
         clock and drift sums as the batched code, so seeds and `state_dict` carry over.
@@ -458,57 +407,36 @@ class RingModel:
             field_sweep, gain_sweep = self._drift_step(sweep_s, zf_sweep, zg_sweep)
             field, field_end = field + field_settle, field + (field_settle + field_sweep)
             gain, gain_end = gain + gain_settle, gain + (gain_settle + gain_sweep)
-        jitter = scatter = None
-        if p.noise and p.jitter_db > 0:
-            jitter = torch.randn(1, 1 + 2 * p.mode_count, generator=self._generator, dtype=F32)
-            jitter = jitter.numpy()[0]
-        if p.noise and p.noise_floor_std_db > 0:
-            scatter = torch.randn(1, grid.points, generator=self._generator, dtype=F32).numpy()[0]
         total_field = dispersion.field_oe(bias, self.remanence_sign, p) + field
-        line_hz, line_mw = one_setting.lines(
-            p, self._best_transducer_loss_db, fin, dbm, total_field, gain, rf
-        )
-        trace = one_setting.render(
-            line_hz,
-            line_mw,
-            grid,
-            p,
-            None if jitter is None else jitter.astype(np.float64),
-            None if scatter is None else scatter.astype(np.float64),
-        )
+        numbers = (np.array([v]) for v in (fin, dbm, total_field, gain, rf))
+        line_hz, line_mw = ring_lines(p, *numbers)
+        generator = self._generator if p.noise else None
+        draws = noise_draws(1, line_hz.shape[1], grid.points, p, generator)
+        jitter, scatter = (None if d is None else d.numpy().astype(np.float64) for d in draws)
+        trace = draw_trace(line_hz, line_mw, grid, p, jitter, scatter, np.float64, _WINDOW_SIGMAS)
         shot_time = self._time_s + settle
         self._time_s = self._time_s + (settle + sweep_s)
         self._field_drift_oe, self._gain_drift_db = field_end, gain_end
         return Trace(
             frequency_hz=grid.frequencies_hz(),
-            power_dbm=torch.from_numpy(trace).unsqueeze(0),
+            power_dbm=torch.from_numpy(trace),
             sweep_time_s=sweep_s,
             time_s=torch.tensor([shot_time], dtype=torch.float64),
         )
 
     def state_dict(self) -> dict[str, Any]:
         """Clock, drift, hysteresis and RNG state: load it to continue bit-identically."""
-        return {
-            "time_s": self._time_s,
-            "field_drift_oe": self._field_drift_oe,
-            "gain_drift_db": self._gain_drift_db,
-            "remanence_sign": self._remanence_sign,
-            "extreme_a": self._extreme_a,
-            "bias_a": self._bias_a,
-            "rng_state": self._generator.get_state().clone(),
-        }
+        state: dict[str, Any] = {key: getattr(self, f"_{key}") for key in _STATE_NUMBERS}
+        state["rng_state"] = self._generator.get_state().clone()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a `state_dict()`; raises RingError naming a missing key."""
         missing = [key for key in _STATE_KEYS if key not in state]
         if missing:
             raise RingError(f"ring state is missing {', '.join(missing)}")
-        self._time_s = float(state["time_s"])
-        self._field_drift_oe = float(state["field_drift_oe"])
-        self._gain_drift_db = float(state["gain_drift_db"])
-        self._remanence_sign = float(state["remanence_sign"])
-        self._extreme_a = float(state["extreme_a"])
-        self._bias_a = float(state["bias_a"])
+        for key in _STATE_NUMBERS:
+            setattr(self, f"_{key}", float(state[key]))
         self._generator.set_state(state["rng_state"].clone())
 
 

@@ -1,4 +1,4 @@
-"""sim.one_setting (the NumPy path of a one-shot RingModel.measure) against the torch model.
+"""The one-shot path of RingModel.measure (NumPy arrays of one row) against the torch model.
 
 No timing here: the latency is measured by benchmarks/sim_throughput.py and
 benchmarks/loop_overhead.py.
@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from labpgt.sim import competition as torch_competition
-from labpgt.sim import one_setting
+from labpgt.sim import competition
+from labpgt.sim.arrays import namespace
 from labpgt.sim.grid import AnalyzerGrid
 from labpgt.sim.params import RingParams
 from labpgt.sim.ring import RingModel
@@ -104,32 +104,33 @@ def test_noise_draws_match_the_float64_render() -> None:
 
 
 def test_competition_step_where_x_is_exactly_zero() -> None:
-    """x = 2 step (net - C P) == 0: expm1(x) / x -> 1, as torch takes it. The rearranged
-    fast loop cannot (s / x), so `iterate` must fall back to the careful loop."""
+    """x = 2 step (net - C P) == 0: the plain step gives a non-finite value there
+    (s' / x), so the solver redoes it with the guard, which stays finite (it leaves out
+    the seed s' for that step) and agrees with the plain step elsewhere."""
     params = RingParams()
-    coupling_t, _ = one_setting._matrices(params)
-    power = np.linspace(0.01, 0.5, params.mode_count)
+    coupling_t, _ = competition._matrices(params, namespace(np.ones(1)), np.dtype(np.float64))
+    power = np.linspace(0.01, 0.5, params.mode_count)[None, :]
+    step = np.array([[0.5]])  # 2 step = 1: Q = P
     net = power @ coupling_t  # the first step has x == 0 in every mode
-    two_step, seed_step = 0.2, 0.2 * params.spontaneous_emission
+    iteration = competition._Iteration(net, step, coupling_t, params, np.dtype(np.float64))
+    q = power
     with np.errstate(divide="ignore", invalid="ignore"):
-        fast = one_setting._iterate_fast(
-            power * two_step, net * two_step, coupling_t, two_step, seed_step, params
-        )
-    assert not np.isfinite(fast).all()  # so this input takes the fallback
-    got = one_setting.iterate(power, net, coupling_t, two_step, seed_step, params)
-    expected = torch_competition._iterate_in_place(
-        torch.from_numpy(power.copy()).unsqueeze(0),
-        torch.from_numpy(net).unsqueeze(0),
-        torch.from_numpy(coupling_t),
-        torch.tensor(two_step, dtype=torch.float64),
-        torch.tensor(seed_step, dtype=torch.float64),
-        params,
+        plain = iteration.step(q, guard=False)
+    assert not np.isfinite(plain).all()
+    guarded = iteration.step(q, guard=True)
+    np.testing.assert_array_equal(guarded, q)
+    moved = q * 1.5  # x != 0: the guard changes nothing but rounding
+    np.testing.assert_allclose(
+        iteration.step(moved, True), iteration.step(moved, False), rtol=1e-14
     )
-    assert np.isfinite(got).all()
-    np.testing.assert_allclose(got, expected[0].numpy(), rtol=1e-12, atol=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        solved = iteration.run(power, 1e-6, 48, guard=False)
+    assert not np.isfinite(solved.power).all()
+    assert np.isfinite(iteration.run(power, 1e-6, 48, guard=True).power).all()
 
 
-def test_competition_matches_torch_steady_state() -> None:
+def test_competition_is_one_solver_for_numpy_and_torch() -> None:
+    """The NumPy one-shot path and the torch model run the same solver lines."""
     params = RingParams()
     gen = torch.Generator().manual_seed(5)
     for _ in range(20):
@@ -137,10 +138,11 @@ def test_competition_matches_torch_steady_state() -> None:
         separation = 40.0 * torch.rand(1, params.mode_count, generator=gen, dtype=torch.float64)
         saturation = torch.rand(1, generator=gen, dtype=torch.float64)
         with torch.no_grad():
-            expected = torch_competition.steady_state(growth, separation, saturation, params)[0]
-        got = one_setting.competition(
-            growth[0].numpy(), separation[0].numpy(), float(saturation), params
-        )
+            expected = competition.steady_state(growth, separation, saturation, params)[0]
+        got = competition.steady_state(
+            growth.numpy(), separation.numpy(), saturation.numpy(), params
+        )[0]
+        assert isinstance(got, np.ndarray)
         np.testing.assert_allclose(got, expected.numpy(), rtol=1e-9, atol=1e-14)
 
 

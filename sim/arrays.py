@@ -1,0 +1,65 @@
+"""The array namespace of NumPy arrays and torch tensors, for the ring physics written once.
+
+The physics in sim/ is written against the array API standard: `namespace(x)` gives
+array-api-compat's NumPy or torch namespace, so the same lines run on NumPy arrays
+(the one-shot path of the virtual analyzer, ~1 us per operation) and on torch tensors
+(batched, differentiable). `array_api_compat.array_namespace` inspects every argument
+each call (a few us); this caches the answer per array type, which matters on the
+one-shot path (hundreds of calls per shot).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as _numpy
+from array_api_compat import array_namespace, is_torch_namespace
+
+Array = Any
+"""A NumPy array or a torch tensor."""
+
+_BY_TYPE: dict[type, Any] = {}
+
+
+def namespace(*arrays: Array) -> Any:
+    """The array-api-compat namespace of these arrays (all of one library)."""
+    kind = type(arrays[0])
+    for array in arrays[1:]:
+        if type(array) is not kind:
+            return array_namespace(*arrays)
+    xp = _BY_TYPE.get(kind)
+    if xp is None:
+        xp = _BY_TYPE[kind] = array_namespace(*arrays)
+    return xp
+
+
+def as_dtype(xp: Any, array: Array, dtype: Any) -> Array:
+    """`array` in `dtype` (itself when it already is)."""
+    return array if array.dtype == dtype else xp.astype(array, dtype)
+
+
+def stop_gradient(array: Array) -> Array:
+    """`array` cut from autograd (a torch tensor's detach; NumPy arrays carry no graph)."""
+    detach = getattr(array, "detach", None)
+    return array if detach is None else detach()
+
+
+def softplus(xp: Any, x: Array) -> Array:
+    """log(1 + e^x) without overflow."""
+    return xp.logaddexp(0.0, x)
+
+
+def scatter_add_rows(xp: Any, index: Array, values: Array, width: int) -> Array:
+    """(N, width) row sums: values (N, K) added at the columns index (N, K) of each row.
+
+    Not in the array API: torch's scatter_add (differentiable in values), NumPy's
+    bincount over the flattened rows.
+    """
+    n = values.shape[0]
+    if is_torch_namespace(xp):
+        zeros = xp.zeros((n, width), dtype=values.dtype, device=values.device)
+        return zeros.scatter_add(1, index, values)
+    rows = index + width * xp.arange(n)[:, None]
+    flat = xp.reshape(rows, (-1,))
+    summed = _numpy.bincount(flat, weights=xp.reshape(values, (-1,)), minlength=n * width)
+    return xp.reshape(summed, (n, width))
