@@ -37,7 +37,11 @@ from labpgt.instruments.bench_file import (
     validate_bench,
 )
 from labpgt.instruments.bias_supply import RAMP_MARGIN, BiasSupply
-from labpgt.instruments.errors import InstrumentConnectionError, InstrumentsError, LimitError
+from labpgt.instruments.instrument_errors import (
+    InstrumentConnectionError,
+    InstrumentsError,
+    LimitError,
+)
 from labpgt.instruments.safety import ShutdownSignals
 from labpgt.instruments.scpi import ScpiInstrument
 from labpgt.instruments.signal_generator import SignalGenerator

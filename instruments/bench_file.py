@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from labpgt.instruments.errors import BenchConfigError
+from labpgt.instruments.instrument_errors import BenchConfigError
 from labpgt.instruments.limits import Limits
 from labpgt.instruments.plugins import family_validator
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator

@@ -14,7 +14,7 @@ import time
 from typing import Any, ClassVar
 
 import pyvisa
-from labpgt.instruments.errors import LimitError
+from labpgt.instruments.instrument_errors import LimitError
 from labpgt.instruments.limits import Limits, ramp_points
 from labpgt.instruments.scpi import Control, ScpiInstrument, open_family
 

@@ -8,7 +8,7 @@ from typing import Any
 from labpgt.instruments.bench import open_resource_manager
 from labpgt.instruments.bench_file import ROLES, BenchConfig
 from labpgt.instruments.bias_supply import BiasSupply
-from labpgt.instruments.errors import InstrumentsError
+from labpgt.instruments.instrument_errors import InstrumentsError
 from labpgt.instruments.scpi import ScpiInstrument
 from labpgt.instruments.signal_generator import SignalGenerator
 from labpgt.instruments.spectrum_analyzer import SpectrumAnalyzer

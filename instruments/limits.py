@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from labpgt.instruments.errors import LimitError
+from labpgt.instruments.instrument_errors import LimitError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 

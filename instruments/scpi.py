@@ -15,7 +15,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import pyvisa
 from labpgt.instruments.connection import Connection, Opener
-from labpgt.instruments.errors import (
+from labpgt.instruments.instrument_errors import (
     InstrumentConnectionError,
     InstrumentProtocolError,
     InstrumentTimeoutError,

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pyvisa
-from labpgt.instruments.errors import InstrumentProtocolError
+from labpgt.instruments.instrument_errors import InstrumentProtocolError
 from labpgt.instruments.limits import Limits
 from labpgt.instruments.scpi import Control, ScpiInstrument, open_family
 

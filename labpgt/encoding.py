@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from labpgt.errors import UserError
-from labpgt.reservoir import SETTING_NAMES, SETTING_UNITS, SettingBounds
+from labpgt.setting_bounds import SETTING_NAMES, SETTING_UNITS, SettingBounds
 
 DEFAULT_SETTING: dict[str, float] = {"drive_hz": 2.1e9, "drive_dbm": -10.0, "bias_a": 1.8}
 """Value a setting takes when nothing else says (also the `labpgt acquire` defaults)."""

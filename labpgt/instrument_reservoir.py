@@ -20,10 +20,9 @@ import torch
 
 from labpgt.errors import UserError
 from labpgt.features import FeatureExtractor, FeatureSpec
-from labpgt.reservoir import (
+from labpgt.reservoir import PartialMeasurementError, ReservoirOutput
+from labpgt.setting_bounds import (
     SETTING_NAMES,
-    PartialMeasurementError,
-    ReservoirOutput,
     SettingBounds,
     SettleTimes,
     setting_keys,

@@ -68,7 +68,7 @@ import numpy as np
 import torch
 
 from labpgt.errors import UserError
-from labpgt.reservoir import SETTING_NAMES
+from labpgt.setting_bounds import SETTING_NAMES
 
 FORMAT = "labpgt-acquire/1"
 """The format string of every acquisition file. The NeXus part (/entry) is an addition: every

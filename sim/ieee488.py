@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 import time
 
-from labpgt.sim.scpi import ErrorQueue, ScpiError, parse_number
+from labpgt.sim.scpi_parser import ErrorQueue, ScpiError, parse_number
 
 # Standard event status register bits.
 ESR_OPC = 1 << 0

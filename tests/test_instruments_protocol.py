@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 from labpgt.instruments.bias_supply import KepcoBOP
-from labpgt.instruments.errors import (
+from labpgt.instruments.instrument_errors import (
     CommandError,
     ExecutionError,
     InstrumentProtocolError,

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 from labpgt.instruments.bias_supply import RAMP_MARGIN, KepcoBOP, KeysightE36xx
-from labpgt.instruments.errors import ExecutionError, InstrumentProtocolError, LimitError
+from labpgt.instruments.instrument_errors import ExecutionError, InstrumentProtocolError, LimitError
 from labpgt.instruments.limits import Limits, ramp_points
 from labpgt.instruments.replay import ReplayTransport
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from labpgt.sim.grid import AnalyzerGrid
 from labpgt.sim.ring import RingModel
-from labpgt.sim.scpi import (
+from labpgt.sim.scpi_parser import (
     Call,
     ScpiError,
     ieee_block,
@@ -36,7 +36,7 @@ from labpgt.sim.scpi import (
     parse_number,
 )
 from labpgt.sim.virtual.generator import SourceState
-from labpgt.sim.virtual.instrument import Family, ScpiInstrument
+from labpgt.sim.virtual.instrument import Family, VirtualInstrument
 from pydantic import ValidationError
 
 
@@ -112,7 +112,7 @@ FINISH_SPIN_S = 0.001
 """A real-time sweep's last millisecond is waited out by spinning, not by a timed wait."""
 
 
-class SpectrumAnalyzerInstrument(ScpiInstrument):
+class SpectrumAnalyzerInstrument(VirtualInstrument):
     """Swept analyzer coupled to a `RingModel` through the source and bias callbacks."""
 
     family: AnalyzerFamily

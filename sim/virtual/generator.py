@@ -19,8 +19,15 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from labpgt.sim.scpi import Call, ScpiError, one_param, parse_bool, parse_choice, parse_number
-from labpgt.sim.virtual.instrument import Family, ScpiInstrument
+from labpgt.sim.scpi_parser import (
+    Call,
+    ScpiError,
+    one_param,
+    parse_bool,
+    parse_choice,
+    parse_number,
+)
+from labpgt.sim.virtual.instrument import Family, VirtualInstrument
 
 
 @dataclass(frozen=True)
@@ -92,7 +99,7 @@ class SourceState:
     rf_on: bool
 
 
-class SignalGeneratorInstrument(ScpiInstrument):
+class SignalGeneratorInstrument(VirtualInstrument):
     """CW source: `[SOUR]:FREQ[:CW]`, `[SOUR]:POW[:LEV][:IMM][:AMPL]`, `OUTP[:STAT]`."""
 
     family: GeneratorFamily

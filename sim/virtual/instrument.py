@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 from labpgt.sim.ieee488 import Session, register_value
-from labpgt.sim.scpi import (
+from labpgt.sim.scpi_parser import (
     Call,
     CommandTable,
     ErrorQueue,
@@ -82,7 +82,7 @@ _COMMON_WITH_PARAMETER = frozenset({("ESE", False), ("SRE", False)})
 """Common commands that take one parameter; every other one refuses parameters (-108)."""
 
 
-class ScpiInstrument:
+class VirtualInstrument:
     """One virtual instrument: a command table, sessions and a lock around state.
 
     `local` is the instrument's own session (the front panel): `execute()` without

@@ -23,8 +23,15 @@ import time
 from dataclasses import dataclass, field
 
 from labpgt.sim.ring import RingModel
-from labpgt.sim.scpi import Call, ScpiError, one_param, parse_bool, parse_choice, parse_number
-from labpgt.sim.virtual.instrument import Family, ScpiInstrument
+from labpgt.sim.scpi_parser import (
+    Call,
+    ScpiError,
+    one_param,
+    parse_bool,
+    parse_choice,
+    parse_number,
+)
+from labpgt.sim.virtual.instrument import Family, VirtualInstrument
 
 
 @dataclass(frozen=True)
@@ -92,7 +99,7 @@ SUPPLY_FAMILIES: dict[str, SupplyFamily] = {
 BiasLogEntry = tuple[float, float, bool]
 
 
-class BiasSupplyInstrument(ScpiInstrument):
+class BiasSupplyInstrument(VirtualInstrument):
     """Current source with a voltage limit, driving `ring.set_bias` with the delivered current."""
 
     family: SupplyFamily

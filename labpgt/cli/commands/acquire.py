@@ -22,7 +22,7 @@ from labpgt.cli.progress import advance_to, make_progress, new_task
 from labpgt.errors import MeasurementError, UserError
 from labpgt.features import FeatureSpec
 from labpgt.live.launch import LIVE_OPTION, start_live_view
-from labpgt.reservoir import SettingBounds
+from labpgt.setting_bounds import SettingBounds
 
 console = Console(stderr=True)
 
