@@ -25,6 +25,7 @@ from typing import Any
 import pyvisa
 import pyvisa.errors as verr
 from labpgt.instruments.bench_file import (
+    ROLES,
     AnalyzerDefaults,
     BenchConfig,
     GeneratorConfig,
@@ -36,14 +37,14 @@ from labpgt.instruments.bench_file import (
     load_bench,
     validate_bench,
 )
-from labpgt.instruments.bias_supply import RAMP_MARGIN, BiasSupply
+from labpgt.instruments.bias_supply import BiasSupply
 from labpgt.instruments.instrument_errors import (
     InstrumentConnectionError,
     InstrumentsError,
     LimitError,
 )
 from labpgt.instruments.safety import ShutdownSignals
-from labpgt.instruments.scpi import ScpiInstrument
+from labpgt.instruments.scpi import RAMP_MARGIN, ScpiInstrument
 from labpgt.instruments.signal_generator import SignalGenerator
 from labpgt.instruments.spectrum_analyzer import SpectrumAnalyzer
 from labpgt.instruments.transport import acquire_resource_manager, release_resource_manager
@@ -63,6 +64,27 @@ __all__ = [
     "load_bench",
     "validate_bench",
 ]
+
+
+DRIVERS: dict[str, type[ScpiInstrument]] = {
+    "generator": SignalGenerator,
+    "analyzer": SpectrumAnalyzer,
+    "supply": BiasSupply,
+}
+"""The driver base class of each role (`open` picks the family's class)."""
+
+
+def open_instrument(role: str, cfg: BenchConfig, rm: pyvisa.ResourceManager) -> ScpiInstrument:
+    """Open one role's instrument as the bench file describes it, on the caller's manager."""
+    section = getattr(cfg, role)
+    return DRIVERS[role].open(
+        section.resource,
+        family=section.family,
+        limits=cfg.limits,
+        timeout_s=section.timeout_s,
+        rm=rm,
+        compound_messages=section.compound_messages,
+    )
 
 
 def open_resource_manager(visa_library: str) -> pyvisa.ResourceManager:
@@ -117,33 +139,9 @@ class Bench:
         opened: list[ScpiInstrument] = []
         try:
             rm = open_resource_manager(cfg.visa_library)
-            generator = SignalGenerator.open(
-                cfg.generator.resource,
-                family=cfg.generator.family,
-                limits=cfg.limits,
-                timeout_s=cfg.generator.timeout_s,
-                rm=rm,
-                compound_messages=cfg.generator.compound_messages,
-            )
-            opened.append(generator)
-            analyzer = SpectrumAnalyzer.open(
-                cfg.analyzer.resource,
-                family=cfg.analyzer.family,
-                limits=cfg.limits,
-                timeout_s=cfg.analyzer.timeout_s,
-                rm=rm,
-                compound_messages=cfg.analyzer.compound_messages,
-            )
-            opened.append(analyzer)
-            supply = BiasSupply.open(
-                cfg.supply.resource,
-                family=cfg.supply.family,
-                limits=cfg.limits,
-                timeout_s=cfg.supply.timeout_s,
-                rm=rm,
-                compound_messages=cfg.supply.compound_messages,
-            )
-            opened.append(supply)
+            for role in ROLES:
+                opened.append(open_instrument(role, cfg, rm))
+            generator, analyzer, supply = opened  # type: ignore[misc]
             if apply_analyzer_defaults:
                 d = cfg.analyzer_defaults
                 analyzer.configure(d.center_hz, d.span_hz, d.rbw_hz, d.points)
@@ -191,13 +189,11 @@ class Bench:
             if value is not None
         }
         checked = generator.check_controls(**drive)
-        if current_a is not None:
-            current_a = supply.check_value("current_a", current_a)
+        bias = supply.check_controls(current_a=current_a) if current_a is not None else []
         with generator.conn.lock, supply.conn.lock:
             finish = generator.start_controls(checked) if checked else None
             try:
-                if current_a is not None:
-                    supply._ramp_to(current_a)  # checked above: the setter without a re-check
+                supply.send_checked(bias)  # checked above: ramped, without a re-check
             except BaseException as exc:
                 if finish is not None:
                     try:

@@ -75,13 +75,18 @@ class SupplyConfig(BaseModel):
     )
 
 
-class SettleConfig(BaseModel):
-    """The `[settle]` table: waits after changing a setting."""
+class SettleTimes(BaseModel):
+    """How long to wait after changing a setting before sweeping, in seconds."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     bias_s: float = Field(0.3, ge=0, le=60, description="Magnet settle after a bias change, s.")
     drive_s: float = Field(0.01, ge=0, le=10, description="Generator settle after a change, s.")
+
+
+class SettleConfig(SettleTimes):
+    """The `[settle]` table: waits after changing a setting, and whether to sleep them."""
+
     wait: bool = Field(
         True,
         description="False: count settle time as instrument time without sleeping (virtual only).",

@@ -37,16 +37,6 @@ _DRIVE_DBM = SETTING_NAMES.index("drive_dbm")
 _BIAS_A = SETTING_NAMES.index("bias_a")
 
 
-def bounds_from_limits(bench: Bench) -> SettingBounds:
-    """The bench file's hard limits as `SettingBounds` (instrument resolution: defaults)."""
-    lim = bench.cfg.limits
-    return SettingBounds(
-        drive_hz=(lim.frequency_min_hz, lim.frequency_max_hz),
-        drive_dbm=(lim.power_min_dbm, lim.power_max_dbm),
-        bias_a=(lim.bias_min_a, lim.bias_max_a),
-    )
-
-
 class InstrumentReservoir:
     """Drive settings -> measured features on a real or virtual bench (see module docstring)."""
 
@@ -63,12 +53,10 @@ class InstrumentReservoir:
     ) -> None:
         self.bench = bench
         self.feature_spec = features
-        limits = bounds_from_limits(bench)
-        if bounds is None:
-            bounds = limits
-        else:
-            _check_inside(bounds, limits)
-        self.bounds = bounds
+        limits = SettingBounds.from_limits(bench.cfg.limits)
+        if bounds is not None:
+            bounds.check_within(limits, "the bench file's limits")
+        self.bounds = bounds or limits
         cfg_settle = bench.cfg.settle
         self.settle = settle or SettleTimes(bias_s=cfg_settle.bias_s, drive_s=cfg_settle.drive_s)
         self.wait = cfg_settle.wait if wait is None else wait
@@ -177,14 +165,3 @@ class InstrumentReservoir:
         """RF off, bias ramped to 0 A, output off, sessions closed (the Bench does it)."""
         self._outputs_on = False
         self.bench.close()
-
-
-def _check_inside(bounds: SettingBounds, limits: SettingBounds) -> None:
-    for name in SETTING_NAMES:
-        lo, hi = getattr(bounds, name)
-        lim_lo, lim_hi = getattr(limits, name)
-        if lo < lim_lo or hi > lim_hi:
-            raise UserError(
-                f"bounds {name} [{lo:.6g}, {hi:.6g}] exceed the bench file's limits "
-                f"[{lim_lo:.6g}, {lim_hi:.6g}]"
-            )

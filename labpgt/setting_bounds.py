@@ -4,40 +4,55 @@ A *setting* is one row ``[drive_hz, drive_dbm, bias_a]`` (float64): the signal
 generator's drive frequency in Hz, its power in dBm, and the bias supply's
 current in A. This module says which rows are allowed (`SettingBounds`), when two
 rows are the same setting (`setting_keys`) and how long a change settles
-(`SettleTimes`, `settle_times_s`).
+(`SettleTimes`, `settle_times_s`). Names, units, default ranges and resolutions come
+from the setting definitions (`instruments.setting_defs.ROW_SETTINGS`).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from labpgt.errors import UserError
+from labpgt.instruments.bench_file import SettleTimes
+from labpgt.instruments.setting_defs import ROW_SETTINGS
 
-SETTING_NAMES: tuple[str, ...] = ("drive_hz", "drive_dbm", "bias_a")
-SETTING_UNITS: dict[str, str] = {"drive_hz": "Hz", "drive_dbm": "dBm", "bias_a": "A"}
+if TYPE_CHECKING:
+    from labpgt.instruments.limits import Limits
+
+SETTING_NAMES: tuple[str, ...] = tuple(str(s.row_name) for s in ROW_SETTINGS)
+SETTING_UNITS: dict[str, str] = {str(s.row_name): s.unit for s in ROW_SETTINGS}
 
 
-class SettingBounds(BaseModel):
-    """Allowed range and instrument resolution of each setting (units in the names)."""
+class _BoundsChecks(BaseModel):
+    """The checks of `SettingBounds`; its fields come from the setting definitions."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    drive_hz: tuple[float, float] = Field((2.0e9, 2.3e9), description="Drive frequency range, Hz.")
-    drive_dbm: tuple[float, float] = Field((-40.0, 0.0), description="Drive power range, dBm.")
-    bias_a: tuple[float, float] = Field((0.0, 2.5), description="Bias current range, A.")
-    resolution: tuple[float, float, float] = Field(
-        (1.0, 0.01, 1e-4),
-        description="Smallest step each instrument resolves: Hz, dB, A (used to de-duplicate).",
-    )
-
     @model_validator(mode="after")
-    def _ordered(self) -> SettingBounds:
+    def _ordered(self) -> Any:
         for name in SETTING_NAMES:
             lo, hi = getattr(self, name)
             if not lo <= hi:
                 raise ValueError(f"{name}: lower bound {lo} exceeds upper bound {hi}")
         return self
+
+    @classmethod
+    def from_limits(cls, limits: Limits) -> Any:
+        """A bench file's hard limits as bounds (instrument resolution: the defaults)."""
+        return cls(**{str(s.row_name): limits.range_of(s) for s in ROW_SETTINGS})
+
+    def check_within(self, outer: Any, what: str) -> None:
+        """Raise `UserError` unless every range lies inside `outer`'s (`what` names outer)."""
+        for name in SETTING_NAMES:
+            (lo, hi), (outer_lo, outer_hi) = getattr(self, name), getattr(outer, name)
+            if lo < outer_lo or hi > outer_hi:
+                raise UserError(
+                    f"bounds {name} [{lo:.6g}, {hi:.6g}] exceed {what} "
+                    f"[{outer_lo:.6g}, {outer_hi:.6g}]"
+                )
 
     def lower(self) -> torch.Tensor:
         return torch.tensor([getattr(self, n)[0] for n in SETTING_NAMES], dtype=torch.float64)
@@ -67,13 +82,31 @@ class SettingBounds(BaseModel):
             )
 
 
-class SettleTimes(BaseModel):
-    """How long to wait after changing a setting before sweeping, in seconds."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    bias_s: float = Field(0.3, ge=0, le=60, description="Magnet settle after a bias change, s.")
-    drive_s: float = Field(0.01, ge=0, le=10, description="Generator settle after a change, s.")
+SettingBounds = create_model(  # type: ignore[call-overload]
+    "SettingBounds",
+    __base__=_BoundsChecks,
+    __doc__="Allowed range and instrument resolution of each setting (units in the names).",
+    __module__=__name__,
+    **{
+        str(s.row_name): (
+            tuple[float, float],
+            Field(
+                (s.low.default, s.high.default),  # type: ignore[union-attr]
+                description=f"Range of {s.row_name}, {s.unit} (default: the bench limits').",
+            ),
+        )
+        for s in ROW_SETTINGS
+    },
+    resolution=(
+        tuple[float, float, float],
+        Field(
+            tuple(s.resolution for s in ROW_SETTINGS),
+            description="Smallest step each instrument resolves: "
+            + ", ".join(s.unit for s in ROW_SETTINGS)
+            + " (used to de-duplicate).",
+        ),
+    ),
+)
 
 
 def setting_keys(settings: torch.Tensor, bounds: SettingBounds) -> torch.Tensor:

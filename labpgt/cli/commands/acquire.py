@@ -31,12 +31,7 @@ def _bench_bounds(cfg: Any) -> SettingBounds:
     """Limits to check the settings against before any instrument is opened."""
     if cfg is None:
         return SettingBounds()
-    lim = cfg.limits
-    return SettingBounds(
-        drive_hz=(lim.frequency_min_hz, lim.frequency_max_hz),
-        drive_dbm=(lim.power_min_dbm, lim.power_max_dbm),
-        bias_a=(lim.bias_min_a, lim.bias_max_a),
-    )
+    return SettingBounds.from_limits(cfg.limits)
 
 
 def _check_out_folder(out: Path) -> None:
