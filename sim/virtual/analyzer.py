@@ -662,18 +662,9 @@ class SpectrumAnalyzerInstrument(VirtualInstrument):
                 limits = (family.rbw_min_hz, family.rbw_max_hz)
             else:
                 limits = (0.0, family.frequency_max_hz)
-            return self.number(self._limit_query(call, value, limits))
+            return self.number_query(call, value, limits)
 
         return query
-
-    @staticmethod
-    def _limit_query(call: Call, value: float, limits: tuple[float, float]) -> float:
-        """`X?` answers the setting, `X? MIN|MAX` the model's limits."""
-        keyword = one_param(call, required=False)
-        if keyword is None:
-            return value
-        choice = parse_choice(keyword, ("MINimum", "MAXimum"))
-        return limits[0] if choice == "MINimum" else limits[1]
 
     def _frequency(self, call: Call, minimum: float = 0.0) -> float:
         top = self.family.frequency_max_hz
@@ -730,12 +721,12 @@ class SpectrumAnalyzerInstrument(VirtualInstrument):
     def _points_query(self, call: Call) -> str:
         family = self.family
         limits = (family.points_min, family.points_max)
-        return str(int(self._limit_query(call, self.grid.points, limits)))
+        return str(int(self.limit_query(call, self.grid.points, limits)))
 
     def _sweep_time_query(self, call: Call) -> str:
         family = self.family
         limits = (family.sweep_time_min_s, family.sweep_time_max_s)
-        return self.number(self._limit_query(call, self.sweep_time_s(), limits))
+        return self.number_query(call, self.sweep_time_s(), limits)
 
     def _set_sweep_time(self, call: Call) -> None:
         family = self.family

@@ -52,6 +52,10 @@ class _Resolved(NamedTuple):
 
 _NO_CALL = Call((), (), False)
 
+StoredRow = tuple[str, str, object, object]
+"""A stored setting in a model's table: (pattern, name, *RST value, extra); see `add_settings`."""
+_UNIT_SUFFIXES = (("_hz", "HZ"), ("_dbm", "DBM"), ("_s", "S"), ("_v", "V"))
+
 _RESOLVED_MAX = 4096
 """Headers remembered per instrument: a garbage client must not grow memory without bound."""
 
@@ -180,6 +184,26 @@ class VirtualInstrument:
 
         self.table.add(pattern, setter=setter, getter=getter)
 
+    def add_settings(
+        self, rows: tuple[StoredRow, ...], named_limits: dict[str, tuple[float, float]]
+    ) -> None:
+        """`add_setting` for each row of a table: (pattern, name, *RST value, extra).
+
+        `extra` is, by the value's kind: for a bool, "off" (ON refused) or None; for a
+        str, its choices; for a number, its limits, the key of one of `named_limits`
+        (e.g. the model's output range), or None. A number's unit follows its name
+        (`_hz`, `_s`, `_dbm`, `_v`).
+        """
+        for pattern, name, initial, extra in rows:
+            if isinstance(initial, bool):
+                self.add_setting(pattern, name, initial, only_off=extra == "off")
+            elif isinstance(initial, str):
+                self.add_setting(pattern, name, initial, choices=extra)  # type: ignore[arg-type]
+            else:
+                limits = named_limits[extra] if isinstance(extra, str) else extra
+                unit = next((u for s, u in _UNIT_SUFFIXES if name.endswith(s)), None)
+                self.add_setting(pattern, name, initial, unit=unit, limits=limits)
+
     @property
     def errors(self) -> ErrorQueue:
         """The local (front-panel) session's error queue."""
@@ -223,6 +247,19 @@ class VirtualInstrument:
     @staticmethod
     def boolean(value: bool) -> str:
         return "1" if value else "0"
+
+    @staticmethod
+    def limit_query(call: Call, value: float, limits: tuple[float, float]) -> float:
+        """`X?` answers the setting, `X? MIN|MAX` the model's limits."""
+        keyword = one_param(call, required=False)
+        if keyword is None:
+            return value
+        choice = parse_choice(keyword, ("MINimum", "MAXimum"))
+        return limits[0] if choice == "MINimum" else limits[1]
+
+    def number_query(self, call: Call, value: float, limits: tuple[float, float]) -> str:
+        """A numeric setting's query: its value, or with MIN|MAX the model's limit."""
+        return self.number(self.limit_query(call, value, limits))
 
     # ------------------------------------------------------------------ execution
 

@@ -134,12 +134,12 @@ class BiasSupplyInstrument(VirtualInstrument):
         add(
             "[SOURce#]:CURRent[:LEVel][:IMMediate][:AMPLitude]",
             setter=self._set_current,
-            getter=lambda call: self._number_query(call, self.current_a, self._current_limits),
+            getter=lambda call: self.number_query(call, self.current_a, self._current_limits),
         )
         add(
             "[SOURce#]:VOLTage[:LEVel][:IMMediate][:AMPLitude]",
             setter=self._set_voltage,
-            getter=lambda call: self._number_query(call, self.voltage_v, self._voltage_limits),
+            getter=lambda call: self.number_query(call, self.voltage_v, self._voltage_limits),
         )
         add(
             "OUTPut#[:STATe]",
@@ -263,7 +263,7 @@ class BiasSupplyInstrument(VirtualInstrument):
     def _protection_getter(self, key: str):
         def getter(call: Call) -> str:
             limits = (0.0, self.family.protection_v if key == "volt" else self.family.protection_a)
-            return self._number_query(call, self.protection[key][0], limits)
+            return self.number_query(call, self.protection[key][0], limits)
 
         return getter
 
@@ -292,13 +292,6 @@ class BiasSupplyInstrument(VirtualInstrument):
             return
         self.output_on = False
         self.log.append((time.monotonic(), self.current_a, self.output_on))
-
-    def _number_query(self, call: Call, value: float, limits: tuple[float, float]) -> str:
-        keyword = one_param(call, required=False)
-        if keyword is None:
-            return self.number(value)
-        choice = parse_choice(keyword, ("MINimum", "MAXimum"))
-        return self.number(limits[0] if choice == "MINimum" else limits[1])
 
     def _set_mode(self, call: Call) -> None:
         self.mode = parse_choice(one_param(call), ("CURRent", "VOLTage"))[:4].upper()
