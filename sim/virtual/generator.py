@@ -25,7 +25,6 @@ from labpgt.sim.scpi_parser import (
     one_param,
     parse_bool,
     parse_choice,
-    parse_number,
 )
 from labpgt.sim.virtual.instrument import Family, StoredRow, VirtualInstrument
 
@@ -212,20 +211,24 @@ class SignalGeneratorInstrument(VirtualInstrument):
 
     def _build(self) -> None:
         add = self.table.add
-        add(
+        self.add_number(
             "[SOURce#]:FREQuency[:CW|:FIXed]",
-            setter=self._set_frequency,
-            getter=lambda call: self.number_query(call, self.frequency_hz, self._frequency_limits),
+            "frequency_hz",
+            "HZ",
+            "_frequency_limits",
+            default=RESET_FREQUENCY_HZ,
         )
         add(
             "[SOURce#]:FREQuency:MODE",
             setter=self._set_frequency_mode,
             getter=lambda call: "CW",
         )
-        add(
+        self.add_number(
             "[SOURce#]:POWer[:LEVel][:IMMediate][:AMPLitude]",
-            setter=self._set_power,
-            getter=lambda call: self.number_query(call, self.power_dbm, self._power_limits),
+            "power_dbm",
+            "DBM",
+            "_power_limits",
+            default=RESET_POWER_DBM,
         )
         add(
             "OUTPut#[:STATe]",
@@ -258,12 +261,6 @@ class SignalGeneratorInstrument(VirtualInstrument):
     def _power_limits(self) -> tuple[float, float]:
         return self.family.power_range_dbm
 
-    def _set_frequency(self, call: Call) -> None:
-        low, high = self._frequency_limits
-        self.frequency_hz = parse_number(
-            one_param(call), "HZ", minimum=low, maximum=high, default=RESET_FREQUENCY_HZ
-        )
-
     def _set_frequency_mode(self, call: Call) -> None:
         """CW or FIXed; the model's sweep modes are known but refused (-221): the output
         stays a CW carrier, which is all the ring model takes."""
@@ -276,12 +273,6 @@ class SignalGeneratorInstrument(VirtualInstrument):
             raise ScpiError(
                 -221, "frequency sweep and list are not available on the virtual source"
             )
-
-    def _set_power(self, call: Call) -> None:
-        low, high = self._power_limits
-        self.power_dbm = parse_number(
-            one_param(call), "DBM", minimum=low, maximum=high, default=RESET_POWER_DBM
-        )
 
     def _set_rf(self, call: Call) -> None:
         self.rf_on = parse_bool(one_param(call))

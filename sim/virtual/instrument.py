@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -181,6 +182,31 @@ class VirtualInstrument:
             if isinstance(value, str):
                 return value
             return self.number(float(value))
+
+        self.table.add(pattern, setter=setter, getter=getter)
+
+    def add_number(
+        self,
+        pattern: str,
+        attribute: str,
+        unit: str,
+        limits: str,
+        *,
+        default: float,
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        """A numeric setting that acts (kept in `attribute`): set within the model's range,
+        the property named `limits`; `X? MIN|MAX` answers that range; `then` runs after a set."""
+
+        def setter(call: Call) -> None:
+            low, high = getattr(self, limits)
+            value = parse_number(one_param(call), unit, minimum=low, maximum=high, default=default)
+            setattr(self, attribute, value)
+            if then is not None:
+                then()
+
+        def getter(call: Call) -> str:
+            return self.number_query(call, getattr(self, attribute), getattr(self, limits))
 
         self.table.add(pattern, setter=setter, getter=getter)
 
