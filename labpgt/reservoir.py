@@ -14,7 +14,14 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from labpgt.setting_bounds import SettingBounds, SettleTimes, describe_setting
+from labpgt.features import FeatureExtractor, FeatureSpec
+from labpgt.setting_bounds import (
+    SettingBounds,
+    SettleTimes,
+    describe_setting,
+    setting_keys,
+    settle_times_s,
+)
 
 
 @dataclass
@@ -84,3 +91,57 @@ class PartialMeasurementError(RuntimeError):
         self.completed = completed
         self.setting = setting
         self.cause = cause
+
+
+class FeatureReservoir:
+    """What every reservoir shares: bounds, settle rule, trace axis and feature extractor.
+
+    Subclasses measure; this class plans a batch (`_plan`: bounds check, keys, settle
+    times after the previous shot) and turns traces into a `ReservoirOutput`.
+    """
+
+    def __init__(
+        self,
+        frequency_hz: torch.Tensor,
+        features: FeatureSpec,
+        bounds: SettingBounds,
+        settle: SettleTimes,
+        keep_traces: bool,
+    ) -> None:
+        self.feature_spec = features
+        self.bounds = bounds
+        self.settle = settle
+        self.keep_traces = keep_traces
+        self._frequency_hz = frequency_hz
+        self.extractor = FeatureExtractor(features, frequency_hz)
+        self._previous_key: torch.Tensor | None = None
+        """The key of the last shot measured (None: unknown, the next one settles fully)."""
+
+    @property
+    def frequency_hz(self) -> torch.Tensor:
+        return self._frequency_hz
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.extractor.names
+
+    @property
+    def feature_dim(self) -> int:
+        return self.extractor.dim
+
+    def _plan(self, settings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(settings float64, their keys, the settle time before each), bounds checked."""
+        settings = settings.detach().to(torch.float64)
+        self.bounds.check(settings)
+        keys = setting_keys(settings, self.bounds)
+        return settings, keys, settle_times_s(keys, self._previous_key, self.settle)
+
+    def _output(
+        self, traces: torch.Tensor, instrument_time_s: torch.Tensor, timestamps_s: torch.Tensor
+    ) -> ReservoirOutput:
+        return ReservoirOutput(
+            features=self.extractor(traces),
+            instrument_time_s=instrument_time_s,
+            timestamps_s=timestamps_s,
+            traces_dbm=traces if self.keep_traces else None,
+        )

@@ -7,16 +7,16 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from labpgt.features import FeatureExtractor, FeatureSpec
-from labpgt.reservoir import ReservoirOutput
-from labpgt.setting_bounds import SettingBounds, SettleTimes, setting_keys, settle_times_s
+from labpgt.features import FeatureSpec
+from labpgt.reservoir import FeatureReservoir, ReservoirOutput
+from labpgt.setting_bounds import SettingBounds, SettleTimes
 from labpgt.sim.grid import AnalyzerGrid
 
 if TYPE_CHECKING:
     from labpgt.sim.ring import RingModel
 
 
-class SimulatedReservoir:
+class SimulatedReservoir(FeatureReservoir):
     """`PhysicalReservoir` over an in-process `sim.ring.RingModel`.
 
     ``measure`` runs the ring's stateful bench path (drift, hysteresis, noise,
@@ -36,47 +36,21 @@ class SimulatedReservoir:
         settle: SettleTimes = SettleTimes(),
         keep_traces: bool = False,
     ) -> None:
+        super().__init__(grid.frequencies_hz(), features, bounds, settle, keep_traces)
         self.ring = ring
         self.grid = grid
-        self.feature_spec = features
-        self.bounds = bounds
-        self.settle = settle
-        self.keep_traces = keep_traces
-        self._frequency_hz = grid.frequencies_hz()
-        self.extractor = FeatureExtractor(features, self._frequency_hz)
-        self._previous: torch.Tensor | None = None
-
-    @property
-    def frequency_hz(self) -> torch.Tensor:
-        return self._frequency_hz
-
-    @property
-    def feature_names(self) -> list[str]:
-        return self.extractor.names
-
-    @property
-    def feature_dim(self) -> int:
-        return self.extractor.dim
 
     def measure(self, settings: torch.Tensor) -> ReservoirOutput:
-        settings = settings.detach().to(torch.float64)
-        self.bounds.check(settings)
         t0 = time.time()
-        keys = setting_keys(settings, self.bounds)
-        settle_s = settle_times_s(keys, self._previous, self.settle)
+        settings, keys, settle_s = self._plan(settings)
         trace = self.ring.measure(
             settings[:, 0], settings[:, 1], settings[:, 2], self.grid, settle_s=settle_s
         )
         if keys.shape[0]:
-            self._previous = keys[-1].clone()
+            self._previous_key = keys[-1].clone()
         instrument_s = settle_s + float(trace.sweep_time_s)
         traces = trace.power_dbm.to(torch.float64)
-        return ReservoirOutput(
-            features=self.extractor(traces),
-            instrument_time_s=instrument_s,
-            timestamps_s=t0 + torch.cumsum(instrument_s, dim=0),
-            traces_dbm=traces if self.keep_traces else None,
-        )
+        return self._output(traces, instrument_s, t0 + torch.cumsum(instrument_s, dim=0))
 
     def differentiable_features(self, settings: torch.Tensor) -> torch.Tensor:
         """(N, 3) settings -> (N, F) features of the noise-free ring; autograd flows to settings.
@@ -90,7 +64,7 @@ class SimulatedReservoir:
 
     def reconnect(self) -> None:
         """Nothing to reconnect in-process; the next shot re-settles everything."""
-        self._previous = None
+        self._previous_key = None
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -107,10 +81,10 @@ class SimulatedReservoir:
 
     def state_dict(self) -> dict[str, Any]:
         """Ring state (clock, drift, hysteresis, RNG) and the last shot: resume bit-identically."""
-        previous = self._previous.clone() if self._previous is not None else None
+        previous = self._previous_key.clone() if self._previous_key is not None else None
         return {"ring": self.ring.state_dict(), "previous_key": previous}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.ring.load_state_dict(state["ring"])
         previous = state.get("previous_key")
-        self._previous = previous.clone() if previous is not None else None
+        self._previous_key = previous.clone() if previous is not None else None
