@@ -18,7 +18,7 @@ goes off.
 from __future__ import annotations
 
 import atexit
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,25 +100,19 @@ def open_resource_manager(visa_library: str) -> pyvisa.ResourceManager:
         ) from exc
 
 
+@dataclass(eq=False)
 class Bench:
     """Generator, analyzer and supply sharing one resource manager and one safe shutdown."""
 
-    def __init__(
-        self,
-        cfg: BenchConfig,
-        rm: pyvisa.ResourceManager,
-        generator: SignalGenerator,
-        analyzer: SpectrumAnalyzer,
-        supply: BiasSupply,
-        signals: ShutdownSignals,
-    ) -> None:
-        self.cfg = cfg
-        self.rm = rm
-        self.generator = generator
-        self.analyzer = analyzer
-        self.supply = supply
-        self._signals = signals
-        self.closed = False
+    cfg: BenchConfig
+    rm: pyvisa.ResourceManager
+    generator: SignalGenerator
+    analyzer: SpectrumAnalyzer
+    supply: BiasSupply
+    _signals: ShutdownSignals
+    closed: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
         atexit.register(self.close)
 
     @classmethod

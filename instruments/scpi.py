@@ -479,9 +479,12 @@ class ScpiInstrument:
         }
         return dict(self._identity)
 
-    @staticmethod
-    def parse_serial(field: str) -> str:
-        return field
+    serial_after: ClassVar[str] = ""
+    """The serial number follows this mark in `*IDN?` (R&S: "<order number>/<serial>")."""
+
+    @classmethod
+    def parse_serial(cls, field: str) -> str:
+        return field.rsplit(cls.serial_after, 1)[-1] if cls.serial_after else field
 
     # -- controls: one path for every setting ---------------------------------------------
 

@@ -54,11 +54,7 @@ class RohdeSchwarzSMB(SignalGenerator):
 
     family: ClassVar[str] = "rs_smb"
     setup_commands: ClassVar[tuple[str, ...]] = ("SOUR:FREQ:MODE CW",)
-
-    @staticmethod
-    def parse_serial(field: str) -> str:
-        # R&S reports "<order number>/<serial>", e.g. "1406.6000k03/102345".
-        return field.rsplit("/", 1)[-1]
+    serial_after: ClassVar[str] = "/"  # "<order number>/<serial>", e.g. "1406.6000k03/102345"
 
 
 GENERATOR_FAMILIES: dict[str, type[ScpiInstrument]] = SignalGenerator.families

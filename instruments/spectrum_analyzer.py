@@ -214,10 +214,7 @@ class RohdeSchwarzFSx(SpectrumAnalyzer):
     """Rohde & Schwarz FSV/FSVA/FSW: RBW is `BAND:RES`; data are little-endian already."""
 
     family: ClassVar[str] = "rs_fsx"  # RBW is `BAND:RES` (`setting_defs.RBW`)
-
-    @staticmethod
-    def parse_serial(field: str) -> str:
-        return field.rsplit("/", 1)[-1]
+    serial_after: ClassVar[str] = "/"
 
 
 ANALYZER_FAMILIES: dict[str, type[ScpiInstrument]] = SpectrumAnalyzer.families

@@ -19,13 +19,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from labpgt.sim.scpi_parser import (
-    Call,
-    ScpiError,
-    one_param,
-    parse_bool,
-    parse_choice,
-)
+from labpgt.sim.scpi_parser import Call, ScpiError, one_param, parse_bool, parse_choice
 from labpgt.sim.virtual.instrument import Family, StoredRow, VirtualInstrument
 
 
