@@ -198,8 +198,11 @@ def run(
 
 
 def _message(*units: str) -> str:
-    """One program message of several units (each from the root)."""
-    return ";:".join(unit.lstrip(":") for unit in units)
+    """One program message of several units, each from the root (`;:`; common commands `;`)."""
+    message = units[0]
+    for unit in units[1:]:
+        message += f";{unit}" if unit.startswith("*") else f";:{unit.lstrip(':')}"
+    return message
 
 
 def run_floor(cycles: int, rbw_hz: float) -> dict[str, float]:
