@@ -52,12 +52,11 @@ class BiasSupply(ScpiInstrument):
         self._last["current_a"] = current_a
 
     def check_limit(self, setting: SettingDef, value: float) -> None:
-        if setting is BIAS_CURRENT and not self.bipolar and value < 0:
+        if value < 0 and not self.bipolar and setting is BIAS_CURRENT:
             low = max(0.0, self.limits.bias_min_a)
-            raise LimitError(
-                self.role, setting.name, value, low, self.limits.bias_max_a, "A (unipolar)"
-            )
-        super().check_limit(setting, value)
+            high = self.limits.bias_max_a
+            raise LimitError(self.role, setting.name, value, low, high, "A (unipolar)")
+        self.limits.check(self.role, setting, value)
 
     def ramp_live(self, control: Control) -> bool:
         # No current flows with the output off: the setpoint may move at once.

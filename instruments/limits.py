@@ -30,17 +30,15 @@ class _LimitChecks(BaseModel):
 
     def range_of(self, setting: SettingDef) -> tuple[float, float]:
         """The allowed (low, high) of a limited setting, in its unit."""
-        assert setting.high is not None, f"{setting.name} has no limits"
         low = setting.low
         low_value = getattr(self, low.name) if isinstance(low, LimitField) else low
-        return float(-math.inf if low_value is None else low_value), getattr(
-            self, setting.high.name
-        )
+        return low_value, getattr(self, setting.high.name)  # type: ignore[union-attr,return-value]
 
     def check(self, instrument: str, setting: SettingDef, value: float) -> None:
         """Raise `LimitError` unless the value lies within the setting's limits."""
         low, high = self.range_of(setting)
-        check_range(instrument, setting.name, value, low, high, setting.unit)
+        if not (isinstance(value, int | float) and math.isfinite(value) and low <= value <= high):
+            raise LimitError(instrument, setting.name, float(value), low, high, setting.unit)
 
     def ramp_of(self, setting: SettingDef) -> tuple[float, float]:
         """(largest step, fastest rate per second) of a ramped setting."""
@@ -58,14 +56,6 @@ Limits = create_model(  # type: ignore[call-overload]
         for f in limit_fields()
     },
 )
-
-
-def check_range(
-    instrument: str, quantity: str, value: float, low: float, high: float, unit: str
-) -> None:
-    """Raise `LimitError` unless low <= value <= high (NaN is always refused)."""
-    if not (isinstance(value, int | float) and math.isfinite(value) and low <= value <= high):
-        raise LimitError(instrument, quantity, float(value), low, high, unit)
 
 
 def ramp_points(start: float, target: float, step: float) -> list[float]:

@@ -14,7 +14,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 import pyvisa
@@ -102,6 +102,8 @@ class Control:
         self.name = setting.name
         self.unit = setting.unit
         self.kind = setting.kind
+        self.limited = setting.high is not None
+        self.ramp = setting.ramp
         self.readback = readback
         self.setter = setter
         self.restore = restore
@@ -138,7 +140,7 @@ class Control:
             (checked,) = instrument.check_controls(**{self.name: value}, own_setters=True)
             getattr(instrument, self.setter)(checked[1])
             return
-        instrument.set_controls(**{self.name: value})
+        instrument.send_checked(instrument.check_controls(**{self.name: value}))
 
 
 class ScpiInstrument:
@@ -188,7 +190,7 @@ class ScpiInstrument:
         )
         self.conn.on_reconnect = self._restore
         self._last: dict[str, Any] = {}
-        self._message_plans: dict[tuple[Control, ...], tuple[str, list, list[Control]]] = {}
+        self._message_plans: dict[tuple[Control, ...], _Plan] = {}
         self._identity: dict[str, str] | None = None
         self._on_close: list[Callable[[], None]] = []
         self.stale_errors: list[tuple[int, str]] = []
@@ -517,7 +519,7 @@ class ScpiInstrument:
             if control.setter is not None and not own_setters:
                 raise AttributeError(f"{self.role}: {name} has its own setter; set it alone")
             value = self._coerce(control, value)
-            if control.setting.limited:
+            if control.limited:
                 self.check_limit(control.setting, value)
             checked.append((control, value))
         return checked
@@ -540,10 +542,10 @@ class ScpiInstrument:
 
     def send_checked(self, checked: list[tuple[Control, Any]]) -> None:
         """Send settings `check_controls` returned: ramped ones in steps, the rest at once."""
-        plain = [(control, value) for control, value in checked if control.setting.ramp is None]
+        plain = [(control, value) for control, value in checked if control.ramp is None]
         with self.conn.lock:
             for control, value in checked:
-                if control.setting.ramp is not None:
+                if control.ramp is not None:
                     self._ramp(control, value)
             if plain:
                 self._send_settings(plain)
@@ -557,7 +559,7 @@ class ScpiInstrument:
         `set_controls` does. A link lost before the reply makes `finish()` redo the
         whole (idempotent) settings exchange on a fresh session.
         """
-        message, gets, readback, context = self._settings_message(checked)
+        message, plan, context = self._settings_message(checked)
         for control, value in checked:
             self._last[control.name] = value
         queries: list[str] = []
@@ -581,52 +583,50 @@ class ScpiInstrument:
                 except InstrumentConnectionError:
                     self._send_settings(checked)
                     return
-                self._checked_reply(message, reply, gets, context, self._cacher(readback))
+                self._checked_reply(message, reply, plan.gets, context, plan.cache)
             finally:
-                self._after_set([control for control, _ in checked])
+                self._after_set(plan.controls)
 
         return finish
 
-    def _cacher(self, readback: list[Control]) -> Callable[[list[Any]], None]:
-        def cache(taken: list[Any]) -> None:
-            for control, value in zip(readback, taken, strict=True):
-                self._last[control.name] = value
-
-        return cache
-
-    def _settings_message(
-        self, checked: list[tuple[Control, Any]]
-    ) -> tuple[str, list[tuple[str, type]], list[Control], Context]:
+    def _settings_message(self, checked: list[tuple[Control, Any]]) -> tuple[str, _Plan, Context]:
+        """The settings message for these values, its plan, and the words for an error."""
         controls = tuple(control for control, _ in checked)
         plan = self._message_plans.get(controls)
         if plan is None:
-            # `A {};:B {};:A?;:B?;:SYST:ERR?` with the values' places left open: built
-            # once per combination of controls, filled in per exchange.
-            readback = [control for control in controls if control.readback]
-            gets = [(control.get_command, control.kind) for control in readback]
-            sets = [control.set_command for control in controls]  # each holds one "{}"
-            plan = (_checked_message(sets, gets), gets, readback)
-            self._message_plans[controls] = plan
-        template, gets, readback = plan
+            plan = self._message_plans[controls] = self._plan(controls)
         texts = [format_value(value, control.kind) for control, value in checked]
 
         def context() -> str:  # worded only when an error is raised (off the hot path)
             pairs = zip(controls, texts, strict=True)
             return "setting " + ", ".join(f"{control.name}={text}" for control, text in pairs)
 
-        return template.format(*texts), gets, readback, context
+        return plan.template.format(*texts), plan, context
+
+    def _plan(self, controls: tuple[Control, ...]) -> _Plan:
+        # `A {};:B {};:A?;:B?;:SYST:ERR?` with the values' places left open: built once
+        # per combination of controls, filled in per exchange.
+        readback = [control for control in controls if control.readback]
+        gets = [(control.get_command, control.kind) for control in readback]
+        sets = [control.set_command for control in controls]  # each holds one "{}"
+
+        def cache(taken: list[Any]) -> None:  # what the instrument took, kept
+            for control, value in zip(readback, taken, strict=True):
+                self._last[control.name] = value
+
+        return _Plan(_checked_message(sets, gets), gets, cache, list(controls))
 
     def _send_settings(self, checked: list[tuple[Control, Any]]) -> None:
         """One exchange for already validated settings: sets, read-backs, `SYST:ERR?`."""
-        message, gets, readback, context = self._settings_message(checked)
+        message, plan, context = self._settings_message(checked)
         with self.conn.lock:
             for control, value in checked:
                 self._last[control.name] = value
             try:
                 reply = self.query_message(message)
-                self._checked_reply(message, reply, gets, context, self._cacher(readback))
+                self._checked_reply(message, reply, plan.gets, context, plan.cache)
             finally:
-                self._after_set([control for control, _ in checked])
+                self._after_set(plan.controls)
 
     def _after_set(self, controls: list[Control]) -> None:
         """Hook after controls were set (e.g. to forget derived cached values)."""
@@ -653,7 +653,8 @@ class ScpiInstrument:
         """
         with self.conn.lock:
             final: Any = target
-            if self.ramp_live(control):
+            live = self.ramp_live(control)
+            if live:
                 step, _ = self.limits.ramp_of(control.setting)
                 points = ramp_points(self._last.get(control.name, 0.0), target, step)
                 for point in points[:-1]:
@@ -667,7 +668,7 @@ class ScpiInstrument:
                     lambda values: self._last.__setitem__(control.name, values[0]),
                 )
                 return
-            if self.ramp_live(control):
+            if live:
                 self._wait_for_step(control, final)
             try:
                 self._send_settings([(control, final)])
@@ -738,6 +739,15 @@ class ScpiInstrument:
             if control.set_command and control.restore and control.name in self._last:
                 self.conn.write(control.set_text(self._last[control.name]))
         self.sync()
+
+
+class _Plan(NamedTuple):
+    """A settings message for one combination of controls, its values' places left open."""
+
+    template: str
+    gets: list[tuple[str, type]]
+    cache: Callable[[list[Any]], None]
+    controls: list[Control]
 
 
 def split_message(message: str) -> list[str]:
