@@ -212,11 +212,7 @@ class SignalGeneratorInstrument(VirtualInstrument):
             "_frequency_limits",
             default=RESET_FREQUENCY_HZ,
         )
-        add(
-            "[SOURce#]:FREQuency:MODE",
-            setter=self._set_frequency_mode,
-            getter=lambda call: "CW",
-        )
+        add("[SOURce#]:FREQuency:MODE", setter=self._set_frequency_mode, getter=lambda call: "CW")
         self.add_number(
             "[SOURce#]:POWer[:LEVel][:IMMediate][:AMPLitude]",
             "power_dbm",
@@ -224,17 +220,9 @@ class SignalGeneratorInstrument(VirtualInstrument):
             "_power_limits",
             default=RESET_POWER_DBM,
         )
-        add(
-            "OUTPut#[:STATe]",
-            setter=self._set_rf,
-            getter=lambda call: self.boolean(self.rf_on),
-        )
+        add("OUTPut#[:STATe]", setter=self._set_rf, getter=lambda call: self.boolean(self.rf_on))
         # Clients commonly switch modulation off first; this source is CW only.
-        add(
-            "OUTPut#:MODulation[:STATe]",
-            setter=self._set_modulation,
-            getter=lambda call: "0",
-        )
+        add("OUTPut#:MODulation[:STATe]", setter=self._set_modulation, getter=lambda call: "0")
         if self.family.name == "keysight_mxg":
             add("[SOURce]:ROSCillator:SOURce", getter=lambda call: "INT")
         if self.family.key == "keysight_psg":
