@@ -40,8 +40,8 @@ from labpgt.calibration.run import (  # noqa: E402
 from labpgt.calibration.surrogate import SurrogateConfig, fit_surrogate  # noqa: E402
 
 from labpgt.embedded import embedded_bench  # noqa: E402
-from labpgt.reservoir import SETTING_NAMES  # noqa: E402
 from labpgt.scheduler import PerturbationScheduler  # noqa: E402
+from labpgt.setting_bounds import SETTING_NAMES  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "calibration.txt"
 

@@ -52,6 +52,9 @@ import numpy as np
 import pyvisa_py
 import torch
 from labpgt.instruments.bench import Bench, bench_config_from_resources
+from labpgt.instruments.bias_supply import KepcoBOP
+from labpgt.instruments.signal_generator import KeysightMXG
+from labpgt.instruments.spectrum_analyzer import KeysightX
 from labpgt.sim.grid import AnalyzerGrid
 from labpgt.sim.params import RingParams
 from labpgt.sim.raw_client import RawClient
@@ -194,6 +197,14 @@ def run(
     }
 
 
+def _message(*units: str) -> str:
+    """One program message of several units, each from the root (`;:`; common commands `;`)."""
+    message = units[0]
+    for unit in units[1:]:
+        message += f";{unit}" if unit.startswith("*") else f";:{unit.lstrip(':')}"
+    return message
+
+
 def run_floor(cycles: int, rbw_hz: float) -> dict[str, float]:
     """Real-time cycles as raw SCPI on plain sockets: the floor under any driver."""
     ours, theirs = mp.get_context("fork").Pipe()
@@ -205,27 +216,48 @@ def run_floor(cycles: int, rbw_hz: float) -> dict[str, float]:
         sa = RawClient(resources["analyzer"])
         supply = RawClient(resources["supply"])
         try:
-            assert supply.ask("FUNC:MODE CURR;:VOLT 20;:OUTP ON;:CURR 1.5;*OPC?") == "1"
-            assert gen.ask("OUTP ON;*OPC?") == "1"
-            setup = (
-                f"INIT:CONT OFF;:FORM REAL,32;:FORM:BORD SWAP;:FREQ:CENT 2.15e9;"
-                f":FREQ:SPAN {SPAN_HZ:.12g};:BAND {rbw_hz:.12g};:SWE:POIN {POINTS};:SWE:TIME?"
+            # The drivers' own declared SCPI (their controls' commands), sent without them.
+            gen_cls, sa_cls, supply_cls = KeysightMXG, KeysightX, KepcoBOP
+            supply_setup = [
+                *supply_cls.setup_commands,
+                supply_cls.compliance_v.set_text(20.0),
+                supply_cls.output_on.set_text(True),
+                supply_cls.current_a.set_text(1.5),
+            ]
+            assert supply.ask(_message(*supply_setup, "*OPC?")) == "1"
+            assert gen.ask(_message(gen_cls.rf_on.set_text(True), "*OPC?")) == "1"
+            setup = _message(
+                sa_cls.continuous.set_text(False),
+                *sa_cls.binary_setup,
+                sa_cls.center_hz.set_text(2.15e9),
+                sa_cls.span_hz.set_text(SPAN_HZ),
+                sa_cls.rbw_hz.set_text(rbw_hz),
+                sa_cls.points.set_text(POINTS),
+                sa_cls.sweep_time_s.get_command,
             )
             sweep_s = float(sa.ask(setup))
+            frequency, power = gen_cls.frequency_hz, gen_cls.power_dbm
+            drive = _message(
+                frequency.set_command,
+                power.set_command,
+                frequency.get_command,
+                power.get_command,
+                "SYST:ERR?",
+            )
+            current = supply_cls.current_a
+            bias = _message(current.set_command, current.get_command, "SYST:ERR?")
+            sweep = _message(sa_cls.init_command, sa_cls.trace_query)
             rows = settings(cycles + 10, seed=1)
             ends: list[float] = []
             t0 = 0.0
             for index, (f_hz, p_dbm, i_a) in enumerate(rows):
                 if index == 10:  # after the same warm-up as the drivers get
                     t0 = time.perf_counter()
-                gen.send(
-                    f"SOUR:FREQ {f_hz:.12g};:SOUR:POW {p_dbm:.12g};"
-                    ":SOUR:FREQ?;:SOUR:POW?;:SYST:ERR?"
-                )
-                supply.send(f"CURR {i_a:.12g};:CURR?;:SYST:ERR?")
+                gen.send(drive.format(f"{f_hz:.12g}", f"{p_dbm:.12g}"))
+                supply.send(bias.format(f"{i_a:.12g}"))
                 assert supply.read_line().endswith('+0,"No error"')
                 assert gen.read_line().endswith('+0,"No error"')
-                sa.send("INIT;*OPC?;:TRAC:DATA? TRACE1")
+                sa.send(sweep)
                 assert sa.read_exact(2) == b"1;"
                 trace = np.frombuffer(sa.read_block(), dtype="<f4")
                 if index >= 10:

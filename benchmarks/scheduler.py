@@ -30,8 +30,8 @@ from labpgt.sim.ring import RingModel
 
 from labpgt.encoding import Encoding, EncodingSpec
 from labpgt.features import FeatureSpec
-from labpgt.reservoir import SimulatedReservoir
 from labpgt.scheduler import PerturbationScheduler
+from labpgt.simulated_reservoir import SimulatedReservoir
 
 BATCH, PROBES, CHANNELS = 64, 3, 4
 SEED = 0

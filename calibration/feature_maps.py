@@ -159,7 +159,7 @@ def check_features(
     Names the feature and the drive settings where it failed (the first bad row,
     or the range of settings over which the feature did not move).
     """
-    from labpgt.reservoir import describe_setting
+    from labpgt.setting_bounds import describe_setting
 
     flat = features.reshape(-1, features.shape[-1])
     rows = settings.reshape(-1, settings.shape[-1])

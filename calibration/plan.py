@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from labpgt.reservoir import SettingBounds
+from labpgt.setting_bounds import SettingBounds
 
 
 class CalibrationPlan(BaseModel):

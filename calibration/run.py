@@ -51,8 +51,9 @@ from labpgt.calibration.twin import fit_twin, twin_start
 
 from labpgt.errors import UserError
 from labpgt.features import FeatureExtractor
-from labpgt.reservoir import SETTING_NAMES, PhysicalReservoir, ReservoirOutput
+from labpgt.reservoir import PhysicalReservoir, ReservoirOutput
 from labpgt.scheduler import PerturbationScheduler
+from labpgt.setting_bounds import SETTING_NAMES
 
 StageProgress = Callable[[str, int, int, float], None]
 """progress(stage, done_shots, total_shots, instrument_time_s of the stage so far)."""

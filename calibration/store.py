@@ -46,7 +46,7 @@ from labpgt.calibration.surrogate import RingSurrogate, build_surrogate, surroga
 
 from labpgt.errors import UserError
 from labpgt.features import FeatureSpec
-from labpgt.reservoir import SETTING_NAMES
+from labpgt.setting_bounds import SETTING_NAMES
 from labpgt.storage import RunMetadata, nx_data, nx_group, text_dataset, write_metadata
 
 if TYPE_CHECKING:

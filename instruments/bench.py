@@ -18,13 +18,14 @@ goes off.
 from __future__ import annotations
 
 import atexit
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyvisa
 import pyvisa.errors as verr
 from labpgt.instruments.bench_file import (
+    ROLES,
     AnalyzerDefaults,
     BenchConfig,
     GeneratorConfig,
@@ -36,10 +37,14 @@ from labpgt.instruments.bench_file import (
     load_bench,
     validate_bench,
 )
-from labpgt.instruments.bias_supply import RAMP_MARGIN, BiasSupply
-from labpgt.instruments.errors import InstrumentConnectionError, InstrumentsError, LimitError
+from labpgt.instruments.bias_supply import BiasSupply
+from labpgt.instruments.instrument_errors import (
+    InstrumentConnectionError,
+    InstrumentsError,
+    LimitError,
+)
 from labpgt.instruments.safety import ShutdownSignals
-from labpgt.instruments.scpi import ScpiInstrument
+from labpgt.instruments.scpi import RAMP_MARGIN, ScpiInstrument
 from labpgt.instruments.signal_generator import SignalGenerator
 from labpgt.instruments.spectrum_analyzer import SpectrumAnalyzer
 from labpgt.instruments.transport import acquire_resource_manager, release_resource_manager
@@ -61,6 +66,27 @@ __all__ = [
 ]
 
 
+DRIVERS: dict[str, type[ScpiInstrument]] = {
+    "generator": SignalGenerator,
+    "analyzer": SpectrumAnalyzer,
+    "supply": BiasSupply,
+}
+"""The driver base class of each role (`open` picks the family's class)."""
+
+
+def open_instrument(role: str, cfg: BenchConfig, rm: pyvisa.ResourceManager) -> ScpiInstrument:
+    """Open one role's instrument as the bench file describes it, on the caller's manager."""
+    section = getattr(cfg, role)
+    return DRIVERS[role].open(
+        section.resource,
+        family=section.family,
+        limits=cfg.limits,
+        timeout_s=section.timeout_s,
+        rm=rm,
+        compound_messages=section.compound_messages,
+    )
+
+
 def open_resource_manager(visa_library: str) -> pyvisa.ResourceManager:
     """A pyvisa ResourceManager for "@py", a vendor VISA path or "file.yaml@sim".
 
@@ -74,25 +100,19 @@ def open_resource_manager(visa_library: str) -> pyvisa.ResourceManager:
         ) from exc
 
 
+@dataclass(eq=False)
 class Bench:
     """Generator, analyzer and supply sharing one resource manager and one safe shutdown."""
 
-    def __init__(
-        self,
-        cfg: BenchConfig,
-        rm: pyvisa.ResourceManager,
-        generator: SignalGenerator,
-        analyzer: SpectrumAnalyzer,
-        supply: BiasSupply,
-        signals: ShutdownSignals,
-    ) -> None:
-        self.cfg = cfg
-        self.rm = rm
-        self.generator = generator
-        self.analyzer = analyzer
-        self.supply = supply
-        self._signals = signals
-        self.closed = False
+    cfg: BenchConfig
+    rm: pyvisa.ResourceManager
+    generator: SignalGenerator
+    analyzer: SpectrumAnalyzer
+    supply: BiasSupply
+    _signals: ShutdownSignals
+    closed: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
         atexit.register(self.close)
 
     @classmethod
@@ -113,33 +133,9 @@ class Bench:
         opened: list[ScpiInstrument] = []
         try:
             rm = open_resource_manager(cfg.visa_library)
-            generator = SignalGenerator.open(
-                cfg.generator.resource,
-                family=cfg.generator.family,
-                limits=cfg.limits,
-                timeout_s=cfg.generator.timeout_s,
-                rm=rm,
-                compound_messages=cfg.generator.compound_messages,
-            )
-            opened.append(generator)
-            analyzer = SpectrumAnalyzer.open(
-                cfg.analyzer.resource,
-                family=cfg.analyzer.family,
-                limits=cfg.limits,
-                timeout_s=cfg.analyzer.timeout_s,
-                rm=rm,
-                compound_messages=cfg.analyzer.compound_messages,
-            )
-            opened.append(analyzer)
-            supply = BiasSupply.open(
-                cfg.supply.resource,
-                family=cfg.supply.family,
-                limits=cfg.limits,
-                timeout_s=cfg.supply.timeout_s,
-                rm=rm,
-                compound_messages=cfg.supply.compound_messages,
-            )
-            opened.append(supply)
+            for role in ROLES:
+                opened.append(open_instrument(role, cfg, rm))
+            generator, analyzer, supply = opened  # type: ignore[misc]
             if apply_analyzer_defaults:
                 d = cfg.analyzer_defaults
                 analyzer.configure(d.center_hz, d.span_hz, d.rbw_hz, d.points)
@@ -187,13 +183,11 @@ class Bench:
             if value is not None
         }
         checked = generator.check_controls(**drive)
-        if current_a is not None:
-            current_a = supply.check_value("current_a", current_a)
+        bias = supply.check_controls(current_a=current_a) if current_a is not None else []
         with generator.conn.lock, supply.conn.lock:
             finish = generator.start_controls(checked) if checked else None
             try:
-                if current_a is not None:
-                    supply._ramp_to(current_a)  # checked above: the setter without a re-check
+                supply.send_checked(bias)  # checked above: ramped, without a re-check
             except BaseException as exc:
                 if finish is not None:
                     try:

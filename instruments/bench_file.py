@@ -14,26 +14,21 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from labpgt.instruments.errors import BenchConfigError
+from labpgt.instruments.instrument_errors import BenchConfigError
 from labpgt.instruments.limits import Limits
 from labpgt.instruments.plugins import family_validator
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 ROLES: tuple[str, ...] = ("generator", "analyzer", "supply")
 
 
-class GeneratorConfig(BaseModel):
-    """The `[generator]` table."""
+class RoleConfig(BaseModel):
+    """What the table of each role (`[generator]`, `[analyzer]`, `[supply]`) holds."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    resource: str = Field(
-        min_length=1, description="VISA resource, e.g. TCPIP::host::5025::SOCKET."
-    )
-    family: str = Field(
-        "keysight_mxg", description="Command family: keysight_mxg, rs_smb, a plugin's."
-    )
-    _family = family_validator("generator")
+    resource: str = Field(min_length=1, description="VISA resource of the instrument.")
+    family: str = Field(description="Command family.")
     timeout_s: float = Field(5.0, gt=0, le=600, description="Per-query timeout, s.")
     compound_messages: bool | None = Field(
         None,
@@ -41,47 +36,48 @@ class GeneratorConfig(BaseModel):
     )
 
 
-class AnalyzerConfig(BaseModel):
-    """The `[analyzer]` table."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    resource: str = Field(min_length=1, description="VISA resource of the spectrum analyzer.")
-    family: str = Field("keysight_x", description="Command family: keysight_x, rs_fsx, a plugin's.")
-    _family = family_validator("analyzer")
-    timeout_s: float = Field(
-        10.0, gt=0, le=600, description="Per-query timeout, s (sweeps add the sweep time)."
-    )
-    compound_messages: bool | None = Field(
-        None,
-        description="Takes compound messages (A;:B?) with one joined reply; unset: probed.",
-    )
+_ROLE_TABLES = {  # role: default family, other built-in family, timeout s, resource, note
+    "generator": ("keysight_mxg", "rs_smb", 5.0, "e.g. TCPIP::host::5025::SOCKET", ""),
+    "analyzer": ("keysight_x", "rs_fsx", 10.0, "of the spectrum analyzer", " (+ sweep time)"),
+    "supply": ("kepco_bop", "keysight_e36xx", 5.0, "(TCPIP socket or ASRL serial)", ""),
+}
 
 
-class SupplyConfig(BaseModel):
-    """The `[supply]` table."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    resource: str = Field(min_length=1, description="VISA resource (TCPIP socket or ASRL serial).")
-    family: str = Field(
-        "kepco_bop", description="Command family: kepco_bop, keysight_e36xx, a plugin's."
-    )
-    _family = family_validator("supply")
-    timeout_s: float = Field(5.0, gt=0, le=600, description="Per-query timeout, s.")
-    compound_messages: bool | None = Field(
-        None,
-        description="Takes compound messages (A;:B?) with one joined reply; unset: probed.",
+def _role_config(role: str) -> Any:
+    """The table of one role: its default family, resource text and timeout."""
+    family, other, timeout_s, resource, note = _ROLE_TABLES[role]
+    return create_model(
+        f"{role.title()}Config",
+        __base__=RoleConfig,
+        __doc__=f"The `[{role}]` table.",
+        __module__=__name__,
+        __validators__={"_family": family_validator(role)},
+        resource=(str, Field(min_length=1, description=f"VISA resource {resource}.")),
+        family=(str, Field(family, description=f"Command family: {family}, {other}, a plugin's.")),
+        timeout_s=(
+            float,
+            Field(timeout_s, gt=0, le=600, description=f"Per-query timeout, s{note}."),
+        ),
     )
 
 
-class SettleConfig(BaseModel):
-    """The `[settle]` table: waits after changing a setting."""
+GeneratorConfig = _role_config("generator")
+AnalyzerConfig = _role_config("analyzer")
+SupplyConfig = _role_config("supply")
+
+
+class SettleTimes(BaseModel):
+    """How long to wait after changing a setting before sweeping, in seconds."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     bias_s: float = Field(0.3, ge=0, le=60, description="Magnet settle after a bias change, s.")
     drive_s: float = Field(0.01, ge=0, le=10, description="Generator settle after a change, s.")
+
+
+class SettleConfig(SettleTimes):
+    """The `[settle]` table: waits after changing a setting, and whether to sleep them."""
+
     wait: bool = Field(
         True,
         description="False: count settle time as instrument time without sleeping (virtual only).",

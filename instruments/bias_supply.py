@@ -2,78 +2,65 @@
 
 Families: "kepco_bop" (Kepco BOP, bipolar, put in current mode with
 `FUNC:MODE CURR`) and "keysight_e36xx" (Keysight E36xx, unipolar, constant
-current under a voltage limit). The magnet is an inductor: every current
-change with the output on is ramped in steps no larger than `ramp_step_a`,
-never faster than `ramp_rate_a_per_s`.
+current under a voltage limit). The magnet is an inductor: the current's
+definition (`setting_defs.BIAS_CURRENT`) carries a ramp, so with the output on
+every change moves in steps no larger than `ramp_step_a`, never faster than
+`ramp_rate_a_per_s` (`ScpiInstrument._ramp`).
 """
 
 from __future__ import annotations
 
-import math
-import time
 from typing import Any, ClassVar
 
-import pyvisa
-from labpgt.instruments.errors import LimitError
-from labpgt.instruments.limits import Limits, ramp_points
-from labpgt.instruments.scpi import Control, ScpiInstrument, open_family
-
-RAMP_MARGIN = 1.1
-"""Steps are spaced 10 % slower than the ramp rate allows. Every step is confirmed by the
-supply's reply and the next one is timed from that reply, so a step delivered late can
-never arrive at the supply close behind the one before it."""
+from labpgt.instruments.instrument_errors import LimitError
+from labpgt.instruments.limits import ramp_points
+from labpgt.instruments.scpi import Control, ScpiInstrument
+from labpgt.instruments.setting_defs import (
+    BIAS_CURRENT,
+    COMPLIANCE,
+    MEASURED_CURRENT,
+    MEASURED_VOLTAGE,
+    OUTPUT_ON,
+    SettingDef,
+)
 
 
 class BiasSupply(ScpiInstrument):
     """A current source with ramped setpoint changes and safe output switching."""
 
     role: ClassVar[str] = "supply"
+    families: ClassVar[dict[str, type[ScpiInstrument]]] = {}
     bipolar: ClassVar[bool] = True
 
-    compliance_v = Control(
-        "VOLT?", "VOLT {}", unit="V", doc="Voltage limit (compliance)", check="check_compliance"
-    )
-    current_a = Control(
-        "CURR?",
-        "CURR {}",
-        unit="A",
-        doc="Current setpoint; setting it ramps at <= the bench's ramp rate",
-        check="check_current",
-        setter="_ramp_to",
-        restore=False,
-    )
-    output_on = Control(
-        "OUTP?",
-        "OUTP {}",
-        unit="",
-        doc="Output enabled (switched at 0 A; the current is ramped back after)",
-        kind=bool,
-        setter="_switch_output",
-        restore=False,
-    )
-    measured_current_a = Control("MEAS:CURR?", None, unit="A", doc="Measured output current")
-    measured_voltage_v = Control("MEAS:VOLT?", None, unit="V", doc="Measured output voltage")
+    compliance_v = Control(COMPLIANCE)
+    current_a = Control(BIAS_CURRENT, restore=False)
+    output_on = Control(OUTPUT_ON, setter="_switch_output", restore=False)
+    measured_current_a = Control(MEASURED_CURRENT)
+    measured_voltage_v = Control(MEASURED_VOLTAGE)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._setpoint_a = 0.0
         self._output = False
-        self._last_step_s = -math.inf  # when the supply confirmed the last step (monotonic)
-        self.steps_sent = 0
-        self.ramp_wait_s = 0.0  # time spent waiting for the ramp rate, s (for benchmarks)
 
-    # -- limits ------------------------------------------------------------------------
+    @property
+    def _setpoint_a(self) -> float:
+        """The setpoint the supply holds, as last set or learnt, A."""
+        return self._last.get("current_a", 0.0)
 
-    def check_current(self, current_a: float) -> None:
-        low = self.limits.bias_min_a if self.bipolar else max(0.0, self.limits.bias_min_a)
-        if not self.bipolar and current_a < 0:
-            raise LimitError(
-                self.role, "current_a", current_a, low, self.limits.bias_max_a, "A (unipolar)"
-            )
-        self.limits.check_current(self.role, current_a)
+    @_setpoint_a.setter
+    def _setpoint_a(self, current_a: float) -> None:
+        self._last["current_a"] = current_a
 
-    def check_compliance(self, compliance_v: float) -> None:
-        self.limits.check_compliance(self.role, compliance_v)
+    def check_limit(self, setting: SettingDef, value: float) -> None:
+        if value < 0 and not self.bipolar and setting is BIAS_CURRENT:
+            low = max(0.0, self.limits.bias_min_a)
+            high = self.limits.bias_max_a
+            raise LimitError(self.role, setting.name, value, low, high, "A (unipolar)")
+        self.limits.check(self.role, setting, value)
+
+    def ramp_live(self, control: Control) -> bool:
+        # No current flows with the output off: the setpoint may move at once.
+        return self._output
 
     # -- setup and state ---------------------------------------------------------------
 
@@ -88,23 +75,23 @@ class BiasSupply(ScpiInstrument):
             for command in self.setup_commands:
                 self.conn.write(command)
             self._select_range(self.limits.compliance_v)
-            self.write_control("compliance_v", self.limits.compliance_v)
+            self.write_controls(compliance_v=self.limits.compliance_v)
             self.sync()
             self.check_errors("setup")
             self._learn_state()
             if not self._output and self._setpoint_a != 0.0:
                 try:
-                    self.check_current(self._setpoint_a)
+                    self.check_controls(current_a=self._setpoint_a)
                 except LimitError:
-                    self._send_setpoint(0.0)
+                    self.ramp_step(type(self).current_a, 0.0, wait=False)
                     self.check_errors("setup: setpoint to 0 A")
 
     def _select_range(self, compliance_v: float) -> None:
         """Supplies with output ranges choose one that holds `compliance_v` (E36xx)."""
 
     def _learn_state(self) -> None:
-        self._setpoint_a = self.query_value("CURR?")
-        self._output = self.query_value("OUTP?", bool)
+        self.get_control(type(self).current_a)
+        self._output = self.query_value(type(self).output_on.get_command, bool)
 
     def _restore(self) -> None:
         # After a reconnect the supply's own state is learnt, never pushed: re-sending
@@ -113,125 +100,42 @@ class BiasSupply(ScpiInstrument):
             self.conn.write(command)
         if "compliance_v" in self._last:
             self._select_range(self._last["compliance_v"])
-            self.conn.write(f"VOLT {self._last['compliance_v']:.12g}")
+            self.conn.write(type(self).compliance_v.set_text(self._last["compliance_v"]))
         self._learn_state()
 
-    # -- ramped current ----------------------------------------------------------------
-
-    def _ramp_to(self, target_a: float) -> None:
-        """Ramp (output on) or move (output off) the setpoint, then verify it.
-
-        Intermediate steps go as `CURR x;*OPC?`; the last setpoint travels with its
-        verification, `CURR x;:CURR?;:SYST:ERR?`. Each step is sent no sooner than the
-        ramp rate allows after the supply's reply to the previous one.
-        """
-        with self.conn.lock:
-            if not self._output:
-                # No current flows with the output off: the setpoint may move at once.
-                final_a: float | None = target_a
-            else:
-                points = ramp_points(self._setpoint_a, target_a, self.limits.ramp_step_a)
-                for point_a in points[:-1]:
-                    self._step_to(point_a)
-                final_a = points[-1] if points else None
-                if final_a is not None:
-                    self._wait_for_step(final_a)
-            commands = [] if final_a is None else [f"CURR {final_a:.12g}"]
-            if final_a is not None:
-                self._setpoint_a = final_a
-                self._last["current_a"] = final_a
-
-            def took(values: list[float]) -> None:
-                # What the supply holds (also when it refused): the next ramp starts there.
-                self._setpoint_a = values[0]
-
-            try:
-                self.query_checked_many(
-                    commands,
-                    [(type(self).current_a.get_command, float)],
-                    lambda: f"setting current_a={target_a:.6g}",
-                    took,
-                )
-            finally:
-                if final_a is not None:
-                    self._stamp_step()
-            self._last["current_a"] = self._setpoint_a
-
-    def _step_to(self, current_a: float) -> None:
-        self._wait_for_step(current_a)
-        self._send_setpoint(current_a)
-
-    def _wait_for_step(self, current_a: float) -> None:
-        """Sleep until a step to `current_a` respects the ramp rate (plus margin)."""
-        step_a = abs(current_a - self._setpoint_a)
-        due_s = self._last_step_s + RAMP_MARGIN * step_a / self.limits.ramp_rate_a_per_s
-        wait_s = due_s - time.monotonic()
-        if wait_s > 0:
-            time.sleep(wait_s)
-            self.ramp_wait_s += wait_s
-
-    def _stamp_step(self) -> None:
-        # Stamped once the reply is in: the supply had the step by then, so the spacing
-        # it sees between this step and the next can only be longer than the wait.
-        self._last_step_s = time.monotonic()
-        self.steps_sent += 1
-
-    def _send_setpoint(self, current_a: float) -> None:
-        try:
-            self.sync(f"CURR {current_a:.12g}")
-        finally:
-            self._setpoint_a = current_a
-            self._last["current_a"] = current_a
-            self._stamp_step()
-
     def _switch_output(self, on: bool) -> None:
+        """Output on at 0 A and then ramped to the setpoint; off after ramping to 0 A."""
+        current, output = type(self).current_a, type(self).output_on
+        step_a = self.limits.ramp_step_a
         with self.conn.lock:
             if on and not self._output:
                 target_a = self._setpoint_a
                 # The setpoint was learnt from the supply (e.g. 20 A after a *RST of an
                 # E36xx): never ramp the magnet to a value the limits do not allow.
-                self.check_current(target_a)
+                self.check_controls(current_a=target_a)
                 if target_a != 0.0:
-                    self._send_setpoint(0.0)
+                    self.ramp_step(current, 0.0, wait=False)
                 try:
-                    self.sync("OUTP ON")
+                    self.sync(output.set_text(True))
                 finally:
                     self._output = True
                     self._stamp_step()  # switching on counts as a step
-                if target_a != 0.0:
-                    for point_a in ramp_points(0.0, target_a, self.limits.ramp_step_a):
-                        self._step_to(point_a)
+                for point_a in ramp_points(0.0, target_a, step_a):
+                    self.ramp_step(current, point_a)
             elif not on:
                 if self._output:
-                    for point_a in ramp_points(self._setpoint_a, 0.0, self.limits.ramp_step_a):
-                        self._step_to(point_a)
+                    for point_a in ramp_points(self._setpoint_a, 0.0, step_a):
+                        self.ramp_step(current, point_a)
                 elif self._setpoint_a != 0.0:
-                    self._send_setpoint(0.0)
-                self.conn.write("OUTP OFF")
+                    self.ramp_step(current, 0.0, wait=False)
+                self.conn.write(output.set_text(False))
                 self._output = False
-            self._last["output_on"] = self.query_value("OUTP?", bool)
+            self.get_control(output)
             self.check_errors(f"switching the output {'on' if on else 'off'}")
 
     def safe_off(self) -> None:
         """Ramp the current to 0 A, then switch the output off."""
         self.output_on = False
-
-    @classmethod
-    def open(
-        cls,
-        resource: str,
-        *,
-        family: str,
-        limits: Limits | None = None,
-        timeout_s: float = 5.0,
-        rm: pyvisa.ResourceManager | None = None,
-        visa_library: str = "@py",
-        **kwargs: Any,
-    ) -> BiasSupply:
-        """Connect to `resource` (TCPIP socket or ASRL serial) as `family`."""
-        return open_family(
-            SUPPLY_FAMILIES, resource, family, limits, timeout_s, rm, visa_library, **kwargs
-        )
 
 
 class KepcoBOP(BiasSupply):
@@ -253,11 +157,9 @@ class KeysightE36xx(BiasSupply):
     bipolar: ClassVar[bool] = False
 
     def _select_range(self, compliance_v: float) -> None:
-        if self.query_value("VOLT? MAX") < compliance_v:
+        if self.query_value(f"{type(self).compliance_v.get_command} MAX") < compliance_v:
             self.conn.write("VOLT:RANG HIGH")
 
 
-SUPPLY_FAMILIES: dict[str, type[BiasSupply]] = {
-    KepcoBOP.family: KepcoBOP,
-    KeysightE36xx.family: KeysightE36xx,
-}
+SUPPLY_FAMILIES: dict[str, type[ScpiInstrument]] = BiasSupply.families
+SUPPLY_FAMILIES.update({KepcoBOP.family: KepcoBOP, KeysightE36xx.family: KeysightE36xx})

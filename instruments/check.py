@@ -5,20 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from labpgt.instruments.bench import open_resource_manager
+from labpgt.instruments.bench import open_instrument, open_resource_manager
 from labpgt.instruments.bench_file import ROLES, BenchConfig
-from labpgt.instruments.bias_supply import BiasSupply
-from labpgt.instruments.errors import InstrumentsError
+from labpgt.instruments.instrument_errors import InstrumentsError
 from labpgt.instruments.scpi import ScpiInstrument
-from labpgt.instruments.signal_generator import SignalGenerator
-from labpgt.instruments.spectrum_analyzer import SpectrumAnalyzer
 from labpgt.instruments.transport import release_resource_manager
-
-OPENERS: dict[str, type[ScpiInstrument]] = {
-    "generator": SignalGenerator,
-    "analyzer": SpectrumAnalyzer,
-    "supply": BiasSupply,
-}
 
 
 @dataclass
@@ -51,13 +42,7 @@ def check_instrument(role: str, cfg: BenchConfig, rm: Any) -> CheckResult:
     result = CheckResult(role, section.resource, section.family)
     instrument: ScpiInstrument | None = None
     try:
-        instrument = OPENERS[role].open(  # type: ignore[attr-defined]
-            section.resource,
-            family=section.family,
-            limits=cfg.limits,
-            timeout_s=section.timeout_s,
-            rm=rm,
-        )
+        instrument = open_instrument(role, cfg, rm)
         result.stale_errors = list(instrument.stale_errors)
         result.identity = instrument.identify()
         result.settings = instrument.settings()

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 import numpy as np
-from labpgt.instruments.errors import (
+from labpgt.instruments.instrument_errors import (
     InstrumentConnectionError,
     InstrumentProtocolError,
     InstrumentTimeoutError,

@@ -1,28 +1,33 @@
 """SCPI base: declarative settings, identity, error queue, `*OPC?`, snapshots.
 
-`Control` declares one setting as one SCPI get/set pair (PyMeasure style), and
-`ScpiInstrument` gives identity, error-queue draining, `*OPC?` and snapshots.
+`Control` puts one setting definition (`setting_defs.SettingDef`: unit, limits,
+ramp, SCPI per family) on a driver as a property, and `ScpiInstrument` gives
+identity, error-queue draining, `*OPC?`, snapshots, `open`, and the one path every
+setting takes: checked against its definition's limits before any byte, then sent
+(ramped in steps when the definition has a ramp) and read back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import re
-import string
+import time
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 import pyvisa
 from labpgt.instruments.connection import Connection, Opener
-from labpgt.instruments.errors import (
+from labpgt.instruments.instrument_errors import (
     InstrumentConnectionError,
     InstrumentProtocolError,
     InstrumentTimeoutError,
     LimitError,
     instrument_error,
 )
-from labpgt.instruments.limits import Limits
+from labpgt.instruments.limits import Limits, ramp_points
+from labpgt.instruments.setting_defs import SettingDef
 from labpgt.instruments.transport import (
     SocketTransport,
     Transport,
@@ -38,6 +43,10 @@ Context = str | Callable[[], str]
 _ERROR_REPLY = re.compile(r'^\s*([+-]?\d+)\s*,\s*"?(.*?)"?\s*$')
 MAX_QUEUED_ERRORS = 64
 _NO_ERROR_REPLIES = frozenset(('+0,"No error"', '0,"No error"'))
+RAMP_MARGIN = 1.1
+"""Ramp steps are spaced 10 % slower than the ramp rate allows. Every step is confirmed by
+the instrument's reply and the next one is timed from that reply, so a step delivered late
+can never arrive close behind the one before it."""
 
 
 def format_value(value: float | int | bool, kind: type) -> str:
@@ -69,56 +78,55 @@ def parse_value(reply: str, kind: type, what: str) -> Any:
 
 
 class Control:
-    """One setting: a SCPI query, a SCPI set template ("{}" = value), a unit and a check.
+    """One setting of a driver, from its definition: `Control(DRIVE_FREQUENCY)`.
 
-    `check` names a method of the instrument called with the value before anything
-    is written (it raises `LimitError`). With `readback`, the value the instrument
-    actually took (it may round) is queried after the set and cached. `setter` names
-    a method that replaces the plain write (e.g. a current ramp); `restore=False`
-    keeps the value out of the automatic re-apply after a reconnect.
+    The definition gives the name, unit, kind, limits (checked before anything is
+    written), ramp and the SCPI get/set pair for the instrument's family. With
+    `readback`, the value the instrument actually took (it may round) is queried after
+    the set and cached. `setter` names a method that replaces the plain write (e.g.
+    switching an output at 0 A); `restore=False` keeps the value out of the automatic
+    re-apply after a reconnect.
     """
 
     def __init__(
         self,
-        get_command: str,
-        set_command: str | None,
+        setting: SettingDef,
         *,
-        unit: str,
-        doc: str,
-        kind: type = float,
-        check: str | None = None,
+        family: str = "",
         readback: bool = True,
         setter: str | None = None,
         restore: bool = True,
     ) -> None:
-        # Settings messages are one template per combination of controls, filled in
-        # order (`_settings_message`): each set command must hold exactly one bare "{}"
-        # and a query none, or a value could land in another command's place.
-        if "{" in get_command or "}" in get_command:
-            raise ValueError(f"query command {get_command!r} must not contain braces")
-        if set_command is not None:
-            fields = [
-                (name, spec, conversion)
-                for _, name, spec, conversion in string.Formatter().parse(set_command)
-                if name is not None
-            ]
-            if fields != [("", "", None)]:
-                raise ValueError(
-                    f"set command {set_command!r} must contain exactly one bare '{{}}'"
-                )
-        self.get_command = get_command
-        self.set_command = set_command
-        self.unit = unit
-        self.kind = kind
-        self.check = check
+        self.setting = setting
+        self.get_command, self.set_command = setting.commands(family)
+        self.name = setting.name
+        self.unit = setting.unit
+        self.kind = setting.kind
+        self.limited = setting.high is not None
+        self.ramp = setting.ramp
         self.readback = readback
         self.setter = setter
         self.restore = restore
-        self.__doc__ = f"{doc} [{unit}]" if unit else doc
-        self.name = ""
+        self.__doc__ = f"{setting.doc} [{setting.unit}]" if setting.unit else setting.doc
+
+    def for_family(self, family: str) -> Control:
+        """The same control speaking `family`'s SCPI."""
+        return Control(
+            self.setting,
+            family=family,
+            readback=self.readback,
+            setter=self.setter,
+            restore=self.restore,
+        )
+
+    def set_text(self, value: Any) -> str:
+        """The set command carrying `value` (e.g. `SOUR:FREQ 2100000000`)."""
+        assert self.set_command is not None, f"{self.name} is read-only"
+        return self.set_command.format(format_value(value, self.kind))
 
     def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
+        if name != self.name:
+            raise TypeError(f"{owner.__name__}.{name} holds the control of {self.name!r}")
 
     def __get__(self, instrument: ScpiInstrument | None, owner: type) -> Any:
         if instrument is None:
@@ -128,7 +136,11 @@ class Control:
     def __set__(self, instrument: ScpiInstrument, value: Any) -> None:
         if self.set_command is None:
             raise AttributeError(f"{instrument.role}: {self.name} is read-only")
-        instrument.set_control(self, value)
+        if self.setter is not None:
+            (checked,) = instrument.check_controls(**{self.name: value}, own_setters=True)
+            getattr(instrument, self.setter)(checked[1])
+            return
+        instrument.send_checked(instrument.check_controls(**{self.name: value}))
 
 
 class ScpiInstrument:
@@ -138,6 +150,18 @@ class ScpiInstrument:
     family: ClassVar[str] = ""
     setup_commands: ClassVar[tuple[str, ...]] = ()
     """Sent once after connecting and again after every reconnect."""
+    families: ClassVar[dict[str, type[ScpiInstrument]]] = {}
+    """The role's drivers by family name (what `open` picks from; plugins add to it)."""
+    default_timeout_s: ClassVar[float] = 5.0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A family speaks its own SCPI where its settings' definitions say so (e.g. the
+        # R&S analyzers' `BAND:RES`): each such control is re-declared for the family.
+        super().__init_subclass__(**kwargs)
+        if cls.family:
+            for control in cls.controls():
+                if cls.family in control.setting.family_scpi:
+                    setattr(cls, control.name, control.for_family(cls.family))
 
     def __init__(
         self,
@@ -166,14 +190,55 @@ class ScpiInstrument:
         )
         self.conn.on_reconnect = self._restore
         self._last: dict[str, Any] = {}
-        self._message_plans: dict[tuple[Control, ...], tuple[str, list, list[Control]]] = {}
+        self._message_plans: dict[tuple[Control, ...], _Plan] = {}
         self._identity: dict[str, str] | None = None
         self._on_close: list[Callable[[], None]] = []
         self.stale_errors: list[tuple[int, str]] = []
+        self._last_step_s = -math.inf  # when the last ramp step was confirmed (monotonic s)
+        self.steps_sent = 0
+        self.ramp_wait_s = 0.0  # time spent waiting for ramp rates, s (for benchmarks)
         self.compound_messages = compound_messages
         """Whether the instrument takes several units in one message and answers their
         queries in one `;`-joined reply. None: probed by `connect()` (until then the
         driver sends compound messages). False: one command per message."""
+
+    @classmethod
+    def open(
+        cls: type[S],
+        resource: str,
+        *,
+        family: str,
+        limits: Limits | None = None,
+        timeout_s: float | None = None,
+        rm: pyvisa.ResourceManager | None = None,
+        visa_library: str = "@py",
+        **kwargs: Any,
+    ) -> S:
+        """Connect to `resource` as `family` of this role, run its setup, return the driver.
+
+        Without `rm`, the instrument acquires a use of the process's resource manager
+        (given back when it closes); with `rm`, the caller's manager is never closed here.
+        """
+        if family not in cls.families:
+            known = ", ".join(sorted(cls.families))
+            raise ValueError(f"unknown family {family!r}; known: {known}")
+        timeout_s = cls.default_timeout_s if timeout_s is None else timeout_s
+        manager = acquire_resource_manager(visa_library) if rm is None else rm
+        instrument = cls.families[family](
+            _visa_opener(manager, resource, timeout_s),
+            limits=limits,
+            timeout_s=timeout_s,
+            **kwargs,
+        )
+        instrument.conn.resource = resource
+        if rm is None:
+            instrument._on_close.append(lambda: release_resource_manager(manager))
+        try:
+            instrument.connect()
+        except BaseException:
+            instrument.close()
+            raise
+        return instrument  # type: ignore[return-value]
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -416,11 +481,14 @@ class ScpiInstrument:
         }
         return dict(self._identity)
 
-    @staticmethod
-    def parse_serial(field: str) -> str:
-        return field
+    serial_after: ClassVar[str] = ""
+    """The serial number follows this mark in `*IDN?` (R&S: "<order number>/<serial>")."""
 
-    # -- controls ----------------------------------------------------------------------
+    @classmethod
+    def parse_serial(cls, field: str) -> str:
+        return field.rsplit(cls.serial_after, 1)[-1] if cls.serial_after else field
+
+    # -- controls: one path for every setting ---------------------------------------------
 
     @classmethod
     def controls(cls) -> list[Control]:
@@ -436,47 +504,51 @@ class ScpiInstrument:
         self._last[control.name] = value
         return value
 
-    def set_control(self, control: Control, value: Any) -> None:
-        value = self._coerce(control, value)
-        if control.check is not None:
-            getattr(self, control.check)(value)
-        assert control.set_command is not None
-        if control.setter is not None:
-            getattr(self, control.setter)(value)
-            return
-        self._send_settings([(control, value)])
+    def check_controls(self, own_setters: bool = False, **values: Any) -> list[tuple[Control, Any]]:
+        """Coerce every value and check it against its definition's limits; sends nothing.
 
-    def set_controls(self, **values: Any) -> dict[str, Any]:
-        """Set several controls in one exchange; returns what the instrument took.
-
-        Every value is validated (limits included) before anything is sent. Then one
-        program message sets them all, reads back those with read-back and the error
-        queue: `A x;:B y;:A?;:B?;:SYST:ERR?`. A queued error is raised as a typed error
-        naming every value of the message, after the read-backs were cached.
+        This is the only check a value passes before it is written, whichever way it
+        is sent afterwards (`set_controls`, `start_controls`, `write_controls`).
+        A control with its own setter (an output switch) is refused unless `own_setters`.
         """
-        checked = self.check_controls(**values)
-        self._send_settings(checked)
-        return {control.name: self._last[control.name] for control, _ in checked}
-
-    def check_controls(self, **values: Any) -> list[tuple[Control, Any]]:
-        """Coerce and limit-check settings for `set_controls`/`start_controls`; sends nothing."""
         checked: list[tuple[Control, Any]] = []
         for name, value in values.items():
             control = getattr(type(self), name, None)
-            if isinstance(control, Control) and control.setter is not None:
+            if not isinstance(control, Control) or control.set_command is None:
+                raise AttributeError(f"{self.role}: {name} is not a settable control")
+            if control.setter is not None and not own_setters:
                 raise AttributeError(f"{self.role}: {name} has its own setter; set it alone")
-            checked.append((control, self.check_value(name, value)))
+            value = self._coerce(control, value)
+            if control.limited:
+                self.check_limit(control.setting, value)
+            checked.append((control, value))
         return checked
 
-    def check_value(self, name: str, value: Any) -> Any:
-        """`value` coerced for the settable control `name` and limit-checked; sends nothing."""
-        control = getattr(type(self), name, None)
-        if not isinstance(control, Control) or control.set_command is None:
-            raise AttributeError(f"{self.role}: {name} is not a settable control")
-        value = self._coerce(control, value)
-        if control.check is not None:
-            getattr(self, control.check)(value)
-        return value
+    def check_limit(self, setting: SettingDef, value: float) -> None:
+        """Raise `LimitError` unless the bench limits allow `value` (drivers may add rules)."""
+        self.limits.check(self.role, setting, value)
+
+    def set_controls(self, **values: Any) -> dict[str, Any]:
+        """Set controls and return what the instrument took (every value checked first).
+
+        A ramped control (its definition has a `Ramp`) moves in steps; the others go in
+        one program message that sets them all, reads back those with read-back and the
+        error queue: `A x;:B y;:A?;:B?;:SYST:ERR?`. A queued error is raised as a typed
+        error naming every value of the message, after the read-backs were cached.
+        """
+        checked = self.check_controls(**values)
+        self.send_checked(checked)
+        return {control.name: self._last[control.name] for control, _ in checked}
+
+    def send_checked(self, checked: list[tuple[Control, Any]]) -> None:
+        """Send settings `check_controls` returned: ramped ones in steps, the rest at once."""
+        plain = [(control, value) for control, value in checked if control.ramp is None]
+        with self.conn.lock:
+            for control, value in checked:
+                if control.ramp is not None:
+                    self._ramp(control, value)
+            if plain:
+                self._send_settings(plain)
 
     def start_controls(self, checked: list[tuple[Control, Any]]) -> Callable[[], None]:
         """Send checked settings now, take the reply later: returns `finish()`.
@@ -487,7 +559,7 @@ class ScpiInstrument:
         `set_controls` does. A link lost before the reply makes `finish()` redo the
         whole (idempotent) settings exchange on a fresh session.
         """
-        message, gets, readback, context = self._settings_message(checked)
+        message, plan, context = self._settings_message(checked)
         for control, value in checked:
             self._last[control.name] = value
         queries: list[str] = []
@@ -502,10 +574,6 @@ class ScpiInstrument:
                     self.conn.write(unit)
 
         def finish() -> None:
-            def cache(taken: list[Any]) -> None:
-                for control, value in zip(readback, taken, strict=True):
-                    self._last[control.name] = value
-
             try:
                 try:
                     if self._compound:
@@ -515,62 +583,122 @@ class ScpiInstrument:
                 except InstrumentConnectionError:
                     self._send_settings(checked)
                     return
-                self._checked_reply(message, reply, gets, context, cache)
+                self._checked_reply(message, reply, plan.gets, context, plan.cache)
             finally:
-                self._after_set([control for control, _ in checked])
+                self._after_set(plan.controls)
 
         return finish
 
-    def _settings_message(
-        self, checked: list[tuple[Control, Any]]
-    ) -> tuple[str, list[tuple[str, type]], list[Control], Context]:
+    def _settings_message(self, checked: list[tuple[Control, Any]]) -> tuple[str, _Plan, Context]:
+        """The settings message for these values, its plan, and the words for an error."""
         controls = tuple(control for control, _ in checked)
         plan = self._message_plans.get(controls)
         if plan is None:
-            # `A {};:B {};:A?;:B?;:SYST:ERR?` with the values' places left open: built
-            # once per combination of controls, filled in per exchange.
-            readback = [control for control in controls if control.readback]
-            gets = [(control.get_command, control.kind) for control in readback]
-            sets = [control.set_command for control in controls]  # each holds one "{}"
-            plan = (_checked_message(sets, gets), gets, readback)
-            self._message_plans[controls] = plan
-        template, gets, readback = plan
+            plan = self._message_plans[controls] = self._plan(controls)
         texts = [format_value(value, control.kind) for control, value in checked]
 
         def context() -> str:  # worded only when an error is raised (off the hot path)
             pairs = zip(controls, texts, strict=True)
             return "setting " + ", ".join(f"{control.name}={text}" for control, text in pairs)
 
-        return template.format(*texts), gets, readback, context
+        return plan.template.format(*texts), plan, context
 
-    def _send_settings(self, checked: list[tuple[Control, Any]]) -> None:
-        """One exchange for already validated settings: sets, read-backs, `SYST:ERR?`."""
-        message, gets, readback, context = self._settings_message(checked)
+    def _plan(self, controls: tuple[Control, ...]) -> _Plan:
+        # `A {};:B {};:A?;:B?;:SYST:ERR?` with the values' places left open: built once
+        # per combination of controls, filled in per exchange.
+        readback = [control for control in controls if control.readback]
+        gets = [(control.get_command, control.kind) for control in readback]
+        sets = [control.set_command for control in controls]  # each holds one "{}"
 
-        def cache(taken: list[Any]) -> None:
+        def cache(taken: list[Any]) -> None:  # what the instrument took, kept
             for control, value in zip(readback, taken, strict=True):
                 self._last[control.name] = value
 
+        return _Plan(_checked_message(sets, gets), gets, cache, list(controls))
+
+    def _send_settings(self, checked: list[tuple[Control, Any]]) -> None:
+        """One exchange for already validated settings: sets, read-backs, `SYST:ERR?`."""
+        message, plan, context = self._settings_message(checked)
         with self.conn.lock:
             for control, value in checked:
                 self._last[control.name] = value
             try:
                 reply = self.query_message(message)
-                self._checked_reply(message, reply, gets, context, cache)
+                self._checked_reply(message, reply, plan.gets, context, plan.cache)
             finally:
-                self._after_set([control for control, _ in checked])
+                self._after_set(plan.controls)
 
     def _after_set(self, controls: list[Control]) -> None:
         """Hook after controls were set (e.g. to forget derived cached values)."""
 
-    def write_control(self, name: str, value: Any) -> None:
-        """Send one control's set command with no read-back (batched configuration)."""
-        control = getattr(type(self), name)
-        value = self._coerce(control, value)
-        if control.check is not None:
-            getattr(self, control.check)(value)
-        self.conn.write(control.set_command.format(format_value(value, control.kind)))
-        self._last[name] = value
+    def write_controls(self, **values: Any) -> None:
+        """Check and write each control's set command, no read-back (batched configuration)."""
+        for control, value in self.check_controls(**values):
+            self.conn.write(control.set_text(value))
+            self._last[control.name] = value
+
+    # -- ramped controls (the definition's `Ramp`: largest step, fastest rate) ----------
+
+    def ramp_live(self, control: Control) -> bool:
+        """Whether `control` must ramp now; drivers say when it need not (output off)."""
+        return True
+
+    def _ramp(self, control: Control, target: Any) -> None:
+        """Ramp (live) or move (not live) a control to `target`, then verify it.
+
+        Intermediate steps go as `SET x;*OPC?`; the last value travels with its
+        verification, `SET x;:GET?;:SYST:ERR?` (with nothing to move: `GET?;:SYST:ERR?`).
+        Each step is sent no sooner than the ramp rate allows after the instrument's
+        reply to the previous one.
+        """
+        with self.conn.lock:
+            final: Any = target
+            live = self.ramp_live(control)
+            if live:
+                step, _ = self.limits.ramp_of(control.setting)
+                points = ramp_points(self._last.get(control.name, 0.0), target, step)
+                for point in points[:-1]:
+                    self.ramp_step(control, point)
+                final = points[-1] if points else None
+            if final is None:
+                self.query_checked_many(
+                    [],
+                    [(control.get_command, control.kind)],
+                    lambda: f"setting {control.name}={format_value(target, control.kind)}",
+                    lambda values: self._last.__setitem__(control.name, values[0]),
+                )
+                return
+            if live:
+                self._wait_for_step(control, final)
+            try:
+                self._send_settings([(control, final)])
+            finally:
+                self._stamp_step()
+
+    def ramp_step(self, control: Control, value: Any, *, wait: bool = True) -> None:
+        """One confirmed step, `SET x;*OPC?`, no sooner than the rate allows (with `wait`)."""
+        if wait:
+            self._wait_for_step(control, value)
+        try:
+            self.sync(control.set_text(value))
+        finally:
+            self._last[control.name] = value
+            self._stamp_step()
+
+    def _wait_for_step(self, control: Control, value: float) -> None:
+        """Sleep until a step to `value` respects the ramp rate (plus margin)."""
+        _, rate = self.limits.ramp_of(control.setting)
+        step = abs(value - self._last.get(control.name, 0.0))
+        wait_s = self._last_step_s + RAMP_MARGIN * step / rate - time.monotonic()
+        if wait_s > 0:
+            time.sleep(wait_s)
+            self.ramp_wait_s += wait_s
+
+    def _stamp_step(self) -> None:
+        # Stamped once the reply is in: the instrument had the step by then, so the
+        # spacing it sees between this step and the next can only be longer than the wait.
+        self._last_step_s = time.monotonic()
+        self.steps_sent += 1
 
     def _coerce(self, control: Control, value: Any) -> Any:
         if control.kind is bool:
@@ -609,9 +737,17 @@ class ScpiInstrument:
             self.conn.write(command)
         for control in self.controls():
             if control.set_command and control.restore and control.name in self._last:
-                value = format_value(self._last[control.name], control.kind)
-                self.conn.write(control.set_command.format(value))
+                self.conn.write(control.set_text(self._last[control.name]))
         self.sync()
+
+
+class _Plan(NamedTuple):
+    """A settings message for one combination of controls, its values' places left open."""
+
+    template: str
+    gets: list[tuple[str, type]]
+    cache: Callable[[list[Any]], None]
+    controls: list[Control]
 
 
 def split_message(message: str) -> list[str]:
@@ -629,41 +765,6 @@ def _checked_message(commands: list[str], gets: list[tuple[str, type]]) -> str:
     parts.extend(get.lstrip(":") for get, _ in gets)
     parts.append("SYST:ERR?")
     return ";:".join(parts)
-
-
-def open_family(
-    families: dict[str, type[S]],
-    resource: str,
-    family: str,
-    limits: Limits | None,
-    timeout_s: float,
-    rm: pyvisa.ResourceManager | None,
-    visa_library: str,
-    **kwargs: Any,
-) -> S:
-    """Shared `open` of every role: pick the family class, connect, run its setup.
-
-    Without `rm`, the instrument acquires a use of the process's resource manager
-    (given back when it closes); with `rm`, the caller's manager is never closed here.
-    """
-    if family not in families:
-        raise ValueError(f"unknown family {family!r}; known: {', '.join(sorted(families))}")
-    manager = acquire_resource_manager(visa_library) if rm is None else rm
-    instrument = families[family](
-        _visa_opener(manager, resource, timeout_s),
-        limits=limits,
-        timeout_s=timeout_s,
-        **kwargs,
-    )
-    instrument.conn.resource = resource
-    if rm is None:
-        instrument._on_close.append(lambda: release_resource_manager(manager))
-    try:
-        instrument.connect()
-    except BaseException:
-        instrument.close()
-        raise
-    return instrument
 
 
 def _visa_opener(rm: pyvisa.ResourceManager, resource: str, timeout_s: float) -> Opener:

@@ -7,11 +7,10 @@ Families: "keysight_mxg" (Keysight/Agilent MXG/PSG: N5183B, E8257D) and
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
-import pyvisa
-from labpgt.instruments.limits import Limits
-from labpgt.instruments.scpi import Control, ScpiInstrument, open_family
+from labpgt.instruments.scpi import Control, ScpiInstrument
+from labpgt.instruments.setting_defs import DRIVE_FREQUENCY, DRIVE_POWER, RF_ON
 
 
 class SignalGenerator(ScpiInstrument):
@@ -19,25 +18,13 @@ class SignalGenerator(ScpiInstrument):
 
     role: ClassVar[str] = "generator"
 
-    frequency_hz = Control(
-        "SOUR:FREQ?",
-        "SOUR:FREQ {}",
-        unit="Hz",
-        doc="CW output frequency",
-        check="check_frequency",
-    )
-    power_dbm = Control(
-        "SOUR:POW?", "SOUR:POW {}", unit="dBm", doc="CW output power", check="check_power"
-    )
+    families: ClassVar[dict[str, type[ScpiInstrument]]] = {}
+
+    frequency_hz = Control(DRIVE_FREQUENCY)
+    power_dbm = Control(DRIVE_POWER)
     # Declaration order is restore order: frequency and power are re-applied before the
     # output state after a reconnect, so RF never comes back at a stale setting.
-    rf_on = Control("OUTP:STAT?", "OUTP:STAT {}", unit="", doc="RF output enabled", kind=bool)
-
-    def check_frequency(self, frequency_hz: float) -> None:
-        self.limits.check_frequency(self.role, frequency_hz)
-
-    def check_power(self, power_dbm: float) -> None:
-        self.limits.check_power(self.role, power_dbm)
+    rf_on = Control(RF_ON)
 
     def set_cw(self, frequency_hz: float, power_dbm: float) -> tuple[float, float]:
         """Frequency and power in one exchange; returns what the generator took (Hz, dBm).
@@ -53,23 +40,6 @@ class SignalGenerator(ScpiInstrument):
         """RF output off."""
         self.rf_on = False
 
-    @classmethod
-    def open(
-        cls,
-        resource: str,
-        *,
-        family: str,
-        limits: Limits | None = None,
-        timeout_s: float = 5.0,
-        rm: pyvisa.ResourceManager | None = None,
-        visa_library: str = "@py",
-        **kwargs: Any,
-    ) -> SignalGenerator:
-        """Connect to `resource` as `family`; a standalone call owns its resource manager."""
-        return open_family(
-            GENERATOR_FAMILIES, resource, family, limits, timeout_s, rm, visa_library, **kwargs
-        )
-
 
 class KeysightMXG(SignalGenerator):
     """Keysight/Agilent MXG and PSG (N5183B, E8257D)."""
@@ -84,14 +54,10 @@ class RohdeSchwarzSMB(SignalGenerator):
 
     family: ClassVar[str] = "rs_smb"
     setup_commands: ClassVar[tuple[str, ...]] = ("SOUR:FREQ:MODE CW",)
-
-    @staticmethod
-    def parse_serial(field: str) -> str:
-        # R&S reports "<order number>/<serial>", e.g. "1406.6000k03/102345".
-        return field.rsplit("/", 1)[-1]
+    serial_after: ClassVar[str] = "/"  # "<order number>/<serial>", e.g. "1406.6000k03/102345"
 
 
-GENERATOR_FAMILIES: dict[str, type[SignalGenerator]] = {
-    KeysightMXG.family: KeysightMXG,
-    RohdeSchwarzSMB.family: RohdeSchwarzSMB,
-}
+GENERATOR_FAMILIES: dict[str, type[ScpiInstrument]] = SignalGenerator.families
+GENERATOR_FAMILIES.update(
+    {KeysightMXG.family: KeysightMXG, RohdeSchwarzSMB.family: RohdeSchwarzSMB}
+)

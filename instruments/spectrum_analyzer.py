@@ -12,10 +12,17 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
-import pyvisa
-from labpgt.instruments.errors import InstrumentProtocolError
-from labpgt.instruments.limits import Limits
-from labpgt.instruments.scpi import Control, ScpiInstrument, open_family
+from labpgt.instruments.instrument_errors import InstrumentProtocolError
+from labpgt.instruments.scpi import Control, ScpiInstrument
+from labpgt.instruments.setting_defs import (
+    CENTER,
+    CONTINUOUS,
+    POINTS,
+    RBW,
+    SPAN,
+    SWEEP_TIME,
+    VBW,
+)
 
 SWEEP_MARGIN_S = 2.0
 """Added to the sweep time when waiting for a sweep, on top of the normal timeout."""
@@ -28,18 +35,20 @@ class SpectrumAnalyzer(ScpiInstrument):
 
     role: ClassVar[str] = "analyzer"
     binary_setup: ClassVar[tuple[str, ...]] = ("FORM REAL,32", "FORM:BORD SWAP")
+    ascii_setup: ClassVar[tuple[str, ...]] = ("FORM ASC",)
     init_command: ClassVar[str] = "INIT;*OPC?"
     trace_query: ClassVar[str] = "TRAC:DATA? TRACE1"
 
-    center_hz = Control("FREQ:CENT?", "FREQ:CENT {}", unit="Hz", doc="Sweep centre frequency")
-    span_hz = Control("FREQ:SPAN?", "FREQ:SPAN {}", unit="Hz", doc="Sweep span")
-    rbw_hz = Control("BAND?", "BAND {}", unit="Hz", doc="Resolution bandwidth")
-    vbw_hz = Control("BAND:VID?", "BAND:VID {}", unit="Hz", doc="Video bandwidth")
-    points = Control("SWE:POIN?", "SWE:POIN {}", unit="", doc="Trace points", kind=int)
-    continuous = Control(
-        "INIT:CONT?", "INIT:CONT {}", unit="", doc="Continuous sweeping", kind=bool
-    )
-    sweep_time_s = Control("SWE:TIME?", None, unit="s", doc="Sweep time (set by span/RBW)")
+    families: ClassVar[dict[str, type[ScpiInstrument]]] = {}
+    default_timeout_s: ClassVar[float] = 10.0
+
+    center_hz = Control(CENTER)
+    span_hz = Control(SPAN)
+    rbw_hz = Control(RBW)
+    vbw_hz = Control(VBW)
+    points = Control(POINTS)
+    continuous = Control(CONTINUOUS)
+    sweep_time_s = Control(SWEEP_TIME)
 
     def __init__(self, *args: Any, trace_format: str = "real32", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -53,8 +62,7 @@ class SpectrumAnalyzer(ScpiInstrument):
     def setup(self) -> None:
         """Single-sweep mode and the trace format; falls back to ASCII if REAL,32 is refused."""
         with self.conn.lock:
-            self.conn.write("INIT:CONT OFF")
-            self._last["continuous"] = False
+            self.write_controls(continuous=False)
             if self.trace_format == "real32":
                 for command in self.binary_setup:
                     self.conn.write(command)
@@ -63,7 +71,8 @@ class SpectrumAnalyzer(ScpiInstrument):
                     return
                 # Refused (e.g. an older firmware): read traces as ASCII instead.
                 self.trace_format = "ascii"
-            self.conn.write("FORM ASC")
+            for command in self.ascii_setup:
+                self.conn.write(command)
             self.sync()
             self.check_errors("setup")
 
@@ -82,12 +91,10 @@ class SpectrumAnalyzer(ScpiInstrument):
                 f"rbw_hz={rbw_hz:.6g} points={points}: need span>0, start>0, rbw>0, points>=2"
             )
         with self.conn.lock:
-            self.write_control("center_hz", center_hz)
-            self.write_control("span_hz", span_hz)
-            self.write_control("rbw_hz", rbw_hz)
-            if vbw_hz is not None:
-                self.write_control("vbw_hz", vbw_hz)
-            self.write_control("points", points)
+            bandwidths = (
+                {"rbw_hz": rbw_hz} if vbw_hz is None else {"rbw_hz": rbw_hz, "vbw_hz": vbw_hz}
+            )
+            self.write_controls(center_hz=center_hz, span_hz=span_hz, **bandwidths, points=points)
             self.sync()
             self.check_errors("configure")
             taken = {
@@ -189,29 +196,12 @@ class SpectrumAnalyzer(ScpiInstrument):
             ) from exc
 
     def _restore(self) -> None:
-        for command in ("INIT:CONT OFF", *self._format_commands()):
+        for command in (type(self).continuous.set_text(False), *self._format_commands()):
             self.conn.write(command)
         super()._restore()
 
     def _format_commands(self) -> tuple[str, ...]:
-        return self.binary_setup if self.trace_format == "real32" else ("FORM ASC",)
-
-    @classmethod
-    def open(
-        cls,
-        resource: str,
-        *,
-        family: str,
-        limits: Limits | None = None,
-        timeout_s: float = 10.0,
-        rm: pyvisa.ResourceManager | None = None,
-        visa_library: str = "@py",
-        **kwargs: Any,
-    ) -> SpectrumAnalyzer:
-        """Connect to `resource` as `family`; a standalone call owns its resource manager."""
-        return open_family(
-            ANALYZER_FAMILIES, resource, family, limits, timeout_s, rm, visa_library, **kwargs
-        )
+        return self.binary_setup if self.trace_format == "real32" else self.ascii_setup
 
 
 class KeysightX(SpectrumAnalyzer):
@@ -223,15 +213,9 @@ class KeysightX(SpectrumAnalyzer):
 class RohdeSchwarzFSx(SpectrumAnalyzer):
     """Rohde & Schwarz FSV/FSVA/FSW: RBW is `BAND:RES`; data are little-endian already."""
 
-    family: ClassVar[str] = "rs_fsx"
-    rbw_hz = Control("BAND:RES?", "BAND:RES {}", unit="Hz", doc="Resolution bandwidth")
-
-    @staticmethod
-    def parse_serial(field: str) -> str:
-        return field.rsplit("/", 1)[-1]
+    family: ClassVar[str] = "rs_fsx"  # RBW is `BAND:RES` (`setting_defs.RBW`)
+    serial_after: ClassVar[str] = "/"
 
 
-ANALYZER_FAMILIES: dict[str, type[SpectrumAnalyzer]] = {
-    KeysightX.family: KeysightX,
-    RohdeSchwarzFSx.family: RohdeSchwarzFSx,
-}
+ANALYZER_FAMILIES: dict[str, type[ScpiInstrument]] = SpectrumAnalyzer.families
+ANALYZER_FAMILIES.update({KeysightX.family: KeysightX, RohdeSchwarzFSx.family: RohdeSchwarzFSx})

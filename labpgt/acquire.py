@@ -26,8 +26,9 @@ import torch
 from labpgt import __version__
 from labpgt.encoding import DEFAULT_SETTING
 from labpgt.errors import UserError
-from labpgt.reservoir import SETTING_NAMES, SETTING_UNITS, PhysicalReservoir, SettingBounds
+from labpgt.reservoir import PhysicalReservoir
 from labpgt.scheduler import PerturbationScheduler, plan_order
+from labpgt.setting_bounds import SETTING_NAMES, SETTING_UNITS, SettingBounds
 from labpgt.storage import RunFile, RunFileWriteError, RunMetadata, ShotPlan, fixed_settings
 
 Progress = Callable[[int, int, float], None]

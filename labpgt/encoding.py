@@ -22,9 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from labpgt.errors import UserError
-from labpgt.reservoir import SETTING_NAMES, SETTING_UNITS, SettingBounds
+from labpgt.instruments.setting_defs import ROW_SETTINGS
+from labpgt.setting_bounds import SETTING_NAMES, SETTING_UNITS, SettingBounds
 
-DEFAULT_SETTING: dict[str, float] = {"drive_hz": 2.1e9, "drive_dbm": -10.0, "bias_a": 1.8}
+DEFAULT_SETTING: dict[str, float] = {str(s.row_name): float(s.default) for s in ROW_SETTINGS}  # type: ignore[arg-type]
 """Value a setting takes when nothing else says (also the `labpgt acquire` defaults)."""
 
 

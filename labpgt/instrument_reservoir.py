@@ -19,15 +19,12 @@ import numpy as np
 import torch
 
 from labpgt.errors import UserError
-from labpgt.features import FeatureExtractor, FeatureSpec
-from labpgt.reservoir import (
+from labpgt.features import FeatureSpec
+from labpgt.reservoir import FeatureReservoir, PartialMeasurementError, ReservoirOutput
+from labpgt.setting_bounds import (
     SETTING_NAMES,
-    PartialMeasurementError,
-    ReservoirOutput,
     SettingBounds,
     SettleTimes,
-    setting_keys,
-    settle_times_s,
 )
 
 if TYPE_CHECKING:
@@ -38,17 +35,7 @@ _DRIVE_DBM = SETTING_NAMES.index("drive_dbm")
 _BIAS_A = SETTING_NAMES.index("bias_a")
 
 
-def bounds_from_limits(bench: Bench) -> SettingBounds:
-    """The bench file's hard limits as `SettingBounds` (instrument resolution: defaults)."""
-    lim = bench.cfg.limits
-    return SettingBounds(
-        drive_hz=(lim.frequency_min_hz, lim.frequency_max_hz),
-        drive_dbm=(lim.power_min_dbm, lim.power_max_dbm),
-        bias_a=(lim.bias_min_a, lim.bias_max_a),
-    )
-
-
-class InstrumentReservoir:
+class InstrumentReservoir(FeatureReservoir):
     """Drive settings -> measured features on a real or virtual bench (see module docstring)."""
 
     def __init__(
@@ -63,45 +50,28 @@ class InstrumentReservoir:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.bench = bench
-        self.feature_spec = features
-        limits = bounds_from_limits(bench)
-        if bounds is None:
-            bounds = limits
-        else:
-            _check_inside(bounds, limits)
-        self.bounds = bounds
+        limits = SettingBounds.from_limits(bench.cfg.limits)
+        if bounds is not None:
+            bounds.check_within(limits, "the bench file's limits")
         cfg_settle = bench.cfg.settle
-        self.settle = settle or SettleTimes(bias_s=cfg_settle.bias_s, drive_s=cfg_settle.drive_s)
+        frequency_hz = torch.from_numpy(np.asarray(bench.analyzer.frequencies_hz()))
+        super().__init__(
+            frequency_hz.to(torch.float64),
+            features,
+            bounds or limits,
+            settle or SettleTimes(bias_s=cfg_settle.bias_s, drive_s=cfg_settle.drive_s),
+            keep_traces,
+        )
         self.wait = cfg_settle.wait if wait is None else wait
-        self.keep_traces = keep_traces
         self._sleep = sleep
-        self._frequency_hz = torch.from_numpy(np.asarray(bench.analyzer.frequencies_hz()))
-        self._frequency_hz = self._frequency_hz.to(torch.float64)
-        self.extractor = FeatureExtractor(features, self._frequency_hz)
         self.sweep_time_s = float(bench.analyzer.sweep_time_s)
-        self._previous_key: torch.Tensor | None = None
         self._outputs_on = False
         self.virtual_bench: Any = None
         """The `sim.virtual.VirtualBench` behind an embedded reservoir (None on a real bench)."""
 
-    @property
-    def frequency_hz(self) -> torch.Tensor:
-        return self._frequency_hz
-
-    @property
-    def feature_names(self) -> list[str]:
-        return self.extractor.names
-
-    @property
-    def feature_dim(self) -> int:
-        return self.extractor.dim
-
     def measure(self, settings: torch.Tensor) -> ReservoirOutput:
         """Measure (N, 3) settings in order; a failing shot raises `PartialMeasurementError`."""
-        settings = settings.detach().to(torch.float64)
-        self.bounds.check(settings)
-        keys = setting_keys(settings, self.bounds)
-        settle_s = settle_times_s(keys, self._previous_key, self.settle)
+        settings, keys, settle_s = self._plan(settings)
         n = settings.shape[0]
         traces = torch.empty(n, self._frequency_hz.numel(), dtype=torch.float64)
         stamps = torch.empty(n, dtype=torch.float64)
@@ -113,7 +83,7 @@ class InstrumentReservoir:
                 _, power_dbm = self.bench.analyzer.read_trace()
             except Exception as exc:
                 self._previous_key = None  # the instrument state is unknown now
-                done = self._output(traces[:i], settle_s[:i], stamps[:i])
+                done = self._output(traces[:i], settle_s[:i] + self.sweep_time_s, stamps[:i])
                 raise PartialMeasurementError(done, settings[i].clone(), exc) from exc
             stamps[i] = time.time()
             if power_dbm.shape[0] != traces.shape[1]:
@@ -123,7 +93,7 @@ class InstrumentReservoir:
                 )
             traces[i] = torch.from_numpy(np.asarray(power_dbm, dtype=np.float64))
             self._previous_key = keys[i].clone()
-        return self._output(traces, settle_s, stamps)
+        return self._output(traces, settle_s + self.sweep_time_s, stamps)
 
     def _apply(self, setting: torch.Tensor, key: torch.Tensor) -> None:
         prev = self._previous_key
@@ -140,16 +110,6 @@ class InstrumentReservoir:
             # and RF comes on at the requested frequency and power, never a stale one.
             self.bench.enable_outputs()
             self._outputs_on = True
-
-    def _output(
-        self, traces: torch.Tensor, settle_s: torch.Tensor, stamps: torch.Tensor
-    ) -> ReservoirOutput:
-        return ReservoirOutput(
-            features=self.extractor(traces),
-            instrument_time_s=settle_s + self.sweep_time_s,
-            timestamps_s=stamps,
-            traces_dbm=traces if self.keep_traces else None,
-        )
 
     def reconnect(self) -> None:
         """Reopen every instrument's session (each driver restores its last settings).
@@ -178,14 +138,3 @@ class InstrumentReservoir:
         """RF off, bias ramped to 0 A, output off, sessions closed (the Bench does it)."""
         self._outputs_on = False
         self.bench.close()
-
-
-def _check_inside(bounds: SettingBounds, limits: SettingBounds) -> None:
-    for name in SETTING_NAMES:
-        lo, hi = getattr(bounds, name)
-        lim_lo, lim_hi = getattr(limits, name)
-        if lo < lim_lo or hi > lim_hi:
-            raise UserError(
-                f"bounds {name} [{lo:.6g}, {hi:.6g}] exceed the bench file's limits "
-                f"[{lim_lo:.6g}, {lim_hi:.6g}]"
-            )

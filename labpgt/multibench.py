@@ -41,8 +41,9 @@ from typing import Any, Protocol
 import torch
 
 from labpgt.errors import MeasurementError
-from labpgt.reservoir import PhysicalReservoir, SettingBounds
+from labpgt.reservoir import PhysicalReservoir
 from labpgt.scheduler import PerturbationScheduler, ScheduleStats, plan_order
+from labpgt.setting_bounds import SettingBounds
 
 
 class Bench(Protocol):

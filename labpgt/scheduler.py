@@ -32,15 +32,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from labpgt.errors import MeasurementError
-from labpgt.reservoir import (
-    PartialMeasurementError,
-    PhysicalReservoir,
-    ReservoirOutput,
-    SettingBounds,
-    describe_setting,
-    setting_keys,
-    transitions,
-)
+from labpgt.reservoir import PartialMeasurementError, PhysicalReservoir, ReservoirOutput
+from labpgt.setting_bounds import SettingBounds, describe_setting, setting_keys, transitions
 
 ProgressCallback = Callable[[int, int, float], None]
 """progress(done_shots, total_shots, instrument_time_s of this run so far)."""

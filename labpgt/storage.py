@@ -68,7 +68,7 @@ import numpy as np
 import torch
 
 from labpgt.errors import UserError
-from labpgt.reservoir import SETTING_NAMES
+from labpgt.setting_bounds import SETTING_NAMES, SETTING_UNITS
 
 FORMAT = "labpgt-acquire/1"
 """The format string of every acquisition file. The NeXus part (/entry) is an addition: every
@@ -77,20 +77,19 @@ path of the first layout is kept, so the string is unchanged and older files sta
 FORMAT_REVISION = 2
 """Root attribute ``format_revision``: 2 = with the NeXus part and metadata (absent: 1)."""
 
+_ROW_UNITS = ", ".join(SETTING_UNITS[name] for name in SETTING_NAMES)  # "Hz, dBm, A"
 UNITS = {
     "frequency_hz": "Hz",
-    "inputs": "Hz, dBm, A",
+    "inputs": _ROW_UNITS,
     "traces_dbm": "dBm",
-    "settings": "Hz, dBm, A",
+    "settings": _ROW_UNITS,
     "input_index": "1",
     "repeat_index": "1",
     "shot_index": "1",
     "done": "1",
     "timestamp_s": "s",
     "instrument_time_s": "s",
-    "drive_hz": "Hz",
-    "drive_dbm": "dBm",
-    "bias_a": "A",
+    **SETTING_UNITS,
 }
 """The ``units`` attribute of each dataset, by name. A table of settings (columns drive_hz,
 drive_dbm, bias_a) carries "Hz, dBm, A" and a ``column_units`` attribute with one unit each."""
@@ -192,7 +191,7 @@ def _set_units(dataset: h5py.Dataset, name: str) -> None:
     dataset.attrs["units"] = UNITS[name]
     if dataset.ndim == 2 and name in ("inputs", "settings"):
         dataset.attrs["column_names"] = list(SETTING_NAMES)
-        dataset.attrs["column_units"] = ["Hz", "dBm", "A"]
+        dataset.attrs["column_units"] = [SETTING_UNITS[name] for name in SETTING_NAMES]
 
 
 def write_metadata(entry: h5py.Group, metadata: RunMetadata) -> None:

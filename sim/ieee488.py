@@ -26,23 +26,23 @@ from __future__ import annotations
 import itertools
 import time
 
-from labpgt.sim.scpi import ErrorQueue, ScpiError, parse_number
+from labpgt.sim.scpi_parser import ErrorQueue, ScpiError, parse_number
 
-# Standard event status register bits.
-ESR_OPC = 1 << 0
-ESR_REQUEST_CONTROL = 1 << 1
-ESR_QUERY_ERROR = 1 << 2
-ESR_DEVICE_ERROR = 1 << 3
-ESR_EXECUTION_ERROR = 1 << 4
-ESR_COMMAND_ERROR = 1 << 5
-ESR_USER_REQUEST = 1 << 6
-ESR_POWER_ON = 1 << 7
+# Standard event status register bits 0..7 (IEEE 488.2 11.5.1.1).
+(
+    ESR_OPC,
+    ESR_REQUEST_CONTROL,
+    ESR_QUERY_ERROR,
+    ESR_DEVICE_ERROR,
+    ESR_EXECUTION_ERROR,
+    ESR_COMMAND_ERROR,
+    ESR_USER_REQUEST,
+    ESR_POWER_ON,
+) = (1 << bit for bit in range(8))
 
-# Status byte bits.
-STB_ERROR_QUEUE = 1 << 2
-STB_MAV = 1 << 4
-STB_ESB = 1 << 5
-STB_MSS = 1 << 6
+# Status byte bits 2, 4, 5, 6: error queue not empty, message available, event summary,
+# master summary.
+STB_ERROR_QUEUE, STB_MAV, STB_ESB, STB_MSS = (1 << bit for bit in (2, 4, 5, 6))
 
 ERROR_QUEUE_CAPACITY = 30
 """Entries a session's queue holds before the last becomes -350 (Keysight and R&S: 20-100)."""

@@ -23,7 +23,7 @@ from labpgt.cli.app import app
 from labpgt.embedded import embedded_bench
 from labpgt.errors import UserError
 from labpgt.features import FeatureSpec
-from labpgt.reservoir import SettingBounds
+from labpgt.setting_bounds import SettingBounds
 
 LABPGT = [sys.executable, "-m", "labpgt"]
 # 400 x 2 = 800 shots: the kill and Ctrl-C tests stop a run after 8-12 shots, and the

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from labpgt.instruments.bench import Bench, bench_config_from_resources, dump_bench, load_bench
-from labpgt.instruments.errors import ExecutionError, LimitError
+from labpgt.instruments.instrument_errors import ExecutionError, LimitError
 from labpgt.sim.grid import AnalyzerGrid
 from labpgt.sim.params import RingParams
 from labpgt.sim.ring import RingModel

@@ -133,7 +133,7 @@ def test_drift_check_refuses_another_bench(with_hysteresis):
     _, _, cal = with_hysteresis
     from labpgt.sim.ring import RingModel
 
-    from labpgt.reservoir import SimulatedReservoir
+    from labpgt.simulated_reservoir import SimulatedReservoir
 
     with pytest.raises(UserError, match="recalibrate on this bench"):
         cal.check_drift(SimulatedReservoir(RingModel()))

@@ -23,7 +23,7 @@ from labpgt.acquire import acquire, grid_inputs, parse_sweep
 from labpgt.cli.app import main
 from labpgt.embedded import embedded_bench
 from labpgt.features import FeatureSpec
-from labpgt.reservoir import SETTING_NAMES
+from labpgt.setting_bounds import SETTING_NAMES
 from labpgt.storage import RunFile, fixed_settings
 
 SWEEPS = ["--sweep", "drive_hz=2.05e9:2.25e9:12", "--sweep", "bias_a=1.7,1.9"]

@@ -19,7 +19,7 @@ EXAMPLE = ROOT / "examples" / "driver_plugin"
 SCRIPT = r"""
 import json, sys
 from labpgt.instruments.bench import Bench, bench_config_from_resources
-from labpgt.instruments.errors import BenchConfigError
+from labpgt.instruments.instrument_errors import BenchConfigError
 from labpgt.instruments import plugins
 from labpgt.sim.virtual import VirtualBench
 

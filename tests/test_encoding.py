@@ -6,7 +6,7 @@ from pydantic import ValidationError
 
 from labpgt.encoding import Encoding, EncodingSpec
 from labpgt.errors import UserError
-from labpgt.reservoir import SettingBounds
+from labpgt.setting_bounds import SettingBounds
 
 
 def test_default_affine_maps_unit_interval_onto_bench_limits_and_clamps():

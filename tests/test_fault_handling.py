@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from cli_runner import cli_error, shots_done
 from labpgt.instruments.bench import Bench, bench_config_from_resources, dump_bench
-from labpgt.instruments.errors import ExecutionError
+from labpgt.instruments.instrument_errors import ExecutionError
 from labpgt.sim.params import RingParams
 from labpgt.sim.ring import RingModel
 from labpgt.sim.virtual import VirtualBench

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 from labpgt.instruments.bench import Bench, bench_config_from_resources
-from labpgt.instruments.errors import (
+from labpgt.instruments.instrument_errors import (
     ExecutionError,
     InstrumentConnectionError,
     InstrumentProtocolError,

@@ -16,7 +16,7 @@ from labpgt.sim.ring import RingModel
 
 from labpgt.errors import UserError
 from labpgt.features import FeatureSpec
-from labpgt.reservoir import SimulatedReservoir
+from labpgt.simulated_reservoir import SimulatedReservoir
 
 
 @pytest.fixture(scope="module")

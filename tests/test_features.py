@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from labpgt.errors import UserError
 from labpgt.features import FeatureExtractor, FeatureSpec
-from labpgt.reservoir import SimulatedReservoir
+from labpgt.simulated_reservoir import SimulatedReservoir
 
 
 def _axis(points: int = 101) -> torch.Tensor:

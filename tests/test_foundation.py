@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from labpgt import __version__
 from labpgt.errors import UserError
-from labpgt.reservoir import SETTING_NAMES, SettingBounds
+from labpgt.setting_bounds import SETTING_NAMES, SettingBounds
 
 
 def test_grid_sweep_time_follows_span_over_rbw_squared():

@@ -12,8 +12,10 @@ from labpgt.embedded import embedded_bench
 from labpgt.errors import MeasurementError, UserError
 from labpgt.features import FeatureSpec
 from labpgt.instrument_reservoir import InstrumentReservoir
-from labpgt.reservoir import PhysicalReservoir, SettingBounds, SimulatedReservoir
+from labpgt.reservoir import PhysicalReservoir
 from labpgt.scheduler import PerturbationScheduler
+from labpgt.setting_bounds import SettingBounds
+from labpgt.simulated_reservoir import SimulatedReservoir
 
 GRID = AnalyzerGrid(points=401)
 SETTINGS = torch.tensor(

@@ -13,7 +13,7 @@ from labpgt.instruments.bench import (
     load_bench,
     validate_bench,
 )
-from labpgt.instruments.errors import BenchConfigError
+from labpgt.instruments.instrument_errors import BenchConfigError
 
 CONTRACT_EXAMPLE = """
 visa_library = "@py"                 # or a vendor VISA path, or "file.yaml@sim"

@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 from labpgt.instruments.bias_supply import KepcoBOP
-from labpgt.instruments.errors import (
+from labpgt.instruments.instrument_errors import (
     CommandError,
     ExecutionError,
     InstrumentProtocolError,
@@ -16,7 +16,7 @@ from labpgt.instruments.errors import (
 )
 from labpgt.instruments.limits import Limits
 from labpgt.instruments.replay import ReplayTransport, ieee_block
-from labpgt.instruments.scpi import Control
+from labpgt.instruments.setting_defs import SettingDef
 from labpgt.instruments.signal_generator import KeysightMXG, RohdeSchwarzSMB
 from labpgt.instruments.spectrum_analyzer import SWEEP_POLL_S, KeysightX, RohdeSchwarzFSx
 
@@ -405,7 +405,7 @@ def test_a_control_whose_commands_could_misplace_a_value_is_refused(
     # Settings messages are one template filled in order: "X {0}" would take the
     # first control's value, a brace in a query would break the template.
     with pytest.raises(ValueError, match=re.escape(message)):
-        Control(get_command, set_command, unit="", doc="")
+        SettingDef("a", "", "", (get_command, set_command))
 
 
 # -- instruments that do not take compound messages -----------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from labpgt.instruments.errors import InstrumentConnectionError, InstrumentTimeoutError
+from labpgt.instruments.instrument_errors import InstrumentConnectionError, InstrumentTimeoutError
 from labpgt.instruments.replay import DROP, STALL, ReplayTransport
 from labpgt.instruments.signal_generator import KeysightMXG
 from labpgt.instruments.transport import TransportClosed

@@ -5,10 +5,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from labpgt.instruments.bias_supply import RAMP_MARGIN, KepcoBOP, KeysightE36xx
-from labpgt.instruments.errors import ExecutionError, InstrumentProtocolError, LimitError
+from labpgt.instruments.bias_supply import KepcoBOP, KeysightE36xx
+from labpgt.instruments.instrument_errors import ExecutionError, InstrumentProtocolError, LimitError
 from labpgt.instruments.limits import Limits, ramp_points
 from labpgt.instruments.replay import ReplayTransport
+from labpgt.instruments.scpi import RAMP_MARGIN
 
 
 def frozen_clock(mocker):
@@ -19,7 +20,7 @@ def frozen_clock(mocker):
     """
     sleep = mocker.Mock()
     mocker.patch(
-        "labpgt.instruments.bias_supply.time",
+        "labpgt.instruments.scpi.time",
         SimpleNamespace(monotonic=lambda: 1000.0, sleep=sleep),
     )
     return sleep

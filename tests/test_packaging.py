@@ -70,6 +70,6 @@ def test_the_wheel_holds_exactly_one_top_level_package(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"labpgt"}
-    for module in ("instruments/bench.py", "sim/ring.py", "sim/virtual/bench.py"):
+    for module in ("instruments/bench.py", "sim/ring.py", "sim/virtual/virtual_bench.py"):
         assert f"labpgt/{module}" in names
     assert "labpgt/calibration/store.py" in names

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from labpgt.instruments.bias_supply import BiasSupply
-from labpgt.instruments.errors import InstrumentError
+from labpgt.instruments.instrument_errors import InstrumentError
 from labpgt.instruments.limits import Limits
 from labpgt.instruments.signal_generator import SignalGenerator
 

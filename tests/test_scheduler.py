@@ -12,15 +12,10 @@ from labpgt.sim.ring import RingModel
 
 from labpgt.errors import MeasurementError, UserError
 from labpgt.features import FeatureSpec
-from labpgt.reservoir import (
-    PartialMeasurementError,
-    PhysicalReservoir,
-    ReservoirOutput,
-    SettingBounds,
-    SimulatedReservoir,
-    setting_keys,
-)
+from labpgt.reservoir import PartialMeasurementError, PhysicalReservoir, ReservoirOutput
 from labpgt.scheduler import PerturbationScheduler
+from labpgt.setting_bounds import SettingBounds, setting_keys
+from labpgt.simulated_reservoir import SimulatedReservoir
 
 QUIET = RingParams(noise=False, drift=False, hysteresis=False)
 

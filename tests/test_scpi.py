@@ -1,4 +1,4 @@
-"""SCPI parsing (sim.scpi) as real instruments parse it, and virtual trace encoding: no sockets."""
+"""SCPI parsing (sim.scpi_parser) as instruments do it, and virtual trace encoding: no sockets."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from labpgt.sim.params import RingParams
 from labpgt.sim.ring import RingModel
-from labpgt.sim.scpi import (
+from labpgt.sim.scpi_parser import (
     CommandTable,
     ScpiError,
     parse_bool,

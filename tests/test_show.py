@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from labpgt.acquire import acquire, grid_inputs, parse_sweep
 from labpgt.cli.app import app
 from labpgt.features import FeatureSpec
-from labpgt.reservoir import SimulatedReservoir
+from labpgt.simulated_reservoir import SimulatedReservoir
 
 QUIET = RingParams(noise=False, drift=False, hysteresis=False)
 GRID = AnalyzerGrid(points=201)

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     safe shutdown is reported at length and exits 3; SIGTERM says so and exits 143.
     """
     from labpgt.instruments.bench import ShutdownError
-    from labpgt.instruments.errors import InstrumentsError
+    from labpgt.instruments.instrument_errors import InstrumentsError
     from labpgt.instruments.safety import TerminatedBySignal
 
     if signal.getsignal(signal.SIGINT) is _terminate:

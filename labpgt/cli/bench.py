@@ -31,7 +31,7 @@ def check_utf8(path: Path, option: str = "--bench") -> None:
 def check_bench_file(path: Path, option: str = "--bench") -> Any:
     """Load and validate a bench file; every problem is a one-line `UserError`."""
     from labpgt.instruments.bench import load_bench
-    from labpgt.instruments.errors import InstrumentsError
+    from labpgt.instruments.instrument_errors import InstrumentsError
 
     if not path.is_file():
         raise UserError(f"{option}: file {path} does not exist")
@@ -79,7 +79,7 @@ def open_reservoir(
     the embedded bench only. Instrument failures become a one-line `UserError`.
     """
     from labpgt.instruments.bench import ShutdownError
-    from labpgt.instruments.errors import InstrumentsError
+    from labpgt.instruments.instrument_errors import InstrumentsError
 
     try:
         if bench_path is None:

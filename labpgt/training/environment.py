@@ -31,9 +31,9 @@ def open_backend(config: TrainConfig) -> Iterator[MeasurementBackend]:
     spec = FeatureSpec(kind=config.features, bins=config.bins, kernel_width=config.kernel_width)
     kind = config.bench_kind()
     if kind == "fast-sim":
-        from labpgt.reservoir import SimulatedReservoir
         from labpgt.sim.params import RingParams
         from labpgt.sim.ring import RingModel
+        from labpgt.simulated_reservoir import SimulatedReservoir
 
         ring = RingModel(RingParams(noise=config.noise, drift=config.drift), seed=config.seed)
         reservoir = SimulatedReservoir(ring, features=spec)

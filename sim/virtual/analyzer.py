@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from labpgt.sim.grid import AnalyzerGrid
 from labpgt.sim.ring import RingModel
-from labpgt.sim.scpi import (
+from labpgt.sim.scpi_parser import (
     Call,
     ScpiError,
     ieee_block,
@@ -36,7 +36,7 @@ from labpgt.sim.scpi import (
     parse_number,
 )
 from labpgt.sim.virtual.generator import SourceState
-from labpgt.sim.virtual.instrument import Family, ScpiInstrument
+from labpgt.sim.virtual.instrument import Family, VirtualInstrument
 from pydantic import ValidationError
 
 
@@ -112,7 +112,7 @@ FINISH_SPIN_S = 0.001
 """A real-time sweep's last millisecond is waited out by spinning, not by a timed wait."""
 
 
-class SpectrumAnalyzerInstrument(ScpiInstrument):
+class SpectrumAnalyzerInstrument(VirtualInstrument):
     """Swept analyzer coupled to a `RingModel` through the source and bias callbacks."""
 
     family: AnalyzerFamily
@@ -146,33 +146,18 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
         add("[SENSe#]:FREQuency:SPAN:FULL", setter=self._set_full_span)
         add("[SENSe#]:FREQuency:STARt", setter=self._set_start, getter=self._grid_query("start"))
         add("[SENSe#]:FREQuency:STOP", setter=self._set_stop, getter=self._grid_query("stop"))
-        add(
-            "[SENSe#]:BANDwidth|BWIDth[:RESolution]",
-            setter=self._set_rbw,
-            getter=self._grid_query("rbw"),
-        )
-        add(
-            "[SENSe#]:BANDwidth|BWIDth[:RESolution]:AUTO",
-            setter=self._auto_setter("rbw_auto"),
-            getter=self._auto_getter("rbw_auto"),
-        )
-        add(
-            "[SENSe#]:BANDwidth|BWIDth:VIDeo",
-            setter=self._set_vbw,
-            getter=lambda call: self.number(self.vbw_hz),
-        )
-        add(
-            "[SENSe#]:BANDwidth|BWIDth:VIDeo:AUTO",
-            setter=self._auto_setter("vbw_auto"),
-            getter=self._auto_getter("vbw_auto"),
-        )
+        rbw = "[SENSe#]:BANDwidth|BWIDth[:RESolution]"
+        add(rbw, setter=self._set_rbw, getter=self._grid_query("rbw"))
+        vbw = "[SENSe#]:BANDwidth|BWIDth:VIDeo"
+        add(vbw, setter=self._set_vbw, getter=lambda call: self.number(self.vbw_hz))
         add("[SENSe#]:SWEep:POINts", setter=self._set_points, getter=self._points_query)
         add("[SENSe#]:SWEep:TIME", setter=self._set_sweep_time, getter=self._sweep_time_query)
-        add(
-            "[SENSe#]:SWEep:TIME:AUTO",
-            setter=self._auto_setter("sweep_time_auto"),
-            getter=self._auto_getter("sweep_time_auto"),
-        )
+        for pattern, attribute in (
+            (rbw, "rbw_auto"),
+            (vbw, "vbw_auto"),
+            ("[SENSe#]:SWEep:TIME", "sweep_time_auto"),
+        ):
+            self._add_auto(f"{pattern}:AUTO", attribute)
         add("INITiate#:CONTinuous", setter=self._set_continuous, getter=self._continuous_query)
         add("INITiate#[:IMMediate]", setter=self._initiate)
         add("ABORt", setter=lambda call: self._abort())
@@ -190,12 +175,42 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
         add("CALCulate#:MARKer#:MAXimum[:PEAK]", setter=self._marker_to_peak)
         add("CALCulate#:MARKer#:AOFF", setter=lambda call: self._all_markers_off())
         if self.family.name == "keysight_x":
+            self._build_levels("[SENSe]:POWer[:RF]:ATTenuation", "DISPlay:WINDow#:TRACe")
             self._build_keysight_x()
         else:
+            self._build_levels("INPut#:ATTenuation", "DISPlay[:WINDow#]:TRACe#")
             self._build_rs_fsx()
 
+    def _add_auto(self, pattern: str, attribute: str) -> None:
+        """`…:AUTO ON|OFF|ONCE` of a coupled value kept in `attribute`."""
+        self.table.add(
+            pattern, setter=self._auto_setter(attribute), getter=self._auto_getter(attribute)
+        )
+
+    def _add_choice(self, pattern: str, attribute: str, choices: tuple[str, ...]) -> None:
+        """A stored choice kept in `attribute` (read back in short form)."""
+        self.table.add(
+            pattern,
+            setter=lambda call: self._set_choice(call, attribute, choices),
+            getter=lambda call: getattr(self, attribute),
+        )
+
+    def _build_levels(self, attenuation: str, trace: str) -> None:
+        """Input attenuation (NR1, as both answer) and reference level, at each family's node."""
+        add = self.table.add
+        add(attenuation, setter=self._set_attenuation, getter=self._attenuation_query)
+        self._add_auto(f"{attenuation}:AUTO", "attenuation_auto")
+        add(
+            f"{trace}:Y[:SCALe]:RLEVel",
+            setter=self._set_reference_level,
+            getter=lambda call: self.number(self.reference_level_dbm),
+        )
+
+    def _attenuation_query(self, call: Call) -> str:
+        return str(int(round(self.attenuation_db)))
+
     def _build_keysight_x(self) -> None:
-        """X-series only: mode/measurement layer, `POW:ATT`, detector, preamp, sweep type."""
+        """X-series only: mode/measurement layer, detector, preamp, sweep type."""
         add = self.table.add
         add("INSTrument:CATalog", getter=lambda call: '"SA 1"')
         add("INSTrument[:SELect]", setter=self._set_mode, getter=lambda call: "SA")
@@ -208,55 +223,19 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
         add("FETCh:SANalyzer#", getter=lambda call: self._san_query(call, sweep=False))
         add("READ:SANalyzer#", getter=lambda call: self._san_query(call, sweep=True))
         add(
-            "[SENSe]:POWer[:RF]:ATTenuation",
-            setter=self._set_attenuation,
-            getter=lambda call: str(int(round(self.attenuation_db))),  # NR1, as both answer
-        )
-        add(
-            "[SENSe]:POWer[:RF]:ATTenuation:AUTO",
-            setter=self._auto_setter("attenuation_auto"),
-            getter=self._auto_getter("attenuation_auto"),
-        )
-        add(
             "[SENSe]:POWer[:RF]:GAIN[:STATe]",
             setter=lambda call: setattr(self, "preamp_on", parse_bool(one_param(call))),
             getter=lambda call: self.boolean(self.preamp_on),
         )
-        add(
-            "[SENSe]:POWer[:RF]:GAIN:BAND",
-            setter=lambda call: self._set_choice(call, "preamp_band", ("LOW", "FULL")),
-            getter=lambda call: self.preamp_band,
-        )
-        add(
-            "[SENSe]:BANDwidth|BWIDth[:RESolution]:TYPE",
-            setter=lambda call: self._set_choice(call, "rbw_type", _RBW_TYPES),
-            getter=lambda call: self.rbw_type,
-        )
-        add(
-            "[SENSe]:DETector:TRACe#",
-            setter=lambda call: self._set_choice(call, "detector", _KEYSIGHT_DETECTORS),
-            getter=lambda call: self.detector,
-        )
-        add(
-            "[SENSe]:AVERage:TYPE",
-            setter=lambda call: self._set_choice(call, "average_type", ("LOG", "RMS", "SCALar")),
-            getter=lambda call: self.average_type,
-        )
-        add(
-            "[SENSe]:SWEep:TYPE",
-            setter=lambda call: self._set_choice(call, "sweep_type", ("FFT", "SWEep")),
-            getter=lambda call: self.sweep_type,
-        )
-        add(
-            "[SENSe]:SWEep:TYPE:AUTO",
-            setter=self._auto_setter("sweep_type_auto"),
-            getter=self._auto_getter("sweep_type_auto"),
-        )
-        add(
-            "DISPlay:WINDow#:TRACe:Y[:SCALe]:RLEVel",
-            setter=self._set_reference_level,
-            getter=lambda call: self.number(self.reference_level_dbm),
-        )
+        for pattern, attribute, choices in (
+            ("[SENSe]:POWer[:RF]:GAIN:BAND", "preamp_band", ("LOW", "FULL")),
+            ("[SENSe]:BANDwidth|BWIDth[:RESolution]:TYPE", "rbw_type", _RBW_TYPES),
+            ("[SENSe]:DETector:TRACe#", "detector", _KEYSIGHT_DETECTORS),
+            ("[SENSe]:AVERage:TYPE", "average_type", ("LOG", "RMS", "SCALar")),
+            ("[SENSe]:SWEep:TYPE", "sweep_type", ("FFT", "SWEep")),
+        ):
+            self._add_choice(pattern, attribute, choices)
+        self._add_auto("[SENSe]:SWEep:TYPE:AUTO", "sweep_type_auto")
         add(
             "CALCulate#:MARKer#:MODE",
             setter=self._set_marker_mode,
@@ -264,29 +243,10 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
         )
 
     def _build_rs_fsx(self) -> None:
-        """R&S FSx only: `INP:ATT`, `DET`, reference level under an optional window."""
+        """R&S FSx only: `DET`, trace modes, delta markers, next peaks, zoom."""
         add = self.table.add
         add("INSTrument[:SELect]", setter=self._set_mode, getter=lambda call: "SAN")
-        add(
-            "INPut#:ATTenuation",
-            setter=self._set_attenuation,
-            getter=lambda call: str(int(round(self.attenuation_db))),  # NR1, as both answer
-        )
-        add(
-            "INPut#:ATTenuation:AUTO",
-            setter=self._auto_setter("attenuation_auto"),
-            getter=self._auto_getter("attenuation_auto"),
-        )
-        add(
-            "[SENSe#]:DETector#[:FUNCtion]",
-            setter=lambda call: self._set_choice(call, "detector", _RS_DETECTORS),
-            getter=lambda call: self.detector,
-        )
-        add(
-            "DISPlay[:WINDow#]:TRACe#:Y[:SCALe]:RLEVel",
-            setter=self._set_reference_level,
-            getter=lambda call: self.number(self.reference_level_dbm),
-        )
+        self._add_choice("[SENSe#]:DETector#[:FUNCtion]", "detector", _RS_DETECTORS)
         add(
             "DISPlay[:WINDow#]:TRACe#:MODE",
             setter=self._set_trace_mode,
@@ -312,6 +272,11 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
                     f"CALCulate#:{kind}#:MAXimum:{direction}",
                     setter=lambda call, d=delta, w=direction[:4]: self._to_next_peak(call, d, w),
                 )
+        self._build_delta_markers()
+
+    def _build_delta_markers(self) -> None:
+        """R&S delta markers (in dB against marker 1) and the marker zoom."""
+        add = self.table.add
         add(
             "CALCulate#:DELTamarker#[:STATe]",
             setter=self._set_delta_state,
@@ -662,18 +627,9 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
                 limits = (family.rbw_min_hz, family.rbw_max_hz)
             else:
                 limits = (0.0, family.frequency_max_hz)
-            return self.number(self._limit_query(call, value, limits))
+            return self.number_query(call, value, limits)
 
         return query
-
-    @staticmethod
-    def _limit_query(call: Call, value: float, limits: tuple[float, float]) -> float:
-        """`X?` answers the setting, `X? MIN|MAX` the model's limits."""
-        keyword = one_param(call, required=False)
-        if keyword is None:
-            return value
-        choice = parse_choice(keyword, ("MINimum", "MAXimum"))
-        return limits[0] if choice == "MINimum" else limits[1]
 
     def _frequency(self, call: Call, minimum: float = 0.0) -> float:
         top = self.family.frequency_max_hz
@@ -730,12 +686,12 @@ class SpectrumAnalyzerInstrument(ScpiInstrument):
     def _points_query(self, call: Call) -> str:
         family = self.family
         limits = (family.points_min, family.points_max)
-        return str(int(self._limit_query(call, self.grid.points, limits)))
+        return str(int(self.limit_query(call, self.grid.points, limits)))
 
     def _sweep_time_query(self, call: Call) -> str:
         family = self.family
         limits = (family.sweep_time_min_s, family.sweep_time_max_s)
-        return self.number(self._limit_query(call, self.sweep_time_s(), limits))
+        return self.number_query(call, self.sweep_time_s(), limits)
 
     def _set_sweep_time(self, call: Call) -> None:
         family = self.family

@@ -19,64 +19,167 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from labpgt.sim.scpi import Call, ScpiError, one_param, parse_bool, parse_choice, parse_number
-from labpgt.sim.virtual.instrument import Family, ScpiInstrument
+from labpgt.sim.scpi_parser import Call, ScpiError, one_param, parse_bool, parse_choice
+from labpgt.sim.virtual.instrument import Family, StoredRow, VirtualInstrument
 
 
 @dataclass(frozen=True)
 class GeneratorFamily(Family):
     """Identity and the physical output range of one generator model."""
 
-    frequency_min_hz: float
-    frequency_max_hz: float
-    power_min_dbm: float
-    power_max_dbm: float
+    frequency_range_hz: tuple[float, float]
+    power_range_dbm: tuple[float, float]
 
 
-GENERATOR_FAMILIES: dict[str, GeneratorFamily] = {
-    "keysight_mxg": GeneratorFamily(
-        name="keysight_mxg",
-        identity="Keysight Technologies,N5183B,MY00000001,B.01.80",
-        number_style="keysight",
-        frequency_min_hz=9e3,
-        frequency_max_hz=20e9,
-        power_min_dbm=-130.0,
-        power_max_dbm=19.0,
-        options="520,1EA,UNT",
-    ),
-    "keysight_psg": GeneratorFamily(
-        name="keysight_mxg",
-        model="keysight_psg",
-        identity="Agilent Technologies, E8257D, US00000004, C.06.28",
-        number_style="keysight",
-        frequency_min_hz=250e3,
-        frequency_max_hz=20e9,
-        power_min_dbm=-135.0,
-        power_max_dbm=10.0,
-        options="520,1E1,UNT",
-    ),
-    "rs_smb": GeneratorFamily(
-        name="rs_smb",
-        identity="Rohde&Schwarz,SMB100A,1406.6000k03/180001,4.20.028.58",
-        number_style="rs",
-        frequency_min_hz=100e3,
-        frequency_max_hz=20e9,
-        power_min_dbm=-145.0,
-        power_max_dbm=18.0,
-        options="SMB-B120,SMB-K22",
-    ),
-    "rs_sgs": GeneratorFamily(
-        name="rs_smb",
-        model="rs_sgs",
-        identity="Rohde&Schwarz,SGS100A,1416.0505k02/110005,4.2.76.0-4.30.046.295",
-        number_style="rs",
-        frequency_min_hz=1e6,
-        frequency_max_hz=20e9,
-        power_min_dbm=-120.0,
-        power_max_dbm=22.0,
-        options="SGS-B26,SGS-K22",
-    ),
+_IDENTITIES = {
+    "keysight_mxg": "Keysight Technologies,N5183B,MY00000001,B.01.80",
+    "keysight_psg": "Agilent Technologies, E8257D, US00000004, C.06.28",
+    "rs_smb": "Rohde&Schwarz,SMB100A,1406.6000k03/180001,4.20.028.58",
+    "rs_sgs": "Rohde&Schwarz,SGS100A,1416.0505k02/110005,4.2.76.0-4.30.046.295",
 }
+_MODELS = {  # model: driver family, number style, frequency range Hz, power range dBm, *OPT?
+    "keysight_mxg": ("keysight_mxg", "keysight", (9e3, 20e9), (-130.0, 19.0), "520,1EA,UNT"),
+    "keysight_psg": ("keysight_mxg", "keysight", (250e3, 20e9), (-135.0, 10.0), "520,1E1,UNT"),
+    "rs_smb": ("rs_smb", "rs", (100e3, 20e9), (-145.0, 18.0), "SMB-B120,SMB-K22"),
+    "rs_sgs": ("rs_smb", "rs", (1e6, 20e9), (-120.0, 22.0), "SGS-B26,SGS-K22"),
+}
+GENERATOR_FAMILIES: dict[str, GeneratorFamily] = {
+    model: GeneratorFamily(
+        name,
+        _IDENTITIES[model],
+        style,  # type: ignore[arg-type]
+        frequency_range_hz,
+        power_range_dbm,
+        model="" if model == name else model,
+        options=options,
+    )
+    for model, (name, style, frequency_range_hz, power_range_dbm, options) in _MODELS.items()
+}
+
+
+_IO = ("INTernal", "EXTernal")
+_POLARITY = ("NORMal", "INVerted")
+_KEYSIGHT_SOURCE = (
+    ("[SOURce]:PHASe[:ADJust]", "phase", 0.0, (-360.0, 360.0)),  # radians (MXG); PSG the same
+    ("[SOURce]:ROSCillator:SOURce:AUTO", "ref_auto", True, None),
+    *(
+        (f"[SOURce]:{node}[:STATe]", f"{node.lower()}_on", False, "off")
+        for node in ("AM", "FM", "PM", "PULM")
+    ),
+    # Step sweep and list settings of the MXG and PSG (stored; the output stays CW:
+    # `FREQ:MODE LIST` is refused with -221).
+    ("[SOURce]:FREQuency:STARt", "sweep_start_hz", 1e9, "frequency"),
+    ("[SOURce]:FREQuency:STOP", "sweep_stop_hz", 2e9, "frequency"),
+    ("[SOURce]:POWer:STARt", "sweep_start_dbm", -30.0, "power"),
+    ("[SOURce]:POWer:STOP", "sweep_stop_dbm", -30.0, "power"),
+    ("[SOURce]:SWEep:DWELl#", "sweep_dwell_s", 2e-3, (1e-3, 60.0)),
+    ("[SOURce]:SWEep:POINts", "sweep_points", 101.0, (2.0, 65535.0)),
+)
+_PSG = (("[SOURce]:FREQuency:CENTer", "sweep_center_hz", 1.5e9, "frequency"),)
+_KEYSIGHT_LIST = (
+    ("[SOURce]:LIST:TYPE", "list_type", "STEP", ("LIST", "STEP")),
+    ("[SOURce]:LIST:DIRection", "list_direction", "UP", ("UP", "DOWN")),
+    ("[SOURce]:LIST:MODE", "list_mode", "AUTO", ("AUTOmatic", "MANual")),
+)
+# Modulation and low-frequency-output configuration of the PSG (stored; states stay off).
+_PSG_MODULATION = (
+    ("[SOURce]:AM:DEPTh", "am_depth_percent", 0.1, (0.0, 100.0)),
+    ("[SOURce]:AM:SOURce", "am_source", "INT", ("INTernal", "INTernal2", "EXTernal", "EXTernal2")),
+    ("[SOURce]:AM:INTernal:FREQuency", "am_rate_hz", 400.0, None),
+    (
+        "[SOURce]:AM:INTernal:FUNCtion:SHAPe",
+        "am_shape",
+        "SINE",
+        ("SINE", "TRIangle", "SQUare", "RAMP", "NOISe", "DUALsine", "SWEPtsine"),
+    ),
+    ("[SOURce]:PULM:SOURce", "pulm_source", "INT", ("INTernal", "EXTernal", "SCALar")),
+    (
+        "[SOURce]:PULM:SOURce:INTernal",
+        "pulm_input",
+        "SQU",
+        ("SQUare", "FRUN", "TRIGgered", "DOUBlet", "GATEd"),
+    ),
+    ("[SOURce]:PULM:INTernal:FREQuency", "pulm_rate_hz", 400.0, None),
+    ("[SOURce]:LFOutput:AMPLitude", "lf_amplitude_v", 0.0, None),
+    (
+        "[SOURce]:LFOutput:SOURce",
+        "lf_source",
+        "INT",
+        ("INTernal", "INTernal2", "FUNCtion", "FUNCtion2"),
+    ),
+    ("[SOURce]:LFOutput:STATe", "lf_on", False, None),
+)
+_RS_SOURCE = (
+    ("[SOURce#]:PHASe", "phase", 0.0, (-720.0, 720.0)),
+    ("[SOURce]:ROSCillator:SOURce", "ref_source", "INT", _IO),
+    ("[SOURce]:PULM:STATe", "pulm_on", False, "off"),
+)
+# The SMB's frequency and level sweeps (stored; `FREQ:MODE SWE|LIST` -221).
+_SMB = (
+    *(
+        (f"[SOURce]:{node}:STATe", f"{node.lower()}_on", False, "off")
+        for node in ("AM", "FM", "PM")
+    ),
+    ("[SOURce]:FREQuency:STARt", "sweep_start_hz", 100e6, "frequency"),
+    ("[SOURce]:FREQuency:STOP", "sweep_stop_hz", 500e6, "frequency"),
+    ("[SOURce]:FREQuency:CENTer", "sweep_center_hz", 300e6, "frequency"),
+    ("[SOURce]:FREQuency:SPAN", "sweep_span_hz", 400e6, (0.0, 20e9)),
+    ("[SOURce]:SWEep[:FREQuency]:POINts", "sweep_points", 401.0, (2, 1e7)),
+    ("[SOURce]:SWEep[:FREQuency]:STEP[:LINear]", "sweep_step_hz", 1e6, None),
+    ("[SOURce]:SWEep[:FREQuency]:DWELl", "sweep_dwell_s", 10e-3, (1e-3, 100.0)),
+    ("[SOURce]:POWer:STARt", "sweep_start_dbm", -30.0, "power"),
+    ("[SOURce]:POWer:STOP", "sweep_stop_dbm", -10.0, "power"),
+    ("[SOURce]:SWEep:POWer:POINts", "power_sweep_points", 21.0, (2, 1e7)),
+    ("[SOURce]:SWEep:POWer:DWELl", "power_sweep_dwell_s", 10e-3, (1e-3, 100.0)),
+    ("[SOURce]:LIST:DWELl", "list_dwell_s", 10e-3, (1e-3, 100.0)),
+    ("[SOURce]:SWEep[:FREQuency]:SPACing", "sweep_spacing", "LIN", ("LINear", "LOGarithmic")),
+    ("[SOURce]:SWEep[:FREQuency]:MODE", "sweep_mode", "AUTO", ("AUTO", "MANual", "STEP")),
+    ("[SOURce]:LIST:MODE", "list_mode", "AUTO", ("AUTO", "STEP")),
+)
+_REFERENCES = ("10MHZ", "100MHZ", "1000MHZ")
+_SGS = (
+    ("[SOURce]:LOSCillator:SOURce", "lo_source", "INT", _IO),
+    ("[SOURce]:IQ:STATe", "iq_on", False, "off"),
+    ("CONNector:REFLo:OUTPut", "ref_lo_out", "OFF", ("REF", "LO", "OFF")),
+    ("[SOURce]:ROSCillator:OUTPut:FREQuency", "ref_out", "10MHZ", _REFERENCES),
+    ("[SOURce]:ROSCillator:EXTernal:FREQuency", "ref_ext", "10MHZ", _REFERENCES),
+    ("[SOURce]:OPMode", "opmode", "NORM", ("NORMal", "BBBYpass")),
+    # IQ impairments and pulse modulation configuration (stored; the states stay off).
+    ("[SOURce]:IQ:IMPairment[:STATe]", "iq_impairment_on", False, None),
+    ("[SOURce]:IQ:IMPairment:LEAKage:I", "iq_leak_i", 0.0, (-10, 10)),
+    ("[SOURce]:IQ:IMPairment:LEAKage:Q", "iq_leak_q", 0.0, (-10, 10)),
+    ("[SOURce]:IQ:IMPairment:IQRatio", "iq_ratio", 0.0, (-1, 1)),
+    ("[SOURce]:IQ:IMPairment:QUADrature", "iq_quad", 0.0, (-8, 8)),
+    (
+        "CONNector:TRIGger:OMODe",
+        "trigger_out",
+        "SVAL",
+        ("SVALid", "SNValid", "PVOut", "PETrigger", "PEMSource"),
+    ),
+    ("[SOURce]:PULM:SOURce", "pulm_source", "INT", _IO),
+    ("[SOURce]:PULM:DELay", "pulm_delay_s", 0.0, (0.0, 100.0)),
+    ("[SOURce]:PULM:DOUBle:DELay", "pulm_double_delay_s", 1e-6, (40e-9, 100.0)),
+    ("[SOURce]:PULM:DOUBle:WIDTh", "pulm_double_width_s", 1e-6, (20e-9, 100.0)),
+    ("[SOURce]:PULM:PERiod", "pulm_period_s", 10e-6, (100e-9, 100.0)),
+    ("[SOURce]:PULM:WIDTh", "pulm_width_s", 1e-6, (20e-9, 100.0)),
+    ("[SOURce]:PULM:MODE", "pulm_mode", "SING", ("SINGle", "DOUBle")),
+    ("[SOURce]:PULM:POLarity", "pulm_polarity", "NORM", _POLARITY),
+    ("[SOURce]:PULM:TRIGger:EXTernal:GATE:POLarity", "pulm_gate", "NORM", _POLARITY),
+    ("[SOURce]:PULM:TRIGger:EXTernal:IMPedance", "pulm_impedance", "G50", ("G50", "G10K")),
+    ("[SOURce]:PULM:TRIGger:EXTernal:SLOPe", "pulm_slope", "POS", ("NEGative", "POSitive")),
+    ("[SOURce]:PULM:TRIGger:MODE", "pulm_trigger", "AUTO", ("AUTO", "EXTernal", "EGATe")),
+)
+_FAMILY_STORED: dict[str, tuple[StoredRow, ...]] = {
+    "keysight_mxg": (*_KEYSIGHT_SOURCE, *_KEYSIGHT_LIST),
+    "rs_smb": _RS_SOURCE,
+}
+"""The settings each driver family's models store and read back (no effect on the ring)."""
+_MODEL_STORED: dict[str, tuple[StoredRow, ...]] = {
+    "keysight_psg": (*_PSG, *_PSG_MODULATION),
+    "rs_smb": _SMB,
+    "rs_sgs": _SGS,
+}
+"""What one model stores on top of its family's."""
 
 
 RESET_FREQUENCY_HZ = 1e9
@@ -92,7 +195,7 @@ class SourceState:
     rf_on: bool
 
 
-class SignalGeneratorInstrument(ScpiInstrument):
+class SignalGeneratorInstrument(VirtualInstrument):
     """CW source: `[SOUR]:FREQ[:CW]`, `[SOUR]:POW[:LEV][:IMM][:AMPL]`, `OUTP[:STAT]`."""
 
     family: GeneratorFamily
@@ -102,168 +205,30 @@ class SignalGeneratorInstrument(ScpiInstrument):
 
     def _build(self) -> None:
         add = self.table.add
-        add(
+        self.add_number(
             "[SOURce#]:FREQuency[:CW|:FIXed]",
-            setter=self._set_frequency,
-            getter=lambda call: self._number_query(call, self.frequency_hz, self._frequency_limits),
+            "frequency_hz",
+            "HZ",
+            "_frequency_limits",
+            default=RESET_FREQUENCY_HZ,
         )
-        add(
-            "[SOURce#]:FREQuency:MODE",
-            setter=self._set_frequency_mode,
-            getter=lambda call: "CW",
-        )
-        add(
+        add("[SOURce#]:FREQuency:MODE", setter=self._set_frequency_mode, getter=lambda call: "CW")
+        self.add_number(
             "[SOURce#]:POWer[:LEVel][:IMMediate][:AMPLitude]",
-            setter=self._set_power,
-            getter=lambda call: self._number_query(call, self.power_dbm, self._power_limits),
+            "power_dbm",
+            "DBM",
+            "_power_limits",
+            default=RESET_POWER_DBM,
         )
-        add(
-            "OUTPut#[:STATe]",
-            setter=self._set_rf,
-            getter=lambda call: self.boolean(self.rf_on),
-        )
+        add("OUTPut#[:STATe]", setter=self._set_rf, getter=lambda call: self.boolean(self.rf_on))
         # Clients commonly switch modulation off first; this source is CW only.
-        add(
-            "OUTPut#:MODulation[:STATe]",
-            setter=self._set_modulation,
-            getter=lambda call: "0",
-        )
-        model = self.family.key
-        setting = self.add_setting
+        add("OUTPut#:MODulation[:STATe]", setter=self._set_modulation, getter=lambda call: "0")
         if self.family.name == "keysight_mxg":
-            # Phase offset in radians (MXG) / the PSG's PHASe takes the same node.
-            setting("[SOURce]:PHASe[:ADJust]", "phase", 0.0, limits=(-360.0, 360.0))
-            setting("[SOURce]:ROSCillator:SOURce:AUTO", "ref_auto", True)
             add("[SOURce]:ROSCillator:SOURce", getter=lambda call: "INT")
-            for node in ("AM", "FM", "PM", "PULM"):
-                setting(f"[SOURce]:{node}[:STATe]", f"{node.lower()}_on", False, only_off=True)
-        else:
-            setting("[SOURce#]:PHASe", "phase", 0.0, limits=(-720.0, 720.0))
-            choices = ("INTernal", "EXTernal")
-            setting("[SOURce]:ROSCillator:SOURce", "ref_source", "INT", choices=choices)
-            setting("[SOURce]:PULM:STATe", "pulm_on", False, only_off=True)
-            if model == "rs_smb":
-                for node in ("AM", "FM", "PM"):
-                    setting(f"[SOURce]:{node}:STATe", f"{node.lower()}_on", False, only_off=True)
-        frequency_limits = self._frequency_limits
-        power_limits = self._power_limits
-        if self.family.name == "keysight_mxg":
-            # Step sweep and list settings of the MXG and PSG (stored; the output stays
-            # CW: `FREQ:MODE LIST` is refused with -221).
-            sweep = [
-                ("[SOURce]:FREQuency:STARt", "sweep_start_hz", 1e9, "HZ", frequency_limits),
-                ("[SOURce]:FREQuency:STOP", "sweep_stop_hz", 2e9, "HZ", frequency_limits),
-                ("[SOURce]:POWer:STARt", "sweep_start_dbm", -30.0, "DBM", power_limits),
-                ("[SOURce]:POWer:STOP", "sweep_stop_dbm", -30.0, "DBM", power_limits),
-                ("[SOURce]:SWEep:DWELl#", "sweep_dwell_s", 2e-3, "S", (1e-3, 60.0)),
-                ("[SOURce]:SWEep:POINts", "sweep_points", 101.0, None, (2.0, 65535.0)),
-            ]
-            if model == "keysight_psg":
-                sweep.append(
-                    ("[SOURce]:FREQuency:CENTer", "sweep_center_hz", 1.5e9, "HZ", frequency_limits)
-                )
-            for node, name, initial, unit, limits in sweep:
-                setting(node, name, initial, unit=unit, limits=limits)
-            setting("[SOURce]:LIST:TYPE", "list_type", "STEP", choices=("LIST", "STEP"))
-            setting("[SOURce]:LIST:DIRection", "list_direction", "UP", choices=("UP", "DOWN"))
-            setting("[SOURce]:LIST:MODE", "list_mode", "AUTO", choices=("AUTOmatic", "MANual"))
-        if model == "rs_smb":
-            # The SMB's frequency and level sweeps (stored; `FREQ:MODE SWE|LIST` -221).
-            for node, name, initial, unit, limits in (
-                ("[SOURce]:FREQuency:STARt", "sweep_start_hz", 100e6, "HZ", frequency_limits),
-                ("[SOURce]:FREQuency:STOP", "sweep_stop_hz", 500e6, "HZ", frequency_limits),
-                ("[SOURce]:FREQuency:CENTer", "sweep_center_hz", 300e6, "HZ", frequency_limits),
-                ("[SOURce]:FREQuency:SPAN", "sweep_span_hz", 400e6, "HZ", (0.0, 20e9)),
-                ("[SOURce]:SWEep[:FREQuency]:POINts", "sweep_points", 401.0, None, (2, 1e7)),
-                ("[SOURce]:SWEep[:FREQuency]:STEP[:LINear]", "sweep_step_hz", 1e6, "HZ", None),
-                ("[SOURce]:SWEep[:FREQuency]:DWELl", "sweep_dwell_s", 10e-3, "S", (1e-3, 100.0)),
-                ("[SOURce]:POWer:STARt", "sweep_start_dbm", -30.0, "DBM", power_limits),
-                ("[SOURce]:POWer:STOP", "sweep_stop_dbm", -10.0, "DBM", power_limits),
-                ("[SOURce]:SWEep:POWer:POINts", "power_sweep_points", 21.0, None, (2, 1e7)),
-                ("[SOURce]:SWEep:POWer:DWELl", "power_sweep_dwell_s", 10e-3, "S", (1e-3, 100.0)),
-                ("[SOURce]:LIST:DWELl", "list_dwell_s", 10e-3, "S", (1e-3, 100.0)),
-            ):
-                setting(node, name, initial, unit=unit, limits=limits)
-            spacing = ("LINear", "LOGarithmic")
-            setting("[SOURce]:SWEep[:FREQuency]:SPACing", "sweep_spacing", "LIN", choices=spacing)
-            modes = ("AUTO", "MANual", "STEP")
-            setting("[SOURce]:SWEep[:FREQuency]:MODE", "sweep_mode", "AUTO", choices=modes)
-            setting("[SOURce]:LIST:MODE", "list_mode", "AUTO", choices=("AUTO", "STEP"))
-        if model == "keysight_psg":
+        if self.family.key == "keysight_psg":
             add("DIAGnostic:CPU:INFOrmation:OPTions:DETail", getter=self._psg_options_detail)
-            # Modulation and low-frequency-output configuration (stored; states stay off).
-            setting("[SOURce]:AM:DEPTh", "am_depth_percent", 0.1, limits=(0.0, 100.0))
-            sources = ("INTernal", "INTernal2", "EXTernal", "EXTernal2")
-            setting("[SOURce]:AM:SOURce", "am_source", "INT", choices=sources)
-            setting("[SOURce]:AM:INTernal:FREQuency", "am_rate_hz", 400.0, unit="HZ")
-            shapes = ("SINE", "TRIangle", "SQUare", "RAMP", "NOISe", "DUALsine", "SWEPtsine")
-            setting("[SOURce]:AM:INTernal:FUNCtion:SHAPe", "am_shape", "SINE", choices=shapes)
-            pulse_sources = ("INTernal", "EXTernal", "SCALar")
-            setting("[SOURce]:PULM:SOURce", "pulm_source", "INT", choices=pulse_sources)
-            inputs = ("SQUare", "FRUN", "TRIGgered", "DOUBlet", "GATEd")
-            setting("[SOURce]:PULM:SOURce:INTernal", "pulm_input", "SQU", choices=inputs)
-            setting("[SOURce]:PULM:INTernal:FREQuency", "pulm_rate_hz", 400.0, unit="HZ")
-            setting("[SOURce]:LFOutput:AMPLitude", "lf_amplitude_v", 0.0, unit="V")
-            lf_sources = ("INTernal", "INTernal2", "FUNCtion", "FUNCtion2")
-            setting("[SOURce]:LFOutput:SOURce", "lf_source", "INT", choices=lf_sources)
-            setting("[SOURce]:LFOutput:STATe", "lf_on", False)
-        if model == "rs_sgs":
-            io = ("INTernal", "EXTernal")
-            setting("[SOURce]:LOSCillator:SOURce", "lo_source", "INT", choices=io)
-            setting("[SOURce]:IQ:STATe", "iq_on", False, only_off=True)
-            setting("CONNector:REFLo:OUTPut", "ref_lo_out", "OFF", choices=("REF", "LO", "OFF"))
-            frequencies = ("10MHZ", "100MHZ", "1000MHZ")
-            setting(
-                "[SOURce]:ROSCillator:OUTPut:FREQuency", "ref_out", "10MHZ", choices=frequencies
-            )
-            setting(
-                "[SOURce]:ROSCillator:EXTernal:FREQuency", "ref_ext", "10MHZ", choices=frequencies
-            )
-            setting("[SOURce]:OPMode", "opmode", "NORM", choices=("NORMal", "BBBYpass"))
-            # IQ impairments and pulse modulation configuration (stored; the states stay off).
-            setting("[SOURce]:IQ:IMPairment[:STATe]", "iq_impairment_on", False)
-            setting("[SOURce]:IQ:IMPairment:LEAKage:I", "iq_leak_i", 0.0, limits=(-10, 10))
-            setting("[SOURce]:IQ:IMPairment:LEAKage:Q", "iq_leak_q", 0.0, limits=(-10, 10))
-            setting("[SOURce]:IQ:IMPairment:IQRatio", "iq_ratio", 0.0, limits=(-1, 1))
-            setting("[SOURce]:IQ:IMPairment:QUADrature", "iq_quad", 0.0, limits=(-8, 8))
-            modes = ("SVALid", "SNValid", "PVOut", "PETrigger", "PEMSource")
-            setting("CONNector:TRIGger:OMODe", "trigger_out", "SVAL", choices=modes)
-            setting("[SOURce]:PULM:SOURce", "pulm_source", "INT", choices=io)
-            for node, name, initial, low in (
-                ("DELay", "pulm_delay_s", 0.0, 0.0),
-                ("DOUBle:DELay", "pulm_double_delay_s", 1e-6, 40e-9),
-                ("DOUBle:WIDTh", "pulm_double_width_s", 1e-6, 20e-9),
-                ("PERiod", "pulm_period_s", 10e-6, 100e-9),
-                ("WIDTh", "pulm_width_s", 1e-6, 20e-9),
-            ):
-                setting(f"[SOURce]:PULM:{node}", name, initial, unit="S", limits=(low, 100.0))
-            polarity = ("NORMal", "INVerted")
-            setting("[SOURce]:PULM:MODE", "pulm_mode", "SING", choices=("SINGle", "DOUBle"))
-            setting("[SOURce]:PULM:POLarity", "pulm_polarity", "NORM", choices=polarity)
-            setting(
-                "[SOURce]:PULM:TRIGger:EXTernal:GATE:POLarity",
-                "pulm_gate",
-                "NORM",
-                choices=polarity,
-            )
-            setting(
-                "[SOURce]:PULM:TRIGger:EXTernal:IMPedance",
-                "pulm_impedance",
-                "G50",
-                choices=("G50", "G10K"),
-            )
-            setting(
-                "[SOURce]:PULM:TRIGger:EXTernal:SLOPe",
-                "pulm_slope",
-                "POS",
-                choices=("NEGative", "POSitive"),
-            )
-            setting(
-                "[SOURce]:PULM:TRIGger:MODE",
-                "pulm_trigger",
-                "AUTO",
-                choices=("AUTO", "EXTernal", "EGATe"),
-            )
+        rows = _FAMILY_STORED[self.family.name] + _MODEL_STORED.get(self.family.key, ())
+        self.add_settings(rows, {"frequency": self._frequency_limits, "power": self._power_limits})
 
     def _reset(self) -> None:
         self.frequency_hz = RESET_FREQUENCY_HZ
@@ -272,24 +237,11 @@ class SignalGeneratorInstrument(ScpiInstrument):
 
     @property
     def _frequency_limits(self) -> tuple[float, float]:
-        return self.family.frequency_min_hz, self.family.frequency_max_hz
+        return self.family.frequency_range_hz
 
     @property
     def _power_limits(self) -> tuple[float, float]:
-        return self.family.power_min_dbm, self.family.power_max_dbm
-
-    def _number_query(self, call: Call, value: float, limits: tuple[float, float]) -> str:
-        keyword = one_param(call, required=False)
-        if keyword is None:
-            return self.number(value)
-        choice = parse_choice(keyword, ("MINimum", "MAXimum"))
-        return self.number(limits[0] if choice == "MINimum" else limits[1])
-
-    def _set_frequency(self, call: Call) -> None:
-        low, high = self._frequency_limits
-        self.frequency_hz = parse_number(
-            one_param(call), "HZ", minimum=low, maximum=high, default=RESET_FREQUENCY_HZ
-        )
+        return self.family.power_range_dbm
 
     def _set_frequency_mode(self, call: Call) -> None:
         """CW or FIXed; the model's sweep modes are known but refused (-221): the output
@@ -303,12 +255,6 @@ class SignalGeneratorInstrument(ScpiInstrument):
             raise ScpiError(
                 -221, "frequency sweep and list are not available on the virtual source"
             )
-
-    def _set_power(self, call: Call) -> None:
-        low, high = self._power_limits
-        self.power_dbm = parse_number(
-            one_param(call), "DBM", minimum=low, maximum=high, default=RESET_POWER_DBM
-        )
 
     def _set_rf(self, call: Call) -> None:
         self.rf_on = parse_bool(one_param(call))

@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 from labpgt.sim.ieee488 import Session, register_value
-from labpgt.sim.scpi import (
+from labpgt.sim.scpi_parser import (
     Call,
     CommandTable,
     ErrorQueue,
@@ -52,6 +53,10 @@ class _Resolved(NamedTuple):
 
 _NO_CALL = Call((), (), False)
 
+StoredRow = tuple[str, str, object, object]
+"""A stored setting in a model's table: (pattern, name, *RST value, extra); see `add_settings`."""
+_UNIT_SUFFIXES = (("_hz", "HZ"), ("_dbm", "DBM"), ("_s", "S"), ("_v", "V"))
+
 _RESOLVED_MAX = 4096
 """Headers remembered per instrument: a garbage client must not grow memory without bound."""
 
@@ -82,7 +87,7 @@ _COMMON_WITH_PARAMETER = frozenset({("ESE", False), ("SRE", False)})
 """Common commands that take one parameter; every other one refuses parameters (-108)."""
 
 
-class ScpiInstrument:
+class VirtualInstrument:
     """One virtual instrument: a command table, sessions and a lock around state.
 
     `local` is the instrument's own session (the front panel): `execute()` without
@@ -180,6 +185,51 @@ class ScpiInstrument:
 
         self.table.add(pattern, setter=setter, getter=getter)
 
+    def add_number(
+        self,
+        pattern: str,
+        attribute: str,
+        unit: str,
+        limits: str,
+        *,
+        default: float,
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        """A numeric setting that acts (kept in `attribute`): set within the model's range,
+        the property named `limits`; `X? MIN|MAX` answers that range; `then` runs after a set."""
+
+        def setter(call: Call) -> None:
+            low, high = getattr(self, limits)
+            value = parse_number(one_param(call), unit, minimum=low, maximum=high, default=default)
+            setattr(self, attribute, value)
+            if then is not None:
+                then()
+
+        def getter(call: Call) -> str:
+            return self.number_query(call, getattr(self, attribute), getattr(self, limits))
+
+        self.table.add(pattern, setter=setter, getter=getter)
+
+    def add_settings(
+        self, rows: tuple[StoredRow, ...], named_limits: dict[str, tuple[float, float]]
+    ) -> None:
+        """`add_setting` for each row of a table: (pattern, name, *RST value, extra).
+
+        `extra` is, by the value's kind: for a bool, "off" (ON refused) or None; for a
+        str, its choices; for a number, its limits, the key of one of `named_limits`
+        (e.g. the model's output range), or None. A number's unit follows its name
+        (`_hz`, `_s`, `_dbm`, `_v`).
+        """
+        for pattern, name, initial, extra in rows:
+            if isinstance(initial, bool):
+                self.add_setting(pattern, name, initial, only_off=extra == "off")
+            elif isinstance(initial, str):
+                self.add_setting(pattern, name, initial, choices=extra)  # type: ignore[arg-type]
+            else:
+                limits = named_limits[extra] if isinstance(extra, str) else extra
+                unit = next((u for s, u in _UNIT_SUFFIXES if name.endswith(s)), None)
+                self.add_setting(pattern, name, initial, unit=unit, limits=limits)
+
     @property
     def errors(self) -> ErrorQueue:
         """The local (front-panel) session's error queue."""
@@ -223,6 +273,19 @@ class ScpiInstrument:
     @staticmethod
     def boolean(value: bool) -> str:
         return "1" if value else "0"
+
+    @staticmethod
+    def limit_query(call: Call, value: float, limits: tuple[float, float]) -> float:
+        """`X?` answers the setting, `X? MIN|MAX` the model's limits."""
+        keyword = one_param(call, required=False)
+        if keyword is None:
+            return value
+        choice = parse_choice(keyword, ("MINimum", "MAXimum"))
+        return limits[0] if choice == "MINimum" else limits[1]
+
+    def number_query(self, call: Call, value: float, limits: tuple[float, float]) -> str:
+        """A numeric setting's query: its value, or with MIN|MAX the model's limit."""
+        return self.number(self.limit_query(call, value, limits))
 
     # ------------------------------------------------------------------ execution
 

@@ -21,7 +21,7 @@ import tty
 
 from labpgt.sim.ieee488 import Session
 from labpgt.sim.virtual.faults import FaultPlan, garble
-from labpgt.sim.virtual.instrument import ScpiInstrument
+from labpgt.sim.virtual.instrument import VirtualInstrument
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ MAX_LINE_BYTES = 1 << 20
 class LineHandler:
     """Turns one received line into (reply or None, close connection?) with faults applied."""
 
-    def __init__(self, instrument: ScpiInstrument, faults: FaultPlan) -> None:
+    def __init__(self, instrument: VirtualInstrument, faults: FaultPlan) -> None:
         self.instrument = instrument
         self.faults = faults
 

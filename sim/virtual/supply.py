@@ -20,21 +20,26 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from labpgt.sim.ring import RingModel
-from labpgt.sim.scpi import Call, ScpiError, one_param, parse_bool, parse_choice, parse_number
-from labpgt.sim.virtual.instrument import Family, ScpiInstrument
+from labpgt.sim.scpi_parser import (
+    Call,
+    ScpiError,
+    one_param,
+    parse_bool,
+    parse_choice,
+    parse_number,
+)
+from labpgt.sim.virtual.instrument import Family, VirtualInstrument
 
 
 @dataclass(frozen=True)
 class SupplyFamily(Family):
     """Identity and output ranges of one supply model."""
 
-    current_min_a: float
-    current_max_a: float
-    voltage_min_v: float
-    voltage_max_v: float
+    current_range_a: tuple[float, float]
+    voltage_range_v: tuple[float, float]
     ranges: tuple[tuple[str, float, float], ...] = field(default=(), kw_only=True)
     """E36xx output ranges: (name, voltage max V, current max A), low range first."""
     reset_range: int = field(default=0, kw_only=True)
@@ -45,54 +50,40 @@ class SupplyFamily(Family):
     protection_a: float = field(default=22.0, kw_only=True)
 
 
-SUPPLY_FAMILIES: dict[str, SupplyFamily] = {
-    "kepco_bop": SupplyFamily(
-        name="kepco_bop",
-        identity="KEPCO,BOP 20-10M 08-11-2020,E0000001,1.61",
-        number_style="keysight",
-        current_min_a=-10.0,
-        current_max_a=10.0,
-        voltage_min_v=-20.0,
-        voltage_max_v=20.0,
-    ),
-    # The E36xx may be programmed about 3 % past each range's rating. Power-on and *RST
-    # as the manuals give them: low range, CURR at the range's rating (E3633A 20 A,
-    # E3642A 5 A), VOLT 0 V, output off, protection levels at their maximum and on.
-    "keysight_e36xx": SupplyFamily(
-        name="keysight_e36xx",
-        identity="Keysight Technologies,E3633A,MY00000003,2.1-5.0-1.0",
-        number_style="keysight",
-        current_min_a=0.0,
-        current_max_a=20.6,
-        voltage_min_v=0.0,
-        voltage_max_v=20.6,
-        ranges=(("P8V", 8.24, 20.6), ("P20V", 20.6, 10.3)),
-        reset_range=0,
-        reset_current_a=20.0,
-        protection_v=22.0,
-        protection_a=22.0,
-    ),
-    "keysight_e3642a": SupplyFamily(
-        name="keysight_e36xx",
-        model="keysight_e3642a",
-        identity="Agilent Technologies,E3642A,0,1.7-5.0-1.0",
-        number_style="keysight",
-        current_min_a=0.0,
-        current_max_a=5.15,
-        voltage_min_v=0.0,
-        voltage_max_v=20.6,
-        ranges=(("P8V", 8.24, 5.15), ("P20V", 20.6, 2.575)),
-        reset_range=0,
-        reset_current_a=5.0,
-        protection_v=22.0,
-        protection_a=5.5,
-    ),
-}
+_BOP = SupplyFamily(
+    "kepco_bop",
+    "KEPCO,BOP 20-10M 08-11-2020,E0000001,1.61",
+    "keysight",
+    current_range_a=(-10.0, 10.0),
+    voltage_range_v=(-20.0, 20.0),
+)
+# The E36xx may be programmed about 3 % past each range's rating. Power-on and *RST
+# as the manuals give them: low range, CURR at the range's rating (E3633A 20 A,
+# E3642A 5 A), VOLT 0 V, output off, protection levels at their maximum and on.
+_E3633A = SupplyFamily(
+    "keysight_e36xx",
+    "Keysight Technologies,E3633A,MY00000003,2.1-5.0-1.0",
+    "keysight",
+    current_range_a=(0.0, 20.6),
+    voltage_range_v=(0.0, 20.6),
+    ranges=(("P8V", 8.24, 20.6), ("P20V", 20.6, 10.3)),
+    reset_current_a=20.0,
+)
+_E3642A = replace(  # the E3633A's command set with a 5 A rating
+    _E3633A,
+    model="keysight_e3642a",
+    identity="Agilent Technologies,E3642A,0,1.7-5.0-1.0",
+    current_range_a=(0.0, 5.15),
+    ranges=(("P8V", 8.24, 5.15), ("P20V", 20.6, 2.575)),
+    reset_current_a=5.0,
+    protection_a=5.5,
+)
+SUPPLY_FAMILIES: dict[str, SupplyFamily] = {f.key: f for f in (_BOP, _E3633A, _E3642A)}
 
 BiasLogEntry = tuple[float, float, bool]
 
 
-class BiasSupplyInstrument(ScpiInstrument):
+class BiasSupplyInstrument(VirtualInstrument):
     """Current source with a voltage limit, driving `ring.set_bias` with the delivered current."""
 
     family: SupplyFamily
@@ -124,16 +115,13 @@ class BiasSupplyInstrument(ScpiInstrument):
         e36xx = bool(self.family.ranges)
         if not e36xx:
             add("[SOURce#]:FUNCtion:MODE", setter=self._set_mode, getter=self._mode_query)
-        add(
-            "[SOURce#]:CURRent[:LEVel][:IMMediate][:AMPLitude]",
-            setter=self._set_current,
-            getter=lambda call: self._number_query(call, self.current_a, self._current_limits),
-        )
-        add(
-            "[SOURce#]:VOLTage[:LEVel][:IMMediate][:AMPLitude]",
-            setter=self._set_voltage,
-            getter=lambda call: self._number_query(call, self.voltage_v, self._voltage_limits),
-        )
+        # The current is a bias step (logged, passed to the ring); the voltage limits it.
+        for kind, attribute, unit, limits, then in (
+            ("CURRent", "current_a", "A", "_current_limits", self._received),
+            ("VOLTage", "voltage_v", "V", "_voltage_limits", self._apply),
+        ):
+            pattern = f"[SOURce#]:{kind}[:LEVel][:IMMediate][:AMPLitude]"
+            self.add_number(pattern, attribute, unit, limits, default=0.0, then=then)
         add(
             "OUTPut#[:STATe]",
             setter=self._set_output,
@@ -197,13 +185,13 @@ class BiasSupplyInstrument(ScpiInstrument):
     def _current_limits(self) -> tuple[float, float]:
         if self.family.ranges:
             return 0.0, self.family.ranges[self.range_index][2]
-        return self.family.current_min_a, self.family.current_max_a
+        return self.family.current_range_a
 
     @property
     def _voltage_limits(self) -> tuple[float, float]:
         if self.family.ranges:
             return 0.0, self.family.ranges[self.range_index][1]
-        return self.family.voltage_min_v, self.family.voltage_max_v
+        return self.family.voltage_range_v
 
     # ------------------------------------------------------------------ E36xx only
 
@@ -256,7 +244,7 @@ class BiasSupplyInstrument(ScpiInstrument):
     def _protection_getter(self, key: str):
         def getter(call: Call) -> str:
             limits = (0.0, self.family.protection_v if key == "volt" else self.family.protection_a)
-            return self._number_query(call, self.protection[key][0], limits)
+            return self.number_query(call, self.protection[key][0], limits)
 
         return getter
 
@@ -286,29 +274,12 @@ class BiasSupplyInstrument(ScpiInstrument):
         self.output_on = False
         self.log.append((time.monotonic(), self.current_a, self.output_on))
 
-    def _number_query(self, call: Call, value: float, limits: tuple[float, float]) -> str:
-        keyword = one_param(call, required=False)
-        if keyword is None:
-            return self.number(value)
-        choice = parse_choice(keyword, ("MINimum", "MAXimum"))
-        return self.number(limits[0] if choice == "MINimum" else limits[1])
-
     def _set_mode(self, call: Call) -> None:
         self.mode = parse_choice(one_param(call), ("CURRent", "VOLTage"))[:4].upper()
 
     def _mode_query(self, call: Call) -> str:
         # The BOP answers its mode as a number: 0 voltage, 1 current.
         return "1" if self.mode == "CURR" else "0"
-
-    def _set_current(self, call: Call) -> None:
-        low, high = self._current_limits
-        self.current_a = parse_number(one_param(call), "A", minimum=low, maximum=high, default=0.0)
-        self._received()
-
-    def _set_voltage(self, call: Call) -> None:
-        low, high = self._voltage_limits
-        self.voltage_v = parse_number(one_param(call), "V", minimum=low, maximum=high, default=0.0)
-        self._apply()
 
     def _set_output(self, call: Call) -> None:
         on = parse_bool(one_param(call))

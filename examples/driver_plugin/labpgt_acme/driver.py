@@ -4,8 +4,8 @@ A driver is a subclass of the role's base class (`SignalGenerator`,
 `SpectrumAnalyzer` or `BiasSupply`) with a ``family`` name; the controls
 (frequency_hz, power_dbm, rf_on), limit checks, read-back, reconnect and safe
 shutdown come from the base class. What a new model changes is usually its
-set-up commands, the odd command spelling (a `Control` redefined) and how its
-*IDN? reads.
+set-up commands, the odd command spelling (a `Control` of a setting definition
+with the family's SCPI, see `labpgt.instruments.setting_defs`) and how its *IDN? reads.
 """
 
 from __future__ import annotations
@@ -21,8 +21,5 @@ class AcmeSG6(SignalGenerator):
     family: ClassVar[str] = "acme_sg"
     # CW mode on open; the SG-6 has no modulation subsystem to switch off.
     setup_commands: ClassVar[tuple[str, ...]] = ("SOUR:FREQ:MODE CW",)
-
-    @staticmethod
-    def parse_serial(field: str) -> str:
-        # The SG-6 reports "<part number>/<serial>", like the R&S sources it copies.
-        return field.rsplit("/", 1)[-1]
+    # The SG-6 reports "<part number>/<serial>" in *IDN?, like the R&S sources it copies.
+    serial_after: ClassVar[str] = "/"

@@ -19,24 +19,23 @@ from rich.text import Text
 from labpgt.cli.bench import check_bench_file, open_reservoir
 from labpgt.cli.options import META_OPTION, NOTES_OPTION, OPERATOR_OPTION, SAMPLE_OPTION
 from labpgt.cli.progress import advance_to, make_progress, new_task
+from labpgt.encoding import DEFAULT_SETTING
 from labpgt.errors import MeasurementError, UserError
 from labpgt.features import FeatureSpec
 from labpgt.live.launch import LIVE_OPTION, start_live_view
-from labpgt.reservoir import SettingBounds
+from labpgt.setting_bounds import SETTING_UNITS, SettingBounds
 
 console = Console(stderr=True)
+_UNSWEPT = ", ".join(
+    f"{name} {value:g} {SETTING_UNITS[name]}" for name, value in DEFAULT_SETTING.items()
+)
 
 
 def _bench_bounds(cfg: Any) -> SettingBounds:
     """Limits to check the settings against before any instrument is opened."""
     if cfg is None:
         return SettingBounds()
-    lim = cfg.limits
-    return SettingBounds(
-        drive_hz=(lim.frequency_min_hz, lim.frequency_max_hz),
-        drive_dbm=(lim.power_min_dbm, lim.power_max_dbm),
-        bias_a=(lim.bias_min_a, lim.bias_max_a),
-    )
+    return SettingBounds.from_limits(cfg.limits)
 
 
 def _check_out_folder(out: Path) -> None:
@@ -74,8 +73,7 @@ def acquire_command(
         [],
         "--sweep",
         help='Swept setting, e.g. "drive_hz=2.0e9:2.3e9:301" (start:stop:count) or '
-        '"bias_a=1.6,1.8"; several form a grid. Unswept: drive_hz 2.1e9 Hz, drive_dbm -10 dBm, '
-        "bias_a 1.8 A.",
+        f'"bias_a=1.6,1.8"; several form a grid. Unswept: {_UNSWEPT}.',
     ),
     repeats: int = typer.Option(1, "--repeats", min=1, help="Shots per setting (back to back)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the embedded virtual bench's ring."),

@@ -54,9 +54,9 @@ def _open_reservoir(
             raise UserError("--fast-sim and --bench exclude each other: choose one ring")
         if inject_drift_oe or inject_drift_db:
             raise UserError("--inject-drift-oe/--inject-drift-db need the embedded virtual bench")
-        from labpgt.reservoir import SimulatedReservoir
         from labpgt.sim.params import RingParams
         from labpgt.sim.ring import RingModel
+        from labpgt.simulated_reservoir import SimulatedReservoir
 
         params = RingParams(noise=noise, drift=noise, hysteresis=hysteresis)
         yield SimulatedReservoir(RingModel(params, seed=seed), features=features)

@@ -13,7 +13,7 @@ from labpgt.cli.tables import print_table
 from labpgt.errors import UserError
 from labpgt.instruments.bench_file import load_bench
 from labpgt.instruments.check import CheckResult, check_bench
-from labpgt.instruments.errors import InstrumentsError
+from labpgt.instruments.instrument_errors import InstrumentsError
 
 instruments_app = typer.Typer(
     help="Instrument drivers: check the bench described by a bench file.",

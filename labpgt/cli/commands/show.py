@@ -14,7 +14,7 @@ from rich.text import Text
 
 from labpgt.cli.tables import print_table
 from labpgt.errors import UserError
-from labpgt.reservoir import SETTING_NAMES
+from labpgt.setting_bounds import SETTING_NAMES
 from labpgt.storage import RunFile, write_failure
 
 console = Console()

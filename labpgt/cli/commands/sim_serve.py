@@ -17,14 +17,14 @@ from labpgt.cli.commands.sim import sim_app
 from labpgt.cli.tables import print_table
 from labpgt.errors import UserError
 from labpgt.instruments.bench_file import bench_config_from_resources, dump_bench
-from labpgt.instruments.errors import InstrumentsError
+from labpgt.instruments.instrument_errors import InstrumentsError
 from labpgt.sim.params import RingParams
 from labpgt.sim.ring import RingModel
 from labpgt.sim.virtual import VirtualBench
 from labpgt.sim.virtual.analyzer import ANALYZER_FAMILIES
-from labpgt.sim.virtual.bench import VirtualBenchError, is_loopback
 from labpgt.sim.virtual.generator import GENERATOR_FAMILIES
 from labpgt.sim.virtual.supply import SUPPLY_FAMILIES
+from labpgt.sim.virtual.virtual_bench import VirtualBenchError, is_loopback
 
 _POLL_S = 0.2
 

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from labpgt.cli.tables import print_table
 from labpgt.errors import UserError
-from labpgt.reservoir import SettingBounds
+from labpgt.setting_bounds import SettingBounds
 from labpgt.sim.grid import AnalyzerGrid
 from labpgt.sim.params import RingParams
 from labpgt.sim.ring import RingModel

@@ -6,26 +6,28 @@ helps, the VISA resource, so a person at the bench knows which box to look at.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class InstrumentsError(Exception):
     """Base class of every error raised by `instruments`."""
 
 
+@dataclass(eq=False)
 class LimitError(InstrumentsError, ValueError):
     """A requested value lies outside the bench's hard limits; nothing was sent."""
 
-    def __init__(
-        self, instrument: str, quantity: str, value: float, low: float, high: float, unit: str
-    ) -> None:
-        self.instrument = instrument
-        self.quantity = quantity
-        self.value = value
-        self.low = low
-        self.high = high
-        self.unit = unit
+    instrument: str
+    quantity: str
+    value: float
+    low: float
+    high: float
+    unit: str
+
+    def __post_init__(self) -> None:
         super().__init__(
-            f"{instrument}: {quantity}={value:.6g} {unit} refused: "
-            f"allowed range is [{low:.6g}, {high:.6g}] {unit} (bench limits)"
+            f"{self.instrument}: {self.quantity}={self.value:.6g} {self.unit} refused: "
+            f"allowed range is [{self.low:.6g}, {self.high:.6g}] {self.unit} (bench limits)"
         )
 
 

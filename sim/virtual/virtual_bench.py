@@ -11,7 +11,7 @@ from labpgt.sim.ring import RingModel
 from labpgt.sim.virtual.analyzer import ANALYZER_FAMILIES, SpectrumAnalyzerInstrument
 from labpgt.sim.virtual.faults import FAULT_KINDS, FaultError, FaultPlan
 from labpgt.sim.virtual.generator import GENERATOR_FAMILIES, SignalGeneratorInstrument
-from labpgt.sim.virtual.instrument import ScpiInstrument
+from labpgt.sim.virtual.instrument import VirtualInstrument
 from labpgt.sim.virtual.server import LineHandler, PtyInstrumentServer, TcpInstrumentServer
 from labpgt.sim.virtual.supply import SUPPLY_FAMILIES, BiasLogEntry, BiasSupplyInstrument
 
@@ -113,7 +113,7 @@ class VirtualBench:
         self._started = False
 
     @property
-    def instruments(self) -> dict[str, ScpiInstrument]:
+    def instruments(self) -> dict[str, VirtualInstrument]:
         return {"generator": self.generator, "analyzer": self.analyzer, "supply": self.supply}
 
     def start(self) -> VirtualBench:
