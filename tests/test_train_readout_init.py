@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from labpgt.cli.commands.train import run_training
+from labpgt.api import run_training
 from labpgt.errors import UserError
 from labpgt.training.config import make_config
 

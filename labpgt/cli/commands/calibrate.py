@@ -16,11 +16,11 @@ from rich.text import Text
 
 from labpgt.cli.bench import open_reservoir
 from labpgt.cli.options import META_OPTION, NOTES_OPTION, OPERATOR_OPTION, SAMPLE_OPTION
-from labpgt.cli.progress import advance_to, make_progress, new_task
 from labpgt.cli.tables import print_table
 from labpgt.errors import MeasurementError, UserError
 from labpgt.features import FeatureSpec
 from labpgt.live.launch import LIVE_OPTION, start_live_view
+from labpgt.progress import advance_to, make_progress, new_task
 from labpgt.reservoir import PhysicalReservoir
 
 console = Console(stderr=True)
@@ -406,8 +406,8 @@ def _sim_kwargs(sim: dict) -> dict:
 
 
 def _check(path: Path, bench: Path | None, tol_mhz: float, tol_db: float, sim: dict) -> None:
+    from labpgt.api import check_calibration_file
     from labpgt.calibration import load_calibration
-    from labpgt.cli.bench import check_calibration_file
 
     check_calibration_file(path, "--check")
     cal = load_calibration(path)

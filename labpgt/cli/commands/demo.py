@@ -18,7 +18,8 @@ import time
 import typer
 from rich.table import Table
 
-from labpgt.cli.commands.train import console, run_training, summary_table, write_summary
+from labpgt.api import run_training, write_summary
+from labpgt.cli.commands.train import console, summary_table
 from labpgt.cli.tables import print_table
 from labpgt.training.config import make_config
 
