@@ -29,14 +29,12 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).pa
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from labpgt.calibration.analysis import choose_operating_point  # noqa: E402
-from labpgt.calibration.plan import CalibrationPlan  # noqa: E402
-from labpgt.calibration.run import (  # noqa: E402
-    CalibrationResult,
+from labpgt.calibration.plan import (  # noqa: E402
+    CalibrationPlan,
     encoding_ranges,
-    line_geometry,
-    run_calibration,
     surrogate_sample,
 )
+from labpgt.calibration.run import CalibrationResult, line_geometry, run_calibration  # noqa: E402
 from labpgt.calibration.surrogate import SurrogateConfig, fit_surrogate  # noqa: E402
 
 from labpgt.embedded import embedded_bench  # noqa: E402

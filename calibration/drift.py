@@ -139,7 +139,7 @@ def check_drift(
     the change of the strongest trace point, dBm. Works mid-training: the reservoir's
     ``keep_traces`` is restored afterwards.
     """
-    from labpgt.calibration.run import PRESET_DROP_A, measure_references
+    from labpgt.calibration.measure import PRESET_DROP_A, measure_references
 
     from labpgt.scheduler import PerturbationScheduler
 
