@@ -414,7 +414,7 @@ def load_calibration(path: str | Path) -> Calibration:
             k: (float(v[0]), float(v[1])) for k, v in json.loads(a["encoding_ranges"]).items()
         }
         state = {k: torch.from_numpy(np.asarray(v[...])) for k, v in h5["surrogate"].items()}
-        model = build_surrogate(json.loads(a["surrogate_architecture"]), state)
+        model = _rebuild_surrogate(json.loads(a["surrogate_architecture"]), state)
         ref_feats = torch.from_numpy(h5["reference/features"][...]).to(torch.float64)
         noise_std = torch.from_numpy(h5["noise/feature_std"][...]).to(torch.float64)
         return Calibration(
@@ -443,6 +443,26 @@ def load_calibration(path: str | Path) -> Calibration:
             summary=summary,
             plan=json.loads(a["plan"]),
         )
+
+
+def _rebuild_surrogate(architecture: dict[str, Any], state: dict[str, torch.Tensor]) -> Any:
+    """The stored surrogate: a twin (`calibration.twin`, loaded only for one) or the
+    grey-box/MLP (`calibration.surrogate`)."""
+    if architecture.get("kind") == "twin":
+        from labpgt.calibration.twin import build_twin
+
+        return build_twin(architecture, state)
+    return build_surrogate(architecture, state)
+
+
+def _rebuild_surrogate(architecture: dict[str, Any], state: dict[str, torch.Tensor]) -> Any:
+    """The stored surrogate: a twin (`calibration.twin`, loaded only for one) or the
+    grey-box/MLP (`calibration.surrogate`)."""
+    if architecture.get("kind") == "twin":
+        from labpgt.calibration.twin import build_twin
+
+        return build_twin(architecture, state)
+    return build_surrogate(architecture, state)
 
 
 def read_reference(path: str | Path) -> dict[str, np.ndarray]:

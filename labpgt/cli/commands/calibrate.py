@@ -354,7 +354,7 @@ def _calibrate(
         )
     print_table(Console(), maps_table)
     if plots:
-        from labpgt.calibration.plots import write_plots
+        from labpgt.calibration.figures import write_plots
 
         with make_progress(console) as plot_progress:  # about 2 s: matplotlib, three figures
             task = new_task(plot_progress, "plots", None, unit="", instrument_s=None)
