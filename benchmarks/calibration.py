@@ -59,7 +59,9 @@ def _load() -> str:
 def ablations(res, r: CalibrationResult, seed: int) -> list[tuple[str, int, float, float]]:
     """(what, rows, held-out error dB, seconds to fit) on the default calibration's bench."""
     cfg = SurrogateConfig(seed=seed)
-    geo = line_geometry(res, r.frequency_hz, r.bias_traces_dbm.astype(np.float64), r.floor_dbm)
+    sweep = r.bias_sweep
+    stored = sweep.traces_dbm.astype(np.float32).astype(np.float64)  # as the file holds them
+    geo = line_geometry(res, r.frequency_hz, stored, sweep.floor_dbm)
     out = []
 
     def fit(label: str, s: torch.Tensor, y: torch.Tensor, ranges: torch.Tensor, g) -> None:
@@ -140,7 +142,7 @@ def main() -> None:
             )
         )
         if name == "default":
-            op = r.operating
+            op, sweep = r.operating, r.bias_sweep
             lines.append("default grid, per stage (instrument time, s):")
             for stage, s in r.stage_instrument_s.items():
                 lines.append(f"  {stage:<18} {s:8.2f} s")
@@ -150,8 +152,8 @@ def main() -> None:
                 f"{_load()}"
             )
             lines.append(
-                f"  field per ampere {r.field_fit.field_per_ampere_oe_per_a:.2f} Oe/A "
-                f"(truth 150), hysteresis {r.hysteresis.offset_oe:+.2f} Oe, mode spacing "
+                f"  field per ampere {sweep.field_fit.field_per_ampere_oe_per_a:.2f} Oe/A "
+                f"(truth 150), hysteresis {sweep.hysteresis.offset_oe:+.2f} Oe, mode spacing "
                 f"{r.mode_spacing_hz / 1e6:.3f} MHz, noise {r.noise.rms_std:.3f} dB"
             )
             lines.append(

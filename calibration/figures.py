@@ -193,19 +193,20 @@ def _hysteresis_plot(result: CalibrationResult, path: Path) -> Path:
     """The bias sweep's comb frequency, both legs, with the fitted dispersion."""
     from labpgt.calibration.field import YigConstants
 
-    bias = result.bias_settings[:, 2]
-    up, down = result.bias_leg == 0, result.bias_leg == 1
-    fit, yig = result.field_fit, YigConstants()
+    sweep = result.bias_sweep
+    bias = sweep.settings[:, 2]
+    up, down = sweep.leg == 0, sweep.leg == 1
+    fit, yig = sweep.field_fit, YigConstants()
     grid = np.linspace(bias.min(), bias.max(), 200)
     h = fit.field_per_ampere_oe_per_a * grid + yig.four_pi_ms_g / 2
     fitted = np.sqrt(np.clip(h**2 - fit.dispersion_constant_oe2, 1.0, None)) * yig.gyro_hz_per_oe
-    hy = result.hysteresis
+    hy = sweep.hysteresis
     return plot_hysteresis(
         path,
         bias[up],
-        result.comb_hz[up],
+        sweep.comb_hz[up],
         bias[down],
-        result.comb_hz[down],
+        sweep.comb_hz[down],
         (grid, fitted),
         f"field per ampere {fit.field_per_ampere_oe_per_a:.2f} Oe/A; falling - rising "
         f"{hy.offset_oe:+.2f} ± {hy.offset_std_oe:.2f} Oe "

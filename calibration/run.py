@@ -70,6 +70,21 @@ WINDOWS = ("calm", "sensitivity")
 
 
 @dataclass
+class BiasSweep:
+    """Stage 1, measured and analysed: the bias swept up then down at low drive."""
+
+    settings: np.ndarray  # (2·Nb, 3) up then down, measuring order
+    traces_dbm: np.ndarray  # (2·Nb, P) float64; stored as float32
+    leg: np.ndarray  # (2·Nb,) 0 rising, 1 falling
+    comb_hz: np.ndarray  # (2·Nb,) comb centroid, NaN where the comb leaves the span
+    floor_dbm: float
+    field_fit: FieldFit
+    hysteresis: Hysteresis
+    spacing_hz: np.ndarray  # (2·Nb,) per trace, NaN where not measurable
+    geometry: LineGeometry | None = None  # the grey-box surrogate's drawing of bin features
+
+
+@dataclass
 class CalibrationResult:
     """Everything a calibration measured and derived (what `calibration.store` writes)."""
 
@@ -78,15 +93,8 @@ class CalibrationResult:
     frequency_hz: np.ndarray
     feature_names: list[str]
     # stage 1
-    bias_settings: np.ndarray  # (2·Nb, 3) up then down, measuring order
-    bias_traces_dbm: np.ndarray  # (2·Nb, P)
-    bias_leg: np.ndarray  # (2·Nb,) 0 rising, 1 falling
-    comb_hz: np.ndarray  # (2·Nb,) comb centroid, NaN where the comb leaves the span
-    floor_dbm: float
-    field_fit: FieldFit
-    hysteresis: Hysteresis
-    mode_spacing_hz: float
-    spacing_by_bias_hz: np.ndarray  # (2·Nb,) per trace, NaN where not measurable
+    bias_sweep: BiasSweep
+    mode_spacing_hz: float  # median spacing of the sweep traces nearest the operating bias
     # stage 2
     response_settings: np.ndarray  # (B·P·Fq, 3)
     response_features: np.ndarray  # (B, P, Fq, F)
@@ -116,21 +124,6 @@ class CalibrationResult:
     wall_s: float = 0.0
     shots: int = 0  # every shot measured: sweep, grid, pilot (2 passes), reference passes
     stage_instrument_s: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class BiasSweep:
-    """Stage 1, measured and analysed."""
-
-    settings: torch.Tensor  # (2·Nb, 3) up then down, measuring order
-    traces_dbm: np.ndarray  # (2·Nb, P)
-    leg: np.ndarray  # (2·Nb,) 0 rising, 1 falling
-    comb_hz: np.ndarray  # (2·Nb,) comb centroid, NaN where the comb leaves the span
-    floor_dbm: float
-    field_fit: FieldFit
-    hysteresis: Hysteresis
-    spacing_hz: np.ndarray  # (2·Nb,) per trace, NaN where not measurable
-    geometry: LineGeometry | None  # the grey-box surrogate's drawing of bin features
 
 
 @dataclass
@@ -286,7 +279,7 @@ def analyse_bias_sweep(
     spacing = np.array([adjacent_spacing_hz(freq, t, floor) for t in traces])
     if not np.isfinite(spacing).any():
         raise UserError("no bias-sweep trace resolves four comb lines: cannot measure mode spacing")
-    return BiasSweep(shots, traces, leg, comb, floor, fit, hyst, spacing, geometry)
+    return BiasSweep(shots.numpy(), traces, leg, comb, floor, fit, hyst, spacing, geometry)
 
 
 def choose_operating(
@@ -453,15 +446,8 @@ def _stage_fields(
         "snapshot": reservoir.snapshot(),
         "frequency_hz": freq,
         "feature_names": list(reservoir.feature_names),
-        "bias_settings": sweep.settings.numpy(),
-        "bias_traces_dbm": sweep.traces_dbm.astype(np.float32),
-        "bias_leg": sweep.leg,
-        "comb_hz": sweep.comb_hz,
-        "floor_dbm": sweep.floor_dbm,
-        "field_fit": sweep.field_fit,
-        "hysteresis": sweep.hysteresis,
-        "mode_spacing_hz": _spacing_near(sweep.spacing_hz, sweep.settings[:, 2].numpy(), op.bias_a),
-        "spacing_by_bias_hz": sweep.spacing_hz,
+        "bias_sweep": sweep,
+        "mode_spacing_hz": _spacing_near(sweep.spacing_hz, sweep.settings[:, 2], op.bias_a),
         "response_settings": grid.settings.numpy(),
         "response_features": grid.response,
         "drive_hz": grid.drive_hz.numpy(),

@@ -69,7 +69,12 @@ FORMAT = CALIBRATION_FORMAT
 
 def summary_of(result: CalibrationResult) -> dict[str, Any]:
     """Every scalar figure of a calibration, units in the keys (`CalibrationSummary`)."""
-    ff, hy, op, sf = result.field_fit, result.hysteresis, result.operating, result.surrogate
+    ff, hy, op, sf = (
+        result.bias_sweep.field_fit,
+        result.bias_sweep.hysteresis,
+        result.operating,
+        result.surrogate,
+    )
     noise_db = result.noise.rms_std
     return CalibrationSummary(
         field_per_ampere_oe_per_a=ff.field_per_ampere_oe_per_a,
@@ -80,7 +85,7 @@ def summary_of(result: CalibrationResult) -> dict[str, Any]:
         hysteresis_detected=hy.detected,
         hysteresis_threshold_oe=hy.threshold_oe,
         mode_spacing_hz=result.mode_spacing_hz,
-        noise_floor_dbm=result.floor_dbm,
+        noise_floor_dbm=result.bias_sweep.floor_dbm,
         noise_rms_db=noise_db,
         noise_repeats=result.noise.repeats,
         operating_bias_a=op.bias_a,
@@ -236,13 +241,14 @@ def _write_attributes(h5: h5py.File, result: CalibrationResult, provenance: dict
 def _groups(result: CalibrationResult) -> dict[str, dict[str, Any]]:
     """Group -> dataset -> array of a calibration file (None: not stored)."""
     _, state = surrogate_state(result.surrogate.model)
+    sweep = result.bias_sweep
     return {
         "bias_sweep": {
-            "settings": result.bias_settings,
-            "traces_dbm": result.bias_traces_dbm,
-            "leg": result.bias_leg,
-            "comb_hz": result.comb_hz,
-            "spacing_hz": result.spacing_by_bias_hz,
+            "settings": sweep.settings,
+            "traces_dbm": sweep.traces_dbm.astype(np.float32),
+            "leg": sweep.leg,
+            "comb_hz": sweep.comb_hz,
+            "spacing_hz": sweep.spacing_hz,
         },
         "response": {
             "settings": result.response_settings,

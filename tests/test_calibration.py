@@ -62,7 +62,7 @@ def without_hysteresis(benches):
 
 def test_field_per_ampere_within_5_percent(with_hysteresis, without_hysteresis):
     for _, result, cal in (with_hysteresis, without_hysteresis):
-        k = result.field_fit.field_per_ampere_oe_per_a
+        k = result.bias_sweep.field_fit.field_per_ampere_oe_per_a
         assert abs(k - TRUE_K) / TRUE_K < 0.05, k
         assert cal.field_per_ampere_oe_per_a == pytest.approx(k)
 
@@ -71,10 +71,10 @@ def test_hysteresis_detected_only_when_on(with_hysteresis, without_hysteresis):
     _, on, cal_on = with_hysteresis
     _, off, cal_off = without_hysteresis
     # falling leg sees +H_rem, rising -H_rem: offset 2·H_rem = 4 Oe on the default ring
-    assert on.hysteresis.detected and cal_on.hysteresis_detected
-    assert 2.0 < on.hysteresis.offset_oe < 6.0
-    assert not off.hysteresis.detected and not cal_off.hysteresis_detected
-    assert abs(off.hysteresis.offset_oe) < 0.5
+    assert on.bias_sweep.hysteresis.detected and cal_on.hysteresis_detected
+    assert 2.0 < on.bias_sweep.hysteresis.offset_oe < 6.0
+    assert not off.bias_sweep.hysteresis.detected and not cal_off.hysteresis_detected
+    assert abs(off.bias_sweep.hysteresis.offset_oe) < 0.5
 
 
 def test_mode_spacing_within_5_percent(with_hysteresis):

@@ -443,15 +443,14 @@ def _assess_maps(reservoir: object, in_use: FeatureSpec) -> list:
 
 
 def _store_maps(path: Path, maps: list, in_use: FeatureSpec) -> None:
-    import json
-
     import h5py
 
     from labpgt.calibration.feature_maps import choose_map
+    from labpgt.records import to_json
 
     with h5py.File(path, "a") as h5:
-        h5.attrs["feature_maps"] = json.dumps([a.to_dict() for a in maps])
-        h5.attrs["feature_map_chosen"] = json.dumps(choose_map(maps, in_use).spec)
+        h5.attrs["feature_maps"] = to_json([a.as_dict() for a in maps])
+        h5.attrs["feature_map_chosen"] = to_json(choose_map(maps, in_use).spec)
 
 
 def _sim_kwargs(sim: dict) -> dict:
