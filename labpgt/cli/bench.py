@@ -6,10 +6,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from labpgt.api import check_bench_file
 from labpgt.errors import UserError
 from labpgt.features import FeatureSpec
 from labpgt.reservoir import PhysicalReservoir
+from labpgt.runner import check_bench_file
 
 
 @contextmanager

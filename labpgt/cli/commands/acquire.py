@@ -16,7 +16,6 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from labpgt.api import check_bench_file
 from labpgt.cli.bench import open_reservoir
 from labpgt.cli.options import META_OPTION, NOTES_OPTION, OPERATOR_OPTION, SAMPLE_OPTION
 from labpgt.errors import MeasurementError, UserError
@@ -24,6 +23,7 @@ from labpgt.features import FeatureSpec
 from labpgt.live.launch import LIVE_OPTION, start_live_view
 from labpgt.progress import advance_to, make_progress, new_task
 from labpgt.reservoir import SettingBounds
+from labpgt.runner import check_bench_file
 
 console = Console(stderr=True)
 

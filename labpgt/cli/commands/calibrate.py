@@ -461,8 +461,8 @@ def _sim_kwargs(sim: dict) -> dict:
 
 
 def _check(path: Path, bench: Path | None, tol_mhz: float, tol_db: float, sim: dict) -> None:
-    from labpgt.api import check_calibration_file
     from labpgt.calibration import load_calibration
+    from labpgt.runner import check_calibration_file
 
     check_calibration_file(path, "--check")
     cal = load_calibration(path)

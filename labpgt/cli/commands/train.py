@@ -8,10 +8,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from labpgt.api import run_training, write_summary
 from labpgt.cli.tables import print_table
 from labpgt.errors import UserError
 from labpgt.live.launch import LIVE_OPTION, start_live_view
+from labpgt.runner import run_training, write_summary
 from labpgt.storage import write_failure
 from labpgt.training.config import make_config, parse_options
 from labpgt.training.estimators import method_names
