@@ -76,9 +76,9 @@ def ablations(res, r: CalibrationResult, seed: int) -> list[tuple[str, int, floa
     fit("calm window only (no grid rows), grey-box", s, y, rng, geo)
     fit("calm window only (no grid rows), plain MLP", s, y, rng, None)
     # the window sensitivity alone picks (inside the locking zone), 300 random shots there
-    op = choose_operating_point(
-        r.response_features, r.noise.feature_std, r.response_bias_a, r.drive_dbm, r.drive_hz
-    )
+    noise = r.references.noise.feature_std
+    axes = (r.response_bias_a, r.drive_dbm, r.drive_hz)
+    op = choose_operating_point(r.response_features, noise, *axes)
     enc = encoding_ranges(op, r.response_bias_a)
     s = surrogate_sample(enc, r.plan.surrogate_points, seed=seed)
     y = PerturbationScheduler(res).run(s).to(torch.float64)
@@ -136,7 +136,7 @@ def main() -> None:
                 r.instrument_time_s,
                 wall,
                 r.surrogate.validation_rmse,
-                r.noise.rms_std,
+                r.references.noise.rms_std,
                 r.surrogate.context_validation_rmse,
                 _load(),
             )
@@ -154,7 +154,7 @@ def main() -> None:
             lines.append(
                 f"  field per ampere {sweep.field_fit.field_per_ampere_oe_per_a:.2f} Oe/A "
                 f"(truth 150), hysteresis {sweep.hysteresis.offset_oe:+.2f} Oe, mode spacing "
-                f"{r.mode_spacing_hz / 1e6:.3f} MHz, noise {r.noise.rms_std:.3f} dB"
+                f"{r.mode_spacing_hz / 1e6:.3f} MHz, noise {r.references.noise.rms_std:.3f} dB"
             )
             lines.append(
                 f"  operating window: bias {op.bias_a:.3f} A, drive "

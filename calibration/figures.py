@@ -175,12 +175,12 @@ def write_plots(result: CalibrationResult, directory: Path) -> list[Path]:
         plot_response(
             directory / "response.png",
             result.response_features.max(axis=-1),
-            result.sensitivity,
+            result.references.sensitivity,
             result.response_bias_a,
             result.drive_dbm,
             result.drive_hz,
             operating,
-            result.interaction,
+            result.references.interaction,
             unit,
         )
     ]
@@ -222,7 +222,7 @@ def _surrogate_plot(result: CalibrationResult, path: Path, unit: str) -> Path:
     idx = sf.validation_index.numpy()
     with torch.no_grad():
         pred = sf.model(torch.from_numpy(result.surrogate_settings[idx])).numpy()
-    noise = result.noise.rms_std
+    noise = result.references.noise.rms_std
     return plot_surrogate(
         path,
         result.surrogate_features[idx],

@@ -85,6 +85,21 @@ class BiasSweep:
 
 
 @dataclass
+class ReferenceStage:
+    """Stages 3-4: the reference passes at the operating point and what they give."""
+
+    settings: np.ndarray  # (S, 3)
+    comb: np.ndarray  # (S,) bool: shot is a low-drive comb shot (frequency drift)
+    features: np.ndarray  # (R, S, F)
+    traces_dbm: np.ndarray  # (R, S, P) float64; stored as float32
+    noise: Repeatability
+    sensitivity: np.ndarray  # (B, P, Fq) sensitivity / noise
+    interaction: np.ndarray | None  # (B, P, Fq) drive's effect away from its tone; None: no bins
+    feature_mean: np.ndarray  # (F,) normalisation over the drive grid at the operating bias
+    feature_std: np.ndarray
+
+
+@dataclass
 class CalibrationResult:
     """Everything a calibration measured and derived (what `calibration.store` writes)."""
 
@@ -103,15 +118,7 @@ class CalibrationResult:
     response_bias_a: np.ndarray
     # stage 3/4
     operating: OperatingPoint
-    sensitivity: np.ndarray  # (B, P, Fq)
-    interaction: np.ndarray | None  # (B, P, Fq) drive's effect away from its tone; None: no bins
-    reference_settings: np.ndarray  # (S, 3)
-    comb_reference: np.ndarray  # (S,) bool: shot is a low-drive comb shot (frequency drift)
-    reference_features: np.ndarray  # (R, S, F)
-    reference_traces_dbm: np.ndarray  # (R, S, P)
-    noise: Repeatability
-    feature_mean: np.ndarray
-    feature_std: np.ndarray
+    references: ReferenceStage
     encoding_ranges: dict[str, tuple[float, float]]
     # stage 5
     surrogate: SurrogateFit
@@ -146,21 +153,6 @@ class ResponseGrid:
         """(settings, features) of the grid rows at ``bias_a``."""
         on_bias = (self.settings[:, 2] - bias_a).abs() < 1e-9
         return self.settings[on_bias], self.features[on_bias]
-
-
-@dataclass
-class ReferenceStage:
-    """Stage 4: reference passes at the operating point and what they give."""
-
-    settings: torch.Tensor  # (S, 3)
-    comb: torch.Tensor  # (S,) bool
-    features: np.ndarray  # (R, S, F)
-    traces_dbm: np.ndarray  # (R, S, P)
-    noise: Repeatability
-    sensitivity: np.ndarray  # (B, P, Fq)
-    interaction: np.ndarray | None
-    feature_mean: np.ndarray
-    feature_std: np.ndarray
 
 
 def run_calibration(
@@ -344,8 +336,8 @@ def measure_reference_stage(
     # the default encoding (the bench's whole drive range) would see them at ±50 std.
     last = (len(grid.drive_dbm) - 1, len(grid.drive_hz) - 1)
     mean, std = feature_normalisation(response, b_idx, (0, last[0]), (0, last[1]))
-    comb = refs[:, 1] == COMB_DRIVE_DBM
-    return ReferenceStage(refs, comb, ref_feats, ref_traces, noise, sens, inter, mean, std)
+    comb = (refs[:, 1] == COMB_DRIVE_DBM).numpy()
+    return ReferenceStage(refs.numpy(), comb, ref_feats, ref_traces, noise, sens, inter, mean, std)
 
 
 def fit_surrogate_stage(
@@ -454,15 +446,7 @@ def _stage_fields(
         "drive_dbm": grid.drive_dbm.numpy(),
         "response_bias_a": grid.bias_a,
         "operating": op,
-        "sensitivity": refs.sensitivity,
-        "interaction": refs.interaction,
-        "reference_settings": refs.settings.numpy(),
-        "comb_reference": refs.comb.numpy(),
-        "reference_features": refs.features,
-        "reference_traces_dbm": refs.traces_dbm.astype(np.float32),
-        "noise": refs.noise,
-        "feature_mean": refs.feature_mean,
-        "feature_std": refs.feature_std,
+        "references": refs,
     }
 
 

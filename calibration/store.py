@@ -75,7 +75,7 @@ def summary_of(result: CalibrationResult) -> dict[str, Any]:
         result.operating,
         result.surrogate,
     )
-    noise_db = result.noise.rms_std
+    noise_db = result.references.noise.rms_std
     return CalibrationSummary(
         field_per_ampere_oe_per_a=ff.field_per_ampere_oe_per_a,
         field_per_ampere_std_oe_per_a=ff.field_per_ampere_std_oe_per_a,
@@ -87,7 +87,7 @@ def summary_of(result: CalibrationResult) -> dict[str, Any]:
         mode_spacing_hz=result.mode_spacing_hz,
         noise_floor_dbm=result.bias_sweep.floor_dbm,
         noise_rms_db=noise_db,
-        noise_repeats=result.noise.repeats,
+        noise_repeats=result.references.noise.repeats,
         operating_bias_a=op.bias_a,
         sensitivity_to_noise=op.sensitivity_to_noise,
         sensitivity_by_bias=list(op.sensitivity_by_bias),
@@ -241,7 +241,7 @@ def _write_attributes(h5: h5py.File, result: CalibrationResult, provenance: dict
 def _groups(result: CalibrationResult) -> dict[str, dict[str, Any]]:
     """Group -> dataset -> array of a calibration file (None: not stored)."""
     _, state = surrogate_state(result.surrogate.model)
-    sweep = result.bias_sweep
+    sweep, refs = result.bias_sweep, result.references
     return {
         "bias_sweep": {
             "settings": sweep.settings,
@@ -256,17 +256,17 @@ def _groups(result: CalibrationResult) -> dict[str, dict[str, Any]]:
             "drive_hz": result.drive_hz,
             "drive_dbm": result.drive_dbm,
             "bias_a": result.response_bias_a,
-            "sensitivity": result.sensitivity,
-            "interaction": result.interaction,
+            "sensitivity": refs.sensitivity,
+            "interaction": refs.interaction,
         },
         "reference": {
-            "settings": result.reference_settings,
-            "comb": result.comb_reference,
-            "features": result.reference_features,
-            "traces_dbm": result.reference_traces_dbm,
+            "settings": refs.settings,
+            "comb": refs.comb,
+            "features": refs.features,
+            "traces_dbm": refs.traces_dbm.astype(np.float32),
         },
-        "noise": {"feature_std": result.noise.feature_std},
-        "normalisation": {"mean": result.feature_mean, "std": result.feature_std},
+        "noise": {"feature_std": refs.noise.feature_std},
+        "normalisation": {"mean": refs.feature_mean, "std": refs.feature_std},
         "surrogate": {k: v.numpy() for k, v in state.items()},
         "surrogate_data": {
             "settings": result.surrogate_settings,

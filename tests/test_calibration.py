@@ -106,9 +106,9 @@ def test_loading_api_for_training(with_hysteresis):
     assert (x.grad[:, 2] == 0).all() and (x.grad[:, :2] != 0).any()
     assert cal.reference_settings.shape[1] == 3
     assert cal.baseline_features.shape == (cal.reference_settings.shape[0], f)
-    assert cal.noise_db == pytest.approx(result.noise.rms_std)
+    assert cal.noise_db == pytest.approx(result.references.noise.rms_std)
     assert cal.surrogate_validation_over_noise == pytest.approx(
-        result.surrogate.validation_rmse / result.noise.rms_std
+        result.surrogate.validation_rmse / result.references.noise.rms_std
     )
     z = cal.normalise(torch.as_tensor(result.response_features[0, 0]))
     assert torch.isfinite(z).all()
@@ -166,8 +166,8 @@ def test_surrogate_error_below_twice_the_noise(with_hysteresis, without_hysteres
     for _, result, cal in (with_hysteresis, without_hysteresis):
         fit = result.surrogate
         assert fit.model.grey_box
-        ratio = fit.validation_rmse / result.noise.rms_std
-        assert ratio < 2.0, (fit.validation_rmse, result.noise.rms_std)
+        ratio = fit.validation_rmse / result.references.noise.rms_std
+        assert ratio < 2.0, (fit.validation_rmse, result.references.noise.rms_std)
         assert cal.surrogate_validation_over_noise == pytest.approx(ratio)
         # it also spans the drive grid outside the window (for PAT), less accurately: there
         # the drive locks and pulls the comb; its error there is reported, not hidden
@@ -193,9 +193,9 @@ def test_operating_window_avoids_the_locking_zone(with_hysteresis):
     op = result.operating
     b = index_of(result.response_bias_a, op.bias_a)
     f0, f1 = index_of(result.drive_hz, op.drive_hz[0]), index_of(result.drive_hz, op.drive_hz[1])
-    assert result.interaction is not None
-    assert result.interaction[b, :, f0 : f1 + 1].max() <= INTERACTION_LIMIT
-    assert result.interaction[b].max() > 3 * INTERACTION_LIMIT
+    assert result.references.interaction is not None
+    assert result.references.interaction[b, :, f0 : f1 + 1].max() <= INTERACTION_LIMIT
+    assert result.references.interaction[b].max() > 3 * INTERACTION_LIMIT
 
 
 def test_window_choice_on_a_synthetic_response():
