@@ -1,12 +1,13 @@
 """The records labpgt writes, each defined once, and the one way they become JSON.
 
-A record is a pydantic model: the bench identity, the run metadata (sample, operator,
-notes), the provenance of a checkpoint, the operating point and the summary figures of a
-calibration. Run files (`labpgt.storage`), calibration files (`labpgt.calibration.store`)
-and trainer checkpoints (`labpgt.training.checkpoint`) store them through `to_json` (HDF5
-attributes) or `Record.as_dict` (``torch.save`` of plain values); the layouts are in
-docs/data-format.md. Settings snapshots stay free-form dictionaries (every driver adds its
-own settings) and go through `to_json` too.
+A record is a pydantic model: the run metadata (sample, operator, notes), the provenance
+and the task of a checkpoint, the operating point and the summary figures of a
+calibration; `bench_identity` derives the bench identity from a snapshot. Run files
+(`labpgt.storage`), calibration files (`labpgt.calibration.store`) and trainer checkpoints
+(`labpgt.training.checkpoint`) store them through `to_json` (HDF5 attributes) or
+`Record.as_dict` (``torch.save`` of plain values); the layouts are in docs/data-format.md.
+Settings snapshots stay free-form dictionaries (every driver adds its own settings) and go
+through `to_json` too.
 
 This module sits at the bottom of the package (it imports nothing of labpgt), so every
 layer can use it.
@@ -124,6 +125,18 @@ class Provenance(Record):
     bench: dict[str, Any] | None
     bench_snapshot: dict[str, Any] | None
     calibration_sha256: str | None
+
+
+class TaskRecord(Record):
+    """What every checkpoint keeps of its task (``task``), so `labpgt.load` needs no data:
+    its shape, class names and input standardisation (tensors, stored as they are)."""
+
+    name: str
+    input_dim: int
+    num_classes: int
+    class_names: list[str]
+    input_mean: Any
+    input_std: Any
 
 
 class OperatingRecord(Record):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from labpgt.errors import UserError
-from labpgt.records import Provenance, bench_identity
+from labpgt.records import Provenance, TaskRecord, bench_identity
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -115,14 +115,14 @@ def run_metadata(config: Any, task: Any, reservoir: Any) -> dict[str, Any]:
     standardisation (so `labpgt.load` needs no data), and the run's provenance."""
     snapshot = reservoir.snapshot() if hasattr(reservoir, "snapshot") else None
     return {
-        "task": {
-            "name": task.name,
-            "input_dim": int(task.input_dim),
-            "num_classes": int(task.num_classes),
-            "class_names": [str(c) for c in task.class_names],
-            "input_mean": task.input_mean.detach().clone(),
-            "input_std": task.input_std.detach().clone(),
-        },
+        "task": TaskRecord(
+            name=task.name,
+            input_dim=int(task.input_dim),
+            num_classes=int(task.num_classes),
+            class_names=[str(c) for c in task.class_names],
+            input_mean=task.input_mean.detach().clone(),
+            input_std=task.input_std.detach().clone(),
+        ).as_dict(),
         "provenance": Provenance(
             git_commit=git_commit(),
             bench=bench_identity(snapshot),
