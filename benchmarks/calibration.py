@@ -29,14 +29,12 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).pa
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from labpgt.calibration.analysis import choose_operating_point  # noqa: E402
-from labpgt.calibration.plan import CalibrationPlan  # noqa: E402
-from labpgt.calibration.run import (  # noqa: E402
-    CalibrationResult,
+from labpgt.calibration.plan import (  # noqa: E402
+    CalibrationPlan,
     encoding_ranges,
-    line_geometry,
-    run_calibration,
     surrogate_sample,
 )
+from labpgt.calibration.run import CalibrationResult, line_geometry, run_calibration  # noqa: E402
 from labpgt.calibration.surrogate import SurrogateConfig, fit_surrogate  # noqa: E402
 
 from labpgt.embedded import embedded_bench  # noqa: E402
@@ -61,7 +59,9 @@ def _load() -> str:
 def ablations(res, r: CalibrationResult, seed: int) -> list[tuple[str, int, float, float]]:
     """(what, rows, held-out error dB, seconds to fit) on the default calibration's bench."""
     cfg = SurrogateConfig(seed=seed)
-    geo = line_geometry(res, r.frequency_hz, r.bias_traces_dbm.astype(np.float64), r.floor_dbm)
+    sweep = r.bias_sweep
+    stored = sweep.traces_dbm.astype(np.float32).astype(np.float64)  # as the file holds them
+    geo = line_geometry(res, r.frequency_hz, stored, sweep.floor_dbm)
     out = []
 
     def fit(label: str, s: torch.Tensor, y: torch.Tensor, ranges: torch.Tensor, g) -> None:
@@ -76,9 +76,9 @@ def ablations(res, r: CalibrationResult, seed: int) -> list[tuple[str, int, floa
     fit("calm window only (no grid rows), grey-box", s, y, rng, geo)
     fit("calm window only (no grid rows), plain MLP", s, y, rng, None)
     # the window sensitivity alone picks (inside the locking zone), 300 random shots there
-    op = choose_operating_point(
-        r.response_features, r.noise.feature_std, r.response_bias_a, r.drive_dbm, r.drive_hz
-    )
+    noise = r.references.noise.feature_std
+    axes = (r.response_bias_a, r.drive_dbm, r.drive_hz)
+    op = choose_operating_point(r.response_features, noise, *axes)
     enc = encoding_ranges(op, r.response_bias_a)
     s = surrogate_sample(enc, r.plan.surrogate_points, seed=seed)
     y = PerturbationScheduler(res).run(s).to(torch.float64)
@@ -136,13 +136,13 @@ def main() -> None:
                 r.instrument_time_s,
                 wall,
                 r.surrogate.validation_rmse,
-                r.noise.rms_std,
+                r.references.noise.rms_std,
                 r.surrogate.context_validation_rmse,
                 _load(),
             )
         )
         if name == "default":
-            op = r.operating
+            op, sweep = r.operating, r.bias_sweep
             lines.append("default grid, per stage (instrument time, s):")
             for stage, s in r.stage_instrument_s.items():
                 lines.append(f"  {stage:<18} {s:8.2f} s")
@@ -152,9 +152,9 @@ def main() -> None:
                 f"{_load()}"
             )
             lines.append(
-                f"  field per ampere {r.field_fit.field_per_ampere_oe_per_a:.2f} Oe/A "
-                f"(truth 150), hysteresis {r.hysteresis.offset_oe:+.2f} Oe, mode spacing "
-                f"{r.mode_spacing_hz / 1e6:.3f} MHz, noise {r.noise.rms_std:.3f} dB"
+                f"  field per ampere {sweep.field_fit.field_per_ampere_oe_per_a:.2f} Oe/A "
+                f"(truth 150), hysteresis {sweep.hysteresis.offset_oe:+.2f} Oe, mode spacing "
+                f"{r.mode_spacing_hz / 1e6:.3f} MHz, noise {r.references.noise.rms_std:.3f} dB"
             )
             lines.append(
                 f"  operating window: bias {op.bias_a:.3f} A, drive "

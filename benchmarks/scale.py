@@ -57,7 +57,7 @@ def study_throughput(root: Path, queries: int = STUDY_QUERIES) -> None:
 
     import ray
 
-    from labpgt.cli.commands.train import run_training  # noqa: F401  (imported, not timed)
+    from labpgt.runner import run_training  # noqa: F401  (imported, not timed)
     from labpgt.study_ray import RayRunner
 
     short = short_study()

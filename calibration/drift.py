@@ -11,7 +11,7 @@ Two figures, each with its own tolerance:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -20,9 +20,18 @@ from labpgt.calibration.spectra import comb_centroid_hz, trace_shift_hz
 from labpgt.errors import MeasurementError, UserError
 
 if TYPE_CHECKING:
-    from labpgt.calibration.store import Calibration
-
     from labpgt.reservoir import PhysicalReservoir
+
+
+class Baseline(Protocol):
+    """What a drift check needs of a calibration (`calibration.store.Calibration` is one):
+    drift sits below the store, which calls it, and never imports it."""
+
+    operating_bias_a: float
+
+    def check_compatible(self, reservoir: PhysicalReservoir) -> None: ...
+
+    def read_reference(self) -> dict[str, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -114,7 +123,7 @@ def compare(
 
 def check_drift(
     reservoir: PhysicalReservoir,
-    calibration: Calibration,
+    calibration: Baseline,
     *,
     tolerance_mhz: float = 1.0,
     tolerance_db: float = 1.0,
@@ -130,15 +139,14 @@ def check_drift(
     the change of the strongest trace point, dBm. Works mid-training: the reservoir's
     ``keep_traces`` is restored afterwards.
     """
-    from labpgt.calibration.run import PRESET_DROP_A, measure_references
-    from labpgt.calibration.store import read_reference
+    from labpgt.calibration.measure import PRESET_DROP_A, measure_references
 
     from labpgt.scheduler import PerturbationScheduler
 
     if tolerance_mhz <= 0 or tolerance_db <= 0:
         raise UserError("--tolerance-mhz and --tolerance-db must be > 0")
     calibration.check_compatible(reservoir)
-    stored = read_reference(calibration.path)
+    stored = calibration.read_reference()
     n = int(repeats or stored["features"].shape[0])
     low = max(reservoir.bounds.bias_a[0], calibration.operating_bias_a - PRESET_DROP_A)
     sched = PerturbationScheduler(reservoir, retries=2)

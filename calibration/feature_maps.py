@@ -27,13 +27,13 @@ and with none qualifying the smoothest of all.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
 from labpgt.errors import UserError
 from labpgt.features import FeatureExtractor, FeatureSpec
+from labpgt.records import Record
 
 CANDIDATES: tuple[FeatureSpec, ...] = (
     FeatureSpec(kind="kernel", bins=16, kernel_width=0.5),
@@ -50,8 +50,7 @@ SMOOTHNESS_MIN = 0.8
 SNR_MIN_DB = 10.0
 
 
-@dataclass
-class MapAssessment:
+class MapAssessment(Record):
     """The measured figures of one feature map (see the module docstring)."""
 
     spec: dict[str, Any]
@@ -61,9 +60,6 @@ class MapAssessment:
     rank: int
     diversity: float
     features: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def plan_settings(

@@ -1,15 +1,19 @@
 """What a calibration measures: the sweeps, as plain (N, 3) settings tensors.
 
-The plan only says *what* to measure; `calibration.run` decides *how* (through
-the PerturbationScheduler). Settings rows are ``[drive_hz, drive_dbm, bias_a]``.
+The plan only says *what* to measure; `calibration.measure` measures it (through the
+PerturbationScheduler) and `calibration.run` composes the stages. The later stages are
+planned from earlier results (reference settings and surrogate shots from the operating
+point). Settings rows are ``[drive_hz, drive_dbm, bias_a]``.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from labpgt.calibration.analysis import OperatingPoint
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from labpgt.setting_bounds import SettingBounds
+from labpgt.setting_bounds import SETTING_NAMES, SettingBounds
 
 
 class CalibrationPlan(BaseModel):
@@ -133,3 +137,57 @@ class CalibrationPlan(BaseModel):
         lo_p = min(self.drive_dbm[0], self.bias_sweep_drive_dbm)
         hi_p = max(self.drive_dbm[1], self.bias_sweep_drive_dbm)
         return torch.tensor([list(self.drive_hz), [lo_p, hi_p], [lo_b, hi_b]], dtype=torch.float64)
+
+
+# -- the stages planned from earlier results -----------------------------------------------
+COMB_DRIVE_DBM = -40.0
+"""Drive power of the comb reference shots, dBm: too weak to lock or pull the comb."""
+
+
+def reference_settings_for(op: OperatingPoint, plan: CalibrationPlan) -> torch.Tensor:
+    """(S, 3) reference settings: two low-drive comb shots, then drive points in the window.
+
+    All at the operating bias. The comb shots (drive at the ends of the drive range, at
+    `COMB_DRIVE_DBM`) show the free-running comb for the frequency drift; the others
+    (``reference_points`` drive frequencies across the operating window, at the middle of
+    its power range) give the level drift and the shot-to-shot noise training will see.
+    """
+    b = op.bias_a
+    rows = [
+        [plan.drive_hz[0], COMB_DRIVE_DBM, b],
+        [plan.drive_hz[1], COMB_DRIVE_DBM, b],
+    ]
+    p_mid = 0.5 * (op.drive_dbm[0] + op.drive_dbm[1])
+    n = plan.reference_points
+    for f in (
+        np.linspace(op.drive_hz[0], op.drive_hz[1], n + 2)[1:-1]
+        if n > 1
+        else [0.5 * (op.drive_hz[0] + op.drive_hz[1])]
+    ):
+        rows.append([float(f), float(np.round(p_mid, 2)), b])
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def encoding_ranges(op: OperatingPoint, bias_axis: np.ndarray) -> dict[str, tuple[float, float]]:
+    """Recommended encoding ranges: the drive window, at the operating bias.
+
+    The bias is held at the operating point: one response-grid step of bias moves the comb
+    by several feature bins (≈ 4.3 MHz per 0.01 A near 1.8 A), so neither the window's
+    calm (no locking) nor the surrogate carries over to a neighbouring bias.
+    """
+    return {
+        "drive_hz": (float(op.drive_hz[0]), float(op.drive_hz[1])),
+        "drive_dbm": (float(op.drive_dbm[0]), float(op.drive_dbm[1])),
+        "bias_a": (float(op.bias_a), float(op.bias_a)),
+    }
+
+
+def surrogate_sample(
+    ranges: dict[str, tuple[float, float]], points: int, *, seed: int = 0
+) -> torch.Tensor:
+    """(points, 3) settings drawn uniformly (seeded) inside the encoding ranges."""
+    gen = torch.Generator().manual_seed(int(seed))
+    u = torch.rand(points, len(SETTING_NAMES), generator=gen, dtype=torch.float64)
+    lo = torch.tensor([ranges[n][0] for n in SETTING_NAMES], dtype=torch.float64)
+    hi = torch.tensor([ranges[n][1] for n in SETTING_NAMES], dtype=torch.float64)
+    return lo + u * (hi - lo)

@@ -42,12 +42,17 @@ def find_lines(
     inner = (idx > 0) & (idx < len(y) - 1)
     offset = np.zeros(idx.shape)
     i = idx[inner]
-    a, b, c = y[i - 1], y[i], y[i + 1]
-    denom = a - 2 * b + c
-    with np.errstate(divide="ignore", invalid="ignore"):
-        off = np.where(denom < 0, 0.5 * (a - c) / denom, 0.0)
-    offset[inner] = np.clip(off, -0.5, 0.5)
+    offset[inner] = parabola_vertex(y[i - 1], y[i], y[i + 1])
     return f[idx] + offset * df, y[idx]
+
+
+def parabola_vertex(left: np.ndarray, centre: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Where the parabola through three equally spaced points peaks, in units of their
+    spacing from the centre point, within ±0.5; 0 where the points do not curve down."""
+    denom = left - 2 * centre + right
+    with np.errstate(divide="ignore", invalid="ignore"):
+        off = np.where(denom < 0, 0.5 * (left - right) / denom, 0.0)
+    return np.clip(off, -0.5, 0.5)
 
 
 def comb_centroid_hz(
@@ -99,10 +104,7 @@ def trace_shift_hz(
     k = int(np.argmax(corr))
     frac = 0.0
     if 0 < k < len(corr) - 1:
-        c0, c1, c2 = corr[k - 1], corr[k], corr[k + 1]
-        denom = c0 - 2 * c1 + c2
-        if denom < 0:
-            frac = float(np.clip(0.5 * (c0 - c2) / denom, -0.5, 0.5))
+        frac = float(parabola_vertex(corr[k - 1], corr[k], corr[k + 1]))
     return float((lags[k] + frac) * df)
 
 

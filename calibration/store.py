@@ -46,8 +46,17 @@ from labpgt.calibration.surrogate import RingSurrogate, build_surrogate, surroga
 
 from labpgt.errors import UserError
 from labpgt.features import FeatureSpec
+from labpgt.records import (
+    CALIBRATION_FORMAT,
+    LABPGT_VERSION,
+    CalibrationSummary,
+    OperatingRecord,
+    RunMetadata,
+    instrument_identities,
+    to_json,
+)
 from labpgt.setting_bounds import SETTING_NAMES
-from labpgt.storage import RunMetadata, nx_data, nx_group, text_dataset, write_metadata
+from labpgt.storage import nx_data, nx_group, text_dataset, write_metadata
 
 if TYPE_CHECKING:
     from labpgt.calibration.drift import DriftReport
@@ -55,60 +64,49 @@ if TYPE_CHECKING:
 
     from labpgt.reservoir import PhysicalReservoir
 
-FORMAT = "labpgt-calibration/1"
-"""Bumped (…/2) whenever the layout or the meaning of a stored figure changes; files of another
-format are refused."""
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, default=_default)
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (np.ndarray, torch.Tensor)):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)
+FORMAT = CALIBRATION_FORMAT
 
 
 def summary_of(result: CalibrationResult) -> dict[str, Any]:
-    """Every scalar figure of a calibration, units in the keys."""
-    ff, hy, op, sf = result.field_fit, result.hysteresis, result.operating, result.surrogate
-    noise_db = result.noise.rms_std
-    return {
-        "field_per_ampere_oe_per_a": ff.field_per_ampere_oe_per_a,
-        "field_per_ampere_std_oe_per_a": ff.field_per_ampere_std_oe_per_a,
-        "field_fit_rms_residual_hz": ff.rms_residual_hz,
-        "hysteresis_offset_oe": hy.offset_oe,
-        "hysteresis_offset_std_oe": hy.offset_std_oe,
-        "hysteresis_detected": hy.detected,
-        "hysteresis_threshold_oe": hy.threshold_oe,
-        "mode_spacing_hz": result.mode_spacing_hz,
-        "noise_floor_dbm": result.floor_dbm,
-        "noise_rms_db": noise_db,
-        "noise_repeats": result.noise.repeats,
-        "operating_bias_a": op.bias_a,
-        "sensitivity_to_noise": op.sensitivity_to_noise,
-        "sensitivity_by_bias": list(op.sensitivity_by_bias),
-        "surrogate_validation_db": sf.validation_rmse,
-        "surrogate_train_db": sf.train_rmse,
-        "surrogate_validation_over_noise": sf.validation_rmse / max(noise_db, 1e-12),
-        "surrogate_rows_train": sf.n_train,
-        "surrogate_rows_validation": sf.n_validation,
-        "surrogate_grid_validation_db": sf.context_validation_rmse,
-        "surrogate_grid_validation_over_noise": sf.context_validation_rmse / max(noise_db, 1e-12),
-        "surrogate_grey_box": sf.model.grey_box,
-        "surrogate_kind": getattr(sf.model, "kind", "grey-box" if sf.model.grey_box else "mlp"),
-        "surrogate_line_sigma_hz": sf.model.line_sigma_hz(),
-        "line_sigma_hz": result.line_sigma_hz,
-        "shots": result.shots,
-        "instrument_time_s": result.instrument_time_s,
-        "wall_s": result.wall_s,
-        "stage_instrument_s": result.stage_instrument_s,
-    }
+    """Every scalar figure of a calibration, units in the keys (`CalibrationSummary`)."""
+    ff, hy, op, sf = (
+        result.bias_sweep.field_fit,
+        result.bias_sweep.hysteresis,
+        result.operating,
+        result.surrogate,
+    )
+    noise_db = result.references.noise.rms_std
+    return CalibrationSummary(
+        field_per_ampere_oe_per_a=ff.field_per_ampere_oe_per_a,
+        field_per_ampere_std_oe_per_a=ff.field_per_ampere_std_oe_per_a,
+        field_fit_rms_residual_hz=ff.rms_residual_hz,
+        hysteresis_offset_oe=hy.offset_oe,
+        hysteresis_offset_std_oe=hy.offset_std_oe,
+        hysteresis_detected=hy.detected,
+        hysteresis_threshold_oe=hy.threshold_oe,
+        mode_spacing_hz=result.mode_spacing_hz,
+        noise_floor_dbm=result.bias_sweep.floor_dbm,
+        noise_rms_db=noise_db,
+        noise_repeats=result.references.noise.repeats,
+        operating_bias_a=op.bias_a,
+        sensitivity_to_noise=op.sensitivity_to_noise,
+        sensitivity_by_bias=list(op.sensitivity_by_bias),
+        surrogate_validation_db=sf.validation_rmse,
+        surrogate_train_db=sf.train_rmse,
+        surrogate_validation_over_noise=sf.validation_rmse / max(noise_db, 1e-12),
+        surrogate_rows_train=sf.n_train,
+        surrogate_rows_validation=sf.n_validation,
+        surrogate_grid_validation_db=sf.context_validation_rmse,
+        surrogate_grid_validation_over_noise=sf.context_validation_rmse / max(noise_db, 1e-12),
+        surrogate_grey_box=sf.model.grey_box,
+        surrogate_kind=getattr(sf.model, "kind", "grey-box" if sf.model.grey_box else "mlp"),
+        surrogate_line_sigma_hz=sf.model.line_sigma_hz(),
+        line_sigma_hz=result.line_sigma_hz,
+        shots=result.shots,
+        instrument_time_s=result.instrument_time_s,
+        wall_s=result.wall_s,
+        stage_instrument_s=result.stage_instrument_s,
+    ).as_dict()
 
 
 _UNITS = {
@@ -168,7 +166,7 @@ def _annotate(h5: h5py.File, feature_names: list[str], metadata: RunMetadata) ->
     h5.attrs["default"] = "entry"
     entry = nx_group(h5, "entry", "NXentry")
     entry.attrs["default"] = "bias_sweep"
-    entry.attrs["metadata"] = _json(metadata.as_dict())
+    entry.attrs["metadata"] = metadata.to_json()
     text_dataset(entry, "program_name", "labpgt").attrs["version"] = str(h5.attrs["labpgt_version"])
     text_dataset(entry, "start_time", str(h5.attrs["created_utc"]))
     text_dataset(entry, "title", "labpgt calibrate: bias sweep, up then down")
@@ -194,8 +192,6 @@ def save_calibration(
     metadata: RunMetadata | None = None,
 ) -> Path:
     """Write ``result`` to a new HDF5 file (refuses to overwrite)."""
-    from labpgt import __version__
-
     path = Path(path)
     if path.exists():
         raise UserError(f"--out {path} already exists: choose another file or delete it")
@@ -205,65 +201,79 @@ def save_calibration(
         raise UserError(f"--out: cannot create {path}: {exc}") from None
     try:
         with h5:
-            a = h5.attrs
-            a["format"] = FORMAT
-            a["created_utc"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-            a["labpgt_version"] = __version__
-            a["snapshot"] = _json({**result.snapshot, "provenance": provenance or {}})
-            a["plan"] = result.plan.model_dump_json()
-            a["feature_spec"] = _json(result.snapshot.get("features", {}))
-            a["feature_names"] = _json(result.feature_names)
-            a["setting_names"] = _json(list(SETTING_NAMES))
-            a["summary"] = _json(summary_of(result))
-            op = result.operating
-            a["operating"] = _json(
-                {
-                    "bias_a": op.bias_a,
-                    "drive_hz": list(op.drive_hz),
-                    "drive_dbm": list(op.drive_dbm),
-                    "sensitivity_to_noise": op.sensitivity_to_noise,
-                }
-            )
-            a["encoding_ranges"] = _json({k: list(v) for k, v in result.encoding_ranges.items()})
+            _write_attributes(h5, result, provenance or {})
             h5["frequency_hz"] = result.frequency_hz
-            g = h5.create_group("bias_sweep")
-            g["settings"] = result.bias_settings
-            g["traces_dbm"] = result.bias_traces_dbm
-            g["leg"] = result.bias_leg
-            g["comb_hz"] = result.comb_hz
-            g["spacing_hz"] = result.spacing_by_bias_hz
-            g = h5.create_group("response")
-            g["settings"] = result.response_settings
-            g["features"] = result.response_features
-            g["drive_hz"] = result.drive_hz
-            g["drive_dbm"] = result.drive_dbm
-            g["bias_a"] = result.response_bias_a
-            g["sensitivity"] = result.sensitivity
-            if result.interaction is not None:
-                g["interaction"] = result.interaction
-            g = h5.create_group("reference")
-            g["settings"] = result.reference_settings
-            g["comb"] = result.comb_reference
-            g["features"] = result.reference_features
-            g["traces_dbm"] = result.reference_traces_dbm
-            h5.create_group("noise")["feature_std"] = result.noise.feature_std
-            g = h5.create_group("normalisation")
-            g["mean"] = result.feature_mean
-            g["std"] = result.feature_std
-            arch, state = surrogate_state(result.surrogate.model)
-            a["surrogate_architecture"] = _json(arch)
-            g = h5.create_group("surrogate")
-            for k, v in state.items():
-                g[k] = v.numpy()
-            g = h5.create_group("surrogate_data")
-            g["settings"] = result.surrogate_settings
-            g["features"] = result.surrogate_features
-            g["validation_index"] = result.surrogate.validation_index.numpy()
+            for group, datasets in _groups(result).items():
+                g = h5.create_group(group)
+                for name, value in datasets.items():
+                    if value is not None:
+                        g[name] = value
             _annotate(h5, list(result.feature_names), metadata or RunMetadata())
     except BaseException:
         path.unlink(missing_ok=True)
         raise
     return path
+
+
+def _write_attributes(h5: h5py.File, result: CalibrationResult, provenance: dict) -> None:
+    """The root attributes: format, provenance, plan, features, figures (JSON)."""
+    a = h5.attrs
+    a["format"] = FORMAT
+    a["created_utc"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    a["labpgt_version"] = LABPGT_VERSION
+    a["snapshot"] = to_json({**result.snapshot, "provenance": provenance})
+    a["plan"] = result.plan.model_dump_json()
+    a["feature_spec"] = to_json(result.snapshot.get("features", {}))
+    a["feature_names"] = to_json(result.feature_names)
+    a["setting_names"] = to_json(list(SETTING_NAMES))
+    a["summary"] = to_json(summary_of(result))
+    op = result.operating
+    a["operating"] = OperatingRecord(
+        bias_a=op.bias_a,
+        drive_hz=list(op.drive_hz),
+        drive_dbm=list(op.drive_dbm),
+        sensitivity_to_noise=op.sensitivity_to_noise,
+    ).to_json()
+    a["encoding_ranges"] = to_json({k: list(v) for k, v in result.encoding_ranges.items()})
+    a["surrogate_architecture"] = to_json(surrogate_state(result.surrogate.model)[0])
+
+
+def _groups(result: CalibrationResult) -> dict[str, dict[str, Any]]:
+    """Group -> dataset -> array of a calibration file (None: not stored)."""
+    _, state = surrogate_state(result.surrogate.model)
+    sweep, refs = result.bias_sweep, result.references
+    return {
+        "bias_sweep": {
+            "settings": sweep.settings,
+            "traces_dbm": sweep.traces_dbm.astype(np.float32),
+            "leg": sweep.leg,
+            "comb_hz": sweep.comb_hz,
+            "spacing_hz": sweep.spacing_hz,
+        },
+        "response": {
+            "settings": result.response_settings,
+            "features": result.response_features,
+            "drive_hz": result.drive_hz,
+            "drive_dbm": result.drive_dbm,
+            "bias_a": result.response_bias_a,
+            "sensitivity": refs.sensitivity,
+            "interaction": refs.interaction,
+        },
+        "reference": {
+            "settings": refs.settings,
+            "comb": refs.comb,
+            "features": refs.features,
+            "traces_dbm": refs.traces_dbm.astype(np.float32),
+        },
+        "noise": {"feature_std": refs.noise.feature_std},
+        "normalisation": {"mean": refs.feature_mean, "std": refs.feature_std},
+        "surrogate": {k: v.numpy() for k, v in state.items()},
+        "surrogate_data": {
+            "settings": result.surrogate_settings,
+            "features": result.surrogate_features,
+            "validation_index": result.surrogate.validation_index.numpy(),
+        },
+    }
 
 
 @dataclass
@@ -358,16 +368,9 @@ class Calibration:
             reservoir, self, tolerance_mhz=tolerance_mhz, tolerance_db=tolerance_db, repeats=repeats
         )
 
-
-def _identities(snapshot: dict[str, Any]) -> dict[str, Any] | None:
-    bench = snapshot.get("bench")
-    if not isinstance(bench, dict):
-        return None
-    return {
-        role: bench[role].get("identity")
-        for role in ("generator", "analyzer", "supply")
-        if isinstance(bench.get(role), dict)
-    }
+    def read_reference(self) -> dict[str, np.ndarray]:
+        """The stored reference shots (see `read_reference`): a drift check's baseline."""
+        return read_reference(self.path)
 
 
 def check_same_bench(stored: dict[str, Any], current: dict[str, Any], path: Path | str) -> None:
@@ -377,7 +380,7 @@ def check_same_bench(stored: dict[str, Any], current: dict[str, Any], path: Path
             f"{path} calibrated a {stored.get('reservoir')!r} reservoir, this is a "
             f"{current.get('reservoir')!r} one: recalibrate on this bench"
         )
-    a, b = _identities(stored), _identities(current)
+    a, b = instrument_identities(stored), instrument_identities(current)
     if a != b:
         diff = [
             f"{role}: file {(a or {}).get(role)} vs bench {(b or {}).get(role)}"
@@ -417,7 +420,7 @@ def load_calibration(path: str | Path) -> Calibration:
             k: (float(v[0]), float(v[1])) for k, v in json.loads(a["encoding_ranges"]).items()
         }
         state = {k: torch.from_numpy(np.asarray(v[...])) for k, v in h5["surrogate"].items()}
-        model = build_surrogate(json.loads(a["surrogate_architecture"]), state)
+        model = _rebuild_surrogate(json.loads(a["surrogate_architecture"]), state)
         ref_feats = torch.from_numpy(h5["reference/features"][...]).to(torch.float64)
         noise_std = torch.from_numpy(h5["noise/feature_std"][...]).to(torch.float64)
         return Calibration(
@@ -446,6 +449,26 @@ def load_calibration(path: str | Path) -> Calibration:
             summary=summary,
             plan=json.loads(a["plan"]),
         )
+
+
+def _rebuild_surrogate(architecture: dict[str, Any], state: dict[str, torch.Tensor]) -> Any:
+    """The stored surrogate: a twin (`calibration.twin`, loaded only for one) or the
+    grey-box/MLP (`calibration.surrogate`)."""
+    if architecture.get("kind") == "twin":
+        from labpgt.calibration.twin import build_twin
+
+        return build_twin(architecture, state)
+    return build_surrogate(architecture, state)
+
+
+def _rebuild_surrogate(architecture: dict[str, Any], state: dict[str, torch.Tensor]) -> Any:
+    """The stored surrogate: a twin (`calibration.twin`, loaded only for one) or the
+    grey-box/MLP (`calibration.surrogate`)."""
+    if architecture.get("kind") == "twin":
+        from labpgt.calibration.twin import build_twin
+
+        return build_twin(architecture, state)
+    return build_surrogate(architecture, state)
 
 
 def read_reference(path: str | Path) -> dict[str, np.ndarray]:

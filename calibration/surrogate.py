@@ -246,6 +246,17 @@ def fit_surrogate(
         torch.set_num_threads(threads)
 
 
+def holdout_split(
+    n: int, fraction: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(held-out rows, the other rows) of ``n`` rows: a random ``fraction`` of them (at
+    least one) held out, drawn from ``generator``. Both surrogate kinds split with it, so
+    they report their errors on the same shots."""
+    perm = torch.randperm(n, generator=generator)
+    n_val = max(1, int(round(fraction * n)))
+    return perm[:n_val], perm[n_val:]
+
+
 def _fit(
     settings: torch.Tensor,
     features: torch.Tensor,
@@ -261,9 +272,7 @@ def _fit(
     if n < 10:
         raise ValueError(f"need at least 10 measured settings to fit a surrogate, got {n}")
     gen = torch.Generator().manual_seed(cfg.seed)
-    perm = torch.randperm(n, generator=gen)
-    n_val = max(1, int(round(cfg.validation_fraction * n)))
-    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    val_idx, train_idx = holdout_split(n, cfg.validation_fraction, gen)
     # A slice of the training rows chooses the stopping point, never the reported rows.
     n_sel = max(1, len(train_idx) // 8)
     sel_idx, fit_idx = train_idx[:n_sel], train_idx[n_sel:]
@@ -271,16 +280,31 @@ def _fit(
     ctx_x = ctx_y = ctx_val = None
     if context is not None and context[0].shape[0] >= 2:
         ctx_x, ctx_y = context[0].to(torch.float64), context[1].to(torch.float64)
-        m = ctx_x.shape[0]
-        ctx_perm = torch.randperm(m, generator=gen)
-        m_val = max(1, int(round(cfg.validation_fraction * m)))
-        ctx_val, ctx_fit = ctx_perm[:m_val], ctx_perm[m_val:]
+        ctx_val, ctx_fit = holdout_split(ctx_x.shape[0], cfg.validation_fraction, gen)
         x_fit = torch.cat([x_fit, ctx_x[ctx_fit]])
         y_fit = torch.cat([y_fit, ctx_y[ctx_fit]])
-
     torch.manual_seed(cfg.seed)
+    model = _scaled_model(features.shape[1], cfg, geometry, ranges, y_fit)
+    _train(model, x_fit, y_fit, settings[sel_idx], features[sel_idx], cfg, progress)
+    with torch.no_grad():
+        val = _rmse(model(settings[val_idx]), features[val_idx])
+        train = _rmse(model(settings[train_idx]), features[train_idx])
+        ctx_err = float("nan")
+        if ctx_val is not None:
+            ctx_err = _rmse(model(ctx_x[ctx_val]), ctx_y[ctx_val])
+    return SurrogateFit(model, val, train, len(train_idx), len(val_idx), val_idx, ctx_err, ctx_val)
+
+
+def _scaled_model(
+    feature_dim: int,
+    cfg: SurrogateConfig,
+    geometry: LineGeometry | None,
+    ranges: torch.Tensor,
+    y_fit: torch.Tensor,
+) -> RingSurrogate:
+    """A fresh surrogate with its input scaling (``ranges``) and feature standardisation."""
     points = 0 if geometry is None else geometry.frequency_hz.numel()
-    model = RingSurrogate(features.shape[1], cfg.hidden, cfg.layers, points)
+    model = RingSurrogate(feature_dim, cfg.hidden, cfg.layers, points)
     if geometry is not None:
         model.set_geometry(geometry)
     ranges = ranges.to(torch.float64)
@@ -295,7 +319,20 @@ def _fit(
     model.input_half_width.copy_(half)
     model.feature_mean.copy_(y_fit.mean(dim=0))
     model.feature_std.copy_(y_fit.std(dim=0).clamp_min(1e-6))
+    return model
 
+
+def _train(
+    model: RingSurrogate,
+    x_fit: torch.Tensor,
+    y_fit: torch.Tensor,
+    x_sel: torch.Tensor,
+    y_sel: torch.Tensor,
+    cfg: SurrogateConfig,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """AdamW with a cosine schedule; keeps (loads) the state with the lowest error on the
+    selection rows (x_sel, y_sel) seen at the checks, then eval mode."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps)
     best_err, best_state = math.inf, None
@@ -310,7 +347,7 @@ def _fit(
         sched.step()
         if step % check_every == check_every - 1 or step == cfg.steps - 1:
             with torch.no_grad():
-                err = _rmse(model(settings[sel_idx]), features[sel_idx])
+                err = _rmse(model(x_sel), y_sel)
             if err < best_err:
                 best_err = err
                 best_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -319,13 +356,6 @@ def _fit(
     assert best_state is not None
     model.load_state_dict(best_state)
     model.eval()
-    with torch.no_grad():
-        val = _rmse(model(settings[val_idx]), features[val_idx])
-        train = _rmse(model(settings[train_idx]), features[train_idx])
-        ctx_err = float("nan")
-        if ctx_val is not None:
-            ctx_err = _rmse(model(ctx_x[ctx_val]), ctx_y[ctx_val])
-    return SurrogateFit(model, val, train, len(train_idx), n_val, val_idx, ctx_err, ctx_val)
 
 
 def _rmse(pred: torch.Tensor, target: torch.Tensor) -> float:
@@ -338,14 +368,8 @@ def surrogate_state(model: nn.Module) -> tuple[dict[str, Any], dict[str, torch.T
 
 
 def build_surrogate(architecture: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
-    """Rebuild a stored surrogate (inverse of `surrogate_state`; plain MLP for older files).
-
-    A twin (``architecture["kind"] == "twin"``) is rebuilt by `calibration.twin.build_twin`.
-    """
-    if architecture.get("kind") == "twin":
-        from labpgt.calibration.twin import build_twin
-
-        return build_twin(architecture, state)
+    """Rebuild a stored grey-box or MLP surrogate (inverse of `surrogate_state`; plain MLP
+    for older files). A twin is rebuilt by `calibration.twin.build_twin`."""
     model = RingSurrogate(
         int(architecture["feature_dim"]),
         int(architecture["hidden"]),

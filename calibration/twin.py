@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from labpgt.calibration.surrogate import holdout_split
 from labpgt.sim.grid import AnalyzerGrid
 from labpgt.sim.params import RingParams
 from labpgt.sim.ring import RingModel
@@ -248,10 +249,8 @@ def fit_twin(
     t0 = time.perf_counter()
     try:
         x, y = settings.to(torch.float64), features.to(torch.float64)
-        n = x.shape[0]
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        n_val = max(1, int(round(validation_fraction * n)))
-        val_idx, train_idx = perm[:n_val], perm[n_val:]
+        gen = torch.Generator().manual_seed(seed)
+        val_idx, train_idx = holdout_split(x.shape[0], validation_fraction, gen)
         xt, yt = x[train_idx], y[train_idx]
         model = TwinSurrogate(start, grid, spec)
         err, f = _scan_field(model, xt, yt, None)
@@ -260,64 +259,75 @@ def fit_twin(
         # Search on a subset of the training rows (speed); polish on all of them.
         xs, ys = xt[:search_rows], yt[:search_rows]
         for r in range(rounds):
-            for name, (lo, hi, points, how) in SEARCHED.items():
-                base = float(getattr(model.ring_params, name))
-                length = name == "propagation_length_m"
-                if length and r > 0:  # second round: a finer grid around the first's value
-                    lo, hi, points = 0.99, 1.01, 9
-                ranked = [(err, model)]
-                for v in torch.linspace(lo, hi, points, dtype=torch.float64).tolist():
-                    value = base * v if how == "scale" else base + v
-                    try:
-                        cand = model.with_params(**{name: value})
-                    except ValueError:
-                        continue
-                    # The propagation length moves the whole comb: scan the field afresh,
-                    # and polish every candidate (the offsets change the ranking).
-                    centre = None if length else float(model.offsets.detach()[0])
-                    e, f = _scan_field(cand, xs, ys, centre)
-                    if length:
-                        e, f = _scan_field(cand, xs, ys, f, half=0.25, step=0.05)
-                    with torch.no_grad():
-                        cand.offsets[0] = f
-                    if length:
-                        e = min(e, _adam(cand, xs, ys, polish_steps))
-                    ranked.append((e, cand))
-                ranked.sort(key=lambda c: c[0])
-                best = (math.inf, model)
-                for e, cand in ranked[:polish]:
-                    e = _adam(cand, xt, yt, polish_steps)
-                    if e < best[0]:
-                        best = (e, cand)
-                err, model = best
+            for name in SEARCHED:
+                ranked = [(err, model), *_candidates(model, name, r, xs, ys, polish_steps)]
+                err, model = _polish_best(ranked, polish, xt, yt, polish_steps)
         _adam(model, xt, yt, adam_steps)
         model.eval()
         val = _rmse(model, x[val_idx], y[val_idx], model.offsets.detach())
         train = _rmse(model, xt, yt, model.offsets.detach())
         ctx_err, ctx_val = float("nan"), None
         if context is not None and context[0].shape[0] >= 2:
-            # the same draws as fit_surrogate's context split (after the main permutation)
-            gen = torch.Generator().manual_seed(seed)
-            torch.randperm(n, generator=gen)
-            m = context[0].shape[0]
-            ctx_perm = torch.randperm(m, generator=gen)
-            ctx_val = ctx_perm[: max(1, int(round(validation_fraction * m)))]
-            ctx_err = _rmse(
-                model,
-                context[0].to(torch.float64)[ctx_val],
-                context[1].to(torch.float64)[ctx_val],
-                model.offsets.detach(),
-            )
-        return TwinFit(
-            model,
-            val,
-            train,
-            len(train_idx),
-            n_val,
-            val_idx,
-            time.perf_counter() - t0,
-            ctx_err,
-            ctx_val,
-        )
+            # the same draws as fit_surrogate's context split (after the main split)
+            ctx_val, _ = holdout_split(context[0].shape[0], validation_fraction, gen)
+            ctx_x, ctx_y = context[0].to(torch.float64), context[1].to(torch.float64)
+            ctx_err = _rmse(model, ctx_x[ctx_val], ctx_y[ctx_val], model.offsets.detach())
+        elapsed = time.perf_counter() - t0
+        n_train, n_val = len(train_idx), len(val_idx)
+        return TwinFit(model, val, train, n_train, n_val, val_idx, elapsed, ctx_err, ctx_val)
     finally:
         torch.set_num_threads(threads)
+
+
+def _polish_best(
+    ranked: list[tuple[float, TwinSurrogate]],
+    polish: int,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+) -> tuple[float, TwinSurrogate]:
+    """Polish the ``polish`` best (error, model) candidates on (x, y); the best after it
+    (the first entry, the model searched from, if none polishes to a finite error)."""
+    best = (math.inf, ranked[0][1])
+    ranked.sort(key=lambda c: c[0])
+    for _, cand in ranked[:polish]:
+        e = _adam(cand, x, y, steps)
+        if e < best[0]:
+            best = (e, cand)
+    return best
+
+
+def _candidates(
+    model: TwinSurrogate,
+    name: str,
+    round_index: int,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    polish_steps: int,
+) -> list[tuple[float, TwinSurrogate]]:
+    """(error, model) of each searched value of parameter ``name`` (`SEARCHED`), with the
+    field offset scanned for each (and, for the propagation length, polished)."""
+    lo, hi, points, how = SEARCHED[name]
+    base = float(getattr(model.ring_params, name))
+    length = name == "propagation_length_m"
+    if length and round_index > 0:  # second round: a finer grid around the first's value
+        lo, hi, points = 0.99, 1.01, 9
+    out = []
+    for v in torch.linspace(lo, hi, points, dtype=torch.float64).tolist():
+        value = base * v if how == "scale" else base + v
+        try:
+            cand = model.with_params(**{name: value})
+        except ValueError:
+            continue
+        # The propagation length moves the whole comb: scan the field afresh,
+        # and polish every candidate (the offsets change the ranking).
+        centre = None if length else float(model.offsets.detach()[0])
+        e, f = _scan_field(cand, xs, ys, centre)
+        if length:
+            e, f = _scan_field(cand, xs, ys, f, half=0.25, step=0.05)
+        with torch.no_grad():
+            cand.offsets[0] = f
+        if length:
+            e = min(e, _adam(cand, xs, ys, polish_steps))
+        out.append((e, cand))
+    return out

@@ -5,13 +5,9 @@ The public Python API (docs/api.md) is importable from here: `train`, `Trainer`,
 `TrainHooks`. It loads on first use, so ``import labpgt`` stays light.
 """
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-try:
-    __version__ = version("labpgt")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
+from labpgt.records import LABPGT_VERSION as __version__
 
 _API = (
     "ReservoirLayer",
@@ -23,6 +19,7 @@ _API = (
     "open_reservoir",
     "train",
 )
+"""The public Python API (defined in `labpgt.api`; this list is its one index)."""
 
 __all__ = ["__version__", *_API]
 

@@ -26,10 +26,11 @@ import torch
 from labpgt import __version__
 from labpgt.encoding import DEFAULT_SETTING
 from labpgt.errors import UserError
+from labpgt.records import RunMetadata
 from labpgt.reservoir import PhysicalReservoir
 from labpgt.scheduler import PerturbationScheduler, plan_order
 from labpgt.setting_bounds import SETTING_NAMES, SETTING_UNITS, SettingBounds
-from labpgt.storage import RunFile, RunFileWriteError, RunMetadata, ShotPlan, fixed_settings
+from labpgt.storage import RunFile, RunFileWriteError, ShotPlan, fixed_settings
 
 Progress = Callable[[int, int, float], None]
 """progress(shots_done, shots_total, instrument_time_s so far in this session)."""

@@ -28,23 +28,15 @@ import numpy as np
 import torch
 
 from labpgt.errors import UserError
+from labpgt.records import bench_identity
+from labpgt.runner import run_training, write_summary
 from labpgt.training.checkpoint import CHECKPOINT_NAME
 from labpgt.training.config import TrainConfig, make_config
 from labpgt.training.models import MODELS, ReservoirModel, register_model
-from labpgt.training.reservoir_layer import MeasurementBackend, ReservoirLayer
+from labpgt.training.reservoir_layer import MeasurementBackend
+from labpgt.training.reservoir_layer import ReservoirLayer as ReservoirLayer  # re-exported
 from labpgt.training.tasks import TASKS, Task, split_standardise
 from labpgt.training.trainer import BEST_NAME, RunResult, TrainHooks
-
-__all__ = [
-    "ReservoirLayer",
-    "ReservoirModel",
-    "RunResult",
-    "TrainHooks",
-    "Trainer",
-    "load",
-    "open_reservoir",
-    "train",
-]
 
 Data = str | Path | tuple[Any, Any]
 
@@ -100,9 +92,7 @@ def _open(config: TrainConfig) -> MeasurementBackend:
 
 
 def run_identity(backend: MeasurementBackend) -> dict[str, Any] | None:
-    """The bench identity checkpoints compare (see `checkpoint.bench_identity`)."""
-    from labpgt.training.checkpoint import bench_identity
-
+    """The bench identity checkpoints compare (see `records.bench_identity`)."""
     return bench_identity(backend.reservoir.snapshot())
 
 
@@ -189,8 +179,6 @@ class Trainer:
     ) -> RunResult:
         """Train; `resume` continues the run in ``out`` (from `resume_from` if given:
         any checkpoint file of the run, e.g. a within-epoch one)."""
-        from labpgt.cli.commands.train import run_training, write_summary
-
         hooks, log = list(self.hooks), None
         if self.tensorboard is not None:
             from labpgt.training.tensorboard import TensorBoardLog

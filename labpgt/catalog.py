@@ -19,8 +19,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-ACQUIRE_FORMAT = "labpgt-acquire/1"
-CALIBRATION_PREFIX = "labpgt-calibration/"
+from labpgt.records import ACQUIRE_FORMAT, CALIBRATION_FORMAT, CALIBRATION_PREFIX
+
 SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs")
 
 
@@ -171,8 +171,6 @@ def _fill(entry: RunEntry, h5: h5py.File) -> None:
             entry.detail = (entry.detail + "; " if entry.detail else "") + "no NeXus part (rev. 1)"
         return
     if fmt.startswith(CALIBRATION_PREFIX):
-        from labpgt.calibration.store import FORMAT as CALIBRATION_FORMAT
-
         entry.command = "calibrate"
         if fmt != CALIBRATION_FORMAT:
             entry.status = "other version"

@@ -59,7 +59,7 @@ import errno
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +68,10 @@ import numpy as np
 import torch
 
 from labpgt.errors import UserError
+from labpgt.records import ACQUIRE_FORMAT, RunMetadata, to_json
 from labpgt.setting_bounds import SETTING_NAMES, SETTING_UNITS
 
-FORMAT = "labpgt-acquire/1"
+FORMAT = ACQUIRE_FORMAT
 """The format string of every acquisition file. The NeXus part (/entry) is an addition: every
 path of the first layout is kept, so the string is unchanged and older files stay readable."""
 
@@ -105,24 +106,6 @@ allocated when the file is created, so storing one during a run writes raw data 
 
 SNAPSHOT_MIN_BYTES = 4096
 """Each snapshot slot holds at least this many bytes of JSON (twice the start snapshot's)."""
-
-
-@dataclass
-class RunMetadata:
-    """Who and what a run is about: sample, operator, notes and free key=value pairs."""
-
-    sample: str | None = None
-    operator: str | None = None
-    notes: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "sample": self.sample,
-            "operator": self.operator,
-            "notes": self.notes,
-            "extra": dict(self.extra),
-        }
 
 
 _META_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
@@ -228,7 +211,7 @@ def _write_nexus(
     entry = nx_group(h5, "entry", "NXentry")
     entry.attrs["default"] = "data"
     entry.attrs["format_revision"] = FORMAT_REVISION
-    entry.attrs["metadata"] = json.dumps(metadata.as_dict())
+    entry.attrs["metadata"] = metadata.to_json()
     program = text_dataset(entry, "program_name", "labpgt")
     program.attrs["version"] = str(snapshot.get("labpgt_version"))
     text_dataset(entry, "start_time", str(h5.attrs["created_utc"]))
@@ -236,14 +219,26 @@ def _write_nexus(
     _blank_text(entry, "end_time", (), _TIME_DTYPE)
     text_dataset(entry, "title", f"labpgt acquire: {m} shots")
     write_metadata(entry, metadata)
-    start_json = json.dumps(snapshot, default=_json_default).encode("utf-8")
+    _allocate_snapshots(entry, len(to_json(snapshot).encode("utf-8")))
+    _nx_shot_data(h5, entry, plan)
+    _write_snapshot(h5, "start", snapshot, shots_done=0)
+
+
+def _allocate_snapshots(entry: h5py.Group, start_bytes: int) -> None:
+    """The fixed-size snapshot slots (/entry/snapshots), each twice the start snapshot."""
     slots = nx_group(entry, "snapshots", "NXcollection")
-    slot_bytes = max(SNAPSHOT_MIN_BYTES, 2 * len(start_json))
+    slot_bytes = max(SNAPSHOT_MIN_BYTES, 2 * start_bytes)
     _blank_text(slots, "json", (SNAPSHOT_SLOTS,), np.dtype(f"S{slot_bytes}"))
     _blank_text(slots, "reason", (SNAPSHOT_SLOTS,), np.dtype("S8"))
     _blank_text(slots, "time_utc", (SNAPSHOT_SLOTS,), _TIME_DTYPE)
     _empty(slots, "shots_done", (SNAPSHOT_SLOTS,), np.int64, -1)
     slots["shots_done"].attrs["units"] = "1"
+
+
+def _nx_shot_data(h5: h5py.File, entry: h5py.Group, plan: ShotPlan) -> None:
+    """/entry/data: the traces against shot and frequency, each shot's settings beside them;
+    the dimension scales of every per-shot dataset."""
+    shots = h5["shots"]
     data = nx_data(
         entry,
         "data",
@@ -269,7 +264,6 @@ def _write_nexus(
     per_shot = [shots[n] for n in shots if n != "shot_index"] + [data[n] for n in SETTING_NAMES]
     for dataset in per_shot:
         dataset.dims[0].attach_scale(shots["shot_index"])
-    _write_snapshot(h5, "start", snapshot, shots_done=0)
 
 
 _TIME_DTYPE = np.dtype("S32")
@@ -297,7 +291,7 @@ def _write_snapshot(
     if free.size == 0 or (reason != "end" and free.size == 1):
         return None
     slot = int(free[0])
-    text = json.dumps(snapshot, default=_json_default).encode("utf-8")
+    text = to_json(snapshot).encode("utf-8")
     limit = group["json"].dtype.itemsize
     if len(text) > limit:  # not expected (twice the start's size); say so, never cut JSON
         text = json.dumps({"error": f"snapshot of {len(text)} bytes exceeds the slot"}).encode()
@@ -329,7 +323,7 @@ def fixed_settings(snapshot: dict[str, Any]) -> dict[str, Any]:
     Two snapshots whose fixed settings differ mean that something was changed by hand
     (or by a reconnect) during the run: RBW, span, output state, compliance, ...
     """
-    out = json.loads(json.dumps(snapshot, default=_json_default))
+    out = json.loads(to_json(snapshot))
     bench = out.get("bench") if isinstance(out.get("bench"), dict) else {}
     for role in bench.values():
         if isinstance(role, dict) and isinstance(role.get("settings"), dict):
@@ -461,7 +455,7 @@ class RunFile:
         try:
             h5.attrs["format"] = FORMAT
             h5.attrs["created_utc"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-            h5.attrs["snapshot"] = json.dumps(snapshot, default=_json_default)
+            h5.attrs["snapshot"] = to_json(snapshot)
             h5.attrs["sweeps"] = json.dumps(sweeps or [])
             # Fixed length, padded with blanks (still valid JSON): a resume rewrites it in
             # place, so recording one on a full disk never has to grow the root's header.
@@ -586,22 +580,20 @@ class RunFile:
 
     @property
     def snapshot(self) -> dict[str, Any]:
-        try:
-            return self._json_attr("snapshot", "{}")
-        except _Damaged as exc:
-            raise UserError(f"{self.path} is a damaged run file: {exc}") from None
+        return self._stored_json("snapshot", "{}")
 
     @property
     def sweeps(self) -> list[dict[str, Any]]:
-        try:
-            return self._json_attr("sweeps", "[]")
-        except _Damaged as exc:
-            raise UserError(f"{self.path} is a damaged run file: {exc}") from None
+        return self._stored_json("sweeps", "[]")
 
     @property
     def resumes(self) -> list[dict[str, Any]]:
+        return self._stored_json("resumes", "[]")
+
+    def _stored_json(self, name: str, empty: str) -> Any:
+        """A JSON root attribute; a damaged one is a one-line `UserError`."""
         try:
-            return self._json_attr("resumes", "[]")
+            return self._json_attr(name, empty)
         except _Damaged as exc:
             raise UserError(f"{self.path} is a damaged run file: {exc}") from None
 
@@ -654,7 +646,7 @@ class RunFile:
         """Record one resume (time, command line) in the ``resumes`` attribute."""
         resumes = self.resumes
         resumes.append(entry)
-        text = json.dumps(resumes, default=_json_default)
+        text = to_json(resumes)
 
         def store() -> None:
             stored = self.h5.attrs.get("resumes")
@@ -674,7 +666,7 @@ class RunFile:
         except _Damaged:
             records = []
         records.append(entry)
-        text = json.dumps(records, default=_json_default)
+        text = to_json(records)
 
         def store() -> None:
             self.h5.attrs[name] = text
@@ -814,13 +806,3 @@ def write_failure(exc: BaseException) -> str:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:300] or type(exc).__name__
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, np.ndarray | np.generic):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    return repr(value)

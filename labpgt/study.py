@@ -435,7 +435,7 @@ def run_job(job: Job, out_dir: Path, *, threads: int = 1) -> dict[str, Any]:
 
 
 def _train(job: Job, out_dir: Path) -> dict[str, Any]:
-    from labpgt.cli.commands.train import run_training
+    from labpgt.runner import run_training
     from labpgt.training.config import make_config
 
     config = train_kwargs(job.config, out_dir)

@@ -70,7 +70,7 @@ def _trial(
     import torch
     from ray import tune
 
-    from labpgt.cli.commands.train import run_training
+    from labpgt.runner import run_training
     from labpgt.training.config import make_config
     from labpgt.training.trainer import TrainHooks
 

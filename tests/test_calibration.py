@@ -62,7 +62,7 @@ def without_hysteresis(benches):
 
 def test_field_per_ampere_within_5_percent(with_hysteresis, without_hysteresis):
     for _, result, cal in (with_hysteresis, without_hysteresis):
-        k = result.field_fit.field_per_ampere_oe_per_a
+        k = result.bias_sweep.field_fit.field_per_ampere_oe_per_a
         assert abs(k - TRUE_K) / TRUE_K < 0.05, k
         assert cal.field_per_ampere_oe_per_a == pytest.approx(k)
 
@@ -71,10 +71,10 @@ def test_hysteresis_detected_only_when_on(with_hysteresis, without_hysteresis):
     _, on, cal_on = with_hysteresis
     _, off, cal_off = without_hysteresis
     # falling leg sees +H_rem, rising -H_rem: offset 2·H_rem = 4 Oe on the default ring
-    assert on.hysteresis.detected and cal_on.hysteresis_detected
-    assert 2.0 < on.hysteresis.offset_oe < 6.0
-    assert not off.hysteresis.detected and not cal_off.hysteresis_detected
-    assert abs(off.hysteresis.offset_oe) < 0.5
+    assert on.bias_sweep.hysteresis.detected and cal_on.hysteresis_detected
+    assert 2.0 < on.bias_sweep.hysteresis.offset_oe < 6.0
+    assert not off.bias_sweep.hysteresis.detected and not cal_off.hysteresis_detected
+    assert abs(off.bias_sweep.hysteresis.offset_oe) < 0.5
 
 
 def test_mode_spacing_within_5_percent(with_hysteresis):
@@ -106,9 +106,9 @@ def test_loading_api_for_training(with_hysteresis):
     assert (x.grad[:, 2] == 0).all() and (x.grad[:, :2] != 0).any()
     assert cal.reference_settings.shape[1] == 3
     assert cal.baseline_features.shape == (cal.reference_settings.shape[0], f)
-    assert cal.noise_db == pytest.approx(result.noise.rms_std)
+    assert cal.noise_db == pytest.approx(result.references.noise.rms_std)
     assert cal.surrogate_validation_over_noise == pytest.approx(
-        result.surrogate.validation_rmse / result.noise.rms_std
+        result.surrogate.validation_rmse / result.references.noise.rms_std
     )
     z = cal.normalise(torch.as_tensor(result.response_features[0, 0]))
     assert torch.isfinite(z).all()
@@ -166,8 +166,8 @@ def test_surrogate_error_below_twice_the_noise(with_hysteresis, without_hysteres
     for _, result, cal in (with_hysteresis, without_hysteresis):
         fit = result.surrogate
         assert fit.model.grey_box
-        ratio = fit.validation_rmse / result.noise.rms_std
-        assert ratio < 2.0, (fit.validation_rmse, result.noise.rms_std)
+        ratio = fit.validation_rmse / result.references.noise.rms_std
+        assert ratio < 2.0, (fit.validation_rmse, result.references.noise.rms_std)
         assert cal.surrogate_validation_over_noise == pytest.approx(ratio)
         # it also spans the drive grid outside the window (for PAT), less accurately: there
         # the drive locks and pulls the comb; its error there is reported, not hidden
@@ -193,9 +193,9 @@ def test_operating_window_avoids_the_locking_zone(with_hysteresis):
     op = result.operating
     b = index_of(result.response_bias_a, op.bias_a)
     f0, f1 = index_of(result.drive_hz, op.drive_hz[0]), index_of(result.drive_hz, op.drive_hz[1])
-    assert result.interaction is not None
-    assert result.interaction[b, :, f0 : f1 + 1].max() <= INTERACTION_LIMIT
-    assert result.interaction[b].max() > 3 * INTERACTION_LIMIT
+    assert result.references.interaction is not None
+    assert result.references.interaction[b, :, f0 : f1 + 1].max() <= INTERACTION_LIMIT
+    assert result.references.interaction[b].max() > 3 * INTERACTION_LIMIT
 
 
 def test_window_choice_on_a_synthetic_response():

@@ -45,7 +45,7 @@ def twin_cal(tmp_path_factory):
 def test_twin_held_out_error_below_twice_noise_in_locking_window(twin_cal):
     result, cal = twin_cal
     assert isinstance(result.surrogate.model, TwinSurrogate)
-    noise = result.noise.rms_std
+    noise = result.references.noise.rms_std
     ratio = result.surrogate.validation_rmse / noise
     assert ratio < 2.0, f"twin held-out {result.surrogate.validation_rmse:.3f} dB = {ratio:.2f}x"
     assert cal.surrogate_validation_over_noise == pytest.approx(ratio)

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from labpgt.cli.app import main
-from labpgt.cli.progress import advance_to, make_progress, new_task
+from labpgt.progress import advance_to, make_progress, new_task
 from labpgt.training.trainer import planned_steps
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from labpgt.cli.commands.train import run_training
+from labpgt.runner import run_training
 from labpgt.training.config import make_config
 from labpgt.training.tasks import load_task
 

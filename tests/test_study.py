@@ -73,7 +73,7 @@ def test_a_job_that_needs_a_calibration_gets_one_made_once(tmp_path: Path) -> No
     """PAT rows: `labpgt calibrate --fast-sim` of the job's ring, made once per study."""
     from labpgt.calibration import load_calibration
 
-    from labpgt.cli.commands.train import run_training
+    from labpgt.runner import run_training
     from labpgt.training.config import make_config
 
     config = {"fast_sim": True, "noise": False, "bins": 8, "features": "kernel"}

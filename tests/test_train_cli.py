@@ -136,7 +136,7 @@ def _digits_csv(path: Path, rows: int) -> Path:
 
 def test_short_boundary_run_on_the_virtual_bench_lowers_the_loss(tmp_path: Path) -> None:
     """The full loop: drivers -> loopback sockets -> virtual instruments -> simulated ring."""
-    from labpgt.cli.commands.train import run_training
+    from labpgt.runner import run_training
     from labpgt.training.config import make_config
 
     data = _digits_csv(tmp_path / "digits.csv", 120)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from labpgt.cli.commands.train import run_training
 from labpgt.errors import UserError
+from labpgt.runner import run_training
 from labpgt.training.config import make_config
 
 

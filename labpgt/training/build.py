@@ -99,12 +99,6 @@ def load_calibration_file(path: str | None) -> Any | None:
     file = Path(path)
     if not file.is_file():
         raise UserError(f"--calibration: file {file} does not exist")
-    from labpgt import calibration
+    from labpgt.calibration import load_calibration
 
-    loader = getattr(calibration, "load_calibration", None)
-    if loader is None:
-        raise UserError(
-            "--calibration: this build has no calibration-file loader; train without "
-            "--calibration (normalisation from a warm-up batch)"
-        )
-    return loader(file)
+    return load_calibration(file)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from labpgt.errors import UserError
+from labpgt.records import Provenance, TaskRecord, bench_identity
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -94,30 +95,6 @@ def file_sha256(path: str | Path | None) -> str | None:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def bench_identity(snapshot: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What makes two benches the same bench, from a reservoir `snapshot()`.
-
-    Simulated: the ring's parameters, grid and feature spec. Instruments: each
-    role's family and *IDN? identity (not its resource address, which changes with
-    every virtual bench, nor its live settings), plus the feature spec.
-    """
-    if snapshot is None:
-        return None
-    if snapshot.get("reservoir") == "instrument":
-        bench = snapshot.get("bench", {})
-        return {
-            "reservoir": "instrument",
-            **{
-                role: f"{bench[role].get('family')} {bench[role].get('identity')}"
-                for role in ("generator", "analyzer", "supply")
-                if isinstance(bench.get(role), dict)
-            },
-            "features": snapshot.get("features"),
-        }
-    keep = ("reservoir", "ring_params", "grid", "features")
-    return {k: snapshot.get(k) for k in keep}
-
-
 def describe_difference(saved: dict[str, Any] | None, now: dict[str, Any] | None) -> str | None:
     """First differing key of two bench identities, as 'key: saved → now', or None."""
     if saved == now:
@@ -136,25 +113,22 @@ def describe_difference(saved: dict[str, Any] | None, now: dict[str, Any] | None
 def run_metadata(config: Any, task: Any, reservoir: Any) -> dict[str, Any]:
     """What every checkpoint of a run carries besides its state: the task's shape and input
     standardisation (so `labpgt.load` needs no data), and the run's provenance."""
-    from labpgt import __version__
-
     snapshot = reservoir.snapshot() if hasattr(reservoir, "snapshot") else None
     return {
-        "task": {
-            "name": task.name,
-            "input_dim": int(task.input_dim),
-            "num_classes": int(task.num_classes),
-            "class_names": [str(c) for c in task.class_names],
-            "input_mean": task.input_mean.detach().clone(),
-            "input_std": task.input_std.detach().clone(),
-        },
-        "provenance": {
-            "labpgt_version": __version__,
-            "git_commit": git_commit(),
-            "bench": bench_identity(snapshot),
-            "bench_snapshot": snapshot,
-            "calibration_sha256": file_sha256(config.calibration),
-        },
+        "task": TaskRecord(
+            name=task.name,
+            input_dim=int(task.input_dim),
+            num_classes=int(task.num_classes),
+            class_names=[str(c) for c in task.class_names],
+            input_mean=task.input_mean.detach().clone(),
+            input_std=task.input_std.detach().clone(),
+        ).as_dict(),
+        "provenance": Provenance(
+            git_commit=git_commit(),
+            bench=bench_identity(snapshot),
+            bench_snapshot=snapshot,
+            calibration_sha256=file_sha256(config.calibration),
+        ).as_dict(),
     }
 
 

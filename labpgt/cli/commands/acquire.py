@@ -16,13 +16,14 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from labpgt.cli.bench import check_bench_file, open_reservoir
+from labpgt.cli.bench import open_reservoir
 from labpgt.cli.options import META_OPTION, NOTES_OPTION, OPERATOR_OPTION, SAMPLE_OPTION
-from labpgt.cli.progress import advance_to, make_progress, new_task
 from labpgt.encoding import DEFAULT_SETTING
 from labpgt.errors import MeasurementError, UserError
 from labpgt.features import FeatureSpec
 from labpgt.live.launch import LIVE_OPTION, start_live_view
+from labpgt.progress import advance_to, make_progress, new_task
+from labpgt.runner import check_bench_file
 from labpgt.setting_bounds import SETTING_UNITS, SettingBounds
 
 console = Console(stderr=True)

@@ -16,11 +16,11 @@ from rich.text import Text
 
 from labpgt.cli.bench import open_reservoir
 from labpgt.cli.options import META_OPTION, NOTES_OPTION, OPERATOR_OPTION, SAMPLE_OPTION
-from labpgt.cli.progress import advance_to, make_progress, new_task
 from labpgt.cli.tables import print_table
 from labpgt.errors import MeasurementError, UserError
 from labpgt.features import FeatureSpec
 from labpgt.live.launch import LIVE_OPTION, start_live_view
+from labpgt.progress import advance_to, make_progress, new_task
 from labpgt.reservoir import PhysicalReservoir
 
 console = Console(stderr=True)
@@ -83,69 +83,88 @@ FIT_STAGES = ("surrogate fit",)
 """Stages that count fit steps on this computer, not shots on the bench."""
 
 
+# The options of `labpgt calibrate`.
+OUT_OPTION = typer.Option(None, "--out", help="Calibration file to write (calib.h5).")
+BENCH_OPTION = typer.Option(
+    None, "--bench", help="Bench file (TOML); default: the embedded virtual bench."
+)
+CHECK_OPTION = typer.Option(
+    None,
+    "--check",
+    help="Re-measure the reference settings of this calibration file and report drift.",
+)
+TOLERANCE_MHZ_OPTION = typer.Option(
+    1.0, "--tolerance-mhz", help="--check: allowed frequency drift, MHz."
+)
+TOLERANCE_DB_OPTION = typer.Option(1.0, "--tolerance-db", help="--check: allowed level drift, dB.")
+GRID_OPTION = typer.Option(
+    "default", "--grid", help="Calibration grid: 'default' or 'small' (≈1/5 of the shots)."
+)
+BINS_OPTION = typer.Option(
+    16, "--bins", min=1, help="Features over the analyzer span (as labpgt train --bins)."
+)
+FEATURES_OPTION = typer.Option(
+    "kernel", "--features", help="Feature map: kernel | bins (as labpgt train --features)."
+)
+SEED_OPTION = typer.Option(0, "--seed", help="Seed of the embedded bench's ring and the fit.")
+PLOTS_OPTION = typer.Option(True, "--plots/--no-plots", help="Write the calibration plots.")
+SURROGATE_STEPS_OPTION = typer.Option(
+    3000, "--surrogate-steps", min=10, help="Adam steps of the surrogate fit."
+)
+SURROGATE_OPTION = typer.Option(
+    "grey-box",
+    "--surrogate",
+    help="Surrogate kind: 'grey-box' (drive line + MLP) or 'twin' (ring model, fitted).",
+)
+WINDOW_OPTION = typer.Option(
+    "calm",
+    "--window",
+    help="Drive window: 'calm' (drive leaves the comb alone) or 'sensitivity' (locking zone).",
+)
+FAST_SIM_OPTION = typer.Option(
+    False,
+    "--fast-sim",
+    help="Calibrate the in-process simulated ring (as labpgt train --fast-sim).",
+)
+NO_NOISE_OPTION = typer.Option(
+    False, "--no-noise", hidden=True, help="Embedded bench: no noise and no drift."
+)
+NO_HYSTERESIS_OPTION = typer.Option(
+    False, "--no-hysteresis", hidden=True, help="Embedded bench: magnet without remanence."
+)
+INJECT_DRIFT_OE_OPTION = typer.Option(
+    0.0,
+    "--inject-drift-oe",
+    hidden=True,
+    help="Embedded bench: field step before measuring, Oe.",
+)
+INJECT_DRIFT_DB_OPTION = typer.Option(
+    0.0,
+    "--inject-drift-db",
+    hidden=True,
+    help="Embedded bench: gain step before measuring, dB.",
+)
+
+
 def calibrate_command(
-    out: Path | None = typer.Option(None, "--out", help="Calibration file to write (calib.h5)."),
-    bench: Path | None = typer.Option(
-        None, "--bench", help="Bench file (TOML); default: the embedded virtual bench."
-    ),
-    check: Path | None = typer.Option(
-        None,
-        "--check",
-        help="Re-measure the reference settings of this calibration file and report drift.",
-    ),
-    tolerance_mhz: float = typer.Option(
-        1.0, "--tolerance-mhz", help="--check: allowed frequency drift, MHz."
-    ),
-    tolerance_db: float = typer.Option(
-        1.0, "--tolerance-db", help="--check: allowed level drift, dB."
-    ),
-    grid: str = typer.Option(
-        "default", "--grid", help="Calibration grid: 'default' or 'small' (≈1/5 of the shots)."
-    ),
-    bins: int = typer.Option(
-        16, "--bins", min=1, help="Features over the analyzer span (as labpgt train --bins)."
-    ),
-    features: str = typer.Option(
-        "kernel", "--features", help="Feature map: kernel | bins (as labpgt train --features)."
-    ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the embedded bench's ring and the fit."),
-    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the calibration plots."),
-    surrogate_steps: int = typer.Option(
-        3000, "--surrogate-steps", min=10, help="Adam steps of the surrogate fit."
-    ),
-    surrogate: str = typer.Option(
-        "grey-box",
-        "--surrogate",
-        help="Surrogate kind: 'grey-box' (drive line + MLP) or 'twin' (ring model, fitted).",
-    ),
-    window: str = typer.Option(
-        "calm",
-        "--window",
-        help="Drive window: 'calm' (drive leaves the comb alone) or 'sensitivity' (locking zone).",
-    ),
-    fast_sim: bool = typer.Option(
-        False,
-        "--fast-sim",
-        help="Calibrate the in-process simulated ring (as labpgt train --fast-sim).",
-    ),
-    no_noise: bool = typer.Option(
-        False, "--no-noise", hidden=True, help="Embedded bench: no noise and no drift."
-    ),
-    no_hysteresis: bool = typer.Option(
-        False, "--no-hysteresis", hidden=True, help="Embedded bench: magnet without remanence."
-    ),
-    inject_drift_oe: float = typer.Option(
-        0.0,
-        "--inject-drift-oe",
-        hidden=True,
-        help="Embedded bench: field step before measuring, Oe.",
-    ),
-    inject_drift_db: float = typer.Option(
-        0.0,
-        "--inject-drift-db",
-        hidden=True,
-        help="Embedded bench: gain step before measuring, dB.",
-    ),
+    out: Path | None = OUT_OPTION,
+    bench: Path | None = BENCH_OPTION,
+    check: Path | None = CHECK_OPTION,
+    tolerance_mhz: float = TOLERANCE_MHZ_OPTION,
+    tolerance_db: float = TOLERANCE_DB_OPTION,
+    grid: str = GRID_OPTION,
+    bins: int = BINS_OPTION,
+    features: str = FEATURES_OPTION,
+    seed: int = SEED_OPTION,
+    plots: bool = PLOTS_OPTION,
+    surrogate_steps: int = SURROGATE_STEPS_OPTION,
+    surrogate: str = SURROGATE_OPTION,
+    window: str = WINDOW_OPTION,
+    fast_sim: bool = FAST_SIM_OPTION,
+    no_noise: bool = NO_NOISE_OPTION,
+    no_hysteresis: bool = NO_HYSTERESIS_OPTION,
+    inject_drift_oe: float = INJECT_DRIFT_OE_OPTION,
+    inject_drift_db: float = INJECT_DRIFT_DB_OPTION,
     live: bool = LIVE_OPTION,
     sample: str | None = SAMPLE_OPTION,
     operator: str | None = OPERATOR_OPTION,
@@ -158,16 +177,7 @@ def calibrate_command(
     metadata = parse_metadata(sample, operator, notes, meta)
     if (out is None) == (check is None):
         raise UserError("give exactly one of --out calib.h5 (calibrate) or --check calib.h5")
-    if grid not in GRIDS:
-        raise UserError(f"--grid must be one of {', '.join(GRIDS)}; got {grid!r}")
-    if tolerance_mhz <= 0 or tolerance_db <= 0:
-        raise UserError("--tolerance-mhz and --tolerance-db must be > 0")
-    if surrogate not in SURROGATE_KINDS:
-        raise UserError(
-            f"--surrogate must be one of {', '.join(SURROGATE_KINDS)}; got {surrogate!r}"
-        )
-    if window not in WINDOWS:
-        raise UserError(f"--window must be one of {', '.join(WINDOWS)}; got {window!r}")
+    _check_choices(grid, tolerance_mhz, tolerance_db, surrogate, window)
     sim = {
         "seed": seed,
         "noise": not no_noise,
@@ -198,6 +208,22 @@ def calibrate_command(
     )
 
 
+def _check_choices(
+    grid: str, tolerance_mhz: float, tolerance_db: float, surrogate: str, window: str
+) -> None:
+    """Refuse, in one line, a choice the options do not offer."""
+    if grid not in GRIDS:
+        raise UserError(f"--grid must be one of {', '.join(GRIDS)}; got {grid!r}")
+    if tolerance_mhz <= 0 or tolerance_db <= 0:
+        raise UserError("--tolerance-mhz and --tolerance-db must be > 0")
+    if surrogate not in SURROGATE_KINDS:
+        raise UserError(
+            f"--surrogate must be one of {', '.join(SURROGATE_KINDS)}; got {surrogate!r}"
+        )
+    if window not in WINDOWS:
+        raise UserError(f"--window must be one of {', '.join(WINDOWS)}; got {window!r}")
+
+
 def _feature_spec(kind: str, bins: int) -> FeatureSpec:
     if kind not in ("kernel", "bins"):
         raise UserError(f"--features {kind!r}: valid maps are kernel, bins")
@@ -216,11 +242,10 @@ def _calibrate(
     window: str = "calm",
     metadata: object = None,
 ) -> None:
-    from labpgt.calibration.feature_maps import choose_map
     from labpgt.calibration.plan import CalibrationPlan
-    from labpgt.calibration.run import run_calibration
-    from labpgt.calibration.store import save_calibration, summary_of
+    from labpgt.calibration.store import save_calibration
     from labpgt.calibration.surrogate import SurrogateConfig
+    from labpgt.records import RunMetadata
 
     if out.exists():
         raise UserError(f"--out {out} already exists: choose another file or delete it")
@@ -237,6 +262,27 @@ def _calibrate(
         "surrogate_kind": surrogate_kind,
         "window": window,
     }
+    with _open_reservoir(bench, features=features, **_sim_kwargs(sim)) as reservoir:
+        result, maps = _measure(reservoir, features, plan, cfg, surrogate_kind, window)
+    assert metadata is None or isinstance(metadata, RunMetadata)
+    save_calibration(result, out, provenance=provenance, metadata=metadata)
+    _store_maps(out, maps, features)
+    _print_summary(out, result, maps, features, window)
+    if plots:
+        _write_plots(result, out)
+
+
+def _measure(
+    reservoir: PhysicalReservoir,
+    features: FeatureSpec,
+    plan: object,
+    cfg: object,
+    surrogate_kind: str,
+    window: str,
+) -> tuple:
+    """The calibration stages and the feature-map walk, under one progress display."""
+    from labpgt.calibration.run import run_calibration
+
     progress = make_progress(console)
     tasks: dict[str, int] = {}
 
@@ -254,34 +300,59 @@ def _calibrate(
             progress, tasks[stage], done, total, **({} if fit else {"instrument_s": instrument_s})
         )
 
-    with _open_reservoir(bench, features=features, **_sim_kwargs(sim)) as reservoir:
-        try:
-            with progress:
-                result = run_calibration(
-                    reservoir,
-                    plan,
-                    surrogate_config=cfg,
-                    progress=report,
-                    surrogate_kind=surrogate_kind,
-                    window=window,
-                )
-                maps_task = new_task(
-                    progress, f"{'feature maps':<18}", 1, unit="walk", instrument_s=None
-                )
-                maps = _assess_maps(reservoir, features)
-                advance_to(progress, maps_task, 1)
-        except MeasurementError as exc:
-            raise UserError(f"calibration failed: {exc}") from None
-    from labpgt.storage import RunMetadata
+    try:
+        with progress:
+            result = run_calibration(
+                reservoir,
+                plan,  # type: ignore[arg-type]
+                surrogate_config=cfg,  # type: ignore[arg-type]
+                progress=report,
+                surrogate_kind=surrogate_kind,
+                window=window,
+            )
+            maps_task = new_task(
+                progress, f"{'feature maps':<18}", 1, unit="walk", instrument_s=None
+            )
+            maps = _assess_maps(reservoir, features)
+            advance_to(progress, maps_task, 1)
+    except MeasurementError as exc:
+        raise UserError(f"calibration failed: {exc}") from None
+    return result, maps
 
-    assert metadata is None or isinstance(metadata, RunMetadata)
-    save_calibration(result, out, provenance=provenance, metadata=metadata)
-    _store_maps(out, maps, features)
-    s = summary_of(result)
+
+def _print_summary(
+    out: Path, result: object, maps: list, features: FeatureSpec, window: str
+) -> None:
+    """The figures of the calibration, then the feature maps measured."""
+    from labpgt.calibration.feature_maps import choose_map
+    from labpgt.calibration.store import summary_of
+
     table = Table(title=f"calibration → {out}")
     table.add_column("figure")
     table.add_column("value", justify="right")
-    op = result.operating
+    chosen = choose_map(maps, features)
+    rows = _summary_rows(summary_of(result), result.operating, window)  # type: ignore[arg-type, attr-defined]
+    rows.append(("feature map in use", features.describe()))
+    rows.append(("feature map chosen by the measurements", chosen.name))
+    for k, v in rows:
+        table.add_row(k, v)
+    print_table(Console(), table)
+    maps_table = Table(title="feature maps, measured on one walk of the drive frequency")
+    for col in ("map", "smoothness", "SNR dB", "rank", "diversity"):
+        maps_table.add_column(col, justify="left" if col == "map" else "right")
+    for a in maps:
+        maps_table.add_row(
+            a.name + (" (chosen)" if a is chosen else ""),
+            f"{a.smoothness:.3f}",
+            f"{a.snr_db:.1f}",
+            f"{a.rank}/{a.features}",
+            f"{a.diversity:.2f}",
+        )
+    print_table(Console(), maps_table)
+
+
+def _summary_rows(s: dict, op: object, window: str) -> list[tuple[str, str]]:
+    """(figure, value) rows of the summary table."""
     rows = [
         (
             "field per ampere",
@@ -335,32 +406,17 @@ def _calibrate(
         ("instrument time", f"{s['instrument_time_s']:.1f} s"),
         ("wall time", f"{s['wall_s']:.1f} s"),
     ]
-    chosen = choose_map(maps, features)
-    rows.append(("feature map in use", features.describe()))
-    rows.append(("feature map chosen by the measurements", chosen.name))
-    for k, v in rows:
-        table.add_row(k, v)
-    print_table(Console(), table)
-    maps_table = Table(title="feature maps, measured on one walk of the drive frequency")
-    for col in ("map", "smoothness", "SNR dB", "rank", "diversity"):
-        maps_table.add_column(col, justify="left" if col == "map" else "right")
-    for a in maps:
-        maps_table.add_row(
-            a.name + (" (chosen)" if a is chosen else ""),
-            f"{a.smoothness:.3f}",
-            f"{a.snr_db:.1f}",
-            f"{a.rank}/{a.features}",
-            f"{a.diversity:.2f}",
-        )
-    print_table(Console(), maps_table)
-    if plots:
-        from labpgt.calibration.plots import write_plots
+    return rows
 
-        with make_progress(console) as plot_progress:  # about 2 s: matplotlib, three figures
-            task = new_task(plot_progress, "plots", None, unit="", instrument_s=None)
-            paths = write_plots(result, out.with_name(out.stem + "_plots"))
-            advance_to(plot_progress, task, len(paths), len(paths))
-        console.print(Text("plots: " + ", ".join(str(p) for p in paths)), highlight=False)
+
+def _write_plots(result: object, out: Path) -> None:
+    from labpgt.calibration.figures import write_plots
+
+    with make_progress(console) as plot_progress:  # about 2 s: matplotlib, three figures
+        task = new_task(plot_progress, "plots", None, unit="", instrument_s=None)
+        paths = write_plots(result, out.with_name(out.stem + "_plots"))  # type: ignore[arg-type]
+        advance_to(plot_progress, task, len(paths), len(paths))
+    console.print(Text("plots: " + ", ".join(str(p) for p in paths)), highlight=False)
 
 
 def _assess_maps(reservoir: object, in_use: FeatureSpec) -> list:
@@ -387,15 +443,14 @@ def _assess_maps(reservoir: object, in_use: FeatureSpec) -> list:
 
 
 def _store_maps(path: Path, maps: list, in_use: FeatureSpec) -> None:
-    import json
-
     import h5py
 
     from labpgt.calibration.feature_maps import choose_map
+    from labpgt.records import to_json
 
     with h5py.File(path, "a") as h5:
-        h5.attrs["feature_maps"] = json.dumps([a.to_dict() for a in maps])
-        h5.attrs["feature_map_chosen"] = json.dumps(choose_map(maps, in_use).spec)
+        h5.attrs["feature_maps"] = to_json([a.as_dict() for a in maps])
+        h5.attrs["feature_map_chosen"] = to_json(choose_map(maps, in_use).spec)
 
 
 def _sim_kwargs(sim: dict) -> dict:
@@ -407,7 +462,7 @@ def _sim_kwargs(sim: dict) -> dict:
 
 def _check(path: Path, bench: Path | None, tol_mhz: float, tol_db: float, sim: dict) -> None:
     from labpgt.calibration import load_calibration
-    from labpgt.cli.bench import check_calibration_file
+    from labpgt.runner import check_calibration_file
 
     check_calibration_file(path, "--check")
     cal = load_calibration(path)

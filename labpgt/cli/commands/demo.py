@@ -18,8 +18,9 @@ import time
 import typer
 from rich.table import Table
 
-from labpgt.cli.commands.train import console, run_training, summary_table, write_summary
+from labpgt.cli.commands.train import console, summary_table
 from labpgt.cli.tables import print_table
+from labpgt.runner import run_training, write_summary
 from labpgt.training.config import make_config
 
 DEMO_OUT = "runs/demo"

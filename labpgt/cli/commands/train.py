@@ -3,159 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from labpgt.cli.bench import check_bench_file, check_calibration_file
-from labpgt.cli.progress import advance_to, make_progress, new_task
 from labpgt.cli.tables import print_table
 from labpgt.errors import UserError
 from labpgt.live.launch import LIVE_OPTION, start_live_view
+from labpgt.runner import run_training, write_summary
 from labpgt.storage import write_failure
-from labpgt.training.config import TrainConfig, make_config, parse_options
-from labpgt.training.estimators import ESTIMATORS, method_names
-from labpgt.training.metrics import EpochMetrics
+from labpgt.training.config import make_config, parse_options
+from labpgt.training.estimators import method_names
 from labpgt.training.models import MODELS
-from labpgt.training.tasks import TASKS, Task
-from labpgt.training.trainer import RunResult, TrainHooks, chain_hooks
+from labpgt.training.tasks import TASKS
+from labpgt.training.trainer import RunResult
 
 console = Console()
-
-# What a run directory holds; --overwrite removes exactly these (nothing else the user put there).
-RUN_FILES = (
-    "checkpoint.pt",
-    "metrics.csv",
-    "batches.csv",
-    "config.json",
-    "curves.png",
-    "summary.json",
-)
-
-
-def run_training(
-    config: TrainConfig,
-    *,
-    resume: bool,
-    overwrite: bool = False,
-    quiet: bool = False,
-    task: Task | None = None,
-    extra_hooks: list[TrainHooks] | None = None,
-    resume_from: Path | None = None,
-) -> RunResult:
-    """Validate names, open the bench (or simulation), train with a progress bar.
-
-    `task` replaces the configured one (the Python API's in-memory arrays); `extra_hooks`
-    are called beside the progress bar's.
-    """
-    from labpgt.training.environment import open_backend
-    from labpgt.training.trainer import preflight, train
-
-    if task is None and config.data is None and config.task not in TASKS:
-        raise UserError(
-            f"unknown task {config.task!r}; valid tasks: {', '.join(sorted(TASKS))} "
-            "(or --data file.csv --target COLUMN)"
-        )
-    if config.method not in method_names():
-        raise UserError(
-            f"unknown method {config.method!r}; valid methods: {', '.join(method_names())}"
-        )
-    if config.model not in MODELS:
-        raise UserError(
-            f"unknown model {config.model!r}; valid models: {', '.join(sorted(MODELS))}"
-        )
-    if config.bench is not None and config.fast_sim:
-        raise UserError("--bench and --fast-sim exclude each other: pick one")
-    est_cls = ESTIMATORS.get(config.method)
-    if est_cls is not None and est_cls.needs_differentiable and config.bench_kind() != "fast-sim":
-        where = "a bench file (--bench)" if config.bench else "the embedded virtual bench"
-        raise UserError(
-            f"method {config.method!r} differentiates the ring itself, which is only possible "
-            f"with --fast-sim; on {where} use pgt, spsa or boundary"
-        )
-    if config.bench is not None:
-        check_bench_file(Path(config.bench))  # one line for a bench file that cannot be used
-    if config.calibration is not None:
-        check_calibration_file(Path(config.calibration))
-    task = preflight(config, task)
-    out = Path(config.out)
-    if (out / "checkpoint.pt").exists() and not resume and not overwrite:
-        raise UserError(
-            f"--out {out} already holds a run; add --resume to continue it or choose another --out"
-        )
-    if overwrite and not resume and out.exists():
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-        for path in [*out.glob("checkpoint-step*.pt"), out / "best.pt"]:
-            path.unlink(missing_ok=True)
-
-    progress = make_progress(console, disable=quiet)
-    # Until the trainer knows its step count (bench opened, baseline readout fitted) a
-    # pulsing bar says what is going on, never a count of "0/?".
-    preparing = new_task(
-        progress, "preparing (bench, baseline readout)", None, unit="", instrument_s=None
-    )
-    bar: dict[str, Any] = {}
-    last = {"figures": "val acc -"}
-
-    def on_start(total: int, done: int) -> None:
-        progress.update(preparing, total=1, completed=1, visible=False)
-        # instrument_s counts from the run's start (a resume included): start_count 0
-        bar["id"] = new_task(
-            progress, f"train {config.method}", total, unit="steps", completed=done
-        )
-        progress.update(bar["id"], start_count=0)
-
-    def on_step(info: dict[str, float]) -> None:
-        task_id = bar["id"]
-        done = progress.tasks[[t.id for t in progress.tasks].index(task_id)].completed + 1
-        advance_to(
-            progress,
-            task_id,
-            done,
-            instrument_s=info["instrument_time_s"],
-            info=f"epoch {int(info['epoch'])} loss {info['loss']:.3f} · {last['figures']} · "
-            f"{int(info['queries'])} queries",
-        )
-
-    def on_epoch(row: EpochMetrics) -> None:
-        # The figures of the epoch just finished, named with it; a split not measured this
-        # epoch is left out rather than shown with an older value.
-        parts = [f"train loss {row.train_loss:.3f} acc {100 * row.train_acc:.1f}%"]
-        shown = []
-        for name in ("val", "test"):
-            loss, acc = getattr(row, f"{name}_loss"), getattr(row, f"{name}_acc")
-            if acc == acc:  # not NaN
-                parts.append(f"{name} loss {loss:.3f} acc {100 * acc:.1f}%")
-                shown.append(f"{name} {100 * acc:.1f}%")
-        last["figures"] = f"ep. {row.epoch}: " + (", ".join(shown) if shown else "train only")
-        if "id" in bar:
-            progress.update(
-                bar["id"],
-                info=f"epoch {row.epoch} done · {last['figures']} · {row.queries} queries",
-            )
-        if not quiet:
-            progress.console.print(
-                f"epoch {row.epoch}: {' | '.join(parts)} | {row.queries} queries, "
-                f"{row.instrument_time_s:.1f} s instrument, {row.wall_s:.1f} s wall",
-                highlight=False,
-            )
-
-    hooks = TrainHooks(
-        on_start=on_start,
-        on_step=on_step,
-        on_epoch=on_epoch,
-        on_note=lambda text: None if quiet else progress.console.print(f"[dim]{text}[/dim]"),
-    )
-    if extra_hooks:
-        hooks = chain_hooks([hooks, *extra_hooks])
-    with progress, open_backend(config) as backend:
-        result = train(
-            config, backend, resume=resume, hooks=hooks, task=task, resume_from=resume_from
-        )
-    return result
 
 
 def summary_table(result: RunResult) -> Table:
@@ -203,26 +67,6 @@ def summary_table(result: RunResult) -> Table:
 
 def _pct(value: float) -> str:
     return "-" if value != value else f"{100 * value:.1f}"
-
-
-def write_summary(result: RunResult) -> Path:
-    import json
-
-    path = result.out_dir / "summary.json"
-    last = result.metrics[-1]
-    path.write_text(
-        json.dumps(
-            {
-                "method": result.config.method,
-                "stop_reason": result.stop_reason,
-                "final": last.to_dict(),
-                "selected": result.selected.to_dict(),
-                "readout": result.baseline.to_dict(),
-            },
-            indent=2,
-        )
-    )
-    return path
 
 
 def train_command(

@@ -39,53 +39,47 @@ def plot_response(
         n_rows, n_b, figsize=(3.2 * n_b + 1, 3 * n_rows), squeeze=False, sharey=True
     )
     extent = [drive_hz[0] / 1e9, drive_hz[-1] / 1e9, power_dbm[0], power_dbm[-1]]
-    vmax_s = float(np.nanmax(sensitivity))
+    maps = [
+        (peak_dbm, f"strongest feature ({feature_unit})", {"cmap": "viridis"}),
+        (
+            sensitivity,
+            "sensitivity (noise std per step)",
+            {"cmap": "magma", "vmin": 0, "vmax": float(np.nanmax(sensitivity))},
+        ),
+    ]
+    if interaction is not None:
+        kw = {"cmap": "cividis", "vmin": 0, "vmax": float(np.nanmax(interaction))}
+        maps.append((interaction, "interaction (noise std)", kw))
     for b in range(n_b):
-        panels = [
-            (peak_dbm[b], f"strongest feature ({feature_unit})", {"cmap": "viridis"}),
-            (
-                sensitivity[b],
-                "sensitivity (noise std per step)",
-                {"cmap": "magma", "vmin": 0, "vmax": vmax_s},
-            ),
-        ]
-        if interaction is not None:
-            panels.append(
-                (
-                    interaction[b],
-                    "interaction (noise std)",
-                    {"cmap": "cividis", "vmin": 0, "vmax": float(np.nanmax(interaction))},
-                )
-            )
-        for row, (data, label, kw) in enumerate(panels):
+        chosen = abs(bias_a[b] - float(operating["bias_a"])) < 1e-9
+        for row, (data, label, kw) in enumerate(maps):
             ax = axes[row, b]
-            im = ax.imshow(data, origin="lower", aspect="auto", extent=extent, **kw)
+            im = ax.imshow(data[b], origin="lower", aspect="auto", extent=extent, **kw)
             # every panel of the top row has its own scale: every colour bar says what it is
             fig.colorbar(im, ax=ax, label=label if row == 0 or b == n_b - 1 else None)
-            if abs(bias_a[b] - float(operating["bias_a"])) < 1e-9:
-                f0, f1 = operating["drive_hz"]
-                p0, p1 = operating["drive_dbm"]
-                ax.add_patch(
-                    plt.Rectangle(
-                        (f0 / 1e9, p0),
-                        (f1 - f0) / 1e9,
-                        p1 - p0,
-                        fill=False,
-                        ec="w",
-                        lw=1.5,
-                        ls="--",
-                    )
-                )
-                ax.set_title(f"bias {bias_a[b]:.3f} A (operating)")
-            else:
-                ax.set_title(f"bias {bias_a[b]:.3f} A")
+            if chosen:
+                _outline(ax, operating)
+            ax.set_title(f"bias {bias_a[b]:.3f} A" + (" (operating)" if chosen else ""))
             ax.set_xlabel("drive frequency (GHz)")  # every panel: units on every axis
         for row in range(n_rows):
             axes[row, 0].set_ylabel("drive power (dBm)")
-    fig.suptitle(
-        "Ring response over the drive grid at each bias current "
-        "(dashed: the operating window chosen)"
+    title = "Ring response over the drive grid at each bias current "
+    return _save(fig, path, title + "(dashed: the operating window chosen)")
+
+
+def _outline(ax: plt.Axes, operating: dict[str, float | tuple[float, float]]) -> None:
+    """Dashed outline of the operating window (drive frequency x power)."""
+    f0, f1 = operating["drive_hz"]
+    p0, p1 = operating["drive_dbm"]
+    outline = plt.Rectangle(
+        (f0 / 1e9, p0), (f1 - f0) / 1e9, p1 - p0, fill=False, ec="w", lw=1.5, ls="--"
     )
+    ax.add_patch(outline)
+
+
+def _save(fig: plt.Figure, path: Path, title: str) -> Path:
+    """Title, lay out, write (110 dpi) and close ``fig``; ``path``."""
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -108,14 +102,10 @@ def plot_hysteresis(
     ax.plot(fitted_hz[0], fitted_hz[1] / 1e9, "k:", lw=1, label="fit (Damon-Eshbach, fixed k)")
     ax.set_xlabel("bias current (A)")
     ax.set_ylabel("comb centroid (GHz)")
-    fig.suptitle("Comb frequency against bias current, rising and falling")
     ax.set_title(title, fontsize=9)
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, "Comb frequency against bias current, rising and falling")
 
 
 def plot_surrogate(
@@ -162,11 +152,7 @@ def plot_surrogate(
     ax1.set_title("three held-out settings", fontsize=10)
     ax1.legend(fontsize=8)
     ax1.grid(alpha=0.3)
-    fig.suptitle("Surrogate against the ring on settings the fit never saw")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, "Surrogate against the ring on settings the fit never saw")
 
 
 def _short_label(feature_name: str) -> str:
@@ -180,9 +166,6 @@ def _short_label(feature_name: str) -> str:
 
 def write_plots(result: CalibrationResult, directory: Path) -> list[Path]:
     """The three calibration plots of ``result`` into ``directory`` (created); their paths."""
-    import torch
-    from labpgt.calibration.field import YigConstants
-
     directory.mkdir(parents=True, exist_ok=True)
     units = {name.rsplit("_", 1)[-1] for name in result.feature_names}
     unit = units.pop() if len(units) == 1 else "mixed units"
@@ -192,50 +175,61 @@ def write_plots(result: CalibrationResult, directory: Path) -> list[Path]:
         plot_response(
             directory / "response.png",
             result.response_features.max(axis=-1),
-            result.sensitivity,
+            result.references.sensitivity,
             result.response_bias_a,
             result.drive_dbm,
             result.drive_hz,
             operating,
-            result.interaction,
+            result.references.interaction,
             unit,
         )
     ]
-    bias = result.bias_settings[:, 2]
-    up, down = result.bias_leg == 0, result.bias_leg == 1
-    fit, yig = result.field_fit, YigConstants()
+    paths.append(_hysteresis_plot(result, directory / "hysteresis.png"))
+    paths.append(_surrogate_plot(result, directory / "surrogate.png", unit))
+    return paths
+
+
+def _hysteresis_plot(result: CalibrationResult, path: Path) -> Path:
+    """The bias sweep's comb frequency, both legs, with the fitted dispersion."""
+    from labpgt.calibration.field import YigConstants
+
+    sweep = result.bias_sweep
+    bias = sweep.settings[:, 2]
+    up, down = sweep.leg == 0, sweep.leg == 1
+    fit, yig = sweep.field_fit, YigConstants()
     grid = np.linspace(bias.min(), bias.max(), 200)
     h = fit.field_per_ampere_oe_per_a * grid + yig.four_pi_ms_g / 2
     fitted = np.sqrt(np.clip(h**2 - fit.dispersion_constant_oe2, 1.0, None)) * yig.gyro_hz_per_oe
-    hy = result.hysteresis
-    paths.append(
-        plot_hysteresis(
-            directory / "hysteresis.png",
-            bias[up],
-            result.comb_hz[up],
-            bias[down],
-            result.comb_hz[down],
-            (grid, fitted),
-            f"field per ampere {fit.field_per_ampere_oe_per_a:.2f} Oe/A; falling - rising "
-            f"{hy.offset_oe:+.2f} ± {hy.offset_std_oe:.2f} Oe "
-            f"({'hysteresis detected' if hy.detected else 'no hysteresis'})",
-        )
+    hy = sweep.hysteresis
+    return plot_hysteresis(
+        path,
+        bias[up],
+        sweep.comb_hz[up],
+        bias[down],
+        sweep.comb_hz[down],
+        (grid, fitted),
+        f"field per ampere {fit.field_per_ampere_oe_per_a:.2f} Oe/A; falling - rising "
+        f"{hy.offset_oe:+.2f} ± {hy.offset_std_oe:.2f} Oe "
+        f"({'hysteresis detected' if hy.detected else 'no hysteresis'})",
     )
+
+
+def _surrogate_plot(result: CalibrationResult, path: Path, unit: str) -> Path:
+    """The surrogate's predictions against the held-out shots."""
+    import torch
+
     sf = result.surrogate
     idx = sf.validation_index.numpy()
     with torch.no_grad():
         pred = sf.model(torch.from_numpy(result.surrogate_settings[idx])).numpy()
-    paths.append(
-        plot_surrogate(
-            directory / "surrogate.png",
-            result.surrogate_features[idx],
-            pred,
-            result.noise.rms_std,
-            f"held-out rows: RMS error {sf.validation_rmse:.3f} dB = "
-            f"{sf.validation_rmse / max(result.noise.rms_std, 1e-12):.2f} x noise "
-            f"({result.noise.rms_std:.3f} dB)",
-            unit,
-            [_short_label(name) for name in result.feature_names],
-        )
+    noise = result.references.noise.rms_std
+    return plot_surrogate(
+        path,
+        result.surrogate_features[idx],
+        pred,
+        noise,
+        f"held-out rows: RMS error {sf.validation_rmse:.3f} dB = "
+        f"{sf.validation_rmse / max(noise, 1e-12):.2f} x noise ({noise:.3f} dB)",
+        unit,
+        [_short_label(name) for name in result.feature_names],
     )
-    return paths
