@@ -42,7 +42,8 @@ from labpgt.sim.grid import AnalyzerGrid
 
 from labpgt.embedded import embedded_bench
 from labpgt.multibench import LocalBench, MultiBenchScheduler
-from labpgt.study import STARTED, final_jobs, run_jobs, short_study
+from labpgt.studies.presets import short_study
+from labpgt.studies.runner import STARTED, final_jobs, run_jobs
 
 STUDY_SEEDS = (0, 1, 2, 3)
 STUDY_QUERIES = 20_000
@@ -58,7 +59,7 @@ def study_throughput(root: Path, queries: int = STUDY_QUERIES) -> None:
     import ray
 
     from labpgt.cli.commands.train import run_training  # noqa: F401  (imported, not timed)
-    from labpgt.study_ray import RayRunner
+    from labpgt.studies.ray_runner import RayRunner
 
     short = short_study()
     spec = dataclasses.replace(

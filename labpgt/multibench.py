@@ -23,7 +23,7 @@ The instrument time a bench spent on the chunk it failed is not in its stats (it
 scheduler discards a run that fails), and that chunk's probes are measured again
 elsewhere: the result holds each probe once, the instruments may have swept it twice.
 
-A bench is anything with ``name``, ``bounds``, ``feature_dim`` and
+A bench (`BenchWorker`) is anything with ``name``, ``bounds``, ``feature_dim`` and
 ``run(settings) -> (features, ScheduleStats)``: `LocalBench` (a reservoir in this
 process, e.g. an embedded virtual bench) or `RayBench` (a Ray actor that owns a bench
 in its own process, on this machine or on a bench PC in a cluster).
@@ -45,7 +45,7 @@ from labpgt.reservoir import PhysicalReservoir, SettingBounds
 from labpgt.scheduler import PerturbationScheduler, ScheduleStats, plan_order
 
 
-class Bench(Protocol):
+class BenchWorker(Protocol):
     """One reservoir that measures chunks of settings (see the module docstring)."""
 
     name: str
@@ -103,7 +103,7 @@ class BenchStats:
 class MultiBenchScheduler:
     """Measures batches of settings on several benches at once (see the module docstring)."""
 
-    def __init__(self, benches: Sequence[Bench], *, chunk_size: int = 16) -> None:
+    def __init__(self, benches: Sequence[BenchWorker], *, chunk_size: int = 16) -> None:
         if not benches:
             raise ValueError("at least one bench is required")
         if chunk_size < 1:
@@ -121,7 +121,7 @@ class MultiBenchScheduler:
         """All benches together, cumulative (``requested`` and ``unique`` per call)."""
 
     @property
-    def live(self) -> list[Bench]:
+    def live(self) -> list[BenchWorker]:
         return [b for b in self.benches if self.bench_stats[b.name].failed is None]
 
     def run(self, settings: torch.Tensor) -> torch.Tensor:
@@ -145,7 +145,7 @@ class MultiBenchScheduler:
 
     # --- dispatch ----------------------------------------------------------------------------
 
-    def _dispatch(self, unique: torch.Tensor, live: list[Bench]) -> torch.Tensor:
+    def _dispatch(self, unique: torch.Tensor, live: list[BenchWorker]) -> torch.Tensor:
         n = unique.shape[0]
         bounds = [(s, min(s + self.chunk_size, n)) for s in range(0, n, self.chunk_size)]
         out = torch.empty(n, live[0].feature_dim, dtype=torch.float64)
@@ -176,7 +176,7 @@ class MultiBenchScheduler:
             in_flight -= 1
             lock.notify_all()
 
-        def work(bench: Bench) -> None:
+        def work(bench: BenchWorker) -> None:
             record = self.bench_stats[bench.name]
             while (index := take(bench.name)) is not None:
                 lo, hi = bounds[index]

@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from labpgt.instruments.bench import bench_config_from_resources, bench_toml
 
-from labpgt.acquire import parse_sweep, read_inputs_csv
+from labpgt.acquisition import parse_sweep, read_inputs_csv
 from labpgt.cli.app import main
-from labpgt.cli.bench import check_bench_file
+from labpgt.cli.bench_access import check_bench_file
 from labpgt.errors import UserError
 from labpgt.training.tasks import load_csv
 

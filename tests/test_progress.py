@@ -65,7 +65,7 @@ def test_acquire_bar_knows_its_total_and_never_passes_it(
 def test_resumed_acquire_counts_from_the_shots_already_done(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from labpgt.acquire import acquire, grid_inputs, parse_sweep
+    from labpgt.acquisition import acquire, grid_inputs, parse_sweep
     from labpgt.cli.commands import acquire as command
     from labpgt.embedded import embedded_bench
     from labpgt.features import FeatureSpec

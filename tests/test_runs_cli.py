@@ -36,7 +36,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         except SystemExit as exc:
             assert not exc.code, args
     # a run stopped half way: the real acquire, with its shot list cut by Ctrl-C
-    from labpgt.acquire import acquire, grid_inputs, parse_sweep
+    from labpgt.acquisition import acquire, grid_inputs, parse_sweep
     from labpgt.embedded import embedded_bench
     from labpgt.features import FeatureSpec
 

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from labpgt.cli.bench import check_bench_file, open_reservoir
+from labpgt.cli.bench_access import check_bench_file, open_reservoir
 from labpgt.cli.options import META_OPTION, NOTES_OPTION, OPERATOR_OPTION, SAMPLE_OPTION
 from labpgt.cli.progress import advance_to, make_progress, new_task
 from labpgt.errors import MeasurementError, UserError
@@ -103,7 +103,7 @@ def acquire_command(
     meta: list[str] = META_OPTION,
 ) -> None:
     """Record analyzer traces for every setting (and repeat) into an HDF5 file."""
-    from labpgt.acquire import (
+    from labpgt.acquisition import (
         bench_identity,
         check_identity,
         check_resume,
@@ -213,7 +213,7 @@ def acquire_command(
     def report(done: int, total: int, instrument_s: float) -> None:
         advance_to(progress, bar, done, total, instrument_s=instrument_s)
 
-    from labpgt.acquire import acquire
+    from labpgt.acquisition import acquire
 
     interrupted = False
     try:

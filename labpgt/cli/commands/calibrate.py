@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from labpgt.cli.bench import open_reservoir
+from labpgt.cli.bench_access import open_reservoir
 from labpgt.cli.options import META_OPTION, NOTES_OPTION, OPERATOR_OPTION, SAMPLE_OPTION
 from labpgt.cli.progress import advance_to, make_progress, new_task
 from labpgt.cli.tables import print_table
@@ -407,7 +407,7 @@ def _sim_kwargs(sim: dict) -> dict:
 
 def _check(path: Path, bench: Path | None, tol_mhz: float, tol_db: float, sim: dict) -> None:
     from labpgt.calibration import load_calibration
-    from labpgt.cli.bench import check_calibration_file
+    from labpgt.cli.bench_access import check_calibration_file
 
     check_calibration_file(path, "--check")
     cal = load_calibration(path)

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from labpgt.cli.bench import check_utf8
+from labpgt.cli.bench_access import check_utf8
 from labpgt.cli.tables import print_table
 from labpgt.errors import UserError
 from labpgt.instruments.bench_file import load_bench

@@ -48,8 +48,9 @@ def study_command(
     trials: int = typer.Option(8, help="--search tpe: trials per entry."),
 ) -> None:
     """Search each method's learning rate on validation, then train ≥ 5 seeds; tabulate."""
-    from labpgt.study import PRESETS, ensure_writable, run_study
-    from labpgt.study_report import markdown, plot
+    from labpgt.studies.presets import PRESETS
+    from labpgt.studies.report import markdown, plot
+    from labpgt.studies.runner import ensure_writable, run_study
 
     if preset not in PRESETS:
         raise UserError(f"unknown study preset {preset!r}; valid: {', '.join(sorted(PRESETS))}")
@@ -58,7 +59,7 @@ def study_command(
     if search not in ("grid", "tpe"):
         raise UserError(f"--search {search!r}: valid: grid, tpe")
     if search == "tpe":
-        from labpgt.study_tune import tune_available
+        from labpgt.studies.tune_runner import tune_available
 
         if engine != "ray" or not tune_available():
             raise UserError(
@@ -66,11 +67,11 @@ def study_command(
             )
         if trials < 1:
             raise UserError(f"--trials {trials}: at least 1 trial per entry")
-    from labpgt.study_ray import validate_jobs
+    from labpgt.studies.ray_runner import validate_jobs
 
     validate_jobs(spec)
     if address is not None:
-        from labpgt.study_ray import check_address
+        from labpgt.studies.ray_runner import check_address
 
         check_address(address)
     n_workers = workers if workers > 0 else (os.cpu_count() or 1)
@@ -105,7 +106,7 @@ def study_command(
             progress.update(bars[phase], completed=done, total=total, info=info)
 
         if search == "tpe":
-            from labpgt.study_tune import run_study_tune
+            from labpgt.studies.tune_runner import run_study_tune
 
             summary = run_study_tune(
                 spec,
@@ -116,7 +117,7 @@ def study_command(
                 progress=on_progress,
             )
         elif engine == "ray":
-            from labpgt.study_ray import run_study_ray
+            from labpgt.studies.ray_runner import run_study_ray
 
             summary = run_study_ray(
                 spec, out, workers=n_workers, address=address, progress=on_progress
@@ -147,7 +148,7 @@ def study_command(
 
 def _engine(engine: str, address: str | None) -> str:
     """The engine to use: 'ray' or 'process' (auto: ray when installed)."""
-    from labpgt.study_ray import ray_available
+    from labpgt.studies.ray_runner import ray_available
 
     if engine not in ("auto", "ray", "process"):
         raise UserError(f"--engine {engine!r}: valid: auto, process, ray")

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from labpgt.cli.bench import check_bench_file, check_calibration_file
+from labpgt.cli.bench_access import check_bench_file, check_calibration_file
 from labpgt.cli.progress import advance_to, make_progress, new_task
 from labpgt.cli.tables import print_table
 from labpgt.errors import UserError

@@ -1,6 +1,6 @@
 """The study's grid of jobs on Ray: a local Ray sized to the cores, or a cluster by address.
 
-`RayRunner` has the signature of `labpgt.study.run_jobs`, so `run_study(..., runner=...)`
+`RayRunner` has the signature of `labpgt.studies.runner.run_jobs`, so `run_study(..., runner=...)`
 runs the protocol (search, choice on validation, final seeds) unchanged; only where
 each job runs differs. Per job:
 
@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from labpgt.errors import UserError
-from labpgt.study import (
+from labpgt.studies.presets import StudySpec
+from labpgt.studies.runner import (
     STARTED,
     Job,
-    StudySpec,
     _slug,
     ensure_writable,
     final_jobs,
@@ -143,10 +143,10 @@ def _job_task(
     not flag the rows of this study as computed on a dirty tree. On another commit it keeps
     its own, and the driver refuses the row.
     """
-    import labpgt.study
+    import labpgt.studies.runner
 
-    if labpgt.study.STARTED["commit"] == provenance["commit"]:
-        labpgt.study.STARTED.update(provenance)
+    if labpgt.studies.runner.STARTED["commit"] == provenance["commit"]:
+        labpgt.studies.runner.STARTED.update(provenance)
     if fault is not None and job.key == fault.key:
         marker = Path(fault.marker)
         died = marker.read_text().split() if marker.exists() else []
@@ -173,7 +173,7 @@ def _check_storage_task(out_dir: str) -> str | None:
 
 
 class RayRunner:
-    """Runs a study's jobs as Ray tasks (a drop-in for `labpgt.study.run_jobs`).
+    """Runs a study's jobs as Ray tasks (a drop-in for `labpgt.studies.runner.run_jobs`).
 
     ``address=None`` starts a local Ray with ``workers`` CPUs (0: every core) unless this
     process is connected to one already; an address joins that cluster.
@@ -354,8 +354,8 @@ def run_study_ray(
     progress: Callable[[str, int, int, dict[str, Any] | None], None] = lambda *a: None,
     runner: RayRunner | None = None,
 ) -> dict[str, Any]:
-    """`labpgt.study.run_study` on Ray: bad input refused first, then search and final seeds."""
-    from labpgt.study import run_study
+    """`run_study` on Ray: bad input refused first, then search and final seeds."""
+    from labpgt.studies.runner import run_study
 
     runner = connected_runner(spec, out_dir, address, workers, runner)
     try:

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from labpgt.errors import UserError
-from labpgt.study import (
+from labpgt.studies.presets import Entry, StudySpec
+from labpgt.studies.ray_runner import RayRunner, connected_runner
+from labpgt.studies.runner import (
     Choice,
-    Entry,
-    StudySpec,
     _check_one_commit,
     _slug,
     final_jobs,
@@ -42,7 +42,6 @@ from labpgt.study import (
     summarise,
     train_kwargs,
 )
-from labpgt.study_ray import RayRunner, connected_runner
 
 TUNE_DIR = "tune"
 
