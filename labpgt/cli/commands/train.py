@@ -10,10 +10,12 @@ from rich.console import Console
 from rich.table import Table
 
 from labpgt.cli.bench_access import check_bench_file, check_calibration_file
+from labpgt.cli.options import takes_options
 from labpgt.cli.progress import advance_to, make_progress, new_task
 from labpgt.cli.tables import print_table
+from labpgt.cli.train_options import TRAIN_OPTIONS
 from labpgt.errors import UserError
-from labpgt.live.launch import LIVE_OPTION, start_live_view
+from labpgt.live.launch import start_live_view
 from labpgt.storage import write_failure
 from labpgt.training.config import TrainConfig, make_config, parse_options
 from labpgt.training.estimators import ESTIMATORS, method_names
@@ -53,7 +55,24 @@ def run_training(
     from labpgt.training.environment import open_backend
     from labpgt.training.trainer import preflight, train
 
-    if task is None and config.data is None and config.task not in TASKS:
+    check_choices(config, task_given=task is not None)
+    task = preflight(config, task)
+    _prepare_out(Path(config.out), resume=resume, overwrite=overwrite)
+    progress = make_progress(console, disable=quiet)
+    hooks = _TrainProgress(progress, config.method, quiet).hooks()
+    if extra_hooks:
+        hooks = chain_hooks([hooks, *extra_hooks])
+    with progress, open_backend(config) as backend:
+        result = train(
+            config, backend, resume=resume, hooks=hooks, task=task, resume_from=resume_from
+        )
+    return result
+
+
+def check_choices(config: TrainConfig, *, task_given: bool) -> None:
+    """Refuse, before anything is opened, an unknown task, method or model, a method the
+    chosen bench cannot run, and a bench or calibration file that cannot be used."""
+    if not task_given and config.data is None and config.task not in TASKS:
         raise UserError(
             f"unknown task {config.task!r}; valid tasks: {', '.join(sorted(TASKS))} "
             "(or --data file.csv --target COLUMN)"
@@ -79,8 +98,10 @@ def run_training(
         check_bench_file(Path(config.bench))  # one line for a bench file that cannot be used
     if config.calibration is not None:
         check_calibration_file(Path(config.calibration))
-    task = preflight(config, task)
-    out = Path(config.out)
+
+
+def _prepare_out(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start over a run unless asked; --overwrite removes that run's files only."""
     if (out / "checkpoint.pt").exists() and not resume and not overwrite:
         raise UserError(
             f"--out {out} already holds a run; add --resume to continue it or choose another --out"
@@ -91,36 +112,49 @@ def run_training(
         for path in [*out.glob("checkpoint-step*.pt"), out / "best.pt"]:
             path.unlink(missing_ok=True)
 
-    progress = make_progress(console, disable=quiet)
-    # Until the trainer knows its step count (bench opened, baseline readout fitted) a
-    # pulsing bar says what is going on, never a count of "0/?".
-    preparing = new_task(
-        progress, "preparing (bench, baseline readout)", None, unit="", instrument_s=None
-    )
-    bar: dict[str, Any] = {}
-    last = {"figures": "val acc -"}
 
-    def on_start(total: int, done: int) -> None:
-        progress.update(preparing, total=1, completed=1, visible=False)
-        # instrument_s counts from the run's start (a resume included): start_count 0
-        bar["id"] = new_task(
-            progress, f"train {config.method}", total, unit="steps", completed=done
+class _TrainProgress:
+    """The progress bar and the per-epoch lines a training run draws (its TrainHooks)."""
+
+    def __init__(self, progress: Any, method: str, quiet: bool) -> None:
+        self.progress, self.method, self.quiet = progress, method, quiet
+        # Until the trainer knows its step count (bench opened, baseline readout fitted) a
+        # pulsing bar says what is going on, never a count of "0/?".
+        self.preparing = new_task(
+            progress, "preparing (bench, baseline readout)", None, unit="", instrument_s=None
         )
-        progress.update(bar["id"], start_count=0)
+        self.bar: Any = None
+        self.figures = "val acc -"
 
-    def on_step(info: dict[str, float]) -> None:
-        task_id = bar["id"]
-        done = progress.tasks[[t.id for t in progress.tasks].index(task_id)].completed + 1
+    def hooks(self) -> TrainHooks:
+        return TrainHooks(
+            on_start=self.on_start,
+            on_step=self.on_step,
+            on_epoch=self.on_epoch,
+            on_note=self.on_note,
+        )
+
+    def on_start(self, total: int, done: int) -> None:
+        self.progress.update(self.preparing, total=1, completed=1, visible=False)
+        # instrument_s counts from the run's start (a resume included): start_count 0
+        self.bar = new_task(
+            self.progress, f"train {self.method}", total, unit="steps", completed=done
+        )
+        self.progress.update(self.bar, start_count=0)
+
+    def on_step(self, info: dict[str, float]) -> None:
+        tasks = self.progress.tasks
+        done = tasks[[t.id for t in tasks].index(self.bar)].completed + 1
         advance_to(
-            progress,
-            task_id,
+            self.progress,
+            self.bar,
             done,
             instrument_s=info["instrument_time_s"],
-            info=f"epoch {int(info['epoch'])} loss {info['loss']:.3f} · {last['figures']} · "
+            info=f"epoch {int(info['epoch'])} loss {info['loss']:.3f} · {self.figures} · "
             f"{int(info['queries'])} queries",
         )
 
-    def on_epoch(row: EpochMetrics) -> None:
+    def on_epoch(self, row: EpochMetrics) -> None:
         # The figures of the epoch just finished, named with it; a split not measured this
         # epoch is left out rather than shown with an older value.
         parts = [f"train loss {row.train_loss:.3f} acc {100 * row.train_acc:.1f}%"]
@@ -130,32 +164,22 @@ def run_training(
             if acc == acc:  # not NaN
                 parts.append(f"{name} loss {loss:.3f} acc {100 * acc:.1f}%")
                 shown.append(f"{name} {100 * acc:.1f}%")
-        last["figures"] = f"ep. {row.epoch}: " + (", ".join(shown) if shown else "train only")
-        if "id" in bar:
-            progress.update(
-                bar["id"],
-                info=f"epoch {row.epoch} done · {last['figures']} · {row.queries} queries",
+        self.figures = f"ep. {row.epoch}: " + (", ".join(shown) if shown else "train only")
+        if self.bar is not None:
+            self.progress.update(
+                self.bar,
+                info=f"epoch {row.epoch} done · {self.figures} · {row.queries} queries",
             )
-        if not quiet:
-            progress.console.print(
+        if not self.quiet:
+            self.progress.console.print(
                 f"epoch {row.epoch}: {' | '.join(parts)} | {row.queries} queries, "
                 f"{row.instrument_time_s:.1f} s instrument, {row.wall_s:.1f} s wall",
                 highlight=False,
             )
 
-    hooks = TrainHooks(
-        on_start=on_start,
-        on_step=on_step,
-        on_epoch=on_epoch,
-        on_note=lambda text: None if quiet else progress.console.print(f"[dim]{text}[/dim]"),
-    )
-    if extra_hooks:
-        hooks = chain_hooks([hooks, *extra_hooks])
-    with progress, open_backend(config) as backend:
-        result = train(
-            config, backend, resume=resume, hooks=hooks, task=task, resume_from=resume_from
-        )
-    return result
+    def on_note(self, text: str) -> None:
+        if not self.quiet:
+            self.progress.console.print(f"[dim]{text}[/dim]")
 
 
 def summary_table(result: RunResult) -> Table:
@@ -225,137 +249,31 @@ def write_summary(result: RunResult) -> Path:
     return path
 
 
-def train_command(
-    task: str = typer.Option("digits", help=f"Bundled task: {', '.join(sorted(TASKS))}."),
-    data: Path | None = typer.Option(None, help="Your own CSV (header row; numeric inputs)."),
-    target: str | None = typer.Option(None, help="Class-label column of --data."),
-    model: str = typer.Option("dense", help=f"Model: {', '.join(sorted(MODELS))}."),
-    method: str = typer.Option("boundary", help=f"Method: {', '.join(method_names())}."),
-    bench: Path | None = typer.Option(None, help="Bench file (TOML): train on that bench."),
-    fast_sim: bool = typer.Option(False, "--fast-sim", help="In-process simulated ring."),
-    noise: bool = typer.Option(True, help="Simulated noise on (sim benches)."),
-    drift: bool = typer.Option(True, help="Simulated drift on (sim benches)."),
-    epochs: int | None = typer.Option(None, help="Epochs (default 10, or until --max-queries)."),
-    max_queries: int | None = typer.Option(None, help="Training query budget (measurements)."),
-    seed: int = typer.Option(0, help="Seed of data split, init, perturbations and the sim."),
-    optimizer: str = typer.Option("adam", help="adam | sgd | momentum."),
-    lr: float = typer.Option(0.01, help="Learning rate."),
-    momentum: float = typer.Option(0.9, help="Momentum for --optimizer momentum."),
-    batch_size: int = typer.Option(32, help="Samples per step."),
-    channels: int = typer.Option(8, help="Reservoir channels k per sample."),
-    driven: str = typer.Option(
-        "drive_hz",
-        help="Settings u drives in each channel, comma-separated: drive_hz, drive_dbm, bias_a.",
-    ),
-    bins: int = typer.Option(16, help="Features per trace (kernel windows or bins)."),
-    features: str = typer.Option(
-        "kernel", help="Feature map: kernel (smooth Gaussian windows) | bins (mean dB per bin)."
-    ),
-    kernel_width: float = typer.Option(0.5, help="Kernel window σ, in window spacings."),
-    hidden: int = typer.Option(32, help="Upstream hidden width (0: one linear layer)."),
-    downstream_hidden: int = typer.Option(0, help="Readout hidden width (0: linear readout)."),
-    probes: int | None = typer.Option(None, help="Probes q per step (method default if unset)."),
-    delta: float | None = typer.Option(None, help="Perturbation size δ (method default)."),
-    perturb: str | None = typer.Option(None, help="pgt/spsa: all | upstream."),
-    pgt_range: int = typer.Option(1, help="PGT: perturbation entries in {-r..r}."),
-    pgt_dropout: float = typer.Option(0.0, help="PGT: dropout scale p."),
-    pgt_normalise: bool = typer.Option(True, help="PGT: divide by E[PM²]."),
-    directions: str = typer.Option("auto", help="gaussian | rademacher | coordinate | auto."),
-    one_sided: bool = typer.Option(False, "--one-sided", help="SPSA one-sided differences."),
-    spsa_gain: bool = typer.Option(False, "--spsa-gain", help="SPSA gain schedules a_k, c_k."),
-    gain_a: float = typer.Option(0.05, help="SPSA gain a."),
-    gain_big_a: float = typer.Option(10.0, help="SPSA stability constant A."),
-    gain_c: float | None = typer.Option(None, help="SPSA c (default δ)."),
-    warmup_samples: int = typer.Option(128, help="Samples measured for normalisation."),
-    calibration: Path | None = typer.Option(None, help="Calibration file for normalisation."),
-    readout_init: str = typer.Option(
-        "random", help="Readout to start from: random | ridge (the baseline's fit)."
-    ),
-    test_fraction: float = typer.Option(0.25, help="Held-out fraction of the data."),
-    val_fraction: float = typer.Option(
-        0.15, help="Fraction of the training part held out for validation (0: none)."
-    ),
-    eval_test: str = typer.Option(
-        "every-epoch",
-        help="every-epoch: test figures each epoch (curves only) | final: measured once, "
-        "on the epoch chosen on validation.",
-    ),
-    lr_schedule: str = typer.Option("cosine", help="cosine (from --lr to 0) | constant."),
-    method_opt: list[str] = typer.Option(
-        [], "--method-opt", help="Estimator option KEY=VALUE (repeatable; int/float/bool/str)."
-    ),
-    model_opt: list[str] = typer.Option(
-        [], "--model-opt", help="Model option KEY=VALUE (repeatable)."
-    ),
-    task_opt: list[str] = typer.Option(
-        [], "--task-opt", help="Task option KEY=VALUE (repeatable)."
-    ),
-    out: Path = typer.Option(Path("runs/train"), help="Run directory."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
-    checkpoint_every_min: float | None = typer.Option(
-        None, help="Also checkpoint within epochs every this many minutes of instrument time."
-    ),
-    resume_from: Path | None = typer.Option(
-        None, help="Continue the run in --out from this checkpoint file (implies --resume)."
-    ),
-    tensorboard: Path | None = typer.Option(
-        None, help="Also log to TensorBoard in this folder (needs labpgt[tensorboard])."
-    ),
-    live: bool = LIVE_OPTION,
-) -> None:
+CLI_ONLY = ("resume", "resume_from", "tensorboard", "live")
+"""Options of `labpgt train` that are not TrainConfig fields."""
+
+
+def config_from_options(options: dict[str, Any]) -> TrainConfig:
+    """The command's option values as a TrainConfig: paths as text, --driven split at
+    commas, the repeatable KEY=VALUE options parsed (--method-opt -> method_opts ...)."""
+    values = {name: value for name, value in options.items() if name not in CLI_ONLY}
+    for name in ("data", "bench", "calibration"):
+        values[name] = str(values[name]) if values[name] else None
+    values["out"] = str(values["out"])
+    values["driven"] = tuple(name.strip() for name in values["driven"].split(",") if name.strip())
+    for kind in ("method", "model", "task"):
+        values[f"{kind}_opts"] = parse_options(f"--{kind}-opt", values.pop(f"{kind}_opt"))
+    return make_config(**values)
+
+
+@takes_options(TRAIN_OPTIONS)
+def train_command(**options: Any) -> None:
     """Train a network with the magnonic ring in the loop (perturbative gradients)."""
-    config = make_config(
-        task=task,
-        data=str(data) if data else None,
-        target=target,
-        model=model,
-        method=method,
-        bench=str(bench) if bench else None,
-        fast_sim=fast_sim,
-        noise=noise,
-        drift=drift,
-        epochs=epochs,
-        max_queries=max_queries,
-        seed=seed,
-        optimizer=optimizer,
-        lr=lr,
-        momentum=momentum,
-        batch_size=batch_size,
-        channels=channels,
-        driven=tuple(name.strip() for name in driven.split(",") if name.strip()),
-        bins=bins,
-        features=features,
-        kernel_width=kernel_width,
-        hidden=hidden,
-        downstream_hidden=downstream_hidden,
-        probes=probes,
-        delta=delta,
-        perturb=perturb,
-        pgt_range=pgt_range,
-        pgt_dropout=pgt_dropout,
-        pgt_normalise=pgt_normalise,
-        directions=directions,
-        one_sided=one_sided,
-        spsa_gain=spsa_gain,
-        gain_a=gain_a,
-        gain_big_a=gain_big_a,
-        gain_c=gain_c,
-        warmup_samples=warmup_samples,
-        calibration=str(calibration) if calibration else None,
-        readout_init=readout_init,
-        test_fraction=test_fraction,
-        val_fraction=val_fraction,
-        eval_test=eval_test,
-        lr_schedule=lr_schedule,
-        method_opts=parse_options("--method-opt", method_opt),
-        model_opts=parse_options("--model-opt", model_opt),
-        task_opts=parse_options("--task-opt", task_opt),
-        out=str(out),
-        checkpoint_every_min=checkpoint_every_min,
-    )
+    config = config_from_options(options)
+    out, resume_from, tensorboard = Path(config.out), options["resume_from"], options["tensorboard"]
     from labpgt.instruments.bench import ShutdownError
 
-    if live:
+    if options["live"]:
         start_live_view(out, "train")
     log = None
     if tensorboard is not None:
@@ -365,7 +283,7 @@ def train_command(
     try:
         result = run_training(
             config,
-            resume=resume or resume_from is not None,
+            resume=options["resume"] or resume_from is not None,
             resume_from=resume_from,
             extra_hooks=None if log is None else [log.hooks],
         )
