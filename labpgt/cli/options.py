@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+import typing
+from collections.abc import Callable
+from typing import TypeVar
 
 import typer
 
@@ -19,36 +20,25 @@ META_OPTION = typer.Option(
 )
 
 
-@dataclass(frozen=True)
-class CommandOption:
-    """One option of a command declared as a table row: parameter name, type, typer.Option."""
+def takes_options(options: type) -> Callable[[Command], Command]:
+    """Give a command written as ``def cmd(**values)`` the fields of the dataclass `options`
+    as its parameters; the command reads them back as ``options(**values)``.
 
-    name: str
-    annotation: Any
-    option: Any
-
-
-def takes_options(table: Sequence[CommandOption]) -> Callable[[Command], Command]:
-    """Give a command written as ``def cmd(**options)`` the parameters of `table`.
-
-    Typer reads a command's options from its signature; a command with dozens of options
-    (``labpgt train``) keeps them in a table beside it instead of a parameter list longer
-    than the command itself. The help, the flags and the values typer passes are the
-    same as with the parameters written out.
+    Typer reads a command's options from its signature. A command with many options
+    declares them once, as fields whose defaults are their ``typer.Option``, instead of
+    a parameter list longer than the command itself; help, flags and values are the same.
     """
 
     def give(command: Command) -> Command:
+        hints = typing.get_type_hints(options)
         params = [
             inspect.Parameter(
-                row.name,
-                inspect.Parameter.KEYWORD_ONLY,
-                default=row.option,
-                annotation=row.annotation,
+                f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name]
             )
-            for row in table
+            for f in dataclasses.fields(options)
         ]
         command.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
-        command.__annotations__ = {row.name: row.annotation for row in table}
+        command.__annotations__ = {p.name: p.annotation for p in params}
         return command
 
     return give

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from labpgt.cli.bench_access import check_bench_file, check_calibration_file
 from labpgt.cli.options import takes_options
 from labpgt.cli.progress import advance_to, make_progress, new_task
 from labpgt.cli.tables import print_table
-from labpgt.cli.train_options import TRAIN_OPTIONS
+from labpgt.cli.train_options import TrainOptions
 from labpgt.errors import UserError
 from labpgt.live.launch import start_live_view
 from labpgt.storage import write_failure
@@ -253,10 +254,10 @@ CLI_ONLY = ("resume", "resume_from", "tensorboard", "live")
 """Options of `labpgt train` that are not TrainConfig fields."""
 
 
-def config_from_options(options: dict[str, Any]) -> TrainConfig:
+def config_from_options(options: TrainOptions) -> TrainConfig:
     """The command's option values as a TrainConfig: paths as text, --driven split at
     commas, the repeatable KEY=VALUE options parsed (--method-opt -> method_opts ...)."""
-    values = {name: value for name, value in options.items() if name not in CLI_ONLY}
+    values = {k: v for k, v in dataclasses.asdict(options).items() if k not in CLI_ONLY}
     for name in ("data", "bench", "calibration"):
         values[name] = str(values[name]) if values[name] else None
     values["out"] = str(values["out"])
@@ -266,14 +267,15 @@ def config_from_options(options: dict[str, Any]) -> TrainConfig:
     return make_config(**values)
 
 
-@takes_options(TRAIN_OPTIONS)
-def train_command(**options: Any) -> None:
+@takes_options(TrainOptions)
+def train_command(**values: Any) -> None:
     """Train a network with the magnonic ring in the loop (perturbative gradients)."""
+    options = TrainOptions(**values)
     config = config_from_options(options)
-    out, resume_from, tensorboard = Path(config.out), options["resume_from"], options["tensorboard"]
+    out, resume_from, tensorboard = Path(config.out), options.resume_from, options.tensorboard
     from labpgt.instruments.bench import ShutdownError
 
-    if options["live"]:
+    if options.live:
         start_live_view(out, "train")
     log = None
     if tensorboard is not None:
@@ -283,7 +285,7 @@ def train_command(**options: Any) -> None:
     try:
         result = run_training(
             config,
-            resume=options["resume"] or resume_from is not None,
+            resume=options.resume or resume_from is not None,
             resume_from=resume_from,
             extra_hooks=None if log is None else [log.hooks],
         )
