@@ -308,16 +308,13 @@ def run_jobs(
     progress: Callable[[int, int, dict[str, Any] | None], None] = lambda done, total, row: None,
 ) -> dict[str, dict[str, Any]]:
     """Run the jobs not yet in `done` (serially or on `workers` processes), appending rows."""
-    path = out_dir / "results.jsonl"
     todo = [j for j in jobs if j.key not in done]
     finished = len(jobs) - len(todo)
     progress(finished, len(jobs), None)
 
     def record(row: dict[str, Any]) -> None:
         nonlocal finished
-        with path.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        done[row["key"]] = row
+        append_row(out_dir, row, done)
         finished += 1
         progress(finished, len(jobs), row)
 
@@ -330,6 +327,13 @@ def run_jobs(
         for future in as_completed(futures):
             record(future.result())
     return done
+
+
+def append_row(out_dir: Path, row: dict[str, Any], done: dict[str, dict[str, Any]]) -> None:
+    """One finished job: a line of results.jsonl and an entry of `done`."""
+    with (out_dir / "results.jsonl").open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    done[row["key"]] = row
 
 
 def choose(
