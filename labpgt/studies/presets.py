@@ -61,6 +61,13 @@ def _digits_base(budget: int) -> dict[str, Any]:
     }
 
 
+def _digits_study(name: str, entries: tuple[Entry, ...], description: str) -> StudySpec:
+    """A study on the digits network and budget (`_digits_base` at 200 000 queries)."""
+    return StudySpec(
+        name=name, base=_digits_base(200_000), entries=entries, description=description
+    )
+
+
 LRS = (0.003, 0.01, 0.03)
 PAT_TWIN: dict[str, Any] = {
     "method": "pat",
@@ -113,11 +120,10 @@ def digits_study() -> StudySpec:
         ),
         Entry("pgt, paper (all parameters)", {"method": "pgt"}, lrs=LRS, variants=DELTAS),
     )
-    return StudySpec(
-        name="digits",
-        base=_digits_base(200_000),
-        entries=entries,
-        description="digits (scikit-learn, 1 797 images of 8×8), dense model 64 → 32 tanh → "
+    return _digits_study(
+        "digits",
+        entries,
+        "digits (scikit-learn, 1 797 images of 8×8), dense model 64 → 32 tanh → "
         "u (k = 8 channels × the drive frequency unless the row says otherwise) → ring → "
         "k × 16 kernel features → linear readout; in-process simulated ring with noise and "
         "drift on; 200 000 training queries per run",
@@ -144,11 +150,10 @@ def pgt_size_study() -> StudySpec:
             variants=DELTAS,
         ),
     )
-    return StudySpec(
-        name="pgt-size",
-        base=_digits_base(200_000),
-        entries=entries,
-        description="digits, the smallest network: linear upstream 64 → u (1 channel × the "
+    return _digits_study(
+        "pgt-size",
+        entries,
+        "digits, the smallest network: linear upstream 64 → u (1 channel × the "
         "drive frequency) → ring → 4 kernel features → linear readout, 115 parameters; fast "
         "sim with noise and drift; 200 000 training queries per run",
     )
@@ -258,11 +263,10 @@ def pat_study() -> StudySpec:
         Entry("boundary", {"method": "boundary"}, lrs=LRS),
         Entry("pat through the calibrated twin", PAT_TWIN, lrs=LRS),
     )
-    return StudySpec(
-        name="pat",
-        base=_digits_base(200_000),
-        entries=entries,
-        description="digits, the digits study's network (k = 8 channels × the drive "
+    return _digits_study(
+        "pat",
+        entries,
+        "digits, the digits study's network (k = 8 channels × the drive "
         "frequency, 8 × 16 kernel features) and budget (200 000 training queries); PAT's "
         "backward pass through the twin that `labpgt calibrate --fast-sim --grid small "
         "--surrogate twin` fits to the simulated ring (seed 0, once per study)",
@@ -281,11 +285,10 @@ def features_study() -> StudySpec:
         ),
         Entry("digital same-shape network", {"method": "digital"}, two),
     )
-    return StudySpec(
-        name="features",
-        base=_digits_base(200_000),
-        entries=entries,
-        description="digits, the digits study's network and budget, boundary perturbation "
+    return _digits_study(
+        "features",
+        entries,
+        "digits, the digits study's network and budget, boundary perturbation "
         "through two feature maps of the same width (16 per channel, k = 8 channels of the "
         "drive frequency)",
     )
