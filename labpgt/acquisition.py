@@ -368,10 +368,7 @@ def acquire(
     """
     if hasattr(reservoir, "keep_traces"):
         reservoir.keep_traces = True  # type: ignore[attr-defined]
-    stamp = {
-        "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        **(provenance or {}),
-    }
+    stamp = {"time_utc": _now_utc(), **(provenance or {})}
     if resume:
         run = _reopen(out, inputs, repeats, stamp, identity, allow_bench_change)
     else:
@@ -464,11 +461,12 @@ def _close_after_failure(run: RunFile) -> None:
         run.close()
 
 
+def _now_utc() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
 def _snapshot(reservoir: PhysicalReservoir) -> dict[str, Any]:
-    return {
-        "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "reservoir": reservoir.snapshot(),
-    }
+    return {"time_utc": _now_utc(), "reservoir": reservoir.snapshot()}
 
 
 def _settings_or_none(reservoir: PhysicalReservoir) -> dict[str, Any] | None:

@@ -60,11 +60,7 @@ def study_command(
     trials: int = typer.Option(8, help="--search tpe: trials per entry."),
 ) -> None:
     """Search each method's learning rate on validation, then train ≥ 5 seeds; tabulate."""
-    from labpgt.studies.presets import PRESETS
-
-    if preset not in PRESETS:
-        raise UserError(f"unknown study preset {preset!r}; valid: {', '.join(sorted(PRESETS))}")
-    spec = PRESETS[preset]()
+    spec = _preset(preset)
     engine = _engine(engine, address)
     _check_search(search, engine, trials)
     _check_destinations(spec, address, docs, out)
@@ -90,6 +86,14 @@ def study_command(
     print_table(console, _results_table(spec, summary))
     if docs is not None:
         _write_page(spec, summary, docs)
+
+
+def _preset(name: str) -> StudySpec:
+    from labpgt.studies.presets import PRESETS
+
+    if name not in PRESETS:
+        raise UserError(f"unknown study preset {name!r}; valid: {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]()
 
 
 def _check_search(search: str, engine: str, trials: int) -> None:
