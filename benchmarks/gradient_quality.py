@@ -31,7 +31,7 @@ import torch
 
 torch.set_num_threads(1)
 
-from labpgt.study import STARTED  # noqa: E402  (provenance of the code loaded now)
+from labpgt.studies.protocol import STARTED  # noqa: E402  (provenance of the code loaded now)
 from labpgt.training.build import build_model_for, normalise_features  # noqa: E402
 from labpgt.training.config import make_config  # noqa: E402
 from labpgt.training.environment import open_backend  # noqa: E402

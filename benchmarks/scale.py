@@ -35,14 +35,18 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 from labpgt.sim.grid import AnalyzerGrid
 
 from labpgt.embedded import embedded_bench
 from labpgt.multibench import LocalBench, MultiBenchScheduler
-from labpgt.study import STARTED, final_jobs, run_jobs, short_study
+from labpgt.setting_bounds import SettingBounds
+from labpgt.studies.presets import short_study
+from labpgt.studies.protocol import STARTED, final_jobs, run_jobs
 
 STUDY_SEEDS = (0, 1, 2, 3)
 STUDY_QUERIES = 20_000
@@ -50,6 +54,7 @@ PROBES = 256
 BENCHES = (1, 2, 4, 8)
 RAY_BENCHES = (1, 2, 4)
 GRID = AnalyzerGrid(rbw_hz=100e3)
+T = TypeVar("T")
 
 
 def study_throughput(root: Path, queries: int = STUDY_QUERIES) -> None:
@@ -58,7 +63,7 @@ def study_throughput(root: Path, queries: int = STUDY_QUERIES) -> None:
     import ray
 
     from labpgt.runner import run_training  # noqa: F401  (imported, not timed)
-    from labpgt.study_ray import RayRunner
+    from labpgt.studies.ray_runner import RayRunner
 
     short = short_study()
     spec = dataclasses.replace(
@@ -71,43 +76,54 @@ def study_throughput(root: Path, queries: int = STUDY_QUERIES) -> None:
     )
     for folder in ("serial", "process2", "ray1", "ray2"):
         (root / folder).mkdir()
-    t0 = time.perf_counter()
-    rows = run_jobs(jobs, root / "serial", workers=1, done={})
-    serial_s = time.perf_counter() - t0
+    rows, serial_s = _timed(run_jobs, jobs, root / "serial", workers=1, done={})
     base = len(jobs) / serial_s * 3600
-    print(
-        f"  serial (this process)   {serial_s:6.1f} s  {base:7.0f} jobs/h  1.00x   "
-        f"(median job {_median_job_s(rows):.1f} s)"
-    )
-    t = time.perf_counter()
-    rows = run_jobs(jobs, root / "process2", workers=2, done={})
-    wall_s = time.perf_counter() - t
-    rate = len(jobs) / wall_s * 3600
-    print(
-        f"  process pool, 2 workers {wall_s:6.1f} s  {rate:7.0f} jobs/h  {rate / base:.2f}x   "
-        f"(median job {_median_job_s(rows):.1f} s)"
-    )
+    print(_study_line("serial (this process)", len(jobs), serial_s, base, rows))
+    rows, wall_s = _timed(run_jobs, jobs, root / "process2", workers=2, done={})
+    print(_study_line("process pool, 2 workers", len(jobs), wall_s, base, rows))
     for workers in (1, 2):
-        t = time.perf_counter()
-        ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING)
-        init_s = time.perf_counter() - t
+        _, init_s = _timed(
+            ray.init, num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING
+        )
         try:
-            t = time.perf_counter()
-            rows = RayRunner()(jobs, root / f"ray{workers}", workers=workers, done={})
-            wall_s = time.perf_counter() - t
+            rows, wall_s = _timed(
+                RayRunner(), jobs, root / f"ray{workers}", workers=workers, done={}
+            )
         finally:
             ray.shutdown()
-        rate = len(jobs) / wall_s * 3600
-        print(
-            f"  ray, {workers} worker(s)       {wall_s:6.1f} s  {rate:7.0f} jobs/h  "
-            f"{rate / base:.2f}x   (median job {_median_job_s(rows):.1f} s; "
-            f"ray.init {init_s:.1f} s)"
-        )
+        line = _study_line(f"ray, {workers} worker(s)", len(jobs), wall_s, base, rows)
+        print(f"{line[:-1]}; ray.init {init_s:.1f} s)")
+
+
+def _timed(run: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, float]:
+    """What `run(*args, **kwargs)` returns, and the wall time it took, s."""
+    t = time.perf_counter()
+    result = run(*args, **kwargs)
+    return result, time.perf_counter() - t
+
+
+def _study_line(
+    label: str, n_jobs: int, wall_s: float, base_per_h: float, rows: dict[str, dict]
+) -> str:
+    """One engine's figures: wall time, jobs/hour, ratio to the serial run, median job."""
+    rate = n_jobs / wall_s * 3600
+    return (
+        f"  {label:<24}{wall_s:6.1f} s  {rate:7.0f} jobs/h  {rate / base_per_h:.2f}x   "
+        f"(median job {_median_job_s(rows):.1f} s)"
+    )
 
 
 def _median_job_s(rows: dict[str, dict]) -> float:
     """Median wall time of one job inside its worker: it grows when the cores are busy."""
     return statistics.median(r["seconds"] for r in rows.values())
+
+
+def _random_settings(bounds: SettingBounds) -> torch.Tensor:
+    """PROBES settings drawn uniformly within the bench's bounds (seed 0: every run alike)."""
+    gen = torch.Generator().manual_seed(0)
+    return bounds.lower() + (bounds.upper() - bounds.lower()) * torch.rand(
+        PROBES, 3, generator=gen, dtype=torch.float64
+    )
 
 
 def probe_throughput() -> None:
@@ -124,17 +140,11 @@ def probe_throughput() -> None:
                 )
                 for i in range(n)
             ]
-            bounds = reservoirs[0].bounds
-            gen = torch.Generator().manual_seed(0)
-            settings = bounds.lower() + (bounds.upper() - bounds.lower()) * torch.rand(
-                PROBES, 3, generator=gen, dtype=torch.float64
-            )
+            settings = _random_settings(reservoirs[0].bounds)
             multi = MultiBenchScheduler(
                 [LocalBench(f"bench{i}", r) for i, r in enumerate(reservoirs)], chunk_size=16
             )
-            t = time.perf_counter()
-            multi.run(settings)
-            wall_s = time.perf_counter() - t
+            _, wall_s = _timed(multi.run, settings)
         rate = PROBES / wall_s
         base = base or rate
         per_bench = [s.stats.queries for s in multi.bench_stats.values()]
@@ -158,15 +168,9 @@ def ray_probe_throughput() -> None:
             actors = [
                 RayBench.embedded(f"actor{i}", seed=i, realtime=True, grid=GRID) for i in range(n)
             ]
-            bounds = actors[0].bounds
-            gen = torch.Generator().manual_seed(0)
-            settings = bounds.lower() + (bounds.upper() - bounds.lower()) * torch.rand(
-                PROBES, 3, generator=gen, dtype=torch.float64
-            )
+            settings = _random_settings(actors[0].bounds)
             multi = MultiBenchScheduler(actors, chunk_size=16)
-            t = time.perf_counter()
-            multi.run(settings)
-            wall_s = time.perf_counter() - t
+            _, wall_s = _timed(multi.run, settings)
             for actor in actors:
                 actor.close()
             rate = PROBES / wall_s

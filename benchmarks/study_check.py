@@ -22,7 +22,8 @@ import json
 import sys
 from pathlib import Path
 
-from labpgt.study import Entry, StudySpec, final_jobs, mean_ci95, read_rows, run_jobs
+from labpgt.studies.presets import Entry, StudySpec
+from labpgt.studies.protocol import final_jobs, mean_ci95, read_rows, run_jobs
 
 
 def load_spec(study_dir: Path) -> StudySpec:

@@ -190,7 +190,7 @@ class ScpiInstrument:
         )
         self.conn.on_reconnect = self._restore
         self._last: dict[str, Any] = {}
-        self._message_plans: dict[tuple[Control, ...], _Plan] = {}
+        self._message_plans: dict[tuple[Control, ...], _MessagePlan] = {}
         self._identity: dict[str, str] | None = None
         self._on_close: list[Callable[[], None]] = []
         self.stale_errors: list[tuple[int, str]] = []
@@ -589,7 +589,9 @@ class ScpiInstrument:
 
         return finish
 
-    def _settings_message(self, checked: list[tuple[Control, Any]]) -> tuple[str, _Plan, Context]:
+    def _settings_message(
+        self, checked: list[tuple[Control, Any]]
+    ) -> tuple[str, _MessagePlan, Context]:
         """The settings message for these values, its plan, and the words for an error."""
         controls = tuple(control for control, _ in checked)
         plan = self._message_plans.get(controls)
@@ -603,7 +605,7 @@ class ScpiInstrument:
 
         return plan.template.format(*texts), plan, context
 
-    def _plan(self, controls: tuple[Control, ...]) -> _Plan:
+    def _plan(self, controls: tuple[Control, ...]) -> _MessagePlan:
         # `A {};:B {};:A?;:B?;:SYST:ERR?` with the values' places left open: built once
         # per combination of controls, filled in per exchange.
         readback = [control for control in controls if control.readback]
@@ -614,7 +616,7 @@ class ScpiInstrument:
             for control, value in zip(readback, taken, strict=True):
                 self._last[control.name] = value
 
-        return _Plan(_checked_message(sets, gets), gets, cache, list(controls))
+        return _MessagePlan(_checked_message(sets, gets), gets, cache, list(controls))
 
     def _send_settings(self, checked: list[tuple[Control, Any]]) -> None:
         """One exchange for already validated settings: sets, read-backs, `SYST:ERR?`."""
@@ -741,7 +743,7 @@ class ScpiInstrument:
         self.sync()
 
 
-class _Plan(NamedTuple):
+class _MessagePlan(NamedTuple):
     """A settings message for one combination of controls, its values' places left open."""
 
     template: str

@@ -23,7 +23,7 @@ The instrument time a bench spent on the chunk it failed is not in its stats (it
 scheduler discards a run that fails), and that chunk's probes are measured again
 elsewhere: the result holds each probe once, the instruments may have swept it twice.
 
-A bench is anything with ``name``, ``bounds``, ``feature_dim`` and
+A bench (`BenchWorker`) is anything with ``name``, ``bounds``, ``feature_dim`` and
 ``run(settings) -> (features, ScheduleStats)``: `LocalBench` (a reservoir in this
 process, e.g. an embedded virtual bench) or `RayBench` (a Ray actor that owns a bench
 in its own process, on this machine or on a bench PC in a cluster).
@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -46,7 +46,7 @@ from labpgt.scheduler import PerturbationScheduler, ScheduleStats, plan_order
 from labpgt.setting_bounds import SettingBounds
 
 
-class Bench(Protocol):
+class BenchWorker(Protocol):
     """One reservoir that measures chunks of settings (see the module docstring)."""
 
     name: str
@@ -104,7 +104,7 @@ class BenchStats:
 class MultiBenchScheduler:
     """Measures batches of settings on several benches at once (see the module docstring)."""
 
-    def __init__(self, benches: Sequence[Bench], *, chunk_size: int = 16) -> None:
+    def __init__(self, benches: Sequence[BenchWorker], *, chunk_size: int = 16) -> None:
         if not benches:
             raise ValueError("at least one bench is required")
         if chunk_size < 1:
@@ -122,7 +122,7 @@ class MultiBenchScheduler:
         """All benches together, cumulative (``requested`` and ``unique`` per call)."""
 
     @property
-    def live(self) -> list[Bench]:
+    def live(self) -> list[BenchWorker]:
         return [b for b in self.benches if self.bench_stats[b.name].failed is None]
 
     def run(self, settings: torch.Tensor) -> torch.Tensor:
@@ -146,40 +146,18 @@ class MultiBenchScheduler:
 
     # --- dispatch ----------------------------------------------------------------------------
 
-    def _dispatch(self, unique: torch.Tensor, live: list[Bench]) -> torch.Tensor:
+    def _dispatch(self, unique: torch.Tensor, live: list[BenchWorker]) -> torch.Tensor:
+        """Measure the ordered `unique` settings chunk by chunk on the live benches, one
+        thread each; every chunk's features stored once."""
         n = unique.shape[0]
         bounds = [(s, min(s + self.chunk_size, n)) for s in range(0, n, self.chunk_size)]
         out = torch.empty(n, live[0].feature_dim, dtype=torch.float64)
         stored = [False] * len(bounds)
-        # Contiguous runs of chunks, one per live bench, in bias order.
-        queues: dict[str, deque[int]] = {}
-        for i, bench in enumerate(live):
-            lo, hi = i * len(bounds) // len(live), (i + 1) * len(bounds) // len(live)
-            queues[bench.name] = deque(range(lo, hi))
-        lock = threading.Condition()
-        in_flight = 0  # chunks a bench is measuring: a failure puts its chunk back
+        chunks = _ChunkQueue([b.name for b in live], len(bounds))
 
-        def take(name: str) -> int | None:
-            """The bench's next chunk, else one from the longest run; None when all is done."""
-            nonlocal in_flight
-            with lock:
-                while True:
-                    donor = queues[name] or max(queues.values(), key=len)
-                    if donor:
-                        in_flight += 1
-                        return donor.popleft() if donor is queues[name] else donor.pop()
-                    if in_flight == 0:
-                        return None
-                    lock.wait()  # another bench may yet fail and hand its chunk back
-
-        def release() -> None:
-            nonlocal in_flight
-            in_flight -= 1
-            lock.notify_all()
-
-        def work(bench: Bench) -> None:
+        def work(bench: BenchWorker) -> None:
             record = self.bench_stats[bench.name]
-            while (index := take(bench.name)) is not None:
+            while (index := chunks.take(bench.name)) is not None:
                 lo, hi = bounds[index]
                 try:
                     features, stats = bench.run(unique[lo:hi])
@@ -189,32 +167,72 @@ class MultiBenchScheduler:
                             f"{hi - lo} settings"
                         )
                 except Exception as exc:
-                    with lock:
-                        queues[bench.name].appendleft(index)  # whole, for the others
+                    with chunks.lock:
+                        chunks.give_back(bench.name, index)  # whole, for the others
                         record.failed = f"{type(exc).__name__}: {exc}".splitlines()[0]
-                        release()
                     return
-                with lock:  # a chunk is handed out to one bench at a time: stored once
+                with chunks.lock:  # a chunk is handed out to one bench at a time: stored once
                     out[lo:hi] = features.to(torch.float64)
                     stored[index] = True
                     record.stats.add(stats)
                     record.chunks += 1
                     self.stats.add(_without_calls(stats))
-                    release()
+                    chunks.finished()
 
-        threads = [
-            threading.Thread(target=work, args=(b,), name=f"bench-{b.name}", daemon=True)
-            for b in live
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        _run_threads(work, live)
         if not all(stored):
             reasons = "; ".join(f"{b.name}: {self.bench_stats[b.name].failed}" for b in live)
             missing = sum(hi - lo for (lo, hi), ok in zip(bounds, stored, strict=True) if not ok)
             raise MeasurementError(f"every bench failed with {missing} settings left ({reasons})")
         return out
+
+
+class _ChunkQueue:
+    """Chunk indices handed to benches: each bench a contiguous run (in bias order), work
+    stealing from the longest run, a failed bench's chunk handed back whole."""
+
+    def __init__(self, names: list[str], n_chunks: int) -> None:
+        self.queues: dict[str, deque[int]] = {}
+        for i, name in enumerate(names):
+            lo, hi = i * n_chunks // len(names), (i + 1) * n_chunks // len(names)
+            self.queues[name] = deque(range(lo, hi))
+        self.lock = threading.Condition()
+        self.in_flight = 0
+        """Chunks a bench is measuring: a failure puts its chunk back."""
+
+    def take(self, name: str) -> int | None:
+        """The bench's next chunk, else one from the longest run; None when all is done."""
+        with self.lock:
+            while True:
+                donor = self.queues[name] or max(self.queues.values(), key=len)
+                if donor:
+                    self.in_flight += 1
+                    return donor.popleft() if donor is self.queues[name] else donor.pop()
+                if self.in_flight == 0:
+                    return None
+                self.lock.wait()  # another bench may yet fail and hand its chunk back
+
+    def give_back(self, name: str, index: int) -> None:
+        """A chunk the bench failed, first in its queue again (call with the lock held)."""
+        self.queues[name].appendleft(index)
+        self.finished()
+
+    def finished(self) -> None:
+        """A taken chunk is done with (call with the lock held)."""
+        self.in_flight -= 1
+        self.lock.notify_all()
+
+
+def _run_threads(work: Callable[[BenchWorker], None], benches: list[BenchWorker]) -> None:
+    """`work(bench)` for every bench at once, one daemon thread each; returns when all end."""
+    threads = [
+        threading.Thread(target=work, args=(b,), name=f"bench-{b.name}", daemon=True)
+        for b in benches
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def _without_calls(stats: ScheduleStats) -> ScheduleStats:

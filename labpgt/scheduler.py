@@ -92,7 +92,7 @@ class Plan:
 
 
 @dataclass
-class _Run:
+class _ScheduleRun:
     stats: ScheduleStats = field(default_factory=ScheduleStats)
     parts: list[ReservoirOutput] = field(default_factory=list)
 
@@ -201,7 +201,7 @@ class PerturbationScheduler:
         self.reservoir.bounds.check(flat)
         plan = self.plan(flat)
         shots = flat[plan.rows].repeat_interleave(self.repeats, dim=0)
-        run = _Run()
+        run = _ScheduleRun()
         out = self._measure(shots, run)
         feats = out.features.reshape(plan.rows.numel(), self.repeats, -1).mean(dim=1)
         run.stats.requested = flat.shape[0]
@@ -218,19 +218,19 @@ class PerturbationScheduler:
         t0 = time.perf_counter()
         shots = shots.detach().to(torch.float64)
         self.reservoir.bounds.check(shots)
-        run = _Run()
+        run = _ScheduleRun()
         out = self._measure(shots, run)
         run.stats.requested = run.stats.unique = shots.shape[0]
         self._finish(run, t0)
         return out
 
-    def _finish(self, run: _Run, t0: float) -> None:
+    def _finish(self, run: _ScheduleRun, t0: float) -> None:
         run.stats.runs = 1
         run.stats.wall_s = time.perf_counter() - t0
         self.last = run.stats
         self.stats.add(run.stats)
 
-    def _measure(self, shots: torch.Tensor, run: _Run) -> ReservoirOutput:
+    def _measure(self, shots: torch.Tensor, run: _ScheduleRun) -> ReservoirOutput:
         total = shots.shape[0]
         done = 0
         failures = 0
@@ -288,7 +288,9 @@ class PerturbationScheduler:
         with contextlib.suppress(Exception):
             self.reservoir.reconnect()
 
-    def _accept(self, batch: torch.Tensor, out: ReservoirOutput, run: _Run, total: int) -> None:
+    def _accept(
+        self, batch: torch.Tensor, out: ReservoirOutput, run: _ScheduleRun, total: int
+    ) -> None:
         keys = setting_keys(batch, self.reservoir.bounds)
         bias_changed, drive_changed = transitions(keys, self._previous_key)
         self._previous_key = keys[-1].clone()

@@ -87,7 +87,7 @@ def noise_draws(
     return jitter, scatter
 
 
-class _Window(NamedTuple):
+class _LineWindow(NamedTuple):
     """Where each line's window of trace points lies (see `_window`)."""
 
     half: int
@@ -102,7 +102,7 @@ class _Window(NamedTuple):
     """(N, L, W) column of each window point in the padded trace."""
 
 
-def _window(line_hz: Array, grid: AnalyzerGrid, sigmas: float) -> _Window:
+def _window(line_hz: Array, grid: AnalyzerGrid, sigmas: float) -> _LineWindow:
     """Each line's window out to `sigmas` standard deviations, on the padded trace.
 
     Grid point i sits at start + i*bin, so the distance of window point j from the line
@@ -121,7 +121,7 @@ def _window(line_hz: Array, grid: AnalyzerGrid, sigmas: float) -> _Window:
     centre = xp.minimum(xp.maximum(xp.round(stop_gradient(position)), -half - 1), points + half)
     steps = xp.arange(-half, half + 1)
     first = xp.astype(centre, xp.int64) + pad
-    return _Window(
+    return _LineWindow(
         half=half,
         pad=pad,
         residual=(centre - position) * (bin_hz / sigma_hz),

@@ -56,7 +56,7 @@ def cli_lines(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int,
 def stopped_acquire(out: Path, sweep: str, *, seed: int, stop_after: int, chunk_shots: int) -> None:
     """A run file left half done: the real acquire on the embedded bench, its shot list cut by
     Ctrl-C once ``stop_after`` shots are done."""
-    from labpgt.acquire import acquire, grid_inputs, parse_sweep
+    from labpgt.acquisition import acquire, grid_inputs, parse_sweep
     from labpgt.embedded import embedded_bench
     from labpgt.features import FeatureSpec
 

@@ -18,7 +18,7 @@ from cli_runner import cli_error
 from labpgt.instruments.bench_file import bench_config_from_resources, dump_bench
 from typer.testing import CliRunner
 
-from labpgt.acquire import acquire, grid_inputs, parse_sweep, plan_shots, read_inputs_csv
+from labpgt.acquisition import acquire, grid_inputs, parse_sweep, plan_shots, read_inputs_csv
 from labpgt.cli.app import app
 from labpgt.embedded import embedded_bench
 from labpgt.errors import UserError

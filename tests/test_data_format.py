@@ -19,7 +19,7 @@ import pytest
 import torch
 from cli_runner import run_cli
 
-from labpgt.acquire import acquire, grid_inputs, parse_sweep
+from labpgt.acquisition import acquire, grid_inputs, parse_sweep
 from labpgt.cli.app import main
 from labpgt.embedded import embedded_bench
 from labpgt.features import FeatureSpec

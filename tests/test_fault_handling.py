@@ -24,7 +24,7 @@ from labpgt.sim.params import RingParams
 from labpgt.sim.ring import RingModel
 from labpgt.sim.virtual import VirtualBench
 
-from labpgt.acquire import acquire, grid_inputs, parse_sweep
+from labpgt.acquisition import acquire, grid_inputs, parse_sweep
 from labpgt.cli.app import EXIT_UNSAFE
 from labpgt.errors import MeasurementError
 from labpgt.features import FeatureSpec

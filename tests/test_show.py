@@ -14,7 +14,7 @@ from labpgt.sim.params import RingParams
 from labpgt.sim.ring import RingModel
 from typer.testing import CliRunner
 
-from labpgt.acquire import acquire, grid_inputs, parse_sweep
+from labpgt.acquisition import acquire, grid_inputs, parse_sweep
 from labpgt.cli.app import app
 from labpgt.features import FeatureSpec
 from labpgt.simulated_reservoir import SimulatedReservoir

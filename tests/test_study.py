@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from labpgt.cli.app import main
-from labpgt.study import (
+from labpgt.studies.presets import short_study
+from labpgt.studies.protocol import (
     choose,
     ensure_calibration,
     final_jobs,
     mean_ci95,
     read_rows,
     search_jobs,
-    short_study,
 )
 
 

@@ -17,8 +17,9 @@ ray = pytest.importorskip("ray")
 
 from labpgt.cli.app import main  # noqa: E402
 from labpgt.errors import UserError  # noqa: E402
-from labpgt.study import Entry, StudySpec, _slug, choose, final_jobs, run_study, search_jobs  # noqa: E402
-from labpgt.study_ray import (  # noqa: E402
+from labpgt.studies.presets import Entry, StudySpec  # noqa: E402
+from labpgt.studies.protocol import _slug, choose, final_jobs, run_study, search_jobs  # noqa: E402
+from labpgt.studies.ray_runner import (  # noqa: E402
     ROWS_DIR,
     RayRunner,
     WorkerFault,
@@ -176,8 +177,8 @@ def test_a_job_config_that_fails_validation_is_refused_before_any_job(tmp_path: 
 
 def test_every_preset_passes_validation_and_a_bad_calibrate_is_refused() -> None:
     """Jobs that train with a calibration the study makes (PAT) validate without it."""
-    from labpgt.study import PAT_TWIN, PRESETS
-    from labpgt.study_ray import validate_jobs
+    from labpgt.studies.presets import PAT_TWIN, PRESETS
+    from labpgt.studies.ray_runner import validate_jobs
 
     for make in PRESETS.values():
         validate_jobs(make())  # no calibration is made here

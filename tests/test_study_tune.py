@@ -14,9 +14,9 @@ ray = pytest.importorskip("ray")
 
 from test_study_ray import jsonl_rows, tiny_study  # noqa: E402
 
-from labpgt.study import _slug, final_jobs, run_job  # noqa: E402
-from labpgt.study_ray import RayRunner, comparable  # noqa: E402
-from labpgt.study_tune import run_study_tune  # noqa: E402
+from labpgt.studies.protocol import _slug, final_jobs, run_job  # noqa: E402
+from labpgt.studies.ray_runner import RayRunner, comparable  # noqa: E402
+from labpgt.studies.tune_runner import run_study_tune  # noqa: E402
 
 
 @pytest.mark.slow  # two Tune experiments and 8 final jobs: about 90 s on 2 busy cores

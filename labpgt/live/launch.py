@@ -35,11 +35,11 @@ def start_live_view(path: Path, kind: str, *, host: str = "127.0.0.1") -> subpro
 
     Prints one line with the URL and the view's process id. The view waits for the file
     when the run has not created it yet, and stops a while after the run ended when no
-    page is open (`labpgt.live.app.LINGER_S`).
+    page is open (`labpgt.live.dashboard.LINGER_S`).
     """
     if importlib.util.find_spec("bokeh") is None:
         raise UserError("--live needs the live view's extra: pip install 'labpgt[live]'")
-    from labpgt.live.app import DEFAULT_PORT, free_port, url_for
+    from labpgt.live.dashboard import DEFAULT_PORT, free_port, url_for
 
     port = free_port(host, DEFAULT_PORT)
     log = Path(tempfile.gettempdir()) / f"labpgt-view-{os.getpid()}.log"

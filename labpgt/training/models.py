@@ -112,15 +112,17 @@ class ReservoirModel(nn.Module):
             self.reservoir.backend.close()
 
 
+def _dense(in_dim: int, hidden: int, out_dim: int, activation: type[nn.Module]) -> nn.Module:
+    """One Linear layer (hidden 0), else Linear -> activation -> Linear."""
+    if hidden > 0:
+        return nn.Sequential(nn.Linear(in_dim, hidden), activation(), nn.Linear(hidden, out_dim))
+    return nn.Linear(in_dim, out_dim)
+
+
 class _Upstream(nn.Module):
     def __init__(self, input_dim: int, hidden: int, out_dim: int) -> None:
         super().__init__()
-        if hidden > 0:
-            self.net: nn.Module = nn.Sequential(
-                nn.Linear(input_dim, hidden), nn.Tanh(), nn.Linear(hidden, out_dim)
-            )
-        else:
-            self.net = nn.Linear(input_dim, out_dim)
+        self.net = _dense(input_dim, hidden, out_dim, nn.Tanh)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         # tanh keeps u in (-1, 1), the encoding's domain, so no setting ever clips hard.
@@ -130,12 +132,7 @@ class _Upstream(nn.Module):
 class _Downstream(nn.Module):
     def __init__(self, in_dim: int, hidden: int, num_classes: int) -> None:
         super().__init__()
-        if hidden > 0:
-            self.net: nn.Module = nn.Sequential(
-                nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
-            )
-        else:
-            self.net = nn.Linear(in_dim, num_classes)
+        self.net = _dense(in_dim, hidden, num_classes, nn.ReLU)
 
     def forward(self, h: torch.Tensor, ctx: Any) -> torch.Tensor:
         return self.net(h)

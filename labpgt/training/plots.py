@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -41,45 +42,12 @@ def plot_run(
     if not rows:
         return []
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
-    queries = [r.queries for r in rows]
-    epochs = [r.epoch for r in rows]
     if batches:
-        batch_queries = [row[1] for row in batches]
-        batch_loss = [row[2] for row in batches]
-        axes[0, 0].plot(batch_queries, batch_loss, color="C0", alpha=0.2, lw=0.8)
-        axes[0, 0].plot(
-            batch_queries,
-            _running_mean(batch_loss, 10),
-            color="C0",
-            lw=1.2,
-            label="train batches (mean of 10)",
-        )
-        axes[1, 0].plot(
-            batch_queries,
-            [100 * a for a in _running_mean([row[3] for row in batches], 10)],
-            color="C0",
-            lw=1.2,
-            alpha=0.6,
-            label="train batches (mean of 10)",
-        )
-    for col, (xs, xlabel) in enumerate([(queries, "training queries"), (epochs, "epoch")]):
-        ax_loss, ax_acc = axes[0, col], axes[1, col]
-        ax_loss.plot(xs, [r.train_loss for r in rows], "o-", label="train")
-        ax_acc.plot(xs, [100 * r.train_acc for r in rows], "o-", label="train")
-        # NaN points (no validation part; test measured only at the end) are not drawn.
-        for name, marker in (("val", "^-"), ("test", "s-")):
-            loss = [getattr(r, f"{name}_loss") for r in rows]
-            if any(v == v for v in loss):
-                label = "validation" if name == "val" else "test"
-                ax_loss.plot(xs, loss, marker, label=label)
-                ax_acc.plot(
-                    xs, [100 * getattr(r, f"{name}_acc") for r in rows], marker, label=label
-                )
-        ax_loss.set_ylabel("cross-entropy loss")
-        if readout_test_acc is not None:
-            ax_acc.axhline(100 * readout_test_acc, color="grey", ls="--", label="readout (test)")
-        ax_acc.set_ylabel("accuracy (%)")
-        for ax in (ax_loss, ax_acc):
+        _plot_batches(axes[0, 0], axes[1, 0], batches)
+    columns = [([r.queries for r in rows], "training queries"), ([r.epoch for r in rows], "epoch")]
+    for col, (xs, xlabel) in enumerate(columns):
+        _plot_epochs(axes[0, col], axes[1, col], xs, rows, readout_test_acc)
+        for ax in (axes[0, col], axes[1, col]):
             ax.set_xlabel(xlabel)
             ax.grid(alpha=0.3)
             ax.legend()
@@ -90,3 +58,48 @@ def plot_run(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return [path]
+
+
+def _plot_batches(ax_loss: Any, ax_acc: Any, batches: list[list[float]]) -> None:
+    """Each batch's loss, and the running mean of ten batches' loss and accuracy."""
+    batch_queries = [row[1] for row in batches]
+    batch_loss = [row[2] for row in batches]
+    ax_loss.plot(batch_queries, batch_loss, color="C0", alpha=0.2, lw=0.8)
+    ax_loss.plot(
+        batch_queries,
+        _running_mean(batch_loss, 10),
+        color="C0",
+        lw=1.2,
+        label="train batches (mean of 10)",
+    )
+    ax_acc.plot(
+        batch_queries,
+        [100 * a for a in _running_mean([row[3] for row in batches], 10)],
+        color="C0",
+        lw=1.2,
+        alpha=0.6,
+        label="train batches (mean of 10)",
+    )
+
+
+def _plot_epochs(
+    ax_loss: Any,
+    ax_acc: Any,
+    xs: list[int],
+    rows: list[EpochMetrics],
+    readout_test_acc: float | None,
+) -> None:
+    """Per-epoch loss and accuracy of the train, validation and test parts against `xs`."""
+    ax_loss.plot(xs, [r.train_loss for r in rows], "o-", label="train")
+    ax_acc.plot(xs, [100 * r.train_acc for r in rows], "o-", label="train")
+    # NaN points (no validation part; test measured only at the end) are not drawn.
+    for name, marker in (("val", "^-"), ("test", "s-")):
+        loss = [getattr(r, f"{name}_loss") for r in rows]
+        if any(v == v for v in loss):
+            label = "validation" if name == "val" else "test"
+            ax_loss.plot(xs, loss, marker, label=label)
+            ax_acc.plot(xs, [100 * getattr(r, f"{name}_acc") for r in rows], marker, label=label)
+    ax_loss.set_ylabel("cross-entropy loss")
+    if readout_test_acc is not None:
+        ax_acc.axhline(100 * readout_test_acc, color="grey", ls="--", label="readout (test)")
+    ax_acc.set_ylabel("accuracy (%)")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from labpgt.csv_text import read_csv_text
 from labpgt.errors import UserError
 
 
@@ -137,18 +138,7 @@ def load_csv(path: Path, target: str) -> tuple[np.ndarray, np.ndarray, list[str]
 
 def _read_csv_rows(path: Path) -> list[list[str]]:
     """Every row of a UTF-8 CSV (a byte-order mark is dropped); one-line errors otherwise."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"--data: cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise UserError(
-            f"--data: {path} line {line} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
-            f"offset {exc.start}); save the file as UTF-8 CSV"
-        ) from None
+    text = read_csv_text(path, "--data")
     if "\0" in text:
         raise UserError(f"--data: {path} holds NUL bytes; not a text CSV file")
     try:

@@ -12,7 +12,8 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,6 +242,131 @@ def preflight(config: TrainConfig, task: Task | None = None) -> Task:
     return task
 
 
+@dataclass
+class _TrainingRun:
+    """What one training run carries from step to step: all a checkpoint saves, and where."""
+
+    config: TrainConfig
+    task: Task
+    model: ReservoirModel
+    est: GradientEstimator | None
+    optimizer: torch.optim.Optimizer
+    data_gen: torch.Generator
+    backend: MeasurementBackend
+    hooks: TrainHooks
+    out: Path
+    meta: dict[str, Any]
+    counters: _Counters = field(default_factory=_Counters)
+    metrics: list[EpochMetrics] = field(default_factory=list)
+    batches: list[list[float]] = field(default_factory=list)
+    baseline: ReadoutResult | None = None
+    best: dict[str, Any] = field(default_factory=dict)
+    """The epoch chosen on validation so far (`_best_state`)."""
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / CHECKPOINT_NAME
+
+    @contextmanager
+    def eval_queries(self) -> Iterator[None]:
+        """Count the queries measured inside as evaluation queries, not training ones."""
+        before = self.backend.queries
+        yield
+        self.counters.eval_queries += self.backend.queries - before
+
+    def add_time(self, t0_wall: float, t0_inst: float) -> None:
+        """Add the wall and instrument time since (t0_wall, t0_inst) to the counters."""
+        self.counters.instrument_time_s += self.backend.instrument_time_s - t0_inst
+        self.counters.wall_s += time.perf_counter() - t0_wall
+
+    def save(self, path: Path, epoch: int, partial: dict[str, Any] | None = None) -> None:
+        """Checkpoint after `epoch`. `partial` (within-epoch checkpoints only): the epoch's
+        data order, position and running figures; `epoch` is then the last completed one."""
+        assert self.baseline is not None
+        save_checkpoint(
+            path,
+            {
+                **self.meta,
+                "partial": partial,
+                "format": CHECKPOINT_FORMAT,
+                "config": self.config.model_dump(mode="json"),
+                "epoch": epoch,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "estimator": self.est.state_dict() if self.est is not None else {},
+                "rng": capture_rng(),
+                "data_generator": self.data_gen.get_state(),
+                "ring": self.backend.sim_state(),
+                "counters": vars(self.counters).copy(),
+                "metrics": [m.to_dict() for m in self.metrics],
+                "batches": [list(row) for row in self.batches],
+                "baseline": self.baseline.to_dict(),
+                "best": self.best,
+            },
+        )
+
+    def write_tables(self) -> list[Path]:
+        """metrics.csv (one row an epoch) and batches.csv (one row a step), as they are now."""
+        tables = [self.out / "metrics.csv", self.out / "batches.csv"]
+        write_csv(tables[0], self.metrics)
+        write_batches_csv(tables[1], self.batches)
+        return tables
+
+
+@dataclass
+class _EpochState:
+    """Where the current epoch is: its data order, next batch, running figures, start times."""
+
+    perm: torch.Tensor
+    next_start: int
+    losses: list[float]
+    accs: list[float]
+    sizes: list[int]
+    t0_wall: float
+    t0_inst: float
+    """perf_counter and backend instrument time at the epoch's start (shifted on resume)."""
+    last_checkpoint_s: float
+    """Run instrument time of the last within-epoch checkpoint (or of the epoch's start)."""
+
+    @classmethod
+    def begin(cls, run: _TrainingRun) -> _EpochState:
+        """A new epoch: a fresh data order from the run's data generator."""
+        t0_wall, t0_inst = time.perf_counter(), run.backend.instrument_time_s
+        perm = torch.randperm(run.task.x_train.shape[0], generator=run.data_gen)
+        return cls(perm, 0, [], [], [], t0_wall, t0_inst, run.counters.instrument_time_s)
+
+    @classmethod
+    def resume(cls, run: _TrainingRun, partial: dict[str, Any]) -> _EpochState:
+        """The epoch a within-epoch checkpoint stopped in, continued where it was."""
+        return cls(
+            perm=partial["perm"],
+            next_start=int(partial["next_start"]),
+            losses=list(partial["losses"]),
+            accs=list(partial["accs"]),
+            sizes=list(partial["sizes"]),
+            t0_wall=time.perf_counter() - float(partial["wall_in_epoch_s"]),
+            t0_inst=run.backend.instrument_time_s - float(partial["instrument_in_epoch_s"]),
+            last_checkpoint_s=float(partial["last_checkpoint_instrument_s"]),
+        )
+
+    def as_partial(self, run: _TrainingRun, next_start: int) -> dict[str, Any]:
+        """What a within-epoch checkpoint stores of this epoch (read back by `resume`)."""
+        return {
+            "perm": self.perm,
+            "next_start": next_start,
+            "losses": list(self.losses),
+            "accs": list(self.accs),
+            "sizes": list(self.sizes),
+            "wall_in_epoch_s": time.perf_counter() - self.t0_wall,
+            "instrument_in_epoch_s": run.backend.instrument_time_s - self.t0_inst,
+            "last_checkpoint_instrument_s": self.last_checkpoint_s,
+        }
+
+    def instrument_s(self, run: _TrainingRun) -> float:
+        """The run's instrument time so far, this epoch's included."""
+        return run.counters.instrument_time_s + run.backend.instrument_time_s - self.t0_inst
+
+
 def train(
     config: TrainConfig,
     backend: MeasurementBackend,
@@ -262,154 +388,127 @@ def train(
     calibration = load_calibration_file(config.calibration)
     if config.readout_init == "ridge":
         linear_readout(model)  # refuse before anything is measured
-    est = None
-    if config.method != "readout":
-        context = EstimatorContext(
-            model=model,
-            backend=backend,
-            real_bench=backend.bench_kind == "bench",
-            calibration=calibration,
-        )
-        est = make_estimator(
-            config.method,
-            config.estimator,
-            seed=config.seed + 1,
-            extra=dict(config.method_opts),
-            context=context,
-        )
-        if est.needs_differentiable:
-            backend.require_differentiable(config.method)
-        check_budget(config, est)
+    est = _training_estimator(config, model, backend, calibration)
     optimizer = make_optimizer(config, model)
     data_gen = torch.Generator().manual_seed(config.seed + 2)
-    counters = _Counters()
-    ckpt_path = out / CHECKPOINT_NAME
     out.mkdir(parents=True, exist_ok=True)
     meta = run_metadata(config, task, backend.reservoir)
-    partial: dict[str, Any] | None = None
+    run = _TrainingRun(config, task, model, est, optimizer, data_gen, backend, hooks, out, meta)
     if resume:
-        src = Path(resume_from) if resume_from is not None else ckpt_path
-        state = load_checkpoint(src)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise UserError(
-                f"--resume: {src} was written by another labpgt version (checkpoint format "
-                f"{state.get('format')}, this version reads {CHECKPOINT_FORMAT}); start a new run"
-            )
-        _check_resume_config(state["config"], config)
-        check_same_run(src, state, meta, action="--resume")
-        load_model_state(model, state["model"], src)
-        partial = state.get("partial")
-        optimizer.load_state_dict(state["optimizer"])
-        if est is not None:
-            est.load_state_dict(state["estimator"])
-        restore_rng(state["rng"])
-        data_gen.set_state(state["data_generator"])
-        backend.load_sim_state(state["ring"])
-        counters = _Counters(**state["counters"])
-        metrics = [EpochMetrics(**row) for row in state["metrics"]]
-        batches = [list(row) for row in state.get("batches", [])]
-        baseline = ReadoutResult(**state["baseline"])
-        best = dict(state["best"])
-        start_epoch = int(state["epoch"])
-        within = f", step {counters.steps}" if partial is not None else ""
-        hooks.on_note(f"resumed from {src} after epoch {start_epoch}{within}")
+        start_epoch, partial = _restore(
+            run, run.checkpoint_path if resume_from is None else resume_from
+        )
     else:
-        (out / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
-        t0_wall, t0_inst = time.perf_counter(), backend.instrument_time_s
-        normalise_features(config, task, model, backend, hooks.on_note, calibration)
-        baseline = readout_baseline(
-            model, task, seed=config.seed, warm_start=config.readout_init == "ridge"
-        )
-        hooks.on_note(
-            f"readout baseline: test accuracy {100 * baseline.test_acc:.1f} % "
-            f"({baseline.queries} queries, ridge λ={baseline.ridge_lambda:g})"
-        )
-        q_eval = backend.queries
-        scores = _evaluate_split(config, model, task)
-        train_loss, train_acc = _initial_train_scores(model, task, baseline)
-        counters.eval_queries += backend.queries - q_eval
-        counters.instrument_time_s += backend.instrument_time_s - t0_inst
-        counters.wall_s += time.perf_counter() - t0_wall
-        metrics = [_row(0, train_loss, train_acc, scores, counters, optimizer)]
-        batches = []
-        start_epoch = 0
-        best = _best_state(metrics[0], model)
-        _save(
-            ckpt_path,
-            config,
-            0,
-            model,
-            optimizer,
-            est,
-            data_gen,
-            backend,
-            counters,
-            metrics,
-            batches,
-            baseline,
-            best,
-            meta,
-        )
-    stop = "readout only" if est is None else "epochs done"
-    if est is not None:
-        stop = _loop(
-            config,
-            task,
-            model,
-            est,
-            optimizer,
-            data_gen,
-            backend,
-            counters,
-            metrics,
-            batches,
-            baseline,
-            best,
-            start_epoch,
-            ckpt_path,
-            hooks,
-            meta,
-            partial,
-        )
-    selected = _select(config, model, task, metrics, best, backend, counters)
-    write_csv(out / "metrics.csv", metrics)
-    write_batches_csv(out / "batches.csv", batches)
-    files = plot_run(
-        metrics, out, method=config.method, readout_test_acc=baseline.test_acc, batches=batches
+        _start(run, calibration)
+        start_epoch, partial = 0, None
+    stop = "readout only" if est is None else _loop(run, est, start_epoch, partial)
+    return _finish(run, stop)
+
+
+def _training_estimator(
+    config: TrainConfig, model: ReservoirModel, backend: MeasurementBackend, calibration: Any
+) -> GradientEstimator | None:
+    """The run's estimator (None for method 'readout'), its backend and budget checked."""
+    if config.method == "readout":
+        return None
+    context = EstimatorContext(
+        model=model,
+        backend=backend,
+        real_bench=backend.bench_kind == "bench",
+        calibration=calibration,
     )
-    tables = [out / "metrics.csv", out / "batches.csv"]
-    return RunResult(config, metrics, baseline, model, out, stop, selected, [*tables, *files])
+    est = make_estimator(
+        config.method,
+        config.estimator,
+        seed=config.seed + 1,
+        extra=dict(config.method_opts),
+        context=context,
+    )
+    if est.needs_differentiable:
+        backend.require_differentiable(config.method)
+    check_budget(config, est)
+    return est
+
+
+def _start(run: _TrainingRun, calibration: Any) -> None:
+    """A new run: config.json, feature normalisation, the readout baseline and epoch 0."""
+    config, task, model, backend = run.config, run.task, run.model, run.backend
+    (run.out / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+    t0_wall, t0_inst = time.perf_counter(), backend.instrument_time_s
+    normalise_features(config, task, model, backend, run.hooks.on_note, calibration)
+    run.baseline = readout_baseline(
+        model, task, seed=config.seed, warm_start=config.readout_init == "ridge"
+    )
+    run.hooks.on_note(
+        f"readout baseline: test accuracy {100 * run.baseline.test_acc:.1f} % "
+        f"({run.baseline.queries} queries, ridge λ={run.baseline.ridge_lambda:g})"
+    )
+    with run.eval_queries():
+        scores = _evaluate_split(config, model, task)
+        train_loss, train_acc = _initial_train_scores(model, task, run.baseline)
+    run.add_time(t0_wall, t0_inst)
+    run.metrics.append(_row(0, train_loss, train_acc, scores, run.counters, run.optimizer))
+    run.best = _best_state(run.metrics[0], model)
+    run.save(run.checkpoint_path, 0)
+
+
+def _restore(run: _TrainingRun, src: Path) -> tuple[int, dict[str, Any] | None]:
+    """Load the checkpoint `src` into `run`: (its last completed epoch, its within-epoch
+    state or None). Refuses a checkpoint of another format, config or run."""
+    src = Path(src)
+    state = load_checkpoint(src)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(
+            f"--resume: {src} was written by another labpgt version (checkpoint format "
+            f"{state.get('format')}, this version reads {CHECKPOINT_FORMAT}); start a new run"
+        )
+    _check_resume_config(state["config"], run.config)
+    check_same_run(src, state, run.meta, action="--resume")
+    load_model_state(run.model, state["model"], src)
+    run.optimizer.load_state_dict(state["optimizer"])
+    if run.est is not None:
+        run.est.load_state_dict(state["estimator"])
+    restore_rng(state["rng"])
+    run.data_gen.set_state(state["data_generator"])
+    run.backend.load_sim_state(state["ring"])
+    run.counters = _Counters(**state["counters"])
+    run.metrics = [EpochMetrics(**row) for row in state["metrics"]]
+    run.batches = [list(row) for row in state.get("batches", [])]
+    run.baseline = ReadoutResult(**state["baseline"])
+    run.best = dict(state["best"])
+    start_epoch, partial = int(state["epoch"]), state.get("partial")
+    within = f", step {run.counters.steps}" if partial is not None else ""
+    run.hooks.on_note(f"resumed from {src} after epoch {start_epoch}{within}")
+    return start_epoch, partial
+
+
+def _finish(run: _TrainingRun, stop: str) -> RunResult:
+    """The chosen epoch's figures, the final tables and plots: the run's result."""
+    assert run.baseline is not None
+    selected = _select(run)
+    tables = run.write_tables()
+    files = plot_run(
+        run.metrics,
+        run.out,
+        method=run.config.method,
+        readout_test_acc=run.baseline.test_acc,
+        batches=run.batches,
+    )
+    return RunResult(
+        run.config, run.metrics, run.baseline, run.model, run.out, stop, selected, [*tables, *files]
+    )
 
 
 def _loop(
-    config: TrainConfig,
-    task: Task,
-    model: ReservoirModel,
-    est: GradientEstimator,
-    optimizer: torch.optim.Optimizer,
-    data_gen: torch.Generator,
-    backend: MeasurementBackend,
-    counters: _Counters,
-    metrics: list[EpochMetrics],
-    batches: list[list[float]],
-    baseline: ReadoutResult,
-    best: dict[str, Any],
-    start_epoch: int,
-    ckpt_path: Path,
-    hooks: TrainHooks,
-    meta: dict[str, Any],
-    partial: dict[str, Any] | None = None,
+    run: _TrainingRun, est: GradientEstimator, start_epoch: int, partial: dict[str, Any] | None
 ) -> str:
-    n = task.x_train.shape[0]
-    steps_per_epoch = -(-n // config.batch_size)
-    epochs = config.epochs_or_default()
-    total = epochs * steps_per_epoch
-    if config.max_queries is not None:
-        full_cost = check_budget(config, est)
-        total = min(total, config.max_queries // full_cost)  # the learning-rate schedule's
+    """Epochs from `start_epoch + 1` (the first one from `partial` when given) until the
+    epochs or the query budget run out; returns why it stopped."""
+    config = run.config
+    n, epochs = run.task.x_train.shape[0], config.epochs_or_default()
     # The steps the run will take (a short last batch costs less than a full one, so a
     # budget pays for more steps than max_queries // full_cost): what the bar counts to.
-    hooks.on_start(
+    run.hooks.on_start(
         planned_steps(
             n,
             config.batch_size,
@@ -417,120 +516,113 @@ def _loop(
             lambda size: est.queries_per_step(size, config.channels, len(config.driven)),
             config.max_queries,
         ),
-        counters.steps,
+        run.counters.steps,
     )
-    every_s = None if config.checkpoint_every_min is None else 60.0 * config.checkpoint_every_min
+    schedule_steps = _schedule_length(config, est, n)
     for epoch in range(start_epoch + 1, epochs + 1):
-        t0_wall, t0_inst = time.perf_counter(), backend.instrument_time_s
-        first = 0
-        if partial is not None:  # a within-epoch checkpoint: continue this epoch where it was
-            perm, first = partial["perm"], int(partial["next_start"])
-            losses, accs, sizes = (list(partial[k]) for k in ("losses", "accs", "sizes"))
-            t0_wall -= float(partial["wall_in_epoch_s"])
-            t0_inst -= float(partial["instrument_in_epoch_s"])
-            last_ckpt_s = float(partial["last_checkpoint_instrument_s"])
-            partial = None
-        else:
-            perm = torch.randperm(n, generator=data_gen)
-            losses, accs, sizes = [], [], []
-            last_ckpt_s = counters.instrument_time_s
-        budget_hit = False
-        for start in range(first, n, config.batch_size):
-            idx = perm[start : start + config.batch_size]
-            cost = est.queries_per_step(len(idx), config.channels, len(config.driven))
-            if config.max_queries is not None and counters.queries + cost > config.max_queries:
-                budget_hit = True
-                break
-            x, y = task.x_train[idx], task.y_train[idx]
-            result = est.estimate(model, x, y, _loss)
-            hooks.on_gradient(model, x, y, counters.steps + 1)
-            _schedule_lr(config, optimizer, counters.steps, total)
-            est.before_step(optimizer)
-            optimizer.step()
-            counters.queries += result.queries
-            counters.forward_passes += result.forward_passes
-            counters.steps += 1
-            losses.append(result.loss)
-            accs.append(accuracy(result.logits, y))
-            sizes.append(len(idx))
-            batches.append([counters.steps, counters.queries, result.loss, accs[-1]])
-            hooks.on_step(
-                {
-                    "epoch": epoch,
-                    "loss": result.loss,
-                    "queries": counters.queries,
-                    "instrument_time_s": counters.instrument_time_s
-                    + backend.instrument_time_s
-                    - t0_inst,
-                }
-            )
-            inst_s = counters.instrument_time_s + backend.instrument_time_s - t0_inst
-            if every_s is not None and inst_s - last_ckpt_s >= every_s and start + len(idx) < n:
-                last_ckpt_s = inst_s
-                _save(
-                    ckpt_path.parent / f"checkpoint-step{counters.steps:06d}.pt",
-                    config,
-                    epoch - 1,
-                    model,
-                    optimizer,
-                    est,
-                    data_gen,
-                    backend,
-                    counters,
-                    metrics,
-                    batches,
-                    baseline,
-                    best,
-                    meta,
-                    partial={
-                        "perm": perm,
-                        "next_start": start + len(idx),
-                        "losses": list(losses),
-                        "accs": list(accs),
-                        "sizes": list(sizes),
-                        "wall_in_epoch_s": time.perf_counter() - t0_wall,
-                        "instrument_in_epoch_s": backend.instrument_time_s - t0_inst,
-                        "last_checkpoint_instrument_s": last_ckpt_s,
-                    },
-                )
-        if not sizes:
+        state = _EpochState.begin(run) if partial is None else _EpochState.resume(run, partial)
+        partial = None
+        budget_hit = _train_epoch(run, est, epoch, state, schedule_steps)
+        if not state.sizes:
             return "query budget reached"
-        w = torch.tensor(sizes, dtype=torch.float64)
-        train_loss = float((torch.tensor(losses, dtype=torch.float64) * w).sum() / w.sum())
-        train_acc = float((torch.tensor(accs, dtype=torch.float64) * w).sum() / w.sum())
-        q_eval = backend.queries
-        scores = _evaluate_split(config, model, task)
-        counters.eval_queries += backend.queries - q_eval
-        counters.instrument_time_s += backend.instrument_time_s - t0_inst
-        counters.wall_s += time.perf_counter() - t0_wall
-        row = _row(epoch, train_loss, train_acc, scores, counters, optimizer)
-        metrics.append(row)
-        if _better(row, best):
-            best.clear()
-            best.update(_best_state(row, model))
-            save_checkpoint(ckpt_path.parent / BEST_NAME, _best_file(config, best, meta))
-        _save(
-            ckpt_path,
-            config,
-            epoch,
-            model,
-            optimizer,
-            est,
-            data_gen,
-            backend,
-            counters,
-            metrics,
-            batches,
-            baseline,
-            best,
-            meta,
-        )
-        write_csv(ckpt_path.parent / "metrics.csv", metrics)
-        write_batches_csv(ckpt_path.parent / "batches.csv", batches)
-        hooks.on_epoch(row)
+        _end_epoch(run, epoch, state)
         if budget_hit:
             return "query budget reached"
     return "epochs done"
+
+
+def _schedule_length(config: TrainConfig, est: GradientEstimator, n: int) -> int:
+    """Steps the learning-rate schedule spans: every batch of every epoch, or as many full
+    batches as the query budget pays for."""
+    total = config.epochs_or_default() * -(-n // config.batch_size)
+    if config.max_queries is not None:
+        total = min(total, config.max_queries // check_budget(config, est))
+    return total
+
+
+def _train_epoch(
+    run: _TrainingRun, est: GradientEstimator, epoch: int, state: _EpochState, schedule_steps: int
+) -> bool:
+    """The epoch's remaining steps; True when the query budget stopped it early."""
+    config, n = run.config, run.task.x_train.shape[0]
+    every_s = None if config.checkpoint_every_min is None else 60.0 * config.checkpoint_every_min
+    for start in range(state.next_start, n, config.batch_size):
+        idx = state.perm[start : start + config.batch_size]
+        cost = est.queries_per_step(len(idx), config.channels, len(config.driven))
+        if config.max_queries is not None and run.counters.queries + cost > config.max_queries:
+            return True
+        _train_step(run, est, epoch, idx, state, schedule_steps)
+        if every_s is not None and start + len(idx) < n:
+            _checkpoint_within_epoch(run, epoch, state, start + len(idx), every_s)
+    return False
+
+
+def _train_step(
+    run: _TrainingRun,
+    est: GradientEstimator,
+    epoch: int,
+    idx: torch.Tensor,
+    state: _EpochState,
+    schedule_steps: int,
+) -> None:
+    """One optimizer step on the batch `idx`: estimate, step, count, report."""
+    x, y = run.task.x_train[idx], run.task.y_train[idx]
+    counters = run.counters
+    result = est.estimate(run.model, x, y, _loss)
+    run.hooks.on_gradient(run.model, x, y, counters.steps + 1)
+    _schedule_lr(run.config, run.optimizer, counters.steps, schedule_steps)
+    est.before_step(run.optimizer)
+    run.optimizer.step()
+    counters.queries += result.queries
+    counters.forward_passes += result.forward_passes
+    counters.steps += 1
+    state.losses.append(result.loss)
+    state.accs.append(accuracy(result.logits, y))
+    state.sizes.append(len(idx))
+    run.batches.append([counters.steps, counters.queries, result.loss, state.accs[-1]])
+    run.hooks.on_step(
+        {
+            "epoch": epoch,
+            "loss": result.loss,
+            "queries": counters.queries,
+            "instrument_time_s": state.instrument_s(run),
+        }
+    )
+
+
+def _checkpoint_within_epoch(
+    run: _TrainingRun, epoch: int, state: _EpochState, next_start: int, every_s: float
+) -> None:
+    """A checkpoint-stepNNNNNN.pt once `every_s` of instrument time passed since the last."""
+    instrument_s = state.instrument_s(run)
+    if instrument_s - state.last_checkpoint_s < every_s:
+        return
+    state.last_checkpoint_s = instrument_s
+    path = run.out / f"checkpoint-step{run.counters.steps:06d}.pt"
+    run.save(path, epoch - 1, partial=state.as_partial(run, next_start))
+
+
+def _end_epoch(run: _TrainingRun, epoch: int, state: _EpochState) -> None:
+    """The epoch's row (train figures over its steps, validation/test measured now), the
+    best model if it is one, the epoch's checkpoint and tables."""
+    sizes = torch.tensor(state.sizes, dtype=torch.float64)
+    train_loss = _weighted_mean(state.losses, sizes)
+    train_acc = _weighted_mean(state.accs, sizes)
+    with run.eval_queries():
+        scores = _evaluate_split(run.config, run.model, run.task)
+    run.add_time(state.t0_wall, state.t0_inst)
+    row = _row(epoch, train_loss, train_acc, scores, run.counters, run.optimizer)
+    run.metrics.append(row)
+    if _better(row, run.best):
+        run.best = _best_state(row, run.model)
+        save_checkpoint(run.out / BEST_NAME, _best_file(run.config, run.best, run.meta))
+    run.save(run.checkpoint_path, epoch)
+    run.write_tables()
+    run.hooks.on_epoch(row)
+
+
+def _weighted_mean(values: list[float], weights: torch.Tensor) -> float:
+    return float((torch.tensor(values, dtype=torch.float64) * weights).sum() / weights.sum())
 
 
 def _schedule_lr(
@@ -545,27 +637,18 @@ def _schedule_lr(
         group["lr"] = lr
 
 
-def _select(
-    config: TrainConfig,
-    model: ReservoirModel,
-    task: Task,
-    metrics: list[EpochMetrics],
-    best: dict[str, Any],
-    backend: MeasurementBackend,
-    counters: _Counters,
-) -> EpochMetrics:
+def _select(run: _TrainingRun) -> EpochMetrics:
     """The row of the epoch chosen on validation, with its test figures.
 
     With ``eval_test='final'`` this is the one time the test part is measured: on
-    the chosen model, whose state is loaded into `model` (the returned model).
+    the chosen model, whose state is loaded into the run's model (the returned model).
     """
-    row = next(m for m in metrics if m.epoch == best["epoch"])
-    if config.eval_test != "final":
+    row = next(m for m in run.metrics if m.epoch == run.best["epoch"])
+    if run.config.eval_test != "final":
         return row
-    model.load_state_dict(best["model"])
-    q_eval = backend.queries
-    scores = _evaluate_split(config, model, task, final=True)
-    counters.eval_queries += backend.queries - q_eval
+    run.model.load_state_dict(run.best["model"])
+    with run.eval_queries():
+        scores = _evaluate_split(run.config, run.model, run.task, final=True)
     values = row.to_dict()
     values.update(test_loss=scores["test_loss"], test_acc=scores["test_acc"])
     return EpochMetrics(**values)
@@ -615,48 +698,6 @@ def _row(
         wall_s=c.wall_s,
         eval_queries=c.eval_queries,
         lr=float(optimizer.param_groups[0]["lr"]),
-    )
-
-
-def _save(
-    path: Path,
-    config: TrainConfig,
-    epoch: int,
-    model: ReservoirModel,
-    optimizer: torch.optim.Optimizer,
-    est: GradientEstimator | None,
-    data_gen: torch.Generator,
-    backend: MeasurementBackend,
-    counters: _Counters,
-    metrics: list[EpochMetrics],
-    batches: list[list[float]],
-    baseline: ReadoutResult,
-    best: dict[str, Any],
-    meta: dict[str, Any],
-    partial: dict[str, Any] | None = None,
-) -> None:
-    """`partial` (within-epoch checkpoints only): the epoch's data order, position and
-    running figures; `epoch` is then the last completed one."""
-    save_checkpoint(
-        path,
-        {
-            **meta,
-            "partial": partial,
-            "format": CHECKPOINT_FORMAT,
-            "config": config.model_dump(mode="json"),
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "estimator": est.state_dict() if est is not None else {},
-            "rng": capture_rng(),
-            "data_generator": data_gen.get_state(),
-            "ring": backend.sim_state(),
-            "counters": vars(counters).copy(),
-            "metrics": [m.to_dict() for m in metrics],
-            "batches": [list(row) for row in batches],
-            "baseline": baseline.to_dict(),
-            "best": best,
-        },
     )
 
 

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from labpgt.cli.bench import open_reservoir
+from labpgt.cli.bench_access import open_reservoir
 from labpgt.cli.options import META_OPTION, NOTES_OPTION, OPERATOR_OPTION, SAMPLE_OPTION
 from labpgt.cli.tables import print_table
 from labpgt.errors import MeasurementError, UserError

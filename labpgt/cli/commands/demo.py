@@ -33,7 +33,7 @@ def demo_command(
     seed: int = typer.Option(0, help="Seed."),
 ) -> None:
     """Train on digits with the ring in the loop through the virtual bench; print yardsticks."""
-    from labpgt.study import logistic_regression
+    from labpgt.studies.protocol import logistic_regression
 
     common = dict(
         task="digits", model="dense", max_queries=max_queries, seed=seed, eval_test="final"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich import box
@@ -23,7 +24,7 @@ def runs_command(
 ) -> None:
     """List the acquisition and calibration files in a folder: date, command, bench, shots,
     status, size."""
-    from labpgt.catalog import human_size, list_runs, relative, short_date
+    from labpgt.catalog import list_runs, relative
     from labpgt.cli.tables import print_table
 
     if not folder.exists():
@@ -37,6 +38,21 @@ def runs_command(
     if not entries:
         console.print(Text(f"no HDF5 files in {folder}"), highlight=False)
         return
+    print_table(console, _runs_table(entries, folder))
+    for e in entries:  # the longer word on every file that is not plainly complete
+        if e.detail:
+            console.print(
+                Text.assemble((relative(e.path, folder), "bold"), f": {e.status}, {e.detail}"),
+                highlight=False,
+                soft_wrap=False,
+                overflow="fold",
+            )
+
+
+def _runs_table(entries: list[Any], folder: Path) -> Table:
+    """One row per file: name, date, command, bench, shots, status, size."""
+    from labpgt.catalog import human_size, relative, short_date
+
     # light rules and no outer border: seven columns fit 80 characters
     table = Table(
         title=Text(f"runs in {folder}"),
@@ -69,15 +85,7 @@ def runs_command(
             status,
             human_size(e.size_bytes),
         )
-    print_table(console, table)
-    for e in entries:  # the longer word on every file that is not plainly complete
-        if e.detail:
-            console.print(
-                Text.assemble((relative(e.path, folder), "bold"), f": {e.status}, {e.detail}"),
-                highlight=False,
-                soft_wrap=False,
-                overflow="fold",
-            )
+    return table
 
 
 def register(app: typer.Typer) -> None:

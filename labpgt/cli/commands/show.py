@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import typer
@@ -122,23 +123,14 @@ def _axes(run: RunFile) -> tuple[int, int | None]:
 
 
 def plot(run: RunFile, path: Path) -> None:
+    """The mean spectrum of every setting against the most-swept setting (a heat map, or
+    curves for a few settings), one panel per value of the next-most-swept one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    traces = run.traces().numpy().astype(np.float64)
-    n_inputs = run.inputs.shape[0]
-    # mean over repeats (in dB) per input; shots not yet done stay NaN
-    sums = np.zeros((n_inputs, traces.shape[1]))
-    counts = np.zeros(n_inputs)
-    done = run.done
-    idx = run.input_index.numpy()
-    np.add.at(sums, idx[done], traces[done])
-    np.add.at(counts, idx[done], 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = sums / counts[:, None]
-    mean[counts == 0] = np.nan
+    mean = _mean_per_input(run)
     y_col, panel_col = _axes(run)
     inputs = run.inputs.numpy()
     panels = [None] if panel_col is None else list(np.unique(inputs[:, panel_col]))
@@ -146,33 +138,18 @@ def plot(run: RunFile, path: Path) -> None:
     fig, axes = plt.subplots(
         1, len(shown), figsize=(max(7.0, 5 * len(shown)), 5), squeeze=False, constrained_layout=True
     )
-    f_ghz = run.frequency_hz.numpy() / 1e9
-    y_name = SETTING_NAMES[y_col]
-    y_scale, y_unit = _DISPLAY[y_name]
     finite = mean[np.isfinite(mean)]
     vmin, vmax = np.percentile(finite, [1, 99.9]) if finite.size else (-100.0, 0.0)
     image = None
-    y_label = f"{_LABEL[y_name]} ({y_unit})"
     for ax, value in zip(axes[0], shown, strict=True):
         rows = (
-            np.arange(n_inputs) if value is None else np.flatnonzero(inputs[:, panel_col] == value)
+            np.arange(inputs.shape[0])
+            if value is None
+            else np.flatnonzero(inputs[:, panel_col] == value)
         )
         rows = rows[np.argsort(inputs[rows, y_col], kind="stable")]
-        y = inputs[rows, y_col] * y_scale
-        if rows.size <= _MAX_CURVES:
-            # a handful of settings: their spectra as curves (a heat map would be a strip)
-            for i, row in enumerate(rows):
-                label = f"{_LABEL[y_name]} {y[i]:.6g} {y_unit}"
-                ax.plot(f_ghz, mean[row], lw=0.9, label=label)
-            ax.set_ylabel("analyzer power (dBm)")
-            ax.legend(fontsize=8, loc="upper right")
-            ax.grid(alpha=0.3)
-        else:
-            image = ax.pcolormesh(
-                f_ghz, y, mean[rows], shading="nearest", cmap="magma", vmin=vmin, vmax=vmax
-            )
-            ax.set_ylabel(y_label)
-        ax.set_xlabel("analyzer frequency (GHz)")
+        panel_image = _plot_panel(ax, run, mean, rows, y_col, (vmin, vmax))
+        image = panel_image if panel_image is not None else image
         if value is not None:
             name = SETTING_NAMES[panel_col]
             ax.set_title(f"{_LABEL[name]} {_fmt(name, value)}")
@@ -187,6 +164,54 @@ def plot(run: RunFile, path: Path) -> None:
     fig.suptitle(title)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _mean_per_input(run: RunFile) -> np.ndarray:
+    """(inputs, points): the mean over repeats (in dB) per input; shots not yet done: NaN."""
+    traces = run.traces().numpy().astype(np.float64)
+    n_inputs = run.inputs.shape[0]
+    sums = np.zeros((n_inputs, traces.shape[1]))
+    counts = np.zeros(n_inputs)
+    done = run.done
+    idx = run.input_index.numpy()
+    np.add.at(sums, idx[done], traces[done])
+    np.add.at(counts, idx[done], 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sums / counts[:, None]
+    mean[counts == 0] = np.nan
+    return mean
+
+
+def _plot_panel(
+    ax: Any,
+    run: RunFile,
+    mean: np.ndarray,
+    rows: np.ndarray,
+    y_col: int,
+    limits: tuple[float, float],
+) -> Any:
+    """One panel: the `rows`' spectra as curves (a handful) or a heat map against the
+    setting `y_col`; the heat map's image (for the colour bar), else None."""
+    f_ghz = run.frequency_hz.numpy() / 1e9
+    y_name = SETTING_NAMES[y_col]
+    y_scale, y_unit = _DISPLAY[y_name]
+    y = run.inputs.numpy()[rows, y_col] * y_scale
+    image = None
+    if rows.size <= _MAX_CURVES:
+        # a handful of settings: their spectra as curves (a heat map would be a strip)
+        for i, row in enumerate(rows):
+            ax.plot(f_ghz, mean[row], lw=0.9, label=f"{_LABEL[y_name]} {y[i]:.6g} {y_unit}")
+        ax.set_ylabel("analyzer power (dBm)")
+        ax.legend(fontsize=8, loc="upper right")
+        ax.grid(alpha=0.3)
+    else:
+        vmin, vmax = limits
+        image = ax.pcolormesh(
+            f_ghz, y, mean[rows], shading="nearest", cmap="magma", vmin=vmin, vmax=vmax
+        )
+        ax.set_ylabel(f"{_LABEL[y_name]} ({y_unit})")
+    ax.set_xlabel("analyzer frequency (GHz)")
+    return image
 
 
 def show_command(

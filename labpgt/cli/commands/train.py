@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from labpgt.cli.options import takes_options
 from labpgt.cli.tables import print_table
+from labpgt.cli.train_options import TrainOptions
 from labpgt.errors import UserError
-from labpgt.live.launch import LIVE_OPTION, start_live_view
+from labpgt.live.launch import start_live_view
 from labpgt.runner import run_training, write_summary
 from labpgt.storage import write_failure
-from labpgt.training.config import make_config, parse_options
-from labpgt.training.estimators import method_names
-from labpgt.training.models import MODELS
-from labpgt.training.tasks import TASKS
+from labpgt.training.config import TrainConfig, make_config, parse_options
 from labpgt.training.trainer import RunResult
 
 console = Console()
@@ -69,137 +70,32 @@ def _pct(value: float) -> str:
     return "-" if value != value else f"{100 * value:.1f}"
 
 
-def train_command(
-    task: str = typer.Option("digits", help=f"Bundled task: {', '.join(sorted(TASKS))}."),
-    data: Path | None = typer.Option(None, help="Your own CSV (header row; numeric inputs)."),
-    target: str | None = typer.Option(None, help="Class-label column of --data."),
-    model: str = typer.Option("dense", help=f"Model: {', '.join(sorted(MODELS))}."),
-    method: str = typer.Option("boundary", help=f"Method: {', '.join(method_names())}."),
-    bench: Path | None = typer.Option(None, help="Bench file (TOML): train on that bench."),
-    fast_sim: bool = typer.Option(False, "--fast-sim", help="In-process simulated ring."),
-    noise: bool = typer.Option(True, help="Simulated noise on (sim benches)."),
-    drift: bool = typer.Option(True, help="Simulated drift on (sim benches)."),
-    epochs: int | None = typer.Option(None, help="Epochs (default 10, or until --max-queries)."),
-    max_queries: int | None = typer.Option(None, help="Training query budget (measurements)."),
-    seed: int = typer.Option(0, help="Seed of data split, init, perturbations and the sim."),
-    optimizer: str = typer.Option("adam", help="adam | sgd | momentum."),
-    lr: float = typer.Option(0.01, help="Learning rate."),
-    momentum: float = typer.Option(0.9, help="Momentum for --optimizer momentum."),
-    batch_size: int = typer.Option(32, help="Samples per step."),
-    channels: int = typer.Option(8, help="Reservoir channels k per sample."),
-    driven: str = typer.Option(
-        "drive_hz",
-        help="Settings u drives in each channel, comma-separated: drive_hz, drive_dbm, bias_a.",
-    ),
-    bins: int = typer.Option(16, help="Features per trace (kernel windows or bins)."),
-    features: str = typer.Option(
-        "kernel", help="Feature map: kernel (smooth Gaussian windows) | bins (mean dB per bin)."
-    ),
-    kernel_width: float = typer.Option(0.5, help="Kernel window σ, in window spacings."),
-    hidden: int = typer.Option(32, help="Upstream hidden width (0: one linear layer)."),
-    downstream_hidden: int = typer.Option(0, help="Readout hidden width (0: linear readout)."),
-    probes: int | None = typer.Option(None, help="Probes q per step (method default if unset)."),
-    delta: float | None = typer.Option(None, help="Perturbation size δ (method default)."),
-    perturb: str | None = typer.Option(None, help="pgt/spsa: all | upstream."),
-    pgt_range: int = typer.Option(1, help="PGT: perturbation entries in {-r..r}."),
-    pgt_dropout: float = typer.Option(0.0, help="PGT: dropout scale p."),
-    pgt_normalise: bool = typer.Option(True, help="PGT: divide by E[PM²]."),
-    directions: str = typer.Option("auto", help="gaussian | rademacher | coordinate | auto."),
-    one_sided: bool = typer.Option(False, "--one-sided", help="SPSA one-sided differences."),
-    spsa_gain: bool = typer.Option(False, "--spsa-gain", help="SPSA gain schedules a_k, c_k."),
-    gain_a: float = typer.Option(0.05, help="SPSA gain a."),
-    gain_big_a: float = typer.Option(10.0, help="SPSA stability constant A."),
-    gain_c: float | None = typer.Option(None, help="SPSA c (default δ)."),
-    warmup_samples: int = typer.Option(128, help="Samples measured for normalisation."),
-    calibration: Path | None = typer.Option(None, help="Calibration file for normalisation."),
-    readout_init: str = typer.Option(
-        "random", help="Readout to start from: random | ridge (the baseline's fit)."
-    ),
-    test_fraction: float = typer.Option(0.25, help="Held-out fraction of the data."),
-    val_fraction: float = typer.Option(
-        0.15, help="Fraction of the training part held out for validation (0: none)."
-    ),
-    eval_test: str = typer.Option(
-        "every-epoch",
-        help="every-epoch: test figures each epoch (curves only) | final: measured once, "
-        "on the epoch chosen on validation.",
-    ),
-    lr_schedule: str = typer.Option("cosine", help="cosine (from --lr to 0) | constant."),
-    method_opt: list[str] = typer.Option(
-        [], "--method-opt", help="Estimator option KEY=VALUE (repeatable; int/float/bool/str)."
-    ),
-    model_opt: list[str] = typer.Option(
-        [], "--model-opt", help="Model option KEY=VALUE (repeatable)."
-    ),
-    task_opt: list[str] = typer.Option(
-        [], "--task-opt", help="Task option KEY=VALUE (repeatable)."
-    ),
-    out: Path = typer.Option(Path("runs/train"), help="Run directory."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
-    checkpoint_every_min: float | None = typer.Option(
-        None, help="Also checkpoint within epochs every this many minutes of instrument time."
-    ),
-    resume_from: Path | None = typer.Option(
-        None, help="Continue the run in --out from this checkpoint file (implies --resume)."
-    ),
-    tensorboard: Path | None = typer.Option(
-        None, help="Also log to TensorBoard in this folder (needs labpgt[tensorboard])."
-    ),
-    live: bool = LIVE_OPTION,
-) -> None:
+CLI_ONLY = ("resume", "resume_from", "tensorboard", "live")
+"""Options of `labpgt train` that are not TrainConfig fields."""
+
+
+def config_from_options(options: TrainOptions) -> TrainConfig:
+    """The command's option values as a TrainConfig: paths as text, --driven split at
+    commas, the repeatable KEY=VALUE options parsed (--method-opt -> method_opts ...)."""
+    values = {k: v for k, v in dataclasses.asdict(options).items() if k not in CLI_ONLY}
+    for name in ("data", "bench", "calibration"):
+        values[name] = str(values[name]) if values[name] else None
+    values["out"] = str(values["out"])
+    values["driven"] = tuple(name.strip() for name in values["driven"].split(",") if name.strip())
+    for kind in ("method", "model", "task"):
+        values[f"{kind}_opts"] = parse_options(f"--{kind}-opt", values.pop(f"{kind}_opt"))
+    return make_config(**values)
+
+
+@takes_options(TrainOptions)
+def train_command(**values: Any) -> None:
     """Train a network with the magnonic ring in the loop (perturbative gradients)."""
-    config = make_config(
-        task=task,
-        data=str(data) if data else None,
-        target=target,
-        model=model,
-        method=method,
-        bench=str(bench) if bench else None,
-        fast_sim=fast_sim,
-        noise=noise,
-        drift=drift,
-        epochs=epochs,
-        max_queries=max_queries,
-        seed=seed,
-        optimizer=optimizer,
-        lr=lr,
-        momentum=momentum,
-        batch_size=batch_size,
-        channels=channels,
-        driven=tuple(name.strip() for name in driven.split(",") if name.strip()),
-        bins=bins,
-        features=features,
-        kernel_width=kernel_width,
-        hidden=hidden,
-        downstream_hidden=downstream_hidden,
-        probes=probes,
-        delta=delta,
-        perturb=perturb,
-        pgt_range=pgt_range,
-        pgt_dropout=pgt_dropout,
-        pgt_normalise=pgt_normalise,
-        directions=directions,
-        one_sided=one_sided,
-        spsa_gain=spsa_gain,
-        gain_a=gain_a,
-        gain_big_a=gain_big_a,
-        gain_c=gain_c,
-        warmup_samples=warmup_samples,
-        calibration=str(calibration) if calibration else None,
-        readout_init=readout_init,
-        test_fraction=test_fraction,
-        val_fraction=val_fraction,
-        eval_test=eval_test,
-        lr_schedule=lr_schedule,
-        method_opts=parse_options("--method-opt", method_opt),
-        model_opts=parse_options("--model-opt", model_opt),
-        task_opts=parse_options("--task-opt", task_opt),
-        out=str(out),
-        checkpoint_every_min=checkpoint_every_min,
-    )
+    options = TrainOptions(**values)
+    config = config_from_options(options)
+    out, resume_from, tensorboard = Path(config.out), options.resume_from, options.tensorboard
     from labpgt.instruments.bench import ShutdownError
 
-    if live:
+    if options.live:
         start_live_view(out, "train")
     log = None
     if tensorboard is not None:
@@ -209,7 +105,7 @@ def train_command(
     try:
         result = run_training(
             config,
-            resume=resume or resume_from is not None,
+            resume=options.resume or resume_from is not None,
             resume_from=resume_from,
             extra_hooks=None if log is None else [log.hooks],
         )

@@ -44,7 +44,7 @@ def view_command(
     source = RunSource.open(run)  # one line for a missing, half-written or foreign file
     if importlib.util.find_spec("bokeh") is None:
         raise UserError("labpgt view needs the live view's extra: pip install 'labpgt[live]'")
-    from labpgt.live.app import serve
+    from labpgt.live.dashboard import serve
 
     serve(
         source,

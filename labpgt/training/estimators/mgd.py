@@ -44,6 +44,7 @@ import inspect
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -196,6 +197,54 @@ class _NodeHooks:
         return hook
 
 
+_Variant = tuple[dict[str, torch.Tensor] | None, dict[str, torch.Tensor]]
+"""One pass's perturbed weight values (None: the baseline pass) and node offsets."""
+
+
+@dataclass
+class _MgdWindow:
+    """One MGD window: the units perturbed (weights and Linear nodes) and its passes."""
+
+    params: dict[str, nn.Parameter]
+    scope: list[str]
+    weight_names: list[str]
+    """Parameters perturbed as weights (those outside any node-perturbed Linear)."""
+    linears: dict[str, nn.Linear]
+    """Linears whose outputs (nodes) are perturbed (node mode)."""
+    hooks: _NodeHooks
+    ctx0: Any
+    """The upstream context of the clean baseline pass."""
+    idx_chunks: list[torch.Tensor]
+    steps_per_chunk: list[int]
+    plan: list[tuple[int, int | None]]
+    """(chunk, code index; None for the chunk's baseline pass), in the order measured."""
+    codes: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def w_sizes(self) -> dict[str, int]:
+        return {n: self.params[n].numel() for n in self.weight_names}
+
+    @property
+    def node_sizes(self) -> dict[str, int]:
+        return {n: math.prod(self.hooks.shapes[n]) for n in self.linears}
+
+    @property
+    def units(self) -> int:
+        return sum(self.w_sizes.values()) + sum(self.node_sizes.values())
+
+    def split(self, s: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """A code vector over all units -> (per weight, per node-perturbed Linear)."""
+        w, nd, o = {}, {}, 0
+        w_sizes, node_sizes = self.w_sizes, self.node_sizes
+        for n in self.weight_names:
+            w[n] = s[o : o + w_sizes[n]].reshape(self.params[n].shape)
+            o += w_sizes[n]
+        for n in self.linears:
+            nd[n] = s[o : o + node_sizes[n]].reshape(self.hooks.shapes[n])
+            o += node_sizes[n]
+        return w, nd
+
+
 class MGDEstimator(GradientEstimator):
     """Multiplexed gradient descent: coded perturbations, baseline, integration over τθ."""
 
@@ -284,9 +333,19 @@ class MGDEstimator(GradientEstimator):
     def _estimate(
         self, model: ReservoirModel, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn
     ) -> tuple[float, torch.Tensor, dict[str, float]]:
+        window = self._plan_window(model, x)
+        variants = self._perturbations(window)
+        raws, costs = self._measure_costs(model, window, variants, x, y, loss_fn)
+        loss0_t, logits0 = self._clean_pass(model, window, raws, y, loss_fn)
+        with torch.no_grad():
+            g_w, g_node = self._integrate(window, costs)
+            self._write_grads(window, g_w, g_node)
+        return float(loss0_t.detach()), logits0, {"units": float(window.units)}
+
+    def _plan_window(self, model: ReservoirModel, x: torch.Tensor) -> _MgdWindow:
+        """Which units are weight- or node-perturbed, their sizes, and the window's passes:
+        per chunk of the batch, its baseline (clean) pass then its perturbed steps."""
         scope = self._scope(model)
-        params = dict(model.named_parameters())
-        delta = float(self.opt("delta"))
         node = self.mgd.mode == "node"
         linears = self._linears(model, scope) if node else {}
         hooks = _NodeHooks(linears)
@@ -294,7 +353,7 @@ class MGDEstimator(GradientEstimator):
         # Baseline pass of the whole batch, recording each Linear's input and output shape.
         with torch.no_grad(), hooks.active():
             hooks.record = True
-            u0, ctx0 = model.run_upstream(x)
+            _, ctx0 = model.run_upstream(x)
             # Downstream Linears: shapes from a dry pass (features are not needed for shapes;
             # their inputs are recorded in the clean pass below).
             if node:
@@ -306,132 +365,171 @@ class MGDEstimator(GradientEstimator):
                 linears.pop(n)
         hooks.linears = linears
         covered = {f"{n}.{p}" for n in linears for p in ("weight", "bias")}
-        weight_names = [n for n in scope if n not in covered]
-        node_sizes = {n: math.prod(hooks.shapes[n]) for n in linears}
         n_chunks = self.chunks(b)
-        idx_chunks = list(torch.arange(b).chunk(n_chunks))
         steps_per_chunk = self._steps_per_chunk(n_chunks)
-        # The window: per chunk, its baseline (clean) pass then its perturbed steps.
         plan: list[tuple[int, int | None]] = []  # (chunk, code index or None for baseline)
         for c, steps in enumerate(steps_per_chunk):
             plan.append((c, None))
             for _ in range(steps):
                 plan.append((c, self.time_step // self.mgd.tau_p))
                 self.time_step += 1
-        w_sizes = {n: params[n].numel() for n in weight_names}
-        units = sum(w_sizes.values()) + sum(node_sizes.values())
-        code = self.mgd.code
-        kappa = code_mean_square(code, units)
+        return _MgdWindow(
+            params=dict(model.named_parameters()),
+            scope=scope,
+            weight_names=[n for n in scope if n not in covered],
+            linears=linears,
+            hooks=hooks,
+            ctx0=ctx0,
+            idx_chunks=list(torch.arange(b).chunk(n_chunks)),
+            steps_per_chunk=steps_per_chunk,
+            plan=plan,
+        )
 
-        codes: dict[int, torch.Tensor] = {}
+    def _code_at(self, window: _MgdWindow, j: int) -> torch.Tensor:
+        """The code vector of perturbation index j (drawn once per window, then reused)."""
+        if j not in window.codes:
+            window.codes[j] = code_vector(
+                self.mgd.code, window.units, j, sparsity=self.mgd.sparsity, generator=self.generator
+            )
+        return window.codes[j]
 
-        def code_at(j: int) -> torch.Tensor:
-            if j not in codes:
-                codes[j] = code_vector(
-                    code, units, j, sparsity=self.mgd.sparsity, generator=self.generator
-                )
-            return codes[j]
+    def _noisy(self, t: torch.Tensor) -> torch.Tensor:
+        """A perturbed value as written, with the ``write_noise`` hook's noise."""
+        if self.mgd.write_noise <= 0:
+            return t
+        return t + self.mgd.write_noise * torch.randn(t.shape, generator=self.generator)
 
-        def split(s: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-            w, nd, o = {}, {}, 0
-            for n in weight_names:
-                w[n] = s[o : o + w_sizes[n]].reshape(params[n].shape)
-                o += w_sizes[n]
-            for n in linears:
-                nd[n] = s[o : o + node_sizes[n]].reshape(hooks.shapes[n])
-                o += node_sizes[n]
-            return w, nd
-
-        def noisy(t: torch.Tensor) -> torch.Tensor:
-            if self.mgd.write_noise <= 0:
-                return t
-            return t + self.mgd.write_noise * torch.randn(t.shape, generator=self.generator)
-
-        base = {n: params[n].detach() for n in scope}
-        variants: list[tuple[dict[str, torch.Tensor] | None, dict[str, torch.Tensor]]] = []
-        for c, j in plan:
-            xs = x[idx_chunks[c]]
+    def _perturbations(self, window: _MgdWindow) -> list[_Variant]:
+        """Per pass of the plan, the perturbed weight values and node offsets (the
+        baseline passes: none)."""
+        delta = float(self.opt("delta"))
+        base = {n: window.params[n].detach() for n in window.scope}
+        variants: list[_Variant] = []
+        for c, j in window.plan:
             if j is None:
                 variants.append((None, {}))
                 continue
-            w, nd = split(code_at(j))
-            w_vals = {n: noisy(base[n] + delta * w[n]) for n in weight_names}
+            rows = len(window.idx_chunks[c])
+            w, nd = window.split(self._code_at(window, j))
+            w_vals = {n: self._noisy(base[n] + delta * w[n]) for n in window.weight_names}
             nd_vals = {
-                n: noisy((delta * nd[n]).expand(len(xs), *nd[n].shape).clone()) for n in linears
+                n: self._noisy((delta * nd[n]).expand(rows, *nd[n].shape).clone())
+                for n in window.linears
             }
             variants.append((w_vals, nd_vals))
+        return variants
+
+    def _measure_costs(
+        self,
+        model: ReservoirModel,
+        window: _MgdWindow,
+        variants: list[_Variant],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        loss_fn: LossFn,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Every pass of the window through the ring in one scheduler batch: (the features
+        of each pass, the per-sample cost of each pass)."""
+        hooks, chunks = window.hooks, window.idx_chunks
         us, ctxs = [], []
         with torch.no_grad(), hooks.active():
-            for (c, _), (w_vals, nd_vals) in zip(plan, variants, strict=True):
+            for (c, _), (w_vals, nd_vals) in zip(window.plan, variants, strict=True):
                 hooks.pert = {n: v for n, v in nd_vals.items() if n.startswith("upstream.")}
-                u, ctx = model.run_upstream(x[idx_chunks[c]], w_vals)
+                u, ctx = model.run_upstream(x[chunks[c]], w_vals)
                 us.append(u)
                 ctxs.append(ctx)
             hooks.pert = {}
         # One scheduler batch for every pass of the window (chunks differ in size: flatten).
-        flat_u = torch.cat(us)
-        raw_flat = model.reservoir.measure_u(flat_u)
+        raw_flat = model.reservoir.measure_u(torch.cat(us))
         raws = list(raw_flat.split([u.shape[0] for u in us]))
         costs: list[torch.Tensor] = []
         with torch.no_grad(), hooks.active():
-            for (c, _), (w_vals, nd_vals), raw, ctx in zip(plan, variants, raws, ctxs, strict=True):
+            for (c, _), (w_vals, nd_vals), raw, ctx in zip(
+                window.plan, variants, raws, ctxs, strict=True
+            ):
                 hooks.pert = {n: v for n, v in nd_vals.items() if n.startswith("downstream.")}
                 logits = model.run_downstream(raw, ctx, w_vals)
-                costs.append(self._per_sample(loss_fn, logits, y[idx_chunks[c]]))
+                costs.append(self._per_sample(loss_fn, logits, y[chunks[c]]))
             hooks.pert = {}
-        # Clean logits for the report (and exact downstream gradients when upstream-only).
-        raw0 = torch.cat([raws[i] for i, (_, j) in enumerate(plan) if j is None])
-        order = torch.cat(idx_chunks)
+        return raws, costs
+
+    def _clean_pass(
+        self,
+        model: ReservoirModel,
+        window: _MgdWindow,
+        raws: list[torch.Tensor],
+        y: torch.Tensor,
+        loss_fn: LossFn,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, logits) of the unperturbed batch from its baseline passes' features, for
+        the report; its backward gives exact downstream gradients when upstream-only."""
+        raw0 = torch.cat([raws[i] for i, (_, j) in enumerate(window.plan) if j is None])
+        order = torch.cat(window.idx_chunks)
         raw_clean_batch = torch.empty_like(raw0)
         raw_clean_batch[order] = raw0
+        ctx0 = window.ctx0
         ctx_clean = ctx0.detach() if isinstance(ctx0, torch.Tensor) else ctx0
-        with hooks.active():
-            hooks.record = True
+        with window.hooks.active():
+            window.hooks.record = True
             logits0 = model.run_downstream(raw_clean_batch, ctx_clean)
-            hooks.record = False
+            window.hooks.record = False
         loss0_t = loss_fn(logits0, y)
         if self.mgd.perturb == "upstream":
             loss0_t.backward()
+        return loss0_t, logits0
 
-        with torch.no_grad():
-            g_w = {n: torch.zeros_like(base[n]) for n in weight_names}
-            g_node = {n: torch.zeros(b, *hooks.shapes[n]) for n in linears}
-            baseline: torch.Tensor | None = None
-            for (c, j), cost in zip(plan, costs, strict=True):
-                if j is None:
-                    baseline = cost
-                    continue
-                assert baseline is not None
-                c_tilde = cost - baseline  # (chunk,) per-sample cost change
-                w, nd = split(code_at(j))
-                rows = idx_chunks[c]
-                # weight units: batch cost = mean over the whole batch's samples
-                scale = c_tilde.sum() / b / steps_per_chunk[c]
-                for n in weight_names:
-                    g_w[n].add_(w[n], alpha=float(scale))
-                for n in linears:
-                    shape = (len(rows),) + (1,) * len(hooks.shapes[n])
-                    g_node[n][rows] += c_tilde.reshape(shape) * nd[n]
-            # Each chunk's samples only saw that chunk's steps: average per chunk, not τθ.
-            steps_c = torch.tensor(steps_per_chunk, dtype=torch.float32)
-            denom = delta * kappa
-            norm = self.norm_factor(units)
-            for n in weight_names:
-                params[n].grad = g_w[n] / denom / norm
-            for n in linears:
-                per_sample_steps = torch.zeros(b)
-                for c, rows in enumerate(idx_chunks):
-                    per_sample_steps[rows] = steps_c[c]
-                shape = (b,) + (1,) * len(hooks.shapes[n])
-                delta_b = g_node[n] / per_sample_steps.clamp_min(1).reshape(shape) / denom / norm
-                xin = hooks.inputs[n]
-                d2 = delta_b.reshape(b, -1, delta_b.shape[-1])
-                x2 = xin.reshape(b, -1, xin.shape[-1])
-                # cost is the batch mean: each sample's per-sample cost enters with 1/B
-                params[f"{n}.weight"].grad = torch.einsum("bpo,bpi->oi", d2, x2) / b
-                if linears[n].bias is not None:
-                    params[f"{n}.bias"].grad = d2.sum(dim=1).sum(dim=0) / b
-        return float(loss0_t.detach()), logits0, {"units": float(units)}
+    def _integrate(
+        self, window: _MgdWindow, costs: list[torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Σ_t C̃_t s(t): per weight (batch cost) and per node and sample (per-sample cost)."""
+        b = sum(len(rows) for rows in window.idx_chunks)
+        shapes = window.hooks.shapes
+        g_w = {n: torch.zeros_like(window.params[n]) for n in window.weight_names}
+        g_node = {n: torch.zeros(b, *shapes[n]) for n in window.linears}
+        baseline: torch.Tensor | None = None
+        for (c, j), cost in zip(window.plan, costs, strict=True):
+            if j is None:
+                baseline = cost
+                continue
+            assert baseline is not None
+            c_tilde = cost - baseline  # (chunk,) per-sample cost change
+            w, nd = window.split(self._code_at(window, j))
+            rows = window.idx_chunks[c]
+            # weight units: batch cost = mean over the whole batch's samples
+            scale = c_tilde.sum() / b / window.steps_per_chunk[c]
+            for n in window.weight_names:
+                g_w[n].add_(w[n], alpha=float(scale))
+            for n in window.linears:
+                shape = (len(rows),) + (1,) * len(shapes[n])
+                g_node[n][rows] += c_tilde.reshape(shape) * nd[n]
+        return g_w, g_node
+
+    def _write_grads(
+        self, window: _MgdWindow, g_w: dict[str, torch.Tensor], g_node: dict[str, torch.Tensor]
+    ) -> None:
+        """``.grad`` = the integrated sums / (Δκ) / the norm factor; node sums become weight
+        gradients through each Linear's recorded inputs."""
+        params, shapes = window.params, window.hooks.shapes
+        b = sum(len(rows) for rows in window.idx_chunks)
+        denom = float(self.opt("delta")) * code_mean_square(self.mgd.code, window.units)
+        norm = self.norm_factor(window.units)
+        for n in window.weight_names:
+            params[n].grad = g_w[n] / denom / norm
+        # Each chunk's samples only saw that chunk's steps: average per chunk, not τθ.
+        steps_c = torch.tensor(window.steps_per_chunk, dtype=torch.float32)
+        per_sample_steps = torch.zeros(b)
+        for c, rows in enumerate(window.idx_chunks):
+            per_sample_steps[rows] = steps_c[c]
+        for n in window.linears:
+            shape = (b,) + (1,) * len(shapes[n])
+            delta_b = g_node[n] / per_sample_steps.clamp_min(1).reshape(shape) / denom / norm
+            xin = window.hooks.inputs[n]
+            d2 = delta_b.reshape(b, -1, delta_b.shape[-1])
+            x2 = xin.reshape(b, -1, xin.shape[-1])
+            # cost is the batch mean: each sample's per-sample cost enters with 1/B
+            params[f"{n}.weight"].grad = torch.einsum("bpo,bpi->oi", d2, x2) / b
+            if window.linears[n].bias is not None:
+                params[f"{n}.bias"].grad = d2.sum(dim=1).sum(dim=0) / b
 
     def norm_factor(self, units: int) -> float:
         if not self.mgd.norm_match:

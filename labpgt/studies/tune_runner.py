@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from labpgt.errors import UserError
-from labpgt.study import (
+from labpgt.studies.presets import Entry, StudySpec
+from labpgt.studies.protocol import (
     Choice,
-    Entry,
-    StudySpec,
     _check_one_commit,
     _slug,
     final_jobs,
@@ -42,7 +41,7 @@ from labpgt.study import (
     summarise,
     train_kwargs,
 )
-from labpgt.study_ray import RayRunner, connected_runner
+from labpgt.studies.ray_runner import RayRunner, connected_runner
 
 TUNE_DIR = "tune"
 
@@ -97,27 +96,52 @@ def tune_entry(
     spec: StudySpec, entry: Entry, out_dir: Path, *, trials: int, workers: int, seed: int = 0
 ) -> dict[str, Any]:
     """Run the Tune search of one entry; returns (and stores) its choice and trials."""
+    variants = list(entry.variants)
+    results = _tuner(spec, entry, out_dir, trials=trials, workers=workers, seed=seed).fit()
+    rows = [_trial_row(entry, variants, result) for result in results]
+    usable = [r for r in rows if not r["diverged"] and math.isfinite(r["best_val_acc"])]
+    if not usable:
+        raise UserError(f"tune {entry.label!r}: every trial diverged; widen its grid")
+    best_row = max(usable, key=lambda r: (r["best_val_acc"], -r["lr"]))
+    record = {
+        "entry": entry.label,
+        "lr": best_row["lr"],
+        "variant": best_row["variant"],
+        "best_val_acc": best_row["best_val_acc"],
+        "search": "optuna tpe + asha",
+        "trials": rows,
+    }
+    folder = out_dir / TUNE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{_slug(entry.label)}.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
+def _tuner(
+    spec: StudySpec, entry: Entry, out_dir: Path, *, trials: int, workers: int, seed: int
+) -> Any:
+    """A Ray Tune search of the entry's rate (log-uniform over its grid's range) and
+    variant: Optuna's TPE proposes, ASHA stops poor trials early; one CPU a trial."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    variants = list(entry.variants)
     space = {
         "lr": tune.loguniform(min(entry.lrs), max(entry.lrs)),
-        "variant": tune.choice(list(range(len(variants)))),
+        "variant": tune.choice(list(range(len(entry.variants)))),
     }
     trainable = tune.with_resources(
         tune.with_parameters(
             _trial,
             base={**spec.base, **entry.config},
-            variants=variants,
+            variants=list(entry.variants),
             seed=spec.search_seeds[0],
             out_root=str((out_dir / "runs" / _slug(f"{entry.label}/tune")).resolve()),
             study_dir=str(out_dir.resolve()),
         ),
         {"cpu": 1},
     )
-    tuner = tune.Tuner(
+    return tune.Tuner(
         trainable,
         param_space=space,
         tune_config=tune.TuneConfig(
@@ -135,38 +159,20 @@ def tune_entry(
             verbose=0,
         ),
     )
-    results = tuner.fit()
-    rows = []
-    for result in results:
-        if result.error is not None:
-            raise UserError(f"tune {entry.label!r}: a trial failed: {result.error}")
-        history = result.metrics_dataframe
-        best = float(history["val_acc"].max()) if history is not None else float("nan")
-        rows.append(
-            {
-                "lr": result.config["lr"],
-                "variant": variants[result.config["variant"]],
-                "best_val_acc": best,
-                "epochs": int(len(history)) if history is not None else 0,
-                "diverged": bool(history["diverged"].any()) if history is not None else False,
-            }
-        )
-    usable = [r for r in rows if not r["diverged"] and math.isfinite(r["best_val_acc"])]
-    if not usable:
-        raise UserError(f"tune {entry.label!r}: every trial diverged; widen its grid")
-    best_row = max(usable, key=lambda r: (r["best_val_acc"], -r["lr"]))
-    record = {
-        "entry": entry.label,
-        "lr": best_row["lr"],
-        "variant": best_row["variant"],
-        "best_val_acc": best_row["best_val_acc"],
-        "search": "optuna tpe + asha",
-        "trials": rows,
+
+
+def _trial_row(entry: Entry, variants: list[dict[str, Any]], result: Any) -> dict[str, Any]:
+    """One finished trial: its rate, variant, best validation accuracy, epochs, divergence."""
+    if result.error is not None:
+        raise UserError(f"tune {entry.label!r}: a trial failed: {result.error}")
+    history = result.metrics_dataframe
+    return {
+        "lr": result.config["lr"],
+        "variant": variants[result.config["variant"]],
+        "best_val_acc": float(history["val_acc"].max()) if history is not None else float("nan"),
+        "epochs": int(len(history)) if history is not None else 0,
+        "diverged": bool(history["diverged"].any()) if history is not None else False,
     }
-    folder = out_dir / TUNE_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{_slug(entry.label)}.json").write_text(json.dumps(record, indent=2))
-    return record
 
 
 def run_study_tune(

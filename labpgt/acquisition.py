@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from labpgt import __version__
+from labpgt.csv_text import read_csv_text
 from labpgt.encoding import DEFAULT_SETTING
 from labpgt.errors import UserError
 from labpgt.records import RunMetadata
@@ -141,22 +142,6 @@ def read_inputs_csv(path: str | Path, bounds: SettingBounds | None = None) -> to
         return _parse_inputs_csv(path, text, bounds)
     except csv.Error as exc:
         raise UserError(f"{path}: not a readable CSV file: {exc}") from None
-
-
-def read_csv_text(path: Path, option: str) -> str:
-    """The text of a CSV file as UTF-8 (a byte-order mark is dropped); one-line errors."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"{option}: cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise UserError(
-            f"{option}: {path} line {line} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
-            f"offset {exc.start}); save the file as UTF-8 CSV"
-        ) from None
 
 
 def _parse_inputs_csv(path: Path, text: str, bounds: SettingBounds | None) -> torch.Tensor:
@@ -385,48 +370,11 @@ def acquire(
     """
     if hasattr(reservoir, "keep_traces"):
         reservoir.keep_traces = True  # type: ignore[attr-defined]
-    stamp = {
-        "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        **(provenance or {}),
-    }
+    stamp = {"time_utc": _now_utc(), **(provenance or {})}
     if resume:
-        run = RunFile.open(out, writable=True)
-        try:
-            check_resume(run, inputs, repeats)
-            entry = dict(stamp)
-            if identity is not None:
-                change = check_identity(run, identity, allow_bench_change)
-                entry["bench_identity"] = identity
-                if change:
-                    entry["bench_change"] = change
-            redo = run.check_done_shots()
-            if redo:
-                entry["shots_marked_again"] = redo
-            run.add_resume(entry)
-        except BaseException:
-            with contextlib.suppress(UserError):
-                run.close()  # the first failure is the one to report
-            raise
+        run = _reopen(out, inputs, repeats, stamp, identity, allow_bench_change)
     else:
-        if inputs is None:
-            raise UserError("give the settings: --inputs settings.csv or --sweep name=a:b:n")
-        reservoir.bounds.check(inputs)  # before the file exists and before anything moves
-        plan = plan_shots(inputs, repeats, reservoir.bounds)
-        snapshot = {
-            "labpgt_version": __version__,
-            "repeats": repeats,
-            **stamp,
-            "identity": identity,
-            "reservoir": reservoir.snapshot(),
-        }
-        run = RunFile.create(
-            out,
-            plan,
-            reservoir.frequency_hz,
-            snapshot,
-            [s.as_dict() for s in sweeps or []],
-            metadata,
-        )
+        run = _create(reservoir, out, inputs, repeats, stamp, identity, sweeps, metadata)
     try:
         _measure(run, reservoir, chunk_shots, retries, progress, snapshot_interval_s)
     except BaseException as exc:
@@ -435,26 +383,92 @@ def acquire(
         if run.shots_done and not isinstance(exc, RunFileWriteError):
             with contextlib.suppress(Exception):  # best effort: the failure matters more
                 _store_end(run, reservoir)
-        with contextlib.suppress(UserError):
-            run.close()  # the first failure is the one to report
+        _close_after_failure(run)
         if not resume and run.shots_done == 0:
             Path(out).unlink(missing_ok=True)
         raise
     try:
         _store_end(run, reservoir)
     except BaseException:
-        with contextlib.suppress(UserError):
-            run.close()
+        _close_after_failure(run)
         raise
     run.close()
     return run
 
 
-def _snapshot(reservoir: PhysicalReservoir) -> dict[str, Any]:
-    return {
-        "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+def _create(
+    reservoir: PhysicalReservoir,
+    out: str | Path,
+    inputs: torch.Tensor | None,
+    repeats: int,
+    stamp: dict[str, Any],
+    identity: dict[str, Any] | None,
+    sweeps: list[Sweep] | None,
+    metadata: RunMetadata | None,
+) -> RunFile:
+    """A new run file holding the shot plan and the snapshot of the bench, nothing measured."""
+    if inputs is None:
+        raise UserError("give the settings: --inputs settings.csv or --sweep name=a:b:n")
+    reservoir.bounds.check(inputs)  # before the file exists and before anything moves
+    snapshot = {
+        "labpgt_version": __version__,
+        "repeats": repeats,
+        **stamp,
+        "identity": identity,
         "reservoir": reservoir.snapshot(),
     }
+    return RunFile.create(
+        out,
+        plan_shots(inputs, repeats, reservoir.bounds),
+        reservoir.frequency_hz,
+        snapshot,
+        [s.as_dict() for s in sweeps or []],
+        metadata,
+    )
+
+
+def _reopen(
+    out: str | Path,
+    inputs: torch.Tensor | None,
+    repeats: int,
+    stamp: dict[str, Any],
+    identity: dict[str, Any] | None,
+    allow_bench_change: bool,
+) -> RunFile:
+    """The run file to finish, checked against the settings, repeats and bench, with this
+    resume recorded in it (and any shot whose data did not survive marked to measure)."""
+    run = RunFile.open(out, writable=True)
+    try:
+        check_resume(run, inputs, repeats)
+        entry = dict(stamp)
+        if identity is not None:
+            change = check_identity(run, identity, allow_bench_change)
+            entry["bench_identity"] = identity
+            if change:
+                entry["bench_change"] = change
+        redo = run.check_done_shots()
+        if redo:
+            entry["shots_marked_again"] = redo
+        run.add_resume(entry)
+    except BaseException:
+        _close_after_failure(run)
+        raise
+    return run
+
+
+def _close_after_failure(run: RunFile) -> None:
+    """Close the file while a failure propagates; a second failure in closing is dropped
+    (the first one is the one to report)."""
+    with contextlib.suppress(UserError):
+        run.close()
+
+
+def _now_utc() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _snapshot(reservoir: PhysicalReservoir) -> dict[str, Any]:
+    return {"time_utc": _now_utc(), "reservoir": reservoir.snapshot()}
 
 
 def _settings_or_none(reservoir: PhysicalReservoir) -> dict[str, Any] | None:

@@ -1,6 +1,6 @@
 """The study's grid of jobs on Ray: a local Ray sized to the cores, or a cluster by address.
 
-`RayRunner` has the signature of `labpgt.study.run_jobs`, so `run_study(..., runner=...)`
+`RayRunner` has the signature of `labpgt.studies.protocol.run_jobs`, so `run_study(..., runner=...)`
 runs the protocol (search, choice on validation, final seeds) unchanged; only where
 each job runs differs. Per job:
 
@@ -26,21 +26,23 @@ identical to the serial runner's. Ray Tune's samplers (TPE) would try other poin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from labpgt.errors import UserError
-from labpgt.study import (
+from labpgt.studies.presets import StudySpec
+from labpgt.studies.protocol import (
     STARTED,
     Job,
-    StudySpec,
     _slug,
+    append_row,
     ensure_writable,
     final_jobs,
     run_job,
@@ -143,10 +145,10 @@ def _job_task(
     not flag the rows of this study as computed on a dirty tree. On another commit it keeps
     its own, and the driver refuses the row.
     """
-    import labpgt.study
+    import labpgt.studies.protocol
 
-    if labpgt.study.STARTED["commit"] == provenance["commit"]:
-        labpgt.study.STARTED.update(provenance)
+    if labpgt.studies.protocol.STARTED["commit"] == provenance["commit"]:
+        labpgt.studies.protocol.STARTED.update(provenance)
     if fault is not None and job.key == fault.key:
         marker = Path(fault.marker)
         died = marker.read_text().split() if marker.exists() else []
@@ -173,7 +175,7 @@ def _check_storage_task(out_dir: str) -> str | None:
 
 
 class RayRunner:
-    """Runs a study's jobs as Ray tasks (a drop-in for `labpgt.study.run_jobs`).
+    """Runs a study's jobs as Ray tasks (a drop-in for `labpgt.studies.protocol.run_jobs`).
 
     ``address=None`` starts a local Ray with ``workers`` CPUs (0: every core) unless this
     process is connected to one already; an address joins that cluster.
@@ -249,44 +251,45 @@ class RayRunner:
         progress: Callable[[int, int, dict[str, Any] | None], None] = lambda d, t, r: None,
     ) -> dict[str, dict[str, Any]]:
         """Run the jobs not yet in `done` on Ray, appending each row to results.jsonl once."""
-        import ray
-
         self.connect(workers)
         out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / "results.jsonl"
-        wanted = {j.key for j in jobs}
-        here = (STARTED["commit"], STARTED["dirty"])
-
-        def record(row: dict[str, Any]) -> None:
-            if row["key"] in done:  # a row is recorded once, whatever happened before
-                return
-            if row.get("commit") != STARTED["commit"]:
-                raise UserError(
-                    f"job {row['key']!r} ran on commit {row.get('commit')} but this study "
-                    f"runs {STARTED['commit']}: every Ray node must have this checkout "
-                    "installed"
-                )
-            with path.open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
-            done[row["key"]] = row
-
-        # Rows a worker stored but the driver never recorded (an interrupted driver); one
-        # computed on another checkout is recomputed (and its file overwritten).
-        for row in read_stored_rows(out_dir).values():
-            same_code = (row.get("commit"), row.get("provenance", {}).get("dirty")) == here
-            if row["key"] in wanted and same_code:
-                record(row)
+        self._recover_stored_rows(jobs, out_dir, done)
         todo = [j for j in jobs if j.key not in done]
         progress(len(jobs) - len(todo), len(jobs), None)
         if not todo:
             return done
+        finished = len(jobs) - len(todo)
+        with contextlib.closing(self._run_remote(todo, out_dir)) as rows:  # cancels on a raise
+            for row in rows:
+                _record(out_dir, row, done)
+                finished += 1
+                progress(finished, len(jobs), row)
+        return done
+
+    def _recover_stored_rows(
+        self, jobs: list[Job], out_dir: Path, done: dict[str, dict[str, Any]]
+    ) -> None:
+        """Record the rows a worker stored but the driver never recorded (an interrupted
+        driver); one computed on another checkout is left to be recomputed (and its file
+        overwritten)."""
+        wanted = {j.key for j in jobs}
+        here = (STARTED["commit"], STARTED["dirty"])
+        for row in read_stored_rows(out_dir).values():
+            same_code = (row.get("commit"), row.get("provenance", {}).get("dirty")) == here
+            if row["key"] in wanted and same_code:
+                _record(out_dir, row, done)
+
+    def _run_remote(self, todo: list[Job], out_dir: Path) -> Iterator[dict[str, Any]]:
+        """Each job as a Ray task; their rows as they finish. A job's UserError is one line;
+        the tasks still pending when this stops are cancelled."""
+        import ray
+
         task = ray.remote(num_cpus=1, max_retries=self.max_retries)(_job_task)
         storage = str(out_dir.resolve())
         pending = {}
         for job in todo:
             pending[task.remote(job, storage, self.fault, STARTED)] = job
             self.submitted.append(job.key)
-        finished = len(jobs) - len(todo)
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
@@ -298,13 +301,23 @@ class RayRunner:
                     if isinstance(cause, UserError):
                         raise UserError(f"job {job.key!r}: {cause}") from None
                     raise cause from None
-                record(row)
-                finished += 1
-                progress(finished, len(jobs), row)
+                yield row
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
-        return done
+
+
+def _record(out_dir: Path, row: dict[str, Any], done: dict[str, dict[str, Any]]) -> None:
+    """Append a row computed on this study's commit, once, whatever happened before."""
+    if row["key"] in done:
+        return
+    if row.get("commit") != STARTED["commit"]:
+        raise UserError(
+            f"job {row['key']!r} ran on commit {row.get('commit')} but this study "
+            f"runs {STARTED['commit']}: every Ray node must have this checkout "
+            "installed"
+        )
+    append_row(out_dir, row, done)
 
 
 def read_stored_rows(out_dir: Path) -> dict[str, dict[str, Any]]:
@@ -354,8 +367,8 @@ def run_study_ray(
     progress: Callable[[str, int, int, dict[str, Any] | None], None] = lambda *a: None,
     runner: RayRunner | None = None,
 ) -> dict[str, Any]:
-    """`labpgt.study.run_study` on Ray: bad input refused first, then search and final seeds."""
-    from labpgt.study import run_study
+    """`run_study` on Ray: bad input refused first, then search and final seeds."""
+    from labpgt.studies.protocol import run_study
 
     runner = connected_runner(spec, out_dir, address, workers, runner)
     try:
