@@ -47,6 +47,16 @@ class Job:
     config: dict[str, Any] = field(default_factory=dict)
 
 
+JobProgress = Callable[[int, int, dict[str, Any] | None], None]
+"""progress(jobs finished, jobs in the phase, the row just written or None at the start)."""
+StudyProgress = Callable[[str, int, int, dict[str, Any] | None], None]
+"""progress(phase "search" or "final", jobs finished, jobs in the phase, row or None)."""
+
+
+def no_progress(*args: Any) -> None:
+    """The default progress callback: report nothing."""
+
+
 def _tag(lr: float, variant: dict[str, Any]) -> str:
     extra = "".join(
         f"/{k}={v:g}" if isinstance(v, float) else f"/{k}={v}" for k, v in variant.items()
@@ -305,7 +315,7 @@ def run_jobs(
     *,
     workers: int,
     done: dict[str, dict[str, Any]],
-    progress: Callable[[int, int, dict[str, Any] | None], None] = lambda done, total, row: None,
+    progress: JobProgress = no_progress,
 ) -> dict[str, dict[str, Any]]:
     """Run the jobs not yet in `done` (serially or on `workers` processes), appending rows."""
     todo = [j for j in jobs if j.key not in done]
@@ -369,7 +379,7 @@ def run_study(
     out_dir: Path,
     *,
     workers: int = 1,
-    progress: Callable[[str, int, int, dict[str, Any] | None], None] = lambda *a: None,
+    progress: StudyProgress = no_progress,
     runner: Callable[..., dict[str, dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Search, then final seeds; returns (and writes) the summary. Resumes a partial study.

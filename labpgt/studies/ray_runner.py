@@ -31,7 +31,7 @@ import json
 import os
 import socket
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,10 +41,13 @@ from labpgt.studies.presets import StudySpec
 from labpgt.studies.protocol import (
     STARTED,
     Job,
+    JobProgress,
+    StudyProgress,
     _slug,
     append_row,
     ensure_writable,
     final_jobs,
+    no_progress,
     run_job,
     search_jobs,
     train_kwargs,
@@ -248,7 +251,7 @@ class RayRunner:
         *,
         workers: int,
         done: dict[str, dict[str, Any]],
-        progress: Callable[[int, int, dict[str, Any] | None], None] = lambda d, t, r: None,
+        progress: JobProgress = no_progress,
     ) -> dict[str, dict[str, Any]]:
         """Run the jobs not yet in `done` on Ray, appending each row to results.jsonl once."""
         self.connect(workers)
@@ -364,7 +367,7 @@ def run_study_ray(
     *,
     workers: int = 0,
     address: str | None = None,
-    progress: Callable[[str, int, int, dict[str, Any] | None], None] = lambda *a: None,
+    progress: StudyProgress = no_progress,
     runner: RayRunner | None = None,
 ) -> dict[str, Any]:
     """`run_study` on Ray: bad input refused first, then search and final seeds."""

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,11 @@ from labpgt.errors import UserError
 from labpgt.studies.presets import Entry, StudySpec
 from labpgt.studies.protocol import (
     Choice,
+    StudyProgress,
     _check_one_commit,
     _slug,
     final_jobs,
+    no_progress,
     read_rows,
     summarise,
     train_kwargs,
@@ -182,7 +183,7 @@ def run_study_tune(
     trials: int,
     workers: int = 0,
     address: str | None = None,
-    progress: Callable[[str, int, int, dict[str, Any] | None], None] = lambda *a: None,
+    progress: StudyProgress = no_progress,
     runner: RayRunner | None = None,
 ) -> dict[str, Any]:
     """Tune search per entry, then the final seeds on Ray; writes and returns the summary."""
