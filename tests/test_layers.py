@@ -142,3 +142,49 @@ def test_no_import_cycles_between_modules_or_packages(tmp_path: Path) -> None:
                 between.setdefault(package(module), set()).add(package(target))
     assert _cycles(between) == []
     assert between["training"] >= {"calibration"}  # the graph is the real one, not empty
+
+
+# -- rooms named by their job ---------------------------------------------------------------
+
+SOURCE_FOLDERS = ("labpgt", "instruments", "sim", "calibration")
+MAX_FUNCTION_LINES = 60
+"""A longer function needs its reason in a comment on the line above its ``def``,
+starting ``# long:``."""
+
+
+def _sources() -> list[Path]:
+    return sorted(p for folder in SOURCE_FOLDERS for p in (ROOT / folder).rglob("*.py"))
+
+
+def test_no_two_modules_or_classes_share_a_name() -> None:
+    import ast
+    from collections import defaultdict
+
+    modules: dict[str, list[str]] = defaultdict(list)
+    classes: dict[str, list[str]] = defaultdict(list)
+    for path in _sources():
+        where = str(path.relative_to(ROOT))
+        if path.name not in ("__init__.py", "__main__.py"):
+            modules[path.name].append(where)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                classes[node.name].append(f"{where}:{node.lineno}")
+    assert {n: w for n, w in modules.items() if len(w) > 1} == {}
+    assert {n: w for n, w in classes.items() if len(w) > 1} == {}
+
+
+def test_long_functions_say_why() -> None:
+    import ast
+
+    unexplained = []
+    for path in _sources():
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            length = node.end_lineno - node.lineno + 1
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            reason = lines[first - 2].strip() if first >= 2 else ""
+            if length > MAX_FUNCTION_LINES and not reason.startswith("# long:"):
+                unexplained.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} {length}")
+    assert unexplained == []
