@@ -117,6 +117,12 @@ class BenchConfig(BaseModel):
     analyzer_defaults: AnalyzerDefaults = Field(
         default_factory=AnalyzerDefaults, description="Sweep grid applied on open."
     )
+    metadata: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Stored with every run and calibration made on this bench: sample, "
+        "operator, notes or any key = value (a command's --sample/--operator/--notes/--meta "
+        "given for the same key wins).",
+    )
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -193,12 +199,23 @@ def bench_toml(cfg: BenchConfig) -> str:
     data = cfg.model_dump()
     lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
     for section, table in data.items():
-        if isinstance(table, dict):
+        if isinstance(table, dict) and table:  # an empty [metadata] is left out
             lines.append("")
             lines.append(f"[{section}]")
             # TOML has no null: a field left unset (None) is left out, and loads back as None.
-            lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None)
+            lines.extend(
+                f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items() if v is not None
+            )
     return "\n".join(lines) + "\n"
+
+
+def _toml_key(key: str) -> str:
+    """A bare TOML key where allowed, else a quoted one (free [metadata] keys)."""
+    return (
+        key
+        if key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key)
+        else (json.dumps(key))
+    )
 
 
 def dump_bench(cfg: BenchConfig, path: str | Path) -> Path:

@@ -137,6 +137,26 @@ def parse_metadata(
     return RunMetadata(sample=sample, operator=operator, notes=notes, extra=extra)
 
 
+def with_bench_metadata(metadata: RunMetadata, bench: dict[str, Any]) -> RunMetadata:
+    """`metadata` (from the command line) completed by a bench file's ``[metadata]`` table:
+    its sample/operator/notes fill those left unset, its other keys join the free pairs
+    unless the command line gave the same key."""
+    fields = {name: getattr(metadata, name) for name in ("sample", "operator", "notes")}
+    extra = dict(metadata.extra)
+    for key, value in bench.items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        if key in fields:
+            fields[key] = fields[key] if fields[key] is not None else text
+        elif not _META_KEY.match(key):
+            raise UserError(
+                f"bench file [metadata] key {key!r}: it must start with a letter or _ and hold "
+                "only letters, digits, _ . - (at most 64 characters)"
+            )
+        else:
+            extra.setdefault(key, text)
+    return RunMetadata(**fields, extra=extra)
+
+
 def text_dataset(group: h5py.Group, name: str, value: str) -> h5py.Dataset:
     return group.create_dataset(name, data=value, dtype=h5py.string_dtype())
 

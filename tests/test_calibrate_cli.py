@@ -86,3 +86,24 @@ def test_bad_input_is_refused(args, message, capsys, tmp_path, monkeypatch):
 def test_refuses_to_overwrite(calib, capsys):
     assert exit_code(["calibrate", "--out", str(calib), *SMALL]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_a_calibration_on_a_bench_file_stores_its_metadata_table(tmp_path):
+    import json
+
+    import h5py
+    from labpgt.instruments.bench_file import bench_config_from_resources, dump_bench
+    from labpgt.sim.params import RingParams
+    from labpgt.sim.ring import RingModel
+    from labpgt.sim.virtual import VirtualBench
+
+    out = tmp_path / "calib.h5"
+    with VirtualBench(RingModel(RingParams(noise=False, drift=False), seed=1)) as vb:
+        cfg = bench_config_from_resources(vb.resources, settle={"wait": False})
+        table = {"operator": "bench owner", "magnet": "M2"}
+        bench = dump_bench(cfg.model_copy(update={"metadata": table}), tmp_path / "bench.toml")
+        args = ["calibrate", "--bench", str(bench), "--out", str(out), "--grid", "small"]
+        assert exit_code([*args, "--surrogate-steps", "20", "--no-plots", "--operator", "me"]) == 0
+    with h5py.File(out, "r") as f:
+        meta = json.loads(f["entry"].attrs["metadata"])
+    assert meta["operator"] == "me" and meta["extra"] == {"magnet": "M2"}

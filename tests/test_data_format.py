@@ -253,3 +253,35 @@ def test_show_lists_metadata_and_snapshots(run_file: Path, capsys: pytest.Captur
     assert "sample YIG ring 3" in text and "operator A. N. Other" in text
     assert "metadata cryostat=K2, wafer=7" in text
     assert "settings snapshots 2 (start, end)" in text
+
+
+def test_bench_file_metadata_is_stored_and_the_command_line_wins(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    from labpgt.instruments.bench_file import bench_config_from_resources, dump_bench
+    from labpgt.sim.params import RingParams
+    from labpgt.sim.ring import RingModel
+    from labpgt.sim.virtual import VirtualBench
+
+    with VirtualBench(RingModel(RingParams(noise=False, drift=False))) as vb:
+        cfg = bench_config_from_resources(vb.resources, settle={"wait": False})
+        table = {"sample": "ring B", "cryostat": "K3", "wafer": 7, "cooled": True}
+        bench = dump_bench(cfg.model_copy(update={"metadata": table}), tmp_path / "bench.toml")
+        out = tmp_path / "run.h5"
+        code, _, err = run_cli(
+            capsys, "acquire", "--bench", str(bench), "--sweep", "drive_hz=2.1e9:2.2e9:3",
+            "--meta", "cryostat=K2", "--out", str(out),
+        )  # fmt: skip
+        assert code == 0, err
+        bad = tmp_path / "bad.toml"
+        bad.write_text(bench.read_text().replace("cooled = true", '"two words" = 1'))
+        code, _, err = run_cli(
+            capsys, "acquire", "--bench", str(bad), "--sweep", "drive_hz=2.1e9:2.2e9:3",
+            "--out", str(tmp_path / "bad.h5"),
+        )  # fmt: skip
+    assert code == 2 and err.startswith("error: bench file [metadata] key 'two words'"), err
+    assert not (tmp_path / "bad.h5").exists()
+    with h5py.File(out, "r") as h5:
+        meta = json.loads(h5["entry"].attrs["metadata"])
+    assert meta["sample"] == "ring B"
+    assert meta["extra"] == {"cryostat": "K2", "wafer": "7", "cooled": "true"}

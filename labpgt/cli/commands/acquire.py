@@ -123,6 +123,8 @@ class _ShotPlan:
     shots_done: int
     embedded: dict[str, Any] | None
     """The embedded bench's seed and noise switch (None with --bench)."""
+    metadata: Any
+    """The new run's RunMetadata: the command line's, completed by the bench file's table."""
 
 
 @takes_options(AcquireOptions)
@@ -130,10 +132,10 @@ def acquire_command(**values: Any) -> None:
     """Record analyzer traces for every setting (and repeat) into an HDF5 file."""
     options = AcquireOptions(**values)
     metadata = _check_flags(options)
-    plan = _plan(options)
+    plan = _plan(options, metadata)
     if options.live:
         start_live_view(options.out, "acquire")
-    run = _record(options, plan, metadata)
+    run = _record(options, plan, plan.metadata)
     if run is None:
         _exit_interrupted(options.out)
     console.print(
@@ -173,19 +175,22 @@ def _check_flags(options: AcquireOptions) -> dict[str, Any]:
     return metadata
 
 
-def _plan(options: AcquireOptions) -> _ShotPlan:
+def _plan(options: AcquireOptions, metadata: Any) -> _ShotPlan:
     """Read the bench file, the sweeps and the inputs; plan the run and refuse it, with
     the numbers, when it cannot fit (before anything is allocated or opened)."""
     from labpgt.acquisition import parse_sweep, read_inputs_csv
+    from labpgt.storage import with_bench_metadata
 
     cfg = check_bench_file(options.bench) if options.bench is not None else None
+    if cfg is not None and not options.resume:
+        metadata = with_bench_metadata(metadata, dict(cfg.metadata))
     bounds = _bench_bounds(cfg)
     sweeps = [parse_sweep(s) for s in options.sweep]
     settings = read_inputs_csv(options.inputs, bounds) if options.inputs is not None else None
     embedded = (
         None if options.bench is not None else {"seed": options.seed, "noise": not options.no_noise}
     )
-    plan = _ShotPlan(settings, sweeps, 0, 0, embedded)
+    plan = _ShotPlan(settings, sweeps, 0, 0, embedded, metadata)
     if options.resume:
         _plan_resume(options, plan, cfg)
     else:

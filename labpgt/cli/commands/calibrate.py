@@ -249,6 +249,11 @@ def _calibrate(
 
     if out.exists():
         raise UserError(f"--out {out} already exists: choose another file or delete it")
+    if bench is not None and isinstance(metadata, RunMetadata):
+        from labpgt.runner import check_bench_file
+        from labpgt.storage import with_bench_metadata
+
+        metadata = with_bench_metadata(metadata, dict(check_bench_file(bench).metadata))
     if not out.parent.is_dir():
         raise UserError(f"--out: directory {out.parent} does not exist")
     plan = CalibrationPlan() if grid == "default" else CalibrationPlan.reduced()
