@@ -25,6 +25,7 @@ switches it on for its own shots and restores it afterwards.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +58,7 @@ from labpgt.calibration.spectra import (
     noise_floor_dbm,
 )
 from labpgt.calibration.surrogate import LineGeometry, SurrogateConfig, SurrogateFit, fit_surrogate
-from labpgt.calibration.twin import fit_twin, twin_start
+from labpgt.calibration.twin import fit_twin, twin_fit_steps, twin_start
 
 from labpgt.errors import UserError
 from labpgt.features import FeatureExtractor
@@ -357,13 +358,15 @@ def fit_surrogate_stage(
     bias rides along (fitted, its own rows held out) so the surrogate also spans the whole
     drive range a default encoding drives; the reported error stays the window's."""
     context = grid.at_bias(op.bias_a)
-    if progress is not None:  # the count is known before the fit starts
-        progress("surrogate fit", 0, 1 if kind == "twin" else cfg.steps, 0.0)
+    tell = (
+        None
+        if progress is None
+        else lambda done, total: progress("surrogate fit", done, total, 0.0)
+    )
+    if tell is not None:  # the count is known before the fit starts
+        tell(0, twin_fit_steps(cfg.twin_rounds) if kind == "twin" else cfg.steps)
     if kind == "twin":
-        fit = _fit_twin(cfg, sweep, freq, s_set, s_feat, reservoir, context)
-        if progress is not None:
-            progress("surrogate fit", 1, 1, 0.0)
-        return fit
+        return _fit_twin(cfg, sweep, freq, s_set, s_feat, reservoir, context, tell)
     ranges = torch.tensor(
         [list(plan.drive_hz), list(plan.drive_dbm), [op.bias_a, op.bias_a]], dtype=torch.float64
     )
@@ -374,9 +377,7 @@ def fit_surrogate_stage(
         config=cfg,
         geometry=sweep.geometry,
         context=context,
-        progress=None
-        if progress is None
-        else lambda done, total: progress("surrogate fit", done, total, 0.0),
+        progress=tell,
     )
 
 
@@ -388,6 +389,7 @@ def _fit_twin(
     s_feat: torch.Tensor,
     reservoir: PhysicalReservoir,
     context: tuple[torch.Tensor, torch.Tensor],
+    progress: Callable[[int, int], None] | None,
 ) -> SurrogateFit:
     """The twin draws the spectrum itself and applies the reservoir's own feature map to
     it, so it works for any map; it needs only the displayed line width."""
@@ -410,6 +412,7 @@ def _fit_twin(
         seed=cfg.seed,
         rounds=cfg.twin_rounds,
         context=context,
+        progress=progress,
     )
     return SurrogateFit(
         tf.model,  # type: ignore[arg-type]  # same call contract as RingSurrogate

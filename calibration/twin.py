@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,14 +236,15 @@ def fit_twin(
     search_rows: int = 120,
     polish_steps: int = 30,
     context: tuple[torch.Tensor, torch.Tensor] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> TwinFit:
     """Fit a `TwinSurrogate` to measured (settings, features).
 
-    The held-out rows are drawn as `fit_surrogate` draws them (same seed, same share), so
-    the two kinds report errors on the same shots. ``context`` rows (calibrate: the
-    response grid at the operating bias) are split the same way and their held-out share
-    is evaluated, not fitted. The search runs on the first ``search_rows`` training rows,
-    polishing (Adam on the offsets) on all of them.
+    ``progress(done, total)`` hears each of its `twin_fit_steps(rounds)` steps. Held-out rows
+    are drawn as `fit_surrogate` draws them (same seed and share), so the two kinds report
+    errors on the same shots. ``context`` rows (calibrate: the response grid at the operating
+    bias) are split the same way; their held-out share is evaluated, not fitted. The search
+    runs on the first ``search_rows`` training rows, polishing (Adam) on all of them.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -252,17 +254,18 @@ def fit_twin(
         gen = torch.Generator().manual_seed(seed)
         val_idx, train_idx = holdout_split(x.shape[0], validation_fraction, gen)
         xt, yt = x[train_idx], y[train_idx]
+        total, step = twin_fit_steps(rounds), iter(range(1, twin_fit_steps(rounds) + 1))
+        tell = (lambda: None) if progress is None else (lambda: progress(next(step), total))
         model = TwinSurrogate(start, grid, spec)
         err, f = _scan_field(model, xt, yt, None)
         with torch.no_grad():
             model.offsets[0] = f
+        tell()
         # Search on a subset of the training rows (speed); polish on all of them.
-        xs, ys = xt[:search_rows], yt[:search_rows]
-        for r in range(rounds):
-            for name in SEARCHED:
-                ranked = [(err, model), *_candidates(model, name, r, xs, ys, polish_steps)]
-                err, model = _polish_best(ranked, polish, xt, yt, polish_steps)
+        search = _Search(xt[:search_rows], yt[:search_rows], xt, yt, polish, polish_steps)
+        model = search.rounds(model, err, rounds, tell)
         _adam(model, xt, yt, adam_steps)
+        tell()
         model.eval()
         val = _rmse(model, x[val_idx], y[val_idx], model.offsets.detach())
         train = _rmse(model, xt, yt, model.offsets.detach())
@@ -277,6 +280,36 @@ def fit_twin(
         return TwinFit(model, val, train, n_train, n_val, val_idx, elapsed, ctx_err, ctx_val)
     finally:
         torch.set_num_threads(threads)
+
+
+@dataclass
+class _Search:
+    """The parameter search: candidates scored on (xs, ys), the best polished on (x, y)."""
+
+    xs: torch.Tensor
+    ys: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    polish: int
+    polish_steps: int
+
+    def rounds(
+        self, model: TwinSurrogate, err: float, rounds: int, tell: Callable[[], None]
+    ) -> TwinSurrogate:
+        """Each round tries every `SEARCHED` parameter in turn, keeping the best model."""
+        for r in range(rounds):
+            for name in SEARCHED:
+                found = _candidates(model, name, r, self.xs, self.ys, self.polish_steps)
+                ranked = [(err, model), *found]
+                err, model = _polish_best(ranked, self.polish, self.x, self.y, self.polish_steps)
+                tell()
+        return model
+
+
+def twin_fit_steps(rounds: int) -> int:
+    """The steps `fit_twin` reports: the field scan, each searched parameter per round,
+    the final polish."""
+    return 2 + rounds * len(SEARCHED)
 
 
 def _polish_best(

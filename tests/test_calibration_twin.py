@@ -16,7 +16,7 @@ from labpgt.calibration.plan import CalibrationPlan
 from labpgt.calibration.run import run_calibration
 from labpgt.calibration.store import save_calibration
 from labpgt.calibration.surrogate import SurrogateConfig
-from labpgt.calibration.twin import TwinSurrogate
+from labpgt.calibration.twin import TwinSurrogate, twin_fit_steps
 
 from labpgt.embedded import embedded_bench
 from labpgt.errors import UserError
@@ -38,8 +38,19 @@ def twin_cal(tmp_path_factory):
             surrogate_config=TWIN_FIT,
             surrogate_kind="twin",
             window="sensitivity",
+            progress=lambda stage, done, total, _s: FIT_STEPS.append((stage, done, total)),
         )
     return result, load_calibration(save_calibration(result, tmp / "calib.h5"))
+
+
+FIT_STEPS: list[tuple[str, int, int]] = []
+"""Every progress report of the fixture's calibration."""
+
+
+def test_the_twin_fit_reports_each_step_with_its_total_known_first(twin_cal):
+    fit = [(done, total) for stage, done, total in FIT_STEPS if stage == "surrogate fit"]
+    steps = twin_fit_steps(TWIN_FIT.twin_rounds)
+    assert steps >= 2 and fit == [(k, steps) for k in range(steps + 1)]
 
 
 def test_twin_held_out_error_below_twice_noise_in_locking_window(twin_cal):
