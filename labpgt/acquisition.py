@@ -361,7 +361,7 @@ def acquire(
     a fixed setting changed) and at the end, also of an interrupted run.
 
     ``provenance`` (seed, command line, bench file, ...) joins the reservoir's
-    snapshot in the file. ``identity`` (`bench_identity`) is recorded in a new
+    snapshot in the file. ``identity`` (`resume_identity`) is recorded in a new
     file; a resume on a bench of another identity is refused unless
     ``allow_bench_change``, and then the change is recorded. On Ctrl-C the
     current chunk is dropped, the file is closed valid and resumable, and
@@ -518,7 +518,7 @@ IDENTITY_KEYS = ("resources", "families", "idn", "sim", "calibration_sha256")
 """What makes two benches the same for a resume (``bench`` is only a label)."""
 
 
-def bench_identity(
+def resume_identity(
     bench_snapshot: dict[str, Any] | None,
     *,
     bench_cfg: Any = None,

@@ -202,11 +202,11 @@ def _plan_resume(options: AcquireOptions, plan: _ShotPlan, cfg: Any) -> None:
     """Everything that can be checked before an instrument is opened: the file, the
     settings and repeats, and the bench as far as its config tells."""
     from labpgt.acquisition import (
-        bench_identity,
         check_identity,
         check_resume,
         grid_inputs,
         preflight,
+        resume_identity,
     )
     from labpgt.storage import RunFile
 
@@ -221,7 +221,7 @@ def _plan_resume(options: AcquireOptions, plan: _ShotPlan, cfg: Any) -> None:
                 wanted = grid_inputs(plan.sweeps)
         check_resume(run, wanted, options.repeats)
         if not options.allow_bench_change:
-            identity = bench_identity(None, bench_cfg=cfg, embedded=plan.embedded)
+            identity = resume_identity(None, bench_cfg=cfg, embedded=plan.embedded)
             check_identity(run, identity, False)
         todo = int(run.todo().size)
         plan.shots_total, plan.shots_done = run.shots_total, run.shots_done
@@ -293,7 +293,7 @@ def _provenance(options: AcquireOptions) -> dict[str, Any]:
 def _record(options: AcquireOptions, plan: _ShotPlan, metadata: dict[str, Any]) -> Any:
     """Open the bench, check it is the file's (on --resume) and measure every shot with a
     progress bar; the run file, or None when Ctrl-C stopped it."""
-    from labpgt.acquisition import acquire, bench_identity, check_identity
+    from labpgt.acquisition import acquire, check_identity, resume_identity
     from labpgt.instruments.bench import ShutdownError
     from labpgt.storage import RunFile
 
@@ -316,7 +316,7 @@ def _record(options: AcquireOptions, plan: _ShotPlan, metadata: dict[str, Any]) 
             hysteresis=not o.no_noise,
             realtime=o.realtime,
         ) as reservoir:
-            identity = bench_identity(reservoir.snapshot().get("bench"), embedded=plan.embedded)
+            identity = resume_identity(reservoir.snapshot().get("bench"), embedded=plan.embedded)
             if o.resume:  # the instruments' *IDN? too, before the progress bar starts
                 with RunFile.open(out) as run:
                     check_identity(run, identity, o.allow_bench_change)
