@@ -63,3 +63,13 @@ def scatter_add_rows(xp: Any, index: Array, values: Array, width: int) -> Array:
     flat = xp.reshape(rows, (-1,))
     summed = _numpy.bincount(flat, weights=xp.reshape(values, (-1,)), minlength=n * width)
     return xp.reshape(summed, (n, width))
+
+
+def plain_module(xp: Any) -> Any:
+    """The library behind an array-api-compat namespace: the torch or numpy module itself
+    (for operations with out=, which both spell alike and the array API lacks)."""
+    if is_torch_namespace(xp):
+        import torch
+
+        return torch
+    return _numpy

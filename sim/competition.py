@@ -32,7 +32,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 import torch
-from labpgt.sim.arrays import Array, as_dtype, namespace
+from labpgt.sim.arrays import Array, as_dtype, namespace, plain_module
 from labpgt.sim.params import RingParams
 
 CHECK_EVERY = 16
@@ -179,6 +179,19 @@ def _merge_rows(xp: Any, solution: Competition, redo: Competition, rows: Array) 
     )
 
 
+class _Work(NamedTuple):
+    """Scratch arrays of one loop, written in place (all None: each step allocates)."""
+
+    product: Array | None = None
+    x: Array | None = None
+    growth: Array | None = None
+    a: Array | None = None
+    next: Array | None = None
+
+
+_FRESH = _Work()
+
+
 class _Iteration:
     """The fixed-point iteration of the competition, on Q = 2 step P per row.
 
@@ -196,7 +209,8 @@ class _Iteration:
 
     The coupling product is one small matrix product per row, so a row's rounding does
     not depend on the batch (BLAS edge kernels round a plain GEMM's rows by their
-    position).
+    position): the iterate of N > 1 rows is kept as (N, 1, M) against (N, M, M).
+    Without autograd the steps run in place in scratch arrays (`step`).
     """
 
     def __init__(
@@ -204,49 +218,75 @@ class _Iteration:
     ) -> None:
         xp = namespace(net)
         self.xp = xp
+        self.lib = plain_module(xp)
         n, m = net.shape
         # one row alone: 0-d factors and a plain (1, M) product (the same per-row kernel)
         self.two_step = 2.0 * (step[0, 0] if n == 1 else step)
         two_step = as_dtype(xp, self.two_step, dtype)
-        self.net2 = as_dtype(xp, net * self.two_step, dtype)
-        self.cap = 5.0 * two_step
-        self.seed2 = two_step * (two_step * params.spontaneous_emission)
+        self.net2 = self._rows(as_dtype(xp, net * self.two_step, dtype))
+        self.cap = self._rows(5.0 * two_step)
+        self.seed2 = self._rows(two_step * (two_step * params.spontaneous_emission))
         coupling_t = as_dtype(xp, coupling_t, dtype)
         self.coupling = coupling_t if n == 1 else xp.broadcast_to(coupling_t[None, ...], (n, m, m))
         self.dtype = dtype
         self.tiny = _tiny(xp, dtype)
 
-    def step(self, q: Array, guard: bool) -> Array:
-        c = self.coupling  # one row alone: a plain (1, M) product, else one per row
-        product = q @ c if c.ndim == 2 else (q[:, None, :] @ c)[:, 0, :]
-        x = self.xp.minimum(self.net2 - product, self.cap)
-        growth = self.xp.exp(x)
-        if not guard:
-            a = self.seed2 / x
-            return growth * (q + a) - a
-        a = self.seed2 * x / (x * x + self.tiny)  # s' / x, and 0 where x == 0
-        return growth * (q + a) - a
+    def _rows(self, array: Array) -> Array:
+        """An (N, k) array as (N, 1, k) when N > 1 (the per-row product's layout)."""
+        return array if array.ndim < 2 or array.shape[0] == 1 else array[:, None, :]
+
+    def _work(self, q: Array) -> _Work:
+        """Scratch arrays for an in-place loop, or `_FRESH` where autograd needs new arrays."""
+        operands = (q, self.net2, self.cap, self.seed2)
+        if any(getattr(v, "requires_grad", False) for v in operands):
+            return _FRESH
+        return _Work(*(self.xp.empty_like(q) for _ in _Work._fields))
+
+    def step(self, q: Array, guard: bool, work: _Work = _FRESH) -> Array:
+        """One fixed-point step Q -> Q', written once for both libraries.
+
+        `lib` is the plain numpy or torch module (not the array API namespace): both spell
+        these operations alike and take out=, so with `work` of scratch arrays the loop
+        runs in place (no allocation per step), and with `_FRESH` (autograd) each step
+        allocates. Returns work.next (or a new array).
+        """
+        lib = self.lib
+        x = lib.subtract(self.net2, lib.matmul(q, self.coupling, out=work.product), out=work.x)
+        x = lib.minimum(x, self.cap, out=work.x)
+        growth = lib.exp(x, out=work.growth)
+        if guard:  # s' x / (x^2 + tiny): s' / x, and 0 where x == 0
+            a = lib.add(lib.multiply(x, x, out=work.a), self.tiny, out=work.a)
+            a = lib.divide(lib.multiply(self.seed2, x, out=work.next), a, out=work.a)
+        else:
+            a = lib.divide(self.seed2, x, out=work.a)
+        following = lib.multiply(growth, lib.add(q, a, out=work.next), out=work.next)
+        return lib.subtract(following, a, out=work.next)
 
     def run(self, power: Array, tolerance: float, cap: int, guard: bool) -> Competition:
         xp = self.xp
-        q = as_dtype(xp, power * self.two_step, self.dtype)
+        q = self._rows(as_dtype(xp, power * self.two_step, self.dtype))
+        work = self._work(q)
         n = q.shape[0]
-        result = q
+        result = q  # only its converged rows are read, which `where` has written
         done = xp.zeros(n, dtype=xp.bool)
         iterations = xp.full(n, cap)
         for i in range(1, cap + 1):
-            previous, q = q, self.step(q, guard)
+            previous, q = q, self.step(q, guard, work)
+            if work.next is not None:  # the next step writes over the previous iterate
+                work = work._replace(next=previous)
             if i % CHECK_EVERY and i != cap:
                 continue
             change = xp.max(xp.abs(q - previous) / previous, axis=-1)
-            newly = (change <= tolerance) & ~done
+            newly = xp.reshape(change <= tolerance, (n,)) & ~done
             if not bool(xp.any(newly)):  # the common case: nothing to record
                 continue
-            result = xp.where(newly[:, None], q, result)
+            result = xp.where(xp.reshape(newly, (n,) + (1,) * (q.ndim - 1)), q, result)
             iterations = iterations + newly * (i - cap)
             done = done | newly
             if bool(xp.all(done)):
                 break
-        result = xp.where(done[:, None], result, q)
+        result = xp.reshape(
+            xp.where(xp.reshape(done, (n,) + (1,) * (q.ndim - 1)), result, q), power.shape
+        )
         power = as_dtype(xp, result, self.two_step.dtype) / self.two_step
         return Competition(power=power, iterations=iterations, converged=done)
