@@ -28,9 +28,11 @@ leaves the settings from the steady state (docs/ring-physics.md).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+import numpy as _numpy
 import torch
 from labpgt.sim.arrays import Array, as_dtype, namespace, plain_module
 from labpgt.sim.params import RingParams
@@ -117,7 +119,9 @@ def solve_competition(
 
     growth: (N, M) growth rates; drive_separation_modes: (N, M) detuning of the drive
     from each mode in mode spacings; drive_saturation: (N,) the injected drive's power
-    in units of the saturated power (0 when RF is off). All NumPy or all torch. fast:
+    in units of the saturated power (0 when RF is off). All NumPy or all torch; one
+    setting may also come as (M,), (M,) and a scalar (the one-shot path: scalars cost
+    a tenth of one-element arrays), and then the results drop the N axis. fast:
     run the iterations in float32 (~1e-5 relative; the result keeps the input dtype).
     tolerance and max_iterations default to the params' `competition_tolerance` and
     `competition_iterations`.
@@ -152,7 +156,9 @@ def solve_competition(
     cap = params.competition_iterations if max_iterations is None else max_iterations
     # float32 rounds x to exactly 0 now and then in a large batch: guard every step
     solution = iterate.run(power, tolerance, cap, guard=fast)
-    if not bool(xp.all(xp.isfinite(solution.power))):
+    if not bool(xp.all(xp.isfinite(solution.power))) and net.ndim == 1:
+        solution = iterate.run(power, tolerance, cap, guard=True)
+    elif not bool(xp.all(xp.isfinite(solution.power))):
         bad = ~xp.all(xp.isfinite(solution.power), axis=-1)
         rows = xp.nonzero(bad)[0]
         redo = _Iteration(
@@ -186,7 +192,6 @@ class _Work(NamedTuple):
     x: Array | None = None
     growth: Array | None = None
     a: Array | None = None
-    next: Array | None = None
 
 
 _FRESH = _Work()
@@ -219,13 +224,16 @@ class _Iteration:
         xp = namespace(net)
         self.xp = xp
         self.lib = plain_module(xp)
-        n, m = net.shape
-        # one row alone: 0-d factors and a plain (1, M) product (the same per-row kernel)
-        self.two_step = 2.0 * (step[0, 0] if n == 1 else step)
+        n, m = (1, *net.shape) if net.ndim == 1 else net.shape
+        # one row alone: 0-d factors and a plain (M,) or (1, M) product (the per-row kernel)
+        self.two_step = 2.0 * (step[(0,) * step.ndim] if n == 1 else step)
         two_step = as_dtype(xp, self.two_step, dtype)
         self.net2 = self._rows(as_dtype(xp, net * self.two_step, dtype))
         self.cap = self._rows(5.0 * two_step)
         self.seed2 = self._rows(two_step * (two_step * params.spontaneous_emission))
+        self.product = self.lib.matmul
+        if self.lib is _numpy and n == 1:  # one NumPy row: dot, and Python floats (faster)
+            self.product, self.cap, self.seed2 = _numpy.dot, float(self.cap), float(self.seed2)
         coupling_t = as_dtype(xp, coupling_t, dtype)
         self.coupling = coupling_t if n == 1 else xp.broadcast_to(coupling_t[None, ...], (n, m, m))
         self.dtype = dtype
@@ -242,51 +250,74 @@ class _Iteration:
             return _FRESH
         return _Work(*(self.xp.empty_like(q) for _ in _Work._fields))
 
-    def step(self, q: Array, guard: bool, work: _Work = _FRESH) -> Array:
-        """One fixed-point step Q -> Q', written once for both libraries.
+    def stepper(self, guard: bool, work: _Work = _FRESH) -> Callable[[Array, Array | None], Array]:
+        """The fixed-point step Q -> Q' as a function step(q, out), written once for both
+        libraries (the loop calls it ~50 times per solve, so what it needs is bound here).
 
         `lib` is the plain numpy or torch module (not the array API namespace): both spell
         these operations alike and take out=, so with `work` of scratch arrays the loop
         runs in place (no allocation per step), and with `_FRESH` (autograd) each step
-        allocates. Returns work.next (or a new array).
+        allocates. Q' goes to `out` (None: a new array).
         """
-        lib = self.lib
-        x = lib.subtract(self.net2, lib.matmul(q, self.coupling, out=work.product), out=work.x)
-        x = lib.minimum(x, self.cap, out=work.x)
-        growth = lib.exp(x, out=work.growth)
-        if guard:  # s' x / (x^2 + tiny): s' / x, and 0 where x == 0
-            a = lib.add(lib.multiply(x, x, out=work.a), self.tiny, out=work.a)
-            a = lib.divide(lib.multiply(self.seed2, x, out=work.next), a, out=work.a)
-        else:
-            a = lib.divide(self.seed2, x, out=work.a)
-        following = lib.multiply(growth, lib.add(q, a, out=work.next), out=work.next)
-        return lib.subtract(following, a, out=work.next)
+        lib, net2, cap, seed2, tiny = self.lib, self.net2, self.cap, self.seed2, self.tiny
+        coupling, product = self.coupling, self.product
+        subtract, minimum, exp, multiply, add, divide = (
+            lib.subtract,
+            lib.minimum,
+            lib.exp,
+            lib.multiply,
+            lib.add,
+            lib.divide,
+        )
+        w_product, w_x, w_growth, w_a = work
+
+        def step(q: Array, out: Array | None) -> Array:
+            x = subtract(net2, product(q, coupling, out=w_product), out=w_x)
+            x = minimum(x, cap, out=w_x)
+            growth = exp(x, out=w_growth)
+            if guard:  # s' x / (x^2 + tiny): s' / x, and 0 where x == 0
+                a = add(multiply(x, x, out=w_a), tiny, out=w_a)
+                a = divide(multiply(seed2, x, out=out), a, out=w_a)
+            else:
+                a = divide(seed2, x, out=w_a)
+            return subtract(multiply(growth, add(q, a, out=out), out=out), a, out=out)
+
+        return step
+
+    def step(self, q: Array, guard: bool) -> Array:
+        """One step from q (a new array)."""
+        return self.stepper(guard)(q, None)
 
     def run(self, power: Array, tolerance: float, cap: int, guard: bool) -> Competition:
         xp = self.xp
         q = self._rows(as_dtype(xp, power * self.two_step, self.dtype))
         work = self._work(q)
-        n = q.shape[0]
+        spare = None if work is _FRESH else self.xp.empty_like(q)
+        step = self.stepper(guard, work)
+        rows = power.shape[:-1]  # (N,), or () for one setting given as (M,)
         result = q  # only its converged rows are read, which `where` has written
-        done = xp.zeros(n, dtype=xp.bool)
-        iterations = xp.full(n, cap)
+        done = xp.zeros(rows, dtype=xp.bool)
+        iterations = xp.full(rows, cap)
         for i in range(1, cap + 1):
-            previous, q = q, self.step(q, guard, work)
-            if work.next is not None:  # the next step writes over the previous iterate
-                work = work._replace(next=previous)
+            previous, q = q, step(q, spare)
+            if spare is not None:  # the next step writes over the previous iterate
+                spare = previous
             if i % CHECK_EVERY and i != cap:
                 continue
             change = xp.max(xp.abs(q - previous) / previous, axis=-1)
-            newly = xp.reshape(change <= tolerance, (n,)) & ~done
+            newly = xp.reshape(change <= tolerance, rows) & ~done
             if not bool(xp.any(newly)):  # the common case: nothing to record
                 continue
-            result = xp.where(xp.reshape(newly, (n,) + (1,) * (q.ndim - 1)), q, result)
+            result = xp.where(_across(xp, newly, q), q, result)
             iterations = iterations + newly * (i - cap)
             done = done | newly
             if bool(xp.all(done)):
                 break
-        result = xp.reshape(
-            xp.where(xp.reshape(done, (n,) + (1,) * (q.ndim - 1)), result, q), power.shape
-        )
+        result = xp.reshape(xp.where(_across(xp, done, q), result, q), power.shape)
         power = as_dtype(xp, result, self.two_step.dtype) / self.two_step
         return Competition(power=power, iterations=iterations, converged=done)
+
+
+def _across(xp: Any, mask: Array, like: Array) -> Array:
+    """A per-row mask with trailing axes of length 1, to select whole rows of `like`."""
+    return xp.reshape(mask, mask.shape + (1,) * (like.ndim - mask.ndim))
