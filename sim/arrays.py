@@ -18,15 +18,16 @@ from array_api_compat import array_namespace, is_torch_namespace
 Array = Any
 """A NumPy array or a torch tensor."""
 
-_BY_TYPE: dict[type, Any] = {}
+_BY_TYPE: dict[type | tuple[type, ...], Any] = {}
 
 
 def namespace(*arrays: Array) -> Any:
     """The array-api-compat namespace of these arrays (all of one library)."""
     kind = type(arrays[0])
     for array in arrays[1:]:
-        if type(array) is not kind:
-            return array_namespace(*arrays)
+        if type(array) is not kind:  # e.g. NumPy arrays and NumPy scalars
+            kind = tuple(type(array) for array in arrays)
+            break
     xp = _BY_TYPE.get(kind)
     if xp is None:
         xp = _BY_TYPE[kind] = array_namespace(*arrays)

@@ -98,8 +98,15 @@ class _Window(NamedTuple):
     """(N, L) offset of the centre point from the line, in standard deviations."""
     offsets: Array
     """(W,) offsets of the window points from the centre, in standard deviations."""
-    index: Array
-    """(N, L, W) column of each window point in the padded trace."""
+    first: Array
+    """(N, L) column of each line's centre point in the padded trace."""
+    steps: Array
+    """(W,) integer offsets of the window points from the centre."""
+
+    def index(self, start: int = 0, stop: int | None = None) -> Array:
+        """(rows, L * W) column of each window point in the padded trace, rows start:stop."""
+        first = self.first[start:stop]
+        return (first[..., None] + self.steps).reshape(first.shape[0], -1)
 
 
 def _window(line_hz: Array, grid: AnalyzerGrid, sigmas: float) -> _Window:
@@ -126,7 +133,8 @@ def _window(line_hz: Array, grid: AnalyzerGrid, sigmas: float) -> _Window:
         pad=pad,
         residual=(centre - position) * (bin_hz / sigma_hz),
         offsets=xp.astype(steps, line_hz.dtype) * (bin_hz / sigma_hz),
-        index=first[..., None] + steps,
+        first=first,
+        steps=steps,
     )
 
 
@@ -156,9 +164,7 @@ def draw_trace(
     distance = as_dtype(xp, window.residual, dtype)[..., None] + as_dtype(xp, window.offsets, dtype)
     shape = xp.exp(-0.5 * distance**2) * amplitude[..., None]
     n, points, pad = line_hz.shape[0], grid.points, window.pad
-    padded = scatter_add_rows(
-        xp, xp.reshape(window.index, (n, -1)), xp.reshape(shape, (n, -1)), points + 2 * pad
-    )
+    padded = scatter_add_rows(xp, window.index(), xp.reshape(shape, (n, -1)), points + 2 * pad)
     floor = noise_floor_mw(grid, params)
     if scatter is None:
         base = xp.full((n, points), floor, dtype=dtype)
@@ -209,7 +215,7 @@ def _render_fast(
         exponent = torch.addmm(bias, factors[start * n_lines : stop * n_lines], rows)
         # exp(-87) is still a normal float32: no subnormal results (they are ~50x slower).
         exponent.clamp_(min=-87.0).exp_()
-        index = window.index[start:stop].reshape(stop - start, -1)
+        index = window.index(start, stop)
         part.scatter_add_(1, index, exponent.reshape(stop - start, -1))
         body = part[:, window.pad : window.pad + grid.points]
         torch.mul(body.log10_(), 10.0, out=out[start:stop])
