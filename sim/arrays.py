@@ -47,7 +47,25 @@ def stop_gradient(array: Array) -> Array:
 
 def softplus(xp: Any, x: Array) -> Array:
     """log(1 + e^x) without overflow."""
-    return xp.logaddexp(0.0, x)
+    if plain_module(xp) is _numpy:
+        return _numpy.logaddexp(0.0, x)
+    return plain_module(xp).logaddexp(x.new_zeros(()), x)
+
+
+# array-api-compat's torch maximum/minimum turn a Python number into a tensor on every
+# call (~10 us each, dozens per evaluation): the two below take the number as it is.
+
+
+def at_least(xp: Any, x: Array, low: float) -> Array:
+    """max(x, low) elementwise, for a Python number low."""
+    lib = plain_module(xp)
+    return lib.maximum(x, low) if lib is _numpy else lib.clamp(x, min=low)
+
+
+def at_most(xp: Any, x: Array, high: float) -> Array:
+    """min(x, high) elementwise, for a Python number high."""
+    lib = plain_module(xp)
+    return lib.minimum(x, high) if lib is _numpy else lib.clamp(x, max=high)
 
 
 def scatter_add_rows(xp: Any, index: Array, values: Array, width: int) -> Array:
@@ -69,8 +87,14 @@ def scatter_add_rows(xp: Any, index: Array, values: Array, width: int) -> Array:
 def plain_module(xp: Any) -> Any:
     """The library behind an array-api-compat namespace: the torch or numpy module itself
     (for operations with out=, which both spell alike and the array API lacks)."""
-    if is_torch_namespace(xp):
-        import torch
+    lib = _PLAIN.get(id(xp))
+    if lib is None:
+        if is_torch_namespace(xp):
+            import torch as lib
+        else:
+            lib = _numpy
+        _PLAIN[id(xp)] = lib
+    return lib
 
-        return torch
-    return _numpy
+
+_PLAIN: dict[int, Any] = {}

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 import numpy as _numpy
 import torch
-from labpgt.sim.arrays import Array, as_dtype, namespace, plain_module
+from labpgt.sim.arrays import Array, as_dtype, namespace, plain_module, softplus
 from labpgt.sim.params import RingParams
 
 CHECK_EVERY = 16
@@ -149,7 +149,7 @@ def solve_competition(
     scaled = 4.0 * growth
     top = xp.max(scaled, axis=-1, keepdims=True)
     smooth_max = (top + xp.log(xp.sum(xp.exp(scaled - top), axis=-1, keepdims=True))) / 4.0
-    step = params.competition_step / (1.0 + xp.logaddexp(0.0, 4.0 * (smooth_max - 1.0)) / 4.0)
+    step = params.competition_step / (1.0 + softplus(xp, 4.0 * (smooth_max - 1.0)) / 4.0)
     loop_dtype = xp.float32 if fast else growth.dtype
     iterate = _Iteration(net, step, coupling_t, params, loop_dtype)
     tolerance = params.competition_tolerance if tolerance is None else tolerance
