@@ -156,15 +156,8 @@ def solve_competition(
     cap = params.competition_iterations if max_iterations is None else max_iterations
     # float32 rounds x to exactly 0 now and then in a large batch: guard every step
     solution = iterate.run(power, tolerance, cap, guard=fast)
-    if not bool(xp.all(xp.isfinite(solution.power))) and net.ndim == 1:
-        solution = iterate.run(power, tolerance, cap, guard=True)
-    elif not bool(xp.all(xp.isfinite(solution.power))):
-        bad = ~xp.all(xp.isfinite(solution.power), axis=-1)
-        rows = xp.nonzero(bad)[0]
-        redo = _Iteration(
-            xp.take(net, rows, axis=0), xp.take(step, rows, axis=0), coupling_t, params, loop_dtype
-        ).run(xp.take(power, rows, axis=0), tolerance, cap, guard=True)
-        solution = _merge_rows(xp, solution, redo, bad)
+    if not bool(xp.all(xp.isfinite(solution.power))):
+        solution = _redo_guarded(iterate, solution, power, tolerance, cap)
     return solution._replace(power=as_dtype(xp, solution.power, growth.dtype))
 
 
@@ -172,6 +165,22 @@ def solve_competition(
 def _tiny(xp: Any, dtype: Any) -> float:
     """The smallest normal number of a floating dtype."""
     return float(xp.finfo(dtype).tiny)
+
+
+def _redo_guarded(
+    iterate: _Iteration, solution: Competition, power: Array, tolerance: float, cap: int
+) -> Competition:
+    """`solution` with its rows that are not finite solved again with the guarded step."""
+    if power.ndim == 1:  # one setting
+        return iterate.run(power, tolerance, cap, guard=True)
+    xp = iterate.xp
+    bad = ~xp.all(xp.isfinite(solution.power), axis=-1)
+    rows = xp.nonzero(bad)[0]
+    net, step = (xp.take(v, rows, axis=0) for v in (iterate.net, iterate.step_size))
+    redo = _Iteration(net, step, iterate.coupling_t, iterate.params, iterate.dtype).run(
+        xp.take(power, rows, axis=0), tolerance, cap, guard=True
+    )
+    return _merge_rows(xp, solution, redo, bad)
 
 
 def _merge_rows(xp: Any, solution: Competition, redo: Competition, rows: Array) -> Competition:
@@ -224,6 +233,7 @@ class _Iteration:
         xp = namespace(net)
         self.xp = xp
         self.lib = plain_module(xp)
+        self.net, self.step_size, self.coupling_t, self.params = net, step, coupling_t, params
         n, m = (1, *net.shape) if net.ndim == 1 else net.shape
         # one row alone: 0-d factors and a plain (M,) or (1, M) product (the per-row kernel)
         self.two_step = 2.0 * (step[(0,) * step.ndim] if n == 1 else step)
@@ -248,7 +258,10 @@ class _Iteration:
         operands = (q, self.net2, self.cap, self.seed2)
         if any(getattr(v, "requires_grad", False) for v in operands):
             return _FRESH
-        return _Work(*(self.lib.empty_like(q) for _ in _Work._fields))
+        work = _Work(*(self.lib.empty_like(q) for _ in _Work._fields))
+        if q.ndim == 1 and self.lib is not _numpy:  # torch's (M,) @ (M, M) resizes an out=
+            work = work._replace(product=None)
+        return work
 
     def stepper(self, guard: bool, work: _Work = _FRESH) -> Callable[[Array, Array | None], Array]:
         """The fixed-point step Q -> Q' as a function step(q, out), written once for both

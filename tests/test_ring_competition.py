@@ -81,6 +81,30 @@ def test_numpy_and_torch_converge_alike() -> None:
         np.testing.assert_allclose(got.power[0], expected.power[row].numpy(), rtol=1e-8)
 
 
+def test_one_setting_as_a_row_and_scalars_solves_as_in_a_batch() -> None:
+    """The one-shot path hands the solver an (M,) row and a NumPy scalar: same result."""
+    growth, separation, saturation = inputs(3, seed=6)
+    kwargs = {"tolerance": 1e-6, "max_iterations": 3000}
+    with torch.no_grad():
+        batch = competition.solve_competition(growth, separation, saturation, PARAMS, **kwargs)
+        for row in range(3):
+            alone = competition.solve_competition(
+                growth[row], separation[row], saturation[row], PARAMS, **kwargs
+            )
+            assert alone.power.shape == (PARAMS.mode_count,) and alone.iterations.ndim == 0
+            torch.testing.assert_close(alone.power, batch.power[row], rtol=1e-13, atol=0)
+            scalar = competition.solve_competition(
+                growth[row].numpy(), separation[row].numpy(), np.float64(saturation[row]), PARAMS
+            )
+            full = competition.solve_competition(
+                growth[row : row + 1].numpy(),
+                separation[row : row + 1].numpy(),
+                saturation[row : row + 1].numpy(),
+                PARAMS,
+            )
+            np.testing.assert_allclose(scalar.power, full.power[0], rtol=1e-13, atol=0)
+
+
 def test_the_solver_is_differentiable_in_the_growth() -> None:
     growth, separation, saturation = inputs(2, seed=5)
     leaf = growth.clone().requires_grad_(True)
