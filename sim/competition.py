@@ -263,14 +263,15 @@ class _Iteration:
             work = work._replace(product=None)
         return work
 
-    def stepper(self, guard: bool, work: _Work = _FRESH) -> Callable[[Array, Array | None], Array]:
-        """The fixed-point step Q -> Q' as a function step(q, out), written once for both
-        libraries (the loop calls it ~50 times per solve, so what it needs is bound here).
+    def stepper(self, guard: bool, work: _Work = _FRESH) -> Callable[..., tuple[Array, Array]]:
+        """The fixed-point step Q -> Q', written once for both libraries, as a function
+        advance(q, spare, count) -> (q after count steps, the iterate before it).
 
         `lib` is the plain numpy or torch module (not the array API namespace): both spell
-        these operations alike and take out=, so with `work` of scratch arrays the loop
-        runs in place (no allocation per step), and with `_FRESH` (autograd) each step
-        allocates. Q' goes to `out` (None: a new array).
+        these operations alike and take out=, so with `work` and `spare` scratch arrays
+        the steps run in place (no allocation per step; each step writes over the iterate
+        before the previous one), and with `_FRESH` and no spare (autograd) each step
+        allocates. The loop runs in here, on local names: it is the hot path.
         """
         lib, net2, cap, seed2, tiny = self.lib, self.net2, self.cap, self.seed2, self.tiny
         coupling, product = self.coupling, self.product
@@ -284,39 +285,46 @@ class _Iteration:
         )
         w_product, w_x, w_growth, w_a = work
 
-        def step(q: Array, out: Array | None) -> Array:
-            x = subtract(net2, product(q, coupling, out=w_product), out=w_x)
-            x = minimum(x, cap, out=w_x)
-            growth = exp(x, out=w_growth)
-            if guard:  # s' x / (x^2 + tiny): s' / x, and 0 where x == 0
-                a = add(multiply(x, x, out=w_a), tiny, out=w_a)
-                a = divide(multiply(seed2, x, out=out), a, out=w_a)
-            else:
-                a = divide(seed2, x, out=w_a)
-            return subtract(multiply(growth, add(q, a, out=out), out=out), a, out=out)
+        def advance(q: Array, spare: Array | None, count: int) -> tuple[Array, Array]:
+            previous = q
+            for _ in range(count):
+                x = subtract(net2, product(q, coupling, out=w_product), out=w_x)
+                x = minimum(x, cap, out=w_x)
+                growth = exp(x, out=w_growth)
+                if guard:  # s' x / (x^2 + tiny): s' / x, and 0 where x == 0
+                    a = add(multiply(x, x, out=w_a), tiny, out=w_a)
+                    a = divide(multiply(seed2, x, out=spare), a, out=w_a)
+                else:
+                    a = divide(seed2, x, out=w_a)
+                following = multiply(growth, add(q, a, out=spare), out=spare)
+                previous, q = q, subtract(following, a, out=spare)
+                if spare is not None:
+                    spare = previous
+            return q, previous
 
-        return step
+        return advance
 
     def step(self, q: Array, guard: bool) -> Array:
         """One step from q (a new array)."""
-        return self.stepper(guard)(q, None)
+        return self.stepper(guard)(q, None, 1)[0]
 
     def run(self, power: Array, tolerance: float, cap: int, guard: bool) -> Competition:
         xp, lib = self.xp, self.lib
         q = self._rows(as_dtype(xp, power * self.two_step, self.dtype))
         work = self._work(q)
         spare = None if work is _FRESH else self.lib.empty_like(q)
-        step = self.stepper(guard, work)
+        advance = self.stepper(guard, work)
         rows = power.shape[:-1]  # (N,), or () for one setting given as (M,)
         result = q  # only its converged rows are read, which `where` has written
         done = xp.zeros(rows, dtype=xp.bool)
         iterations = xp.full(rows, cap)
-        for i in range(1, cap + 1):
-            previous, q = q, step(q, spare)
-            if spare is not None:  # the next step writes over the previous iterate
+        i = 0
+        while i < cap:  # steps up to the next check (every CHECK_EVERY, and at the cap)
+            count = min(CHECK_EVERY - i % CHECK_EVERY, cap - i)
+            q, previous = advance(q, spare, count)
+            if spare is not None:  # the next steps write over it (and q) in turn
                 spare = previous
-            if i % CHECK_EVERY and i != cap:
-                continue
+            i += count
             # (the plain library: array-api-compat's reductions cost ~3 us more each)
             change = lib.amax(lib.abs(q - previous) / previous, axis=-1)
             newly = (change <= tolerance).reshape(rows) & ~done
