@@ -336,7 +336,9 @@ class _Iteration:
             done = done | newly
             if bool(xp.all(done)):
                 break
-        result = xp.reshape(xp.where(_across(xp, done, q), result, q), power.shape)
+        if bool(done.any()):  # (usually none: the cap comes first)
+            q = xp.where(_across(xp, done, q), result, q)
+        result = xp.reshape(q, power.shape)
         power = as_dtype(xp, result, self.two_step.dtype) / self.two_step
         return Competition(power=power, iterations=iterations, converged=done)
 
