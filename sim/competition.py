@@ -154,7 +154,7 @@ def solve_competition(
     iterate = _Iteration(net, step, coupling_t, params, loop_dtype)
     tolerance = params.competition_tolerance if tolerance is None else tolerance
     cap = params.competition_iterations if max_iterations is None else max_iterations
-    # float32 rounds x to exactly 0 now and then in a large batch: guard every step
+    # float32 rounds x to exactly 0 often (see _Iteration): guard every step there
     solution = iterate.run(power, tolerance, cap, guard=fast)
     if not bool(xp.all(xp.isfinite(solution.power))):
         solution = _redo_guarded(iterate, solution, power, tolerance, cap)
