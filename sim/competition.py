@@ -285,11 +285,15 @@ class _Iteration:
             lib.divide,
         )
         w_product, w_x, w_growth, w_a = work
+        fused = lib is torch and coupling.ndim == 3  # ~7 % faster at batch 64
 
         def advance(q: Array, spare: Array | None, count: int) -> tuple[Array, Array]:
             previous = q
             for _ in range(count):
-                x = subtract(net2, product(q, coupling, out=w_product), out=w_x)
+                if fused:  # torch: net2 - Q C in one batched product per row
+                    x = torch.baddbmm(net2, q, coupling, alpha=-1.0, out=w_x)
+                else:
+                    x = subtract(net2, product(q, coupling, out=w_product), out=w_x)
                 x = minimum(x, cap, out=w_x)
                 growth = exp(x, out=w_growth)
                 if guard:  # s' x / (x^2 + tiny): s' / x, and 0 where x == 0
