@@ -65,44 +65,26 @@ def test_a_rows_result_does_not_depend_on_its_batch() -> None:
 
 
 def test_numpy_and_torch_converge_alike() -> None:
+    """A row of a torch batch, that row alone ((M,) and a scalar, as the one-shot path
+    hands it over) and the same on NumPy, also as a (1, M) batch: one result."""
     growth, separation, saturation = inputs(4, seed=4)
     kwargs = {"tolerance": 1e-6, "max_iterations": 3000}
     with torch.no_grad():
         expected = competition.solve_competition(growth, separation, saturation, PARAMS, **kwargs)
-    for row in range(4):
-        got = competition.solve_competition(
-            growth[row : row + 1].numpy(),
-            separation[row : row + 1].numpy(),
-            saturation[row : row + 1].numpy(),
-            PARAMS,
-            **kwargs,
-        )
-        assert int(got.iterations[0]) == int(expected.iterations[row])
-        np.testing.assert_allclose(got.power[0], expected.power[row].numpy(), rtol=1e-8)
-
-
-def test_one_setting_as_a_row_and_scalars_solves_as_in_a_batch() -> None:
-    """The one-shot path hands the solver an (M,) row and a NumPy scalar: same result."""
-    growth, separation, saturation = inputs(3, seed=6)
-    kwargs = {"tolerance": 1e-6, "max_iterations": 3000}
-    with torch.no_grad():
-        batch = competition.solve_competition(growth, separation, saturation, PARAMS, **kwargs)
-        for row in range(3):
+        for row in range(4):
             alone = competition.solve_competition(
                 growth[row], separation[row], saturation[row], PARAMS, **kwargs
             )
-            assert alone.power.shape == (PARAMS.mode_count,) and alone.iterations.ndim == 0
-            torch.testing.assert_close(alone.power, batch.power[row], rtol=1e-13, atol=0)
-            scalar = competition.solve_competition(
-                growth[row].numpy(), separation[row].numpy(), np.float64(saturation[row]), PARAMS
-            )
-            full = competition.solve_competition(
-                growth[row : row + 1].numpy(),
-                separation[row : row + 1].numpy(),
-                saturation[row : row + 1].numpy(),
-                PARAMS,
-            )
-            np.testing.assert_allclose(scalar.power, full.power[0], rtol=1e-13, atol=0)
+            assert alone.power.shape == (PARAMS.mode_count,)
+            assert int(alone.iterations) == int(expected.iterations[row])
+            torch.testing.assert_close(alone.power, expected.power[row], rtol=1e-10, atol=0)
+            g, d, s = growth[row].numpy(), separation[row].numpy(), saturation[row].numpy()
+            for one in ((g, d, np.float64(s)), (g[None], d[None], s[None])):
+                got = competition.solve_competition(*one, PARAMS, **kwargs)
+                assert int(np.reshape(got.iterations, -1)[0]) == int(expected.iterations[row])
+                np.testing.assert_allclose(
+                    np.reshape(got.power, -1), expected.power[row].numpy(), rtol=1e-8
+                )
 
 
 def test_the_solver_is_differentiable_in_the_growth() -> None:
