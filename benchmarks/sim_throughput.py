@@ -11,6 +11,8 @@ printed as a ratio to a fixed baseline workload timed in the same repeats (a pla
 torch float32 workload for the batches, a loop of small NumPy operations for the one
 setting): compare those ratios across commits, measured back to back.
 Run: .venv/bin/python benchmarks/sim_throughput.py [--threads N] [--seconds S]
+For a before/after comparison, --tree DIR times the code of another checkout (e.g.
+`git worktree add --detach /tmp/before <commit>`) with this script and this environment.
 """
 
 from __future__ import annotations
@@ -20,18 +22,20 @@ import math
 import os
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from labpgt.sim.grid import AnalyzerGrid  # noqa: E402
-from labpgt.sim.params import RingParams  # noqa: E402
-from labpgt.sim.ring import RingModel  # noqa: E402
+if TYPE_CHECKING:
+    from labpgt.sim.grid import AnalyzerGrid
+    from labpgt.sim.ring import RingModel
 
 BATCHES = (1, 64, 1024)
 TARGET_AT_1024 = 20_000.0
@@ -113,9 +117,9 @@ def spectra_per_s(
     return batch / wall, batch / cpu, ratio
 
 
-def measure_latency_ms(grid: AnalyzerGrid, seconds: float) -> tuple[float, float]:
-    """One-setting measure: (ms per call, ratio to the small-operations baseline)."""
-    ring = RingModel(RingParams(), seed=0)
+def measure_latency_ms(ring: RingModel, grid: AnalyzerGrid, seconds: float) -> tuple[float, float]:
+    """One-setting measure of a fresh ring: (ms per call, ratio to the small-operations
+    baseline)."""
     for i in range(20):  # warm-up
         ring.measure(2.1e9 + 1e5 * i, -10.0, 1.8, grid)
 
@@ -127,11 +131,32 @@ def measure_latency_ms(grid: AnalyzerGrid, seconds: float) -> tuple[float, float
     return 1e3 * wall, ratio
 
 
+def use_checkout(tree: Path) -> None:
+    """Import labpgt from the checkout `tree` instead of this one: its labpgt/ with its sim/,
+    instruments/ and calibration/ linked in, as the installed package maps them."""
+    package = Path(tempfile.mkdtemp(prefix="labpgt-checkout-")) / "labpgt"
+    package.mkdir()
+    for entry in (tree / "labpgt").iterdir():
+        (package / entry.name).symlink_to(entry.resolve())
+    for folder in ("sim", "instruments", "calibration"):
+        (package / folder).symlink_to((tree / folder).resolve())
+    sys.path.insert(0, str(package.parent))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch threads (count)")
     parser.add_argument("--seconds", type=float, default=5.0, help="time per batch size, s")
+    parser.add_argument("--tree", type=Path, help="time the code of this checkout (folder)")
     args = parser.parse_args()
+    if args.tree is not None:
+        if not (args.tree / "labpgt").is_dir():
+            parser.error(f"--tree {args.tree}: no labpgt/ there")
+        use_checkout(args.tree)
+    from labpgt.sim.grid import AnalyzerGrid
+    from labpgt.sim.params import RingParams
+    from labpgt.sim.ring import RingModel
+
     torch.set_num_threads(args.threads)
     ring = RingModel(RingParams(noise=True), seed=0)
     grid = AnalyzerGrid(points=1001)
@@ -141,6 +166,7 @@ def main() -> int:
     )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{os.cpu_count()} CPUs, load average {load:.1f} (1 min) at start")
+    print(f"code: {Path(sys.modules['labpgt.sim.ring'].__file__).parent.parent}")
     print(f"{'batch':>6}  {'spectra/s':>12}  {'ms/call':>9}  {'spectra/CPU-s':>14}  {'ratio':>6}")
     results = {}
     for batch in BATCHES:
@@ -152,7 +178,7 @@ def main() -> int:
         )
     verdict = "meets" if results[1024] >= TARGET_AT_1024 else "MISSES"
     print(f"batch 1024: {results[1024]:,.0f} spectra/s {verdict} the target {TARGET_AT_1024:,.0f}")
-    latency, ratio = measure_latency_ms(grid, args.seconds)
+    latency, ratio = measure_latency_ms(RingModel(RingParams(), seed=0), grid, args.seconds)
     verdict = "meets" if latency <= TARGET_MEASURE_MS else "MISSES"
     print(
         f"measure, 1 setting: {latency:.3f} ms per call {verdict} the target "

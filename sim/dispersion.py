@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from labpgt.sim.arrays import Array, namespace, softplus, stop_gradient
+from labpgt.sim.arrays import Array, at_least, at_most, namespace, softplus, stop_gradient
 from labpgt.sim.params import RingParams
 
 _DB_PER_NEPER_POWER = 10.0 / math.log(10.0)  # 10*log10(e^x) = 4.343 x
@@ -30,14 +30,14 @@ def field_oe(bias_a: Array, remanence_sign: Array | float, params: RingParams) -
 def fmr_hz(field: Array, params: RingParams) -> Array:
     """Bottom of the MSSW band (k -> 0), Hz. Non-positive fields are clamped to 1e-3 Oe."""
     xp = namespace(field)
-    h = xp.maximum(field, 1e-3)
+    h = at_least(xp, field, 1e-3)
     return params.gyro_hz_per_oe * xp.sqrt(h * (h + params.four_pi_ms_g))
 
 
 def de_limit_hz(field: Array, params: RingParams) -> Array:
     """Top of the MSSW band (k -> infinity), Hz."""
     xp = namespace(field)
-    return params.gyro_hz_per_oe * (xp.maximum(field, 1e-3) + params.four_pi_ms_g / 2)
+    return params.gyro_hz_per_oe * (at_least(xp, field, 1e-3) + params.four_pi_ms_g / 2)
 
 
 def frequency_of_k(k: Array, field: Array, params: RingParams) -> Array:
@@ -66,7 +66,7 @@ def k_of_frequency(f: Array, field: Array, params: RingParams) -> Array:
     xp = namespace(f)
     f_m = params.gyro_hz_per_oe * params.four_pi_ms_g
     u = 4.0 * (f**2 - fmr_hz(field, params) ** 2) / f_m**2
-    k_raw = -xp.log1p(-xp.minimum(u, 1.0 - 1e-9)) / (2.0 * params.film_thickness_m)
+    k_raw = -xp.log1p(-at_most(xp, u, 1.0 - 1e-9)) / (2.0 * params.film_thickness_m)
     soft_rad_per_m = 0.005 * params.transducer_k_low_rad_per_m
     return softplus(xp, k_raw / soft_rad_per_m) * soft_rad_per_m
 
@@ -90,7 +90,7 @@ def group_delay_s(k: Array, f: Array, params: RingParams) -> Array:
 
 def relaxation_rate_per_s(field: Array, params: RingParams) -> Array:
     """Amplitude relaxation rate of MSSW, alpha * 2pi (f_H + f_M/2), 1/s."""
-    f_h = params.gyro_hz_per_oe * namespace(field).maximum(field, 1e-3)
+    f_h = params.gyro_hz_per_oe * at_least(namespace(field), field, 1e-3)
     f_m = params.gyro_hz_per_oe * params.four_pi_ms_g
     return params.gilbert_damping * 2.0 * math.pi * (f_h + 0.5 * f_m)
 
@@ -104,7 +104,7 @@ def transducer_loss_db(k: Array, params: RingParams) -> Array:
     xp = namespace(k)
     k_lo = params.transducer_k_low_rad_per_m
     k_hi = params.transducer_k_high_rad_per_m
-    k_safe = xp.maximum(k, 1e-6 * k_lo)
+    k_safe = at_least(xp, k, 1e-6 * k_lo)
     return 20.0 * (xp.log10(1.0 + (k_lo / k_safe) ** 2) + xp.log10(1.0 + (k_safe / k_hi) ** 2))
 
 

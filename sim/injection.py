@@ -14,7 +14,7 @@ width ~5 % of D_n replaces the hard locking edge so everything stays differentia
 
 from __future__ import annotations
 
-from labpgt.sim.arrays import Array, namespace, softplus
+from labpgt.sim.arrays import Array, at_least, at_most, namespace, softplus
 from labpgt.sim.params import RingParams
 
 _EPS_HZ = 1e3  # smooths |d| at zero detuning
@@ -56,11 +56,11 @@ def injection_lines(
     lock_hz = locking_range_hz(drive_mw, coupling, mode_mw, params) * rf
     width_hz = 0.05 * lock_hz + 20e3
     # a sigmoid; the exponent is capped where e^x would overflow (the sigmoid is 0 there)
-    locked = rf / (1.0 + xp.exp(xp.minimum((abs_detuning - lock_hz) / width_hz, 700.0)))
+    locked = rf / (1.0 + xp.exp(at_most(xp, (abs_detuning - lock_hz) / width_hz, 700.0)))
 
     # Deep inside the locking range the root is irrelevant (the mode is locked); the
     # clamp keeps softplus from underflowing to 0, where sqrt has an infinite slope.
-    adler = xp.maximum(1.0 - lock_hz**2 / abs_detuning**2, -2.0)
+    adler = at_least(xp, 1.0 - lock_hz**2 / abs_detuning**2, -2.0)
     adler_root = xp.sqrt(softplus(xp, _SHARPNESS * adler) / _SHARPNESS)
     # Only pull while RF is on; with RF off adler_root is 1 anyway (lock_hz = 0).
     pulled_hz = fin - detuning * adler_root

@@ -408,8 +408,9 @@ class RingModel:
             field, field_end = field + field_settle, field + (field_settle + field_sweep)
             gain, gain_end = gain + gain_settle, gain + (gain_settle + gain_sweep)
         total_field = dispersion.field_oe(bias, self.remanence_sign, p) + field
-        numbers = (np.array([v]) for v in (fin, dbm, total_field, gain, rf))
-        line_hz, line_mw = ring_lines(p, *numbers)
+        # NumPy scalars, not arrays of one element: ~10x cheaper per operation
+        numbers = (np.float64(v) for v in (fin, dbm, total_field, gain, rf))
+        line_hz, line_mw = (np.reshape(v, (1, -1)) for v in ring_lines(p, *numbers))
         generator = self._generator if p.noise else None
         draws = noise_draws(1, line_hz.shape[1], grid.points, p, generator)
         jitter, scatter = (None if d is None else d.numpy().astype(np.float64) for d in draws)

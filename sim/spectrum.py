@@ -18,7 +18,15 @@ import math
 from typing import NamedTuple
 
 import torch
-from labpgt.sim.arrays import Array, as_dtype, namespace, scatter_add_rows, stop_gradient
+from labpgt.sim.arrays import (
+    Array,
+    as_dtype,
+    at_least,
+    at_most,
+    namespace,
+    scatter_add_rows,
+    stop_gradient,
+)
 from labpgt.sim.grid import AnalyzerGrid
 from labpgt.sim.params import RingParams
 
@@ -98,8 +106,15 @@ class _LineWindow(NamedTuple):
     """(N, L) offset of the centre point from the line, in standard deviations."""
     offsets: Array
     """(W,) offsets of the window points from the centre, in standard deviations."""
-    index: Array
-    """(N, L, W) column of each window point in the padded trace."""
+    first: Array
+    """(N, L) column of each line's centre point in the padded trace."""
+    steps: Array
+    """(W,) integer offsets of the window points from the centre."""
+
+    def index(self, start: int = 0, stop: int | None = None) -> Array:
+        """(rows, L * W) column of each window point in the padded trace, rows start:stop."""
+        first = self.first[start:stop]
+        return (first[..., None] + self.steps).reshape(first.shape[0], -1)
 
 
 def _window(line_hz: Array, grid: AnalyzerGrid, sigmas: float) -> _LineWindow:
@@ -117,8 +132,8 @@ def _window(line_hz: Array, grid: AnalyzerGrid, sigmas: float) -> _LineWindow:
     half = min(int(math.ceil(sigmas * sigma_hz / bin_hz)), points)
     pad = 2 * half + 1
     position = (line_hz - grid.start_hz) / bin_hz
-    # (minimum/maximum: array-api-compat's clip is ~5x slower on the one-shot path)
-    centre = xp.minimum(xp.maximum(xp.round(stop_gradient(position)), -half - 1), points + half)
+    # (not array-api-compat's clip: ~5x slower on the one-shot path)
+    centre = at_most(xp, at_least(xp, xp.round(stop_gradient(position)), -half - 1), points + half)
     steps = xp.arange(-half, half + 1)
     first = xp.astype(centre, xp.int64) + pad
     return _LineWindow(
@@ -126,7 +141,8 @@ def _window(line_hz: Array, grid: AnalyzerGrid, sigmas: float) -> _LineWindow:
         pad=pad,
         residual=(centre - position) * (bin_hz / sigma_hz),
         offsets=xp.astype(steps, line_hz.dtype) * (bin_hz / sigma_hz),
-        index=first[..., None] + steps,
+        first=first,
+        steps=steps,
     )
 
 
@@ -156,9 +172,7 @@ def draw_trace(
     distance = as_dtype(xp, window.residual, dtype)[..., None] + as_dtype(xp, window.offsets, dtype)
     shape = xp.exp(-0.5 * distance**2) * amplitude[..., None]
     n, points, pad = line_hz.shape[0], grid.points, window.pad
-    padded = scatter_add_rows(
-        xp, xp.reshape(window.index, (n, -1)), xp.reshape(shape, (n, -1)), points + 2 * pad
-    )
+    padded = scatter_add_rows(xp, window.index(), xp.reshape(shape, (n, -1)), points + 2 * pad)
     floor = noise_floor_mw(grid, params)
     if scatter is None:
         base = xp.full((n, points), floor, dtype=dtype)
@@ -209,7 +223,7 @@ def _render_fast(
         exponent = torch.addmm(bias, factors[start * n_lines : stop * n_lines], rows)
         # exp(-87) is still a normal float32: no subnormal results (they are ~50x slower).
         exponent.clamp_(min=-87.0).exp_()
-        index = window.index[start:stop].reshape(stop - start, -1)
+        index = window.index(start, stop)
         part.scatter_add_(1, index, exponent.reshape(stop - start, -1))
         body = part[:, window.pad : window.pad + grid.points]
         torch.mul(body.log10_(), 10.0, out=out[start:stop])

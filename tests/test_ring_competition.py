@@ -65,20 +65,26 @@ def test_a_rows_result_does_not_depend_on_its_batch() -> None:
 
 
 def test_numpy_and_torch_converge_alike() -> None:
+    """A row of a torch batch, that row alone ((M,) and a scalar, as the one-shot path
+    hands it over) and the same on NumPy, also as a (1, M) batch: one result."""
     growth, separation, saturation = inputs(4, seed=4)
     kwargs = {"tolerance": 1e-6, "max_iterations": 3000}
     with torch.no_grad():
         expected = competition.solve_competition(growth, separation, saturation, PARAMS, **kwargs)
-    for row in range(4):
-        got = competition.solve_competition(
-            growth[row : row + 1].numpy(),
-            separation[row : row + 1].numpy(),
-            saturation[row : row + 1].numpy(),
-            PARAMS,
-            **kwargs,
-        )
-        assert int(got.iterations[0]) == int(expected.iterations[row])
-        np.testing.assert_allclose(got.power[0], expected.power[row].numpy(), rtol=1e-8)
+        for row in range(4):
+            alone = competition.solve_competition(
+                growth[row], separation[row], saturation[row], PARAMS, **kwargs
+            )
+            assert alone.power.shape == (PARAMS.mode_count,)
+            assert int(alone.iterations) == int(expected.iterations[row])
+            torch.testing.assert_close(alone.power, expected.power[row], rtol=1e-10, atol=0)
+            g, d, s = growth[row].numpy(), separation[row].numpy(), saturation[row].numpy()
+            for one in ((g, d, np.float64(s)), (g[None], d[None], s[None])):
+                got = competition.solve_competition(*one, PARAMS, **kwargs)
+                assert int(np.reshape(got.iterations, -1)[0]) == int(expected.iterations[row])
+                np.testing.assert_allclose(
+                    np.reshape(got.power, -1), expected.power[row].numpy(), rtol=1e-8
+                )
 
 
 def test_the_solver_is_differentiable_in_the_growth() -> None:
