@@ -33,6 +33,7 @@ RUN_FILES = (
     "config.json",
     "curves.png",
     "summary.json",
+    "benches.json",
 )
 
 
@@ -86,6 +87,11 @@ def check_run(config: TrainConfig, task: Task | None, *, resume: bool, overwrite
         )
     if config.bench is not None and config.fast_sim:
         raise UserError("--bench and --fast-sim exclude each other: pick one")
+    if config.benches > 1 and config.bench_kind() != "embedded":
+        raise UserError(
+            f"--benches {config.benches} runs that many embedded virtual benches; it does not "
+            f"go with {'--bench' if config.bench else '--fast-sim'}"
+        )
     est_cls = ESTIMATORS.get(config.method)
     if est_cls is not None and est_cls.needs_differentiable and config.bench_kind() != "fast-sim":
         where = "a bench file (--bench)" if config.bench else "the embedded virtual bench"

@@ -153,3 +153,26 @@ def test_short_boundary_run_on_the_virtual_bench_lowers_the_loss(tmp_path: Path)
     assert last.queries == 3 * 3 * 76
     assert last.test_loss < first.test_loss - 0.05, (first, last)
     assert last.train_loss < first.train_loss
+
+
+def test_train_on_two_embedded_benches_splits_the_shots_and_records_each(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    import json
+
+    data = tiny_csv(tmp_path / "tiny.csv")
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(data), "--target", "label", *TINY, "--channels", "2"]
+    argv += ["--benches", "2", "--epochs", "2", "--seed", "3", "--out", str(out)]
+    code, err = cli_error(capsys, *argv)
+    assert code == 0, err
+    benches = json.loads((out / "benches.json").read_text())
+    assert [b["name"] for b in benches] == ["bench0", "bench1"]
+    assert all(b["failed"] is None and b["chunks"] > 0 and b["queries"] > 0 for b in benches)
+    # every shot of the run went to one of the two benches: training, evaluation, warm-up
+    summary = json.loads((out / "summary.json").read_text())
+    assert sum(b["queries"] for b in benches) > summary["final"]["queries"]
+    code, err = cli_error(
+        capsys, "train", "--fast-sim", "--benches", "2", "--out", str(tmp_path / "x")
+    )
+    assert code == 2 and "--benches 2 runs that many embedded virtual benches" in err

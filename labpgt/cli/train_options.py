@@ -29,6 +29,9 @@ class TrainOptions:
     method: str = typer.Option("boundary", help=f"Method: {', '.join(method_names())}.")
     bench: Path | None = typer.Option(None, help="Bench file (TOML): train on that bench.")
     fast_sim: bool = typer.Option(False, "--fast-sim", help="In-process simulated ring.")
+    benches: int = typer.Option(
+        1, help="Embedded virtual benches measuring each batch together (seeds seed, seed+1 …)."
+    )
     noise: bool = typer.Option(True, help="Simulated noise on (sim benches).")
     drift: bool = typer.Option(True, help="Simulated drift on (sim benches).")
     epochs: int | None = typer.Option(None, help="Epochs (default 10, or until --max-queries).")

@@ -57,6 +57,13 @@ class TrainConfig(BaseModel):
     fast_sim: bool = Field(False, description="In-process SimulatedReservoir.")
     noise: bool = Field(True, description="Simulated measurement noise (sim benches).")
     drift: bool = Field(True, description="Simulated drift (sim benches).")
+    benches: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Embedded virtual benches that measure each batch together (the "
+        "multi-bench scheduler); their rings take seeds seed, seed+1, ...",
+    )
     epochs: int | None = Field(None, ge=1, le=100_000, description="Epochs to train.")
     max_queries: int | None = Field(None, ge=1, description="Training query budget.")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of everything.")

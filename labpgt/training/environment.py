@@ -39,6 +39,10 @@ def open_backend(config: TrainConfig) -> Iterator[MeasurementBackend]:
         reservoir = SimulatedReservoir(ring, features=spec)
         yield MeasurementBackend(_scheduler(reservoir), reservoir, bench_kind=kind)
         return
+    if kind == "embedded" and config.benches > 1:
+        with _embedded_benches(config, spec) as backend:
+            yield backend
+        return
     if kind == "embedded":
         from labpgt.embedded import embedded_bench
 
@@ -59,3 +63,34 @@ def open_backend(config: TrainConfig) -> Iterator[MeasurementBackend]:
             yield MeasurementBackend(_scheduler(reservoir), reservoir, bench_kind=kind)
         finally:
             reservoir.close()
+
+
+@contextmanager
+def _embedded_benches(config: TrainConfig, spec: FeatureSpec) -> Iterator[MeasurementBackend]:
+    """``config.benches`` embedded virtual benches behind one `MultiBenchScheduler`; on exit
+    each bench's queries and instrument time go to <out>/benches.json."""
+    import json
+    from contextlib import ExitStack
+
+    from labpgt.embedded import embedded_bench
+    from labpgt.multibench import LocalBench, MultiBenchScheduler
+
+    with ExitStack() as stack:
+        reservoirs = [
+            stack.enter_context(
+                embedded_bench(
+                    seed=config.seed + i, features=spec, noise=config.noise, drift=config.drift
+                )
+            )
+            for i in range(config.benches)
+        ]
+        scheduler = MultiBenchScheduler(
+            [LocalBench(f"bench{i}", r) for i, r in enumerate(reservoirs)]
+        )
+        try:
+            yield MeasurementBackend(scheduler, reservoirs[0], bench_kind="embedded")
+        finally:
+            stats = [s.as_dict() for s in scheduler.bench_stats.values()]
+            out = Path(config.out)
+            if out.is_dir():
+                (out / "benches.json").write_text(json.dumps(stats, indent=2))
