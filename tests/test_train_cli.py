@@ -35,6 +35,14 @@ TINY = shlex.split("--channels 1 --bins 8 --hidden 4 --batch-size 12 --warmup-sa
         (["--lr", "0"], "--lr 0.0: Input should be greater than 0"),
         (["--lr", "-1"], "--lr -1.0: Input should be greater than 0"),
         (["--method-opt", "foo=1"], "--method-opt foo: unknown for method 'boundary'"),
+        (
+            ["--fast-sim", "--method", "pat", "--method-opt", "jacobain=autograd"],
+            "--method-opt jacobain: unknown for method 'pat'; valid keys: compare_every, jacobian",
+        ),
+        (
+            ["--fast-sim", "--method", "mgd", "--method-opt", "sparsity=x"],
+            "--method-opt sparsity='x': method 'mgd' expects a float",
+        ),
         (["--method-opt", "foo"], "--method-opt 'foo': expected KEY=VALUE"),
         (["--task-opt", "n=3"], "--task-opt n: unknown for task 'digits'; valid keys: none"),
         (

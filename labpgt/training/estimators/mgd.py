@@ -40,7 +40,6 @@ torch optimizer. Options come from ``--method-opt KEY=VALUE`` (see `MGDOptions`)
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -106,16 +105,9 @@ def init_estimator(
     extra: dict[str, Any] | None,
     context: Any,
 ) -> None:
-    """Call `GradientEstimator.__init__` with the keywords this build's base accepts."""
-    accepted = inspect.signature(GradientEstimator.__init__).parameters
-    kwargs: dict[str, Any] = {}
-    if "extra" in accepted:
-        kwargs["extra"] = {k: v for k, v in (extra or {}).items() if k in est.extra_options}
-    if "context" in accepted:
-        kwargs["context"] = context
-    GradientEstimator.__init__(est, options, seed=seed, **kwargs)
-    if "context" not in accepted:
-        est.context = context
+    """`GradientEstimator.__init__` for an estimator with its own ``__init__``: every
+    --method-opt key is checked there (an unknown one is refused, never dropped)."""
+    GradientEstimator.__init__(est, options, seed=seed, extra=extra, context=context)
 
 
 def walsh_rows(n: int, t: int) -> torch.Tensor:
