@@ -18,6 +18,7 @@ Exit status 1 when a row's new mean falls outside the committed interval.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -27,27 +28,14 @@ from labpgt.studies.protocol import final_jobs, mean_ci95, read_rows, run_jobs
 
 
 def load_spec(study_dir: Path) -> StudySpec:
-    """The StudySpec the committed study ran (its spec.json), entries included."""
+    """The StudySpec the committed study ran (the inverse of the spec.json it wrote)."""
     raw = json.loads((study_dir / "spec.json").read_text())
     entries = tuple(
-        Entry(
-            label=e["label"],
-            config=e["config"],
-            lrs=tuple(e["lrs"]),
-            kind=e["kind"],
-            variants=tuple(e["variants"]),
-        )
+        Entry(**{**e, "lrs": tuple(e["lrs"]), "variants": tuple(e["variants"])})
         for e in raw["entries"]
     )
-    return StudySpec(
-        name=raw["name"],
-        base=raw["base"],
-        entries=entries,
-        final_seeds=tuple(raw["final_seeds"]),
-        search_seeds=tuple(raw["search_seeds"]),
-        target_acc=raw["target_acc"],
-        description=raw.get("description", ""),
-    )
+    seeds = {k: tuple(raw[k]) for k in ("final_seeds", "search_seeds")}
+    return StudySpec(**{**raw, **seeds, "entries": entries})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no row {unknown[0]!r} in {args.study_dir}; rows: {sorted(labels)}")
         return 2
     entries = tuple(e for e in spec.entries if e.label in args.entry)
-    sub = StudySpec(spec.name, spec.base, entries, spec.final_seeds, spec.search_seeds)
+    sub = dataclasses.replace(spec, entries=entries)
     chosen = {
         label: (summary[label]["lr"], summary[label].get("variant") or {})
         for label in args.entry

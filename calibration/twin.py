@@ -254,7 +254,8 @@ def fit_twin(
         gen = torch.Generator().manual_seed(seed)
         val_idx, train_idx = holdout_split(x.shape[0], validation_fraction, gen)
         xt, yt = x[train_idx], y[train_idx]
-        total, step = twin_fit_steps(rounds), iter(range(1, twin_fit_steps(rounds) + 1))
+        total = twin_fit_steps(rounds)
+        step = iter(range(1, total + 1))
         tell = (lambda: None) if progress is None else (lambda: progress(next(step), total))
         model = TwinSurrogate(start, grid, spec)
         err, f = _scan_field(model, xt, yt, None)

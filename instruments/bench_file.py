@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -209,13 +210,12 @@ def bench_toml(cfg: BenchConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
+_BARE_TOML_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
 def _toml_key(key: str) -> str:
     """A bare TOML key where allowed, else a quoted one (free [metadata] keys)."""
-    return (
-        key
-        if key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key)
-        else (json.dumps(key))
-    )
+    return key if _BARE_TOML_KEY.match(key) else json.dumps(key)
 
 
 def dump_bench(cfg: BenchConfig, path: str | Path) -> Path:

@@ -109,6 +109,11 @@ SNAPSHOT_MIN_BYTES = 4096
 
 
 _META_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+_META_KEY_RULE = (
+    "must start with a letter or _ and hold only letters, digits, _ . - (at most 64 characters)"
+)
+_NAMED_METADATA = ("sample", "operator", "notes")
+"""The metadata fields with flags of their own (--sample, --operator, --notes)."""
 
 
 def parse_metadata(
@@ -122,13 +127,10 @@ def parse_metadata(
         if not sep:
             raise UserError(f"--meta {text!r}: expected key=value, e.g. --meta cryostat=K2")
         if not _META_KEY.match(key):
-            raise UserError(
-                f"--meta {text!r}: the key must start with a letter or _ and hold only letters, "
-                "digits, _ . - (at most 64 characters)"
-            )
+            raise UserError(f"--meta {text!r}: the key {_META_KEY_RULE}")
         if key in extra:
             raise UserError(f"--meta: key {key!r} is given twice")
-        if key in ("sample", "operator", "notes"):
+        if key in _NAMED_METADATA:
             raise UserError(f"--meta {key}=...: use --{key} for that")
         extra[key] = value.strip()
     for name, value in (("--sample", sample), ("--operator", operator), ("--notes", notes)):
@@ -141,17 +143,14 @@ def with_bench_metadata(metadata: RunMetadata, bench: dict[str, Any]) -> RunMeta
     """`metadata` (from the command line) completed by a bench file's ``[metadata]`` table:
     its sample/operator/notes fill those left unset, its other keys join the free pairs
     unless the command line gave the same key."""
-    fields = {name: getattr(metadata, name) for name in ("sample", "operator", "notes")}
+    fields = {name: getattr(metadata, name) for name in _NAMED_METADATA}
     extra = dict(metadata.extra)
     for key, value in bench.items():
         text = str(value).lower() if isinstance(value, bool) else str(value)
         if key in fields:
             fields[key] = fields[key] if fields[key] is not None else text
         elif not _META_KEY.match(key):
-            raise UserError(
-                f"bench file [metadata] key {key!r}: it must start with a letter or _ and hold "
-                "only letters, digits, _ . - (at most 64 characters)"
-            )
+            raise UserError(f"bench file [metadata] key {key!r}: it {_META_KEY_RULE}")
         else:
             extra.setdefault(key, text)
     return RunMetadata(**fields, extra=extra)
