@@ -8,13 +8,14 @@ from pathlib import Path
 
 from labpgt.errors import UserError
 from labpgt.features import FeatureSpec
+from labpgt.instruments.bench_file import BenchConfig
 from labpgt.reservoir import PhysicalReservoir
 from labpgt.runner import check_bench_file
 
 
 @contextmanager
 def open_reservoir(
-    bench_path: Path | None,
+    bench: Path | BenchConfig | None,
     features: FeatureSpec,
     *,
     keep_traces: bool = False,
@@ -24,7 +25,8 @@ def open_reservoir(
     realtime: bool = False,
     prepare_embedded: Callable[[PhysicalReservoir], None] | None = None,
 ) -> Iterator[PhysicalReservoir]:
-    """The bench file's instruments, or (no path) the embedded virtual bench; left safe on exit.
+    """A bench file's instruments (its path, or the config already loaded from it), or (None)
+    the embedded virtual bench; left safe on exit.
 
     ``seed``, ``noise`` (noise and drift), ``hysteresis``, ``realtime`` and
     ``prepare_embedded`` (called once on the fresh embedded reservoir) apply to
@@ -34,7 +36,7 @@ def open_reservoir(
     from labpgt.instruments.instrument_errors import InstrumentsError
 
     try:
-        if bench_path is None:
+        if bench is None:
             from labpgt.embedded import embedded_bench
 
             with embedded_bench(
@@ -53,8 +55,9 @@ def open_reservoir(
         from labpgt.instrument_reservoir import InstrumentReservoir
         from labpgt.instruments.bench import Bench
 
-        with Bench.open(check_bench_file(bench_path)) as bench:
-            yield InstrumentReservoir(bench, features, keep_traces=keep_traces)
+        cfg = check_bench_file(bench) if isinstance(bench, Path) else bench
+        with Bench.open(cfg) as opened:
+            yield InstrumentReservoir(opened, features, keep_traces=keep_traces)
     except ShutdownError:
         raise  # reported at length by the entry point (exit 3), never as one line
     except InstrumentsError as exc:

@@ -125,6 +125,8 @@ class _ShotPlan:
     """The embedded bench's seed and noise switch (None with --bench)."""
     metadata: Any
     """The new run's RunMetadata: the command line's, completed by the bench file's table."""
+    bench_config: Any
+    """The bench file as loaded for the checks (None: the embedded bench); opened as is."""
 
 
 @takes_options(AcquireOptions)
@@ -190,7 +192,7 @@ def _plan(options: AcquireOptions, metadata: Any) -> _ShotPlan:
     embedded = (
         None if options.bench is not None else {"seed": options.seed, "noise": not options.no_noise}
     )
-    plan = _ShotPlan(settings, sweeps, 0, 0, embedded, metadata)
+    plan = _ShotPlan(settings, sweeps, 0, 0, embedded, metadata, cfg)
     if options.resume:
         _plan_resume(options, plan, cfg)
     else:
@@ -308,7 +310,7 @@ def _record(options: AcquireOptions, plan: _ShotPlan, metadata: dict[str, Any]) 
 
     try:
         with open_reservoir(
-            o.bench,
+            plan.bench_config,
             FeatureSpec(bins=1),
             keep_traces=True,
             seed=o.seed,

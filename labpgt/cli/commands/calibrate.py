@@ -19,6 +19,7 @@ from labpgt.cli.options import META_OPTION, NOTES_OPTION, OPERATOR_OPTION, SAMPL
 from labpgt.cli.tables import print_table
 from labpgt.errors import MeasurementError, UserError
 from labpgt.features import FeatureSpec
+from labpgt.instruments.bench_file import BenchConfig
 from labpgt.live.launch import LIVE_OPTION, start_live_view
 from labpgt.progress import advance_to, make_progress, new_task
 from labpgt.reservoir import PhysicalReservoir
@@ -32,7 +33,7 @@ WINDOWS = ("calm", "sensitivity")  # calibration.run.WINDOWS
 
 @contextmanager
 def _open_reservoir(
-    bench_path: Path | None,
+    bench: Path | BenchConfig | None,
     *,
     seed: int,
     features: FeatureSpec,
@@ -47,10 +48,10 @@ def _open_reservoir(
     ``fast_sim``: the in-process simulated ring that `labpgt train --fast-sim` and the
     study train on (no instruments), so a calibration of it serves their runs.
     """
-    if bench_path is not None and (inject_drift_oe or inject_drift_db):
+    if bench is not None and (inject_drift_oe or inject_drift_db):
         raise UserError("--inject-drift-oe/--inject-drift-db need the embedded virtual bench")
     if fast_sim:
-        if bench_path is not None:
+        if bench is not None:
             raise UserError("--fast-sim and --bench exclude each other: choose one ring")
         if inject_drift_oe or inject_drift_db:
             raise UserError("--inject-drift-oe/--inject-drift-db need the embedded virtual bench")
@@ -69,7 +70,7 @@ def _open_reservoir(
             )
 
     with open_reservoir(
-        bench_path,
+        bench,
         features,
         seed=seed,
         noise=noise,
@@ -249,11 +250,14 @@ def _calibrate(
 
     if out.exists():
         raise UserError(f"--out {out} already exists: choose another file or delete it")
-    if bench is not None and isinstance(metadata, RunMetadata):
+    bench_cfg = None
+    if bench is not None:  # loaded once: its metadata here, its instruments below
         from labpgt.runner import check_bench_file
         from labpgt.storage import with_bench_metadata
 
-        metadata = with_bench_metadata(metadata, dict(check_bench_file(bench).metadata))
+        bench_cfg = check_bench_file(bench)
+        if isinstance(metadata, RunMetadata):
+            metadata = with_bench_metadata(metadata, dict(bench_cfg.metadata))
     if not out.parent.is_dir():
         raise UserError(f"--out: directory {out.parent} does not exist")
     plan = CalibrationPlan() if grid == "default" else CalibrationPlan.reduced()
@@ -267,7 +271,7 @@ def _calibrate(
         "surrogate_kind": surrogate_kind,
         "window": window,
     }
-    with _open_reservoir(bench, features=features, **_sim_kwargs(sim)) as reservoir:
+    with _open_reservoir(bench_cfg, features=features, **_sim_kwargs(sim)) as reservoir:
         result, maps = _measure(reservoir, features, plan, cfg, surrogate_kind, window)
     assert metadata is None or isinstance(metadata, RunMetadata)
     save_calibration(result, out, provenance=provenance, metadata=metadata)
