@@ -1,5 +1,6 @@
 """One training run as `labpgt train` runs it: the checks before it starts, the progress
-bar, the summary file; and the one-line checks of a bench or calibration file.
+bar, the summary file; and the one-line check of a calibration file (a bench file's:
+`labpgt.benches.check_bench_file`).
 
 `labpgt.api` (`train`, `Trainer.fit`), the train and demo commands and the studies run
 their trainings through `run_training`, so the same config gives the same run.
@@ -14,6 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
+from labpgt.benches import check_bench_file
 from labpgt.errors import UserError
 from labpgt.progress import advance_to, make_progress, new_task
 from labpgt.training.config import TrainConfig
@@ -194,38 +196,6 @@ def write_summary(result: RunResult) -> Path:
         )
     )
     return path
-
-
-def check_utf8(path: Path, option: str = "--bench") -> None:
-    """Refuse, in one line, a bench file that cannot be read or is not UTF-8 text."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"{option}: cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise UserError(
-            f"{option}: {path} line {line} is not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
-            "a bench file is UTF-8 TOML"
-        ) from None
-
-
-def check_bench_file(path: Path, option: str = "--bench") -> Any:
-    """Load and validate a bench file; every problem is a one-line `UserError`."""
-    from labpgt.instruments.bench import load_bench
-    from labpgt.instruments.instrument_errors import InstrumentsError
-
-    if not path.is_file():
-        raise UserError(f"{option}: file {path} does not exist")
-    check_utf8(path, option)
-    try:
-        return load_bench(path)
-    except InstrumentsError as exc:
-        raise UserError(f"{option} {path}: {exc}") from None
-    except (ValueError, TypeError) as exc:  # anything the loader did not put in words
-        raise UserError(f"{option} {path}: {' '.join(str(exc).split())}") from None
 
 
 def check_calibration_file(path: Path, option: str = "--calibration") -> None:

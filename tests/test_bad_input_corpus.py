@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from labpgt.instruments.bench import bench_config_from_resources, bench_toml
 
 from labpgt.acquisition import parse_sweep, read_inputs_csv
+from labpgt.benches import check_bench_file
 from labpgt.errors import UserError
-from labpgt.runner import check_bench_file
 from labpgt.training.tasks import load_csv
 
 ROLES = ("generator", "analyzer", "supply")

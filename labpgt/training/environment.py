@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from labpgt.errors import UserError
+from labpgt.benches import open_bench
 from labpgt.features import FeatureSpec
 from labpgt.training.config import TrainConfig
 from labpgt.training.reservoir_layer import MeasurementBackend
@@ -43,26 +43,11 @@ def open_backend(config: TrainConfig) -> Iterator[MeasurementBackend]:
         with _embedded_benches(config, spec) as backend:
             yield backend
         return
-    if kind == "embedded":
-        from labpgt.embedded import embedded_bench
-
-        with embedded_bench(
-            seed=config.seed, features=spec, noise=config.noise, drift=config.drift
-        ) as reservoir:
-            yield MeasurementBackend(_scheduler(reservoir), reservoir, bench_kind=kind)
-        return
-    from labpgt.instrument_reservoir import InstrumentReservoir
-    from labpgt.instruments.bench import Bench, load_bench
-
-    path = Path(str(config.bench))
-    if not path.is_file():
-        raise UserError(f"--bench: file {path} does not exist")
-    with Bench.open(load_bench(path)) as bench:
-        reservoir = InstrumentReservoir(bench, features=spec)
-        try:
-            yield MeasurementBackend(_scheduler(reservoir), reservoir, bench_kind=kind)
-        finally:
-            reservoir.close()
+    bench = None if config.bench is None else Path(config.bench)
+    with open_bench(
+        bench, spec, seed=config.seed, noise=config.noise, drift=config.drift
+    ) as reservoir:
+        yield MeasurementBackend(_scheduler(reservoir), reservoir, bench_kind=kind)
 
 
 @contextmanager
@@ -72,15 +57,12 @@ def _embedded_benches(config: TrainConfig, spec: FeatureSpec) -> Iterator[Measur
     import json
     from contextlib import ExitStack
 
-    from labpgt.embedded import embedded_bench
     from labpgt.multibench import LocalBench, MultiBenchScheduler
 
     with ExitStack() as stack:
         reservoirs = [
             stack.enter_context(
-                embedded_bench(
-                    seed=config.seed + i, features=spec, noise=config.noise, drift=config.drift
-                )
+                open_bench(None, spec, seed=config.seed + i, noise=config.noise, drift=config.drift)
             )
             for i in range(config.benches)
         ]

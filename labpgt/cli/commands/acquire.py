@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from labpgt.cli.bench_access import open_reservoir
+from labpgt.benches import check_bench_file, open_bench
 from labpgt.cli.options import (
     META_OPTION,
     NOTES_OPTION,
@@ -30,7 +30,6 @@ from labpgt.errors import MeasurementError, UserError
 from labpgt.features import FeatureSpec
 from labpgt.live.launch import LIVE_OPTION, start_live_view
 from labpgt.progress import advance_to, make_progress, new_task
-from labpgt.runner import check_bench_file
 from labpgt.setting_bounds import SETTING_UNITS, SettingBounds
 
 console = Console(stderr=True)
@@ -309,7 +308,7 @@ def _record(options: AcquireOptions, plan: _ShotPlan, metadata: dict[str, Any]) 
         advance_to(progress, bar, done, total, instrument_s=instrument_s)
 
     try:
-        with open_reservoir(
+        with open_bench(
             plan.bench_config,
             FeatureSpec(bins=1),
             keep_traces=True,

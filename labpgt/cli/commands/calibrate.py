@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from labpgt.cli.bench_access import open_reservoir
+from labpgt.benches import open_bench
 from labpgt.cli.options import META_OPTION, NOTES_OPTION, OPERATOR_OPTION, SAMPLE_OPTION
 from labpgt.cli.tables import print_table
 from labpgt.errors import MeasurementError, UserError
@@ -69,7 +69,7 @@ def _open_reservoir(
                 field_oe=inject_drift_oe, gain_db=inject_drift_db
             )
 
-    with open_reservoir(
+    with open_bench(
         bench,
         features,
         seed=seed,
@@ -252,7 +252,7 @@ def _calibrate(
         raise UserError(f"--out {out} already exists: choose another file or delete it")
     bench_cfg = None
     if bench is not None:  # loaded once: its metadata here, its instruments below
-        from labpgt.runner import check_bench_file
+        from labpgt.benches import check_bench_file
         from labpgt.storage import with_bench_metadata
 
         bench_cfg = check_bench_file(bench)

@@ -8,12 +8,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from labpgt.benches import check_utf8
 from labpgt.cli.tables import print_table
 from labpgt.errors import UserError
 from labpgt.instruments.bench_file import load_bench
 from labpgt.instruments.check import CheckResult, check_bench
 from labpgt.instruments.instrument_errors import InstrumentsError
-from labpgt.runner import check_utf8
 
 instruments_app = typer.Typer(
     help="Instrument drivers: check the bench described by a bench file.",
