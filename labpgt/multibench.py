@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 import torch
 
-from labpgt.errors import MeasurementError
+from labpgt.errors import MeasurementError, UserError
 from labpgt.reservoir import PhysicalReservoir
 from labpgt.scheduler import PerturbationScheduler, ScheduleStats, plan_order
 from labpgt.setting_bounds import SettingBounds
@@ -257,6 +257,9 @@ class _BenchActor:
     def info(self) -> tuple[dict[str, Any], int]:
         return self.reservoir.bounds.model_dump(), self.reservoir.feature_dim
 
+    def snapshot(self) -> dict[str, Any]:
+        return self.reservoir.snapshot()
+
     def run(self, settings: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
         features = self.scheduler.run(settings)
         return features, asdict(self.scheduler.last)
@@ -314,9 +317,49 @@ class RayBench:
         features, stats = ray.get(self.actor.run.remote(settings))
         return features, ScheduleStats(**stats)
 
+    def snapshot(self) -> dict[str, Any]:
+        """The owned reservoir's snapshot (what a checkpoint's bench identity is made of)."""
+        import ray
+
+        return ray.get(self.actor.snapshot.remote())
+
     def close(self) -> None:
         import ray
 
         with contextlib.suppress(ray.exceptions.RayActorError):  # gone already
             ray.get(self.actor.close.remote())
         ray.kill(self.actor)
+
+
+def start_ray(address: str | None) -> bool:
+    """Join the Ray cluster at `address`, or start a local Ray sized to the cores (None);
+    nothing when Ray is running in this process already. True if this call started it.
+
+    Ray not installed, or a cluster that does not answer, is a one-line `UserError`.
+    """
+    import logging
+    import os
+
+    try:
+        import ray
+    except ImportError:
+        raise UserError(
+            "--ray needs Ray, which is not installed: pip install 'labpgt[scale]'"
+        ) from None
+    if ray.is_initialized():
+        return False
+    sized = {} if address is not None else {"num_cpus": os.cpu_count() or 1}
+    try:
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+            **sized,
+        )
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        why = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        raise UserError(
+            f"--address {address or '(local Ray)'}: Ray does not start ({why})"
+        ) from None
+    return True

@@ -89,11 +89,7 @@ def check_run(config: TrainConfig, task: Task | None, *, resume: bool, overwrite
         )
     if config.bench is not None and config.fast_sim:
         raise UserError("--bench and --fast-sim exclude each other: pick one")
-    if config.benches > 1 and config.bench_kind() != "embedded":
-        raise UserError(
-            f"--benches {config.benches} runs that many embedded virtual benches; it does not "
-            f"go with {'--bench' if config.bench else '--fast-sim'}"
-        )
+    check_benches(config)
     est_cls = ESTIMATORS.get(config.method)
     if est_cls is not None and est_cls.needs_differentiable and config.bench_kind() != "fast-sim":
         where = "a bench file (--bench)" if config.bench else "the embedded virtual bench"
@@ -101,8 +97,12 @@ def check_run(config: TrainConfig, task: Task | None, *, resume: bool, overwrite
             f"method {config.method!r} differentiates the ring itself, which is only possible "
             f"with --fast-sim; on {where} use pgt, spsa or boundary"
         )
-    if config.bench is not None:
-        check_bench_file(Path(config.bench))  # one line for a bench file that cannot be used
+    seen: set[Path] = set()
+    for name in config.bench_files():  # one line for a bench file that cannot be used
+        if Path(name).resolve() in seen:
+            raise UserError(f"--bench {name} is given twice: each bench file is one bench")
+        seen.add(Path(name).resolve())
+        check_bench_file(Path(name))
     if config.calibration is not None:
         check_calibration_file(Path(config.calibration))
     task = preflight(config, task)
@@ -117,6 +117,26 @@ def check_run(config: TrainConfig, task: Task | None, *, resume: bool, overwrite
         for path in [*out.glob("checkpoint-step*.pt"), out / "best.pt"]:
             path.unlink(missing_ok=True)
     return task
+
+
+def check_benches(config: TrainConfig) -> None:
+    """Refuse, in one line, benches that cannot be opened as asked: --benches or --ray
+    beside a bench file or --fast-sim, --address without --ray, --calibration with --ray.
+    (Ray missing or not starting is refused where the benches open, `multibench.start_ray`;
+    an address where nothing answers by `labpgt train` first.)"""
+    kind = config.bench_kind()
+    other = "--bench" if config.bench else "--fast-sim"
+    if config.benches > 1 and kind != "embedded":
+        raise UserError(
+            f"--benches {config.benches} runs that many embedded virtual benches; it does not "
+            f"go with {other}"
+        )
+    if config.ray and kind != "embedded":
+        raise UserError(f"--ray runs embedded virtual benches in Ray actors; not with {other}")
+    if config.address is not None and not config.ray:
+        raise UserError("--address is the Ray cluster of --ray: add --ray (and --benches N)")
+    if config.ray and config.calibration is not None:
+        raise UserError("--calibration checks the bench in this process; not with --ray")
 
 
 def progress_hooks(progress: Progress, method: str, *, quiet: bool) -> TrainHooks:

@@ -27,10 +27,20 @@ class TrainOptions:
     target: str | None = typer.Option(None, help="Class-label column of --data.")
     model: str = typer.Option("dense", help=f"Model: {', '.join(sorted(MODELS))}.")
     method: str = typer.Option("boundary", help=f"Method: {', '.join(method_names())}.")
-    bench: Path | None = typer.Option(None, help="Bench file (TOML): train on that bench.")
+    bench: list[Path] = typer.Option(
+        [],
+        "--bench",
+        help="Bench file (TOML): train on that bench; repeat it to measure on several at once.",
+    )
     fast_sim: bool = typer.Option(False, "--fast-sim", help="In-process simulated ring.")
     benches: int = typer.Option(
         1, help="Embedded virtual benches measuring each batch together (seeds seed, seed+1 …)."
+    )
+    ray: bool = typer.Option(
+        False, "--ray", help="Each of the --benches in its own Ray actor (needs labpgt[scale])."
+    )
+    address: str | None = typer.Option(
+        None, help="With --ray: the Ray cluster to start the actors on (default a local Ray)."
     )
     noise: bool = typer.Option(True, help="Simulated noise on (sim benches).")
     drift: bool = typer.Option(True, help="Simulated drift on (sim benches).")

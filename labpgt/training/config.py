@@ -53,7 +53,11 @@ class TrainConfig(BaseModel):
         0.5, gt=0.0, le=10.0, description="Kernel window σ in units of the window spacing."
     )
     method: str = Field("boundary", description="Training method.")
-    bench: str | None = Field(None, description="Bench file (TOML): the real bench.")
+    bench: str | tuple[str, ...] | None = Field(
+        None,
+        description="Bench file (TOML): the real bench; several (--bench given more than "
+        "once) measure each batch together (the multi-bench scheduler).",
+    )
     fast_sim: bool = Field(False, description="In-process SimulatedReservoir.")
     noise: bool = Field(True, description="Simulated measurement noise (sim benches).")
     drift: bool = Field(True, description="Simulated drift (sim benches).")
@@ -63,6 +67,10 @@ class TrainConfig(BaseModel):
         le=16,
         description="Embedded virtual benches that measure each batch together (the "
         "multi-bench scheduler); their rings take seeds seed, seed+1, ...",
+    )
+    ray: bool = Field(False, description="Each embedded bench in its own Ray actor.")
+    address: str | None = Field(
+        None, description="Ray cluster the --ray actors start on (HOST:PORT; default local)."
     )
     epochs: int | None = Field(None, ge=1, le=100_000, description="Epochs to train.")
     max_queries: int | None = Field(None, ge=1, description="Training query budget.")
@@ -106,6 +114,12 @@ class TrainConfig(BaseModel):
         if self.epochs is not None:
             return self.epochs
         return 1_000_000 if self.max_queries is not None else 10
+
+    def bench_files(self) -> tuple[str, ...]:
+        """The bench files, in the order given (none: fast-sim or embedded benches)."""
+        if self.bench is None:
+            return ()
+        return (self.bench,) if isinstance(self.bench, str) else self.bench
 
     def bench_kind(self) -> str:
         if self.bench is not None:

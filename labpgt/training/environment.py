@@ -1,17 +1,21 @@
 """Open the backend a run trains against: fast-sim, embedded virtual bench, or a bench file.
 
-All three end in the same `PerturbationScheduler`; only what sits behind it differs:
+All three end in the same scheduler; only what sits behind it differs:
 - fast-sim: the in-process `SimulatedReservoir` (differentiable; backprop allowed),
 - embedded (default): a virtual bench on loopback sockets driven through the real
   instrument drivers (`labpgt.embedded`),
 - bench: the instruments named in a bench file.
+
+Embedded benches and bench files open through `labpgt.benches.open_bench`. Several of them
+(--benches N, --bench given more than once, --ray) sit behind one `MultiBenchScheduler`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 from labpgt.benches import open_bench
 from labpgt.features import FeatureSpec
@@ -39,11 +43,12 @@ def open_backend(config: TrainConfig) -> Iterator[MeasurementBackend]:
         reservoir = SimulatedReservoir(ring, features=spec)
         yield MeasurementBackend(_scheduler(reservoir), reservoir, bench_kind=kind)
         return
-    if kind == "embedded" and config.benches > 1:
-        with _embedded_benches(config, spec) as backend:
+    if config.benches > 1 or config.ray or len(config.bench_files()) > 1:
+        with _several_benches(config, spec) as backend:
             yield backend
         return
-    bench = None if config.bench is None else Path(config.bench)
+    files = config.bench_files()
+    bench = Path(files[0]) if files else None
     with open_bench(
         bench, spec, seed=config.seed, noise=config.noise, drift=config.drift
     ) as reservoir:
@@ -51,28 +56,65 @@ def open_backend(config: TrainConfig) -> Iterator[MeasurementBackend]:
 
 
 @contextmanager
-def _embedded_benches(config: TrainConfig, spec: FeatureSpec) -> Iterator[MeasurementBackend]:
-    """``config.benches`` embedded virtual benches behind one `MultiBenchScheduler`; on exit
-    each bench's queries and instrument time go to <out>/benches.json."""
+def _several_benches(config: TrainConfig, spec: FeatureSpec) -> Iterator[MeasurementBackend]:
+    """Several benches behind one `MultiBenchScheduler`: the bench files given (--bench more
+    than once), or ``config.benches`` embedded virtual benches (seeds seed, seed+1 ...) in this
+    process or (--ray) each in a Ray actor. On exit each bench's queries and instrument time
+    go to <out>/benches.json."""
     import json
-    from contextlib import ExitStack
 
     from labpgt.multibench import LocalBench, MultiBenchScheduler
 
     with ExitStack() as stack:
-        reservoirs = [
-            stack.enter_context(
-                open_bench(None, spec, seed=config.seed + i, noise=config.noise, drift=config.drift)
-            )
-            for i in range(config.benches)
-        ]
-        scheduler = MultiBenchScheduler(
-            [LocalBench(f"bench{i}", r) for i, r in enumerate(reservoirs)]
+        workers = (
+            _ray_benches(config, spec, stack) if config.ray else _local_benches(config, spec, stack)
         )
+        scheduler = MultiBenchScheduler(workers)
+        first = workers[0]
+        reservoir = first.reservoir if isinstance(first, LocalBench) else first
         try:
-            yield MeasurementBackend(scheduler, reservoirs[0], bench_kind="embedded")
+            yield MeasurementBackend(scheduler, reservoir, bench_kind=config.bench_kind())
         finally:
             stats = [s.as_dict() for s in scheduler.bench_stats.values()]
             out = Path(config.out)
             if out.is_dir():
                 (out / "benches.json").write_text(json.dumps(stats, indent=2))
+
+
+def _local_benches(config: TrainConfig, spec: FeatureSpec, stack: ExitStack) -> list[Any]:
+    """A `LocalBench` per bench file (named by its path), else per embedded virtual bench
+    (bench0, bench1 ...), each opened through `open_bench` and closed by `stack`."""
+    from labpgt.multibench import LocalBench
+
+    files = config.bench_files()
+    named = [(name, Path(name)) for name in files] or [
+        (f"bench{i}", None) for i in range(config.benches)
+    ]
+    return [
+        LocalBench(
+            name,
+            stack.enter_context(
+                open_bench(path, spec, seed=config.seed + i, noise=config.noise, drift=config.drift)
+            ),
+        )
+        for i, (name, path) in enumerate(named)
+    ]
+
+
+def _ray_benches(config: TrainConfig, spec: FeatureSpec, stack: ExitStack) -> list[Any]:
+    """``config.benches`` Ray actors, each owning an embedded virtual bench (`RayBench`), on a
+    local Ray or the cluster at ``config.address``; Ray is stopped on exit if started here."""
+    from labpgt.multibench import RayBench, start_ray
+
+    if start_ray(config.address):
+        import ray
+
+        stack.callback(ray.shutdown)
+    workers = []
+    for i in range(config.benches):
+        worker = RayBench.embedded(
+            f"bench{i}", seed=config.seed + i, features=spec, noise=config.noise, drift=config.drift
+        )
+        stack.callback(worker.close)
+        workers.append(worker)
+    return workers

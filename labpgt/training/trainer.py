@@ -51,7 +51,9 @@ from labpgt.training.tasks import Task, load_task
 CHECKPOINT_FORMAT = 2
 BEST_NAME = "best.pt"
 """The model of the epoch chosen on validation (state dict, config, its validation figures)."""
-RESUME_MAY_CHANGE = ("epochs", "max_queries", "out")
+RESUME_MAY_CHANGE = ("epochs", "max_queries", "out", "ray", "address")
+"""Config fields a resume may change: the budget, the folder, and where the same embedded
+benches run (in this process or in Ray actors)."""
 
 
 @dataclass

@@ -78,8 +78,10 @@ def config_from_options(options: TrainOptions) -> TrainConfig:
     """The command's option values as a TrainConfig: paths as text, --driven split at
     commas, the repeatable KEY=VALUE options parsed (--method-opt -> method_opts ...)."""
     values = {k: v for k, v in dataclasses.asdict(options).items() if k not in CLI_ONLY}
-    for name in ("data", "bench", "calibration"):
+    for name in ("data", "calibration"):
         values[name] = str(values[name]) if values[name] else None
+    files = tuple(str(path) for path in values["bench"])
+    values["bench"] = files[0] if len(files) == 1 else (files or None)
     values["out"] = str(values["out"])
     values["driven"] = tuple(name.strip() for name in values["driven"].split(",") if name.strip())
     for kind in ("method", "model", "task"):
@@ -95,6 +97,10 @@ def train_command(**values: Any) -> None:
     out, resume_from, tensorboard = Path(config.out), options.resume_from, options.tensorboard
     from labpgt.instruments.bench import ShutdownError
 
+    if config.ray and config.address is not None:  # nothing answers: one line, not a hang
+        from labpgt.studies.ray_runner import check_address
+
+        check_address(config.address)
     if options.live:
         start_live_view(out, "train")
     log = None

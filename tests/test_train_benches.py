@@ -1,0 +1,123 @@
+"""`labpgt train` on several benches: two bench files (two virtual benches served on loopback)
+and Ray actors that each own an embedded bench; the one-line refusals before anything runs."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+from cli_runner import cli_error, tiny_csv
+from labpgt.instruments.bench_file import bench_config_from_resources, dump_bench
+from labpgt.sim.grid import AnalyzerGrid
+from labpgt.sim.params import RingParams
+from labpgt.sim.ring import RingModel
+from labpgt.sim.virtual import VirtualBench
+
+from labpgt.embedded import EMBEDDED_LIMITS
+
+TINY = shlex.split("--channels 2 --bins 8 --hidden 4 --batch-size 12 --warmup-samples 16")
+
+
+@contextmanager
+def served_bench_files(folder: Path, n: int) -> Iterator[tuple[list[Path], list[VirtualBench]]]:
+    """n virtual benches on loopback sockets, each described by its own bench file."""
+    with ExitStack() as stack:
+        paths, benches = [], []
+        for i in range(n):
+            vb = stack.enter_context(VirtualBench(RingModel(RingParams(), seed=i), seed=i))
+            cfg = bench_config_from_resources(
+                vb.resources,
+                families=vb.families,
+                limits=EMBEDDED_LIMITS,
+                settle={"wait": False},
+                analyzer_defaults=AnalyzerGrid().model_dump(),
+            )
+            paths.append(dump_bench(cfg, folder / f"bench-{i}.toml"))
+            benches.append(vb)
+        yield paths, benches
+
+
+def _train(capsys: pytest.CaptureFixture[str], tmp_path: Path, *extra: str) -> tuple[int, str]:
+    data = tiny_csv(tmp_path / "tiny.csv")
+    argv = ["train", "--data", str(data), "--target", "label", *TINY, "--epochs", "1"]
+    return cli_error(capsys, *argv, "--out", str(tmp_path / "run"), *extra)
+
+
+def _check_benches_json(out: Path, names: list[str]) -> list[dict]:
+    """benches.json names every bench; each measured; together more than the training's
+    queries (warm-up, baseline and evaluation shots went to them too)."""
+    benches = json.loads((out / "benches.json").read_text())
+    assert [b["name"] for b in benches] == names
+    assert all(b["failed"] is None and b["chunks"] > 0 and b["queries"] > 0 for b in benches)
+    summary = json.loads((out / "summary.json").read_text())
+    assert sum(b["queries"] for b in benches) > summary["final"]["queries"] > 0
+    return benches
+
+
+def test_train_on_two_bench_files_measures_on_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with served_bench_files(tmp_path, 2) as (paths, virtual):
+        bench_args = [arg for path in paths for arg in ("--bench", str(path))]
+        code, err = _train(capsys, tmp_path, *bench_args)
+        assert code == 0, err
+        benches = _check_benches_json(tmp_path / "run", [str(p) for p in paths])
+        # each bench's shots are sweeps of its own analyzer, one sweep a shot
+        for record, vb in zip(benches, virtual, strict=True):
+            assert vb.analyzer.sweeps >= record["queries"] > 0
+        assert all(not vb.generator.rf_on for vb in virtual)  # both left safe
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["bench"] == [str(p) for p in paths]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--ray", "--fast-sim"], "--ray runs embedded virtual benches in Ray actors"),
+        (["--address", "127.0.0.1:1"], "--address is the Ray cluster of --ray: add --ray"),
+        (
+            ["--ray", "--benches", "2", "--address", "127.0.0.1:1"],
+            "--address 127.0.0.1:1: no Ray cluster answers there",
+        ),
+        (["--ray", "--address", "nowhere"], "--address 'nowhere': expected HOST:PORT"),
+    ],
+)
+def test_bench_choices_that_cannot_run_are_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    code, err = _train(capsys, tmp_path, *extra)
+    assert code == 2 and message in err, err
+    assert "\n" not in err.strip() and not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_the_same_bench_file_twice_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with served_bench_files(tmp_path, 1) as ([path], [vb]):
+        code, err = _train(capsys, tmp_path, "--bench", str(path), "--bench", str(path))
+        assert code == 2 and f"--bench {path} is given twice" in err, err
+        assert vb.analyzer.sweeps == 0  # refused before any instrument was opened
+
+
+def test_ray_missing_is_refused_before_any_bench_opens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if not installed
+    code, err = _train(capsys, tmp_path, "--ray", "--benches", "2")
+    assert code == 2 and "--ray needs Ray, which is not installed" in err, err
+    assert not (tmp_path / "run" / "benches.json").exists()
+
+
+def test_train_on_two_ray_actors_each_owning_a_bench(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ray = pytest.importorskip("ray")
+    code, err = _train(capsys, tmp_path, "--ray", "--benches", "2")
+    assert code == 0, err
+    _check_benches_json(tmp_path / "run", ["bench0", "bench1"])
+    assert not ray.is_initialized()  # the local Ray this run started is stopped
