@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from labpgt.errors import UserError
-from labpgt.records import bench_identity
+from labpgt.records import BestModelFile, TrainerCheckpoint, bench_identity
 from labpgt.runner import run_training, write_summary
 from labpgt.training.checkpoint import CHECKPOINT_NAME
 from labpgt.training.config import TrainConfig, make_config
@@ -232,8 +232,7 @@ def load(path: str | Path, *, reservoir: str | Path | None = None) -> ReservoirM
     ``model.predict(x)`` standardised ones; ``model.close()`` leaves a bench safe.
     """
     from labpgt.training.build import build_model_for
-    from labpgt.training.checkpoint import check_same_run, load_checkpoint, load_model_state
-    from labpgt.training.trainer import CHECKPOINT_FORMAT
+    from labpgt.training.checkpoint import check_same_run, load_model_state, read_trainer_file
 
     file = Path(path)
     from_dir = file.is_dir()
@@ -241,14 +240,10 @@ def load(path: str | Path, *, reservoir: str | Path | None = None) -> ReservoirM
         file = file / BEST_NAME if (file / BEST_NAME).is_file() else file / CHECKPOINT_NAME
     if not file.is_file():
         raise UserError(f"load: no checkpoint at {file}")
-    state = load_checkpoint(file)
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(
-            f"load: {file} was written by another labpgt version (checkpoint format "
-            f"{state.get('format')}, this version reads {CHECKPOINT_FORMAT})"
-        )
-    config = TrainConfig.model_validate(state["config"])
-    meta = state.get("task")
+    kind = BestModelFile if file.name == BEST_NAME else TrainerCheckpoint
+    state = read_trainer_file(file, kind, action="load")
+    config = TrainConfig.model_validate(state.config)
+    meta = state.task
     if meta is None:
         raise UserError(f"load: {file} predates task metadata in checkpoints; retrain")
     if config.model not in MODELS:
@@ -261,23 +256,24 @@ def load(path: str | Path, *, reservoir: str | Path | None = None) -> ReservoirM
         config = config.model_copy(update=_where(reservoir))
     backend = _open(config)
     try:
+        saved = state.as_dict()
         if same_place:
-            now = {"provenance": {**(state.get("provenance") or {}), "bench": None}}
-            now["provenance"]["bench"] = run_identity(backend)
-            check_same_run(file, state, now, action="load")
-        shape = SimpleNamespace(input_dim=meta["input_dim"], num_classes=meta["num_classes"])
+            now = {"provenance": {**(saved["provenance"] or {}), "bench": run_identity(backend)}}
+            check_same_run(file, saved, now, action="load")
+        shape = SimpleNamespace(input_dim=meta.input_dim, num_classes=meta.num_classes)
         torch.manual_seed(config.seed)
         model = build_model_for(config, shape, backend)  # type: ignore[arg-type]
-        weights = state["model"]
-        if from_dir and file.name == CHECKPOINT_NAME and "model" in state.get("best", {}):
-            weights = state["best"]["model"]  # no best.pt: the chosen epoch is in the checkpoint
+        weights = state.model
+        best = state.best if isinstance(state, TrainerCheckpoint) else {}
+        if from_dir and file.name == CHECKPOINT_NAME and "model" in best:
+            weights = best["model"]  # no best.pt: the chosen epoch is in the checkpoint
         load_model_state(model, weights, file)
     except BaseException:
         backend.close()
         raise
     model.eval()
-    model.class_names = list(meta["class_names"])
-    model.input_mean = meta["input_mean"]
-    model.input_std = meta["input_std"]
-    model.provenance = state.get("provenance")
+    model.class_names = list(meta.class_names)
+    model.input_mean = meta.input_mean
+    model.input_std = meta.input_std
+    model.provenance = saved["provenance"]
     return model

@@ -4,8 +4,9 @@ A record is a pydantic model: the run metadata (sample, operator, notes), the pr
 and the task of a checkpoint, the operating point and the summary figures of a
 calibration; `bench_identity` derives the bench identity from a snapshot. Run files
 (`labpgt.storage`), calibration files (`labpgt.calibration.store`) and trainer checkpoints
-(`labpgt.training.checkpoint`) store them through `to_json` (HDF5 attributes) or
-`Record.as_dict` (``torch.save`` of plain values); the layouts are in docs/data-format.md.
+(`labpgt.training.checkpoint`, whose outer layout is `TrainerCheckpoint`) store them through
+`to_json` (HDF5 attributes) or `Record.as_dict` (``torch.save`` of plain values and
+tensors); the layouts are in docs/data-format.md.
 Settings snapshots stay free-form dictionaries (every driver adds its own settings) and go
 through `to_json` too.
 
@@ -35,6 +36,10 @@ CALIBRATION_FORMAT = "labpgt-calibration/1"
 meaning of a stored figure changes (files of another format are refused)."""
 
 CALIBRATION_PREFIX = "labpgt-calibration/"
+
+CHECKPOINT_FORMAT = 2
+"""Key ``format`` of a trainer checkpoint (`TrainerCheckpoint`, `BestModelFile`); bumped
+whenever their layout changes (files of another format are refused)."""
 
 INSTRUMENT_ROLES = ("generator", "analyzer", "supply")
 
@@ -180,3 +185,47 @@ class CalibrationSummary(Record):
     instrument_time_s: float
     wall_s: float
     stage_instrument_s: dict[str, float]
+
+
+class _TrainerFile(Record):
+    """What a trainer's checkpoint and its best-model file share (``torch.save`` of
+    `as_dict`, read back with ``weights_only=True``). Tensors and state dicts are kept as
+    they are (``Any``): the record fixes the layout, torch serialises the values."""
+
+    format: int = CHECKPOINT_FORMAT
+    task: TaskRecord | None = None
+    """None: a checkpoint from before task metadata (`labpgt.load` refuses it in one line)."""
+    provenance: Provenance | None = None
+    """None: a checkpoint from before provenance (a resume or load refuses it in one line)."""
+    config: dict[str, Any]
+    """The run's `TrainConfig` as JSON values."""
+    epoch: int
+    model: dict[str, Any]
+    """The model's state dict."""
+
+
+class TrainerCheckpoint(_TrainerFile):
+    """checkpoint.pt (after an epoch) and checkpoint-stepNNNNNN.pt (within one): everything
+    a resumed run needs to continue bit-identically (labpgt/training/checkpoint.py)."""
+
+    partial: dict[str, Any] | None = None
+    """Within-epoch checkpoints: the epoch's data order, position and running figures."""
+    optimizer: dict[str, Any]
+    estimator: dict[str, Any]
+    rng: dict[str, Any]
+    data_generator: Any
+    ring: dict[str, Any] | None
+    """The simulated ring's state (fast-sim), else None."""
+    counters: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    batches: list[list[Any]]
+    baseline: dict[str, Any]
+    best: dict[str, Any]
+    """The epoch chosen on validation so far: its figures and a copy of the model's state."""
+
+
+class BestModelFile(_TrainerFile):
+    """best.pt: the model of the epoch chosen on validation, with its validation figures."""
+
+    val_acc: float
+    val_loss: float

@@ -146,6 +146,35 @@ def test_checkpoint_from_another_bench_or_model_is_refused(tmp_path: Path) -> No
         labpgt.load(out)
 
 
+# The outer layout of a checkpoint of format 2, as the trainer wrote it by hand before it
+# was a record (commit 18d0223): files written then still load.
+FORMAT_2_KEYS = {
+    "task", "provenance", "partial", "format", "config", "epoch", "model", "optimizer",
+    "estimator", "rng", "data_generator", "ring", "counters", "metrics", "batches",
+    "baseline", "best",
+}  # fmt: skip
+
+
+def test_a_checkpoint_is_one_record_and_a_file_that_does_not_fit_is_refused_in_one_line(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "run"
+    labpgt.train("dense", "iris", reservoir="sim", out=out, max_queries=200, **TINY)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert set(state) == FORMAT_2_KEYS
+    assert set(torch.load(out / "best.pt", weights_only=True)) == {
+        "task", "provenance", "format", "config", "epoch", "model", "val_acc", "val_loss",
+    }  # fmt: skip
+    del state["optimizer"]
+    torch.save(state, out / "checkpoint.pt")
+    trainer = labpgt.Trainer("dense", "iris", reservoir="sim", out=out, max_queries=400, **TINY)
+    missing = r"is not a labpgt checkpoint \(optimizer: Field required\)"
+    with pytest.raises(UserError, match=r"--resume: .*checkpoint\.pt " + missing):
+        trainer.fit(resume=True)
+    with pytest.raises(UserError, match="load: .*" + missing):
+        labpgt.load(out / "checkpoint.pt")
+
+
 def test_within_epoch_checkpoints_resume_bit_identically(tmp_path: Path) -> None:
     """--checkpoint-every-min writes checkpoints inside epochs; resuming from one of them
     (noise and drift on: the ring's state travels too) ends exactly like the straight run."""

@@ -1,5 +1,8 @@
 """Checkpoints: plain tensors and containers via torch.save, loaded with weights_only=True.
 
+The outer layout is a record (`labpgt.records.TrainerCheckpoint`, `BestModelFile`): written
+as its `as_dict`, read back through `read_trainer_file`.
+
 Everything a resumed run needs to continue bit-identically: model (including
 the frozen feature normalisation buffers) and optimizer state dicts, the
 estimator's generator and counters, every RNG (torch, numpy, python random, the
@@ -11,13 +14,23 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from labpgt.errors import UserError
-from labpgt.records import Provenance, TaskRecord, bench_identity
+from labpgt.records import (
+    CHECKPOINT_FORMAT,
+    BestModelFile,
+    Provenance,
+    TaskRecord,
+    TrainerCheckpoint,
+    bench_identity,
+)
+
+TrainerFile = TypeVar("TrainerFile", TrainerCheckpoint, BestModelFile)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -59,6 +72,28 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         return torch.load(path, weights_only=True)
     except Exception as exc:  # a truncated or foreign file: say which, not a pickle traceback
         raise UserError(f"--resume: cannot read checkpoint {path}: {exc}") from exc
+
+
+def read_trainer_file(
+    path: Path, record: type[TrainerFile], *, action: str, advice: str = ""
+) -> TrainerFile:
+    """A checkpoint (or best-model file) as its record; another checkpoint format, or a file
+    that does not fit the record, is a one-line `UserError` (`advice` ends the former)."""
+    state = load_checkpoint(path)
+    found = state.get("format") if isinstance(state, dict) else None
+    if found != CHECKPOINT_FORMAT:
+        raise UserError(
+            f"{action}: {path} was written by another labpgt version (checkpoint format "
+            f"{found}, this version reads {CHECKPOINT_FORMAT}){advice}"
+        )
+    try:
+        return record.model_validate(state)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(part) for part in err["loc"])
+        raise UserError(
+            f"{action}: {path} is not a labpgt checkpoint ({where}: {err['msg']})"
+        ) from None
 
 
 def git_state() -> tuple[str, bool]:

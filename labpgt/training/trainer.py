@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from labpgt.errors import UserError
+from labpgt.records import BestModelFile, TrainerCheckpoint
 from labpgt.training.build import (
     build_model_for,
     load_calibration_file,
@@ -33,8 +34,8 @@ from labpgt.training.checkpoint import (
     CHECKPOINT_NAME,
     capture_rng,
     check_same_run,
-    load_checkpoint,
     load_model_state,
+    read_trainer_file,
     restore_rng,
     run_metadata,
     save_checkpoint,
@@ -48,7 +49,6 @@ from labpgt.training.readout import ReadoutResult, linear_readout, readout_basel
 from labpgt.training.reservoir_layer import MeasurementBackend
 from labpgt.training.tasks import Task, load_task
 
-CHECKPOINT_FORMAT = 2
 BEST_NAME = "best.pt"
 """The model of the epoch chosen on validation (state dict, config, its validation figures)."""
 RESUME_MAY_CHANGE = ("epochs", "max_queries", "out", "ray", "address")
@@ -285,27 +285,24 @@ class _TrainingRun:
         """Checkpoint after `epoch`. `partial` (within-epoch checkpoints only): the epoch's
         data order, position and running figures; `epoch` is then the last completed one."""
         assert self.baseline is not None
-        save_checkpoint(
-            path,
-            {
-                **self.meta,
-                "partial": partial,
-                "format": CHECKPOINT_FORMAT,
-                "config": self.config.model_dump(mode="json"),
-                "epoch": epoch,
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "estimator": self.est.state_dict() if self.est is not None else {},
-                "rng": capture_rng(),
-                "data_generator": self.data_gen.get_state(),
-                "ring": self.backend.sim_state(),
-                "counters": vars(self.counters).copy(),
-                "metrics": [m.to_dict() for m in self.metrics],
-                "batches": [list(row) for row in self.batches],
-                "baseline": self.baseline.to_dict(),
-                "best": self.best,
-            },
+        record = TrainerCheckpoint(
+            **self.meta,
+            partial=partial,
+            config=self.config.model_dump(mode="json"),
+            epoch=epoch,
+            model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            estimator=self.est.state_dict() if self.est is not None else {},
+            rng=capture_rng(),
+            data_generator=self.data_gen.get_state(),
+            ring=self.backend.sim_state(),
+            counters=vars(self.counters).copy(),
+            metrics=[m.to_dict() for m in self.metrics],
+            batches=[list(row) for row in self.batches],
+            baseline=self.baseline.to_dict(),
+            best=self.best,
         )
+        save_checkpoint(path, record.as_dict())
 
     def write_tables(self) -> list[Path]:
         """metrics.csv (one row an epoch) and batches.csv (one row a step), as they are now."""
@@ -458,27 +455,22 @@ def _restore(run: _TrainingRun, src: Path) -> tuple[int, dict[str, Any] | None]:
     """Load the checkpoint `src` into `run`: (its last completed epoch, its within-epoch
     state or None). Refuses a checkpoint of another format, config or run."""
     src = Path(src)
-    state = load_checkpoint(src)
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(
-            f"--resume: {src} was written by another labpgt version (checkpoint format "
-            f"{state.get('format')}, this version reads {CHECKPOINT_FORMAT}); start a new run"
-        )
-    _check_resume_config(state["config"], run.config)
-    check_same_run(src, state, run.meta, action="--resume")
-    load_model_state(run.model, state["model"], src)
-    run.optimizer.load_state_dict(state["optimizer"])
+    state = read_trainer_file(src, TrainerCheckpoint, action="--resume", advice="; start a new run")
+    _check_resume_config(state.config, run.config)
+    check_same_run(src, state.as_dict(), run.meta, action="--resume")
+    load_model_state(run.model, state.model, src)
+    run.optimizer.load_state_dict(state.optimizer)
     if run.est is not None:
-        run.est.load_state_dict(state["estimator"])
-    restore_rng(state["rng"])
-    run.data_gen.set_state(state["data_generator"])
-    run.backend.load_sim_state(state["ring"])
-    run.counters = _Counters(**state["counters"])
-    run.metrics = [EpochMetrics(**row) for row in state["metrics"]]
-    run.batches = [list(row) for row in state.get("batches", [])]
-    run.baseline = ReadoutResult(**state["baseline"])
-    run.best = dict(state["best"])
-    start_epoch, partial = int(state["epoch"]), state.get("partial")
+        run.est.load_state_dict(state.estimator)
+    restore_rng(state.rng)
+    run.data_gen.set_state(state.data_generator)
+    run.backend.load_sim_state(state.ring)
+    run.counters = _Counters(**state.counters)
+    run.metrics = [EpochMetrics(**row) for row in state.metrics]
+    run.batches = [list(row) for row in state.batches]
+    run.baseline = ReadoutResult(**state.baseline)
+    run.best = dict(state.best)
+    start_epoch, partial = state.epoch, state.partial
     within = f", step {run.counters.steps}" if partial is not None else ""
     run.hooks.on_note(f"resumed from {src} after epoch {start_epoch}{within}")
     return start_epoch, partial
@@ -667,15 +659,14 @@ def _best_state(row: EpochMetrics, model: ReservoirModel) -> dict[str, Any]:
 
 
 def _best_file(config: TrainConfig, best: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-    return {
+    return BestModelFile(
         **meta,
-        "format": CHECKPOINT_FORMAT,
-        "config": config.model_dump(mode="json"),
-        "epoch": best["epoch"],
-        "val_acc": best["val_acc"],
-        "val_loss": best["val_loss"],
-        "model": best["model"],
-    }
+        config=config.model_dump(mode="json"),
+        epoch=best["epoch"],
+        val_acc=best["val_acc"],
+        val_loss=best["val_loss"],
+        model=best["model"],
+    ).as_dict()
 
 
 def _row(
