@@ -286,8 +286,8 @@ class RayBench:
         self.name = name
         self.actor = actor
         bounds, dim = ray.get(actor.info.remote())
-        self._bounds = SettingBounds(**bounds)
-        self._feature_dim = int(dim)
+        self.bounds = SettingBounds(**bounds)
+        self.feature_dim = int(dim)
 
     @classmethod
     def embedded(
@@ -302,14 +302,6 @@ class RayBench:
         actor_class = ray.remote(num_cpus=0)(_BenchActor)
         actor = actor_class.options(name=None).remote(scheduler_options or {}, bench_options)
         return cls(name, actor)
-
-    @property
-    def bounds(self) -> SettingBounds:
-        return self._bounds
-
-    @property
-    def feature_dim(self) -> int:
-        return self._feature_dim
 
     def run(self, settings: torch.Tensor) -> tuple[torch.Tensor, ScheduleStats]:
         import ray
