@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -24,12 +26,18 @@ TINY = shlex.split("--channels 2 --bins 8 --hidden 4 --batch-size 12 --warmup-sa
 
 
 @contextmanager
-def served_bench_files(folder: Path, n: int) -> Iterator[tuple[list[Path], list[VirtualBench]]]:
-    """n virtual benches on loopback sockets, each described by its own bench file."""
+def served_bench_files(
+    folder: Path, n: int, *, exact: bool = False
+) -> Iterator[tuple[list[Path], list[VirtualBench]]]:
+    """n virtual benches on loopback sockets, each described by its own bench file.
+    ``exact``: rings without noise, drift or hysteresis, all of seed 0, so a setting's
+    features do not depend on the bench nor on what it measured before."""
+    params = RingParams(noise=False, drift=False, hysteresis=False) if exact else RingParams()
     with ExitStack() as stack:
         paths, benches = [], []
         for i in range(n):
-            vb = stack.enter_context(VirtualBench(RingModel(RingParams(), seed=i), seed=i))
+            seed = 0 if exact else i
+            vb = stack.enter_context(VirtualBench(RingModel(params, seed=seed), seed=seed))
             cfg = bench_config_from_resources(
                 vb.resources,
                 families=vb.families,
@@ -37,7 +45,7 @@ def served_bench_files(folder: Path, n: int) -> Iterator[tuple[list[Path], list[
                 settle={"wait": False},
                 analyzer_defaults=AnalyzerGrid().model_dump(),
             )
-            paths.append(dump_bench(cfg, folder / f"bench-{i}.toml"))
+            paths.append(dump_bench(cfg, folder / f"bench-{len(list(folder.glob('*.toml')))}.toml"))
             benches.append(vb)
         yield paths, benches
 
@@ -73,6 +81,51 @@ def test_train_on_two_bench_files_measures_on_both(
         assert all(not vb.generator.rf_on for vb in virtual)  # both left safe
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["bench"] == [str(p) for p in paths]
+
+
+def _metrics_but_time(out: Path) -> list[list[str]]:
+    """metrics.csv without its clock columns (wall and instrument time)."""
+    rows = [line.split(",") for line in (out / "metrics.csv").read_text().splitlines()]
+    keep = [i for i, name in enumerate(rows[0]) if name not in ("wall_s", "instrument_time_s")]
+    return [[row[i] for i in keep] for row in rows]
+
+
+def test_a_bench_file_killed_mid_run_drains_to_the_other_with_no_probe_lost_or_repeated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The multi-bench test's kill (tests/test_multibench.py) through `labpgt train`: every
+    server of one of two exact benches stops mid-run; the run goes on on the other and its
+    figures and query counts are those of a run on one bench."""
+    with served_bench_files(tmp_path, 1, exact=True) as ([alone], _):
+        code, err = _train(capsys, tmp_path, "--bench", str(alone), "--epochs", "2")
+        assert code == 0, err
+    reference = _metrics_but_time(tmp_path / "run")
+    (tmp_path / "run").rename(tmp_path / "reference")
+    with served_bench_files(tmp_path, 2, exact=True) as (paths, (live, victim)):
+        resources = victim.resources, live.resources
+
+        def kill_after_some_sweeps() -> None:
+            while victim.analyzer.sweeps < 60 and not stop.is_set():
+                time.sleep(0.002)
+            victim.stop()  # every server of that bench closes, mid-run
+
+        stop = threading.Event()
+        killer = threading.Thread(target=kill_after_some_sweeps)
+        killer.start()
+        bench_args = [arg for path in paths for arg in ("--bench", str(path))]
+        try:
+            code, err = _train(capsys, tmp_path, *bench_args, "--epochs", "2")
+        finally:
+            stop.set()
+            killer.join()
+    # Nothing confirms the dead bench's RF is off: the run ends in the unsafe-shutdown report
+    # (exit 3) after training finished on the live bench.
+    assert code == 3 and "the safe shutdown FAILED" in err, err
+    assert resources[0]["generator"] in err and resources[1]["generator"] not in err
+    benches = json.loads((tmp_path / "run" / "benches.json").read_text())
+    assert benches[0]["failed"] is None and benches[1]["failed"] is not None
+    assert benches[1]["chunks"] >= 1  # it measured before it died
+    assert _metrics_but_time(tmp_path / "run") == reference
 
 
 @pytest.mark.parametrize(
