@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +74,19 @@ def test_train_options_map_to_the_config_the_flags_describe() -> None:
     assert config.driven == ("drive_hz", "bias_a")
     assert config.method_opts == {"probes": 4}
     assert config.out == "runs/x" and config.seed == 5 and config.data is None
+
+
+def test_square_brackets_in_help_reach_the_screen() -> None:
+    """Rich markup takes ``[word]`` for a style: an extra's name must be escaped, not lost."""
+    from labpgt.cli.app import app
+
+    group = typer.main.get_command(app)
+    checked = 0
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        result = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "400"})
+        shown = " ".join(result.output.split())
+        for param in command.params:
+            for token in re.findall(r"\S*\\?\[[^\]\s]*\]\S*", getattr(param, "help", "") or ""):
+                assert token.replace("\\[", "[") in shown, (name, param.name, token)
+                checked += 1
+    assert checked >= 2  # --tensorboard and --live at least

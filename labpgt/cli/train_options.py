@@ -106,6 +106,6 @@ class TrainOptions:
         None, help="Continue the run in --out from this checkpoint file (implies --resume)."
     )
     tensorboard: Path | None = typer.Option(
-        None, help="Also log to TensorBoard in this folder (needs labpgt[tensorboard])."
+        None, help="Also log to TensorBoard in this folder (needs labpgt\\[tensorboard])."
     )
     live: bool = LIVE_OPTION

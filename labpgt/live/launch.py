@@ -22,7 +22,7 @@ LIVE_OPTION = typer.Option(
     False,
     "--live",
     help="Also serve a live web page of this run (labpgt view) in a separate process; "
-    "prints its URL. Needs labpgt[live].",
+    "prints its URL. Needs labpgt\\[live].",
 )
 """The ``--live`` flag of acquire, calibrate and train (one definition for the three)."""
 

@@ -47,7 +47,7 @@ def study_command(
     engine: str = typer.Option(
         "auto",
         help="Where jobs run: ray (a local Ray sized to --workers, or --address), process "
-        "(a process pool on this machine) or auto (ray when the [scale] extra is installed).",
+        "(a process pool on this machine) or auto (ray when the \\[scale] extra is installed).",
     ),
     address: str | None = typer.Option(
         None, help="Join this Ray cluster (HOST:PORT, ray://HOST:PORT or auto); implies ray."
