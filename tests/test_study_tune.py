@@ -1,5 +1,6 @@
 """The search on Ray Tune (Optuna TPE + ASHA): choices inside the grid's range, final seeds
-at the chosen rate as the serial runner computes them, and a rerun that tunes nothing."""
+at the chosen rate as the serial runner computes them, a rerun that tunes nothing, and a
+trial whose worker process dies retried without changing the search."""
 
 from __future__ import annotations
 
