@@ -237,24 +237,26 @@ class RingModel:
 
     def mode_spacing_hz(self, bias_a: float) -> float:
         """Spacing of the eigenmodes around the gain maximum at this bias, Hz (true value)."""
-        p = self._params
-        with torch.no_grad():
-            field = self.field_oe(float(bias_a)) + self._field_drift_oe
-            k = dispersion.solve_modes(field, p)
-            f = dispersion.frequency_of_k(k, field, p)
-            net = -dispersion.propagation_loss_db(k, f, field, p)
-            j = int(net[1:-1].argmax()) + 1
-            return float((f[j + 1] - f[j - 1]) / 2.0)
+        _, f, net = self._modes_now(bias_a)
+        j = int(net[1:-1].argmax()) + 1
+        return float((f[j + 1] - f[j - 1]) / 2.0)
 
     def group_delay_s(self, bias_a: float) -> float:
         """Round-trip group delay at the mode of largest net gain, s."""
+        k, f, net = self._modes_now(bias_a)
+        j = int(net.argmax())
+        with torch.no_grad():
+            return float(dispersion.group_delay_s(k[j], f[j], self._params))
+
+    def _modes_now(self, bias_a: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(M,) eigenmodes at this bias and the current state: wavenumbers (rad/m),
+        frequencies (Hz) and net round-trip gain less the fixed terms (-propagation loss, dB)."""
         p = self._params
         with torch.no_grad():
             field = self.field_oe(float(bias_a)) + self._field_drift_oe
             k = dispersion.solve_modes(field, p)
             f = dispersion.frequency_of_k(k, field, p)
-            j = int((-dispersion.propagation_loss_db(k, f, field, p)).argmax())
-            return float(dispersion.group_delay_s(k[j], f[j], p))
+            return k, f, -dispersion.propagation_loss_db(k, f, field, p)
 
     # ------------------------------------------------------------------ bench state
     def advance(self, dt_s: float) -> None:

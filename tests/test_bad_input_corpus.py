@@ -75,6 +75,21 @@ def _write(path: Path, content: str | bytes) -> Path:
     return path
 
 
+def _file_cases(
+    prefix: str, table: dict[str, tuple[str | bytes, str]], filename: str, argv: list[str]
+) -> None:
+    """A case per entry (file content, piece of the expected error) of `table`: the content
+    written to `filename` in the case's folder, then `argv` with ``{file}`` (that file) and
+    ``{d}`` (the folder) filled in."""
+    for name, (text, message) in table.items():
+
+        def build(d: Path, text: str | bytes = text) -> list[str]:
+            path = _write(d / filename, text)
+            return [a.replace("{file}", str(path)).replace("{d}", str(d)) for a in argv]
+
+        CASES.append(Case(f"{prefix}-{name}", build, message))
+
+
 # -- bench files --------------------------------------------------------------------------
 
 
@@ -127,34 +142,29 @@ BENCH_TEXTS: dict[str, tuple[str | bytes, str]] = {
     "resource-garbage": (_edit(f'resource = "{DEAD}"', 'resource = "NOT::A::RESOURCE"'), ""),
 }
 
-for _name, (_text, _message) in BENCH_TEXTS.items():
+_file_cases(
+    "acquire-bench",
+    BENCH_TEXTS,
+    "bench.toml",
+    ["acquire", "--bench", "{file}", "--sweep", "drive_hz=2.1e9", "--out", "{d}/r.h5"],
+)
 
-    def _acquire_bench(d: Path, text=_text) -> list[str]:
-        bench = _write(d / "bench.toml", text)
-        return [
-            "acquire",
-            "--bench",
-            str(bench),
-            "--sweep",
-            "drive_hz=2.1e9",
-            "--out",
-            str(d / "r.h5"),
-        ]
-
-    CASES.append(Case(f"acquire-bench-{_name}", _acquire_bench, _message))
-
-for _name in ("empty", "not-toml", "latin-1", "unknown-field", "timeout-zero", "unreachable"):
-    _text, _message = BENCH_TEXTS[_name]
-
-    def _train_bench(d: Path, text=_text) -> list[str]:
-        bench = _write(d / "bench.toml", text)
-        return ["train", "--bench", str(bench), "--method", "pgt", "--out", str(d / "t")]
-
-    def _check_bench(d: Path, text=_text) -> list[str]:
-        return ["instruments", "check", "--bench", str(_write(d / "bench.toml", text))]
-
-    CASES.append(Case(f"train-bench-{_name}", _train_bench, _message))
-    CASES.append(Case(f"instruments-check-{_name}", _check_bench, ""))
+SOME_BENCH_TEXTS = {
+    name: BENCH_TEXTS[name]
+    for name in ("empty", "not-toml", "latin-1", "unknown-field", "timeout-zero", "unreachable")
+}
+_file_cases(
+    "train-bench",
+    SOME_BENCH_TEXTS,
+    "bench.toml",
+    ["train", "--bench", "{file}", "--method", "pgt", "--out", "{d}/t"],
+)
+_file_cases(
+    "instruments-check",
+    {name: (text, "") for name, (text, _) in SOME_BENCH_TEXTS.items()},
+    "bench.toml",
+    ["instruments", "check", "--bench", "{file}"],
+)
 
 
 # -- settings CSVs (acquire --inputs) ---------------------------------------------------------
@@ -190,13 +200,9 @@ INPUT_CSVS: dict[str, tuple[str | bytes, str]] = {
     "emoji-code": (":b:\n1\n", "unknown setting ':b:'"),
 }
 
-for _name, (_text, _message) in INPUT_CSVS.items():
-
-    def _acquire_csv(d: Path, text=_text) -> list[str]:
-        csv = _write(d / "in.csv", text)
-        return ["acquire", "--inputs", str(csv), "--out", str(d / "r.h5")]
-
-    CASES.append(Case(f"acquire-inputs-{_name}", _acquire_csv, _message))
+_file_cases(
+    "acquire-inputs", INPUT_CSVS, "in.csv", ["acquire", "--inputs", "{file}", "--out", "{d}/r.h5"]
+)
 
 
 @case("acquire-inputs-missing", "does not exist")
@@ -229,22 +235,12 @@ DATA_CSVS: dict[str, tuple[str | bytes, str]] = {
     "quoted-garbage": ('a,label\n"1,x\n', ""),
 }
 
-for _name, (_text, _message) in DATA_CSVS.items():
-
-    def _train_csv(d: Path, text=_text) -> list[str]:
-        data = _write(d / "data.csv", text)
-        return [
-            "train",
-            "--fast-sim",
-            "--data",
-            str(data),
-            "--target",
-            "label",
-            "--out",
-            str(d / "t"),
-        ]
-
-    CASES.append(Case(f"train-data-{_name}", _train_csv, _message))
+_file_cases(
+    "train-data",
+    DATA_CSVS,
+    "data.csv",
+    ["train", "--fast-sim", "--data", "{file}", "--target", "label", "--out", "{d}/t"],
+)
 
 
 @case("train-data-missing", "does not exist")

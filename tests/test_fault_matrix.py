@@ -137,6 +137,14 @@ def acquire_reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.
     return _datasets(out)
 
 
+def _same_acquisition(out: Path, reference: dict[str, np.ndarray]) -> None:
+    """Every shot done, and every dataset bit-identical to the undisturbed run's."""
+    got = _datasets(out)
+    assert got["shots/done"].all() and got["shots/done"].size == SHOTS
+    for name, want in reference.items():
+        np.testing.assert_array_equal(got[name], want, err_msg=name)
+
+
 def _train_args(bench: Path, data: Path, out: Path, *extra: str) -> list[str]:
     return [*LABPGT, "train", "--bench", str(bench), "--data", str(data), "--target", "label",
             *TRAIN, "--out", str(out), *extra]  # fmt: skip
@@ -183,6 +191,29 @@ def _same_training(got: Path, reference: dict) -> None:
     assert (got / "batches.csv").read_text() == reference["batches"]
 
 
+def _supply_state(vb: VirtualBench) -> tuple[list, tuple[float, bool]]:
+    """The supply's log of every step it received, and its final (current A, output on)."""
+    return vb.supply_log, (vb.supply.current_a, vb.supply.output_on)
+
+
+def _finished_safely(
+    r: subprocess.CompletedProcess, what: str, supply_log: list, final: tuple[float, bool]
+) -> float:
+    """A run that ended in exit 0 without a traceback, on a bench left safe (every bias
+    step within the limits, the supply at 0 A and off): the largest bias step, A."""
+    _no_traceback(r.stderr)
+    assert r.returncode == 0, r.stderr[-3000:]
+    step_a = _check_limits(supply_log, what)
+    assert final == (0.0, False), r.stderr[-3000:]
+    return step_a
+
+
+def _left_safe(step_a: float) -> str:
+    """How every cell of the matrix ends: the largest bias step the supply saw (checked
+    against the bench's limit) and its final state (asserted: 0 A, output off)."""
+    return f"max bias step {step_a:.3g} A; supply 0 A, off"
+
+
 def _no_traceback(text: str) -> None:
     assert "Traceback" not in text, text
 
@@ -202,19 +233,13 @@ def test_acquire_rides_out_an_injected_fault(kind: str, tmp_path: Path, acquire_
             capture_output=True, text=True, env=ENV, timeout=300,
         )  # fmt: skip
         wall_s = time.monotonic() - t0
-        _no_traceback(r.stderr)
         fired = {role: dict(vb.faults[role].fired) for role in ROLES}
         assert all(fired[role].get(kind) == 1 for role in ROLES), fired  # struck mid-run
-        step_a = _check_limits(vb.supply_log, kind)
-        assert (vb.supply.current_a, vb.supply.output_on) == (0.0, False)
-    assert r.returncode == 0, r.stderr
-    got = _datasets(out)
-    assert got["shots/done"].all() and got["shots/done"].size == SHOTS
-    for name, want in acquire_reference.items():
-        np.testing.assert_array_equal(got[name], want, err_msg=name)
+        step_a = _finished_safely(r, kind, *_supply_state(vb))
+    _same_acquisition(out, acquire_reference)
     RESULTS[(kind, "acquire")] = (
         f"completed, exit 0; {SHOTS}/{SHOTS} shots, none lost or repeated; traces "
-        f"bit-identical; max bias step {step_a:.3g} A; supply 0 A, off; {wall_s:.1f} s"
+        f"bit-identical; {_left_safe(step_a)}; {wall_s:.1f} s"
     )
 
 
@@ -231,17 +256,13 @@ def test_train_rides_out_an_injected_fault(kind: str, tmp_path: Path, train_refe
             timeout=600,
         )  # fmt: skip
         wall_s = time.monotonic() - t0
-        _no_traceback(r.stderr)
         fired = {role: dict(vb.faults[role].fired) for role in ROLES}
         assert all(fired[role].get(kind) == 1 for role in ROLES), (fired, r.stderr[-3000:])
-        assert (vb.supply.current_a, vb.supply.output_on) == (0.0, False), r.stderr[-3000:]
-        step_a = _check_limits(vb.supply_log, kind)
-        assert (vb.supply.current_a, vb.supply.output_on) == (0.0, False)
-    assert r.returncode == 0, r.stderr
+        step_a = _finished_safely(r, kind, *_supply_state(vb))
     _same_training(tmp_path / "run", train_reference)
     RESULTS[(kind, "train")] = (
         f"completed, exit 0; model, query counts and per-step log bit-identical; "
-        f"max bias step {step_a:.3g} A; supply 0 A, off; {wall_s:.1f} s"
+        f"{_left_safe(step_a)}; {wall_s:.1f} s"
     )
 
 
@@ -267,17 +288,11 @@ def test_acquire_killed_resumes_bit_identically(tmp_path: Path, acquire_referenc
         r = subprocess.run(
             [*args, "--resume"], capture_output=True, text=True, env=ENV, timeout=300
         )
-        _no_traceback(r.stderr)
-        assert r.returncode == 0, r.stderr
-        step_a = _check_limits(vb.supply_log, "kill-labpgt")
-        assert (vb.supply.current_a, vb.supply.output_on) == (0.0, False)
-    got = _datasets(out)
-    for name, want in acquire_reference.items():
-        np.testing.assert_array_equal(got[name], want, err_msg=name)
+        step_a = _finished_safely(r, "kill-labpgt", *_supply_state(vb))
+    _same_acquisition(out, acquire_reference)
     RESULTS[("kill-labpgt", "acquire")] = (
         f"killed after {killed_at} shots (magnet left at {magnet_left_a:.3g} A by the dead "
-        f"process); --resume: exit 0, {SHOTS}/{SHOTS} shots, bit-identical; max bias step "
-        f"{step_a:.3g} A; supply 0 A, off"
+        f"process); --resume: exit 0, {SHOTS}/{SHOTS} shots, bit-identical; {_left_safe(step_a)}"
     )
 
 
@@ -298,14 +313,11 @@ def test_train_killed_resumes_bit_identically(tmp_path: Path, train_reference):
             _train_args(bench, data, out, "--resume"), capture_output=True, text=True, env=ENV,
             timeout=600,
         )  # fmt: skip
-        _no_traceback(r.stderr)
-        assert r.returncode == 0, r.stderr
-        step_a = _check_limits(vb.supply_log, "kill-labpgt")
-        assert (vb.supply.current_a, vb.supply.output_on) == (0.0, False)
+        step_a = _finished_safely(r, "kill-labpgt", *_supply_state(vb))
     _same_training(out, train_reference)
     RESULTS[("kill-labpgt", "train")] = (
-        f"killed in epoch 2; --resume: exit 0, model and per-step log bit-identical; max bias "
-        f"step {step_a:.3g} A; supply 0 A, off"
+        f"killed in epoch 2; --resume: exit 0, model and per-step log bit-identical; "
+        f"{_left_safe(step_a)}"
     )
 
 
@@ -334,9 +346,11 @@ class _BenchProcess:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
 
-    def finish(self) -> dict:
+    def finish(self) -> tuple[list, tuple[float, bool]]:
+        """Stop serving: the supply's log of steps and its final (current A, output on)."""
         out, _ = self.proc.communicate(timeout=60)
-        return json.loads(out.strip().splitlines()[-1])
+        state = json.loads(out.strip().splitlines()[-1])
+        return [tuple(step) for step in state["log"]], tuple(state["final"])
 
 
 def test_acquire_survives_the_bench_being_killed(tmp_path: Path, acquire_reference):
@@ -369,22 +383,16 @@ def test_acquire_survives_the_bench_being_killed(tmp_path: Path, acquire_referen
     assert r.returncode == 2 and "recorded on another bench (resources differ)" in r.stderr
     r = subprocess.run([*args, "--resume", "--allow-bench-change"], capture_output=True,
                        text=True, env=ENV, timeout=300)  # fmt: skip
-    _no_traceback(r.stderr)
-    assert r.returncode == 0, r.stderr
-    state = served.finish()
-    step_a = _check_limits([tuple(e) for e in state["log"]], "kill-bench")
-    assert state["final"] == [0.0, False]
-    got = _datasets(out)
-    for name, want in acquire_reference.items():
-        np.testing.assert_array_equal(got[name], want, err_msg=name)
+    step_a = _finished_safely(r, "kill-bench", *served.finish())
+    _same_acquisition(out, acquire_reference)
     with h5py.File(out, "r") as f:
         resumes = json.loads(f.attrs["resumes"])
     assert resumes[-1]["bench_change"]["differs"] == ["resources"]
     RESULTS[("kill-bench", "acquire")] = (
         f"run stopped {gave_up_s:.1f} s after the kill, {_exit_text(proc.returncode)}, "
         f"{kept} shots kept; resume on the restarted bench refused (resources differ) until "
-        f"--allow-bench-change (recorded); then {SHOTS}/{SHOTS} shots, bit-identical; max bias "
-        f"step {step_a:.3g} A; supply 0 A, off"
+        f"--allow-bench-change (recorded); then {SHOTS}/{SHOTS} shots, bit-identical; "
+        f"{_left_safe(step_a)}"
     )
 
 
@@ -413,16 +421,12 @@ def test_train_survives_the_bench_being_killed(tmp_path: Path, train_reference):
         _train_args(bench, data, out, "--resume"), capture_output=True, text=True, env=ENV,
         timeout=600,
     )  # fmt: skip
-    _no_traceback(r.stderr)
-    assert r.returncode == 0, r.stderr
-    state = served.finish()
-    step_a = _check_limits([tuple(e) for e in state["log"]], "kill-bench")
-    assert state["final"] == [0.0, False]
+    step_a = _finished_safely(r, "kill-bench", *served.finish())
     _same_training(out, train_reference)
     RESULTS[("kill-bench", "train")] = (
         f"run stopped {gave_up_s:.1f} s after the kill, {_exit_text(proc.returncode)}; "
-        f"--resume on the restarted bench: exit 0, model and per-step log bit-identical; max "
-        f"bias step {step_a:.3g} A; supply 0 A, off"
+        f"--resume on the restarted bench: exit 0, model and per-step log bit-identical; "
+        f"{_left_safe(step_a)}"
     )
 
 

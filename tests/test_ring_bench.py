@@ -14,6 +14,8 @@ GRID = AnalyzerGrid()
 
 
 def shots(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """N random settings in the ring's working range (2.0-2.3 GHz, -40-0 dBm, 1.6-2.0 A),
+    float64, the same for the same seed (the sim tests share them)."""
     gen = torch.Generator().manual_seed(seed)
     drive_hz = 2.0e9 + 3e8 * torch.rand(n, generator=gen, dtype=torch.float64)
     drive_dbm = -40.0 + 40.0 * torch.rand(n, generator=gen, dtype=torch.float64)

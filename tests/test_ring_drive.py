@@ -10,6 +10,7 @@ from labpgt.sim.grid import AnalyzerGrid
 from labpgt.sim.params import RingParams
 from labpgt.sim.ring import RingModel
 from labpgt.sim.spectrum import noise_floor_mw
+from test_ring_bench import shots
 
 GRID = AnalyzerGrid()
 QUIET = RingParams(noise=False, drift=False)
@@ -177,10 +178,7 @@ def test_line_jitter_is_0p2_db() -> None:
 def test_evaluate_is_batched_and_rows_are_independent() -> None:
     ring = quiet_ring()
     n = 1024
-    gen = torch.Generator().manual_seed(0)
-    drive_hz = 2.0e9 + 3e8 * torch.rand(n, generator=gen, dtype=torch.float64)
-    drive_dbm = -40.0 + 40.0 * torch.rand(n, generator=gen, dtype=torch.float64)
-    bias_a = 1.6 + 0.4 * torch.rand(n, generator=gen, dtype=torch.float64)
+    drive_hz, drive_dbm, bias_a = shots(n, seed=0)
     with torch.no_grad():
         full = ring.evaluate(drive_hz, drive_dbm, bias_a, GRID)
         part = ring.evaluate(drive_hz[100:110], drive_dbm[100:110], bias_a[100:110], GRID)

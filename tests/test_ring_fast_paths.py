@@ -16,17 +16,10 @@ from labpgt.sim.params import RingParams
 from labpgt.sim.ring import RingError, RingModel
 from labpgt.sim.ring_lines import ring_modes
 from labpgt.sim.spectrum import render_trace
+from test_ring_bench import shots
 
 GRID = AnalyzerGrid()
 QUIET = RingParams(noise=False, drift=False)
-
-
-def shots(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    drive_hz = 2.0e9 + 3e8 * torch.rand(n, generator=gen, dtype=torch.float64)
-    drive_dbm = -40.0 + 40.0 * torch.rand(n, generator=gen, dtype=torch.float64)
-    bias_a = 1.6 + 0.4 * torch.rand(n, generator=gen, dtype=torch.float64)
-    return drive_hz, drive_dbm, bias_a
 
 
 def competition_inputs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -8,6 +8,7 @@ import logging
 import shutil
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ ray = pytest.importorskip("ray")
 
 from labpgt.cli.app import main  # noqa: E402
 from labpgt.errors import UserError  # noqa: E402
-from labpgt.studies.presets import Entry, StudySpec  # noqa: E402
+from labpgt.studies.presets import Entry, StudySpec, short_study  # noqa: E402
 from labpgt.studies.protocol import _slug, choose, final_jobs, run_study, search_jobs  # noqa: E402
 from labpgt.studies.ray_runner import (  # noqa: E402
     ROWS_DIR,
@@ -28,30 +29,12 @@ from labpgt.studies.ray_runner import (  # noqa: E402
     run_study_ray,
 )
 
-TINY_BASE: dict[str, Any] = {
-    "task": "iris",
-    "model": "dense",
-    "fast_sim": True,
-    "max_queries": 1_500,
-    "batch_size": 16,
-    "hidden": 8,
-    "bins": 8,
-    "channels": 2,
-    "warmup_samples": 32,
-}
-
 
 def tiny_study(**base: Any) -> StudySpec:
-    """4 search jobs and 8 final ones, about half a second each."""
-    entries = (
-        Entry("logistic", {}, lrs=(), kind="logistic"),
-        Entry("readout", {"method": "readout"}, lrs=()),
-        Entry("digital", {"method": "digital"}, lrs=(0.01, 0.03)),
-        Entry("boundary", {"method": "boundary"}, lrs=(0.01, 0.03)),
-    )
-    return StudySpec(
-        "tiny", {**TINY_BASE, **base}, entries, final_seeds=(0, 1), search_seeds=(100,)
-    )
+    """The short preset at a quarter of its budget: 4 search jobs and 8 final ones, about
+    half a second each."""
+    short = short_study()
+    return replace(short, name="tiny", base={**short.base, "max_queries": 1_500, **base})
 
 
 def jsonl_rows(path: Path) -> list[dict[str, Any]]:
@@ -171,7 +154,11 @@ def test_a_job_config_that_fails_validation_is_refused_before_any_job(tmp_path: 
     with pytest.raises(UserError) as info:
         run_study_ray(tiny_study(batch_size=0), tmp_path / "study")
     message = str(info.value)
-    assert "\n" not in message and "batch" in message and "digital/search/lr=0.01" in message
+    assert (
+        "\n" not in message
+        and "batch" in message
+        and "digital same-shape network/search/lr=0.01" in message
+    )
     assert not (tmp_path / "study").exists()
 
 
@@ -184,7 +171,7 @@ def test_every_preset_passes_validation_and_a_bad_calibrate_is_refused() -> None
         validate_jobs(make())  # no calibration is made here
     bad = StudySpec(
         "bad",
-        TINY_BASE,
+        tiny_study().base,
         (Entry("pat", {**PAT_TWIN, "calibrate": "--grid small"}, lrs=(0.01,)),),
         final_seeds=(0,),
     )

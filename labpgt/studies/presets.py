@@ -87,6 +87,13 @@ BACKPROP_RING: dict[str, Any] = {
 }
 """The ring's measured features forward, the noise-free sim's central differences backward."""
 DELTAS: tuple[dict[str, Any], ...] = ({"delta": 0.01}, {"delta": 0.1})
+PIXEL_YARDSTICKS: tuple[Entry, ...] = (
+    Entry("logistic regression (raw pixels)", {}, lrs=(), kind="logistic"),
+    Entry("readout only (ridge, reservoir computing)", {"method": "readout"}, lrs=()),
+    Entry("digital same-shape network", {"method": "digital"}, lrs=LRS),
+)
+"""The rows a table on the digits images starts with: a linear model of the pixels, the
+ring's features with only the readout trained, and the ring-free network of the same shape."""
 
 
 def digits_study() -> StudySpec:
@@ -97,9 +104,7 @@ def digits_study() -> StudySpec:
     """
     both = ["drive_hz", "drive_dbm"]
     entries = (
-        Entry("logistic regression (raw pixels)", {}, lrs=(), kind="logistic"),
-        Entry("readout only (ridge, reservoir computing)", {"method": "readout"}, lrs=()),
-        Entry("digital same-shape network", {"method": "digital"}, lrs=LRS),
+        *PIXEL_YARDSTICKS,
         Entry("backprop through the sim", {"method": "backprop"}, lrs=LRS),
         Entry("backprop, ring forward, sim differences", BACKPROP_RING, lrs=LRS),
         Entry("pat through the calibrated twin", PAT_TWIN, lrs=LRS),
@@ -168,9 +173,7 @@ def transformer_study() -> StudySpec:
     """
     base = {**_digits_base(200_000), "task": "seq-digits", "model": "transformer"}
     entries = (
-        Entry("logistic regression (raw pixels)", {}, lrs=(), kind="logistic"),
-        Entry("readout only (ridge, reservoir computing)", {"method": "readout"}, lrs=()),
-        Entry("digital same-shape network", {"method": "digital"}, lrs=LRS),
+        *PIXEL_YARDSTICKS,
         Entry("backprop through the sim", {"method": "backprop"}, lrs=LRS),
         Entry("boundary", {"method": "boundary"}, lrs=LRS),
         Entry("pat through the calibrated twin", PAT_TWIN, lrs=LRS),
@@ -257,9 +260,7 @@ def pat_study() -> StudySpec:
     differences at boundary's step δ = 0.05, or by autograd.
     """
     entries = (
-        Entry("logistic regression (raw pixels)", {}, lrs=(), kind="logistic"),
-        Entry("readout only (ridge, reservoir computing)", {"method": "readout"}, lrs=()),
-        Entry("digital same-shape network", {"method": "digital"}, lrs=LRS),
+        *PIXEL_YARDSTICKS,
         Entry("boundary", {"method": "boundary"}, lrs=LRS),
         Entry("pat through the calibrated twin", PAT_TWIN, lrs=LRS),
     )

@@ -73,13 +73,26 @@ def ray_available() -> bool:
 class WorkerFault:
     """Test hook: the first `deaths` attempts of job `key` kill their worker (``os._exit``).
 
-    Each dying attempt appends its process id to the file `marker` first, so the attempts
-    after them run normally (and the file shows which worker processes died).
+    `key` names a job of the grid (`Job.key`) or a trial of a Tune search
+    (`labpgt.studies.tune_runner.trial_key`). Each dying attempt appends its process id to
+    the file `marker` first, so the attempts after them run normally (and the file shows
+    which worker processes died).
     """
 
     key: str
     marker: str
     deaths: int = 1
+
+    def strike(self, key: str) -> None:
+        """In a worker, at the start of job or trial `key`: die if this attempt is to."""
+        if key != self.key:
+            return
+        marker = Path(self.marker)
+        died = marker.read_text().split() if marker.exists() else []
+        if len(died) < self.deaths:
+            with marker.open("a") as fh:
+                fh.write(f"{os.getpid()}\n")
+            os._exit(1)  # the worker process dies: no exception, no cleanup
 
 
 def comparable(row: dict[str, Any]) -> dict[str, Any]:
@@ -152,13 +165,8 @@ def _job_task(
 
     if labpgt.studies.protocol.STARTED["commit"] == provenance["commit"]:
         labpgt.studies.protocol.STARTED.update(provenance)
-    if fault is not None and job.key == fault.key:
-        marker = Path(fault.marker)
-        died = marker.read_text().split() if marker.exists() else []
-        if len(died) < fault.deaths:
-            with marker.open("a") as fh:
-                fh.write(f"{os.getpid()}\n")
-            os._exit(1)  # the worker process dies: no exception, no cleanup
+    if fault is not None:
+        fault.strike(job.key)
     row = run_job(job, Path(out_dir))
     _write_row(Path(out_dir), row)
     return row

@@ -42,7 +42,7 @@ from labpgt.studies.protocol import (
     summarise,
     train_kwargs,
 )
-from labpgt.studies.ray_runner import RayRunner, connected_runner
+from labpgt.studies.ray_runner import RayRunner, WorkerFault, connected_runner
 
 TUNE_DIR = "tune"
 
@@ -57,6 +57,12 @@ def tune_available() -> bool:
     return True
 
 
+def trial_key(label: str, lr: float, variant: int) -> str:
+    """The name of entry `label`'s trial at rate `lr` and variant index `variant` (for
+    `WorkerFault`; a rate drawn from a log-uniform range tells the trials apart)."""
+    return f"{label}/tune/lr={lr!r}/variant={variant}"
+
+
 def _trial(
     params: dict[str, Any],
     *,
@@ -65,8 +71,12 @@ def _trial(
     seed: int,
     out_root: str,
     study_dir: str,
+    label: str,
+    fault: WorkerFault | None,
 ) -> None:
     """One Tune trial: a training run that reports validation accuracy after each epoch."""
+    if fault is not None:
+        fault.strike(trial_key(label, params["lr"], params["variant"]))
     import torch
     from ray import tune
 
@@ -94,11 +104,19 @@ def _trial(
 
 
 def tune_entry(
-    spec: StudySpec, entry: Entry, out_dir: Path, *, trials: int, workers: int, seed: int = 0
+    spec: StudySpec,
+    entry: Entry,
+    out_dir: Path,
+    *,
+    trials: int,
+    workers: int,
+    seed: int = 0,
+    fault: WorkerFault | None = None,
 ) -> dict[str, Any]:
     """Run the Tune search of one entry; returns (and stores) its choice and trials."""
     variants = list(entry.variants)
-    results = _tuner(spec, entry, out_dir, trials=trials, workers=workers, seed=seed).fit()
+    tuner = _tuner(spec, entry, out_dir, trials=trials, workers=workers, seed=seed, fault=fault)
+    results = tuner.fit()
     rows = [_trial_row(entry, variants, result) for result in results]
     usable = [r for r in rows if not r["diverged"] and math.isfinite(r["best_val_acc"])]
     if not usable:
@@ -119,7 +137,14 @@ def tune_entry(
 
 
 def _tuner(
-    spec: StudySpec, entry: Entry, out_dir: Path, *, trials: int, workers: int, seed: int
+    spec: StudySpec,
+    entry: Entry,
+    out_dir: Path,
+    *,
+    trials: int,
+    workers: int,
+    seed: int,
+    fault: WorkerFault | None,
 ) -> Any:
     """A Ray Tune search of the entry's rate (log-uniform over its grid's range) and
     variant: Optuna's TPE proposes, ASHA stops poor trials early; one CPU a trial."""
@@ -139,6 +164,8 @@ def _tuner(
             seed=spec.search_seeds[0],
             out_root=str((out_dir / "runs" / _slug(f"{entry.label}/tune")).resolve()),
             study_dir=str(out_dir.resolve()),
+            label=entry.label,
+            fault=fault,
         ),
         {"cpu": 1},
     )
@@ -202,7 +229,9 @@ def run_study_tune(
             if stored.is_file():
                 record = json.loads(stored.read_text())
             else:
-                record = tune_entry(spec, entry, out_dir, trials=trials, workers=n_workers)
+                record = tune_entry(
+                    spec, entry, out_dir, trials=trials, workers=n_workers, fault=runner.fault
+                )
             chosen[entry.label] = (float(record["lr"]), dict(record["variant"]))
             progress(
                 "search",
