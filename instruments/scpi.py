@@ -137,10 +137,9 @@ class Control:
         if self.set_command is None:
             raise AttributeError(f"{instrument.role}: {self.name} is read-only")
         if self.setter is not None:
-            (checked,) = instrument.check_controls(**{self.name: value}, own_setters=True)
-            getattr(instrument, self.setter)(checked[1])
+            getattr(instrument, self.setter)(instrument.check_control(self, value, True))
             return
-        instrument.send_checked(instrument.check_controls(**{self.name: value}))
+        instrument.send_checked([(self, instrument.check_control(self, value))])
 
 
 class ScpiInstrument:
@@ -153,6 +152,8 @@ class ScpiInstrument:
     families: ClassVar[dict[str, type[ScpiInstrument]]] = {}
     """The role's drivers by family name (what `open` picks from; plugins add to it)."""
     default_timeout_s: ClassVar[float] = 5.0
+    control_table: ClassVar[dict[str, Control]] = {}
+    """The class's controls by name (what `check_controls` looks values up in)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # A family speaks its own SCPI where its settings' definitions say so (e.g. the
@@ -162,6 +163,7 @@ class ScpiInstrument:
             for control in cls.controls():
                 if cls.family in control.setting.family_scpi:
                     setattr(cls, control.name, control.for_family(cls.family))
+        cls.control_table = {control.name: control for control in cls.controls()}
 
     def __init__(
         self,
@@ -511,18 +513,25 @@ class ScpiInstrument:
         is sent afterwards (`set_controls`, `start_controls`, `write_controls`).
         A control with its own setter (an output switch) is refused unless `own_setters`.
         """
-        checked: list[tuple[Control, Any]] = []
-        for name, value in values.items():
-            control = getattr(type(self), name, None)
-            if not isinstance(control, Control) or control.set_command is None:
-                raise AttributeError(f"{self.role}: {name} is not a settable control")
-            if control.setter is not None and not own_setters:
-                raise AttributeError(f"{self.role}: {name} has its own setter; set it alone")
-            value = self._coerce(control, value)
-            if control.limited:
-                self.check_limit(control.setting, value)
-            checked.append((control, value))
-        return checked
+        return [self.checked_value(name, value, own_setters) for name, value in values.items()]
+
+    def checked_value(
+        self, name: str, value: Any, own_setters: bool = False
+    ) -> tuple[Control, Any]:
+        """One (control, value) of `check_controls`."""
+        control = self.control_table.get(name)
+        if control is None or control.set_command is None:
+            raise AttributeError(f"{self.role}: {name} is not a settable control")
+        return control, self.check_control(control, value, own_setters)
+
+    def check_control(self, control: Control, value: Any, own_setters: bool = False) -> Any:
+        """A value for `control`, coerced to its kind and checked against its limits."""
+        if control.setter is not None and not own_setters:
+            raise AttributeError(f"{self.role}: {control.name} has its own setter; set it alone")
+        value = self._coerce(control, value)
+        if control.limited:
+            self.check_limit(control.setting, value)
+        return value
 
     def check_limit(self, setting: SettingDef, value: float) -> None:
         """Raise `LimitError` unless the bench limits allow `value` (drivers may add rules)."""
@@ -593,7 +602,7 @@ class ScpiInstrument:
         self, checked: list[tuple[Control, Any]]
     ) -> tuple[str, _MessagePlan, Context]:
         """The settings message for these values, its plan, and the words for an error."""
-        controls = tuple(control for control, _ in checked)
+        controls = tuple([control for control, _ in checked])
         plan = self._message_plans.get(controls)
         if plan is None:
             plan = self._message_plans[controls] = self._plan(controls)
