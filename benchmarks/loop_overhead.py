@@ -28,7 +28,8 @@ wait is reported on its own.
    The target (issue 14): the drivers' overhead per cycle above the floor <= 10 %
    of the floor's own, printed as the ratio drivers' overhead / floor's overhead
    (target <= 1.10). Driver and floor runs alternate (`--floor-runs` of each) and
-   each side is pooled over its runs; the same ratio of the medians is printed too.
+   each side is pooled over its runs; the same ratio of the medians is printed too,
+   and each side's client CPU per cycle (thread time of the benchmark's process).
 3. The loop alone: sections 1 and 2 with one precomputed trace served.
 4. The machine: how much slower a small piece of Python runs right after one
    sweep time without running it (asleep, or spinning), which every real-time
@@ -147,6 +148,7 @@ def run(
             compute0_s, _ = ours.recv()
             ramp0_s = supply.ramp_wait_s
             ends: list[float] = []
+            cpu0_s = time.thread_time()
             t0 = time.perf_counter()
             if sets == "properties":
                 for f_hz, p_dbm, i_a in rows[10:]:
@@ -167,6 +169,7 @@ def run(
                     _, trace_dbm = sa.read_trace()
                     ends.append(time.perf_counter())
             wall_s = time.perf_counter() - t0
+            cpu_s = time.thread_time() - cpu0_s
             ramp_s = supply.ramp_wait_s - ramp0_s
             ours.send("stats")
             compute1_s, _ = ours.recv()
@@ -194,6 +197,7 @@ def run(
         "loop_cycles_per_s": cycles / (wall_s - compute_s),
         "exchange_s": wall_s - compute_s - ramp_s,
         "instrument_s": cycles * sweep_s if realtime else 0.0,
+        "client_cpu_s": cpu_s,
     }
 
 
@@ -249,9 +253,10 @@ def run_floor(cycles: int, rbw_hz: float) -> dict[str, float]:
             sweep = _message(sa_cls.init_command, sa_cls.trace_query)
             rows = settings(cycles + 10, seed=1)
             ends: list[float] = []
-            t0 = 0.0
+            t0 = cpu0_s = 0.0
             for index, (f_hz, p_dbm, i_a) in enumerate(rows):
                 if index == 10:  # after the same warm-up as the drivers get
+                    cpu0_s = time.thread_time()
                     t0 = time.perf_counter()
                 gen.send(drive.format(f"{f_hz:.12g}", f"{p_dbm:.12g}"))
                 supply.send(bias.format(f"{i_a:.12g}"))
@@ -264,6 +269,7 @@ def run_floor(cycles: int, rbw_hz: float) -> dict[str, float]:
                     ends.append(time.perf_counter())
             assert trace.shape == (POINTS,)
             wall_s = time.perf_counter() - t0
+            cpu_s = time.thread_time() - cpu0_s
         finally:
             for client in (gen, sa, supply):
                 client.close()
@@ -281,6 +287,7 @@ def run_floor(cycles: int, rbw_hz: float) -> dict[str, float]:
         "median_overhead_s": float(np.median(over_s)),
         "p90_overhead_s": float(np.percentile(over_s, 90)),
         "overheads_s": over_s,
+        "client_cpu_s": cpu_s,
     }
 
 
@@ -292,6 +299,7 @@ def pooled(results: list[dict]) -> dict[str, float]:
         "cycles": sum(r["cycles"] for r in results),
         "wall_s": sum(r["wall_s"] for r in results),
         "instrument_s": sum(r["instrument_s"] for r in results),
+        "client_cpu_s": sum(r["client_cpu_s"] for r in results),
         "median_overhead_s": float(np.median(over_s)),
         "p90_overhead_s": float(np.percentile(over_s, 90)),
     }
@@ -440,6 +448,13 @@ def main() -> None:
         f"   drivers' overhead / floor's overhead = {1e3 * driver_over_s:.2f} / "
         f"{1e3 * floor_over_s:.2f} ms = {over_floor:.3f}; target <= {TARGET_OVER_FLOOR:.2f} "
         f"(<= 10 % above the floor): {'PASS' if over_floor <= TARGET_OVER_FLOOR else 'FAIL'}"
+    )
+    driver_cpu_us = 1e6 * drivers["client_cpu_s"] / drivers["cycles"]
+    floor_cpu_us = 1e6 * floor["client_cpu_s"] / floor["cycles"]
+    print(
+        "   client CPU per cycle (information: this process's thread time, the Python and "
+        f"system calls on the client's side): drivers {driver_cpu_us:.0f} us, "
+        f"floor {floor_cpu_us:.0f} us"
     )
     median_ratio = drivers["median_overhead_s"] / floor["median_overhead_s"]
     print(
