@@ -551,11 +551,13 @@ class ScpiInstrument:
 
     def send_checked(self, checked: list[tuple[Control, Any]]) -> None:
         """Send settings `check_controls` returned: ramped ones in steps, the rest at once."""
-        plain = [(control, value) for control, value in checked if control.ramp is None]
+        plain = []
         with self.conn.lock:
-            for control, value in checked:
-                if control.ramp is not None:
-                    self._ramp(control, value)
+            for pair in checked:
+                if pair[0].ramp is None:
+                    plain.append(pair)
+                else:
+                    self._ramp(*pair)
             if plain:
                 self._send_settings(plain)
 
