@@ -458,7 +458,9 @@ class ScpiInstrument:
                 values.append(parse_value(text, kind, get))
             except ValueError as exc:
                 raise InstrumentProtocolError(f"{self.conn.label}: {exc}") from exc
-        code, error_text = self._parse_error(fields[-1])
+        error = fields[-1]
+        # The usual answer is taken without a call (what `_parse_error` does first).
+        code, error_text = (0, "") if error in _NO_ERROR_REPLIES else self._parse_error(error)
         if on_values is not None:
             on_values(values)
         if code != 0:
@@ -623,9 +625,10 @@ class ScpiInstrument:
         gets = [(control.get_command, control.kind) for control in readback]
         sets = [control.set_command for control in controls]  # each holds one "{}"
 
+        names = [control.name for control in readback]
+
         def cache(taken: list[Any]) -> None:  # what the instrument took, kept
-            for control, value in zip(readback, taken, strict=True):
-                self._last[control.name] = value
+            self._last.update(zip(names, taken, strict=True))
 
         return _MessagePlan(_checked_message(sets, gets), gets, cache, list(controls))
 
