@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from labpgt.instruments.bias_supply import KepcoBOP
 from labpgt.instruments.limits import Limits
-from labpgt.instruments.replay import ReplayTransport
+from labpgt.instruments.replay import replay_driver
 from labpgt.instruments.signal_generator import KeysightMXG
 
 EXCHANGES = 3000
@@ -47,9 +47,9 @@ def _supply_script() -> list[tuple[str, str]]:
 
 
 def _per_exchange_us(cls: type, script: list, body: Callable[[object], None]) -> float:
-    instrument = cls(ReplayTransport(script), limits=Limits(bias_min_a=-1.0))
-    instrument.compound_messages = True
-    instrument.conn.open()
+    instrument, _ = replay_driver(
+        cls, script, limits=Limits(bias_min_a=-1.0), compound_messages=True
+    )
     start_s = time.process_time()
     body(instrument)
     return (time.process_time() - start_s) / EXCHANGES * 1e6

@@ -28,14 +28,19 @@ wait is reported on its own.
    The target (issue 14): the drivers' overhead per cycle above the floor <= 10 %
    of the floor's own, printed as the ratio drivers' overhead / floor's overhead
    (target <= 1.10). Driver and floor runs alternate (`--floor-runs` of each) and
-   each side is pooled over its runs; the same ratio of the medians is printed too.
+   each side is pooled over its runs; the same ratio of the medians is printed too,
+   and each side's client CPU per cycle (thread time of the benchmark's process).
 3. The loop alone: sections 1 and 2 with one precomputed trace served.
 4. The machine: how much slower a small piece of Python runs right after one
    sweep time without running it (asleep, or spinning), which every real-time
    cycle pays on its critical path.
 
+With `--steps`, only a diagnostic runs: the client CPU (thread time) of each step
+of a real-time cycle, the drivers' (`Bench.apply` and `read_trace` called as their
+public parts) beside the floor's, to show where the drivers' own time goes.
+
 Usage: .venv/bin/python benchmarks/loop_overhead.py [--cycles 600] [--realtime-cycles 100]
-       [--sets apply|set_cw|properties] [--floor-runs 3]
+       [--sets apply|set_cw|properties] [--floor-runs 3] [--steps]
 """
 
 from __future__ import annotations
@@ -147,6 +152,8 @@ def run(
             compute0_s, _ = ours.recv()
             ramp0_s = supply.ramp_wait_s
             ends: list[float] = []
+            steps_ns: list[list[int]] = []
+            cpu0_s = time.thread_time()
             t0 = time.perf_counter()
             if sets == "properties":
                 for f_hz, p_dbm, i_a in rows[10:]:
@@ -161,12 +168,18 @@ def run(
                     supply.current_a = i_a
                     _, trace_dbm = sa.read_trace()
                     ends.append(time.perf_counter())
+            elif sets == "steps":
+                for f_hz, p_dbm, i_a in rows[10:]:
+                    steps_ns.append(_apply_in_steps(bench, f_hz, p_dbm, i_a))
+                    ends.append(time.perf_counter())
+                trace_dbm = sa.read_trace()[1]
             else:
                 for f_hz, p_dbm, i_a in rows[10:]:
                     bench.apply(f_hz, p_dbm, i_a)
                     _, trace_dbm = sa.read_trace()
                     ends.append(time.perf_counter())
             wall_s = time.perf_counter() - t0
+            cpu_s = time.thread_time() - cpu0_s
             ramp_s = supply.ramp_wait_s - ramp0_s
             ours.send("stats")
             compute1_s, _ = ours.recv()
@@ -194,7 +207,46 @@ def run(
         "loop_cycles_per_s": cycles / (wall_s - compute_s),
         "exchange_s": wall_s - compute_s - ramp_s,
         "instrument_s": cycles * sweep_s if realtime else 0.0,
+        "client_cpu_s": cpu_s,
+        "steps_ns": steps_ns,
     }
+
+
+DRIVER_STEPS = (
+    "check the drive values (check_controls)",
+    "check the bias value (check_controls)",
+    "send the drive settings (start_controls)",
+    "bias exchange: ramp step, read-back, SYST:ERR? (send_checked)",
+    "drive read-backs and SYST:ERR? (finish)",
+    "sweep and trace (read_trace)",
+)
+FLOOR_STEPS = (
+    "format and send the drive message",
+    "format and send the bias message",
+    "read the bias reply",
+    "read the drive reply",
+    "sweep and trace",
+)
+
+
+def _apply_in_steps(bench: Bench, f_hz: float, p_dbm: float, i_a: float) -> list[int]:
+    """`Bench.apply` and `read_trace` as their public parts; the thread time (ns) of each."""
+    gen, supply = bench.generator, bench.supply
+    marks = [time.thread_time_ns()]
+    checked = gen.check_controls(frequency_hz=f_hz, power_dbm=p_dbm)
+    marks.append(time.thread_time_ns())
+    bias = supply.check_controls(current_a=i_a)
+    marks.append(time.thread_time_ns())
+    with gen.conn.lock, supply.conn.lock:
+        finish = gen.start_controls(checked)
+        marks.append(time.thread_time_ns())
+        supply.send_checked(bias)
+        marks.append(time.thread_time_ns())
+        finish()
+        marks.append(time.thread_time_ns())
+    bench.analyzer.read_trace()
+    marks.append(time.thread_time_ns())
+    return np.diff(marks).tolist()
 
 
 def _message(*units: str) -> str:
@@ -205,8 +257,11 @@ def _message(*units: str) -> str:
     return message
 
 
-def run_floor(cycles: int, rbw_hz: float) -> dict[str, float]:
-    """Real-time cycles as raw SCPI on plain sockets: the floor under any driver."""
+def run_floor(cycles: int, rbw_hz: float, steps: bool = False) -> dict[str, float]:
+    """Real-time cycles as raw SCPI on plain sockets: the floor under any driver.
+
+    With `steps`, the thread time after each step of a cycle is noted (`FLOOR_STEPS`).
+    """
     ours, theirs = mp.get_context("fork").Pipe()
     server = mp.get_context("fork").Process(target=_serve, args=(True, theirs), daemon=True)
     server.start()
@@ -249,21 +304,38 @@ def run_floor(cycles: int, rbw_hz: float) -> dict[str, float]:
             sweep = _message(sa_cls.init_command, sa_cls.trace_query)
             rows = settings(cycles + 10, seed=1)
             ends: list[float] = []
-            t0 = 0.0
+            steps_ns: list[list[int]] = []
+            marks: list[int] | None = None
+            t0 = cpu0_s = 0.0
             for index, (f_hz, p_dbm, i_a) in enumerate(rows):
                 if index == 10:  # after the same warm-up as the drivers get
+                    cpu0_s = time.thread_time()
                     t0 = time.perf_counter()
+                if steps and index >= 10:
+                    marks = [time.thread_time_ns()]
+                    steps_ns.append(marks)
                 gen.send(drive.format(f"{f_hz:.12g}", f"{p_dbm:.12g}"))
+                if marks is not None:  # --steps only
+                    marks.append(time.thread_time_ns())
                 supply.send(bias.format(f"{i_a:.12g}"))
+                if marks is not None:  # --steps only
+                    marks.append(time.thread_time_ns())
                 assert supply.read_line().endswith('+0,"No error"')
+                if marks is not None:  # --steps only
+                    marks.append(time.thread_time_ns())
                 assert gen.read_line().endswith('+0,"No error"')
+                if marks is not None:  # --steps only
+                    marks.append(time.thread_time_ns())
                 sa.send(sweep)
                 assert sa.read_exact(2) == b"1;"
                 trace = np.frombuffer(sa.read_block(), dtype="<f4")
+                if marks is not None:  # --steps only
+                    marks.append(time.thread_time_ns())
                 if index >= 10:
                     ends.append(time.perf_counter())
             assert trace.shape == (POINTS,)
             wall_s = time.perf_counter() - t0
+            cpu_s = time.thread_time() - cpu0_s
         finally:
             for client in (gen, sa, supply):
                 client.close()
@@ -281,6 +353,8 @@ def run_floor(cycles: int, rbw_hz: float) -> dict[str, float]:
         "median_overhead_s": float(np.median(over_s)),
         "p90_overhead_s": float(np.percentile(over_s, 90)),
         "overheads_s": over_s,
+        "client_cpu_s": cpu_s,
+        "steps_ns": [np.diff(m).tolist() for m in steps_ns],
     }
 
 
@@ -292,6 +366,7 @@ def pooled(results: list[dict]) -> dict[str, float]:
         "cycles": sum(r["cycles"] for r in results),
         "wall_s": sum(r["wall_s"] for r in results),
         "instrument_s": sum(r["instrument_s"] for r in results),
+        "client_cpu_s": sum(r["client_cpu_s"] for r in results),
         "median_overhead_s": float(np.median(over_s)),
         "p90_overhead_s": float(np.percentile(over_s, 90)),
     }
@@ -338,6 +413,37 @@ def cold_code_penalty(repeats: int = 200, pause_s: float = SWEEP_S) -> dict[str,
     return out
 
 
+def steps_report(cycles: int, runs: int) -> None:
+    """Where the client's CPU goes in a real-time cycle: median thread time of each step.
+
+    Drivers (`Bench.apply` and `read_trace` called as their public parts) and floor
+    runs alternate, `runs` of each; the steps' medians are taken over all cycles.
+    """
+    load_start = os.getloadavg()
+    real_rbw = rbw_for_sweep(SPAN_HZ, SWEEP_S)
+    driver_ns: list[list[int]] = []
+    floor_ns: list[list[int]] = []
+    for _ in range(max(runs, 1)):
+        driver_ns += run(True, cycles, real_rbw, "steps")["steps_ns"]
+        floor_ns += run_floor(cycles, real_rbw, steps=True)["steps_ns"]
+    print("loop_overhead --steps: client CPU (thread time) per step of a real-time cycle")
+    for side, names, rows in (
+        ("drivers", DRIVER_STEPS, driver_ns),
+        ("floor", FLOOR_STEPS, floor_ns),
+    ):
+        medians_us = np.median(np.array(rows), axis=0) / 1e3
+        totals_us = np.array(rows).sum(axis=1) / 1e3
+        print(
+            f"{side} ({len(rows)} cycles): median of the cycle total {np.median(totals_us):.0f} us"
+        )
+        for name, median_us in zip(names, medians_us, strict=True):
+            print(f"   {median_us:7.1f} us  {name}")
+    print(
+        f"load average (1, 5, 15 min) at the start: {', '.join(f'{x:.1f}' for x in load_start)}; "
+        f"at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=600, help="cycles without delay")
@@ -354,8 +460,16 @@ def main() -> None:
         default=3,
         help="real-time runs of the drivers and of the floor, alternated (load drifts alike)",
     )
+    parser.add_argument(
+        "--steps",
+        action="store_true",
+        help="only the client CPU of each step of a real-time cycle, drivers and floor",
+    )
     args = parser.parse_args()
     load_start = os.getloadavg()
+    if args.steps:
+        steps_report(args.realtime_cycles, args.floor_runs)
+        return
 
     fast_rbw = 300e3
     fast = run(False, args.cycles, fast_rbw, args.sets)
@@ -440,6 +554,13 @@ def main() -> None:
         f"   drivers' overhead / floor's overhead = {1e3 * driver_over_s:.2f} / "
         f"{1e3 * floor_over_s:.2f} ms = {over_floor:.3f}; target <= {TARGET_OVER_FLOOR:.2f} "
         f"(<= 10 % above the floor): {'PASS' if over_floor <= TARGET_OVER_FLOOR else 'FAIL'}"
+    )
+    driver_cpu_us = 1e6 * drivers["client_cpu_s"] / drivers["cycles"]
+    floor_cpu_us = 1e6 * floor["client_cpu_s"] / floor["cycles"]
+    print(
+        "   client CPU per cycle (information: this process's thread time, the Python and "
+        f"system calls on the client's side): drivers {driver_cpu_us:.0f} us, "
+        f"floor {floor_cpu_us:.0f} us"
     )
     median_ratio = drivers["median_overhead_s"] / floor["median_overhead_s"]
     print(

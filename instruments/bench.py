@@ -177,13 +177,12 @@ class Bench:
         If both fail, the supply's error is raised with the generator's as a note.
         """
         generator, supply = self.generator, self.supply
-        drive = {
-            name: value
-            for name, value in (("frequency_hz", frequency_hz), ("power_dbm", power_dbm))
-            if value is not None
-        }
-        checked = generator.check_controls(**drive)
-        bias = supply.check_controls(current_a=current_a) if current_a is not None else []
+        checked = []
+        if frequency_hz is not None:
+            checked.append(generator.checked_value("frequency_hz", frequency_hz))
+        if power_dbm is not None:
+            checked.append(generator.checked_value("power_dbm", power_dbm))
+        bias = [] if current_a is None else [supply.checked_value("current_a", current_a)]
         with generator.conn.lock, supply.conn.lock:
             finish = generator.start_controls(checked) if checked else None
             try:

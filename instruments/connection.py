@@ -145,10 +145,13 @@ class Connection:
                     f"{self.label}: no session for the reply to {command!r}"
                 )
             started = time.monotonic()
-            transport.timeout_s = self._capped(self.timeout_s)
+            stalled = self._stall_deadline is not None
+            if stalled:
+                transport.timeout_s = self._capped(self.timeout_s)
             try:
                 reply = transport.read()
-                self._clear_stall()
+                if stalled:
+                    self._clear_stall()
                 return reply
             except TransportTimeout as exc:
                 self._dirty = True
@@ -166,7 +169,8 @@ class Connection:
                 self._dirty = True
                 raise
             finally:
-                transport.timeout_s = self.timeout_s
+                if stalled:
+                    transport.timeout_s = self.timeout_s
 
     def query(self, command: str, *, poll_s: float | None = None) -> str:
         """Write and read one reply within the current timeout.
@@ -223,7 +227,7 @@ class Connection:
         `meanwhile` runs once the command is sent, before the wait: client work done
         while the instrument sweeps costs no time.
         """
-        shortest = min(len(h) for h in heads)
+        shortest = len(min(heads, key=len))
 
         def exchange(t: Transport) -> np.ndarray | str:
             t.write(command)
@@ -283,9 +287,9 @@ class Connection:
             attempts = 0
             while True:
                 assert self._transport is not None
-                self._transport.timeout_s = (
-                    self.timeout_s if self._stall_deadline is None else self._capped(self.timeout_s)
-                )
+                if self._stall_deadline is not None:
+                    # Every other path leaves the transport at the connection's timeout.
+                    self._transport.timeout_s = self._capped(self.timeout_s)
                 try:
                     result = fn(self._transport)
                 except TransportTimeout as exc:

@@ -13,6 +13,8 @@ from labpgt.instruments.instrument_errors import LimitError
 from labpgt.instruments.setting_defs import LIMITED_SETTINGS, LimitField, SettingDef, limit_fields
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
+_NUMBER = (int, float)  # a tuple: `int | float` would build a union object on every check
+
 
 class _LimitChecks(BaseModel):
     """The checks of the `[limits]` table; its fields are added from the setting definitions."""
@@ -37,7 +39,7 @@ class _LimitChecks(BaseModel):
     def check(self, instrument: str, setting: SettingDef, value: float) -> None:
         """Raise `LimitError` unless the value lies within the setting's limits."""
         low, high = self.range_of(setting)
-        if not (isinstance(value, int | float) and math.isfinite(value) and low <= value <= high):
+        if not (isinstance(value, _NUMBER) and math.isfinite(value) and low <= value <= high):
             raise LimitError(instrument, setting.name, float(value), low, high, setting.unit)
 
     def ramp_of(self, setting: SettingDef) -> tuple[float, float]:

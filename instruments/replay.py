@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 from labpgt.instruments.transport import (
     TERMINATION,
+    TransportBase,
     TransportClosed,
     TransportGarbled,
     TransportTimeout,
@@ -28,6 +30,7 @@ STALL = object()
 """Scripted reply: the instrument never answers (the read times out)."""
 
 Reply = str | bytes | object | None
+D = TypeVar("D")
 
 
 def ieee_block(values: Sequence[float], *, big_endian: bool = False) -> bytes:
@@ -37,7 +40,7 @@ def ieee_block(values: Sequence[float], *, big_endian: bool = False) -> bytes:
     return b"#" + str(len(length)).encode() + length + payload + b"\n"
 
 
-class ReplayTransport:
+class ReplayTransport(TransportBase):
     """Asserts every write against a script and serves the scripted reply bytes."""
 
     def __init__(self, exchanges: Iterable[tuple[str, Reply]], resource: str = "REPLAY") -> None:
@@ -50,13 +53,7 @@ class ReplayTransport:
         self.closed = False
         self._dropped = False
 
-    @property
-    def timeout_s(self) -> float:
-        return self._timeout_s
-
-    @timeout_s.setter
-    def timeout_s(self, value: float) -> None:
-        self._timeout_s = value
+    def _timeout_changed(self, value: float) -> None:
         self.timeouts_s.append(value)
 
     def write(self, message: str) -> None:
@@ -96,10 +93,6 @@ class ReplayTransport:
         head = bytes(self._buffer[:take])
         del self._buffer[:take]
         return head
-
-    def query_block_float32(self, message: str) -> np.ndarray:
-        self.write(message)
-        return self.read_block_float32()
 
     def read_block_float32(self) -> np.ndarray:
         self._check_readable()
@@ -150,3 +143,13 @@ class ReplayTransport:
         line = bytes(self._buffer[: idx + 1])
         del self._buffer[: idx + 1]
         return line
+
+
+def replay_driver(
+    cls: type[D], exchanges: Iterable[tuple[str, Reply]], resource: str = "REPLAY", **kwargs: Any
+) -> tuple[D, ReplayTransport]:
+    """A driver of `cls` on a replay of `exchanges`, its session open, its setup not run."""
+    transport = ReplayTransport(exchanges, resource=resource)
+    driver = cls(transport, **kwargs)  # type: ignore[call-arg]
+    driver.conn.open()  # type: ignore[attr-defined]
+    return driver, transport

@@ -137,10 +137,9 @@ class Control:
         if self.set_command is None:
             raise AttributeError(f"{instrument.role}: {self.name} is read-only")
         if self.setter is not None:
-            (checked,) = instrument.check_controls(**{self.name: value}, own_setters=True)
-            getattr(instrument, self.setter)(checked[1])
+            getattr(instrument, self.setter)(instrument.check_control(self, value, True))
             return
-        instrument.send_checked(instrument.check_controls(**{self.name: value}))
+        instrument.send_checked([(self, instrument.check_control(self, value))])
 
 
 class ScpiInstrument:
@@ -153,6 +152,8 @@ class ScpiInstrument:
     families: ClassVar[dict[str, type[ScpiInstrument]]] = {}
     """The role's drivers by family name (what `open` picks from; plugins add to it)."""
     default_timeout_s: ClassVar[float] = 5.0
+    control_table: ClassVar[dict[str, Control]] = {}
+    """The class's controls by name (what `check_controls` looks values up in)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # A family speaks its own SCPI where its settings' definitions say so (e.g. the
@@ -162,6 +163,7 @@ class ScpiInstrument:
             for control in cls.controls():
                 if cls.family in control.setting.family_scpi:
                     setattr(cls, control.name, control.for_family(cls.family))
+        cls.control_table = {control.name: control for control in cls.controls()}
 
     def __init__(
         self,
@@ -456,7 +458,9 @@ class ScpiInstrument:
                 values.append(parse_value(text, kind, get))
             except ValueError as exc:
                 raise InstrumentProtocolError(f"{self.conn.label}: {exc}") from exc
-        code, error_text = self._parse_error(fields[-1])
+        error = fields[-1]
+        # The usual answer is taken without a call (what `_parse_error` does first).
+        code, error_text = (0, "") if error in _NO_ERROR_REPLIES else self._parse_error(error)
         if on_values is not None:
             on_values(values)
         if code != 0:
@@ -511,18 +515,25 @@ class ScpiInstrument:
         is sent afterwards (`set_controls`, `start_controls`, `write_controls`).
         A control with its own setter (an output switch) is refused unless `own_setters`.
         """
-        checked: list[tuple[Control, Any]] = []
-        for name, value in values.items():
-            control = getattr(type(self), name, None)
-            if not isinstance(control, Control) or control.set_command is None:
-                raise AttributeError(f"{self.role}: {name} is not a settable control")
-            if control.setter is not None and not own_setters:
-                raise AttributeError(f"{self.role}: {name} has its own setter; set it alone")
-            value = self._coerce(control, value)
-            if control.limited:
-                self.check_limit(control.setting, value)
-            checked.append((control, value))
-        return checked
+        return [self.checked_value(name, value, own_setters) for name, value in values.items()]
+
+    def checked_value(
+        self, name: str, value: Any, own_setters: bool = False
+    ) -> tuple[Control, Any]:
+        """One (control, value) of `check_controls`."""
+        control = self.control_table.get(name)
+        if control is None or control.set_command is None:
+            raise AttributeError(f"{self.role}: {name} is not a settable control")
+        return control, self.check_control(control, value, own_setters)
+
+    def check_control(self, control: Control, value: Any, own_setters: bool = False) -> Any:
+        """A value for `control`, coerced to its kind and checked against its limits."""
+        if control.setter is not None and not own_setters:
+            raise AttributeError(f"{self.role}: {control.name} has its own setter; set it alone")
+        value = self._coerce(control, value)
+        if control.limited:
+            self.check_limit(control.setting, value)
+        return value
 
     def check_limit(self, setting: SettingDef, value: float) -> None:
         """Raise `LimitError` unless the bench limits allow `value` (drivers may add rules)."""
@@ -542,11 +553,13 @@ class ScpiInstrument:
 
     def send_checked(self, checked: list[tuple[Control, Any]]) -> None:
         """Send settings `check_controls` returned: ramped ones in steps, the rest at once."""
-        plain = [(control, value) for control, value in checked if control.ramp is None]
+        plain = []
         with self.conn.lock:
-            for control, value in checked:
-                if control.ramp is not None:
-                    self._ramp(control, value)
+            for pair in checked:
+                if pair[0].ramp is None:
+                    plain.append(pair)
+                else:
+                    self._ramp(*pair)
             if plain:
                 self._send_settings(plain)
 
@@ -593,7 +606,7 @@ class ScpiInstrument:
         self, checked: list[tuple[Control, Any]]
     ) -> tuple[str, _MessagePlan, Context]:
         """The settings message for these values, its plan, and the words for an error."""
-        controls = tuple(control for control, _ in checked)
+        controls = tuple([control for control, _ in checked])
         plan = self._message_plans.get(controls)
         if plan is None:
             plan = self._message_plans[controls] = self._plan(controls)
@@ -612,9 +625,10 @@ class ScpiInstrument:
         gets = [(control.get_command, control.kind) for control in readback]
         sets = [control.set_command for control in controls]  # each holds one "{}"
 
+        names = [control.name for control in readback]
+
         def cache(taken: list[Any]) -> None:  # what the instrument took, kept
-            for control, value in zip(readback, taken, strict=True):
-                self._last[control.name] = value
+            self._last.update(zip(names, taken, strict=True))
 
         return _MessagePlan(_checked_message(sets, gets), gets, cache, list(controls))
 

@@ -57,6 +57,7 @@ class SpectrumAnalyzer(ScpiInstrument):
         self.trace_format = trace_format
         self.sweep_margin_s = SWEEP_MARGIN_S
         self._axis_key: tuple[float, float, int] | None = None
+        self._sweep_query = f"{self.init_command};:{self.trace_query}"
         self._axis = np.empty(0)
 
     def setup(self) -> None:
@@ -172,7 +173,7 @@ class SpectrumAnalyzer(ScpiInstrument):
     def _sweep_and_read_block(
         self, wait_s: float, meanwhile: Callable[[], object] | None = None
     ) -> np.ndarray:
-        command = f"{self.init_command};:{self.trace_query}"
+        command = self._sweep_query
         reply = self.conn.query_headed_block(
             command, ("1;", "+1;"), poll_s=SWEEP_POLL_S, wait_s=wait_s, meanwhile=meanwhile
         )

@@ -112,13 +112,41 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+class TransportBase:
+    """What every transport shares: the stored `timeout_s`, and a block query as write + read."""
+
+    _timeout_s: float
+
+    @property
+    def timeout_s(self) -> float:
+        return self._timeout_s
+
+    @timeout_s.setter
+    def timeout_s(self, value: float) -> None:
+        self._timeout_s = value
+        self._timeout_changed(value)
+
+    def _timeout_changed(self, value: float) -> None:
+        """What a new timeout changes beyond the stored value (subclasses say)."""
+
+    def write(self, message: str) -> None:
+        raise NotImplementedError
+
+    def read_block_float32(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def query_block_float32(self, message: str) -> np.ndarray:
+        self.write(message)
+        return self.read_block_float32()
+
+
 def is_tcpip_socket(resource: str) -> bool:
     """True for raw-socket resources (`TCPIP[n]::host::port::SOCKET`)."""
     upper = resource.upper()
     return upper.startswith("TCPIP") and upper.endswith("::SOCKET")
 
 
-class VisaTransport:
+class VisaTransport(TransportBase):
     """A pyvisa message-based resource with explicit termination and timeout.
 
     The resource manager is borrowed, never closed here: it belongs to the
@@ -178,13 +206,7 @@ class VisaTransport:
             return None
         return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
-    @property
-    def timeout_s(self) -> float:
-        return self._timeout_s
-
-    @timeout_s.setter
-    def timeout_s(self, value: float) -> None:
-        self._timeout_s = value
+    def _timeout_changed(self, value: float) -> None:
         self._res.timeout = int(value * 1000)
 
     def write(self, message: str) -> None:
@@ -212,10 +234,6 @@ class VisaTransport:
                 expect_termination=True,
             )
         return np.asarray(values, dtype=np.float64)
-
-    def query_block_float32(self, message: str) -> np.ndarray:
-        self.write(message)
-        return self.read_block_float32()
 
     def peer_closed(self) -> bool:
         sock = self._socket()
@@ -274,13 +292,8 @@ class SocketTransport(VisaTransport):
         except TypeError:
             return VisaTransport(rm, resource, timeout_s)
 
-    @property
-    def timeout_s(self) -> float:
-        return self._timeout_s
-
-    @timeout_s.setter
-    def timeout_s(self, value: float) -> None:
-        self._timeout_s = value  # applied per read below; pyvisa's own reads are unused
+    def _timeout_changed(self, value: float) -> None:
+        pass  # applied per read below; pyvisa's own reads are unused
 
     def write(self, message: str) -> None:
         try:

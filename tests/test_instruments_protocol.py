@@ -15,7 +15,7 @@ from labpgt.instruments.instrument_errors import (
     LimitError,
 )
 from labpgt.instruments.limits import Limits
-from labpgt.instruments.replay import ReplayTransport, ieee_block
+from labpgt.instruments.replay import ReplayTransport, ieee_block, replay_driver
 from labpgt.instruments.setting_defs import SettingDef
 from labpgt.instruments.signal_generator import KeysightMXG, RohdeSchwarzSMB
 from labpgt.instruments.spectrum_analyzer import SWEEP_POLL_S, KeysightX, RohdeSchwarzFSx
@@ -25,10 +25,7 @@ NO_ERROR = '+0,"No error"'
 
 def opened(cls, script, **kwargs):
     """A driver on a replay transport, session open, setup not run."""
-    transport = ReplayTransport(script, resource="TCPIP::replay::5025::SOCKET")
-    instrument = cls(transport, **kwargs)
-    instrument.conn.open()
-    return instrument, transport
+    return replay_driver(cls, script, "TCPIP::replay::5025::SOCKET", **kwargs)
 
 
 # -- signal generators ----------------------------------------------------------------

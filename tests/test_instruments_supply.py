@@ -8,7 +8,7 @@ import pytest
 from labpgt.instruments.bias_supply import KepcoBOP, KeysightE36xx
 from labpgt.instruments.instrument_errors import ExecutionError, InstrumentProtocolError, LimitError
 from labpgt.instruments.limits import Limits, ramp_points
-from labpgt.instruments.replay import ReplayTransport
+from labpgt.instruments.replay import replay_driver
 from labpgt.instruments.scpi import RAMP_MARGIN
 
 
@@ -31,13 +31,22 @@ LIMITS = Limits(ramp_rate_a_per_s=2.0, ramp_step_a=0.05, bias_min_a=-1.0, bias_m
 
 
 def opened(cls, script, limits=LIMITS):
-    transport = ReplayTransport(script, resource="ASRL/dev/pts/9::INSTR")
-    supply = cls(transport, limits=limits)
-    supply.conn.open()
-    return supply, transport
+    return replay_driver(cls, script, "ASRL/dev/pts/9::INSTR", limits=limits)
 
 
-def test_kepco_setup_learns_state():
+def frozen_kepco(mocker, script):
+    """A Kepco BOP replaying `script` under `frozen_clock`: (supply, transport, sleep)."""
+    sleep = frozen_clock(mocker)
+    supply, transport = opened(KepcoBOP, script)
+    return supply, transport, sleep
+
+
+@pytest.mark.parametrize(
+    "setpoint",
+    # 4 A is outside the 2.5 A limit, but with the output on the setpoint is kept as it is.
+    ["0.3", "4"],
+)
+def test_kepco_setup_learns_state_and_keeps_the_setpoint_while_the_output_is_on(setpoint):
     supply, t = opened(
         KepcoBOP,
         [
@@ -45,12 +54,12 @@ def test_kepco_setup_learns_state():
             ("VOLT 20", None),
             ("*OPC?", "1"),
             ("SYST:ERR?", NO_ERROR),
-            ("CURR?", "0.3"),
+            ("CURR?", setpoint),
             ("OUTP?", "1"),
         ],
     )
     supply.setup()
-    assert supply._setpoint_a == 0.3 and supply._output is True
+    assert supply._setpoint_a == float(setpoint) and supply._output is True
     t.assert_done()
 
 
@@ -93,27 +102,9 @@ def test_e36xx_after_reset_selects_the_high_range_and_zeroes_the_setpoint():
     t.assert_done()
 
 
-def test_setup_keeps_an_outside_setpoint_while_the_output_is_on():
-    supply, t = opened(
-        KepcoBOP,
-        [
-            ("FUNC:MODE CURR", None),
-            ("VOLT 20", None),
-            ("*OPC?", "1"),
-            ("SYST:ERR?", NO_ERROR),
-            ("CURR?", "4"),
-            ("OUTP?", "1"),
-        ],
-    )
-    supply.setup()
-    assert supply._setpoint_a == 4.0 and supply._output is True
-    t.assert_done()
-
-
 def test_ramp_steps_with_output_on(mocker):
-    sleep = frozen_clock(mocker)
-    supply, t = opened(
-        KepcoBOP,
+    supply, t, sleep = frozen_kepco(
+        mocker,
         [
             ("OUTP ON;*OPC?", "1"),
             ("OUTP?", "1"),
@@ -136,8 +127,7 @@ def test_ramp_steps_with_output_on(mocker):
 
 
 def test_output_on_refuses_a_learnt_setpoint_outside_the_limits(mocker):
-    frozen_clock(mocker)
-    supply, t = opened(KepcoBOP, [])  # not one byte may be sent
+    supply, t, _ = frozen_kepco(mocker, [])  # not one byte may be sent
     supply._setpoint_a = 20.0  # what the supply reported (a reset E36xx holds 20 A)
     with pytest.raises(LimitError, match="current_a"):
         supply.output_on = True
@@ -148,9 +138,8 @@ def test_output_on_refuses_a_learnt_setpoint_outside_the_limits(mocker):
 def test_every_step_is_confirmed_and_the_next_waits_from_the_reply(mocker):
     # The clock stands still under the patched sleep, so every wait is the full spacing
     # for its own step size, counted from the supply's reply to the step before.
-    sleep = frozen_clock(mocker)
-    supply, t = opened(
-        KepcoBOP,
+    supply, t, sleep = frozen_kepco(
+        mocker,
         [
             ("CURR 0.04;*OPC?", "1"),
             ("CURR 0.08;:CURR?;:SYST:ERR?", "0.08;" + NO_ERROR),
@@ -168,8 +157,7 @@ def test_every_step_is_confirmed_and_the_next_waits_from_the_reply(mocker):
 
 
 def test_a_step_the_supply_does_not_confirm_is_a_protocol_error(mocker):
-    frozen_clock(mocker)
-    supply, t = opened(KepcoBOP, [("CURR 0.05;*OPC?", "0")])
+    supply, t, _ = frozen_kepco(mocker, [("CURR 0.05;*OPC?", "0")])
     supply._output = True
     with pytest.raises(InstrumentProtocolError, match=r"CURR 0.05;\*OPC\? answered '0'"):
         supply.current_a = 0.1
@@ -177,17 +165,15 @@ def test_a_step_the_supply_does_not_confirm_is_a_protocol_error(mocker):
 
 
 def test_output_off_changes_setpoint_without_ramp(mocker):
-    sleep = frozen_clock(mocker)
-    supply, t = opened(KepcoBOP, [("CURR 1.5;:CURR?;:SYST:ERR?", "1.5;" + NO_ERROR)])
+    supply, t, sleep = frozen_kepco(mocker, [("CURR 1.5;:CURR?;:SYST:ERR?", "1.5;" + NO_ERROR)])
     supply.current_a = 1.5
     assert sleep.call_count == 0
     t.assert_done()
 
 
 def test_output_on_starts_at_zero_and_ramps_to_the_setpoint(mocker):
-    frozen_clock(mocker)
-    supply, t = opened(
-        KepcoBOP,
+    supply, t, _ = frozen_kepco(
+        mocker,
         [
             ("CURR 0;*OPC?", "1"),
             ("OUTP ON;*OPC?", "1"),
@@ -203,9 +189,8 @@ def test_output_on_starts_at_zero_and_ramps_to_the_setpoint(mocker):
 
 
 def test_safe_off_ramps_down_then_switches_off(mocker):
-    sleep = frozen_clock(mocker)
-    supply, t = opened(
-        KepcoBOP,
+    supply, t, sleep = frozen_kepco(
+        mocker,
         [
             ("CURR 0.05;*OPC?", "1"),
             ("CURR 0;*OPC?", "1"),
@@ -221,9 +206,8 @@ def test_safe_off_ramps_down_then_switches_off(mocker):
 
 
 def test_negative_bias_ramps_through_zero_on_bipolar(mocker):
-    frozen_clock(mocker)
-    supply, t = opened(
-        KepcoBOP,
+    supply, t, _ = frozen_kepco(
+        mocker,
         [
             ("CURR 0;*OPC?", "1"),
             ("CURR -0.05;:CURR?;:SYST:ERR?", "-0.05;" + NO_ERROR),
@@ -235,9 +219,8 @@ def test_negative_bias_ramps_through_zero_on_bipolar(mocker):
 
 
 def test_a_refused_final_step_raises_and_the_next_ramp_starts_from_the_read_back(mocker):
-    frozen_clock(mocker)
-    supply, t = opened(
-        KepcoBOP,
+    supply, t, _ = frozen_kepco(
+        mocker,
         [
             ("CURR 0.05;:CURR?;:SYST:ERR?", '0;-222,"Data out of range"'),
             ("SYST:ERR?", NO_ERROR),
