@@ -161,7 +161,7 @@ def ray_probe_throughput() -> None:
     from labpgt.multibench import RayBench
 
     print(f"probes on Ray actors (each owns a real-time virtual bench), {PROBES} settings")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     try:
         base = None
         for n in RAY_BENCHES:

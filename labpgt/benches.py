@@ -78,13 +78,16 @@ def open_bench(
     hysteresis: bool = True,
     realtime: bool = False,
     prepare_embedded: Callable[[InstrumentReservoir], None] | None = None,
+    handle_signals: bool = True,
 ) -> Iterator[InstrumentReservoir]:
     """A bench file's instruments (its path, or the config already loaded from it), or (None)
     the embedded virtual bench; left safe on exit.
 
     ``seed``, ``noise``, ``drift`` (None: as ``noise``), ``hysteresis``, ``realtime`` and
     ``prepare_embedded`` (called once on the fresh embedded reservoir) apply to the embedded
-    bench only. Instrument failures, opening or inside the block, are one-line `UserError`s.
+    bench only. ``handle_signals=False`` leaves SIGINT/SIGTERM alone (a process that is not
+    the one the user started, e.g. a Ray actor). Instrument failures, opening or inside the
+    block, are one-line `UserError`s.
     """
     with instrument_errors_in_one_line():
         if bench is None:
@@ -98,6 +101,7 @@ def open_bench(
                 realtime=realtime,
                 keep_traces=keep_traces,
                 features=features,
+                handle_signals=handle_signals,
             ) as reservoir:
                 if prepare_embedded is not None:
                     prepare_embedded(reservoir)
@@ -106,5 +110,5 @@ def open_bench(
         from labpgt.instruments.bench import Bench
 
         cfg = check_bench_file(bench) if isinstance(bench, Path) else bench
-        with Bench.open(cfg) as opened:
+        with Bench.open(cfg, handle_signals=handle_signals) as opened:
             yield InstrumentReservoir(opened, features, keep_traces=keep_traces)

@@ -244,14 +244,27 @@ def _without_calls(stats: ScheduleStats) -> ScheduleStats:
 
 
 class _BenchActor:
-    """A Ray actor that owns an embedded virtual bench (`embedded_bench`) in its process."""
+    """A Ray actor that owns a bench in its process: an embedded virtual bench
+    (`embedded_bench`, ``bench_options`` its options) or, given a bench file's loaded config,
+    that file's instruments (`labpgt.benches.open_bench`, ``bench_options`` the features)."""
 
-    def __init__(self, scheduler_options: dict[str, Any], bench_options: dict[str, Any]):
-        from labpgt.embedded import embedded_bench
-
+    def __init__(
+        self,
+        scheduler_options: dict[str, Any],
+        bench_options: dict[str, Any],
+        bench_config: Any = None,
+    ) -> None:
         self._stack = contextlib.ExitStack()
-        options = {"handle_signals": False, **bench_options}
-        self.reservoir = self._stack.enter_context(embedded_bench(**options))
+        if bench_config is None:
+            from labpgt.embedded import embedded_bench
+
+            options = {"handle_signals": False, **bench_options}
+            self.reservoir = self._stack.enter_context(embedded_bench(**options))
+        else:
+            from labpgt.benches import open_bench
+
+            opened = open_bench(bench_config, bench_options["features"], handle_signals=False)
+            self.reservoir = self._stack.enter_context(opened)
         self.scheduler = PerturbationScheduler(self.reservoir, **scheduler_options)
 
     def info(self) -> tuple[dict[str, Any], int]:
@@ -277,7 +290,9 @@ class RayBench:
     """A bench owned by a Ray actor (this machine, or a bench PC that joined the cluster).
 
     ``RayBench.embedded(name, ...)`` starts an actor around an embedded virtual bench;
-    on a bench PC the same actor class opens the real bench instead.
+    ``RayBench.bench_file(name, config, features)`` one that opens the instruments of a bench
+    file (loaded here; the actor's node must reach the instruments it names). A bench that
+    fails to open is a one-line `UserError` naming it.
     """
 
     def __init__(self, name: str, actor: Any) -> None:
@@ -285,7 +300,12 @@ class RayBench:
 
         self.name = name
         self.actor = actor
-        bounds, dim = ray.get(actor.info.remote())
+        try:
+            bounds, dim = ray.get(actor.info.remote())
+        except ray.exceptions.RayActorError as exc:
+            cause = getattr(exc, "cause", None) or exc
+            why = (str(cause).strip() or type(cause).__name__).splitlines()[-1]
+            raise UserError(f"{name}: the bench's Ray actor did not start ({why})") from None
         self.bounds = SettingBounds(**bounds)
         self.feature_dim = int(dim)
 
@@ -302,6 +322,21 @@ class RayBench:
         actor_class = ray.remote(num_cpus=0)(_BenchActor)
         actor = actor_class.options(name=None).remote(scheduler_options or {}, bench_options)
         return cls(name, actor)
+
+    @classmethod
+    def bench_file(
+        cls,
+        name: str,
+        config: Any,
+        features: Any,
+        *,
+        scheduler_options: dict[str, Any] | None = None,
+    ) -> RayBench:
+        import ray
+
+        actor_class = ray.remote(num_cpus=0)(_BenchActor)
+        options = {"features": features}
+        return cls(name, actor_class.remote(scheduler_options or {}, options, config))
 
     def run(self, settings: torch.Tensor) -> tuple[torch.Tensor, ScheduleStats]:
         import ray
@@ -343,7 +378,7 @@ def start_ray(address: str | None) -> bool:
     sized = {} if address is not None else {"num_cpus": os.cpu_count() or 1}
     try:
         ray.init(
-            address=address,
+            address=address or "local",  # never a cluster another program started here
             include_dashboard=False,
             logging_level=logging.WARNING,
             log_to_driver=False,

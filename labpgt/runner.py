@@ -120,8 +120,9 @@ def check_run(config: TrainConfig, task: Task | None, *, resume: bool, overwrite
 
 
 def check_benches(config: TrainConfig) -> None:
-    """Refuse, in one line, benches that cannot be opened as asked: --benches or --ray
-    beside a bench file or --fast-sim, --address without --ray, --calibration with --ray.
+    """Refuse, in one line, benches that cannot be opened as asked: --benches beside a bench
+    file or --fast-sim, --ray with --fast-sim, --address without --ray, --calibration with
+    --ray.
     (Ray missing or not starting is refused where the benches open, `multibench.start_ray`;
     an address where nothing answers by `labpgt train` first.)"""
     kind = config.bench_kind()
@@ -131,8 +132,8 @@ def check_benches(config: TrainConfig) -> None:
             f"--benches {config.benches} runs that many embedded virtual benches; it does not "
             f"go with {other}"
         )
-    if config.ray and kind != "embedded":
-        raise UserError(f"--ray runs embedded virtual benches in Ray actors; not with {other}")
+    if config.ray and kind == "fast-sim":
+        raise UserError("--ray runs benches in Ray actors; not with --fast-sim")
     if config.address is not None and not config.ray:
         raise UserError("--address is the Ray cluster of --ray: add --ray (and --benches N)")
     if config.ray and config.calibration is not None:

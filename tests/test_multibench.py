@@ -117,7 +117,7 @@ def test_ray_actors_that_each_own_a_bench_survive_one_actor_being_killed() -> No
     ray = pytest.importorskip("ray")
     import logging
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     try:
         actors = [RayBench.embedded(f"actor{i}", realtime=True, **EXACT) for i in range(3)]
         with benches(1) as (one,):

@@ -24,7 +24,7 @@ from labpgt.studies.tune_runner import run_study_tune, trial_key  # noqa: E402
 @pytest.mark.slow  # two Tune experiments and 8 final jobs: about 90 s on 2 busy cores
 def test_a_tpe_search_with_asha_chooses_in_range_and_resumes(tmp_path: Path) -> None:
     spec = tiny_study()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     try:
         summary = run_study_tune(spec, tmp_path, trials=3, workers=2)
         chosen = {}
@@ -75,7 +75,7 @@ def test_a_tune_trial_whose_worker_dies_is_retried_and_the_search_unchanged(
     boundary = tuple(e for e in tiny.entries if e.label == "boundary")
     spec = replace(tiny, entries=boundary, final_seeds=(0,))
     (entry,) = spec.entries
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     try:
         calm = tmp_path / "undisturbed"
         run_study_tune(spec, calm, trials=2, workers=1)

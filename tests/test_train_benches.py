@@ -131,7 +131,7 @@ def test_a_bench_file_killed_mid_run_drains_to_the_other_with_no_probe_lost_or_r
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--ray", "--fast-sim"], "--ray runs embedded virtual benches in Ray actors"),
+        (["--ray", "--fast-sim"], "--ray runs benches in Ray actors; not with --fast-sim"),
         (["--address", "127.0.0.1:1"], "--address is the Ray cluster of --ray: add --ray"),
         (
             ["--ray", "--benches", "2", "--address", "127.0.0.1:1"],
@@ -174,3 +174,31 @@ def test_train_on_two_ray_actors_each_owning_a_bench(
     assert code == 0, err
     _check_benches_json(tmp_path / "run", ["bench0", "bench1"])
     assert not ray.is_initialized()  # the local Ray this run started is stopped
+
+
+def test_train_on_two_bench_files_each_opened_by_a_ray_actor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--ray with bench files: each file's instruments are opened and driven by its own Ray
+    actor (here two virtual benches on loopback), not by this process."""
+    ray = pytest.importorskip("ray")
+    with served_bench_files(tmp_path, 2) as (paths, virtual):
+        bench_args = [arg for path in paths for arg in ("--bench", str(path))]
+        code, err = _train(capsys, tmp_path, "--ray", *bench_args)
+        assert code == 0, err
+        benches = _check_benches_json(tmp_path / "run", [str(p) for p in paths])
+        for record, vb in zip(benches, virtual, strict=True):
+            assert vb.analyzer.sweeps >= record["queries"] > 0
+        assert all(not vb.generator.rf_on for vb in virtual)  # both left safe by their actor
+    assert not ray.is_initialized()
+
+
+def test_a_bench_file_a_ray_actor_cannot_open_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("ray")
+    with served_bench_files(tmp_path, 1) as ([path], _):
+        pass  # the servers are gone: nothing answers at the file's addresses
+    code, err = _train(capsys, tmp_path, "--ray", "--bench", str(path))
+    assert code == 2 and err.startswith(f"error: {path}: the bench's Ray actor did not start"), err
+    assert "\n" not in err.strip()

@@ -37,7 +37,10 @@ class TrainOptions:
         1, help="Embedded virtual benches measuring each batch together (seeds seed, seed+1 …)."
     )
     ray: bool = typer.Option(
-        False, "--ray", help="Each of the --benches in its own Ray actor (Ray: the scale extra)."
+        False,
+        "--ray",
+        help="Each bench (--benches N, or each --bench file) in its own Ray actor "
+        "(Ray: the scale extra).",
     )
     address: str | None = typer.Option(
         None, help="With --ray: the Ray cluster to start the actors on (default a local Ray)."

@@ -226,7 +226,9 @@ class RayRunner:
         if self.address is None:
             options["num_cpus"] = workers if workers > 0 else (os.cpu_count() or 1)
         try:
-            ray.init(address=self.address, **options)
+            # "local": a new Ray of our own, never one another program (or a stale
+            # /tmp/ray/ray_current_cluster) points at
+            ray.init(address=self.address or "local", **options)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = self.address or "a local Ray"
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

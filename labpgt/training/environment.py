@@ -102,19 +102,26 @@ def _local_benches(config: TrainConfig, spec: FeatureSpec, stack: ExitStack) -> 
 
 
 def _ray_benches(config: TrainConfig, spec: FeatureSpec, stack: ExitStack) -> list[Any]:
-    """``config.benches`` Ray actors, each owning an embedded virtual bench (`RayBench`), on a
-    local Ray or the cluster at ``config.address``; Ray is stopped on exit if started here."""
+    """A Ray actor (`RayBench`) per bench file, each opening that file's instruments, else
+    ``config.benches`` actors each owning an embedded virtual bench; on a local Ray or the
+    cluster at ``config.address``. Ray is stopped on exit if started here."""
+    from labpgt.benches import check_bench_file
     from labpgt.multibench import RayBench, start_ray
 
+    files = config.bench_files()
+    loaded = [check_bench_file(Path(name)) for name in files]  # checked before Ray starts
     if start_ray(config.address):
         import ray
 
         stack.callback(ray.shutdown)
     workers = []
-    for i in range(config.benches):
-        worker = RayBench.embedded(
-            f"bench{i}", seed=config.seed + i, features=spec, noise=config.noise, drift=config.drift
-        )
+    for i, name in enumerate(files or [f"bench{i}" for i in range(config.benches)]):
+        if files:
+            worker = RayBench.bench_file(name, loaded[i], spec)
+        else:
+            worker = RayBench.embedded(
+                name, seed=config.seed + i, features=spec, noise=config.noise, drift=config.drift
+            )
         stack.callback(worker.close)
         workers.append(worker)
     return workers
