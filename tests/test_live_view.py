@@ -338,19 +338,35 @@ def test_train_live_page_shows_the_curves(browser: object, tmp_path: Path) -> No
 
 def test_calibrate_live_page_shows_the_response_curves(browser: object, tmp_path: Path) -> None:
     out = tmp_path / "calib.h5"
-    argv = ["calibrate", "--out", str(out), "--grid", "small", "--surrogate-steps", "50"]
+    # a longer surrogate fit: calibrate goes on well after its response grid is measured
+    argv = ["calibrate", "--out", str(out), "--grid", "small", "--surrogate-steps", "1500"]
     proc, _, url, view_pid = _live([*argv, "--no-plots"])
+    response = f"{MODEL}('response')"
     try:
         page = _open_page(browser, url)
-        # calibrate writes its file when it ends: until then the page says it waits
+        # calibrate writes each chunk of shots as it measures it: the page shows the response
+        # grid measured so far (finite points) while calibrate still runs
         page.wait_for_function(  # type: ignore[attr-defined]
-            f"() => window.Bokeh && {MODEL}('response') && {MODEL}('response').data.xs.length > 0",
+            f"() => window.Bokeh && {response} && "
+            f"{response}.data.ys.some((y) => Array.from(y).some(Number.isFinite))",
             timeout=300_000,
+        )
+        early = page.evaluate(  # type: ignore[attr-defined]
+            f"() => ({{status: {MODEL}('status').text, "
+            f"total: {MODEL}('latest').data.shots_total[0], "
+            f"done: {MODEL}('latest').data.shots_done[0]}})"
+        )
+        assert proc.poll() is None, "calibrate ended before the page showed its response grid"
+        assert "calibration measuring" in early["status"], early
+        assert 0 < early["done"] <= early["total"], early
+        # at the end the page shows the stored analysis: sensitivity / noise per bias
+        page.wait_for_function(  # type: ignore[attr-defined]
+            f"() => {MODEL}('status').text.includes('stored shots shown')", timeout=300_000
         )
         assert proc.wait(timeout=120) == 0
         shown = page.evaluate(  # type: ignore[attr-defined]
-            f"""() => ({{curves: {MODEL}('response').data.ys.map((y) => Array.from(y)),
-                        labels: {MODEL}('response').data.label,
+            f"""() => ({{curves: {response}.data.ys.map((y) => Array.from(y)),
+                        labels: {response}.data.label,
                         points: {MODEL}('spectrum').data.power_dbm.length}})"""
         )
         with h5py.File(out, "r") as h5:

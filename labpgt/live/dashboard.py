@@ -300,8 +300,11 @@ class Page:
             "label": [f"bias {b:.2f} A" for b in r["bias_a"]],
             "colour": [COLOURS[i % len(COLOURS)] for i in range(len(r["bias_a"]))],
         }
+        quantity = r.get("quantity", "sensitivity / noise (noise std per step)")
+        self.response_fig.yaxis.axis_label = quantity
+        what = "sensitivity" if "quantity" not in r else "feature change, grid measured so far,"
         self.response_fig.title.text = (
-            f"Response curves: sensitivity vs drive frequency at {r['drive_dbm']:.1f} dBm"
+            f"Response curves: {what} vs drive frequency at {r['drive_dbm']:.1f} dBm"
         )
 
     def _show_train(self, snap: Snapshot) -> None:
