@@ -390,3 +390,33 @@ def _stop(pid: int) -> None:
 
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
+
+
+def _same_view(a: object, b: object) -> None:
+    assert a is not None and b is not None
+    assert (a.shot, a.shots_done, a.shots_total) == (b.shot, b.shots_done, b.shots_total)  # type: ignore[attr-defined]
+    for name in ("spectrum_dbm", "settings", "settings_x"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+def test_a_source_following_a_run_reads_what_a_new_one_reads(tmp_path: Path) -> None:
+    """The view reads only what was added since its last read; it shows what a reader that
+    opens the file afresh shows, half-way and after a resume finished the run."""
+    from cli_runner import stopped_acquire
+
+    from labpgt.acquisition import acquire, grid_inputs, parse_sweep
+    from labpgt.embedded import embedded_bench
+    from labpgt.features import FeatureSpec
+
+    out = tmp_path / "half.h5"
+    sweep = "drive_hz=2.0e9:2.3e9:40"
+    stopped_acquire(out, sweep, seed=3, stop_after=16, chunk_shots=8)
+    following = RunSource(out, "acquire", min_read_s=0.0)
+    half = following.poll()
+    assert half is not None and 0 < half.shots_done < half.shots_total
+    _same_view(half, RunSource(out, "acquire", min_read_s=0.0).poll())
+    with embedded_bench(seed=3, features=FeatureSpec(bins=1)) as reservoir:
+        acquire(reservoir, out, grid_inputs([parse_sweep(sweep)]), resume=True, chunk_shots=8)
+    full = following.poll()
+    assert full is not None and full.shots_done == full.shots_total == 40
+    _same_view(full, RunSource(out, "acquire", min_read_s=0.0).poll())

@@ -54,8 +54,10 @@ MEASURED_DATASETS = ("frequency_hz", "measured/bias_sweep/done", "measured/respo
 """What a calibration file holds while calibrate measures (`calibration.measured`)."""
 TRAIN_FILES = ("config.json", "metrics.csv", "batches.csv", "checkpoint.pt")
 KINDS = ("acquire", "calibration", "train")
-MIN_READ_S = 0.2
-"""A changing run is read at most this often (a CPU-bound acquisition flushes every few ms)."""
+MIN_READ_S = 0.5
+"""A changing run is read at most this often (a CPU-bound acquisition flushes every few ms):
+twice a second keeps a new shot on the page within 1 s, and each read costs the page a
+redraw (benchmarks/live_view.py)."""
 SETTINGS_POINTS = 4000
 """At most this many shots in the settings-over-time plot (evenly thinned beyond)."""
 
@@ -84,6 +86,8 @@ class Snapshot:
     settings_x: np.ndarray = field(default_factory=lambda: np.zeros(0))
     """x of the settings plots: seconds since the first shot, or the shot number."""
     settings_x_label: str = "time since the first shot (s)"
+    settings_thinned: bool = False
+    """True when ``settings`` is an even thinning of the shots (more than SETTINGS_POINTS)."""
     settings: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     """(n, 3) drive_hz, drive_dbm, bias_a of the shots shown."""
     response: dict[str, Any] = field(default_factory=dict)
@@ -277,11 +281,18 @@ class RunSource:
                 raise NotReady(f"/shots/settings has shape {settings.shape}, expected (M, 3)")
             if h5["traces_dbm"].shape != (settings.shape[0], frequency_hz.size):
                 raise NotReady(f"/traces_dbm has shape {h5['traces_dbm'].shape}")
-            self._static = {"ident": ident, "frequency_hz": frequency_hz, "settings": settings}
+            m = settings.shape[0]
+            self._static = {
+                "ident": ident,
+                "frequency_hz": frequency_hz,
+                "settings": settings,
+                "done": np.zeros(m, dtype=bool),
+                "stamps": np.full(m, np.nan),
+                "first_todo": 0,
+            }
         frequency_hz = self._static["frequency_hz"]
         settings = self._static["settings"]
-        # done is set after the traces are flushed: a shot marked done has its trace on disk
-        done = np.asarray(h5["shots/done"][...], dtype=bool)
+        done, stamps = self._new_shots(h5)
         index = np.flatnonzero(done)
         total = int(done.size)
         snap = Snapshot(kind="acquire", status="", frequency_hz=frequency_hz)
@@ -289,7 +300,7 @@ class RunSource:
         if index.size == 0:
             snap.status = f"{self.path.name}: 0/{total} shots done, waiting for the first"
             return snap
-        stamps = np.asarray(h5["shots/timestamp_s"][...], dtype=np.float64)[index]
+        stamps = stamps[index]
         # the latest shot is the last one read, not the highest index (a resume fills gaps)
         at = int(np.nanargmax(stamps)) if np.isfinite(stamps).any() else index.size - 1
         last = int(index[at])
@@ -303,6 +314,7 @@ class RunSource:
         if shown.size > SETTINGS_POINTS:
             pick = np.linspace(0, shown.size - 1, SETTINGS_POINTS).round().astype(int)
             shown, t = shown[pick], t[pick]
+            snap.settings_thinned = True
         snap.settings = settings[shown]
         if np.isfinite(t).all():
             snap.settings_x = t - t[0]
@@ -311,6 +323,25 @@ class RunSource:
             snap.settings_x_label = "shot number"
         snap.status = f"{self.path.name}: {snap.shots_done}/{total} shots done; showing shot {last}"
         return snap
+
+    def _new_shots(self, h5: h5py.File) -> tuple[np.ndarray, np.ndarray]:
+        """(done (M,), time stamps (M,)) of the run, read from the first shot that was not
+        done at the last read on: a run in progress costs the shots it added, not its size.
+
+        ``done`` is set after the traces are flushed: a shot marked done has its trace on
+        disk. A shot once done stays done (a resume only marks again shots whose trace is
+        not finite, which a view showed as NaN before)."""
+        cached, stamps = self._static["done"], self._static["stamps"]
+        lo = self._static["first_todo"]
+        fresh = np.asarray(h5["shots/done"][lo:], dtype=bool)
+        new = np.flatnonzero(fresh & ~cached[lo:])
+        if new.size:
+            hi = lo + int(new[-1]) + 1  # the time stamps of the newly done shots, one read
+            stamps[lo:hi] = np.asarray(h5["shots/timestamp_s"][lo:hi], dtype=np.float64)
+            cached[lo:] = fresh
+        todo = np.flatnonzero(~fresh)
+        self._static["first_todo"] = lo + (int(todo[0]) if todo.size else fresh.size)
+        return cached, stamps
 
     # ---- calibration file -------------------------------------------------------------------
     def _read_calibration(self, h5: h5py.File) -> Snapshot:
