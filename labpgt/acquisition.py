@@ -29,7 +29,7 @@ from labpgt.calibration.measure import Progress, measure_into
 from labpgt.csv_text import read_csv_text
 from labpgt.encoding import DEFAULT_SETTING
 from labpgt.errors import UserError
-from labpgt.records import RunMetadata
+from labpgt.records import RunMetadata, SettingsSnapshot
 from labpgt.reservoir import PhysicalReservoir, ReservoirOutput
 from labpgt.scheduler import PerturbationScheduler, plan_order
 from labpgt.setting_bounds import SETTING_NAMES, SETTING_UNITS, SettingBounds
@@ -465,11 +465,11 @@ def _now_utc() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-def _snapshot(reservoir: PhysicalReservoir) -> dict[str, Any]:
-    return {"time_utc": _now_utc(), "reservoir": reservoir.snapshot()}
+def _snapshot(reservoir: PhysicalReservoir) -> SettingsSnapshot:
+    return SettingsSnapshot(time_utc=_now_utc(), reservoir=reservoir.snapshot())
 
 
-def _settings_or_none(reservoir: PhysicalReservoir) -> dict[str, Any] | None:
+def _settings_or_none(reservoir: PhysicalReservoir) -> SettingsSnapshot | None:
     """`_snapshot`, or None when an instrument does not answer (the run goes on)."""
     try:
         return _snapshot(reservoir)
@@ -504,7 +504,7 @@ class _SettingsWatch:
         self.checked = time.monotonic()
         if snapshot is None:
             return False
-        fixed = fixed_settings(snapshot["reservoir"])
+        fixed = fixed_settings(snapshot.reservoir)
         if fixed == self.fixed:
             return False
         self.run.add_snapshot("change", snapshot)

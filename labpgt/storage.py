@@ -68,7 +68,7 @@ import numpy as np
 import torch
 
 from labpgt.errors import UserError
-from labpgt.records import ACQUIRE_FORMAT, RunMetadata, to_json
+from labpgt.records import ACQUIRE_FORMAT, RunMetadata, SettingsSnapshot, to_json
 from labpgt.setting_bounds import SETTING_NAMES, SETTING_UNITS
 
 FORMAT = ACQUIRE_FORMAT
@@ -731,7 +731,7 @@ class RunFile:
             )
         return out
 
-    def add_snapshot(self, reason: str, snapshot: dict[str, Any]) -> bool:
+    def add_snapshot(self, reason: str, snapshot: SettingsSnapshot) -> bool:
         """Store a settings snapshot ("change" of a fixed setting, or "end") and flush.
 
         Raw data only, into slots allocated at creation (a full disk cannot damage the
@@ -744,7 +744,8 @@ class RunFile:
             return False
 
         def store() -> bool:
-            stored = _write_snapshot(self.h5, reason, snapshot, self.shots_done) is not None
+            record = snapshot.as_dict()
+            stored = _write_snapshot(self.h5, reason, record, self.shots_done) is not None
             if reason == "end":
                 stamp = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
                 self.h5["entry/end_time"][()] = stamp.encode()
