@@ -285,26 +285,36 @@ def test_acquire_live_page_shows_the_spectrum_and_follows_new_shots(
             _stop(view_pid)
 
 
-def _live(argv: list[str]) -> tuple[subprocess.Popen, _Lines, str, int]:
-    """Start ``labpgt ARGV --live``; (process, its stderr lines, page URL, view pid)."""
+@contextlib.contextmanager
+def _live_page(browser: object, argv: list[str]) -> Iterator[tuple[subprocess.Popen, object]]:
+    """Start ``labpgt ARGV --live`` and open its page; (the run's process, the page). The run
+    and its view are stopped on the way out."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "labpgt", *argv, "--live"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
-    lines = _Lines(proc.stderr)
-    found = lines.wait_for(r"live view: (http://127\.0\.0\.1:\d+/) \(view process (\d+)", 120)
-    return proc, lines, found.group(1), int(found.group(2))
+    view_pid = None
+    try:
+        found = _Lines(proc.stderr).wait_for(
+            r"live view: (http://127\.0\.0\.1:\d+/) \(view process (\d+)", 120
+        )
+        view_pid = int(found.group(2))
+        yield proc, _open_page(browser, found.group(1))
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        if view_pid is not None:
+            _stop(view_pid)
 
 
 def test_train_live_page_shows_the_curves(browser: object, tmp_path: Path) -> None:
     data = _tiny_csv(tmp_path / "d.csv")
     out = tmp_path / "run"
     argv = ["train", "--data", str(data), "--target", "label", *shlex.split(TINY_TRAIN)]
-    proc, _, url, view_pid = _live([*argv, "--out", str(out)])
-    try:
-        page = _open_page(browser, url)
+    with _live_page(browser, [*argv, "--out", str(out)]) as (proc, page):
         # the page follows the run's epochs until the last (0 is before any training)
         page.wait_for_function(  # type: ignore[attr-defined]
             f"() => window.Bokeh && {MODEL}('metrics') && "
@@ -329,21 +339,14 @@ def test_train_live_page_shows_the_curves(browser: object, tmp_path: Path) -> No
         assert shown["queries"][-1] > 0
         assert shown["steps"] == steps and steps
         assert "epoch 3 done" in shown["status"]
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-        _stop(view_pid)
 
 
 def test_calibrate_live_page_shows_the_response_curves(browser: object, tmp_path: Path) -> None:
     out = tmp_path / "calib.h5"
     # a longer surrogate fit: calibrate goes on well after its response grid is measured
     argv = ["calibrate", "--out", str(out), "--grid", "small", "--surrogate-steps", "1500"]
-    proc, _, url, view_pid = _live([*argv, "--no-plots"])
     response = f"{MODEL}('response')"
-    try:
-        page = _open_page(browser, url)
+    with _live_page(browser, [*argv, "--no-plots"]) as (proc, page):
         # calibrate writes each chunk of shots as it measures it: the page shows the response
         # grid measured so far (finite points) while calibrate still runs
         page.wait_for_function(  # type: ignore[attr-defined]
@@ -378,11 +381,6 @@ def test_calibrate_live_page_shows_the_response_curves(browser: object, tmp_path
         # one curve per bias, at one of the measured drive powers
         curves = np.asarray(shown["curves"])
         assert any(np.allclose(curves, sensitivity[:, p, :]) for p in range(sensitivity.shape[1]))
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-        _stop(view_pid)
 
 
 def _stop(pid: int) -> None:
