@@ -139,9 +139,7 @@ def check_drift(
     the change of the strongest trace point, dBm. Works mid-training: the reservoir's
     ``keep_traces`` is restored afterwards.
     """
-    from labpgt.calibration.measure import PRESET_DROP_A, measure_references
-
-    from labpgt.scheduler import PerturbationScheduler
+    from labpgt.calibration.measure import PRESET_DROP_A, StageMeasurer
 
     if tolerance_mhz <= 0 or tolerance_db <= 0:
         raise UserError("--tolerance-mhz and --tolerance-db must be > 0")
@@ -149,9 +147,8 @@ def check_drift(
     stored = calibration.read_reference()
     n = int(repeats or stored["features"].shape[0])
     low = max(reservoir.bounds.bias_a[0], calibration.operating_bias_a - PRESET_DROP_A)
-    sched = PerturbationScheduler(reservoir, retries=2)
-    _, traces = measure_references(
-        sched, torch.from_numpy(stored["settings"]).to(torch.float64), n, low
+    _, traces = StageMeasurer(reservoir).references(
+        "drift check", torch.from_numpy(stored["settings"]).to(torch.float64), n, low
     )
     return compare_traces(
         stored["frequency_hz"],

@@ -1,14 +1,18 @@
-"""The measure stage of a calibration: shots on any `PhysicalReservoir`, through the
-`PerturbationScheduler`, one scheduler per stage (its own statistics and progress).
+"""The measure stage: shots on any `PhysicalReservoir`, chunk by chunk through a
+`PerturbationScheduler`, each chunk handed on (written to a file) as soon as it is measured.
 
-`run_calibration` measures its stages with a `StageMeasurer`; a drift check re-measures
-the reference passes with `measure_references`; any caller that needs the analyzer traces
-of its shots (not only the features) measures them with `measure_with_traces`.
+`measure_into` is the one loop that measures a shot list and passes every chunk on: `labpgt
+acquire` writes each chunk into its run file with it, and `run_calibration` measures its
+stages with a `StageMeasurer` built on it, which hands each chunk to a `ShotRecorder` (the
+calibration file's /measured part, `calibration.measured`). A drift check re-measures the
+reference passes with `StageMeasurer.references` too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -20,56 +24,131 @@ from labpgt.scheduler import PerturbationScheduler
 StageProgress = Callable[[str, int, int, float], None]
 """progress(stage, done_shots, total_shots, instrument_time_s of the stage so far)."""
 
+Progress = Callable[[int, int, float], None]
+"""progress(shots_done, shots_total, instrument_time_s so far in this call)."""
+
+ChunkSink = Callable[[np.ndarray, ReservoirOutput], None]
+"""sink(index, output): the chunk of shots ``index`` (rows of the shot list) was measured."""
+
 PRESET_DROP_A = 0.3
 """A reference pass starts this far below the operating bias, so every pass reaches the
 operating bias rising: the magnet's remanence is then the same on every pass and at --check."""
 
+CHUNK_SHOTS = 32
+"""Shots per chunk: each is written (and flushed) before the next is measured."""
+
+
+def measure_into(
+    scheduler: PerturbationScheduler,
+    settings: torch.Tensor,
+    index: np.ndarray,
+    sink: ChunkSink,
+    *,
+    chunk_shots: int = CHUNK_SHOTS,
+    progress: Progress | None = None,
+    done: int = 0,
+    total: int | None = None,
+) -> float:
+    """Measure the shots ``settings[index]`` in that order, ``chunk_shots`` at a time, and
+    hand each chunk to ``sink`` before the next is measured; returns the instrument time, s.
+
+    ``progress`` is told ``done`` (shots done before this call) plus the shots measured,
+    out of ``total`` (default ``done + len(index)``), first before anything is measured.
+    """
+    total = done + index.size if total is None else total
+    instrument_s = 0.0
+    if progress is not None:
+        progress(done, total, instrument_s)
+    for start in range(0, index.size, chunk_shots):
+        chunk = index[start : start + chunk_shots]
+        out = scheduler.measure_shots(settings[torch.from_numpy(chunk)])
+        sink(chunk, out)
+        done += chunk.size
+        instrument_s += float(out.instrument_time_s.sum())
+        if progress is not None:
+            progress(done, total, instrument_s)
+    return instrument_s
+
+
+class ShotRecorder(Protocol):
+    """Where a `StageMeasurer` writes each measured chunk (`calibration.measured`)."""
+
+    def write(self, stage: str, rows: np.ndarray, settings: torch.Tensor, out: ReservoirOutput):
+        """Store the shots ``rows`` of ``stage`` (measuring order) with their ``settings``."""
+
 
 class StageMeasurer:
-    """Measures the named stages of a calibration on one reservoir and keeps the
-    instrument time of each (``stage_s``, s)."""
+    """Measures the named stages of a calibration on one reservoir, hands every chunk to
+    ``recorder`` (if any) as it is measured, and keeps the instrument time of each stage
+    (``stage_s``, s)."""
 
     def __init__(
-        self, reservoir: PhysicalReservoir, progress: StageProgress | None = None, retries: int = 2
+        self,
+        reservoir: PhysicalReservoir,
+        progress: StageProgress | None = None,
+        retries: int = 2,
+        recorder: ShotRecorder | None = None,
     ) -> None:
         self.reservoir = reservoir
         self.progress = progress
         self.retries = retries
+        self.recorder = recorder
         self.stage_s: dict[str, float] = {}
 
-    def scheduler(self, stage: str) -> PerturbationScheduler:
-        """A fresh scheduler whose progress reports under ``stage``."""
-        cb = None
-        if self.progress is not None:
-            report = self.progress
+    def shots(
+        self, stage: str, shots: torch.Tensor, *, traces: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(features (N, F), traces (N, P) with ``traces``, else None) of ``shots``, measured
+        in the order given."""
+        sched = PerturbationScheduler(self.reservoir, retries=self.retries, chunk_size=CHUNK_SHOTS)
+        shots = shots.detach().to(torch.float64)
+        self.reservoir.bounds.check(shots)  # every shot, before anything moves
+        n = shots.shape[0]
+        feats = torch.full((n, self.reservoir.feature_dim), torch.nan, dtype=torch.float64)
+        points = self.reservoir.frequency_hz.numel()
+        rows_dbm = torch.full((n, points), torch.nan, dtype=torch.float64) if traces else None
 
-            def cb(done: int, total: int, instrument_s: float) -> None:
-                report(stage, done, total, instrument_s)
+        def sink(rows: np.ndarray, out: ReservoirOutput) -> None:
+            at = torch.from_numpy(rows)
+            feats[at] = out.features.to(torch.float64)
+            if rows_dbm is not None:
+                if out.traces_dbm is None:
+                    raise UserError("the reservoir returned no traces although keep_traces was set")
+                rows_dbm[at] = out.traces_dbm.to(torch.float64)
+            if self.recorder is not None:
+                self.recorder.write(stage, rows, shots[at], out)
 
-        return PerturbationScheduler(self.reservoir, retries=self.retries, progress=cb)
+        report = self.progress
+        tell = None if report is None else lambda d, t, s: report(stage, d, t, s)
+        with _keeping_traces(self.reservoir, traces):
+            measure_into(sched, shots, np.arange(n), sink, progress=tell)
+        self.stage_s[stage] = sched.stats.instrument_time_s
+        return feats, rows_dbm
 
     def features(self, stage: str, settings: torch.Tensor) -> torch.Tensor:
-        """Features of ``settings`` (any order on the bench, back in the caller's order)."""
-        sched = self.scheduler(stage)
-        out = sched.run(settings)
-        self.stage_s[stage] = sched.stats.instrument_time_s
-        return out
+        """Features of ``settings``, measured once each in the scheduler's order (bias
+        first, equal settings once) and returned in the caller's order."""
+        flat = settings.detach().to(torch.float64)
+        plan = PerturbationScheduler(self.reservoir).plan(flat)
+        return self.shots(stage, flat[plan.rows])[0][plan.result_index]
 
-    def traces(self, stage: str, shots: torch.Tensor) -> ReservoirOutput:
-        """Features and traces of ``shots``, measured in the order given."""
-        sched = self.scheduler(stage)
-        out = measure_with_traces(sched, shots)
-        self.stage_s[stage] = sched.stats.instrument_time_s
-        return out
+    def traces(self, stage: str, shots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features (N, F), traces (N, P)) of ``shots``, measured in the order given."""
+        feats, traces = self.shots(stage, shots, traces=True)
+        assert traces is not None
+        return feats, traces
 
     def references(
         self, stage: str, reference_settings: torch.Tensor, repeats: int, low_bias_a: float
     ) -> tuple[np.ndarray, np.ndarray]:
         """(features (R, S, F), traces (R, S, P)) of ``repeats`` reference passes."""
-        sched = self.scheduler(stage)
-        out = measure_references(sched, reference_settings, repeats, low_bias_a)
-        self.stage_s[stage] = sched.stats.instrument_time_s
-        return out
+        shots, mask = reference_passes(reference_settings, repeats, low_bias_a)
+        feats, traces = self.traces(stage, shots)
+        s = reference_settings.shape[0]
+        return (
+            feats[mask].reshape(repeats, s, -1).numpy(),
+            traces[mask].reshape(repeats, s, -1).numpy(),
+        )
 
 
 def reference_passes(
@@ -90,25 +169,12 @@ def reference_passes(
     return one.repeat(repeats, 1), mask_one.repeat(repeats)
 
 
-def measure_references(
-    scheduler: PerturbationScheduler,
-    reference_settings: torch.Tensor,
-    repeats: int,
-    low_bias_a: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(features (R, S, F), traces (R, S, P)) of the reference passes."""
-    shots, mask = reference_passes(reference_settings, repeats, low_bias_a)
-    out = measure_with_traces(scheduler, shots)
-    s = reference_settings.shape[0]
-    feats = out.features[mask].reshape(repeats, s, -1).numpy()
-    assert out.traces_dbm is not None
-    traces = out.traces_dbm[mask].reshape(repeats, s, -1).numpy()
-    return feats, traces
-
-
-def measure_with_traces(scheduler: PerturbationScheduler, shots: torch.Tensor) -> ReservoirOutput:
-    """Measure ``shots`` in order with the reservoir keeping traces (restored afterwards)."""
-    reservoir = scheduler.reservoir
+@contextlib.contextmanager
+def _keeping_traces(reservoir: PhysicalReservoir, on: bool) -> Iterator[None]:
+    """The reservoir's ``keep_traces`` switched on (when ``on``), restored afterwards."""
+    if not on:
+        yield
+        return
     if not hasattr(reservoir, "keep_traces"):
         raise UserError(
             "calibration needs the analyzer traces: the reservoir must support keep_traces "
@@ -117,9 +183,6 @@ def measure_with_traces(scheduler: PerturbationScheduler, shots: torch.Tensor) -
     before = reservoir.keep_traces
     reservoir.keep_traces = True
     try:
-        out = scheduler.measure_shots(shots)
+        yield
     finally:
         reservoir.keep_traces = before
-    if out.traces_dbm is None:
-        raise UserError("the reservoir returned no traces although keep_traces was set")
-    return out

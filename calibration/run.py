@@ -42,7 +42,7 @@ from labpgt.calibration.analysis import (
     sensitivity_map,
 )
 from labpgt.calibration.field import FieldFit, Hysteresis, fit_field_per_ampere, hysteresis_offset
-from labpgt.calibration.measure import PRESET_DROP_A, StageMeasurer, StageProgress
+from labpgt.calibration.measure import PRESET_DROP_A, ShotRecorder, StageMeasurer, StageProgress
 from labpgt.calibration.plan import (
     COMB_DRIVE_DBM,
     CalibrationPlan,
@@ -165,22 +165,25 @@ def run_calibration(
     retries: int = 2,
     surrogate_kind: str = "grey-box",
     window: str = "calm",
+    recorder: ShotRecorder | None = None,
 ) -> CalibrationResult:
     """Measure and analyse a full calibration (see the module docstring).
 
     ``surrogate_kind``: "grey-box" (drawn drive line + MLP, the default) or "twin" (the
     ring model with a few parameters fitted, `calibration.twin`). ``window``: "calm" (the
     drive window where the drive leaves the comb alone, the default) or "sensitivity" (the
-    window sensitivity/noise alone picks: the locking zone).
+    window sensitivity/noise alone picks: the locking zone). ``recorder`` receives every
+    chunk of shots as it is measured (`calibration.measured.CalibrationWriter`, the file
+    that live views read while the calibration runs; its stages are `calibration_stages`).
     """
     plan = _checked_plan(reservoir, plan, surrogate_kind, window)
     t_wall = time.perf_counter()
-    measure = StageMeasurer(reservoir, progress, retries)
+    measure = StageMeasurer(reservoir, progress, retries, recorder)
     freq = reservoir.frequency_hz.to(torch.float64).numpy()
     # 1. bias sweep, up then down, in that order (no reordering: the order is the experiment)
     up, down = plan.bias_legs()
     shots = torch.cat([up, down])
-    traces = measure.traces("bias sweep", shots).traces_dbm.numpy()
+    traces = measure.traces("bias sweep", shots)[1].numpy()
     sweep = analyse_bias_sweep(reservoir, plan, freq, shots, traces, rising=len(up))
     grid = measure_response_grid(measure, plan)  # 2.
     # 3. operating point, 4. reference passes there
@@ -205,12 +208,27 @@ def run_calibration(
         line_sigma_hz=float("nan") if sweep.geometry is None else sweep.geometry.sigma_hz,
         instrument_time_s=float(sum(measure.stage_s.values())),
         wall_s=time.perf_counter() - t_wall,
-        # sweep, grid, pilot (2 passes of 2 references + preset), reference passes, sampling
-        shots=int(shots.shape[0] + grid.settings.shape[0] + 2 * 3)
-        + plan.repeats * (len(refs.settings) + 1)
-        + s_set.shape[0],
+        shots=sum(n for n, _ in calibration_stages(plan).values()),
         stage_instrument_s=measure.stage_s,
     )
+
+
+PILOT_PASSES = 2
+PILOT_REFERENCES = 2
+
+
+def calibration_stages(plan: CalibrationPlan) -> dict[str, tuple[int, bool]]:
+    """Stage name -> (shots, traces kept), in measuring order: what `run_calibration`
+    measures for ``plan`` (the stages the calibration file's /measured part holds)."""
+    up, down = plan.bias_legs()
+    references = 2 + plan.reference_points  # `reference_settings_for`: 2 comb shots + points
+    return {
+        "bias sweep": (up.shape[0] + down.shape[0], True),
+        "response grid": (plan.response_settings().shape[0], False),
+        "noise pilot": (PILOT_PASSES * (PILOT_REFERENCES + 1), True),  # + 1 preset per pass
+        "reference repeats": (plan.repeats * (references + 1), True),
+        "surrogate sampling": (plan.surrogate_points, False),
+    }
 
 
 def _checked_plan(
@@ -292,8 +310,9 @@ def choose_operating(
     mid = torch.tensor([[float(f_axis[len(f_axis) // 2]), float(p_axis[len(p_axis) // 2]), 0.0]])
     mid[0, 2] = pilot_b
     pilot_refs = torch.cat([mid, _shift_f(mid, f_axis, len(f_axis) // 4)])
+    assert pilot_refs.shape[0] == PILOT_REFERENCES
     low = max(measure.reservoir.bounds.bias_a[0], pilot_b - PRESET_DROP_A)
-    pilot_feats, _ = measure.references("noise pilot", pilot_refs, 2, low)
+    pilot_feats, _ = measure.references("noise pilot", pilot_refs, PILOT_PASSES, low)
     pilot_noise = repeatability(pilot_feats)
     drive_bin = None
     if geometry is not None:

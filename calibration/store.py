@@ -44,6 +44,15 @@ import numpy as np
 import torch
 from labpgt.calibration.surrogate import RingSurrogate, build_surrogate, surrogate_state
 
+from labpgt.catalog import (
+    STATUS_ATTR,
+    STATUS_BYTES,
+    STATUS_COMPLETE,
+    STATUS_MEASURING,
+    STATUS_STOPPED,
+    calibration_status,
+    measured_shots,
+)
 from labpgt.errors import UserError
 from labpgt.features import FeatureSpec
 from labpgt.records import (
@@ -60,6 +69,7 @@ from labpgt.storage import nx_data, nx_group, text_dataset, write_metadata
 
 if TYPE_CHECKING:
     from labpgt.calibration.drift import DriftReport
+    from labpgt.calibration.plan import CalibrationPlan
     from labpgt.calibration.run import CalibrationResult
 
     from labpgt.reservoir import PhysicalReservoir
@@ -132,7 +142,8 @@ def _feature_units(names: list[str]) -> list[str]:
 
 
 def _annotate(h5: h5py.File, feature_names: list[str], metadata: RunMetadata) -> None:
-    """Units on every numeric dataset and the NeXus entry (see the module docstring)."""
+    """Units on every numeric dataset of the analysis and the NeXus entry (see the module
+    docstring); /measured has its units from its creation (`calibration.measured`)."""
     column_units = _feature_units(feature_names)
     single = column_units[0] if len(set(column_units)) == 1 else "mixed"
     # the shot-to-shot spread and the std of a dBm feature are in dB
@@ -142,13 +153,13 @@ def _annotate(h5: h5py.File, feature_names: list[str], metadata: RunMetadata) ->
         if not isinstance(obj, h5py.Dataset) or obj.dtype.kind not in "biuf":
             return
         leaf = name.rsplit("/", 1)[-1]
+        if name.startswith("measured/"):
+            return
         if name.startswith("surrogate/"):
             obj.attrs["units"] = "1"
             obj.attrs["long_name"] = "surrogate network parameter (state_dict tensor)"
         elif leaf == "settings":
-            obj.attrs["units"] = "Hz, dBm, A"
-            obj.attrs["column_names"] = list(SETTING_NAMES)
-            obj.attrs["column_units"] = ["Hz", "dBm", "A"]
+            set_settings_units(obj)
         elif leaf in ("features", "mean"):
             obj.attrs["units"] = single
             obj.attrs["column_units"] = column_units
@@ -158,19 +169,13 @@ def _annotate(h5: h5py.File, feature_names: list[str], metadata: RunMetadata) ->
             obj.attrs["units"] = _UNITS.get(leaf, "1")
 
     h5.visititems(visit)
-    h5["frequency_hz"].make_scale("frequency_hz")
+    if not h5["frequency_hz"].is_scale:
+        h5["frequency_hz"].make_scale("frequency_hz")
     for name in ("bias_sweep/traces_dbm", "reference/traces_dbm"):
         traces = h5[name]
         traces.dims[traces.ndim - 1].attach_scale(h5["frequency_hz"])
-    h5.attrs["NX_class"] = "NXroot"
-    h5.attrs["default"] = "entry"
-    entry = nx_group(h5, "entry", "NXentry")
+    entry = h5["entry"] if "entry" in h5 else nx_entry(h5, metadata)
     entry.attrs["default"] = "bias_sweep"
-    entry.attrs["metadata"] = metadata.to_json()
-    text_dataset(entry, "program_name", "labpgt").attrs["version"] = str(h5.attrs["labpgt_version"])
-    text_dataset(entry, "start_time", str(h5.attrs["created_utc"]))
-    text_dataset(entry, "title", "labpgt calibrate: bias sweep, up then down")
-    write_metadata(entry, metadata)
     data = nx_data(
         entry,
         "bias_sweep",
@@ -184,6 +189,26 @@ def _annotate(h5: h5py.File, feature_names: list[str], metadata: RunMetadata) ->
     h5["bias_sweep/traces_dbm"].attrs["interpretation"] = "spectrum"
 
 
+def set_settings_units(dataset: h5py.Dataset) -> None:
+    """The units of a table of settings (columns drive_hz, drive_dbm, bias_a)."""
+    dataset.attrs["units"] = "Hz, dBm, A"
+    dataset.attrs["column_names"] = list(SETTING_NAMES)
+    dataset.attrs["column_units"] = ["Hz", "dBm", "A"]
+
+
+def nx_entry(h5: h5py.File, metadata: RunMetadata) -> h5py.Group:
+    """The NeXus root and /entry with the run metadata (its plot is added by `_annotate`)."""
+    h5.attrs["NX_class"] = "NXroot"
+    h5.attrs["default"] = "entry"
+    entry = nx_group(h5, "entry", "NXentry")
+    entry.attrs["metadata"] = metadata.to_json()
+    text_dataset(entry, "program_name", "labpgt").attrs["version"] = str(h5.attrs["labpgt_version"])
+    text_dataset(entry, "start_time", str(h5.attrs["created_utc"]))
+    text_dataset(entry, "title", "labpgt calibrate: bias sweep, up then down")
+    write_metadata(entry, metadata)
+    return entry
+
+
 def save_calibration(
     result: CalibrationResult,
     path: str | Path,
@@ -191,7 +216,11 @@ def save_calibration(
     provenance: dict[str, Any] | None = None,
     metadata: RunMetadata | None = None,
 ) -> Path:
-    """Write ``result`` to a new HDF5 file (refuses to overwrite)."""
+    """Write ``result`` to a new HDF5 file (refuses to overwrite), all at once.
+
+    `labpgt calibrate` writes its file progressively instead (`calibration.measured`), the
+    analysis last, through the same `write_result`.
+    """
     path = Path(path)
     if path.exists():
         raise UserError(f"--out {path} already exists: choose another file or delete it")
@@ -201,31 +230,37 @@ def save_calibration(
         raise UserError(f"--out: cannot create {path}: {exc}") from None
     try:
         with h5:
-            _write_attributes(h5, result, provenance or {})
-            h5["frequency_hz"] = result.frequency_hz
-            for group, datasets in _groups(result).items():
-                g = h5.create_group(group)
-                for name, value in datasets.items():
-                    if value is not None:
-                        g[name] = value
-            _annotate(h5, list(result.feature_names), metadata or RunMetadata())
+            write_result(h5, result, provenance or {}, metadata or RunMetadata())
     except BaseException:
         path.unlink(missing_ok=True)
         raise
     return path
 
 
+def write_result(
+    h5: h5py.File, result: CalibrationResult, provenance: dict[str, Any], metadata: RunMetadata
+) -> None:
+    """The analysis of a calibration into an open file (the attributes and groups of the
+    module docstring), which is then marked complete."""
+    _write_attributes(h5, result, provenance)
+    if "frequency_hz" not in h5:
+        h5["frequency_hz"] = result.frequency_hz
+    for group, datasets in _groups(result).items():
+        g = h5.create_group(group)
+        for name, value in datasets.items():
+            if value is not None:
+                g[name] = value
+    _annotate(h5, list(result.feature_names), metadata)
+    h5.attrs.modify(STATUS_ATTR, np.bytes_(STATUS_COMPLETE.ljust(STATUS_BYTES)))
+    h5.flush()
+
+
 def _write_attributes(h5: h5py.File, result: CalibrationResult, provenance: dict) -> None:
     """The root attributes: format, provenance, plan, features, figures (JSON)."""
     a = h5.attrs
-    a["format"] = FORMAT
-    a["created_utc"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    a["labpgt_version"] = LABPGT_VERSION
+    if "format" not in a:  # a file written progressively has these from its creation
+        write_header(h5, result.snapshot, provenance, result.plan, result.feature_names)
     a["snapshot"] = to_json({**result.snapshot, "provenance": provenance})
-    a["plan"] = result.plan.model_dump_json()
-    a["feature_spec"] = to_json(result.snapshot.get("features", {}))
-    a["feature_names"] = to_json(result.feature_names)
-    a["setting_names"] = to_json(list(SETTING_NAMES))
     a["summary"] = to_json(summary_of(result))
     op = result.operating
     a["operating"] = OperatingRecord(
@@ -236,6 +271,26 @@ def _write_attributes(h5: h5py.File, result: CalibrationResult, provenance: dict
     ).to_json()
     a["encoding_ranges"] = to_json({k: list(v) for k, v in result.encoding_ranges.items()})
     a["surrogate_architecture"] = to_json(surrogate_state(result.surrogate.model)[0])
+
+
+def write_header(
+    h5: h5py.File,
+    snapshot: dict[str, Any],
+    provenance: dict[str, Any],
+    plan: CalibrationPlan,
+    feature_names: list[str],
+) -> None:
+    """The root attributes a calibration file has from its creation, marked "measuring"."""
+    a = h5.attrs
+    a["format"] = FORMAT
+    a.create(STATUS_ATTR, np.bytes_(STATUS_MEASURING.ljust(STATUS_BYTES)))
+    a["created_utc"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    a["labpgt_version"] = LABPGT_VERSION
+    a["snapshot"] = to_json({**snapshot, "provenance": provenance})
+    a["plan"] = plan.model_dump_json()
+    a["feature_spec"] = to_json(snapshot.get("features", {}))
+    a["feature_names"] = to_json(feature_names)
+    a["setting_names"] = to_json(list(SETTING_NAMES))
 
 
 def _groups(result: CalibrationResult) -> dict[str, dict[str, Any]]:
@@ -413,6 +468,9 @@ def load_calibration(path: str | Path) -> Calibration:
                 f"{path} is not a calibration this labpgt can read (format {fmt!r}, "
                 f"expected {FORMAT!r}): recalibrate with `labpgt calibrate`"
             )
+        status, why = calibration_status(h5)
+        if status != STATUS_COMPLETE:
+            raise UserError(incomplete_message(path, h5, status, why))
         a = h5.attrs
         summary = json.loads(a["summary"])
         op = json.loads(a["operating"])
@@ -451,14 +509,16 @@ def load_calibration(path: str | Path) -> Calibration:
         )
 
 
-def _rebuild_surrogate(architecture: dict[str, Any], state: dict[str, torch.Tensor]) -> Any:
-    """The stored surrogate: a twin (`calibration.twin`, loaded only for one) or the
-    grey-box/MLP (`calibration.surrogate`)."""
-    if architecture.get("kind") == "twin":
-        from labpgt.calibration.twin import build_twin
-
-        return build_twin(architecture, state)
-    return build_surrogate(architecture, state)
+def incomplete_message(path: Path | str, h5: h5py.File, status: str, why: str) -> str:
+    """One line: this calibration file is not complete, how far it got, what to do."""
+    done, total = measured_shots(h5)
+    how = f"stopped ({why})" if status == STATUS_STOPPED and why else "did not finish"
+    if status == STATUS_MEASURING:
+        how = "is still being written (or calibrate was killed)"
+    return (
+        f"{path} is an incomplete calibration: calibrate {how} after {done} of {total} shots, "
+        "before the analysis; run labpgt calibrate again"
+    )
 
 
 def _rebuild_surrogate(architecture: dict[str, Any], state: dict[str, torch.Tensor]) -> Any:

@@ -2,8 +2,9 @@
 
 The shot list (every input x repeat, in the scheduler's bias-first order) is
 fixed when the file is created; measuring walks it chunk by chunk through a
-`PerturbationScheduler` (retries after reconnect) and flushes each chunk, so a
-killed run is finished exactly by `acquire(..., resume=True)`.
+`PerturbationScheduler` (retries after reconnect) with the measure stage of a calibration
+(`calibration.measure.measure_into`) and flushes each chunk, so a killed run is finished
+exactly by `acquire(..., resume=True)`.
 """
 
 from __future__ import annotations
@@ -16,26 +17,23 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from labpgt import __version__
+from labpgt.calibration.measure import Progress, measure_into
 from labpgt.csv_text import read_csv_text
 from labpgt.encoding import DEFAULT_SETTING
 from labpgt.errors import UserError
-from labpgt.records import RunMetadata
-from labpgt.reservoir import PhysicalReservoir
+from labpgt.records import RunMetadata, SettingsSnapshot
+from labpgt.reservoir import PhysicalReservoir, ReservoirOutput
 from labpgt.scheduler import PerturbationScheduler, plan_order
 from labpgt.setting_bounds import SETTING_NAMES, SETTING_UNITS, SettingBounds
 from labpgt.storage import RunFile, RunFileWriteError, ShotPlan, fixed_settings
-
-Progress = Callable[[int, int, float], None]
-"""progress(shots_done, shots_total, instrument_time_s so far in this session)."""
-
 
 SNAPSHOT_INTERVAL_S = 10.0
 """Wall time between two checks of the fixed settings during a run (a snapshot queries every
@@ -467,11 +465,11 @@ def _now_utc() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-def _snapshot(reservoir: PhysicalReservoir) -> dict[str, Any]:
-    return {"time_utc": _now_utc(), "reservoir": reservoir.snapshot()}
+def _snapshot(reservoir: PhysicalReservoir) -> SettingsSnapshot:
+    return SettingsSnapshot(time_utc=_now_utc(), reservoir=reservoir.snapshot())
 
 
-def _settings_or_none(reservoir: PhysicalReservoir) -> dict[str, Any] | None:
+def _settings_or_none(reservoir: PhysicalReservoir) -> SettingsSnapshot | None:
     """`_snapshot`, or None when an instrument does not answer (the run goes on)."""
     try:
         return _snapshot(reservoir)
@@ -506,7 +504,7 @@ class _SettingsWatch:
         self.checked = time.monotonic()
         if snapshot is None:
             return False
-        fixed = fixed_settings(snapshot["reservoir"])
+        fixed = fixed_settings(snapshot.reservoir)
         if fixed == self.fixed:
             return False
         self.run.add_snapshot("change", snapshot)
@@ -639,21 +637,21 @@ def _measure(
     watch = _SettingsWatch(run, reservoir, snapshot_interval_s) if run.has_nexus else None
     if watch is not None and run.resumes:
         watch.check(force=True)  # a resume: the bench may have been touched meanwhile
-    todo = run.todo()
-    total = run.shots_total
-    done = run.shots_done
-    instrument_s = 0.0
-    if progress is not None:
-        progress(done, total, instrument_s)
-    for start in range(0, todo.size, chunk_shots):
-        index = todo[start : start + chunk_shots]
-        out = scheduler.measure_shots(run.settings[torch.from_numpy(index)])
+
+    def store(index: np.ndarray, out: ReservoirOutput) -> None:
         if out.traces_dbm is None:
             raise UserError("this reservoir does not return traces; acquire needs them")
         run.write(index, out.traces_dbm, out.timestamps_s, out.instrument_time_s)
         if watch is not None:
             watch.check()
-        done += index.size
-        instrument_s += float(out.instrument_time_s.sum())
-        if progress is not None:
-            progress(done, total, instrument_s)
+
+    measure_into(
+        scheduler,
+        run.settings,
+        run.todo(),
+        store,
+        chunk_shots=chunk_shots,
+        progress=progress,
+        done=run.shots_done,
+        total=run.shots_total,
+    )

@@ -64,6 +64,41 @@ def _json(attrs: h5py.AttributeManager, name: str, default: Any) -> Any:
         return default
 
 
+STATUS_ATTR = "status"
+"""Root attribute of a calibration file: "measuring" from its creation, "complete" once the
+analysis is written, "stopped" when calibrate stopped before the end (``stopped_because``)."""
+STOPPED_ATTR = "stopped_because"
+STATUS_MEASURING, STATUS_COMPLETE, STATUS_STOPPED = "measuring", "complete", "stopped"
+STATUS_BYTES = 16
+"""The status is a fixed-length attribute, rewritten in place."""
+
+
+def _attr_text(h5: h5py.File, name: str) -> str:
+    raw = h5.attrs.get(name, "")
+    return (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)).strip()
+
+
+def calibration_status(h5: h5py.File) -> tuple[str, str]:
+    """(status, why it stopped) of an open calibration file: "complete", "measuring" (being
+    written, or its writer was killed) or "stopped" (with the reason). A file written before
+    calibrations were written progressively has no status and is complete."""
+    if STATUS_ATTR not in h5.attrs:
+        return STATUS_COMPLETE, ""
+    return _attr_text(h5, STATUS_ATTR), _attr_text(h5, STOPPED_ATTR)
+
+
+def measured_shots(h5: h5py.File) -> tuple[int, int]:
+    """(shots stored, shots planned) in a calibration file's /measured part (0, 0 without)."""
+    group = h5.get("measured")
+    if not isinstance(group, h5py.Group):
+        return 0, 0
+    done = total = 0
+    for stage in group.values():
+        flags = np.asarray(stage["done"][...], dtype=bool)
+        done, total = done + int(flags.sum()), total + flags.size
+    return done, total
+
+
 def bench_label(snapshot: dict[str, Any]) -> str:
     """Short bench identity: embedded seed, or the instrument models and serials."""
     ident = snapshot.get("identity") if isinstance(snapshot.get("identity"), dict) else None
@@ -87,7 +122,7 @@ def bench_label(snapshot: dict[str, Any]) -> str:
     return ", ".join(parts) or "?"
 
 
-def _is_locked(path: Path) -> bool:
+def is_locked(path: Path) -> bool:
     """True when another process holds HDF5's write lock (acquire still running)."""
     try:
         with h5py.File(path, "r", locking=True):
@@ -119,7 +154,7 @@ def inspect_run(path: str | Path) -> RunEntry:
     except OSError as exc:
         text = " ".join(str(exc).split())
         entry.status = "half-written" if "truncated" in text else "damaged"
-        if _is_locked(path):  # acquire is creating it right now
+        if is_locked(path):  # acquire is creating it right now
             entry.status, entry.detail = "being written", "being created by acquire"
             return entry
         sizes = re.search(r"eof = (\d+).*stored_eof = (\d+)", text)
@@ -133,8 +168,8 @@ def inspect_run(path: str | Path) -> RunEntry:
         entry.status, entry.detail = "damaged", " ".join(str(exc).split())[:200]
     # Only once our own handle is closed: HDF5 refuses a second open of a file with other
     # locking flags in the same process, which would read as a lock held by a writer.
-    if entry.status == "incomplete" and _is_locked(path):
-        entry.status, entry.detail = "being written", "acquire is writing it now"
+    if entry.status == "incomplete" and is_locked(path):
+        entry.status, entry.detail = "being written", f"{entry.command} is writing it now"
     return entry
 
 
@@ -175,6 +210,14 @@ def _fill(entry: RunEntry, h5: h5py.File) -> None:
         if fmt != CALIBRATION_FORMAT:
             entry.status = "other version"
             entry.detail = f"format {fmt}; this labpgt reads {CALIBRATION_FORMAT}"
+            return
+        status, why = calibration_status(h5)
+        if status != STATUS_COMPLETE:
+            entry.shots_done, entry.shots_planned = measured_shots(h5)
+            entry.status = "incomplete"
+            entry.detail = (
+                f"calibrate stopped: {why}" if why else "calibrate did not finish"
+            ) + "; no analysis, not usable: calibrate again"
             return
         summary = _json(h5.attrs, "summary", {})
         shots = summary.get("shots") if isinstance(summary, dict) else None

@@ -86,6 +86,18 @@ class RunMetadata(Record):
     extra: dict[str, str] = {}
 
 
+class SettingsSnapshot(Record):
+    """A settings snapshot taken during a run: when, and the reservoir's ``snapshot()``.
+
+    A run file stores one at the start (inside the run's own root snapshot), on every
+    change of a fixed setting and at the end (/entry/snapshots). The drivers' settings
+    inside ``reservoir`` stay free-form: every driver adds its own.
+    """
+
+    time_utc: str
+    reservoir: dict[str, Any]
+
+
 def bench_identity(snapshot: dict[str, Any] | None) -> dict[str, Any] | None:
     """What makes two benches the same bench, from a reservoir `snapshot()`.
 

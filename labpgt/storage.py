@@ -68,7 +68,7 @@ import numpy as np
 import torch
 
 from labpgt.errors import UserError
-from labpgt.records import ACQUIRE_FORMAT, RunMetadata, to_json
+from labpgt.records import ACQUIRE_FORMAT, RunMetadata, SettingsSnapshot, to_json
 from labpgt.setting_bounds import SETTING_NAMES, SETTING_UNITS
 
 FORMAT = ACQUIRE_FORMAT
@@ -250,7 +250,7 @@ def _allocate_snapshots(entry: h5py.Group, start_bytes: int) -> None:
     _blank_text(slots, "json", (SNAPSHOT_SLOTS,), np.dtype(f"S{slot_bytes}"))
     _blank_text(slots, "reason", (SNAPSHOT_SLOTS,), np.dtype("S8"))
     _blank_text(slots, "time_utc", (SNAPSHOT_SLOTS,), _TIME_DTYPE)
-    _empty(slots, "shots_done", (SNAPSHOT_SLOTS,), np.int64, -1)
+    empty_dataset(slots, "shots_done", (SNAPSHOT_SLOTS,), np.int64, -1)
     slots["shots_done"].attrs["units"] = "1"
 
 
@@ -365,7 +365,7 @@ class ShotPlan:
     """(M,) int64 repeat number per shot."""
 
 
-def _fapl(*, locking: bool = True) -> h5py.h5p.PropFAID:
+def file_access(*, locking: bool = True) -> h5py.h5p.PropFAID:
     """File access: no sieve buffer, so a failed write of traces fails the write call.
 
     ``locking=False`` (read-only opens) skips HDF5's file lock, so `labpgt show`, `labpgt runs`
@@ -398,7 +398,9 @@ def _dataset(group: h5py.Group, name: str, data: np.ndarray) -> None:
     group.create_dataset(name, shape=data.shape, dtype=data.dtype, dcpl=dcpl)[...] = data
 
 
-def _empty(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, fill: Any) -> None:
+def empty_dataset(
+    group: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, fill: Any
+) -> None:
     group.create_dataset(name, shape=shape, dtype=dtype, dcpl=_dcpl(np.asarray(fill, dtype)))
 
 
@@ -468,7 +470,9 @@ class RunFile:
         if not path.parent.is_dir():
             raise UserError(f"cannot create {path}: folder {path.parent} does not exist")
         try:
-            h5 = h5py.File(h5py.h5f.create(os.fsencode(path), h5py.h5f.ACC_EXCL, fapl=_fapl()))
+            h5 = h5py.File(
+                h5py.h5f.create(os.fsencode(path), h5py.h5f.ACC_EXCL, fapl=file_access())
+            )
         except (OSError, FileExistsError) as exc:
             raise UserError(f"cannot create {path}: {write_failure(exc)}") from None
         try:
@@ -486,10 +490,10 @@ class RunFile:
             _dataset(shots, "settings", plan.settings.to(torch.float64).numpy())
             _dataset(shots, "input_index", plan.input_index.to(torch.int64).numpy())
             _dataset(shots, "repeat_index", plan.repeat_index.to(torch.int64).numpy())
-            _empty(shots, "done", (m,), np.bool_, False)
-            _empty(shots, "timestamp_s", (m,), np.float64, np.nan)
-            _empty(shots, "instrument_time_s", (m,), np.float64, np.nan)
-            _empty(h5, "traces_dbm", (m, p), np.float32, np.nan)
+            empty_dataset(shots, "done", (m,), np.bool_, False)
+            empty_dataset(shots, "timestamp_s", (m,), np.float64, np.nan)
+            empty_dataset(shots, "instrument_time_s", (m,), np.float64, np.nan)
+            empty_dataset(h5, "traces_dbm", (m, p), np.float32, np.nan)
             _write_nexus(h5, plan, metadata or RunMetadata(), snapshot)
             h5.flush()
         except BaseException as exc:
@@ -522,7 +526,7 @@ class RunFile:
             raise UserError(f"{path} is not an HDF5 file ({size} bytes); not a labpgt run file")
         try:
             flags = h5py.h5f.ACC_RDWR if writable else h5py.h5f.ACC_RDONLY
-            fapl = _fapl(locking=writable)
+            fapl = file_access(locking=writable)
             h5 = h5py.File(h5py.h5f.open(os.fsencode(path), flags, fapl=fapl))
         except OSError as exc:
             if "truncated file" in str(exc):
@@ -727,7 +731,7 @@ class RunFile:
             )
         return out
 
-    def add_snapshot(self, reason: str, snapshot: dict[str, Any]) -> bool:
+    def add_snapshot(self, reason: str, snapshot: SettingsSnapshot) -> bool:
         """Store a settings snapshot ("change" of a fixed setting, or "end") and flush.
 
         Raw data only, into slots allocated at creation (a full disk cannot damage the
@@ -740,7 +744,8 @@ class RunFile:
             return False
 
         def store() -> bool:
-            stored = _write_snapshot(self.h5, reason, snapshot, self.shots_done) is not None
+            record = snapshot.as_dict()
+            stored = _write_snapshot(self.h5, reason, record, self.shots_done) is not None
             if reason == "end":
                 stamp = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
                 self.h5["entry/end_time"][()] = stamp.encode()

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import h5py
 import pytest
-from cli_runner import exit_code
+from cli_runner import cli_error, exit_code, run_cli
 from labpgt.calibration import load_calibration
+
+from labpgt.catalog import inspect_run
+from labpgt.live.source import RunSource
 
 SMALL = ["--grid", "small", "--surrogate-steps", "200", "--seed", "1"]
 
@@ -107,3 +114,83 @@ def test_a_calibration_on_a_bench_file_stores_its_metadata_table(tmp_path):
     with h5py.File(out, "r") as f:
         meta = json.loads(f["entry"].attrs["metadata"])
     assert meta["operator"] == "me" and meta["extra"] == {"magnet": "M2"}
+
+
+def _calibrate_process(out, *extra: str):
+    """A real `labpgt calibrate` on the embedded bench (small grid), in its own process."""
+    argv = [sys.executable, "-m", "labpgt", "calibrate", "--out", str(out), *SMALL, *extra]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _shots_seen(source) -> tuple[int, int, str] | None:
+    snap = source.poll()
+    return None if snap is None else (snap.shots_done, snap.shots_total, snap.status)
+
+
+def test_the_file_holds_the_shots_measured_so_far_while_calibrate_runs(tmp_path):
+    out = tmp_path / "calib.h5"
+    proc = _calibrate_process(out, "--no-plots")
+    source = RunSource(out, "calibration", min_read_s=0.0)  # another reader, as a view is
+    seen: list[tuple[int, int, str]] = []
+    try:
+        deadline = time.monotonic() + 600
+        while proc.poll() is None and time.monotonic() < deadline:
+            got = _shots_seen(source)
+            if got is not None and got[0] > 0 and "measuring" in got[2]:
+                seen.append(got)
+            time.sleep(0.02)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
+    done = [n for n, _, _ in seen]
+    assert len(set(done)) >= 2, seen  # the count grew while calibrate ran
+    assert done == sorted(done)
+    cal = load_calibration(out)
+    total = cal.summary["shots"]
+    assert all(t == total and 0 < n <= total for n, t, _ in seen), seen
+    assert done[0] < total, seen
+    with h5py.File(out, "r") as h5:  # the rows stored as measured are the analysed ones
+        sweep = h5["measured/bias_sweep"]
+        assert sweep["done"][...].all()
+        assert (sweep["settings"][...] == h5["bias_sweep/settings"][...]).all()
+        assert (sweep["traces_dbm"][...] == h5["bias_sweep/traces_dbm"][...]).all()
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "kill"])
+def test_a_calibration_cut_short_leaves_a_readable_file_marked_incomplete(how, tmp_path, capsys):
+    out = tmp_path / "cut.h5"
+    proc = _calibrate_process(out, "--no-plots")
+    source = RunSource(out, "calibration", min_read_s=0.0)
+    try:
+        deadline = time.monotonic() + 600
+        while proc.poll() is None and time.monotonic() < deadline:
+            got = _shots_seen(source)
+            if got is not None and got[0] > 0 and "measuring" in got[2]:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "calibrate ended before a shot was seen"
+        proc.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGKILL)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
+    entry = inspect_run(out)
+    assert entry.command == "calibrate" and entry.status == "incomplete", entry
+    assert 0 < entry.shots_done < entry.shots_planned and not entry.ok
+    stopped = "interrupted (Ctrl-C)" if how == "ctrl-c" else "did not finish"
+    assert stopped in entry.detail
+    snap = RunSource.open(out).poll()  # the view opens it and shows what was measured
+    assert snap is not None
+    assert "INCOMPLETE" in snap.status and snap.shots_done == entry.shots_done
+    assert snap.spectrum_dbm.size and snap.settings.shape == (entry.shots_done, 3)
+    code, listing, _ = run_cli(capsys, "runs", str(tmp_path), "--json")
+    assert code == 0 and json.loads(listing)[0]["status"] == "incomplete"
+    for argv in (["show", str(out), "--no-plot"], ["calibrate", "--check", str(out)]):
+        code, err = cli_error(capsys, *argv)
+        assert code == 2 and err.startswith("error:") and err.count("error:") == 1, err
+        assert "incomplete calibration" in err and "Traceback" not in err, err
+    with pytest.raises(Exception, match="incomplete calibration"):
+        load_calibration(out)

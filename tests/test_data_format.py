@@ -23,6 +23,7 @@ from labpgt.acquisition import acquire, grid_inputs, parse_sweep
 from labpgt.cli.app import main
 from labpgt.embedded import embedded_bench
 from labpgt.features import FeatureSpec
+from labpgt.records import SettingsSnapshot
 from labpgt.setting_bounds import SETTING_NAMES
 from labpgt.storage import RunFile, fixed_settings
 
@@ -162,6 +163,9 @@ def test_a_changed_fixed_setting_is_snapshot(tmp_path: Path):
     assert [s["reason"] for s in snaps] == ["start", "change", "end"]
     change = snaps[1]
     assert change["shots_done"] == 12  # seen after the first chunk measured with it
+    for stored in snaps[1:]:  # the change and end snapshots are the record, field for field
+        record = SettingsSnapshot.model_validate(stored["snapshot"])
+        assert json.loads(record.to_json()) == stored["snapshot"]
     vbw = [s["snapshot"]["reservoir"]["bench"]["analyzer"]["settings"]["vbw_hz"] for s in snaps]
     assert vbw == [before, before / 10, before / 10]
     # shot-by-shot settings (drive frequency, bias current) are not "fixed": no change there

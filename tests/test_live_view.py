@@ -338,19 +338,35 @@ def test_train_live_page_shows_the_curves(browser: object, tmp_path: Path) -> No
 
 def test_calibrate_live_page_shows_the_response_curves(browser: object, tmp_path: Path) -> None:
     out = tmp_path / "calib.h5"
-    argv = ["calibrate", "--out", str(out), "--grid", "small", "--surrogate-steps", "50"]
+    # a longer surrogate fit: calibrate goes on well after its response grid is measured
+    argv = ["calibrate", "--out", str(out), "--grid", "small", "--surrogate-steps", "1500"]
     proc, _, url, view_pid = _live([*argv, "--no-plots"])
+    response = f"{MODEL}('response')"
     try:
         page = _open_page(browser, url)
-        # calibrate writes its file when it ends: until then the page says it waits
+        # calibrate writes each chunk of shots as it measures it: the page shows the response
+        # grid measured so far (finite points) while calibrate still runs
         page.wait_for_function(  # type: ignore[attr-defined]
-            f"() => window.Bokeh && {MODEL}('response') && {MODEL}('response').data.xs.length > 0",
+            f"() => window.Bokeh && {response} && "
+            f"{response}.data.ys.some((y) => Array.from(y).some(Number.isFinite))",
             timeout=300_000,
+        )
+        early = page.evaluate(  # type: ignore[attr-defined]
+            f"() => ({{status: {MODEL}('status').text, "
+            f"total: {MODEL}('latest').data.shots_total[0], "
+            f"done: {MODEL}('latest').data.shots_done[0]}})"
+        )
+        assert proc.poll() is None, "calibrate ended before the page showed its response grid"
+        assert "calibration measuring" in early["status"], early
+        assert 0 < early["done"] <= early["total"], early
+        # at the end the page shows the stored analysis: sensitivity / noise per bias
+        page.wait_for_function(  # type: ignore[attr-defined]
+            f"() => {MODEL}('status').text.includes('stored shots shown')", timeout=300_000
         )
         assert proc.wait(timeout=120) == 0
         shown = page.evaluate(  # type: ignore[attr-defined]
-            f"""() => ({{curves: {MODEL}('response').data.ys.map((y) => Array.from(y)),
-                        labels: {MODEL}('response').data.label,
+            f"""() => ({{curves: {response}.data.ys.map((y) => Array.from(y)),
+                        labels: {response}.data.label,
                         points: {MODEL}('spectrum').data.power_dbm.length}})"""
         )
         with h5py.File(out, "r") as h5:
@@ -374,3 +390,33 @@ def _stop(pid: int) -> None:
 
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
+
+
+def _same_view(a: object, b: object) -> None:
+    assert a is not None and b is not None
+    assert (a.shot, a.shots_done, a.shots_total) == (b.shot, b.shots_done, b.shots_total)  # type: ignore[attr-defined]
+    for name in ("spectrum_dbm", "settings", "settings_x"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+def test_a_source_following_a_run_reads_what_a_new_one_reads(tmp_path: Path) -> None:
+    """The view reads only what was added since its last read; it shows what a reader that
+    opens the file afresh shows, half-way and after a resume finished the run."""
+    from cli_runner import stopped_acquire
+
+    from labpgt.acquisition import acquire, grid_inputs, parse_sweep
+    from labpgt.embedded import embedded_bench
+    from labpgt.features import FeatureSpec
+
+    out = tmp_path / "half.h5"
+    sweep = "drive_hz=2.0e9:2.3e9:40"
+    stopped_acquire(out, sweep, seed=3, stop_after=16, chunk_shots=8)
+    following = RunSource(out, "acquire", min_read_s=0.0)
+    half = following.poll()
+    assert half is not None and 0 < half.shots_done < half.shots_total
+    _same_view(half, RunSource(out, "acquire", min_read_s=0.0).poll())
+    with embedded_bench(seed=3, features=FeatureSpec(bins=1)) as reservoir:
+        acquire(reservoir, out, grid_inputs([parse_sweep(sweep)]), resume=True, chunk_shots=8)
+    full = following.poll()
+    assert full is not None and full.shots_done == full.shots_total == 40
+    _same_view(full, RunSource(out, "acquire", min_read_s=0.0).poll())

@@ -26,7 +26,7 @@ from labpgt.live.source import RunSource, Snapshot
 
 POLL_MS = 100
 """How often an open page looks at the run (ms); unchanged, a look costs one stat() call."""
-SETTINGS_EVERY_S = 1.0
+SETTINGS_EVERY_S = 2.0
 """The settings-over-the-run plots (thousands of points) are redrawn at most this often;
 the spectrum follows every new shot."""
 DEFAULT_PORT = 5006
@@ -104,6 +104,7 @@ class Page:
         self.version = -1
         self.settings_shown_s = -math.inf
         self.settings_pending = False
+        self.settings_thinned = False
         self.status = Div(text="", name="status", sizing_mode="stretch_width")
         self.latest = ColumnDataSource(
             {"shot": [-1], "timestamp_s": [math.nan], "shots_done": [0], "shots_total": [0]},
@@ -253,10 +254,14 @@ class Page:
 
     def _show_spectrum(self, snap: Snapshot) -> None:
         if snap.spectrum_dbm.size:
-            self.spectrum.data = {
-                "frequency_ghz": snap.frequency_hz / 1e9,
-                "power_dbm": snap.spectrum_dbm,
-            }
+            shown = self.spectrum.data["frequency_ghz"]
+            if len(shown) == snap.frequency_hz.size:  # the axis is there: send the trace only
+                self.spectrum.data["power_dbm"] = snap.spectrum_dbm
+            else:
+                self.spectrum.data = {
+                    "frequency_ghz": snap.frequency_hz / 1e9,
+                    "power_dbm": snap.spectrum_dbm,
+                }
         drive = f"{snap.drive_hz / 1e9:.4f} GHz" if math.isfinite(snap.drive_hz) else ""
         self.drive.data = {"drive_ghz": np.array([snap.drive_hz / 1e9]) if drive else np.zeros(0)}
         when = (
@@ -281,12 +286,18 @@ class Page:
         s = snap.settings
         if not len(s):
             return
-        self.settings.data = {
+        columns = {
             "x": snap.settings_x,
             "drive_ghz": s[:, 0] / 1e9,
             "drive_dbm": s[:, 1],
             "bias_a": s[:, 2],
         }
+        shown = len(self.settings.data["x"])
+        if snap.settings_thinned or self.settings_thinned or len(s) < shown:
+            self.settings.data = columns  # a new thinning: every point moves
+        elif len(s) > shown:  # the same shots and more: only the new points go to the page
+            self.settings.stream({name: values[shown:] for name, values in columns.items()})
+        self.settings_thinned = snap.settings_thinned
         self.settings_figs[-1].xaxis.axis_label = snap.settings_x_label
 
     def _show_response(self, snap: Snapshot) -> None:
@@ -300,8 +311,11 @@ class Page:
             "label": [f"bias {b:.2f} A" for b in r["bias_a"]],
             "colour": [COLOURS[i % len(COLOURS)] for i in range(len(r["bias_a"]))],
         }
+        quantity = r.get("quantity", "sensitivity / noise (noise std per step)")
+        self.response_fig.yaxis.axis_label = quantity
+        what = "sensitivity" if "quantity" not in r else "feature change, grid measured so far,"
         self.response_fig.title.text = (
-            f"Response curves: sensitivity vs drive frequency at {r['drive_dbm']:.1f} dBm"
+            f"Response curves: {what} vs drive frequency at {r['drive_dbm']:.1f} dBm"
         )
 
     def _show_train(self, snap: Snapshot) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from labpgt.catalog import STATUS_COMPLETE, STATUS_MEASURING, calibration_status, is_locked
 from labpgt.errors import UserError
 
 ACQUIRE_PREFIX = "labpgt-acquire/"
@@ -49,10 +50,14 @@ CALIBRATION_DATASETS = (
     "reference/settings",
     "reference/traces_dbm",
 )
+MEASURED_DATASETS = ("frequency_hz", "measured/bias_sweep/done", "measured/response_grid/done")
+"""What a calibration file holds while calibrate measures (`calibration.measured`)."""
 TRAIN_FILES = ("config.json", "metrics.csv", "batches.csv", "checkpoint.pt")
 KINDS = ("acquire", "calibration", "train")
-MIN_READ_S = 0.2
-"""A changing run is read at most this often (a CPU-bound acquisition flushes every few ms)."""
+MIN_READ_S = 0.5
+"""A changing run is read at most this often (a CPU-bound acquisition flushes every few ms):
+twice a second keeps a new shot on the page within 1 s, and each read costs the page a
+redraw (benchmarks/live_view.py)."""
 SETTINGS_POINTS = 4000
 """At most this many shots in the settings-over-time plot (evenly thinned beyond)."""
 
@@ -81,6 +86,8 @@ class Snapshot:
     settings_x: np.ndarray = field(default_factory=lambda: np.zeros(0))
     """x of the settings plots: seconds since the first shot, or the shot number."""
     settings_x_label: str = "time since the first shot (s)"
+    settings_thinned: bool = False
+    """True when ``settings`` is an even thinning of the shots (more than SETTINGS_POINTS)."""
     settings: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     """(n, 3) drive_hz, drive_dbm, bias_a of the shots shown."""
     response: dict[str, Any] = field(default_factory=dict)
@@ -158,6 +165,7 @@ class RunSource:
         self._stamp: tuple[Any, ...] | None = None
         self._static: dict[str, Any] = {}
         self._read_at = -math.inf
+        self._writer_alive = False
         self.min_read_s = min_read_s
         self.version = 0
         """Counts the snapshots that differed from the one before (pages compare it)."""
@@ -221,11 +229,17 @@ class RunSource:
             return self._read_train()
         if not self.path.is_file():
             raise NotReady(f"waiting for {self.path} (not written yet)")
+        # a calibration still "measuring" whose writer holds no lock was killed
+        self._writer_alive = self.kind == "calibration" and is_locked(self.path)
         try:
             with _open(self.path) as h5:
                 # the structure is checked once per file (its layout never changes after
                 # creation), not at every read
-                ident = (os.stat(self.path).st_ino, str(h5.attrs.get("created_utc", "")))
+                ident = (
+                    os.stat(self.path).st_ino,
+                    str(h5.attrs.get("created_utc", "")),
+                    calibration_status(h5)[0],  # a calibration's analysis is added at its end
+                )
                 if self._static.get("ident") != ident:
                     self._static = {}
                     self._check_structure(h5)
@@ -249,6 +263,8 @@ class RunSource:
         if not str(fmt).startswith(prefix):
             raise NotReady(f"{self.path} is not a labpgt {self.kind} file (format {fmt!r})")
         names = ACQUIRE_DATASETS if self.kind == "acquire" else CALIBRATION_DATASETS
+        if self.kind == "calibration" and calibration_status(h5)[0] != STATUS_COMPLETE:
+            names = MEASURED_DATASETS
         missing = [n for n in names if n not in h5 or not isinstance(h5[n], h5py.Dataset)]
         if missing:
             raise NotReady(
@@ -265,11 +281,18 @@ class RunSource:
                 raise NotReady(f"/shots/settings has shape {settings.shape}, expected (M, 3)")
             if h5["traces_dbm"].shape != (settings.shape[0], frequency_hz.size):
                 raise NotReady(f"/traces_dbm has shape {h5['traces_dbm'].shape}")
-            self._static = {"ident": ident, "frequency_hz": frequency_hz, "settings": settings}
+            m = settings.shape[0]
+            self._static = {
+                "ident": ident,
+                "frequency_hz": frequency_hz,
+                "settings": settings,
+                "done": np.zeros(m, dtype=bool),
+                "stamps": np.full(m, np.nan),
+                "first_todo": 0,
+            }
         frequency_hz = self._static["frequency_hz"]
         settings = self._static["settings"]
-        # done is set after the traces are flushed: a shot marked done has its trace on disk
-        done = np.asarray(h5["shots/done"][...], dtype=bool)
+        done, stamps = self._new_shots(h5)
         index = np.flatnonzero(done)
         total = int(done.size)
         snap = Snapshot(kind="acquire", status="", frequency_hz=frequency_hz)
@@ -277,7 +300,7 @@ class RunSource:
         if index.size == 0:
             snap.status = f"{self.path.name}: 0/{total} shots done, waiting for the first"
             return snap
-        stamps = np.asarray(h5["shots/timestamp_s"][...], dtype=np.float64)[index]
+        stamps = stamps[index]
         # the latest shot is the last one read, not the highest index (a resume fills gaps)
         at = int(np.nanargmax(stamps)) if np.isfinite(stamps).any() else index.size - 1
         last = int(index[at])
@@ -291,6 +314,7 @@ class RunSource:
         if shown.size > SETTINGS_POINTS:
             pick = np.linspace(0, shown.size - 1, SETTINGS_POINTS).round().astype(int)
             shown, t = shown[pick], t[pick]
+            snap.settings_thinned = True
         snap.settings = settings[shown]
         if np.isfinite(t).all():
             snap.settings_x = t - t[0]
@@ -300,8 +324,30 @@ class RunSource:
         snap.status = f"{self.path.name}: {snap.shots_done}/{total} shots done; showing shot {last}"
         return snap
 
+    def _new_shots(self, h5: h5py.File) -> tuple[np.ndarray, np.ndarray]:
+        """(done (M,), time stamps (M,)) of the run, read from the first shot that was not
+        done at the last read on: a run in progress costs the shots it added, not its size.
+
+        ``done`` is set after the traces are flushed: a shot marked done has its trace on
+        disk. A shot once done stays done (a resume only marks again shots whose trace is
+        not finite, which a view showed as NaN before)."""
+        cached, stamps = self._static["done"], self._static["stamps"]
+        lo = self._static["first_todo"]
+        fresh = np.asarray(h5["shots/done"][lo:], dtype=bool)
+        new = np.flatnonzero(fresh & ~cached[lo:])
+        if new.size:
+            hi = lo + int(new[-1]) + 1  # the time stamps of the newly done shots, one read
+            stamps[lo:hi] = np.asarray(h5["shots/timestamp_s"][lo:hi], dtype=np.float64)
+            cached[lo:] = fresh
+        todo = np.flatnonzero(~fresh)
+        self._static["first_todo"] = lo + (int(todo[0]) if todo.size else fresh.size)
+        return cached, stamps
+
     # ---- calibration file -------------------------------------------------------------------
     def _read_calibration(self, h5: h5py.File) -> Snapshot:
+        status, why = calibration_status(h5)
+        if status != STATUS_COMPLETE:
+            return self._read_measured(h5, status, why)
         frequency_hz = np.asarray(h5["frequency_hz"][...], dtype=np.float64)
         snap = Snapshot(kind="calibration", status="", frequency_hz=frequency_hz)
         ref_set = np.asarray(h5["reference/settings"][...], dtype=np.float64)
@@ -341,6 +387,42 @@ class RunSource:
         snap.status = f"{self.path.name}: calibration, {snap.shots_total} stored shots shown"
         return snap
 
+    def _read_measured(self, h5: h5py.File, status: str, why: str) -> Snapshot:
+        """A calibration being measured (or stopped): the shots stored so far, stage by
+        stage, and the response grid's curves as far as it is measured."""
+        frequency_hz = np.asarray(h5["frequency_hz"][...], dtype=np.float64)
+        snap = Snapshot(kind="calibration", status="", frequency_hz=frequency_hz)
+        measured = h5["measured"]
+        shown: list[np.ndarray] = []
+        stage_now = ""
+        for name in json.loads(measured.attrs["stages"]):
+            group = measured[name.replace(" ", "_")]
+            done = np.flatnonzero(np.asarray(group["done"][...], dtype=bool))
+            snap.shots_total += int(group["done"].shape[0])
+            if not done.size:
+                continue
+            stage_now = f"{name} ({done.size}/{group['done'].shape[0]})"
+            snap.shots_done += int(done.size)
+            settings = np.asarray(group["settings"][...], dtype=np.float64)[done]
+            shown.append(settings)
+            if "traces_dbm" in group:  # the latest spectrum: the last traced shot stored
+                snap.spectrum_dbm = np.asarray(group["traces_dbm"][done[-1]], dtype=np.float64)
+                snap.drive_hz, snap.drive_dbm, snap.bias_a = (float(v) for v in settings[-1])
+        if shown:
+            snap.settings = np.concatenate(shown)
+            snap.settings_x = np.arange(snap.settings.shape[0], dtype=np.float64)
+            snap.settings_x_label = "shot number (in measuring order)"
+        snap.response = _grid_so_far(measured["response_grid"])
+        state = f"measuring, {stage_now or 'no shot yet'}"
+        if status != STATUS_MEASURING:
+            state = f"INCOMPLETE: calibrate stopped ({why or status})"
+        elif not self._writer_alive:
+            state = "INCOMPLETE: calibrate did not finish (no process writes it)"
+        snap.status = (
+            f"{self.path.name}: calibration {state}; {snap.shots_done}/{snap.shots_total} shots"
+        )
+        return snap
+
     # ---- train run directory ----------------------------------------------------------------
     def _read_train(self) -> Snapshot:
         if not self.path.is_dir():
@@ -361,6 +443,35 @@ class RunSource:
             f", {int(curves['queries'][-1])} queries" if "queries" in curves and epochs.size else ""
         )
         return snap
+
+
+def _grid_so_far(grid: h5py.Group) -> dict[str, Any]:
+    """The response grid's curves from the rows measured so far: the change of the features
+    per grid step (RMS over features, `calibration.analysis.sensitivity_map` with unit noise,
+    since the noise is measured later), at the middle drive power; NaN where not measured."""
+    done = np.flatnonzero(np.asarray(grid["done"][...], dtype=bool))
+    if not done.size:
+        return {}
+    from labpgt.calibration.analysis import sensitivity_map  # numpy; only for a calibration
+
+    axes = [np.asarray(grid[n][...], dtype=np.float64) for n in ("drive_hz", "drive_dbm")]
+    bias_a = np.asarray(grid["bias_a"][...], dtype=np.float64)
+    settings = np.asarray(grid["settings"][...], dtype=np.float64)[done]
+    features = np.asarray(grid["features"][...], dtype=np.float64)[done]
+    at = [np.abs(settings[:, col, None] - axis[None, :]).argmin(axis=1)
+          for col, axis in ((2, bias_a), (1, axes[1]), (0, axes[0]))]  # fmt: skip
+    response = np.full((bias_a.size, axes[1].size, axes[0].size, features.shape[1]), np.nan)
+    response[at[0], at[1], at[2]] = features
+    p_index = axes[1].size // 2
+    with np.errstate(invalid="ignore"):
+        change = sensitivity_map(response, np.ones(features.shape[1]))
+    return {
+        "drive_hz": axes[0],
+        "bias_a": bias_a,
+        "sensitivity": change[:, p_index, :],
+        "drive_dbm": float(axes[1][p_index]),
+        "quantity": "feature change per grid step (dB; noise not measured yet)",
+    }
 
 
 def _read_csv(path: Path) -> dict[str, np.ndarray] | None:

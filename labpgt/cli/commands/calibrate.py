@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -23,6 +24,9 @@ from labpgt.instruments.bench_file import BenchConfig
 from labpgt.live.launch import LIVE_OPTION, start_live_view
 from labpgt.progress import advance_to, make_progress, new_task
 from labpgt.reservoir import PhysicalReservoir
+
+if TYPE_CHECKING:
+    from labpgt.calibration.measured import CalibrationWriter
 
 console = Console(stderr=True)
 
@@ -243,8 +247,8 @@ def _calibrate(
     window: str = "calm",
     metadata: object = None,
 ) -> None:
+    from labpgt.calibration.measured import CalibrationWriter
     from labpgt.calibration.plan import CalibrationPlan
-    from labpgt.calibration.store import save_calibration
     from labpgt.calibration.surrogate import SurrogateConfig
     from labpgt.records import RunMetadata
 
@@ -271,14 +275,49 @@ def _calibrate(
         "surrogate_kind": surrogate_kind,
         "window": window,
     }
+    meta = metadata if isinstance(metadata, RunMetadata) else RunMetadata()
     with _open_reservoir(bench_cfg, features=features, **_sim_kwargs(sim)) as reservoir:
-        result, maps = _measure(reservoir, features, plan, cfg, surrogate_kind, window)
-    assert metadata is None or isinstance(metadata, RunMetadata)
-    save_calibration(result, out, provenance=provenance, metadata=metadata)
+        writer = CalibrationWriter.create(
+            out,
+            plan,
+            frequency_hz=reservoir.frequency_hz,
+            feature_names=list(reservoir.feature_names),
+            snapshot=reservoir.snapshot(),
+            provenance=provenance,
+            metadata=meta,
+        )
+        with _stopping(writer):
+            result, maps = _measure(reservoir, features, plan, cfg, surrogate_kind, window, writer)
+    with _stopping(writer):
+        writer.finish(result, provenance, meta)
     _store_maps(out, maps, features)
     _print_summary(out, result, maps, features, window)
     if plots:
         _write_plots(result, out)
+
+
+@contextmanager
+def _stopping(writer: CalibrationWriter) -> Iterator[None]:
+    """On any failure (Ctrl-C included), mark the calibration file stopped and say so; a file
+    with no shot measured is removed."""
+    try:
+        yield
+    except BaseException as exc:
+        why = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else str(exc)
+        why = " ".join(why.split())[:300] or type(exc).__name__
+        done = writer.shots_done if writer.h5.id.valid else 0
+        writer.stop(why)
+        if done == 0:
+            writer.path.unlink(missing_ok=True)
+        else:
+            console.print(
+                Text(
+                    f"calibration stopped: {writer.path} keeps the {done} shots measured, "
+                    "marked incomplete (labpgt runs / view / show read it)"
+                ),
+                highlight=False,
+            )
+        raise
 
 
 def _measure(
@@ -288,8 +327,10 @@ def _measure(
     cfg: object,
     surrogate_kind: str,
     window: str,
+    writer: CalibrationWriter,
 ) -> tuple:
-    """The calibration stages and the feature-map walk, under one progress display."""
+    """The calibration stages (each chunk of shots written to ``writer`` as it is
+    measured) and the feature-map walk, under one progress display."""
     from labpgt.calibration.run import run_calibration
 
     progress = make_progress(console)
@@ -318,6 +359,7 @@ def _measure(
                 progress=report,
                 surrogate_kind=surrogate_kind,
                 window=window,
+                recorder=writer,
             )
             maps_task = new_task(
                 progress, f"{'feature maps':<18}", 1, unit="walk", instrument_s=None

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from labpgt.catalog import inspect_run
 from labpgt.cli.tables import print_table
 from labpgt.errors import UserError
 from labpgt.setting_bounds import SETTING_NAMES
@@ -231,6 +232,7 @@ def show_command(
     if not no_plot:
         target = plot_path if plot_path is not None else Path(path).with_suffix(".png")
         _check_plot_target(target)
+    _refuse_incomplete_calibration(path)
     with RunFile.open(path) as run:
         summarise(run)
         if target is not None:
@@ -241,6 +243,16 @@ def show_command(
             except ValueError as exc:
                 raise UserError(f"--plot {target}: {' '.join(str(exc).split())}") from None
             console.print(Text(f"plot written to {target}"), highlight=False)
+
+
+def _refuse_incomplete_calibration(path: Path) -> None:
+    """A calibration that calibrate did not finish: say so (and how far it got) in one line."""
+    entry = inspect_run(path)
+    if entry.command == "calibrate" and entry.status in ("incomplete", "being written"):
+        raise UserError(
+            f"{path} is an incomplete calibration file ({entry.shots_done} of "
+            f"{entry.shots_planned} shots measured; {entry.detail}): `labpgt view` shows them"
+        )
 
 
 def _check_plot_target(target: Path) -> None:
