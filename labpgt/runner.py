@@ -210,18 +210,19 @@ def progress_hooks(progress: Progress, method: str, *, quiet: bool) -> TrainHook
                 highlight=False,
             )
 
-    def on_drift(check: DriftCheck) -> None:
-        if not quiet:
-            colour = "green" if check.within_tolerance else "red"
-            progress.console.print(f"[{colour}]{check.line()}[/{colour}]", highlight=False)
-
     return TrainHooks(
         on_start=on_start,
         on_step=on_step,
         on_epoch=on_epoch,
         on_note=lambda text: None if quiet else progress.console.print(f"[dim]{text}[/dim]"),
-        on_drift=on_drift,
+        on_drift=lambda check: None if quiet else print_drift_check(progress, check),
     )
+
+
+def print_drift_check(progress: Progress, check: DriftCheck) -> None:
+    """A drift check's line under the progress bar: green within tolerance, else red."""
+    colour = "green" if check.within_tolerance else "red"
+    progress.console.print(f"[{colour}]{check.line()}[/{colour}]", highlight=False)
 
 
 def write_summary(result: RunResult) -> Path:
