@@ -4,6 +4,7 @@ epochs, on the embedded virtual bench (real loopback SCPI), its shots apart from
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -17,6 +18,7 @@ from labpgt.training.environment import open_backend
 from labpgt.training.trainer import TrainHooks, train
 
 DRIFT_COLUMNS = ("drift_frequency_mhz", "drift_level_db", "drift_within_tolerance")
+HAVE_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
 FIELD_STEP_OE = 2.0
 """A field step the drift check must see: ≈ 8 MHz of comb shift (tests/test_calibration.py)."""
 
@@ -142,7 +144,8 @@ def test_a_resumed_fast_sim_run_with_drift_checks_continues_bit_identically(
     sim_calib = tmp_path / "sim.h5"
     main(["calibrate", "--fast-sim", "--grid", "small", "--no-plots", "--out", str(sim_calib)])
     common = ["--fast-sim", "--drift-every", "1", "--lr-schedule", "constant"]
-    main(_train_args(sim_calib, tmp_path / "whole", *common, "--epochs", "2"))
+    log = ["--tensorboard", str(tmp_path / "log")] if HAVE_TENSORBOARD else []
+    main(_train_args(sim_calib, tmp_path / "whole", *common, "--epochs", "2", *log))
     main(_train_args(sim_calib, tmp_path / "split", *common, "--epochs", "1"))
     main(_train_args(sim_calib, tmp_path / "split", *common, "--epochs", "2", "--resume"))
 
@@ -152,6 +155,16 @@ def test_a_resumed_fast_sim_run_with_drift_checks_continues_bit_identically(
         {k: v for k, v in r.items() if k not in clocks} for r in whole
     ]
     assert [r["drift_within_tolerance"] for r in whole] == ["nan", "1", "1"]
+    if HAVE_TENSORBOARD:  # the checks' figures are epoch scalars, on the epochs checked
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        acc = EventAccumulator(str(tmp_path / "log"))
+        acc.Reload()
+        logged = [(e.step, e.value) for e in acc.Scalars("epoch/drift_frequency_mhz")]
+        expected = [(int(r["epoch"]), float(r["drift_frequency_mhz"])) for r in whole[1:]]
+        assert [step for step, _ in logged] == [step for step, _ in expected]
+        for (_, got), (_, want) in zip(logged, expected, strict=True):
+            assert got == pytest.approx(want, rel=1e-5)
 
 
 def _refused(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:

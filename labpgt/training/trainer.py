@@ -623,26 +623,24 @@ def _checkpoint_within_epoch(
 
 
 def _end_epoch(run: _TrainingRun, epoch: int, state: _EpochState) -> str:
-    """The epoch's row (train figures over its steps, validation/test measured now, the
-    drift check if one is due), the best model if it is one, the epoch's checkpoint and
-    tables. Returns why the run stops here ("": it goes on)."""
+    """The epoch's row (train figures over its steps, validation/test measured now), the
+    best model if it is one, the epoch's checkpoint and tables; then the drift check if one
+    is due. Returns why the run stops here ("": it goes on)."""
     sizes = torch.tensor(state.sizes, dtype=torch.float64)
     train_loss = _weighted_mean(state.losses, sizes)
     train_acc = _weighted_mean(state.accs, sizes)
     with run.eval_queries():
         scores = _evaluate_split(run.config, run.model, run.task)
     run.add_time(state.t0_wall, state.t0_inst)
-    check = _drift_check(run, epoch)
     row = _row(epoch, train_loss, train_acc, scores, run.counters, run.optimizer)
-    if check is not None:
-        row = EpochMetrics(**{**row.to_dict(), **check.figures()})
     run.metrics.append(row)
     if _better(row, run.best):
         run.best = _best_state(row, run.model)
         save_checkpoint(run.out / BEST_NAME, _best_file(run.config, run.best, run.meta))
-    run.save(run.checkpoint_path, epoch)  # after the check: the ring's state is in it
+    run.save(run.checkpoint_path, epoch)
     run.write_tables()
-    run.hooks.on_epoch(row)
+    check = _drift_check(run, epoch)
+    run.hooks.on_epoch(run.metrics[-1])
     if check is None:
         return ""
     run.hooks.on_drift(check)
@@ -651,12 +649,19 @@ def _end_epoch(run: _TrainingRun, epoch: int, state: _EpochState) -> str:
 
 
 def _drift_check(run: _TrainingRun, epoch: int) -> DriftCheck | None:
-    """The drift check due after `epoch` (--drift-every), its shots counted apart; or None."""
+    """The drift check due after `epoch` (--drift-every), or None. It runs once the epoch is
+    checkpointed (a bench failing in it loses no training); its figures and shots (counted
+    apart from training) then go into the epoch's row, checkpoint (with the ring's state
+    after the check, for a bit-identical resume on the sim) and tables."""
     if run.calibration is None or not drift_due(run.config, epoch):
         return None
     check = check_after_epoch(run.backend, run.calibration, run.config, epoch)
     run.counters.drift_queries += check.shots
     run.counters.drift_instrument_s += check.instrument_s
+    figures = {**check.figures(), "drift_queries": run.counters.drift_queries}
+    run.metrics[-1] = EpochMetrics(**{**run.metrics[-1].to_dict(), **figures})
+    run.save(run.checkpoint_path, epoch)
+    run.write_tables()
     return check
 
 
