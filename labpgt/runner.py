@@ -19,8 +19,9 @@ from labpgt.benches import check_bench_file
 from labpgt.errors import UserError
 from labpgt.progress import advance_to, make_progress, new_task
 from labpgt.training.config import TrainConfig
+from labpgt.training.drift_checks import DriftCheck
 from labpgt.training.estimators import ESTIMATORS, method_names
-from labpgt.training.metrics import EpochMetrics
+from labpgt.training.metrics import EpochMetrics, row_dict
 from labpgt.training.models import MODELS
 from labpgt.training.tasks import TASKS, Task
 from labpgt.training.trainer import RunResult, TrainHooks, chain_hooks
@@ -90,6 +91,7 @@ def check_run(config: TrainConfig, task: Task | None, *, resume: bool, overwrite
     if config.bench is not None and config.fast_sim:
         raise UserError("--bench and --fast-sim exclude each other: pick one")
     check_benches(config)
+    check_drift_options(config)
     est_cls = ESTIMATORS.get(config.method)
     if est_cls is not None and est_cls.needs_differentiable and config.bench_kind() != "fast-sim":
         where = "a bench file (--bench)" if config.bench else "the embedded virtual bench"
@@ -138,6 +140,23 @@ def check_benches(config: TrainConfig) -> None:
         raise UserError("--address is the Ray cluster of --ray: add --ray (and --benches N)")
     if config.ray and config.calibration is not None:
         raise UserError("--calibration checks the bench in this process; not with --ray")
+
+
+def check_drift_options(config: TrainConfig) -> None:
+    """Refuse, in one line, drift checks that cannot run: no --calibration to check against,
+    or several benches (a calibration is of one bench; checking each is not supported)."""
+    if config.drift_every == 0:
+        return
+    if config.calibration is None:
+        raise UserError(
+            "--drift-every re-measures the reference settings of a calibration: add "
+            "--calibration calib.h5 (from labpgt calibrate on this bench)"
+        )
+    if config.benches > 1 or len(config.bench_files()) > 1 or config.ray:
+        raise UserError(
+            "--drift-every checks the one bench its --calibration was measured on; with several "
+            "benches (--benches, --bench given more than once, --ray) it is not supported"
+        )
 
 
 def progress_hooks(progress: Progress, method: str, *, quiet: bool) -> TrainHooks:
@@ -197,26 +216,50 @@ def progress_hooks(progress: Progress, method: str, *, quiet: bool) -> TrainHook
         on_step=on_step,
         on_epoch=on_epoch,
         on_note=lambda text: None if quiet else progress.console.print(f"[dim]{text}[/dim]"),
+        on_drift=lambda check: None if quiet else print_drift_check(progress, check),
     )
+
+
+def print_drift_check(progress: Progress, check: DriftCheck) -> None:
+    """A drift check's line under the progress bar: green within tolerance, else red."""
+    colour = "green" if check.within_tolerance else "red"
+    progress.console.print(f"[{colour}]{check.line()}[/{colour}]", highlight=False)
 
 
 def write_summary(result: RunResult) -> Path:
     """summary.json of a finished run: the last epoch, the epoch chosen, the readout."""
     path = result.out_dir / "summary.json"
-    last = result.metrics[-1]
-    path.write_text(
-        json.dumps(
-            {
-                "method": result.config.method,
-                "stop_reason": result.stop_reason,
-                "final": last.to_dict(),
-                "selected": result.selected.to_dict(),
-                "readout": result.baseline.to_dict(),
-            },
-            indent=2,
-        )
-    )
+    drift = result.config.drift_every > 0
+    summary: dict[str, Any] = {
+        "method": result.config.method,
+        "stop_reason": result.stop_reason,
+        "final": row_dict(result.metrics[-1], drift),
+        "selected": row_dict(result.selected, drift),
+        "readout": result.baseline.to_dict(),
+    }
+    if drift:
+        summary["drift_checks"] = drift_summary(result)
+    path.write_text(json.dumps(summary, indent=2))
     return path
+
+
+def drift_summary(result: RunResult) -> dict[str, Any]:
+    """The run's drift checks: how many, how many beyond tolerance, their shots (apart from
+    the training ``queries``) and the last one's figures."""
+    checked = [m for m in result.metrics if m.drift_within_tolerance == m.drift_within_tolerance]
+    last = checked[-1] if checked else None
+    return {
+        "every_epochs": result.config.drift_every,
+        "checks": len(checked),
+        "beyond_tolerance": sum(1 for m in checked if m.drift_within_tolerance == 0.0),
+        "drift_queries": result.metrics[-1].drift_queries,
+        "tolerance_mhz": result.config.drift_tolerance_mhz,
+        "tolerance_db": result.config.drift_tolerance_db,
+        "on_drift": result.config.on_drift,
+        "last_epoch": None if last is None else last.epoch,
+        "last_frequency_drift_mhz": None if last is None else last.drift_frequency_mhz,
+        "last_level_drift_db": None if last is None else last.drift_level_db,
+    }
 
 
 def check_calibration_file(path: Path, option: str = "--calibration") -> None:

@@ -80,6 +80,18 @@ class TrainOptions:
     gain_c: float | None = typer.Option(None, help="SPSA c (default δ).")
     warmup_samples: int = typer.Option(128, help="Samples measured for normalisation.")
     calibration: Path | None = typer.Option(None, help="Calibration file for normalisation.")
+    drift_every: int = typer.Option(
+        0,
+        help="Every N epochs re-measure the --calibration's reference settings (drift check; "
+        "0: never).",
+    )
+    drift_tolerance_mhz: float = typer.Option(
+        1.0, help="Drift checks: allowed frequency drift, MHz."
+    )
+    drift_tolerance_db: float = typer.Option(1.0, help="Drift checks: allowed level drift, dB.")
+    on_drift: str = typer.Option(
+        "warn", help="A drift check beyond tolerance: warn | stop (after the epoch, checkpointed)."
+    )
     readout_init: str = typer.Option(
         "random", help="Readout to start from: random | ridge (the baseline's fit)."
     )

@@ -88,6 +88,23 @@ class TrainConfig(BaseModel):
         128, ge=2, le=100_000, description="Training samples measured for the normalisation."
     )
     calibration: str | None = Field(None, description="Calibration file for normalisation.")
+    drift_every: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="Every this many epochs, re-measure the --calibration's reference settings "
+        "on the bench (its drift check; shots counted apart from the budget); 0: never.",
+    )
+    drift_tolerance_mhz: float = Field(
+        1.0, gt=0, description="Drift checks: allowed frequency drift, MHz."
+    )
+    drift_tolerance_db: float = Field(
+        1.0, gt=0, description="Drift checks: allowed level drift, dB."
+    )
+    on_drift: Literal["warn", "stop"] = Field(
+        "warn",
+        description="A drift check beyond tolerance: warn (and train on) or stop after the epoch.",
+    )
     readout_init: Literal["random", "ridge"] = Field(
         "random",
         description="Readout before training: random, or the ridge baseline's fit (warm start).",

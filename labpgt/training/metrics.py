@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -30,12 +31,40 @@ class EpochMetrics:
     wall_s: float
     eval_queries: int
     lr: float
+    drift_frequency_mhz: float = math.nan
+    """Frequency drift of this epoch's drift check (--drift-every), MHz; NaN: none."""
+    drift_level_db: float = math.nan
+    """Level drift of this epoch's drift check, dB; NaN: none (or it could not measure)."""
+    drift_within_tolerance: float = math.nan
+    """1 within tolerance, 0 beyond it (or the check failed), NaN: no check this epoch."""
+    drift_queries: int = 0
+    """Shots the drift checks measured so far, cumulative (not in ``queries``)."""
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 
 
-COLUMNS: list[str] = [f.name for f in fields(EpochMetrics)]
+DRIFT_COLUMNS: list[str] = [
+    "drift_frequency_mhz",
+    "drift_level_db",
+    "drift_within_tolerance",
+    "drift_queries",
+]
+"""metrics.csv columns of the drift checks: written only by runs with --drift-every."""
+COLUMNS: list[str] = [f.name for f in fields(EpochMetrics) if f.name not in DRIFT_COLUMNS]
+"""metrics.csv columns of every run."""
+
+
+def columns(drift_checks: bool) -> list[str]:
+    """The metrics.csv columns of a run (and its summary rows): the drift ones only for a run
+    with drift checks, so a run without them writes the file it always did."""
+    return COLUMNS + DRIFT_COLUMNS if drift_checks else COLUMNS
+
+
+def row_dict(row: EpochMetrics, drift_checks: bool) -> dict[str, float]:
+    """The row's figures under ``columns(drift_checks)``."""
+    values = row.to_dict()
+    return {name: values[name] for name in columns(drift_checks)}
 
 
 BATCH_COLUMNS: list[str] = ["step", "queries", "batch_loss", "batch_acc"]
@@ -57,14 +86,15 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float((logits.argmax(dim=1) == y).double().mean())
 
 
-def write_csv(path: Path, rows: list[EpochMetrics]) -> None:
-    """Rewrite the whole file (a resumed run keeps exactly the rows of its checkpoint)."""
+def write_csv(path: Path, rows: list[EpochMetrics], *, drift_checks: bool = False) -> None:
+    """Rewrite the whole file (a resumed run keeps exactly the rows of its checkpoint);
+    with ``drift_checks`` the `DRIFT_COLUMNS` too."""
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=columns(drift_checks))
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: _fmt(v) for k, v in row.to_dict().items()})
+            writer.writerow({k: _fmt(v) for k, v in row_dict(row, drift_checks).items()})
     tmp.replace(path)
 
 

@@ -119,6 +119,12 @@ class MeasurementBackend:
         if hasattr(self.scheduler, "_previous_key"):
             self.scheduler._previous_key = state["scheduler_previous_key"]
 
+    def forget_last_shot(self) -> None:
+        """The bench was moved behind the scheduler's back (a drift check): its last shot no
+        longer tells where the bias is, so the next batch plans as after a reconnect."""
+        if hasattr(self.scheduler, "load_state_dict"):
+            self.scheduler.load_state_dict({"previous_key": None})
+
     @property
     def queries(self) -> int:
         """Measurements taken so far: scheduled shots plus differentiable-sim evaluations."""

@@ -113,6 +113,8 @@ class TensorBoardLog:
             "queries",
             "instrument_time_s",
             "lr",
+            "drift_frequency_mhz",  # NaN (not logged) on epochs without a drift check
+            "drift_level_db",
         ):
             value = float(values[key])
             if not math.isnan(value):

@@ -41,6 +41,8 @@ from labpgt.training.checkpoint import (
     save_checkpoint,
 )
 from labpgt.training.config import TrainConfig
+from labpgt.training.drift_checks import DriftCheck, check_after_epoch
+from labpgt.training.drift_checks import due as drift_due
 from labpgt.training.estimators import EstimatorContext, GradientEstimator, make_estimator
 from labpgt.training.metrics import EpochMetrics, accuracy, write_batches_csv, write_csv
 from labpgt.training.models import ReservoirModel
@@ -51,9 +53,20 @@ from labpgt.training.tasks import Task, load_task
 
 BEST_NAME = "best.pt"
 """The model of the epoch chosen on validation (state dict, config, its validation figures)."""
-RESUME_MAY_CHANGE = ("epochs", "max_queries", "out", "ray", "address")
-"""Config fields a resume may change: the budget, the folder, and where the same embedded
-benches run (in this process or in Ray actors)."""
+RESUME_MAY_CHANGE = (
+    "epochs",
+    "max_queries",
+    "out",
+    "ray",
+    "address",
+    "drift_every",
+    "drift_tolerance_mhz",
+    "drift_tolerance_db",
+    "on_drift",
+)
+"""Config fields a resume may change: the budget, the folder, where the same embedded
+benches run (in this process or in Ray actors) and the drift checks (they measure apart from
+training: a run stopped by one may go on with --on-drift warn)."""
 
 
 @dataclass
@@ -67,6 +80,8 @@ class TrainHooks:
     on_gradient: Callable[..., None] = lambda model, x, y, step: None
     """After each estimate, before the optimizer steps: (model with .grad filled, batch x,
     batch y, 1-based step). It must not change the model or measure through the scheduler."""
+    on_drift: Callable[[DriftCheck], None] = lambda check: None
+    """After an epoch's drift check (--drift-every), after that epoch's `on_epoch`."""
 
 
 def chain_hooks(all_hooks: list[TrainHooks]) -> TrainHooks:
@@ -85,6 +100,7 @@ def chain_hooks(all_hooks: list[TrainHooks]) -> TrainHooks:
         on_epoch=fan("on_epoch"),
         on_note=fan("on_note"),
         on_gradient=fan("on_gradient"),
+        on_drift=fan("on_drift"),
     )
 
 
@@ -120,6 +136,9 @@ class _Counters:
     instrument_time_s: float = 0.0
     wall_s: float = 0.0
     steps: int = 0
+    drift_queries: int = 0
+    """Shots of the drift checks (--drift-every): not training queries, not in the budget."""
+    drift_instrument_s: float = 0.0
 
 
 def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -264,6 +283,8 @@ class _TrainingRun:
     baseline: ReadoutResult | None = None
     best: dict[str, Any] = field(default_factory=dict)
     """The epoch chosen on validation so far (`_best_state`)."""
+    calibration: Any = None
+    """The --calibration file's `Calibration` (normalisation, drift checks), or None."""
 
     @property
     def checkpoint_path(self) -> Path:
@@ -307,7 +328,7 @@ class _TrainingRun:
     def write_tables(self) -> list[Path]:
         """metrics.csv (one row an epoch) and batches.csv (one row a step), as they are now."""
         tables = [self.out / "metrics.csv", self.out / "batches.csv"]
-        write_csv(tables[0], self.metrics)
+        write_csv(tables[0], self.metrics, drift_checks=self.config.drift_every > 0)
         write_batches_csv(tables[1], self.batches)
         return tables
 
@@ -393,6 +414,9 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     meta = run_metadata(config, task, backend.reservoir)
     run = _TrainingRun(config, task, model, est, optimizer, data_gen, backend, hooks, out, meta)
+    run.calibration = calibration
+    if config.drift_every > 0 and calibration is not None:
+        calibration.check_compatible(backend.reservoir)  # before an epoch, also on --resume
     if resume:
         start_epoch, partial = _restore(
             run, run.checkpoint_path if resume_from is None else resume_from
@@ -519,7 +543,9 @@ def _loop(
         budget_hit = _train_epoch(run, est, epoch, state, schedule_steps)
         if not state.sizes:
             return "query budget reached"
-        _end_epoch(run, epoch, state)
+        drift_stop = _end_epoch(run, epoch, state)
+        if drift_stop:
+            return drift_stop
         if budget_hit:
             return "query budget reached"
     return "epochs done"
@@ -596,9 +622,10 @@ def _checkpoint_within_epoch(
     run.save(path, epoch - 1, partial=state.as_partial(run, next_start))
 
 
-def _end_epoch(run: _TrainingRun, epoch: int, state: _EpochState) -> None:
+def _end_epoch(run: _TrainingRun, epoch: int, state: _EpochState) -> str:
     """The epoch's row (train figures over its steps, validation/test measured now), the
-    best model if it is one, the epoch's checkpoint and tables."""
+    best model if it is one, the epoch's checkpoint and tables; then the drift check if one
+    is due. Returns why the run stops here ("": it goes on)."""
     sizes = torch.tensor(state.sizes, dtype=torch.float64)
     train_loss = _weighted_mean(state.losses, sizes)
     train_acc = _weighted_mean(state.accs, sizes)
@@ -612,7 +639,30 @@ def _end_epoch(run: _TrainingRun, epoch: int, state: _EpochState) -> None:
         save_checkpoint(run.out / BEST_NAME, _best_file(run.config, run.best, run.meta))
     run.save(run.checkpoint_path, epoch)
     run.write_tables()
-    run.hooks.on_epoch(row)
+    check = _drift_check(run, epoch)
+    run.hooks.on_epoch(run.metrics[-1])
+    if check is None:
+        return ""
+    run.hooks.on_drift(check)
+    stop = run.config.on_drift == "stop" and not check.within_tolerance
+    return check.stop_reason() if stop else ""
+
+
+def _drift_check(run: _TrainingRun, epoch: int) -> DriftCheck | None:
+    """The drift check due after `epoch` (--drift-every), or None. It runs once the epoch is
+    checkpointed (a bench failing in it loses no training); its figures and shots (counted
+    apart from training) then go into the epoch's row, checkpoint (with the ring's state
+    after the check, for a bit-identical resume on the sim) and tables."""
+    if run.calibration is None or not drift_due(run.config, epoch):
+        return None
+    check = check_after_epoch(run.backend, run.calibration, run.config, epoch)
+    run.counters.drift_queries += check.shots
+    run.counters.drift_instrument_s += check.instrument_s
+    figures = {**check.figures(), "drift_queries": run.counters.drift_queries}
+    run.metrics[-1] = EpochMetrics(**{**run.metrics[-1].to_dict(), **figures})
+    run.save(run.checkpoint_path, epoch)
+    run.write_tables()
+    return check
 
 
 def _weighted_mean(values: list[float], weights: torch.Tensor) -> float:
@@ -691,6 +741,7 @@ def _row(
         wall_s=c.wall_s,
         eval_queries=c.eval_queries,
         lr=float(optimizer.param_groups[0]["lr"]),
+        drift_queries=c.drift_queries,
     )
 
 

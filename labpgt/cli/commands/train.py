@@ -15,7 +15,7 @@ from labpgt.cli.tables import print_table
 from labpgt.cli.train_options import TrainOptions
 from labpgt.errors import UserError
 from labpgt.live.launch import start_live_view
-from labpgt.runner import run_training, write_summary
+from labpgt.runner import drift_summary, run_training, write_summary
 from labpgt.storage import write_failure
 from labpgt.training.config import TrainConfig, make_config, parse_options
 from labpgt.training.trainer import RunResult
@@ -64,6 +64,23 @@ def summary_table(result: RunResult) -> Table:
         f"{b.wall_s:.0f}",
     )
     return table
+
+
+def drift_line(result: RunResult) -> str:
+    """One line under the table: the drift checks, their shots apart from the budget."""
+    d = drift_summary(result)
+    text = (
+        f"drift checks: {d['checks']} (every {d['every_epochs']} epochs), "
+        f"{d['beyond_tolerance']} beyond tolerance (±{d['tolerance_mhz']:g} MHz, "
+        f"±{d['tolerance_db']:g} dB); {d['drift_queries']} drift queries, not in the "
+        "training budget"
+    )
+    if d["last_epoch"] is not None:
+        text += (
+            f"; after epoch {d['last_epoch']}: {d['last_frequency_drift_mhz']:+.3f} MHz, "
+            f"{d['last_level_drift_db']:+.3f} dB"
+        )
+    return text
 
 
 def _pct(value: float) -> str:
@@ -126,6 +143,8 @@ def train_command(**values: Any) -> None:
         if log is not None:
             log.close()
     print_table(console, summary_table(result))
+    if config.drift_every > 0:
+        console.print(drift_line(result), highlight=False)
     console.print(f"run directory: {result.out_dir} ({result.stop_reason})", highlight=False)
 
 
