@@ -208,16 +208,9 @@ def test_acquire_live_page_shows_the_spectrum_and_follows_new_shots(
     browser: object, tmp_path: Path
 ) -> None:
     out = tmp_path / "run.h5"
-    argv = [sys.executable, "-m", "labpgt", "acquire", "--out", str(out), "--live", "--realtime",
-            "--sweep", "drive_hz=2.0e9:2.3e9:1000", "--sweep", "bias_a=1.6:1.9:8",
-            "--chunk", "8"]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    view_pid = None
-    try:
-        lines = _Lines(proc.stderr)
-        found = lines.wait_for(r"live view: (http://127\.0\.0\.1:\d+/) \(view process (\d+)", 120)
-        url, view_pid = found.group(1), int(found.group(2))
-        page = _open_page(browser, url)
+    argv = ["acquire", "--out", str(out), "--realtime", "--sweep", "drive_hz=2.0e9:2.3e9:1000",
+            "--sweep", "bias_a=1.6:1.9:8", "--chunk", "8"]  # fmt: skip
+    with _live_page(browser, argv) as (_, page):
         spectrum = f"({MODEL}('spectrum'))"
         page.wait_for_function(  # type: ignore[attr-defined]
             f"() => window.Bokeh && {spectrum} && {spectrum}.data.power_dbm.length > 0",
@@ -277,12 +270,6 @@ def test_acquire_live_page_shows_the_spectrum_and_follows_new_shots(
         finally:
             late.terminate()
             late.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-        if view_pid is not None:
-            _stop(view_pid)
 
 
 @contextlib.contextmanager
