@@ -7,8 +7,9 @@ calibration; `bench_identity` derives the bench identity from a snapshot. Run fi
 (`labpgt.training.checkpoint`, whose outer layout is `TrainerCheckpoint`) store them through
 `to_json` (HDF5 attributes) or `Record.as_dict` (``torch.save`` of plain values and
 tensors); the layouts are in docs/data-format.md.
-Settings snapshots stay free-form dictionaries (every driver adds its own settings) and go
-through `to_json` too.
+A settings snapshot taken during a run (on a change of a fixed setting, at the end) is a
+`SettingsSnapshot`: its time and the reservoir's snapshot, whose inner dictionary stays
+free-form (every driver adds its own settings); it goes through `to_json` too.
 
 This module sits at the bottom of the package (it imports nothing of labpgt), so every
 layer can use it.
