@@ -99,8 +99,9 @@ class BiasSupply(ScpiInstrument):
         for command in self.setup_commands:
             self.conn.write(command)
         if "compliance_v" in self._last:
-            self._select_range(self._last["compliance_v"])
-            self.conn.write(type(self).compliance_v.set_text(self._last["compliance_v"]))
+            compliance_v = self._last["compliance_v"]
+            self._select_range(compliance_v)
+            self.send_controls([(type(self).compliance_v, compliance_v)], readback=False)
         self._learn_state()
 
     def _switch_output(self, on: bool) -> None:
@@ -128,7 +129,7 @@ class BiasSupply(ScpiInstrument):
                         self.ramp_step(current, point_a)
                 elif self._setpoint_a != 0.0:
                     self.ramp_step(current, 0.0, wait=False)
-                self.conn.write(output.set_text(False))
+                self.send_controls([(output, False)], readback=False)
                 self._output = False
             self.get_control(output)
             self.check_errors(f"switching the output {'on' if on else 'off'}")

@@ -14,6 +14,7 @@ import math
 import re
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
@@ -139,7 +140,7 @@ class Control:
         if self.setter is not None:
             getattr(instrument, self.setter)(instrument.check_control(self, value, True))
             return
-        instrument.send_checked([(self, instrument.check_control(self, value))])
+        instrument.send_controls([(self, instrument.check_control(self, value))])
 
 
 class ScpiInstrument:
@@ -400,19 +401,6 @@ class ScpiInstrument:
             text = context if isinstance(context, str) else context()
             raise instrument_error(self.role, code, message + more, text)
 
-    def query_checked(
-        self, commands: list[str], get_command: str | None, kind: type, context: Context
-    ) -> Any:
-        """One program message: `commands`, then `get_command` and `SYST:ERR?` (one round trip).
-
-        `SET x;:GET?;:SYST:ERR?` answers `value;code,"message"` (IEEE 488.2 joins the
-        replies of one message with ';'). A queued error drains the rest of the queue
-        and is raised as a typed error; the parsed value (or None) is returned.
-        """
-        gets = [] if get_command is None else [(get_command, kind)]
-        values = self.query_checked_many(commands, gets, context)
-        return values[0] if values else None
-
     def query_checked_many(
         self,
         commands: list[str],
@@ -512,7 +500,7 @@ class ScpiInstrument:
         """Coerce every value and check it against its definition's limits; sends nothing.
 
         This is the only check a value passes before it is written, whichever way it
-        is sent afterwards (`set_controls`, `start_controls`, `write_controls`).
+        is sent afterwards (`send_controls`, with or without read-back, overlapped or not).
         A control with its own setter (an output switch) is refused unless `own_setters`.
         """
         return [self.checked_value(name, value, own_setters) for name, value in values.items()]
@@ -548,110 +536,130 @@ class ScpiInstrument:
         error naming every value of the message, after the read-backs were cached.
         """
         checked = self.check_controls(**values)
-        self.send_checked(checked)
+        self.send_controls(checked)
         return {control.name: self._last[control.name] for control, _ in checked}
 
-    def send_checked(self, checked: list[tuple[Control, Any]]) -> None:
-        """Send settings `check_controls` returned: ramped ones in steps, the rest at once."""
-        plain = []
-        with self.conn.lock:
-            for pair in checked:
-                if pair[0].ramp is None:
-                    plain.append(pair)
-                else:
-                    self._ramp(*pair)
-            if plain:
-                self._send_settings(plain)
+    def write_controls(self, **values: Any) -> None:
+        """Check and write each control's set command, no read-back (batched configuration)."""
+        self.send_controls(self.check_controls(**values), readback=False)
 
-    def start_controls(self, checked: list[tuple[Control, Any]]) -> Callable[[], None]:
-        """Send checked settings now, take the reply later: returns `finish()`.
+    def send_controls(
+        self,
+        checked: list[tuple[Control, Any]],
+        *,
+        readback: bool = True,
+        overlap: bool = False,
+    ) -> Callable[[], None] | None:
+        """The one path every checked setting takes to the instrument (`check_controls` first).
 
-        Lets a caller overlap this instrument's exchange with another instrument's
-        (e.g. the generator's with the supply's). Hold `conn.lock` until `finish()`
-        ran; it reads the reply, caches the read-backs and raises a queued error as
-        `set_controls` does. A link lost before the reply makes `finish()` redo the
-        whole (idempotent) settings exchange on a fresh session.
+        Ramped controls move in confirmed steps (`_ramp`), whose last value takes this
+        path again. The rest go by one plan per combination of controls, built once:
+        - `readback` (default): the sets, the read-backs and `SYST:ERR?` in one program
+          message, `A x;:B y;:A?;:B?;:SYST:ERR?`; the values the instrument took are
+          cached and a queued error is raised as a typed error naming every value.
+          Without: each set command is written as its own message, nothing is read
+          (configuration, and the re-apply after a reconnect).
+        - compound or not (the instrument's `compound_messages`): an instrument that
+          refuses compound messages gets one command per message, queries answered
+          one by one and joined here as IEEE 488.2 would.
+        - `overlap`: the message is sent now and `finish()` is returned to take the
+          reply later (hold `conn.lock` until it ran), so a caller can overlap this
+          instrument's exchange with another's. A link lost before the reply makes
+          `finish()` redo the whole (idempotent) exchange on a fresh session.
+        Without `overlap` the exchange is complete when this returns (None).
         """
-        message, plan, context = self._settings_message(checked)
+        with self.conn.lock:
+            plan = self._plan_for(checked, readback)
+            if plan.ramped:
+                checked = [pair for pair in checked if not self._ramped(*pair)]
+                if not checked:
+                    return _nothing if overlap else None
+                plan = self._plan_for(checked, readback)
+            return self._exchange(plan, checked, readback, overlap)
+
+    def _ramped(self, control: Control, value: Any) -> bool:
+        """Ramp `control` to `value` if it has a ramp (True); else False (sent with the rest)."""
+        if control.ramp is None:
+            return False
+        self._ramp(control, value)
+        return True
+
+    def _exchange(
+        self,
+        plan: _MessagePlan,
+        checked: list[tuple[Control, Any]],
+        readback: bool,
+        overlap: bool,
+    ) -> Callable[[], None] | None:
+        """`send_controls` for controls without a ramp: send, and read (or return `finish`)."""
+        texts = [format_value(value, control.kind) for control, value in checked]
+        last = self._last
         for control, value in checked:
-            self._last[control.name] = value
-        queries: list[str] = []
-        if self._compound:
-            self.conn.write(message)
+            last[control.name] = value
+        conn = self.conn
+        if readback and self._compound:
+            message = plan.message.format(*texts)
+            if overlap:
+                conn.write(message)
+                read = partial(conn.read_reply, message)
+            else:
+                read = partial(conn.query, message)
         else:
-            # One command per message: the settings go now, their read-backs in finish().
-            for unit in split_message(message):
-                if _is_query(unit):
-                    queries.append(unit)
-                else:
-                    self.conn.write(unit)
+            for template, text in zip(plan.sets, texts, strict=True):
+                conn.write(template.format(text))
+            if not readback:
+                self._after_set(plan.controls)
+                return None
+            message = plan.message.format(*texts)  # named in an error
+            read = partial(_join_replies, conn, plan.queries)
 
         def finish() -> None:
             try:
                 try:
-                    if self._compound:
-                        reply = self.conn.read_reply(message)
-                    else:
-                        reply = ";".join(self.conn.query(query) for query in queries)
+                    reply = read()
                 except InstrumentConnectionError:
-                    self._send_settings(checked)
+                    if not overlap:
+                        raise
+                    self._exchange(plan, checked, readback, False)  # the whole exchange again
                     return
+                context = partial(_setting_words, plan.controls, texts)
                 self._checked_reply(message, reply, plan.gets, context, plan.cache)
             finally:
                 self._after_set(plan.controls)
 
-        return finish
+        if overlap:
+            return finish
+        finish()
+        return None
 
-    def _settings_message(
-        self, checked: list[tuple[Control, Any]]
-    ) -> tuple[str, _MessagePlan, Context]:
-        """The settings message for these values, its plan, and the words for an error."""
-        controls = tuple([control for control, _ in checked])
-        plan = self._message_plans.get(controls)
+    def _plan_for(self, checked: list[tuple[Control, Any]], readback: bool) -> _MessagePlan:
+        """The plan for these controls, built on first use and kept (keyed by the controls)."""
+        key = (readback, *[control for control, _ in checked])
+        plan = self._message_plans.get(key)
         if plan is None:
-            plan = self._message_plans[controls] = self._plan(controls)
-        texts = [format_value(value, control.kind) for control, value in checked]
+            plan = self._message_plans[key] = self._plan(key[1:], readback)
+        return plan
 
-        def context() -> str:  # worded only when an error is raised (off the hot path)
-            pairs = zip(controls, texts, strict=True)
-            return "setting " + ", ".join(f"{control.name}={text}" for control, text in pairs)
-
-        return plan.template.format(*texts), plan, context
-
-    def _plan(self, controls: tuple[Control, ...]) -> _MessagePlan:
+    def _plan(self, controls: tuple[Control, ...], readback: bool) -> _MessagePlan:
         # `A {};:B {};:A?;:B?;:SYST:ERR?` with the values' places left open: built once
         # per combination of controls, filled in per exchange.
-        readback = [control for control in controls if control.readback]
-        gets = [(control.get_command, control.kind) for control in readback]
-        sets = [control.set_command for control in controls]  # each holds one "{}"
-
-        names = [control.name for control in readback]
+        sets = [control.set_command.lstrip(":") for control in controls]  # type: ignore[union-attr]
+        reads = [control for control in controls if control.readback] if readback else []
+        gets = [(control.get_command, control.kind) for control in reads]
+        names = [control.name for control in reads]
 
         def cache(taken: list[Any]) -> None:  # what the instrument took, kept
             self._last.update(zip(names, taken, strict=True))
 
-        return _MessagePlan(_checked_message(sets, gets), gets, cache, list(controls))
-
-    def _send_settings(self, checked: list[tuple[Control, Any]]) -> None:
-        """One exchange for already validated settings: sets, read-backs, `SYST:ERR?`."""
-        message, plan, context = self._settings_message(checked)
-        with self.conn.lock:
-            for control, value in checked:
-                self._last[control.name] = value
-            try:
-                reply = self.query_message(message)
-                self._checked_reply(message, reply, plan.gets, context, plan.cache)
-            finally:
-                self._after_set(plan.controls)
+        queries = [*(get.lstrip(":") for get, _ in gets), "SYST:ERR?"] if readback else []
+        message = ";:".join([*sets, *queries])
+        ramped = any(control.ramp is not None for control in controls)
+        return _MessagePlan(
+            message, tuple(sets), tuple(queries), gets, cache, list(controls), ramped
+        )
 
     def _after_set(self, controls: list[Control]) -> None:
         """Hook after controls were set (e.g. to forget derived cached values)."""
-
-    def write_controls(self, **values: Any) -> None:
-        """Check and write each control's set command, no read-back (batched configuration)."""
-        for control, value in self.check_controls(**values):
-            self.conn.write(control.set_text(value))
-            self._last[control.name] = value
 
     # -- ramped controls (the definition's `Ramp`: largest step, fastest rate) ----------
 
@@ -686,8 +694,9 @@ class ScpiInstrument:
                 return
             if live:
                 self._wait_for_step(control, final)
+            last_step = [(control, final)]  # the same exchange as any setting, unramped
             try:
-                self._send_settings([(control, final)])
+                self._exchange(self._plan_for(last_step, True), last_step, True, False)
             finally:
                 self._stamp_step()
 
@@ -751,19 +760,45 @@ class ScpiInstrument:
         """After a reconnect: setup commands, then the last value of every control."""
         for command in self.setup_commands:
             self.conn.write(command)
-        for control in self.controls():
-            if control.set_command and control.restore and control.name in self._last:
-                self.conn.write(control.set_text(self._last[control.name]))
+        last = self._last
+        restored = [
+            (control, last[control.name])
+            for control in self.controls()
+            if control.set_command and control.restore and control.name in last
+        ]
+        self.send_controls(restored, readback=False)
         self.sync()
 
 
 class _MessagePlan(NamedTuple):
-    """A settings message for one combination of controls, its values' places left open."""
+    """The messages for one combination of controls, their values' places left open."""
 
-    template: str
+    message: str
+    """Compound: `A {};:B {};:A?;:B?;:SYST:ERR?` (without read-back: the sets alone)."""
+    sets: tuple[str, ...]
+    """One command per message: `A {}`, `B {}`."""
+    queries: tuple[str, ...]
+    """One command per message: `A?`, `B?`, `SYST:ERR?` (none without read-back)."""
     gets: list[tuple[str, type]]
     cache: Callable[[list[Any]], None]
     controls: list[Control]
+    ramped: bool
+    """Whether any of the controls has a ramp (those move in steps first)."""
+
+
+def _nothing() -> None:
+    """`finish()` of an overlapped exchange that had nothing left to send."""
+
+
+def _join_replies(conn: Connection, queries: tuple[str, ...]) -> str:
+    """Each query as its own message, the replies joined with ';' (IEEE 488.2 style)."""
+    return ";".join([conn.query(query) for query in queries])
+
+
+def _setting_words(controls: list[Control], texts: list[str]) -> str:
+    """What a settings exchange was doing, for its error message."""
+    pairs = zip(controls, texts, strict=True)
+    return "setting " + ", ".join(f"{control.name}={text}" for control, text in pairs)
 
 
 def split_message(message: str) -> list[str]:
