@@ -58,6 +58,12 @@ class BiasSupply(ScpiInstrument):
             raise LimitError(self.role, setting.name, value, low, high, "A (unipolar)")
         self.limits.check(self.role, setting, value)
 
+    def limit_range(self, setting: SettingDef) -> tuple[float, float]:
+        low, high = self.limits.range_of(setting)
+        if not self.bipolar and setting is BIAS_CURRENT:
+            low = max(0.0, low)
+        return low, high
+
     def ramp_live(self, control: Control) -> bool:
         # No current flows with the output off: the setpoint may move at once.
         return self._output

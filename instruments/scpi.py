@@ -15,6 +15,7 @@ import re
 import time
 from collections.abc import Callable
 from functools import partial
+from operator import itemgetter
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
@@ -154,6 +155,8 @@ class ScpiInstrument:
     """The role's drivers by family name (what `open` picks from; plugins add to it)."""
     default_timeout_s: ClassVar[float] = 5.0
     control_table: ClassVar[dict[str, Control]] = {}
+    _ranges_complete: ClassVar[bool] = True
+    """Whether `limit_range` says all that `check_limit` allows (see `limit_ranges`)."""
     """The class's controls by name (what `check_controls` looks values up in)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -165,6 +168,9 @@ class ScpiInstrument:
                 if cls.family in control.setting.family_scpi:
                     setattr(cls, control.name, control.for_family(cls.family))
         cls.control_table = {control.name: control for control in cls.controls()}
+        checks = next(klass for klass in cls.__mro__ if "check_limit" in vars(klass))
+        ranges = next(klass for klass in cls.__mro__ if "limit_range" in vars(klass))
+        cls._ranges_complete = issubclass(ranges, checks)
 
     def __init__(
         self,
@@ -193,6 +199,8 @@ class ScpiInstrument:
         )
         self.conn.on_reconnect = self._restore
         self._last: dict[str, Any] = {}
+        self._ranges: dict[str, tuple[Control, float, float]] = {}
+        self._ranges_of: Limits | None = None  # the limits `_ranges` were taken from
         self._message_plans: dict[tuple[Control, ...], _MessagePlan] = {}
         self._identity: dict[str, str] | None = None
         self._on_close: list[Callable[[], None]] = []
@@ -508,7 +516,24 @@ class ScpiInstrument:
     def checked_value(
         self, name: str, value: Any, own_setters: bool = False
     ) -> tuple[Control, Any]:
-        """One (control, value) of `check_controls`."""
+        """One (control, value) of `check_controls`.
+
+        A float setting takes one comparison against the (low, high) its limits allow,
+        kept per limits (`limit_ranges`; finite bounds, so NaN and infinities fail it).
+        Anything else, and every value refused, goes the full way (`check_control`),
+        which words the error.
+        """
+        if self._ranges_of is not self.limits:
+            self._ranges = self.limit_ranges()
+            self._ranges_of = self.limits
+        fast = self._ranges.get(name)
+        if fast is not None:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = math.nan  # refused below, with the words
+            if fast[1] <= number <= fast[2]:
+                return fast[0], number
         control = self.control_table.get(name)
         if control is None or control.set_command is None:
             raise AttributeError(f"{self.role}: {name} is not a settable control")
@@ -524,8 +549,33 @@ class ScpiInstrument:
         return value
 
     def check_limit(self, setting: SettingDef, value: float) -> None:
-        """Raise `LimitError` unless the bench limits allow `value` (drivers may add rules)."""
+        """Raise `LimitError` unless the bench limits allow `value` (drivers may add rules).
+
+        A driver that adds a rule here says the range it leaves in `limit_range` too,
+        or its values are never checked by the one comparison of `checked_value`.
+        """
         self.limits.check(self.role, setting, value)
+
+    def limit_range(self, setting: SettingDef) -> tuple[float, float]:
+        """The (low, high) `check_limit` allows for a limited setting."""
+        return self.limits.range_of(setting)
+
+    def limit_ranges(self) -> dict[str, tuple[Control, float, float]]:
+        """(control, low, high) of each settable float control with finite limits.
+
+        Empty when a driver adds rules in `check_limit` without saying its range in
+        `limit_range` (a class below the one defining `check_limit` must define it).
+        """
+        if not self._ranges_complete:
+            return {}
+        ranges = {}
+        for name, control in self.control_table.items():
+            plain = control.set_command is not None and control.setter is None
+            if plain and control.kind is float and control.limited:
+                low, high = self.limit_range(control.setting)
+                if math.isfinite(low) and math.isfinite(high):
+                    ranges[name] = (control, float(low), float(high))
+        return ranges
 
     def set_controls(self, **values: Any) -> dict[str, Any]:
         """Set controls and return what the instrument took (every value checked first).
@@ -571,6 +621,9 @@ class ScpiInstrument:
         with self.conn.lock:
             plan = self._plan_for(checked, readback)
             if plan.ramped:
+                if len(checked) == 1:  # the usual: a bias setpoint alone
+                    self._ramp(*checked[0])
+                    return _nothing if overlap else None
                 checked = [pair for pair in checked if not self._ramped(*pair)]
                 if not checked:
                     return _nothing if overlap else None
@@ -592,49 +645,72 @@ class ScpiInstrument:
         overlap: bool,
     ) -> Callable[[], None] | None:
         """`send_controls` for controls without a ramp: send, and read (or return `finish`)."""
-        texts = [format_value(value, control.kind) for control, value in checked]
-        last = self._last
-        for control, value in checked:
-            last[control.name] = value
+        texts = [
+            f"{float(value):.12g}" if control.kind is float else format_value(value, control.kind)
+            for control, value in checked
+        ]
+        self._last.update(zip(plan.names, map(_value_of, checked), strict=True))
         conn = self.conn
-        if readback and self._compound:
+        if readback and self.compound_messages is not False:
             message = plan.message.format(*texts)
-            if overlap:
-                conn.write(message)
-                read = partial(conn.read_reply, message)
-            else:
-                read = partial(conn.query, message)
+            if not overlap:
+                return self._finish(plan, checked, texts, message, partial(conn.query, message))
+            conn.write(message)
+            read = partial(conn.read_reply, message)
         else:
             for template, text in zip(plan.sets, texts, strict=True):
                 conn.write(template.format(text))
             if not readback:
-                self._after_set(plan.controls)
+                if plan.after_set:
+                    self._after_set(plan.controls)
                 return None
             message = plan.message.format(*texts)  # named in an error
             read = partial(_join_replies, conn, plan.queries)
+            if not overlap:
+                return self._finish(plan, checked, texts, message, read)
+        return partial(self._finish, plan, checked, texts, message, read, overlap)
 
-        def finish() -> None:
+    def _finish(
+        self,
+        plan: _MessagePlan,
+        checked: list[tuple[Control, Any]],
+        texts: list[str],
+        message: str,
+        read: Callable[[], str],
+        overlapped: bool = False,
+    ) -> None:
+        """Read a settings exchange's reply: cache the read-backs, raise a queued error.
+
+        An overlapped exchange whose link was lost before the reply is redone whole
+        (it is idempotent) on a fresh session.
+        """
+        try:
             try:
-                try:
-                    reply = read()
-                except InstrumentConnectionError:
-                    if not overlap:
-                        raise
-                    self._exchange(plan, checked, readback, False)  # the whole exchange again
-                    return
-                context = partial(_setting_words, plan.controls, texts)
-                self._checked_reply(message, reply, plan.gets, context, plan.cache)
-            finally:
+                reply = read()
+            except InstrumentConnectionError:
+                if not overlapped:
+                    raise
+                self._exchange(plan, checked, True, False)
+                return
+            if plan.floats:  # the usual reply: numbers, then '+0,"No error"'
+                fields = reply.split(";", plan.reads)
+                if len(fields) == plan.reads + 1 and fields[-1] in _NO_ERROR_REPLIES:
+                    try:
+                        taken = tuple(map(float, fields[: plan.reads]))
+                    except ValueError:
+                        pass  # worded below
+                    else:
+                        self._last.update(zip(plan.read_names, taken, strict=True))
+                        return
+            context = partial(_setting_words, plan.controls, texts)
+            self._checked_reply(message, reply, plan.gets, context, plan.cache)
+        finally:
+            if plan.after_set:
                 self._after_set(plan.controls)
-
-        if overlap:
-            return finish
-        finish()
-        return None
 
     def _plan_for(self, checked: list[tuple[Control, Any]], readback: bool) -> _MessagePlan:
         """The plan for these controls, built on first use and kept (keyed by the controls)."""
-        key = (readback, *[control for control, _ in checked])
+        key = (readback, *map(_control_of, checked))
         plan = self._message_plans.get(key)
         if plan is None:
             plan = self._message_plans[key] = self._plan(key[1:], readback)
@@ -646,16 +722,25 @@ class ScpiInstrument:
         sets = [control.set_command.lstrip(":") for control in controls]  # type: ignore[union-attr]
         reads = [control for control in controls if control.readback] if readback else []
         gets = [(control.get_command, control.kind) for control in reads]
-        names = [control.name for control in reads]
+        read_names = tuple(control.name for control in reads)
 
         def cache(taken: list[Any]) -> None:  # what the instrument took, kept
-            self._last.update(zip(names, taken, strict=True))
+            self._last.update(zip(read_names, taken, strict=True))
 
         queries = [*(get.lstrip(":") for get, _ in gets), "SYST:ERR?"] if readback else []
-        message = ";:".join([*sets, *queries])
-        ramped = any(control.ramp is not None for control in controls)
         return _MessagePlan(
-            message, tuple(sets), tuple(queries), gets, cache, list(controls), ramped
+            message=";:".join([*sets, *queries]),
+            sets=tuple(sets),
+            queries=tuple(queries),
+            gets=gets,
+            cache=cache,
+            controls=list(controls),
+            names=tuple(control.name for control in controls),
+            read_names=read_names,
+            reads=len(reads),
+            floats=all(control.kind is float for control in reads),
+            ramped=any(control.ramp is not None for control in controls),
+            after_set=type(self)._after_set is not ScpiInstrument._after_set,
         )
 
     def _after_set(self, controls: list[Control]) -> None:
@@ -679,7 +764,7 @@ class ScpiInstrument:
             final: Any = target
             live = self.ramp_live(control)
             if live:
-                step, _ = self.limits.ramp_of(control.setting)
+                step, rate = self.limits.ramp_of(control.setting)
                 points = ramp_points(self._last.get(control.name, 0.0), target, step)
                 for point in points[:-1]:
                     self.ramp_step(control, point)
@@ -693,7 +778,7 @@ class ScpiInstrument:
                 )
                 return
             if live:
-                self._wait_for_step(control, final)
+                self._wait_for_step(control, final, rate)
             last_step = [(control, final)]  # the same exchange as any setting, unramped
             try:
                 self._exchange(self._plan_for(last_step, True), last_step, True, False)
@@ -710,9 +795,10 @@ class ScpiInstrument:
             self._last[control.name] = value
             self._stamp_step()
 
-    def _wait_for_step(self, control: Control, value: float) -> None:
+    def _wait_for_step(self, control: Control, value: float, rate: float = 0.0) -> None:
         """Sleep until a step to `value` respects the ramp rate (plus margin)."""
-        _, rate = self.limits.ramp_of(control.setting)
+        if not rate:
+            _, rate = self.limits.ramp_of(control.setting)
         step = abs(value - self._last.get(control.name, 0.0))
         wait_s = self._last_step_s + RAMP_MARGIN * step / rate - time.monotonic()
         if wait_s > 0:
@@ -782,8 +868,20 @@ class _MessagePlan(NamedTuple):
     gets: list[tuple[str, type]]
     cache: Callable[[list[Any]], None]
     controls: list[Control]
+    names: tuple[str, ...]
+    read_names: tuple[str, ...]
+    """The controls read back, in the reply's order."""
+    reads: int
+    floats: bool
+    """Whether every read-back is a float (the reply is parsed by `float` alone)."""
     ramped: bool
     """Whether any of the controls has a ramp (those move in steps first)."""
+    after_set: bool
+    """Whether the driver has an `_after_set` hook to call."""
+
+
+_control_of = itemgetter(0)
+_value_of = itemgetter(1)
 
 
 def _nothing() -> None:
