@@ -123,7 +123,7 @@ class BiasSupply(ScpiInstrument):
                 if target_a != 0.0:
                     self.ramp_step(current, 0.0, wait=False)
                 try:
-                    self.sync(output.set_text(True))
+                    self.send_controls([(output, True)], readback=False, confirm=True)
                 finally:
                     self._output = True
                     self._stamp_step()  # switching on counts as a step

@@ -364,16 +364,14 @@ class ScpiInstrument:
         except ValueError as exc:
             raise InstrumentProtocolError(f"{self.conn.label}: {exc}") from exc
 
-    def sync(self, command: str = "") -> None:
+    def sync(self) -> None:
         """Wait until all pending operations completed (`*OPC?` answers 1).
 
-        With `command`, it travels in the same message (`command;*OPC?`), so the
-        reply also says the instrument has taken it.
+        (A setting confirmed the same way travels with it: `send_controls(confirm=True)`.)
         """
-        opc = f"{command};*OPC?" if command else "*OPC?"
-        reply = self.query_message(opc).strip()
+        reply = self.conn.query("*OPC?").strip()
         if reply not in ("1", "+1"):
-            raise InstrumentProtocolError(f"{self.conn.label}: {opc} answered {reply!r}")
+            raise InstrumentProtocolError(f"{self.conn.label}: *OPC? answered {reply!r}")
 
     def _parse_error(self, reply: str) -> tuple[int, str]:
         if reply in _NO_ERROR_REPLIES:  # the usual answer, taken without the pattern
@@ -598,6 +596,7 @@ class ScpiInstrument:
         checked: list[tuple[Control, Any]],
         *,
         readback: bool = True,
+        confirm: bool = False,
         overlap: bool = False,
     ) -> Callable[[], None] | None:
         """The one path every checked setting takes to the instrument (`check_controls` first).
@@ -608,7 +607,9 @@ class ScpiInstrument:
           message, `A x;:B y;:A?;:B?;:SYST:ERR?`; the values the instrument took are
           cached and a queued error is raised as a typed error naming every value.
           Without: each set command is written as its own message, nothing is read
-          (configuration, and the re-apply after a reconnect).
+          (configuration, and the re-apply after a reconnect); with `confirm` instead,
+          the sets and `*OPC?` in one message, `A x;*OPC?`, whose `1` says the
+          instrument has taken them (each ramp step, the supply's output switch).
         - compound or not (the instrument's `compound_messages`): an instrument that
           refuses compound messages gets one command per message, queries answered
           one by one and joined here as IEEE 488.2 would.
@@ -619,7 +620,7 @@ class ScpiInstrument:
         Without `overlap` the exchange is complete when this returns (None).
         """
         with self.conn.lock:
-            plan = self._plan_for(checked, readback)
+            plan = self._plan_for(checked, readback, confirm)
             if plan.ramped:
                 if len(checked) == 1:  # the usual: a bias setpoint alone
                     self._ramp(*checked[0])
@@ -627,8 +628,8 @@ class ScpiInstrument:
                 checked = [pair for pair in checked if not self._ramped(*pair)]
                 if not checked:
                     return _nothing if overlap else None
-                plan = self._plan_for(checked, readback)
-            return self._exchange(plan, checked, readback, overlap)
+                plan = self._plan_for(checked, readback, confirm)
+            return self._exchange(plan, checked, overlap)
 
     def _ramped(self, control: Control, value: Any) -> bool:
         """Ramp `control` to `value` if it has a ramp (True); else False (sent with the rest)."""
@@ -641,7 +642,6 @@ class ScpiInstrument:
         self,
         plan: _MessagePlan,
         checked: list[tuple[Control, Any]],
-        readback: bool,
         overlap: bool,
     ) -> Callable[[], None] | None:
         """`send_controls` for controls without a ramp: send, and read (or return `finish`)."""
@@ -651,7 +651,7 @@ class ScpiInstrument:
         ]
         self._last.update(zip(plan.names, map(_value_of, checked), strict=True))
         conn = self.conn
-        if readback and self.compound_messages is not False:
+        if plan.queries and self.compound_messages is not False:
             message = plan.message.format(*texts)
             if not overlap:
                 return self._finish(plan, checked, texts, message, partial(conn.query, message))
@@ -660,7 +660,7 @@ class ScpiInstrument:
         else:
             for template, text in zip(plan.sets, texts, strict=True):
                 conn.write(template.format(text))
-            if not readback:
+            if not plan.queries:
                 if plan.after_set:
                     self._after_set(plan.controls)
                 return None
@@ -690,7 +690,13 @@ class ScpiInstrument:
             except InstrumentConnectionError:
                 if not overlapped:
                     raise
-                self._exchange(plan, checked, True, False)
+                self._exchange(plan, checked, False)
+                return
+            if plan.confirm:  # `*OPC?` answers 1 once the sets were taken
+                if reply.strip() not in ("1", "+1"):
+                    raise InstrumentProtocolError(
+                        f"{self.conn.label}: {message} answered {reply.strip()!r}"
+                    )
                 return
             if plan.floats:  # the usual reply: numbers, then '+0,"No error"'
                 fields = reply.split(";", plan.reads)
@@ -708,15 +714,17 @@ class ScpiInstrument:
             if plan.after_set:
                 self._after_set(plan.controls)
 
-    def _plan_for(self, checked: list[tuple[Control, Any]], readback: bool) -> _MessagePlan:
+    def _plan_for(
+        self, checked: list[tuple[Control, Any]], readback: bool, confirm: bool = False
+    ) -> _MessagePlan:
         """The plan for these controls, built on first use and kept (keyed by the controls)."""
-        key = (readback, *map(_control_of, checked))
+        key = (readback, confirm, *map(_control_of, checked))
         plan = self._message_plans.get(key)
         if plan is None:
-            plan = self._message_plans[key] = self._plan(key[1:], readback)
+            plan = self._message_plans[key] = self._plan(key[2:], readback, confirm)
         return plan
 
-    def _plan(self, controls: tuple[Control, ...], readback: bool) -> _MessagePlan:
+    def _plan(self, controls: tuple[Control, ...], readback: bool, confirm: bool) -> _MessagePlan:
         # `A {};:B {};:A?;:B?;:SYST:ERR?` with the values' places left open: built once
         # per combination of controls, filled in per exchange.
         sets = [control.set_command.lstrip(":") for control in controls]  # type: ignore[union-attr]
@@ -727,9 +735,14 @@ class ScpiInstrument:
         def cache(taken: list[Any]) -> None:  # what the instrument took, kept
             self._last.update(zip(read_names, taken, strict=True))
 
-        queries = [*(get.lstrip(":") for get, _ in gets), "SYST:ERR?"] if readback else []
+        if readback:
+            queries = [*(get.lstrip(":") for get, _ in gets), "SYST:ERR?"]
+            message = ";:".join([*sets, *queries])
+        else:
+            queries = ["*OPC?"] if confirm else []
+            message = ";:".join(sets) + (";*OPC?" if confirm else "")
         return _MessagePlan(
-            message=";:".join([*sets, *queries]),
+            message=message,
             sets=tuple(sets),
             queries=tuple(queries),
             gets=gets,
@@ -739,6 +752,7 @@ class ScpiInstrument:
             read_names=read_names,
             reads=len(reads),
             floats=all(control.kind is float for control in reads),
+            confirm=confirm and not readback,
             ramped=any(control.ramp is not None for control in controls),
             after_set=type(self)._after_set is not ScpiInstrument._after_set,
         )
@@ -781,7 +795,7 @@ class ScpiInstrument:
                 self._wait_for_step(control, final, rate)
             last_step = [(control, final)]  # the same exchange as any setting, unramped
             try:
-                self._exchange(self._plan_for(last_step, True), last_step, True, False)
+                self._exchange(self._plan_for(last_step, True), last_step, False)
             finally:
                 self._stamp_step()
 
@@ -789,8 +803,9 @@ class ScpiInstrument:
         """One confirmed step, `SET x;*OPC?`, no sooner than the rate allows (with `wait`)."""
         if wait:
             self._wait_for_step(control, value)
+        step = [(control, value)]  # the one path, unramped: `SET x;*OPC?`
         try:
-            self.sync(control.set_text(value))
+            self._exchange(self._plan_for(step, False, True), step, False)
         finally:
             self._last[control.name] = value
             self._stamp_step()
@@ -874,6 +889,8 @@ class _MessagePlan(NamedTuple):
     reads: int
     floats: bool
     """Whether every read-back is a float (the reply is parsed by `float` alone)."""
+    confirm: bool
+    """The reply is `*OPC?`'s 1 (no read-back)."""
     ramped: bool
     """Whether any of the controls has a ramp (those move in steps first)."""
     after_set: bool
