@@ -215,8 +215,8 @@ def run(
 DRIVER_STEPS = (
     "check the drive values (check_controls)",
     "check the bias value (check_controls)",
-    "send the drive settings (start_controls)",
-    "bias exchange: ramp step, read-back, SYST:ERR? (send_checked)",
+    "send the drive settings (send_controls, overlap=True)",
+    "bias exchange: ramp step, read-back, SYST:ERR? (send_controls)",
     "drive read-backs and SYST:ERR? (finish)",
     "sweep and trace (read_trace)",
 )
@@ -238,9 +238,9 @@ def _apply_in_steps(bench: Bench, f_hz: float, p_dbm: float, i_a: float) -> list
     bias = supply.check_controls(current_a=i_a)
     marks.append(time.thread_time_ns())
     with gen.conn.lock, supply.conn.lock:
-        finish = gen.start_controls(checked)
+        finish = gen.send_controls(checked, overlap=True)
         marks.append(time.thread_time_ns())
-        supply.send_checked(bias)
+        supply.send_controls(bias)
         marks.append(time.thread_time_ns())
         finish()
         marks.append(time.thread_time_ns())

@@ -184,9 +184,9 @@ class Bench:
             checked.append(generator.checked_value("power_dbm", power_dbm))
         bias = [] if current_a is None else [supply.checked_value("current_a", current_a)]
         with generator.conn.lock, supply.conn.lock:
-            finish = generator.start_controls(checked) if checked else None
+            finish = generator.send_controls(checked, overlap=True) if checked else None
             try:
-                supply.send_checked(bias)  # checked above: ramped, without a re-check
+                supply.send_controls(bias)  # checked above: ramped, without a re-check
             except BaseException as exc:
                 if finish is not None:
                     try:

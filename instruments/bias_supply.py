@@ -58,6 +58,12 @@ class BiasSupply(ScpiInstrument):
             raise LimitError(self.role, setting.name, value, low, high, "A (unipolar)")
         self.limits.check(self.role, setting, value)
 
+    def limit_range(self, setting: SettingDef) -> tuple[float, float]:
+        low, high = self.limits.range_of(setting)
+        if not self.bipolar and setting is BIAS_CURRENT:
+            low = max(0.0, low)
+        return low, high
+
     def ramp_live(self, control: Control) -> bool:
         # No current flows with the output off: the setpoint may move at once.
         return self._output
@@ -99,8 +105,9 @@ class BiasSupply(ScpiInstrument):
         for command in self.setup_commands:
             self.conn.write(command)
         if "compliance_v" in self._last:
-            self._select_range(self._last["compliance_v"])
-            self.conn.write(type(self).compliance_v.set_text(self._last["compliance_v"]))
+            compliance_v = self._last["compliance_v"]
+            self._select_range(compliance_v)
+            self.send_controls([(type(self).compliance_v, compliance_v)], readback=False)
         self._learn_state()
 
     def _switch_output(self, on: bool) -> None:
@@ -116,7 +123,7 @@ class BiasSupply(ScpiInstrument):
                 if target_a != 0.0:
                     self.ramp_step(current, 0.0, wait=False)
                 try:
-                    self.sync(output.set_text(True))
+                    self.send_controls([(output, True)], readback=False, confirm=True)
                 finally:
                     self._output = True
                     self._stamp_step()  # switching on counts as a step
@@ -128,7 +135,7 @@ class BiasSupply(ScpiInstrument):
                         self.ramp_step(current, point_a)
                 elif self._setpoint_a != 0.0:
                     self.ramp_step(current, 0.0, wait=False)
-                self.conn.write(output.set_text(False))
+                self.send_controls([(output, False)], readback=False)
                 self._output = False
             self.get_control(output)
             self.check_errors(f"switching the output {'on' if on else 'off'}")

@@ -21,7 +21,7 @@ from labpgt.instruments.instrument_errors import (
     InstrumentProtocolError,
     InstrumentTimeoutError,
 )
-from labpgt.instruments.safety import raise_pending
+from labpgt.instruments.safety import SIGNAL_STATE, raise_pending
 from labpgt.instruments.transport import (
     Transport,
     TransportClosed,
@@ -33,6 +33,7 @@ T = TypeVar("T")
 GIVE_UP_SHARE = 0.9
 """After a stalled exchange, retries and reconnects share this fraction of one timeout."""
 Opener = Callable[[], Transport]
+_PENDING, _STOPPING = SIGNAL_STATE
 
 
 class Connection:
@@ -274,7 +275,8 @@ class Connection:
                 # Inside a restore: failures go straight back to the reconnect loop.
                 assert self._transport is not None
                 return fn(self._transport)
-            raise_pending()  # a Ctrl-C whose exception Python swallowed: raise it now
+            if _PENDING or _STOPPING:  # (the usual case skips the call)
+                raise_pending()  # a Ctrl-C whose exception Python swallowed: raise it now
             if self._stall_deadline is not None:  # (the usual case skips the call)
                 self._give_up_if_stalled(command)
             started = time.monotonic()

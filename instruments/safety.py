@@ -28,6 +28,9 @@ HANDLED_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
 _pending: list[int] = []
 # Signal handlers that raised and whose program has not yet reached its shutdown.
 _stopping: list[ShutdownSignals] = []
+SIGNAL_STATE = (_pending, _stopping)
+"""The two lists `raise_pending` acts on (changed in place only): while both are empty it
+has nothing to do, which an exchange checks without calling it."""
 
 
 def raise_pending() -> None:

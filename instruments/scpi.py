@@ -14,6 +14,8 @@ import math
 import re
 import time
 from collections.abc import Callable
+from functools import partial
+from operator import itemgetter
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
@@ -139,7 +141,7 @@ class Control:
         if self.setter is not None:
             getattr(instrument, self.setter)(instrument.check_control(self, value, True))
             return
-        instrument.send_checked([(self, instrument.check_control(self, value))])
+        instrument.send_controls([(self, instrument.check_control(self, value))])
 
 
 class ScpiInstrument:
@@ -153,6 +155,8 @@ class ScpiInstrument:
     """The role's drivers by family name (what `open` picks from; plugins add to it)."""
     default_timeout_s: ClassVar[float] = 5.0
     control_table: ClassVar[dict[str, Control]] = {}
+    _ranges_complete: ClassVar[bool] = True
+    """Whether `limit_range` says all that `check_limit` allows (see `limit_ranges`)."""
     """The class's controls by name (what `check_controls` looks values up in)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -164,6 +168,9 @@ class ScpiInstrument:
                 if cls.family in control.setting.family_scpi:
                     setattr(cls, control.name, control.for_family(cls.family))
         cls.control_table = {control.name: control for control in cls.controls()}
+        checks = next(klass for klass in cls.__mro__ if "check_limit" in vars(klass))
+        ranges = next(klass for klass in cls.__mro__ if "limit_range" in vars(klass))
+        cls._ranges_complete = issubclass(ranges, checks)
 
     def __init__(
         self,
@@ -192,6 +199,8 @@ class ScpiInstrument:
         )
         self.conn.on_reconnect = self._restore
         self._last: dict[str, Any] = {}
+        self._ranges: dict[str, tuple[Control, float, float]] = {}
+        self._ranges_of: Limits | None = None  # the limits `_ranges` were taken from
         self._message_plans: dict[tuple[Control, ...], _MessagePlan] = {}
         self._identity: dict[str, str] | None = None
         self._on_close: list[Callable[[], None]] = []
@@ -355,16 +364,14 @@ class ScpiInstrument:
         except ValueError as exc:
             raise InstrumentProtocolError(f"{self.conn.label}: {exc}") from exc
 
-    def sync(self, command: str = "") -> None:
+    def sync(self) -> None:
         """Wait until all pending operations completed (`*OPC?` answers 1).
 
-        With `command`, it travels in the same message (`command;*OPC?`), so the
-        reply also says the instrument has taken it.
+        (A setting confirmed the same way travels with it: `send_controls(confirm=True)`.)
         """
-        opc = f"{command};*OPC?" if command else "*OPC?"
-        reply = self.query_message(opc).strip()
+        reply = self.conn.query("*OPC?").strip()
         if reply not in ("1", "+1"):
-            raise InstrumentProtocolError(f"{self.conn.label}: {opc} answered {reply!r}")
+            raise InstrumentProtocolError(f"{self.conn.label}: *OPC? answered {reply!r}")
 
     def _parse_error(self, reply: str) -> tuple[int, str]:
         if reply in _NO_ERROR_REPLIES:  # the usual answer, taken without the pattern
@@ -399,19 +406,6 @@ class ScpiInstrument:
             more = f" (+{len(entries) - 1} more queued)" if len(entries) > 1 else ""
             text = context if isinstance(context, str) else context()
             raise instrument_error(self.role, code, message + more, text)
-
-    def query_checked(
-        self, commands: list[str], get_command: str | None, kind: type, context: Context
-    ) -> Any:
-        """One program message: `commands`, then `get_command` and `SYST:ERR?` (one round trip).
-
-        `SET x;:GET?;:SYST:ERR?` answers `value;code,"message"` (IEEE 488.2 joins the
-        replies of one message with ';'). A queued error drains the rest of the queue
-        and is raised as a typed error; the parsed value (or None) is returned.
-        """
-        gets = [] if get_command is None else [(get_command, kind)]
-        values = self.query_checked_many(commands, gets, context)
-        return values[0] if values else None
 
     def query_checked_many(
         self,
@@ -512,7 +506,7 @@ class ScpiInstrument:
         """Coerce every value and check it against its definition's limits; sends nothing.
 
         This is the only check a value passes before it is written, whichever way it
-        is sent afterwards (`set_controls`, `start_controls`, `write_controls`).
+        is sent afterwards (`send_controls`, with or without read-back, overlapped or not).
         A control with its own setter (an output switch) is refused unless `own_setters`.
         """
         return [self.checked_value(name, value, own_setters) for name, value in values.items()]
@@ -520,7 +514,24 @@ class ScpiInstrument:
     def checked_value(
         self, name: str, value: Any, own_setters: bool = False
     ) -> tuple[Control, Any]:
-        """One (control, value) of `check_controls`."""
+        """One (control, value) of `check_controls`.
+
+        A float setting takes one comparison against the (low, high) its limits allow,
+        kept per limits (`limit_ranges`; finite bounds, so NaN and infinities fail it).
+        Anything else, and every value refused, goes the full way (`check_control`),
+        which words the error.
+        """
+        if self._ranges_of is not self.limits:
+            self._ranges = self.limit_ranges()
+            self._ranges_of = self.limits
+        fast = self._ranges.get(name)
+        if fast is not None:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = math.nan  # refused below, with the words
+            if fast[1] <= number <= fast[2]:
+                return fast[0], number
         control = self.control_table.get(name)
         if control is None or control.set_command is None:
             raise AttributeError(f"{self.role}: {name} is not a settable control")
@@ -536,8 +547,33 @@ class ScpiInstrument:
         return value
 
     def check_limit(self, setting: SettingDef, value: float) -> None:
-        """Raise `LimitError` unless the bench limits allow `value` (drivers may add rules)."""
+        """Raise `LimitError` unless the bench limits allow `value` (drivers may add rules).
+
+        A driver that adds a rule here says the range it leaves in `limit_range` too,
+        or its values are never checked by the one comparison of `checked_value`.
+        """
         self.limits.check(self.role, setting, value)
+
+    def limit_range(self, setting: SettingDef) -> tuple[float, float]:
+        """The (low, high) `check_limit` allows for a limited setting."""
+        return self.limits.range_of(setting)
+
+    def limit_ranges(self) -> dict[str, tuple[Control, float, float]]:
+        """(control, low, high) of each settable float control with finite limits.
+
+        Empty when a driver adds rules in `check_limit` without saying its range in
+        `limit_range` (a class below the one defining `check_limit` must define it).
+        """
+        if not self._ranges_complete:
+            return {}
+        ranges = {}
+        for name, control in self.control_table.items():
+            plain = control.set_command is not None and control.setter is None
+            if plain and control.kind is float and control.limited:
+                low, high = self.limit_range(control.setting)
+                if math.isfinite(low) and math.isfinite(high):
+                    ranges[name] = (control, float(low), float(high))
+        return ranges
 
     def set_controls(self, **values: Any) -> dict[str, Any]:
         """Set controls and return what the instrument took (every value checked first).
@@ -548,110 +584,181 @@ class ScpiInstrument:
         error naming every value of the message, after the read-backs were cached.
         """
         checked = self.check_controls(**values)
-        self.send_checked(checked)
+        self.send_controls(checked)
         return {control.name: self._last[control.name] for control, _ in checked}
-
-    def send_checked(self, checked: list[tuple[Control, Any]]) -> None:
-        """Send settings `check_controls` returned: ramped ones in steps, the rest at once."""
-        plain = []
-        with self.conn.lock:
-            for pair in checked:
-                if pair[0].ramp is None:
-                    plain.append(pair)
-                else:
-                    self._ramp(*pair)
-            if plain:
-                self._send_settings(plain)
-
-    def start_controls(self, checked: list[tuple[Control, Any]]) -> Callable[[], None]:
-        """Send checked settings now, take the reply later: returns `finish()`.
-
-        Lets a caller overlap this instrument's exchange with another instrument's
-        (e.g. the generator's with the supply's). Hold `conn.lock` until `finish()`
-        ran; it reads the reply, caches the read-backs and raises a queued error as
-        `set_controls` does. A link lost before the reply makes `finish()` redo the
-        whole (idempotent) settings exchange on a fresh session.
-        """
-        message, plan, context = self._settings_message(checked)
-        for control, value in checked:
-            self._last[control.name] = value
-        queries: list[str] = []
-        if self._compound:
-            self.conn.write(message)
-        else:
-            # One command per message: the settings go now, their read-backs in finish().
-            for unit in split_message(message):
-                if _is_query(unit):
-                    queries.append(unit)
-                else:
-                    self.conn.write(unit)
-
-        def finish() -> None:
-            try:
-                try:
-                    if self._compound:
-                        reply = self.conn.read_reply(message)
-                    else:
-                        reply = ";".join(self.conn.query(query) for query in queries)
-                except InstrumentConnectionError:
-                    self._send_settings(checked)
-                    return
-                self._checked_reply(message, reply, plan.gets, context, plan.cache)
-            finally:
-                self._after_set(plan.controls)
-
-        return finish
-
-    def _settings_message(
-        self, checked: list[tuple[Control, Any]]
-    ) -> tuple[str, _MessagePlan, Context]:
-        """The settings message for these values, its plan, and the words for an error."""
-        controls = tuple([control for control, _ in checked])
-        plan = self._message_plans.get(controls)
-        if plan is None:
-            plan = self._message_plans[controls] = self._plan(controls)
-        texts = [format_value(value, control.kind) for control, value in checked]
-
-        def context() -> str:  # worded only when an error is raised (off the hot path)
-            pairs = zip(controls, texts, strict=True)
-            return "setting " + ", ".join(f"{control.name}={text}" for control, text in pairs)
-
-        return plan.template.format(*texts), plan, context
-
-    def _plan(self, controls: tuple[Control, ...]) -> _MessagePlan:
-        # `A {};:B {};:A?;:B?;:SYST:ERR?` with the values' places left open: built once
-        # per combination of controls, filled in per exchange.
-        readback = [control for control in controls if control.readback]
-        gets = [(control.get_command, control.kind) for control in readback]
-        sets = [control.set_command for control in controls]  # each holds one "{}"
-
-        names = [control.name for control in readback]
-
-        def cache(taken: list[Any]) -> None:  # what the instrument took, kept
-            self._last.update(zip(names, taken, strict=True))
-
-        return _MessagePlan(_checked_message(sets, gets), gets, cache, list(controls))
-
-    def _send_settings(self, checked: list[tuple[Control, Any]]) -> None:
-        """One exchange for already validated settings: sets, read-backs, `SYST:ERR?`."""
-        message, plan, context = self._settings_message(checked)
-        with self.conn.lock:
-            for control, value in checked:
-                self._last[control.name] = value
-            try:
-                reply = self.query_message(message)
-                self._checked_reply(message, reply, plan.gets, context, plan.cache)
-            finally:
-                self._after_set(plan.controls)
-
-    def _after_set(self, controls: list[Control]) -> None:
-        """Hook after controls were set (e.g. to forget derived cached values)."""
 
     def write_controls(self, **values: Any) -> None:
         """Check and write each control's set command, no read-back (batched configuration)."""
-        for control, value in self.check_controls(**values):
-            self.conn.write(control.set_text(value))
-            self._last[control.name] = value
+        self.send_controls(self.check_controls(**values), readback=False)
+
+    def send_controls(
+        self,
+        checked: list[tuple[Control, Any]],
+        *,
+        readback: bool = True,
+        confirm: bool = False,
+        overlap: bool = False,
+    ) -> Callable[[], None] | None:
+        """The one path every checked setting takes to the instrument (`check_controls` first).
+
+        Ramped controls move in confirmed steps (`_ramp`), whose last value takes this
+        path again. The rest go by one plan per combination of controls, built once:
+        - `readback` (default): the sets, the read-backs and `SYST:ERR?` in one program
+          message, `A x;:B y;:A?;:B?;:SYST:ERR?`; the values the instrument took are
+          cached and a queued error is raised as a typed error naming every value.
+          Without: each set command is written as its own message, nothing is read
+          (configuration, and the re-apply after a reconnect); with `confirm` instead,
+          the sets and `*OPC?` in one message, `A x;*OPC?`, whose `1` says the
+          instrument has taken them (each ramp step, the supply's output switch).
+        - compound or not (the instrument's `compound_messages`): an instrument that
+          refuses compound messages gets one command per message, queries answered
+          one by one and joined here as IEEE 488.2 would.
+        - `overlap`: the message is sent now and `finish()` is returned to take the
+          reply later (hold `conn.lock` until it ran), so a caller can overlap this
+          instrument's exchange with another's. A link lost before the reply makes
+          `finish()` redo the whole (idempotent) exchange on a fresh session.
+        Without `overlap` the exchange is complete when this returns (None).
+        """
+        with self.conn.lock:
+            plan = self._plan_for(checked, readback, confirm)
+            if plan.ramped:
+                if len(checked) == 1:  # the usual: a bias setpoint alone
+                    self._ramp(*checked[0])
+                    return _nothing if overlap else None
+                checked = [pair for pair in checked if not self._ramped(*pair)]
+                if not checked:
+                    return _nothing if overlap else None
+                plan = self._plan_for(checked, readback, confirm)
+            return self._exchange(plan, checked, overlap)
+
+    def _ramped(self, control: Control, value: Any) -> bool:
+        """Ramp `control` to `value` if it has a ramp (True); else False (sent with the rest)."""
+        if control.ramp is None:
+            return False
+        self._ramp(control, value)
+        return True
+
+    def _exchange(
+        self,
+        plan: _MessagePlan,
+        checked: list[tuple[Control, Any]],
+        overlap: bool,
+    ) -> Callable[[], None] | None:
+        """`send_controls` for controls without a ramp: send, and read (or return `finish`)."""
+        texts = [
+            f"{float(value):.12g}" if control.kind is float else format_value(value, control.kind)
+            for control, value in checked
+        ]
+        self._last.update(zip(plan.names, map(_value_of, checked), strict=True))
+        conn = self.conn
+        if plan.queries and self.compound_messages is not False:
+            message = plan.message.format(*texts)
+            if not overlap:
+                return self._finish(plan, checked, texts, message, partial(conn.query, message))
+            conn.write(message)
+            read = partial(conn.read_reply, message)
+        else:
+            for template, text in zip(plan.sets, texts, strict=True):
+                conn.write(template.format(text))
+            if not plan.queries:
+                if plan.after_set:
+                    self._after_set(plan.controls)
+                return None
+            message = plan.message.format(*texts)  # named in an error
+            read = partial(_join_replies, conn, plan.queries)
+            if not overlap:
+                return self._finish(plan, checked, texts, message, read)
+        return partial(self._finish, plan, checked, texts, message, read, overlap)
+
+    def _finish(
+        self,
+        plan: _MessagePlan,
+        checked: list[tuple[Control, Any]],
+        texts: list[str],
+        message: str,
+        read: Callable[[], str],
+        overlapped: bool = False,
+    ) -> None:
+        """Read a settings exchange's reply: cache the read-backs, raise a queued error.
+
+        An overlapped exchange whose link was lost before the reply is redone whole
+        (it is idempotent) on a fresh session.
+        """
+        try:
+            try:
+                reply = read()
+            except InstrumentConnectionError:
+                if not overlapped:
+                    raise
+                self._exchange(plan, checked, False)
+                return
+            if plan.confirm:  # `*OPC?` answers 1 once the sets were taken
+                if reply.strip() not in ("1", "+1"):
+                    raise InstrumentProtocolError(
+                        f"{self.conn.label}: {message} answered {reply.strip()!r}"
+                    )
+                return
+            if plan.floats:  # the usual reply: numbers, then '+0,"No error"'
+                fields = reply.split(";", plan.reads)
+                if len(fields) == plan.reads + 1 and fields[-1] in _NO_ERROR_REPLIES:
+                    try:
+                        taken = tuple(map(float, fields[: plan.reads]))
+                    except ValueError:
+                        pass  # worded below
+                    else:
+                        self._last.update(zip(plan.read_names, taken, strict=True))
+                        return
+            context = partial(_setting_words, plan.controls, texts)
+            self._checked_reply(message, reply, plan.gets, context, plan.cache)
+        finally:
+            if plan.after_set:
+                self._after_set(plan.controls)
+
+    def _plan_for(
+        self, checked: list[tuple[Control, Any]], readback: bool, confirm: bool = False
+    ) -> _MessagePlan:
+        """The plan for these controls, built on first use and kept (keyed by the controls)."""
+        key = (readback, confirm, *map(_control_of, checked))
+        plan = self._message_plans.get(key)
+        if plan is None:
+            plan = self._message_plans[key] = self._plan(key[2:], readback, confirm)
+        return plan
+
+    def _plan(self, controls: tuple[Control, ...], readback: bool, confirm: bool) -> _MessagePlan:
+        # `A {};:B {};:A?;:B?;:SYST:ERR?` with the values' places left open: built once
+        # per combination of controls, filled in per exchange.
+        sets = [control.set_command.lstrip(":") for control in controls]  # type: ignore[union-attr]
+        reads = [control for control in controls if control.readback] if readback else []
+        gets = [(control.get_command, control.kind) for control in reads]
+        read_names = tuple(control.name for control in reads)
+
+        def cache(taken: list[Any]) -> None:  # what the instrument took, kept
+            self._last.update(zip(read_names, taken, strict=True))
+
+        if readback:
+            queries = [*(get.lstrip(":") for get, _ in gets), "SYST:ERR?"]
+            message = ";:".join([*sets, *queries])
+        else:
+            queries = ["*OPC?"] if confirm else []
+            message = ";:".join(sets) + (";*OPC?" if confirm else "")
+        return _MessagePlan(
+            message=message,
+            sets=tuple(sets),
+            queries=tuple(queries),
+            gets=gets,
+            cache=cache,
+            controls=list(controls),
+            names=tuple(control.name for control in controls),
+            read_names=read_names,
+            reads=len(reads),
+            floats=all(control.kind is float for control in reads),
+            confirm=confirm and not readback,
+            ramped=any(control.ramp is not None for control in controls),
+            after_set=type(self)._after_set is not ScpiInstrument._after_set,
+        )
+
+    def _after_set(self, controls: list[Control]) -> None:
+        """Hook after controls were set (e.g. to forget derived cached values)."""
 
     # -- ramped controls (the definition's `Ramp`: largest step, fastest rate) ----------
 
@@ -671,7 +778,7 @@ class ScpiInstrument:
             final: Any = target
             live = self.ramp_live(control)
             if live:
-                step, _ = self.limits.ramp_of(control.setting)
+                step, rate = self.limits.ramp_of(control.setting)
                 points = ramp_points(self._last.get(control.name, 0.0), target, step)
                 for point in points[:-1]:
                     self.ramp_step(control, point)
@@ -685,9 +792,10 @@ class ScpiInstrument:
                 )
                 return
             if live:
-                self._wait_for_step(control, final)
+                self._wait_for_step(control, final, rate)
+            last_step = [(control, final)]  # the same exchange as any setting, unramped
             try:
-                self._send_settings([(control, final)])
+                self._exchange(self._plan_for(last_step, True), last_step, False)
             finally:
                 self._stamp_step()
 
@@ -695,15 +803,17 @@ class ScpiInstrument:
         """One confirmed step, `SET x;*OPC?`, no sooner than the rate allows (with `wait`)."""
         if wait:
             self._wait_for_step(control, value)
+        step = [(control, value)]  # the one path, unramped: `SET x;*OPC?`
         try:
-            self.sync(control.set_text(value))
+            self._exchange(self._plan_for(step, False, True), step, False)
         finally:
             self._last[control.name] = value
             self._stamp_step()
 
-    def _wait_for_step(self, control: Control, value: float) -> None:
+    def _wait_for_step(self, control: Control, value: float, rate: float = 0.0) -> None:
         """Sleep until a step to `value` respects the ramp rate (plus margin)."""
-        _, rate = self.limits.ramp_of(control.setting)
+        if not rate:
+            _, rate = self.limits.ramp_of(control.setting)
         step = abs(value - self._last.get(control.name, 0.0))
         wait_s = self._last_step_s + RAMP_MARGIN * step / rate - time.monotonic()
         if wait_s > 0:
@@ -751,19 +861,59 @@ class ScpiInstrument:
         """After a reconnect: setup commands, then the last value of every control."""
         for command in self.setup_commands:
             self.conn.write(command)
-        for control in self.controls():
-            if control.set_command and control.restore and control.name in self._last:
-                self.conn.write(control.set_text(self._last[control.name]))
+        last = self._last
+        restored = [
+            (control, last[control.name])
+            for control in self.controls()
+            if control.set_command and control.restore and control.name in last
+        ]
+        self.send_controls(restored, readback=False)
         self.sync()
 
 
 class _MessagePlan(NamedTuple):
-    """A settings message for one combination of controls, its values' places left open."""
+    """The messages for one combination of controls, their values' places left open."""
 
-    template: str
+    message: str
+    """Compound: `A {};:B {};:A?;:B?;:SYST:ERR?` (without read-back: the sets alone)."""
+    sets: tuple[str, ...]
+    """One command per message: `A {}`, `B {}`."""
+    queries: tuple[str, ...]
+    """One command per message: `A?`, `B?`, `SYST:ERR?` (none without read-back)."""
     gets: list[tuple[str, type]]
     cache: Callable[[list[Any]], None]
     controls: list[Control]
+    names: tuple[str, ...]
+    read_names: tuple[str, ...]
+    """The controls read back, in the reply's order."""
+    reads: int
+    floats: bool
+    """Whether every read-back is a float (the reply is parsed by `float` alone)."""
+    confirm: bool
+    """The reply is `*OPC?`'s 1 (no read-back)."""
+    ramped: bool
+    """Whether any of the controls has a ramp (those move in steps first)."""
+    after_set: bool
+    """Whether the driver has an `_after_set` hook to call."""
+
+
+_control_of = itemgetter(0)
+_value_of = itemgetter(1)
+
+
+def _nothing() -> None:
+    """`finish()` of an overlapped exchange that had nothing left to send."""
+
+
+def _join_replies(conn: Connection, queries: tuple[str, ...]) -> str:
+    """Each query as its own message, the replies joined with ';' (IEEE 488.2 style)."""
+    return ";".join([conn.query(query) for query in queries])
+
+
+def _setting_words(controls: list[Control], texts: list[str]) -> str:
+    """What a settings exchange was doing, for its error message."""
+    pairs = zip(controls, texts, strict=True)
+    return "setting " + ", ".join(f"{control.name}={text}" for control, text in pairs)
 
 
 def split_message(message: str) -> list[str]:

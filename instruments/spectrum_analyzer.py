@@ -197,7 +197,8 @@ class SpectrumAnalyzer(ScpiInstrument):
             ) from exc
 
     def _restore(self) -> None:
-        for command in (type(self).continuous.set_text(False), *self._format_commands()):
+        self.send_controls([(type(self).continuous, False)], readback=False)
+        for command in self._format_commands():
             self.conn.write(command)
         super()._restore()
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 
 import numpy as np
 import pytest
-from labpgt.instruments.bias_supply import KepcoBOP
+from labpgt.instruments.bias_supply import KepcoBOP, KeysightE36xx
 from labpgt.instruments.instrument_errors import (
     CommandError,
     ExecutionError,
@@ -99,6 +100,44 @@ def test_generator_limits_refuse_before_any_byte(quantity, value, fragment):
     assert str(info.value).startswith("generator: ")
     assert fragment in str(info.value)
     t.assert_done()  # the script is empty: a single written byte would have failed
+
+
+def _outcome(check):
+    try:
+        value = check()
+    except LimitError as exc:
+        return str(exc)
+    return "nan" if value != value else value
+
+
+@pytest.mark.parametrize("cls", [KeysightMXG, RohdeSchwarzSMB, KepcoBOP, KeysightE36xx])
+def test_the_one_comparison_check_takes_and_refuses_what_the_full_check_does(cls):
+    driver, t = opened(cls, [], limits=Limits(bias_min_a=-1.0, bias_max_a=2.5))
+    ranges = driver.limit_ranges()
+    assert ranges  # frequency and power; the bias current and the compliance
+    for name, (control, low, high) in ranges.items():
+        values = [low, high, (low + high) / 2, -0.1, 0.0, str(high), True, None, "x"]
+        values += [math.nextafter(low, -math.inf), math.nextafter(high, math.inf)]
+        values += [math.nan, math.inf, -math.inf, np.float64(high), np.float32(low)]
+        for value in values:
+            full = _outcome(lambda: driver.check_control(control, value))  # noqa: B023
+            fast = _outcome(lambda: driver.checked_value(name, value)[1])  # noqa: B023
+            assert fast == full, (name, value)
+    t.assert_done()  # nothing was sent
+
+
+def test_a_driver_adding_a_limit_rule_without_its_range_is_checked_the_full_way():
+    class NarrowMXG(KeysightMXG):  # a plugin's rule: nothing above 2.2 GHz
+        def check_limit(self, setting, value):
+            if setting.name == "frequency_hz" and value > 2.2e9:
+                raise LimitError(self.role, setting.name, value, 2e9, 2.2e9, "Hz")
+            super().check_limit(setting, value)
+
+    gen, t = opened(NarrowMXG, [], limits=Limits())
+    assert gen.limit_ranges() == {}
+    with pytest.raises(LimitError, match="2.2e"):
+        gen.checked_value("frequency_hz", 2.25e9)
+    t.assert_done()
 
 
 def test_error_queue_is_drained_into_a_typed_error():
