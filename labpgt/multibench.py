@@ -315,13 +315,13 @@ class RayBench:
         name: str,
         *,
         scheduler_options: dict[str, Any] | None = None,
+        resources: dict[str, float] | None = None,
         **bench_options: Any,
     ) -> RayBench:
-        import ray
-
-        actor_class = ray.remote(num_cpus=0)(_BenchActor)
-        actor = actor_class.options(name=None).remote(scheduler_options or {}, bench_options)
-        return cls(name, actor)
+        """``resources``: custom Ray resources the actor needs (it starts on a node that has
+        them), as for `bench_file`."""
+        actor_class = _actor_class(resources)
+        return cls(name, actor_class.remote(scheduler_options or {}, bench_options))
 
     @classmethod
     def bench_file(
@@ -331,10 +331,9 @@ class RayBench:
         features: Any,
         *,
         scheduler_options: dict[str, Any] | None = None,
+        resources: dict[str, float] | None = None,
     ) -> RayBench:
-        import ray
-
-        actor_class = ray.remote(num_cpus=0)(_BenchActor)
+        actor_class = _actor_class(resources)
         options = {"features": features}
         return cls(name, actor_class.remote(scheduler_options or {}, options, config))
 
@@ -356,6 +355,30 @@ class RayBench:
         with contextlib.suppress(ray.exceptions.RayActorError):  # gone already
             ray.get(self.actor.close.remote())
         ray.kill(self.actor)
+
+
+def _actor_class(resources: dict[str, float] | None) -> Any:
+    """The bench actor class for Ray: no CPU of its own (it waits on its instruments), and
+    the custom resources that pin it to a node, if any."""
+    import ray
+
+    return ray.remote(num_cpus=0, resources=resources or {})(_BenchActor)
+
+
+def check_offered(resources: tuple[str, ...]) -> None:
+    """Refuse, in one line, a custom resource no node of the connected cluster offers (an
+    actor that needs it would wait for it forever)."""
+    if not resources:
+        return
+    import ray
+
+    offered = ray.cluster_resources()
+    missing = [name for name in resources if offered.get(name, 0.0) < 1.0]
+    if missing:
+        raise UserError(
+            f"--bench-resource {missing[0]}: no node of the Ray cluster offers it (start the "
+            f"bench's node with ray start --resources '{{\"{missing[0]}\": 1}}')"
+        )
 
 
 def start_ray(address: str | None) -> bool:

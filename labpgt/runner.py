@@ -140,6 +140,25 @@ def check_benches(config: TrainConfig) -> None:
         raise UserError("--address is the Ray cluster of --ray: add --ray (and --benches N)")
     if config.ray and config.calibration is not None:
         raise UserError("--calibration checks the bench in this process; not with --ray")
+    check_bench_resources(config)
+
+
+def check_bench_resources(config: TrainConfig) -> None:
+    """--bench-resource: only with --ray, one per bench, no name twice (one line each)."""
+    names = config.bench_resources
+    if not names:
+        return
+    if not config.ray:
+        raise UserError("--bench-resource places a bench's Ray actor: add --ray")
+    count = len(config.bench_files()) or config.benches
+    if len(names) != count:
+        raise UserError(
+            f"--bench-resource is given {len(names)} times for {count} benches: give one per "
+            "bench, in the order of the benches"
+        )
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UserError(f"--bench-resource {twice[0]} is given twice: one bench per node resource")
 
 
 def check_drift_options(config: TrainConfig) -> None:

@@ -202,3 +202,74 @@ def test_a_bench_file_a_ray_actor_cannot_open_is_one_line(
     code, err = _train(capsys, tmp_path, "--ray", "--bench", str(path))
     assert code == 2 and err.startswith(f"error: {path}: the bench's Ray actor did not start"), err
     assert "\n" not in err.strip()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--bench-resource", "pc_a"], "--bench-resource places a bench's Ray actor: add --ray"),
+        (
+            ["--ray", "--benches", "2", "--bench-resource", "pc_a"],
+            "--bench-resource is given 1 times for 2 benches",
+        ),
+        (
+            ["--ray", "--benches", "2", "--bench-resource", "pc_a", "--bench-resource", "pc_a"],
+            "--bench-resource pc_a is given twice",
+        ),
+    ],
+)
+def test_bench_resources_that_cannot_place_the_benches_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    code, err = _train(capsys, tmp_path, *extra)
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_a_bench_resource_no_node_offers_is_one_line_before_any_actor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=2, resources={"pc_a": 1}, include_dashboard=False)
+    try:
+        places = ["--bench-resource", "pc_a", "--bench-resource", "pc_z"]
+        code, err = _train(capsys, tmp_path, "--ray", "--benches", "2", *places)
+        assert ray.available_resources().get("pc_a") == 1  # no actor took it
+    finally:
+        ray.shutdown()
+    assert code == 2 and "--bench-resource pc_z: no node of the Ray cluster offers it" in err
+    assert "\n" not in err.strip()
+
+
+def test_each_bench_actor_starts_on_the_node_with_its_resource(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--bench-resource: a bench file's actor needs its node's custom resource. While the run
+    measures, the resource is held (the actor is placed on it); at the end it is free again."""
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=2, resources={"pc_a": 1, "pc_b": 1}, include_dashboard=False)
+    held: list[dict[str, float]] = []
+    stop = threading.Event()
+    try:
+        with served_bench_files(tmp_path, 2) as (paths, virtual):
+
+            def watch() -> None:  # what the cluster has free while both benches measure
+                while not stop.wait(0.05):
+                    if all(vb.analyzer.sweeps > 0 for vb in virtual):
+                        held.append(ray.available_resources())
+
+            watcher = threading.Thread(target=watch)
+            watcher.start()
+            bench_args = [arg for path in paths for arg in ("--bench", str(path))]
+            places = ["--bench-resource", "pc_a", "--bench-resource", "pc_b"]
+            try:
+                code, err = _train(capsys, tmp_path, "--ray", *bench_args, *places)
+            finally:
+                stop.set()
+                watcher.join()
+        assert code == 0, err
+        _check_benches_json(tmp_path / "run", [str(p) for p in paths])
+        assert any(r.get("pc_a", 0) == 0 and r.get("pc_b", 0) == 0 for r in held)
+        assert ray.available_resources().get("pc_a") == 1  # released when the run ended
+    finally:
+        ray.shutdown()

@@ -45,6 +45,12 @@ class TrainOptions:
     address: str | None = typer.Option(
         None, help="With --ray: the Ray cluster to start the actors on (default a local Ray)."
     )
+    bench_resources: list[str] = typer.Option(
+        [],
+        "--bench-resource",
+        help="With --ray, once per bench in order: a custom resource of the Ray node that "
+        "must host that bench's actor (the node was started with ray start --resources).",
+    )
     noise: bool = typer.Option(True, help="Simulated noise on (sim benches).")
     drift: bool = typer.Option(True, help="Simulated drift on (sim benches).")
     epochs: int | None = typer.Option(None, help="Epochs (default 10, or until --max-queries).")

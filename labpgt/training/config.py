@@ -72,6 +72,11 @@ class TrainConfig(BaseModel):
     address: str | None = Field(
         None, description="Ray cluster the --ray actors start on (HOST:PORT; default local)."
     )
+    bench_resources: tuple[str, ...] = Field(
+        (),
+        description="With --ray: per bench, in order, a custom Ray resource its actor needs "
+        "(one unit), so it starts on the node that offers it (e.g. the PC wired to that bench).",
+    )
     epochs: int | None = Field(None, ge=1, le=100_000, description="Epochs to train.")
     max_queries: int | None = Field(None, ge=1, description="Training query budget.")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of everything.")

@@ -106,7 +106,7 @@ def _ray_benches(config: TrainConfig, spec: FeatureSpec, stack: ExitStack) -> li
     ``config.benches`` actors each owning an embedded virtual bench; on a local Ray or the
     cluster at ``config.address``. Ray is stopped on exit if started here."""
     from labpgt.benches import check_bench_file
-    from labpgt.multibench import RayBench, start_ray
+    from labpgt.multibench import RayBench, check_offered, start_ray
 
     files = config.bench_files()
     loaded = [check_bench_file(Path(name)) for name in files]  # checked before Ray starts
@@ -114,13 +114,21 @@ def _ray_benches(config: TrainConfig, spec: FeatureSpec, stack: ExitStack) -> li
         import ray
 
         stack.callback(ray.shutdown)
+    places = config.bench_resources
+    check_offered(places)
     workers = []
     for i, name in enumerate(files or [f"bench{i}" for i in range(config.benches)]):
+        where = {"resources": {places[i]: 1.0}} if places else {}
         if files:
-            worker = RayBench.bench_file(name, loaded[i], spec)
+            worker = RayBench.bench_file(name, loaded[i], spec, **where)
         else:
             worker = RayBench.embedded(
-                name, seed=config.seed + i, features=spec, noise=config.noise, drift=config.drift
+                name,
+                seed=config.seed + i,
+                features=spec,
+                noise=config.noise,
+                drift=config.drift,
+                **where,
             )
         stack.callback(worker.close)
         workers.append(worker)

@@ -59,6 +59,7 @@ RESUME_MAY_CHANGE = (
     "out",
     "ray",
     "address",
+    "bench_resources",
     "drift_every",
     "drift_tolerance_mhz",
     "drift_tolerance_db",
