@@ -186,7 +186,8 @@ class Bench:
         with generator.conn.lock, supply.conn.lock:
             finish = generator.send_controls(checked, overlap=True) if checked else None
             try:
-                supply.send_controls(bias)  # checked above: ramped, without a re-check
+                if bias:  # checked above: ramped, without a re-check (none: nothing sent)
+                    supply.send_controls(bias)
             except BaseException as exc:
                 if finish is not None:
                     try:

@@ -252,3 +252,20 @@ def test_single_step_applies_respect_the_rate():
         log = vb.supply_log[start:]
     assert [round(i, 6) for _, i, _ in log] == [round(0.01 * k, 6) for k in range(1, 21)]
     assert_rate_respected(log, rate, step)
+
+
+def test_apply_without_a_bias_sends_nothing_to_the_supply() -> None:
+    """Shots at an unchanged bias (current_a=None) are the generator's alone: no exchange with
+    the supply at all (not even an error-queue query), so a stalled supply cannot stop them."""
+    with VirtualBench(quiet_ring()) as vb, Bench.open(config(vb), handle_signals=False) as bench:
+        bench.apply(2.1e9, -10.0, 1.0)
+        sent: list[str] = []
+        conn = bench.supply.conn
+        write, query = conn.write, conn.query
+        conn.write = lambda message, *a, **k: (sent.append(message), write(message, *a, **k))[1]
+        conn.query = lambda message, *a, **k: (sent.append(message), query(message, *a, **k))[1]
+        bench.apply(2.2e9, -10.0, None)
+        bench.apply(2.3e9, None, None)
+        assert sent == []
+        bench.apply(None, None, 1.0)  # the same bias asked again: read back and checked
+        assert sent and sent[-1].endswith("SYST:ERR?")
