@@ -258,7 +258,10 @@ def test_a_stalled_sweep_is_given_up_on_within_its_wait_plus_one_timeout(tmp_pat
                 acquire(reservoir, tmp_path / "run.h5", inputs, chunk_shots=4, progress=arm)
             gave_up_s = time.monotonic() - armed[0]
             vb.faults["analyzer"].clear()
-        assert gave_up_s <= wait_s + timeout_s, f"gave up after {gave_up_s:.2f} s"
+        # the sweep's wait, then its retry's timeout; the 0.5 s beyond is the reconnect and the
+        # scheduler, as above (2.49-2.54 s was seen against 2.51 s on idle cores): waiting a
+        # second full wait (1.5 s more) would still fail
+        assert gave_up_s <= wait_s + timeout_s + 0.5, f"gave up after {gave_up_s:.2f} s"
 
 
 class _Lines:
