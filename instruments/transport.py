@@ -14,6 +14,7 @@ import select
 import socket
 import threading
 import time
+from abc import ABC, abstractmethod
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -112,8 +113,10 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
-class TransportBase:
-    """What every transport shares: the stored `timeout_s`, and a block query as write + read."""
+class TransportBase(ABC):
+    """What every transport shares: the stored `timeout_s`, and a block query as write + read.
+
+    A transport says how it writes a message and reads a float32 block; the rest is here."""
 
     _timeout_s: float
 
@@ -126,14 +129,15 @@ class TransportBase:
         self._timeout_s = value
         self._timeout_changed(value)
 
+    @abstractmethod
     def _timeout_changed(self, value: float) -> None:
-        """What a new timeout changes beyond the stored value (subclasses say)."""
+        """What a new timeout changes beyond the stored value."""
 
-    def write(self, message: str) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def write(self, message: str) -> None: ...
 
-    def read_block_float32(self) -> np.ndarray:
-        raise NotImplementedError
+    @abstractmethod
+    def read_block_float32(self) -> np.ndarray: ...
 
     def query_block_float32(self, message: str) -> np.ndarray:
         self.write(message)
