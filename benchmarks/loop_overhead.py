@@ -168,6 +168,9 @@ def run(
                     supply.current_a = i_a
                     _, trace_dbm = sa.read_trace()
                     ends.append(time.perf_counter())
+            elif sets == "shots":
+                for trace_dbm in bench.shots([tuple(row) for row in rows[10:]]):  # noqa: B007
+                    ends.append(time.perf_counter())
             elif sets == "steps":
                 for f_hz, p_dbm, i_a in rows[10:]:
                     steps_ns.append(_apply_in_steps(bench, f_hz, p_dbm, i_a))
@@ -450,9 +453,10 @@ def main() -> None:
     parser.add_argument("--realtime-cycles", type=int, default=100, help="real-time cycles")
     parser.add_argument(
         "--sets",
-        choices=("apply", "set_cw", "properties"),
-        default="apply",
-        help="how drive and bias are set each cycle (default: Bench.apply)",
+        choices=("shots", "apply", "set_cw", "properties"),
+        default="shots",
+        help="how drive and bias are set each cycle (default: Bench.shots, the loop "
+        "InstrumentReservoir.measure runs for acquire, calibrate and train)",
     )
     parser.add_argument(
         "--floor-runs",
@@ -489,7 +493,12 @@ def main() -> None:
     real_fixed = run(True, args.realtime_cycles, real_rbw, args.sets, fixed_trace=True)
 
     grid = AnalyzerGrid(center_hz=2.15e9, span_hz=SPAN_HZ, rbw_hz=real_rbw, points=POINTS)
-    how = {"apply": "Bench.apply", "set_cw": "set_cw", "properties": "two property sets"}
+    how = {
+        "shots": "Bench.shots, the next shot prepared during each sweep",
+        "apply": "Bench.apply",
+        "set_cw": "set_cw",
+        "properties": "two property sets",
+    }
     how = how[args.sets]
     print(
         f"loop_overhead: set drive Hz + dBm ({how}), set bias, single sweep, "

@@ -18,10 +18,13 @@ goes off.
 from __future__ import annotations
 
 import atexit
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import pyvisa
 import pyvisa.errors as verr
 from labpgt.instruments.bench_file import (
@@ -44,7 +47,7 @@ from labpgt.instruments.instrument_errors import (
     LimitError,
 )
 from labpgt.instruments.safety import ShutdownSignals
-from labpgt.instruments.scpi import RAMP_MARGIN, ScpiInstrument
+from labpgt.instruments.scpi import RAMP_MARGIN, Prepared, ScpiInstrument
 from labpgt.instruments.signal_generator import SignalGenerator
 from labpgt.instruments.spectrum_analyzer import SpectrumAnalyzer
 from labpgt.instruments.transport import acquire_resource_manager, release_resource_manager
@@ -56,6 +59,7 @@ __all__ = [
     "ShutdownError",
     "ShutdownFailure",
     "GeneratorConfig",
+    "PreparedSettings",
     "SettleConfig",
     "SupplyConfig",
     "bench_config_from_resources",
@@ -72,6 +76,15 @@ DRIVERS: dict[str, type[ScpiInstrument]] = {
     "supply": BiasSupply,
 }
 """The driver base class of each role (`open` picks the family's class)."""
+
+
+class PreparedSettings(NamedTuple):
+    """Drive and bias values checked and their messages built (`Bench.prepare`)."""
+
+    drive: Prepared | None
+    """The generator's frequency and power (None: unchanged)."""
+    bias: Prepared | None
+    """The supply's current (None: unchanged)."""
 
 
 def open_instrument(role: str, cfg: BenchConfig, rm: pyvisa.ResourceManager) -> ScpiInstrument:
@@ -162,6 +175,30 @@ class Bench:
         self.supply.output_on = True
         self.generator.rf_on = True
 
+    def prepare(
+        self,
+        frequency_hz: float | None = None,
+        power_dbm: float | None = None,
+        current_a: float | None = None,
+    ) -> PreparedSettings:
+        """Check drive and bias values against every limit and build their messages.
+
+        Sends nothing: `apply_prepared` sends them. A value outside a limit raises
+        `LimitError` here, before any byte of the setting leaves.
+        """
+        generator, supply = self.generator, self.supply
+        checked = []
+        if frequency_hz is not None:
+            checked.append(generator.checked_value("frequency_hz", frequency_hz))
+        if power_dbm is not None:
+            checked.append(generator.checked_value("power_dbm", power_dbm))
+        return PreparedSettings(
+            generator.prepare_controls(checked) if checked else None,
+            None
+            if current_a is None
+            else supply.prepare_controls([supply.checked_value("current_a", current_a)]),
+        )
+
     def apply(
         self,
         frequency_hz: float | None = None,
@@ -170,24 +207,27 @@ class Bench:
     ) -> None:
         """Drive frequency and power, and bias current, for the next sweep (None: unchanged).
 
-        Every value is limit-checked before anything is sent. The generator's
-        exchange (as `set_cw`) is sent first and its reply read after the supply's
-        (ramped) setting, so the two instruments work at the same time; each still
-        reads back its values and raises its own queued error before this returns.
-        If both fail, the supply's error is raised with the generator's as a note.
+        Every value is limit-checked before anything is sent (`prepare`), then sent as
+        `apply_prepared` sends it.
+        """
+        self.apply_prepared(self.prepare(frequency_hz, power_dbm, current_a))
+
+    def apply_prepared(self, prepared: PreparedSettings) -> None:
+        """Send settings from `prepare`: the generator's and the supply's exchanges overlapped.
+
+        The generator's exchange (as `set_cw`) is sent first and its reply read after
+        the supply's (ramped) setting, so the two instruments work at the same time;
+        each still reads back its values and raises its own queued error before this
+        returns. If both fail, the supply's error is raised with the generator's as a note.
         """
         generator, supply = self.generator, self.supply
-        checked = []
-        if frequency_hz is not None:
-            checked.append(generator.checked_value("frequency_hz", frequency_hz))
-        if power_dbm is not None:
-            checked.append(generator.checked_value("power_dbm", power_dbm))
-        bias = [] if current_a is None else [supply.checked_value("current_a", current_a)]
         with generator.conn.lock, supply.conn.lock:
-            finish = generator.send_controls(checked, overlap=True) if checked else None
+            finish = None
+            if prepared.drive is not None:
+                finish = generator.send_controls(prepared.drive, overlap=True)
             try:
-                if bias:  # checked above: ramped, without a re-check (none: nothing sent)
-                    supply.send_controls(bias)
+                if prepared.bias is not None:  # ramped, without a re-check
+                    supply.send_controls(prepared.bias)
             except BaseException as exc:
                 if finish is not None:
                     try:
@@ -197,6 +237,53 @@ class Bench:
                 raise
             if finish is not None:
                 finish()
+
+    def shots(
+        self,
+        settings: Sequence[tuple[float | None, float | None, float | None]],
+        before_sweep: Callable[[int], object] | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Each (drive Hz, drive dBm, bias A) applied in turn and swept: its trace (dBm).
+
+        None leaves a value unchanged. `before_sweep(i)` runs after shot i's settings
+        were taken and before its sweep (settle waits, outputs on). While the analyzer
+        sweeps shot i, shot i+1's values are checked and its messages built
+        (`prepare`), so the time between one trace and the next sweep is exchanges
+        alone. A value outside a limit is raised when its shot is due, as `apply`
+        would raise it, after every trace before it was given.
+        """
+        if not settings:
+            return
+        prepared: PreparedSettings | Exception = self.prepare(*settings[0])
+        last = len(settings) - 1
+        for i in range(last + 1):
+            if isinstance(prepared, Exception):
+                raise prepared
+            self.apply_prepared(prepared)
+            if before_sweep is not None:
+                before_sweep(i)
+            ahead: list[PreparedSettings | Exception] = []
+            if i < last:
+                _, power_dbm = self.analyzer.read_trace(
+                    meanwhile=partial(self._prepare_ahead, settings[i + 1], ahead)
+                )
+            else:
+                _, power_dbm = self.analyzer.read_trace()
+            yield power_dbm
+            if i < last:
+                prepared = ahead[0] if ahead else self.prepare(*settings[i + 1])
+
+    def _prepare_ahead(
+        self,
+        setting: tuple[float | None, float | None, float | None],
+        into: list[PreparedSettings | Exception],
+    ) -> None:
+        # Runs inside the analyzer's exchange: an error is kept for its own shot, never
+        # raised into the exchange.
+        try:
+            into.append(self.prepare(*setting))
+        except Exception as exc:  # noqa: BLE001 - raised by `shots` when its shot is due
+            into.append(exc)
 
     def snapshot(self) -> dict[str, Any]:
         """Identity and settings of every instrument, plus the limits and settle times."""

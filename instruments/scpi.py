@@ -591,9 +591,29 @@ class ScpiInstrument:
         """Check and write each control's set command, no read-back (batched configuration)."""
         self.send_controls(self.check_controls(**values), readback=False)
 
-    def send_controls(
+    def prepare_controls(
         self,
         checked: list[tuple[Control, Any]],
+        *,
+        readback: bool = True,
+        confirm: bool = False,
+    ) -> Prepared:
+        """Checked values (`check_controls`) with their program message built; sends nothing.
+
+        Building the message costs CPU, not exchanges: a loop prepares the next shot's
+        settings while the analyzer still sweeps, and sends them (`send_controls`) as
+        soon as the sweep ends, with nothing left to compute in between.
+        """
+        plan = self._plan_for(checked, readback, confirm)
+        texts = [
+            f"{float(value):.12g}" if control.kind is float else format_value(value, control.kind)
+            for control, value in checked
+        ]
+        return Prepared(plan, checked, texts, plan.message.format(*texts), readback)
+
+    def send_controls(
+        self,
+        checked: list[tuple[Control, Any]] | Prepared,
         *,
         readback: bool = True,
         confirm: bool = False,
@@ -601,8 +621,10 @@ class ScpiInstrument:
     ) -> Callable[[], None] | None:
         """The one path every checked setting takes to the instrument (`check_controls` first).
 
-        Ramped controls move in confirmed steps (`_ramp`), whose last value takes this
-        path again. The rest go by one plan per combination of controls, built once:
+        `checked` is the checked values, or those already prepared (`prepare_controls`,
+        which then decided `readback` and `confirm`). Ramped controls move in confirmed
+        steps (`_ramp`), whose last value takes this path again. The rest go by one plan
+        per combination of controls, built once:
         - `readback` (default): the sets, the read-backs and `SYST:ERR?` in one program
           message, `A x;:B y;:A?;:B?;:SYST:ERR?`; the values the instrument took are
           cached and a queued error is raised as a typed error naming every value.
@@ -620,16 +642,22 @@ class ScpiInstrument:
         Without `overlap` the exchange is complete when this returns (None).
         """
         with self.conn.lock:
-            plan = self._plan_for(checked, readback, confirm)
-            if plan.ramped:
-                if len(checked) == 1:  # the usual: a bias setpoint alone
-                    self._ramp(*checked[0])
+            if isinstance(checked, Prepared):
+                prepared = checked
+            else:
+                prepared = self.prepare_controls(checked, readback=readback, confirm=confirm)
+            if prepared.plan.ramped:
+                pairs = prepared.checked
+                if len(pairs) == 1:  # the usual: a bias setpoint alone
+                    self._ramp(*pairs[0], prepared=prepared)
                     return _nothing if overlap else None
-                checked = [pair for pair in checked if not self._ramped(*pair)]
-                if not checked:
+                pairs = [pair for pair in pairs if not self._ramped(*pair)]
+                if not pairs:
                     return _nothing if overlap else None
-                plan = self._plan_for(checked, readback, confirm)
-            return self._exchange(plan, checked, overlap)
+                prepared = self.prepare_controls(
+                    pairs, readback=prepared.readback, confirm=prepared.plan.confirm
+                )
+            return self._exchange(prepared, overlap)
 
     def _ramped(self, control: Control, value: Any) -> bool:
         """Ramp `control` to `value` if it has a ramp (True); else False (sent with the rest)."""
@@ -638,23 +666,14 @@ class ScpiInstrument:
         self._ramp(control, value)
         return True
 
-    def _exchange(
-        self,
-        plan: _MessagePlan,
-        checked: list[tuple[Control, Any]],
-        overlap: bool,
-    ) -> Callable[[], None] | None:
+    def _exchange(self, prepared: Prepared, overlap: bool) -> Callable[[], None] | None:
         """`send_controls` for controls without a ramp: send, and read (or return `finish`)."""
-        texts = [
-            f"{float(value):.12g}" if control.kind is float else format_value(value, control.kind)
-            for control, value in checked
-        ]
+        plan, checked, texts, message, _ = prepared
         self._last.update(zip(plan.names, map(_value_of, checked), strict=True))
         conn = self.conn
         if plan.queries and self.compound_messages is not False:
-            message = plan.message.format(*texts)
             if not overlap:
-                return self._finish(plan, checked, texts, message, partial(conn.query, message))
+                return self._finish(prepared, partial(conn.query, message))
             conn.write(message)
             read = partial(conn.read_reply, message)
         else:
@@ -664,33 +683,27 @@ class ScpiInstrument:
                 if plan.after_set:
                     self._after_set(plan.controls)
                 return None
-            message = plan.message.format(*texts)  # named in an error
             read = partial(_join_replies, conn, plan.queries)
             if not overlap:
-                return self._finish(plan, checked, texts, message, read)
-        return partial(self._finish, plan, checked, texts, message, read, overlap)
+                return self._finish(prepared, read)
+        return partial(self._finish, prepared, read, overlap)
 
     def _finish(
-        self,
-        plan: _MessagePlan,
-        checked: list[tuple[Control, Any]],
-        texts: list[str],
-        message: str,
-        read: Callable[[], str],
-        overlapped: bool = False,
+        self, prepared: Prepared, read: Callable[[], str], overlapped: bool = False
     ) -> None:
         """Read a settings exchange's reply: cache the read-backs, raise a queued error.
 
         An overlapped exchange whose link was lost before the reply is redone whole
         (it is idempotent) on a fresh session.
         """
+        plan, _, texts, message, _ = prepared
         try:
             try:
                 reply = read()
             except InstrumentConnectionError:
                 if not overlapped:
                     raise
-                self._exchange(plan, checked, False)
+                self._exchange(prepared, False)
                 return
             if plan.confirm:  # `*OPC?` answers 1 once the sets were taken
                 if reply.strip() not in ("1", "+1"):
@@ -766,11 +779,12 @@ class ScpiInstrument:
         """Whether `control` must ramp now; drivers say when it need not (output off)."""
         return True
 
-    def _ramp(self, control: Control, target: Any) -> None:
+    def _ramp(self, control: Control, target: Any, prepared: Prepared | None = None) -> None:
         """Ramp (live) or move (not live) a control to `target`, then verify it.
 
         Intermediate steps go as `SET x;*OPC?`; the last value travels with its
-        verification, `SET x;:GET?;:SYST:ERR?` (with nothing to move: `GET?;:SYST:ERR?`).
+        verification, `SET x;:GET?;:SYST:ERR?` (with nothing to move: `GET?;:SYST:ERR?`),
+        the message `prepared` holds when it was prepared with read-back.
         Each step is sent no sooner than the ramp rate allows after the instrument's
         reply to the previous one.
         """
@@ -793,9 +807,11 @@ class ScpiInstrument:
                 return
             if live:
                 self._wait_for_step(control, final, rate)
-            last_step = [(control, final)]  # the same exchange as any setting, unramped
+            if prepared is None or not prepared.readback or final != target:
+                # the same exchange as any setting, unramped
+                prepared = self.prepare_controls([(control, final)])
             try:
-                self._exchange(self._plan_for(last_step, True), last_step, False)
+                self._exchange(prepared, False)
             finally:
                 self._stamp_step()
 
@@ -805,7 +821,7 @@ class ScpiInstrument:
             self._wait_for_step(control, value)
         step = [(control, value)]  # the one path, unramped: `SET x;*OPC?`
         try:
-            self._exchange(self._plan_for(step, False, True), step, False)
+            self._exchange(self.prepare_controls(step, readback=False, confirm=True), False)
         finally:
             self._last[control.name] = value
             self._stamp_step()
@@ -895,6 +911,18 @@ class _MessagePlan(NamedTuple):
     """Whether any of the controls has a ramp (those move in steps first)."""
     after_set: bool
     """Whether the driver has an `_after_set` hook to call."""
+
+
+class Prepared(NamedTuple):
+    """Checked settings and their program message, ready to send (`prepare_controls`)."""
+
+    plan: _MessagePlan
+    checked: list[tuple[Control, Any]]
+    texts: list[str]
+    """Each value as sent."""
+    message: str
+    """The whole compound message (one command per message: named in an error)."""
+    readback: bool
 
 
 _control_of = itemgetter(0)

@@ -134,13 +134,17 @@ class SpectrumAnalyzer(ScpiInstrument):
             self._axis_key = key
         return self._axis.copy()
 
-    def read_trace(self) -> tuple[np.ndarray, np.ndarray]:
+    def read_trace(
+        self, meanwhile: Callable[[], object] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """One single sweep; returns (frequency_hz, power_dbm), both float64 of length points.
 
         Binary traces take one exchange: `INIT;*OPC?;:TRAC:DATA? TRACE1` is answered
         `1;#<block>` once the sweep is done (IEEE 488.2 joins the two replies with ';').
         Without compound messages: `INIT`, `*OPC?` (waits for the sweep), then the
         trace query, each its own message.
+        `meanwhile` is run once while the analyzer sweeps (after the sweep was started;
+        without compound messages, before the trace is read). It must not raise.
         """
         with self.conn.lock:
             sweep_s = self._last.get("sweep_time_s")
@@ -150,9 +154,13 @@ class SpectrumAnalyzer(ScpiInstrument):
             if self.trace_format == "real32" and self._compound:
                 # The axis is built while the analyzer sweeps (off the critical path).
                 axis: list[np.ndarray | None] = []
-                power_dbm = self._sweep_and_read_block(
-                    wait_s, lambda: axis.append(self._cached_axis())
-                )
+
+                def during_sweep() -> None:
+                    axis.append(self._cached_axis())
+                    if meanwhile is not None:
+                        meanwhile()
+
+                power_dbm = self._sweep_and_read_block(wait_s, during_sweep)
                 frequency_hz = axis[-1] if axis and axis[-1] is not None else self.frequencies_hz()
             else:
                 frequency_hz = self.frequencies_hz()
@@ -162,6 +170,8 @@ class SpectrumAnalyzer(ScpiInstrument):
                     raise InstrumentProtocolError(
                         f"{self.conn.label}: {self.init_command} answered {reply!r}"
                     )
+                if meanwhile is not None:
+                    meanwhile()
                 power_dbm = self._read_trace_data()
         if power_dbm.shape != frequency_hz.shape:
             raise InstrumentProtocolError(

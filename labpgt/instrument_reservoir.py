@@ -70,46 +70,76 @@ class InstrumentReservoir(FeatureReservoir):
         """The `sim.virtual.VirtualBench` behind an embedded reservoir (None on a real bench)."""
 
     def measure(self, settings: torch.Tensor) -> ReservoirOutput:
-        """Measure (N, 3) settings in order; a failing shot raises `PartialMeasurementError`."""
+        """Measure (N, 3) settings in order; a failing shot raises `PartialMeasurementError`.
+
+        The shots go through `Bench.shots`: while the analyzer sweeps one shot, the next
+        one's values are checked and its messages built, so the time between a trace
+        and the next sweep is the instruments' exchanges alone.
+        """
         settings, keys, settle_s = self._plan(settings)
         n = settings.shape[0]
-        traces = torch.empty(n, self._frequency_hz.numel(), dtype=torch.float64)
-        stamps = torch.empty(n, dtype=torch.float64)
-        for i in range(n):
-            try:
-                self._apply(settings[i], keys[i])
-                if self.wait and settle_s[i] > 0:
-                    self._sleep(float(settle_s[i]))
-                _, power_dbm = self.bench.analyzer.read_trace()
-            except Exception as exc:
-                self._previous_key = None  # the instrument state is unknown now
-                done = self._output(traces[:i], settle_s[:i] + self.sweep_time_s, stamps[:i])
-                raise PartialMeasurementError(done, settings[i].clone(), exc) from exc
-            stamps[i] = time.time()
-            if power_dbm.shape[0] != traces.shape[1]:
-                raise UserError(
-                    f"the analyzer returned {power_dbm.shape[0]} points; the reservoir was "
-                    f"opened with {traces.shape[1]} (was the analyzer reconfigured?)"
-                )
-            traces[i] = torch.from_numpy(np.asarray(power_dbm, dtype=np.float64))
-            self._previous_key = keys[i].clone()
-        return self._output(traces, settle_s + self.sweep_time_s, stamps)
-
-    def _apply(self, setting: torch.Tensor, key: torch.Tensor) -> None:
-        prev = self._previous_key
-        changed = [True] * 3 if prev is None else (key != prev).tolist()
-        # One overlapped step: every limit checked before a byte is sent, the generator's
-        # exchange in flight while the supply ramps; unchanged values are not re-sent.
-        self.bench.apply(
-            frequency_hz=float(setting[_DRIVE_HZ]) if changed[_DRIVE_HZ] else None,
-            power_dbm=float(setting[_DRIVE_DBM]) if changed[_DRIVE_DBM] else None,
-            current_a=float(setting[_BIAS_A]) if changed[_BIAS_A] else None,
+        points = self._frequency_hz.numel()
+        powers: list[np.ndarray] = []
+        stamps: list[float] = []
+        shots = self.bench.shots(self._changed_values(settings, keys), self._before_sweep(settle_s))
+        try:
+            for power_dbm in shots:
+                stamps.append(time.time())
+                if power_dbm.shape[0] != points:
+                    raise UserError(
+                        f"the analyzer returned {power_dbm.shape[0]} points; the reservoir was "
+                        f"opened with {points} (was the analyzer reconfigured?)"
+                    )
+                powers.append(power_dbm)
+        except UserError:
+            self._previous_key = None  # what the instruments hold is not what was planned
+            raise
+        except Exception as exc:
+            i = len(powers)
+            self._previous_key = None  # the instrument state is unknown now
+            done = self._output(
+                _as_traces(powers, points), settle_s[:i] + self.sweep_time_s, _stamps(stamps)
+            )
+            raise PartialMeasurementError(done, settings[i].clone(), exc) from exc
+        if n:
+            self._previous_key = keys[-1].clone()
+        return self._output(
+            _as_traces(powers, points), settle_s + self.sweep_time_s, _stamps(stamps)
         )
-        if not self._outputs_on:
-            # Settings first, then outputs: the supply ramps up from 0 A to the setpoint
-            # and RF comes on at the requested frequency and power, never a stale one.
-            self.bench.enable_outputs()
-            self._outputs_on = True
+
+    def _changed_values(
+        self, settings: torch.Tensor, keys: torch.Tensor
+    ) -> list[tuple[float | None, float | None, float | None]]:
+        """Each shot's (drive Hz, drive dBm, bias A), None where unchanged from the shot before.
+
+        Unchanged values are not re-sent. Before the first shot of a measurement the
+        previous shot is the last one measured (none after a reconnect or a failure).
+        """
+        if keys.shape[0] == 0:
+            return []
+        before = self._previous_key
+        first = torch.ones(1, 3, dtype=torch.bool) if before is None else keys[:1] != before
+        changed = torch.cat([first, keys[1:] != keys[:-1]]).tolist()
+        order = (_DRIVE_HZ, _DRIVE_DBM, _BIAS_A)
+        return [
+            tuple(row[k] if flags[k] else None for k in order)  # type: ignore[misc]
+            for row, flags in zip(settings.tolist(), changed, strict=True)
+        ]
+
+    def _before_sweep(self, settle_s: torch.Tensor) -> Callable[[int], None]:
+        """What runs between a shot's settings and its sweep: outputs on, then settle."""
+        settle = settle_s.tolist()
+
+        def before_sweep(i: int) -> None:
+            if not self._outputs_on:
+                # Settings first, then outputs: the supply ramps up from 0 A to the setpoint
+                # and RF comes on at the requested frequency and power, never a stale one.
+                self.bench.enable_outputs()
+                self._outputs_on = True
+            if self.wait and settle[i] > 0:
+                self._sleep(settle[i])
+
+        return before_sweep
 
     def reconnect(self) -> None:
         """Reopen every instrument's session (each driver restores its last settings).
@@ -138,3 +168,14 @@ class InstrumentReservoir(FeatureReservoir):
         """RF off, bias ramped to 0 A, output off, sessions closed (the Bench does it)."""
         self._outputs_on = False
         self.bench.close()
+
+
+def _as_traces(powers: list[np.ndarray], points: int) -> torch.Tensor:
+    """(N, points) float64 traces from the shots' power arrays."""
+    if not powers:
+        return torch.empty(0, points, dtype=torch.float64)
+    return torch.from_numpy(np.stack(powers).astype(np.float64, copy=False))
+
+
+def _stamps(stamps: list[float]) -> torch.Tensor:
+    return torch.tensor(stamps, dtype=torch.float64)

@@ -269,3 +269,47 @@ def test_apply_without_a_bias_sends_nothing_to_the_supply() -> None:
         assert sent == []
         bench.apply(None, None, 1.0)  # the same bias asked again: read back and checked
         assert sent and sent[-1].endswith("SYST:ERR?")
+
+
+def test_shots_prepare_each_next_shot_during_the_sweep_and_raise_a_refusal_when_due() -> None:
+    """`Bench.shots`: every shot's settings reach the instruments before its sweep; the next
+    shot's values are checked while the analyzer sweeps (inside `read_trace`); a refused value
+    raises only when its shot is due, after the traces before it, and sends nothing."""
+    rows = [(2.10e9, -12.0, 0.2), (2.20e9, None, 0.25), (None, -11.0, None), (9e9, -10.0, 0.3)]
+    with VirtualBench(quiet_ring()) as vb, Bench.open(config(vb), handle_signals=False) as bench:
+        bench.enable_outputs()
+        taken: list[tuple[float, float, float]] = []
+        prepared_in_sweep: list[bool] = []
+        sweeping = [False]
+        read_trace, prepare = bench.analyzer.read_trace, bench.prepare
+
+        def read_trace_marked(*args, **kwargs):
+            sweeping[0] = True
+            try:
+                return read_trace(*args, **kwargs)
+            finally:
+                sweeping[0] = False
+
+        def prepare_noted(*args):
+            prepared_in_sweep.append(sweeping[0])
+            return prepare(*args)
+
+        bench.analyzer.read_trace, bench.prepare = read_trace_marked, prepare_noted
+        traces = []
+        with pytest.raises(LimitError, match=r"generator: frequency_hz=9e\+09 Hz refused"):
+            for power_dbm in bench.shots(
+                rows,
+                before_sweep=lambda i: taken.append(
+                    (vb.generator.frequency_hz, vb.generator.power_dbm, vb.supply.current_a)
+                ),
+            ):
+                traces.append(power_dbm)
+        assert len(traces) == 3 and all(t.shape == (GRID.points,) for t in traces)
+        assert taken == [(2.10e9, -12.0, 0.2), (2.20e9, -12.0, 0.25), (2.20e9, -11.0, 0.25)]
+        assert prepared_in_sweep == [False, True, True, True]  # the first, then during sweeps
+        # the refused shot sent nothing: the instruments still hold the third shot's values
+        assert (vb.generator.frequency_hz, vb.supply.current_a) == (2.20e9, 0.25)
+        # the same traces as one shot at a time
+        for row, trace in zip(rows[:3], traces, strict=True):
+            bench.apply(*row)
+            np.testing.assert_allclose(bench.analyzer.read_trace()[1], trace)
