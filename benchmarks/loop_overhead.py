@@ -8,9 +8,11 @@ loopback TCP sockets to the virtual bench servers. A cycle is three exchanges:
 the generator's `SOUR:FREQ;:SOUR:POW;` + read-backs + `SYST:ERR?`, the supply's
 ramp step with its read-back and `SYST:ERR?`, and the analyzer's
 `INIT;*OPC?;:TRAC:DATA? TRACE1`. `--sets` chooses how the drive and bias are set:
-`apply` (default: `Bench.apply`, the generator's and the supply's exchanges
-overlapped), `set_cw` (one after the other), `properties` (frequency and power
-as two property sets: four exchanges per cycle).
+`shots` (default: `Bench.shots`, the loop `InstrumentReservoir.measure` runs for
+acquire, calibrate and train: `Bench.apply`'s exchanges, with each next shot's checks
+and messages done while the analyzer sweeps), `apply` (`Bench.apply` per cycle, the
+generator's and the supply's exchanges overlapped), `set_cw` (one after the other),
+`properties` (frequency and power as two property sets: four exchanges per cycle).
 
 The bias moves by up to 0.02 A per cycle at a ramp rate of 10 A/s: the driver
 spaces steps by step/rate x 1.1 + 1 ms, so some cycles wait for the ramp; that
@@ -28,8 +30,9 @@ wait is reported on its own.
    The target (issue 14): the drivers' overhead per cycle above the floor <= 10 %
    of the floor's own, printed as the ratio drivers' overhead / floor's overhead
    (target <= 1.10). Driver and floor runs alternate (`--floor-runs` of each) and
-   each side is pooled over its runs; the same ratio of the medians is printed too,
-   and each side's client CPU per cycle (thread time of the benchmark's process).
+   each side is pooled over its runs; a 95 % bootstrap interval of the ratio over the
+   cycles, the same ratio of the medians, and each side's client CPU per cycle (thread
+   time of the benchmark's process) are printed too.
 3. The loop alone: sections 1 and 2 with one precomputed trace served.
 4. The machine: how much slower a small piece of Python runs right after one
    sweep time without running it (asleep, or spinning), which every real-time
@@ -39,8 +42,8 @@ With `--steps`, only a diagnostic runs: the client CPU (thread time) of each ste
 of a real-time cycle, the drivers' (`Bench.apply` and `read_trace` called as their
 public parts) beside the floor's, to show where the drivers' own time goes.
 
-Usage: .venv/bin/python benchmarks/loop_overhead.py [--cycles 600] [--realtime-cycles 100]
-       [--sets apply|set_cw|properties] [--floor-runs 3] [--steps]
+Usage: .venv/bin/python benchmarks/loop_overhead.py [--cycles 600] [--realtime-cycles 300]
+       [--sets shots|apply|set_cw|properties] [--floor-runs 3] [--steps]
 """
 
 from __future__ import annotations
@@ -372,7 +375,19 @@ def pooled(results: list[dict]) -> dict[str, float]:
         "client_cpu_s": sum(r["client_cpu_s"] for r in results),
         "median_overhead_s": float(np.median(over_s)),
         "p90_overhead_s": float(np.percentile(over_s, 90)),
+        "overheads_s": over_s,
     }
+
+
+def ratio_interval(
+    drivers_s: np.ndarray, floor_s: np.ndarray, draws: int = 2000
+) -> tuple[float, float]:
+    """95 % bootstrap interval of mean(drivers' overheads) / mean(floor's), cycles resampled."""
+    rng = np.random.default_rng(0)
+    d = rng.choice(drivers_s, size=(draws, drivers_s.size)).mean(axis=1)
+    f = rng.choice(floor_s, size=(draws, floor_s.size)).mean(axis=1)
+    low, high = np.percentile(d / f, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def _spread(result: dict[str, float]) -> str:
@@ -450,7 +465,7 @@ def steps_report(cycles: int, runs: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=600, help="cycles without delay")
-    parser.add_argument("--realtime-cycles", type=int, default=100, help="real-time cycles")
+    parser.add_argument("--realtime-cycles", type=int, default=300, help="real-time cycles per run")
     parser.add_argument(
         "--sets",
         choices=("shots", "apply", "set_cw", "properties"),
@@ -559,9 +574,11 @@ def main() -> None:
     )
     print(f"   drivers {_spread(drivers)}")
     print(f"   floor {_spread(floor)}")
+    low, high = ratio_interval(drivers["overheads_s"], floor["overheads_s"])
     print(
         f"   drivers' overhead / floor's overhead = {1e3 * driver_over_s:.2f} / "
-        f"{1e3 * floor_over_s:.2f} ms = {over_floor:.3f}; target <= {TARGET_OVER_FLOOR:.2f} "
+        f"{1e3 * floor_over_s:.2f} ms = {over_floor:.3f} (95 % interval over the cycles "
+        f"{low:.3f}-{high:.3f}); target <= {TARGET_OVER_FLOOR:.2f} "
         f"(<= 10 % above the floor): {'PASS' if over_floor <= TARGET_OVER_FLOOR else 'FAIL'}"
     )
     driver_cpu_us = 1e6 * drivers["client_cpu_s"] / drivers["cycles"]
