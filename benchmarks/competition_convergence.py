@@ -35,7 +35,7 @@ from labpgt.sim import dispersion  # noqa: E402
 from labpgt.sim.competition import Competition, solve_competition  # noqa: E402
 from labpgt.sim.grid import AnalyzerGrid  # noqa: E402
 from labpgt.sim.params import RingParams  # noqa: E402
-from labpgt.sim.ring_lines import Modes, ring_modes  # noqa: E402
+from labpgt.sim.ring_lines import Modes, RingConditions, ring_modes  # noqa: E402
 from labpgt.sim.spectrum import noise_floor_mw  # noqa: E402
 
 
@@ -49,7 +49,7 @@ def operating_grid(points: tuple[int, int, int], params: RingParams) -> Modes:
     drive_hz, drive_dbm, bias_a = (a.reshape(-1) for a in torch.meshgrid(*axes, indexing="ij"))
     field = dispersion.field_oe(bias_a, -1.0, params)
     zero, rf = torch.zeros_like(field), torch.ones_like(field)
-    return ring_modes(params, drive_hz, drive_dbm, field, zero, rf)
+    return ring_modes(params, RingConditions(drive_hz, drive_dbm, field, zero, rf))
 
 
 def solve(modes: Modes, params: RingParams, tolerance: float, cap: int) -> Competition:

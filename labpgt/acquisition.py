@@ -29,7 +29,7 @@ from labpgt.calibration.measure import Progress, measure_into
 from labpgt.csv_text import read_csv_text
 from labpgt.encoding import DEFAULT_SETTING
 from labpgt.errors import UserError
-from labpgt.records import RunMetadata, SettingsSnapshot
+from labpgt.records import INSTRUMENT_ROLES, BenchIdentity, RunMetadata, SettingsSnapshot
 from labpgt.reservoir import PhysicalReservoir, ReservoirOutput
 from labpgt.scheduler import PerturbationScheduler, plan_order
 from labpgt.setting_bounds import SETTING_NAMES, SETTING_UNITS, SettingBounds
@@ -347,7 +347,7 @@ def acquire(
     chunk_shots: int = 32,
     retries: int = 2,
     progress: Progress | None = None,
-    identity: dict[str, Any] | None = None,
+    identity: BenchIdentity | None = None,
     allow_bench_change: bool = False,
     metadata: RunMetadata | None = None,
     snapshot_interval_s: float = SNAPSHOT_INTERVAL_S,
@@ -400,7 +400,7 @@ def _create(
     inputs: torch.Tensor | None,
     repeats: int,
     stamp: dict[str, Any],
-    identity: dict[str, Any] | None,
+    identity: BenchIdentity | None,
     sweeps: list[Sweep] | None,
     metadata: RunMetadata | None,
 ) -> RunFile:
@@ -430,7 +430,7 @@ def _reopen(
     inputs: torch.Tensor | None,
     repeats: int,
     stamp: dict[str, Any],
-    identity: dict[str, Any] | None,
+    identity: BenchIdentity | None,
     allow_bench_change: bool,
 ) -> RunFile:
     """The run file to finish, checked against the settings, repeats and bench, with this
@@ -512,86 +512,50 @@ class _SettingsWatch:
         return True
 
 
-IDENTITY_KEYS = ("resources", "families", "idn", "sim", "calibration_sha256")
-"""What makes two benches the same for a resume (``bench`` is only a label)."""
-
-
 def resume_identity(
-    bench_snapshot: dict[str, Any] | None,
+    snapshot: dict[str, Any] | None,
     *,
     bench_cfg: Any = None,
     embedded: dict[str, Any] | None = None,
     calibration_sha256: str | None = None,
-) -> dict[str, Any]:
-    """Who measured: resources, families, each instrument's *IDN?, sim seed, calibration.
+) -> BenchIdentity:
+    """Who measures: resources, families, each instrument's *IDN?, sim seed, calibration.
 
-    From an opened bench's ``snapshot()`` (full), or from a bench config only
-    (``bench_cfg``; no identities yet, for the check before opening). The
-    embedded bench's resources are ephemeral loopback ports, recorded as
-    "embedded"; its ring (seed, noise) identifies it instead.
+    From an opened bench's reservoir ``snapshot()`` (full), or from a bench config only
+    (``bench_cfg``; no identities yet, for the check before opening). The embedded bench's
+    resources are ephemeral loopback ports, recorded as "embedded"; its ring (seed, noise)
+    identifies it instead.
     """
-    roles = ("generator", "analyzer", "supply")
-    ident: dict[str, Any] = {
-        "bench": "embedded virtual bench" if embedded is not None else "bench file",
-        "sim": embedded,
-        "calibration_sha256": calibration_sha256,
-        "idn": None,
-    }
-    if bench_snapshot is not None:
-        ident["resources"] = {
-            r: "embedded" if embedded is not None else bench_snapshot[r]["resource"] for r in roles
+    label = "embedded virtual bench" if embedded is not None else "bench file"
+    if snapshot is not None:
+        return BenchIdentity.of_snapshot(
+            snapshot, bench=label, embedded=embedded, calibration_sha256=calibration_sha256
+        )
+    ident = BenchIdentity(bench=label, sim=embedded, calibration_sha256=calibration_sha256)
+    if bench_cfg is not None:
+        roles = [(r, getattr(bench_cfg, r)) for r in INSTRUMENT_ROLES]
+        ident.resources = {
+            r: "embedded" if embedded is not None else cfg.resource for r, cfg in roles
         }
-        ident["families"] = {r: str(bench_snapshot[r]["family"]) for r in roles}
-        ident["idn"] = {
-            r: ",".join(
-                str(bench_snapshot[r]["identity"].get(k, ""))
-                for k in ("vendor", "model", "serial", "firmware")
-            )
-            for r in roles
-        }
-    elif bench_cfg is not None:
-        ident["resources"] = {
-            r: "embedded" if embedded is not None else getattr(bench_cfg, r).resource for r in roles
-        }
-        ident["families"] = {r: getattr(bench_cfg, r).family for r in roles}
+        ident.families = {r: cfg.family for r, cfg in roles}
     return ident
 
 
-def identity_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Keys of `IDENTITY_KEYS` that differ (a key unknown in ``current`` is not compared)."""
-    return [
-        key
-        for key in IDENTITY_KEYS
-        if key in current
-        and not (key == "idn" and current[key] is None)
-        and recorded.get(key) != current.get(key)
-    ]
-
-
-def describe_identity(ident: dict[str, Any] | None) -> str:
+def describe_identity(ident: BenchIdentity | dict[str, Any] | None) -> str:
     """One line: the bench kind, sim ring, calibration, then per instrument family/IDN/resource."""
-    if not ident:
-        return "no bench identity recorded"
-    parts = [str(ident.get("bench", "bench"))]
-    sim = ident.get("sim")
-    if sim:
-        parts.append(", ".join(f"{k} {v}" for k, v in sim.items()))
-    if ident.get("calibration_sha256"):
-        parts.append(f"calibration sha256 {str(ident['calibration_sha256'])[:12]}")
-    idn = ident.get("idn") or {}
-    for role, family in (ident.get("families") or {}).items():
-        resource = (ident.get("resources") or {}).get(role, "?")
-        who = idn.get(role)
-        parts.append(f"{role} {family}" + (f" [{who}]" if who else "") + f" @ {resource}")
-    return "; ".join(parts)
+    known = BenchIdentity.read(ident or None)
+    return "no bench identity recorded" if known is None else known.describe()
 
 
 def check_identity(
-    run: RunFile, current: dict[str, Any], allow_change: bool
+    run: RunFile, current: BenchIdentity, allow_change: bool
 ) -> dict[str, Any] | None:
-    """Refuse a resume on another bench; with ``allow_change``, return the change to record."""
-    recorded = run.snapshot.get("identity")
-    differs = ["identity"] if not recorded else identity_differences(recorded, current)
+    """Refuse a resume on another bench; with ``allow_change``, return the change to record.
+
+    The identity the file recorded is read as it was stored, also by a labpgt from before
+    `BenchIdentity` (`BenchIdentity.read`)."""
+    recorded = BenchIdentity.read(run.snapshot.get("identity") or None)
+    differs = ["identity"] if recorded is None else recorded.resume_differences(current)
     if not differs:
         return None
     if not allow_change:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from labpgt.errors import UserError
-from labpgt.records import BestModelFile, TrainerCheckpoint, bench_identity
+from labpgt.records import BenchIdentity, BestModelFile, TrainerCheckpoint
 from labpgt.runner import run_training, write_summary
 from labpgt.training.checkpoint import CHECKPOINT_NAME
 from labpgt.training.config import TrainConfig, make_config
@@ -92,8 +92,8 @@ def _open(config: TrainConfig) -> MeasurementBackend:
 
 
 def run_identity(backend: MeasurementBackend) -> dict[str, Any] | None:
-    """The bench identity checkpoints compare (see `records.bench_identity`)."""
-    return bench_identity(backend.reservoir.snapshot())
+    """The bench identity checkpoints record and compare (`records.BenchIdentity`)."""
+    return BenchIdentity.of_snapshot(backend.reservoir.snapshot()).as_dict()
 
 
 def _builder_name(model: str | Callable[..., ReservoirModel]) -> str:

@@ -2,14 +2,15 @@
 instruments (acquire, calibrate, train, the Python API).
 
 `open_bench` is the one path; `check_bench_file` the one set of bench-file checks (missing,
-unreadable, not UTF-8, invalid) and `instrument_errors_in_one_line` the one place an
-instrument failure becomes a one-line `UserError` ("instrument: ..."). A failed safe
-shutdown (`ShutdownError`) is never shortened: the entry point reports it at length.
+unreadable, not UTF-8, invalid), `load_bench_files` the one load of a run's bench files
+(each read once) and `instrument_errors_in_one_line` the one place an instrument failure
+becomes a one-line `UserError` ("instrument: ..."). A failed safe shutdown
+(`ShutdownError`) is never shortened: the entry point reports it at length.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,20 @@ def check_bench_file(path: Path, option: str = "--bench") -> Any:
         raise UserError(f"{option} {path}: {exc}") from None
     except (ValueError, TypeError) as exc:  # anything the loader did not put in words
         raise UserError(f"{option} {path}: {' '.join(str(exc).split())}") from None
+
+
+def load_bench_files(names: Sequence[str | Path], option: str = "--bench") -> list[BenchConfig]:
+    """Each bench file loaded and checked once, in order (a run opens these configs and
+    never reads the files again); one line for a file that cannot be used or is given twice."""
+    seen: set[Path] = set()
+    configs = []
+    for name in names:
+        path = Path(name)
+        if path.resolve() in seen:
+            raise UserError(f"{option} {name} is given twice: each bench file is one bench")
+        seen.add(path.resolve())
+        configs.append(check_bench_file(path, option))
+    return configs
 
 
 @contextmanager

@@ -2,7 +2,8 @@
 
 A record is a pydantic model: the run metadata (sample, operator, notes), the provenance
 and the task of a checkpoint, the operating point and the summary figures of a
-calibration; `bench_identity` derives the bench identity from a snapshot. Run files
+calibration, and which bench it is (`BenchIdentity`, what an acquisition's and a
+training's resume check compare). Run files
 (`labpgt.storage`), calibration files (`labpgt.calibration.store`) and trainer checkpoints
 (`labpgt.training.checkpoint`, whose outer layout is `TrainerCheckpoint`) store them through
 `to_json` (HDF5 attributes) or `Record.as_dict` (``torch.save`` of plain values and
@@ -17,12 +18,13 @@ layer can use it.
 
 from __future__ import annotations
 
+import ast
 import json
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 try:
     LABPGT_VERSION = version("labpgt")
@@ -99,28 +101,151 @@ class SettingsSnapshot(Record):
     reservoir: dict[str, Any]
 
 
-def bench_identity(snapshot: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What makes two benches the same bench, from a reservoir `snapshot()`.
+IDN_FIELDS = ("vendor", "model", "serial", "firmware")
 
-    Simulated: the ring's parameters, grid and feature spec. Instruments: each
-    role's family and *IDN? identity (not its resource address, which changes with
-    every virtual bench, nor its live settings), plus the feature spec.
+
+class BenchIdentity(Record):
+    """Which bench this is: the one definition both resume checks derive from.
+
+    A run file keeps it as its snapshot's ``identity`` (and with each resume), a trainer
+    checkpoint as ``provenance.bench``. A resume of an acquisition compares
+    `RESUME_FIELDS` (resources included: a bench file's addresses are its instruments),
+    a resume of a training `CHECKPOINT_FIELDS` (not the addresses, which change with every
+    virtual bench). `read` also takes the forms stored before this record existed.
     """
-    if snapshot is None:
-        return None
-    if snapshot.get("reservoir") == "instrument":
-        bench = snapshot.get("bench", {})
-        return {
-            "reservoir": "instrument",
-            **{
-                role: f"{bench[role].get('family')} {bench[role].get('identity')}"
-                for role in INSTRUMENT_ROLES
-                if isinstance(bench.get(role), dict)
-            },
-            "features": snapshot.get("features"),
-        }
-    keep = ("reservoir", "ring_params", "grid", "features")
-    return {k: snapshot.get(k) for k in keep}
+
+    bench: str | None = None
+    """What bench, in words ("embedded virtual bench", "bench file"); never compared."""
+    sim: dict[str, Any] | None = None
+    """The embedded virtual bench's ring (seed, noise); None for any other bench."""
+    calibration_sha256: str | None = None
+    idn: dict[str, str] | None = None
+    """Role -> ``*IDN?`` as "vendor,model,serial,firmware"; None: not known (not opened yet)."""
+    resources: dict[str, str] | None = None
+    """Role -> resource address ("embedded": the embedded bench's ephemeral ports)."""
+    families: dict[str, str] | None = None
+    """Role -> driver family."""
+    reservoir: str | None = None
+    """The reservoir's kind: "instrument" or "simulated" (the in-process ring)."""
+    ring_params: dict[str, Any] | None = None
+    """The simulated ring's parameters (``reservoir`` "simulated")."""
+    grid: dict[str, Any] | None = None
+    """The simulated ring's analyzer grid (``reservoir`` "simulated")."""
+    features: dict[str, Any] | None = None
+    """The feature settings."""
+
+    RESUME_FIELDS: ClassVar[tuple[str, ...]] = (
+        "resources",
+        "families",
+        "idn",
+        "sim",
+        "calibration_sha256",
+    )
+    CHECKPOINT_FIELDS: ClassVar[tuple[str, ...]] = (
+        "reservoir",
+        "families",
+        "idn",
+        "ring_params",
+        "grid",
+        "features",
+    )
+    KNOWN_WHEN_OPEN: ClassVar[tuple[str, ...]] = ("resources", "families", "idn")
+    """Fields that may be None in a check before the bench opens: then not compared."""
+
+    @classmethod
+    def of_snapshot(
+        cls,
+        snapshot: dict[str, Any],
+        *,
+        bench: str | None = None,
+        embedded: dict[str, Any] | None = None,
+        calibration_sha256: str | None = None,
+    ) -> BenchIdentity:
+        """From a reservoir's ``snapshot()``; ``embedded``: the embedded bench's ring."""
+        fields: dict[str, Any] = {"reservoir": snapshot.get("reservoir")}
+        instruments = snapshot.get("bench")
+        if isinstance(instruments, dict):
+            roles = [r for r in INSTRUMENT_ROLES if isinstance(instruments.get(r), dict)]
+            fields["idn"] = {r: idn_text(instruments[r].get("identity")) for r in roles}
+            fields["resources"] = {
+                r: "embedded" if embedded is not None else str(instruments[r].get("resource"))
+                for r in roles
+            }
+            fields["families"] = {r: str(instruments[r].get("family")) for r in roles}
+        else:
+            fields.update(ring_params=snapshot.get("ring_params"), grid=snapshot.get("grid"))
+        return cls(
+            bench=bench,
+            sim=embedded,
+            calibration_sha256=calibration_sha256,
+            features=snapshot.get("features"),
+            **fields,
+        )
+
+    @classmethod
+    def read(cls, stored: dict[str, Any] | BenchIdentity | None) -> BenchIdentity | None:
+        """A stored identity: this record, or a form stored before it (see `_stored_form`)."""
+        if stored is None or isinstance(stored, BenchIdentity):
+            return stored
+        return cls.model_validate(stored)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stored_form(cls, data: Any) -> Any:
+        # A run file's identity before this record is a subset of its fields. A checkpoint's
+        # instrument bench before it held one "<family> <*IDN? identity>" per role.
+        if not isinstance(data, dict) or not any(r in data for r in INSTRUMENT_ROLES):
+            return data
+        data = dict(data)
+        texts = {r: str(data.pop(r)) for r in INSTRUMENT_ROLES if r in data}
+        families = {r: text.split(" ", 1)[0] for r, text in texts.items()}
+        idn = {r: _stored_idn(text.partition(" ")[2]) for r, text in texts.items()}
+        return {**data, "families": families, "idn": idn}
+
+    def resume_differences(self, current: BenchIdentity) -> list[str]:
+        """`RESUME_FIELDS` that differ from ``current``'s (a field ``current`` does not
+        know yet, before the bench opens, is not compared)."""
+        return [
+            key
+            for key in self.RESUME_FIELDS
+            if not (key in self.KNOWN_WHEN_OPEN and getattr(current, key) is None)
+            and getattr(self, key) != getattr(current, key)
+        ]
+
+    def checkpoint_view(self) -> dict[str, Any]:
+        """The fields a training's resume compares (`CHECKPOINT_FIELDS`)."""
+        return {key: getattr(self, key) for key in self.CHECKPOINT_FIELDS}
+
+    def describe(self) -> str:
+        """One line: the bench, sim ring, calibration, then per instrument family/IDN/resource."""
+        parts = [self.bench or "bench"]
+        if self.sim:
+            parts.append(", ".join(f"{k} {v}" for k, v in self.sim.items()))
+        if self.calibration_sha256:
+            parts.append(f"calibration sha256 {self.calibration_sha256[:12]}")
+        idn, resources = self.idn or {}, self.resources or {}
+        for role, family in (self.families or {}).items():
+            who = idn.get(role)
+            where = resources.get(role, "?")
+            parts.append(f"{role} {family}" + (f" [{who}]" if who else "") + f" @ {where}")
+        return "; ".join(parts)
+
+
+def idn_text(identity: Any) -> str:
+    """An instrument's ``*IDN?`` identity (a snapshot's dict) as "vendor,model,serial,firmware"."""
+    if isinstance(identity, dict):
+        return ",".join(str(identity.get(k, "")) for k in IDN_FIELDS)
+    return str(identity)
+
+
+def _stored_idn(text: str) -> str:
+    """`idn_text` of an identity a checkpoint stored as text (a dict's repr, or plain text)."""
+    if text.startswith("{"):
+        try:
+            return idn_text(ast.literal_eval(text))
+        except (ValueError, SyntaxError):
+            return text
+    return text
 
 
 def instrument_identities(snapshot: dict[str, Any]) -> dict[str, Any] | None:
@@ -140,7 +265,8 @@ class Provenance(Record):
 
     labpgt_version: str = LABPGT_VERSION
     git_commit: str
-    bench: dict[str, Any] | None
+    bench: BenchIdentity | None
+    """Which bench the run measured on (None: none, e.g. a digital run)."""
     bench_snapshot: dict[str, Any] | None
     calibration_sha256: str | None
 

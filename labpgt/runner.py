@@ -2,6 +2,9 @@
 bar, the summary file; and the one-line check of a calibration file (a bench file's:
 `labpgt.benches.check_bench_file`).
 
+The bench files are read once, by the checks (`check_run`); the bench configs they give are
+what the run opens.
+
 `labpgt.api` (`train`, `Trainer.fit`), the train and demo commands and the studies run
 their trainings through `run_training`, so the same config gives the same run.
 """
@@ -15,8 +18,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
-from labpgt.benches import check_bench_file
+from labpgt.benches import load_bench_files
 from labpgt.errors import UserError
+from labpgt.instruments.bench_file import BenchConfig
 from labpgt.progress import advance_to, make_progress, new_task
 from labpgt.training.config import TrainConfig
 from labpgt.training.drift_checks import DriftCheck
@@ -58,21 +62,24 @@ def run_training(
     from labpgt.training.environment import open_backend
     from labpgt.training.trainer import train as train_run
 
-    task = check_run(config, task, resume=resume, overwrite=overwrite)
+    task, benches = check_run(config, task, resume=resume, overwrite=overwrite)
     progress = make_progress(_console, disable=quiet)
     hooks = progress_hooks(progress, config.method, quiet=quiet)
     if extra_hooks:
         hooks = chain_hooks([hooks, *extra_hooks])
-    with progress, open_backend(config) as backend:
+    with progress, open_backend(config, benches) as backend:
         result = train_run(
             config, backend, resume=resume, hooks=hooks, task=task, resume_from=resume_from
         )
     return result
 
 
-def check_run(config: TrainConfig, task: Task | None, *, resume: bool, overwrite: bool) -> Task:
-    """Refuse a run that cannot start (one-line `UserError`), load its task, and clear the
-    run files of ``out`` for ``overwrite``."""
+def check_run(
+    config: TrainConfig, task: Task | None, *, resume: bool, overwrite: bool
+) -> tuple[Task, list[BenchConfig]]:
+    """Refuse a run that cannot start (one-line `UserError`), load its task and its bench
+    files (each read once: the configs returned are what the run opens), and clear the run
+    files of ``out`` for ``overwrite``."""
     from labpgt.training.trainer import preflight
 
     if task is None and config.data is None and config.task not in TASKS:
@@ -99,12 +106,7 @@ def check_run(config: TrainConfig, task: Task | None, *, resume: bool, overwrite
             f"method {config.method!r} differentiates the ring itself, which is only possible "
             f"with --fast-sim; on {where} use pgt, spsa or boundary"
         )
-    seen: set[Path] = set()
-    for name in config.bench_files():  # one line for a bench file that cannot be used
-        if Path(name).resolve() in seen:
-            raise UserError(f"--bench {name} is given twice: each bench file is one bench")
-        seen.add(Path(name).resolve())
-        check_bench_file(Path(name))
+    benches = load_bench_files(config.bench_files())  # one line for a file that cannot be used
     if config.calibration is not None:
         check_calibration_file(Path(config.calibration))
     task = preflight(config, task)
@@ -118,7 +120,7 @@ def check_run(config: TrainConfig, task: Task | None, *, resume: bool, overwrite
             (out / name).unlink(missing_ok=True)
         for path in [*out.glob("checkpoint-step*.pt"), out / "best.pt"]:
             path.unlink(missing_ok=True)
-    return task
+    return task, benches
 
 
 def check_benches(config: TrainConfig) -> None:

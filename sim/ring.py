@@ -21,7 +21,7 @@ import torch
 from labpgt.sim import dispersion
 from labpgt.sim.grid import AnalyzerGrid
 from labpgt.sim.params import RingParams
-from labpgt.sim.ring_lines import ring_lines
+from labpgt.sim.ring_lines import RingConditions, ring_lines
 from labpgt.sim.spectrum import _WINDOW_SIGMAS, draw_trace, noise_draws, render_trace
 
 TensorLike = torch.Tensor | float
@@ -219,7 +219,7 @@ class RingModel:
         """`_lines_mw` on checked (N,) float64 tensors."""
         field = dispersion.field_oe(bias, sign_t, self._params) + dfield
         fast = competition_dtype == torch.float32
-        return ring_lines(self._params, fin, dbm, field, dgain, rf, fast=fast)
+        return ring_lines(self._params, RingConditions(fin, dbm, field, dgain, rf), fast=fast)
 
     # ------------------------------------------------------------------ true values
     def mode_frequencies_hz(self, bias_a: float) -> torch.Tensor:
@@ -412,7 +412,8 @@ class RingModel:
         total_field = dispersion.field_oe(bias, self.remanence_sign, p) + field
         # NumPy scalars, not arrays of one element: ~10x cheaper per operation
         numbers = (np.float64(v) for v in (fin, dbm, total_field, gain, rf))
-        line_hz, line_mw = (np.reshape(v, (1, -1)) for v in ring_lines(p, *numbers))
+        lines = ring_lines(p, RingConditions(*numbers))
+        line_hz, line_mw = (np.reshape(v, (1, -1)) for v in lines)
         generator = self._generator if p.noise else None
         draws = noise_draws(1, line_hz.shape[1], grid.points, p, generator)
         jitter, scatter = (None if d is None else d.numpy().astype(np.float64) for d in draws)

@@ -10,6 +10,7 @@ drive's share of the gain) and sim.injection (locking, pulling, idlers).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from labpgt.sim import dispersion
@@ -47,16 +48,27 @@ class Modes(NamedTuple):
     """(N,) amplifier gain minus the fixed loss, dB."""
 
 
-def ring_modes(
-    params: RingParams,
-    drive_hz: Array,
-    drive_dbm: Array,
-    field_oe: Array,
-    gain_offset_db: Array,
-    rf_on: Array,
-) -> Modes:
-    """The eigenmodes and the competition's inputs (arguments as `ring_lines`)."""
+@dataclass(frozen=True, eq=False, slots=True)
+class RingConditions:
+    """What the ring is driven with, for N settings: every field an (N,) array (or a scalar).
+
+    drive_hz and drive_dbm: the drive's frequency (Hz) and power (dBm); field_oe: the
+    magnet's field including remanence and drift (Oe); gain_offset_db: the amplifier's
+    gain offset (drift, dB); rf_on: 1.0 with the drive on, 0.0 with it off.
+    """
+
+    drive_hz: Array
+    drive_dbm: Array
+    field_oe: Array
+    gain_offset_db: Array
+    rf_on: Array
+
+
+def ring_modes(params: RingParams, conditions: RingConditions) -> Modes:
+    """The eigenmodes of N settings and the competition's inputs."""
     p = params
+    drive_hz, drive_dbm, field_oe = conditions.drive_hz, conditions.drive_dbm, conditions.field_oe
+    gain_offset_db, rf_on = conditions.gain_offset_db, conditions.rf_on
     gain_db = p.amplifier_gain_db + gain_offset_db - p.fixed_loss_db
     k_modes = dispersion.solve_modes(field_oe, p)
     h = field_oe[..., None]
@@ -84,24 +96,16 @@ def ring_modes(
 
 
 def ring_lines(
-    params: RingParams,
-    drive_hz: Array,
-    drive_dbm: Array,
-    field_oe: Array,
-    gain_offset_db: Array,
-    rf_on: Array,
-    *,
-    fast: bool = False,
+    params: RingParams, conditions: RingConditions, *, fast: bool = False
 ) -> tuple[Array, Array]:
     """Lines at the analyzer as (frequency_hz, power_mw), each (N, 1 + 2M).
 
-    All inputs (N,): drive frequency (Hz) and power (dBm), the magnet's field including
-    remanence and drift (Oe), the gain offset (drift, dB), and rf_on (1.0 with the drive
-    on, 0.0 with it off). fast: the competition iterates in float32 (no autograd).
+    fast: the competition iterates in float32 (no autograd).
     """
     p = params
+    drive_hz, field_oe, rf_on = conditions.drive_hz, conditions.field_oe, conditions.rf_on
     xp = namespace(field_oe)
-    m = ring_modes(p, drive_hz, drive_dbm, field_oe, gain_offset_db, rf_on)
+    m = ring_modes(p, conditions)
     power = steady_state(m.growth, m.drive_separation, m.drive_saturation, p, fast=fast)
     mode_mw = power * 10.0 ** (p.saturation_power_dbm / 10.0)
     shifted_hz = m.mode_hz + p.nonlinear_shift_hz_per_mw * mode_mw

@@ -10,12 +10,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from labpgt.errors import UserError
 from labpgt.records import (
+    BenchIdentity,
     CalibrationSummary,
     OperatingRecord,
     Provenance,
     RunMetadata,
-    bench_identity,
     instrument_identities,
     to_json,
 )
@@ -60,7 +61,7 @@ def test_provenance_is_plain_data_a_checkpoint_loads_with_weights_only(tmp_path:
     }
     record = Provenance(
         git_commit="6283cd1",
-        bench=bench_identity(snapshot),
+        bench=BenchIdentity.of_snapshot(snapshot),
         bench_snapshot=snapshot,
         calibration_sha256=None,
     ).as_dict()
@@ -78,14 +79,94 @@ def test_provenance_is_plain_data_a_checkpoint_loads_with_weights_only(tmp_path:
 
 def test_bench_identity_of_instruments_is_family_and_idn_not_the_address() -> None:
     def snap(port: int) -> dict:
-        role = {"family": "keysight_mxg", "identity": "Keysight,N5183B,MY1,1.0", "port": port}
+        role = {"family": "keysight_mxg", "identity": "Keysight,N5183B,MY1,1.0", "resource": port}
         return {"reservoir": "instrument", "bench": {"generator": role}, "features": {"bins": 16}}
 
-    assert bench_identity(snap(5025)) == bench_identity(snap(6000))
-    assert bench_identity(snap(5025))["generator"] == "keysight_mxg Keysight,N5183B,MY1,1.0"
+    a, b = BenchIdentity.of_snapshot(snap(5025)), BenchIdentity.of_snapshot(snap(6000))
+    assert a.checkpoint_view() == b.checkpoint_view()  # a training resumes on new ports
+    assert a.resume_differences(b) == ["resources"]  # an acquisition does not
+    assert a.idn == {"generator": "Keysight,N5183B,MY1,1.0"}
+    assert a.families == {"generator": "keysight_mxg"}
     assert instrument_identities(snap(5025)) == {"generator": "Keysight,N5183B,MY1,1.0"}
     assert instrument_identities({"reservoir": "simulated"}) is None
-    assert bench_identity(None) is None
+    assert BenchIdentity.read(None) is None
+
+
+# The embedded bench (seed 3, no noise) as labpgt 2aac66a stored it, written out literally:
+# a checkpoint's ``provenance.bench`` (records.bench_identity: one "<family> <*IDN? dict>"
+# per role) and a run file's ``identity`` (acquisition.resume_identity).
+FEATURES = {"kind": "kernel", "bins": 1, "kernel_width": 0.5, "start_hz": None, "stop_hz": None}
+OLD_CHECKPOINT_BENCH = {
+    "reservoir": "instrument",
+    "generator": "keysight_mxg {'vendor': 'Keysight Technologies', 'model': 'N5183B', "
+    "'serial': 'MY00000001', 'firmware': 'B.01.80'}",
+    "analyzer": "keysight_x {'vendor': 'Keysight Technologies', 'model': 'N9020A', "
+    "'serial': 'MY00000002', 'firmware': 'A.26.09'}",
+    "supply": "kepco_bop {'vendor': 'KEPCO', 'model': 'BOP 20-10M 08-11-2020', "
+    "'serial': 'E0000001', 'firmware': '1.61'}",
+    "features": {**FEATURES, "peaks": 4},
+}
+OLD_RUN_IDENTITY = {
+    "bench": "embedded virtual bench",
+    "sim": {"seed": 3, "noise": False},
+    "calibration_sha256": None,
+    "idn": {
+        "generator": "Keysight Technologies,N5183B,MY00000001,B.01.80",
+        "analyzer": "Keysight Technologies,N9020A,MY00000002,A.26.09",
+        "supply": "KEPCO,BOP 20-10M 08-11-2020,E0000001,1.61",
+    },
+    "resources": {"generator": "embedded", "analyzer": "embedded", "supply": "embedded"},
+    "families": {"generator": "keysight_mxg", "analyzer": "keysight_x", "supply": "kepco_bop"},
+}
+
+
+def embedded_snapshot(serial: str = "MY00000001") -> dict:
+    """An embedded bench's reservoir snapshot (the parts an identity reads)."""
+
+    def role(family: str, vendor: str, model: str, serial: str, firmware: str, port: int) -> dict:
+        identity = {"vendor": vendor, "model": model, "serial": serial, "firmware": firmware}
+        return {"family": family, "identity": identity, "resource": f"TCPIP::127.0.0.1::{port}"}
+
+    bench = {
+        "generator": role("keysight_mxg", "Keysight Technologies", "N5183B", serial, "B.01.80", 1),
+        "analyzer": role(
+            "keysight_x", "Keysight Technologies", "N9020A", "MY00000002", "A.26.09", 2
+        ),
+        "supply": role("kepco_bop", "KEPCO", "BOP 20-10M 08-11-2020", "E0000001", "1.61", 3),
+    }
+    return {"reservoir": "instrument", "bench": bench, "features": {**FEATURES, "peaks": 4}}
+
+
+def test_a_checkpoint_bench_stored_before_the_record_is_the_same_bench() -> None:
+    from labpgt.training.checkpoint import check_same_run
+
+    def saved(bench: dict) -> dict:
+        return {"provenance": {"labpgt_version": "1", "bench": bench, "calibration_sha256": None}}
+
+    now = BenchIdentity.of_snapshot(embedded_snapshot()).as_dict()
+    old = BenchIdentity.read(OLD_CHECKPOINT_BENCH)
+    assert old is not None and old.checkpoint_view() == BenchIdentity.read(now).checkpoint_view()
+    check_same_run(Path("c.pt"), saved(OLD_CHECKPOINT_BENCH), saved(now), action="--resume")
+    other = BenchIdentity.of_snapshot(embedded_snapshot(serial="MY99")).as_dict()
+    with pytest.raises(UserError, match=r"another bench \(idn.generator: .*MY00000001.*MY99"):
+        check_same_run(Path("c.pt"), saved(OLD_CHECKPOINT_BENCH), saved(other), action="--resume")
+
+
+def test_a_run_identity_stored_before_the_record_is_compared_as_it_was() -> None:
+    def now(seed: int) -> BenchIdentity:
+        return BenchIdentity.of_snapshot(
+            embedded_snapshot(),
+            bench="embedded virtual bench",
+            embedded={"seed": seed, "noise": False},
+        )
+
+    old = BenchIdentity.read(OLD_RUN_IDENTITY)
+    assert old is not None
+    assert old.resume_differences(now(3)) == []
+    assert old.resume_differences(now(4)) == ["sim"]
+    assert old.describe().startswith("embedded virtual bench; seed 3, noise False; generator")
+    # before the bench opens, what it does not know yet is not compared
+    assert old.resume_differences(BenchIdentity(sim={"seed": 3, "noise": False})) == []
 
 
 def test_calibration_records_write_their_fields_in_order_and_as_numbers() -> None:

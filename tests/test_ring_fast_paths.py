@@ -14,7 +14,7 @@ from labpgt.sim.competition import steady_state
 from labpgt.sim.grid import AnalyzerGrid
 from labpgt.sim.params import RingParams
 from labpgt.sim.ring import RingError, RingModel
-from labpgt.sim.ring_lines import ring_modes
+from labpgt.sim.ring_lines import RingConditions, ring_modes
 from labpgt.sim.spectrum import render_trace
 from test_ring_bench import shots
 
@@ -27,7 +27,7 @@ def competition_inputs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, t
     drive_hz, drive_dbm, bias_a = shots(n, seed)
     field = dispersion.field_oe(bias_a, -1.0, QUIET)
     zero, rf = torch.zeros_like(field), torch.ones_like(field)
-    modes = ring_modes(QUIET, drive_hz, drive_dbm, field, zero, rf)
+    modes = ring_modes(QUIET, RingConditions(drive_hz, drive_dbm, field, zero, rf))
     return modes.growth, modes.drive_separation, modes.drive_saturation
 
 

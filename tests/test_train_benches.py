@@ -276,3 +276,33 @@ def test_each_bench_actor_starts_on_the_node_with_its_resource(
         assert ray.available_resources().get("pc_a") == 1
     finally:
         ray.shutdown()
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_a_run_opens_the_bench_configs_its_checks_loaded_never_the_files_again(
+    tmp_path: Path, count: int
+) -> None:
+    """`check_run` reads each bench file once; what the run opens is the config it produced
+    (a file rewritten after the check, here made unreadable as TOML, is not read again)."""
+    from labpgt.runner import check_run
+    from labpgt.training.config import make_config
+    from labpgt.training.environment import open_backend
+
+    data = tiny_csv(tmp_path / "tiny.csv")
+    with served_bench_files(tmp_path, count) as (paths, _):
+        files = [str(path) for path in paths]
+        config = make_config(
+            data=str(data), target="label", channels=2, bins=8, hidden=4, batch_size=12,
+            warmup_samples=16, epochs=1, out=str(tmp_path / "run"),
+            bench=files[0] if count == 1 else tuple(files),
+        )  # fmt: skip
+        _, benches = check_run(config, None, resume=False, overwrite=False)
+        for path in paths:
+            path.write_text("not = [a bench file\n")
+        with open_backend(config, benches) as backend:
+            if count == 1:
+                opened = [backend.reservoir.bench.cfg]
+            else:
+                opened = [b.reservoir.bench.cfg for b in backend.scheduler.benches]
+        assert len(benches) == count
+        assert all(a is b for a, b in zip(opened, benches, strict=True))

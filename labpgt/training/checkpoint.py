@@ -23,11 +23,11 @@ from pydantic import ValidationError
 from labpgt.errors import UserError
 from labpgt.records import (
     CHECKPOINT_FORMAT,
+    BenchIdentity,
     BestModelFile,
     Provenance,
     TaskRecord,
     TrainerCheckpoint,
-    bench_identity,
 )
 
 TrainerFile = TypeVar("TrainerFile", TrainerCheckpoint, BestModelFile)
@@ -160,7 +160,7 @@ def run_metadata(config: Any, task: Any, reservoir: Any) -> dict[str, Any]:
         ).as_dict(),
         "provenance": Provenance(
             git_commit=git_commit(),
-            bench=bench_identity(snapshot),
+            bench=None if snapshot is None else BenchIdentity.of_snapshot(snapshot),
             bench_snapshot=snapshot,
             calibration_sha256=file_sha256(config.calibration),
         ).as_dict(),
@@ -180,7 +180,7 @@ def check_same_run(path: Path, saved: dict[str, Any], now: dict[str, Any], *, ac
             f"{action}: {path} was written by labpgt {a.get('labpgt_version')} "
             f"(commit {a.get('git_commit')}); this is labpgt {b.get('labpgt_version')}"
         )
-    diff = describe_difference(a.get("bench"), b.get("bench"))
+    diff = describe_difference(_compared_bench(a.get("bench")), _compared_bench(b.get("bench")))
     if diff is not None:
         raise UserError(f"{action}: {path} was measured on another bench ({diff})")
     if a.get("calibration_sha256") != b.get("calibration_sha256"):
@@ -188,6 +188,13 @@ def check_same_run(path: Path, saved: dict[str, Any], now: dict[str, Any], *, ac
             f"{action}: {path} used calibration sha256 {a.get('calibration_sha256')}; "
             f"this run's is {b.get('calibration_sha256')}"
         )
+
+
+def _compared_bench(stored: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a resume compares of a checkpoint's bench (`BenchIdentity.CHECKPOINT_FIELDS`),
+    from the record or the form stored before it."""
+    identity = BenchIdentity.read(stored)
+    return None if identity is None else identity.checkpoint_view()
 
 
 def load_model_state(model: torch.nn.Module, state: dict[str, Any], path: Path) -> None:

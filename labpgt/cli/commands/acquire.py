@@ -317,7 +317,7 @@ def _record(options: AcquireOptions, plan: _ShotPlan, metadata: dict[str, Any]) 
             hysteresis=not o.no_noise,
             realtime=o.realtime,
         ) as reservoir:
-            identity = resume_identity(reservoir.snapshot().get("bench"), embedded=plan.embedded)
+            identity = resume_identity(reservoir.snapshot(), embedded=plan.embedded)
             if o.resume:  # the instruments' *IDN? too, before the progress bar starts
                 with RunFile.open(out) as run:
                     check_identity(run, identity, o.allow_bench_change)
