@@ -21,6 +21,7 @@ from labpgt.instruments.setting_defs import (
     MEASURED_CURRENT,
     MEASURED_VOLTAGE,
     OUTPUT_ON,
+    VOLTAGE_RANGE,
     SettingDef,
 )
 
@@ -162,10 +163,11 @@ class KeysightE36xx(BiasSupply):
 
     family: ClassVar[str] = "keysight_e36xx"
     bipolar: ClassVar[bool] = False
+    voltage_range = Control(VOLTAGE_RANGE, restore=False)
 
     def _select_range(self, compliance_v: float) -> None:
         if self.query_value(f"{type(self).compliance_v.get_command} MAX") < compliance_v:
-            self.conn.write("VOLT:RANG HIGH")
+            self.send_controls(self.check_controls(voltage_range="HIGH"), readback=False)
 
 
 SUPPLY_FAMILIES: dict[str, type[ScpiInstrument]] = BiasSupply.families

@@ -51,12 +51,14 @@ the instrument's reply and the next one is timed from that reply, so a step deli
 can never arrive close behind the one before it."""
 
 
-def format_value(value: float | int | bool, kind: type) -> str:
-    """SCPI text for a value: ON/OFF, integers, or floats without lost precision."""
+def format_value(value: float | int | bool | str, kind: type) -> str:
+    """SCPI text for a value: ON/OFF, integers, floats without lost precision, or a word."""
     if kind is bool:
         return "ON" if value else "OFF"
     if kind is int:
         return str(int(value))
+    if kind is str:
+        return str(value)
     return f"{float(value):.12g}"
 
 
@@ -70,6 +72,8 @@ def parse_value(reply: str, kind: type, what: str) -> Any:
         if upper in ("0", "OFF", "+0"):
             return False
         raise ValueError(f"{what}: expected ON/OFF/1/0, got {reply!r}")
+    if kind is str:
+        return text.strip('"')
     try:
         number = float(text)
     except ValueError:
@@ -845,6 +849,13 @@ class ScpiInstrument:
     def _coerce(self, control: Control, value: Any) -> Any:
         if control.kind is bool:
             return bool(value)
+        if control.kind is str:
+            choices = control.setting.choices
+            if not isinstance(value, str) or (choices and value.upper() not in choices):
+                raise ValueError(
+                    f"{self.role}: {control.name}={value!r} refused: one of {', '.join(choices)}"
+                )
+            return value.upper()
         try:
             number = float(value)
         except (TypeError, ValueError):

@@ -68,6 +68,8 @@ class SettingDef:
     """Smallest step the instrument resolves, in `unit` (two rows closer are one setting)."""
     default: float | None = None
     """The value a setting row takes when nothing else says."""
+    choices: tuple[str, ...] = ()
+    """The words a `kind=str` setting may be set to (upper case)."""
 
     def __post_init__(self) -> None:
         for query, template in (self.scpi, *self.family_scpi.values()):
@@ -175,6 +177,15 @@ OUTPUT_ON = SettingDef(
     "Output enabled (switched at 0 A; the current is ramped back after)",
     ("OUTP?", "OUTP {}"),
     kind=bool,
+)
+VOLTAGE_RANGE = SettingDef(
+    "voltage_range",
+    "",
+    "Output range of a two-range supply (set LOW or HIGH; read back as the range's name, "
+    "e.g. P8V or P20V)",
+    ("VOLT:RANG?", "VOLT:RANG {}"),
+    kind=str,
+    choices=("LOW", "HIGH"),
 )
 MEASURED_CURRENT = SettingDef(
     "measured_current_a", "A", "Measured output current", ("MEAS:CURR?", None)

@@ -313,3 +313,23 @@ def test_shots_prepare_each_next_shot_during_the_sweep_and_raise_a_refusal_when_
         for row, trace in zip(rows[:3], traces, strict=True):
             bench.apply(*row)
             np.testing.assert_allclose(bench.analyzer.read_trace()[1], trace)
+
+
+def test_e36xx_voltage_range_is_a_declared_control() -> None:
+    """The E36xx's output range is a setting like any other: set through the one setter path
+    (LOW/HIGH only, refused in one line otherwise), read back by its name and saved in the
+    snapshot that goes with the data."""
+    families = ("rs_smb", "rs_fsx", "keysight_e36xx")
+    with (
+        VirtualBench(quiet_ring(), generator_family=families[0], analyzer_family=families[1],
+                     supply_family=families[2]) as vb,
+        Bench.open(config(vb), handle_signals=False) as bench,
+    ):  # fmt: skip
+        supply = bench.supply
+        assert supply.snapshot()["settings"]["voltage_range"] == "P20V"  # chosen by setup
+        supply.voltage_range = "low"
+        assert supply.voltage_range == "P8V"
+        with pytest.raises(ValueError, match=r"voltage_range='MEDIUM' refused: one of LOW, HIGH"):
+            supply.voltage_range = "MEDIUM"
+        assert supply.voltage_range == "P8V"
+        assert bench.generator.family == "rs_smb" and not supply.drain_errors()
