@@ -78,6 +78,10 @@ DRIVERS: dict[str, type[ScpiInstrument]] = {
 """The driver base class of each role (`open` picks the family's class)."""
 
 
+DriveBias = tuple[float | None, float | None, float | None]
+"""A shot's (drive frequency Hz, drive power dBm, bias current A); None: unchanged."""
+
+
 class PreparedSettings(NamedTuple):
     """Drive and bias values checked and their messages built (`Bench.prepare`)."""
 
@@ -175,17 +179,13 @@ class Bench:
         self.supply.output_on = True
         self.generator.rf_on = True
 
-    def prepare(
-        self,
-        frequency_hz: float | None = None,
-        power_dbm: float | None = None,
-        current_a: float | None = None,
-    ) -> PreparedSettings:
-        """Check drive and bias values against every limit and build their messages.
+    def prepare(self, setting: DriveBias) -> PreparedSettings:
+        """Check a (drive Hz, drive dBm, bias A) row against every limit; build its messages.
 
-        Sends nothing: `apply_prepared` sends them. A value outside a limit raises
-        `LimitError` here, before any byte of the setting leaves.
+        None leaves a value unchanged. Sends nothing: `apply_prepared` sends them. A
+        value outside a limit raises `LimitError` here, before any byte of it leaves.
         """
+        frequency_hz, power_dbm, current_a = setting
         generator, supply = self.generator, self.supply
         checked = []
         if frequency_hz is not None:
@@ -210,7 +210,7 @@ class Bench:
         Every value is limit-checked before anything is sent (`prepare`), then sent as
         `apply_prepared` sends it.
         """
-        self.apply_prepared(self.prepare(frequency_hz, power_dbm, current_a))
+        self.apply_prepared(self.prepare((frequency_hz, power_dbm, current_a)))
 
     def apply_prepared(self, prepared: PreparedSettings) -> None:
         """Send settings from `prepare`: the generator's and the supply's exchanges overlapped.
@@ -240,7 +240,7 @@ class Bench:
 
     def shots(
         self,
-        settings: Sequence[tuple[float | None, float | None, float | None]],
+        settings: Sequence[DriveBias],
         before_sweep: Callable[[int], object] | None = None,
     ) -> Iterator[np.ndarray]:
         """Each (drive Hz, drive dBm, bias A) applied in turn and swept: its trace (dBm).
@@ -254,7 +254,7 @@ class Bench:
         """
         if not settings:
             return
-        prepared: PreparedSettings | Exception = self.prepare(*settings[0])
+        prepared: PreparedSettings | Exception = self.prepare(settings[0])
         last = len(settings) - 1
         for i in range(last + 1):
             if isinstance(prepared, Exception):
@@ -271,17 +271,17 @@ class Bench:
                 _, power_dbm = self.analyzer.read_trace()
             yield power_dbm
             if i < last:
-                prepared = ahead[0] if ahead else self.prepare(*settings[i + 1])
+                prepared = ahead[0] if ahead else self.prepare(settings[i + 1])
 
     def _prepare_ahead(
         self,
-        setting: tuple[float | None, float | None, float | None],
+        setting: DriveBias,
         into: list[PreparedSettings | Exception],
     ) -> None:
         # Runs inside the analyzer's exchange: an error is kept for its own shot, never
         # raised into the exchange.
         try:
-            into.append(self.prepare(*setting))
+            into.append(self.prepare(setting))
         except Exception as exc:  # noqa: BLE001 - raised by `shots` when its shot is due
             into.append(exc)
 
