@@ -204,7 +204,7 @@ class SignalGeneratorInstrument(VirtualInstrument):
             "[SOURce#]:FREQuency[:CW|:FIXed]",
             "frequency_hz",
             "HZ",
-            "_frequency_limits",
+            "frequency_range_hz",
             default=RESET_FREQUENCY_HZ,
             then=self._cw_changed,
             reading=self._frequency_reading,
@@ -217,7 +217,7 @@ class SignalGeneratorInstrument(VirtualInstrument):
             "[SOURce#]:POWer[:LEVel][:IMMediate][:AMPLitude]",
             "power_dbm",
             "DBM",
-            "_power_limits",
+            "power_range_dbm",
             default=RESET_POWER_DBM,
             then=self._cw_changed,
         )
@@ -229,7 +229,9 @@ class SignalGeneratorInstrument(VirtualInstrument):
         if self.family.key == "keysight_psg":
             add("DIAGnostic:CPU:INFOrmation:OPTions:DETail", getter=self._psg_options_detail)
         rows = _FAMILY_STORED[self.family.name] + _MODEL_STORED.get(self.family.key, ())
-        self.add_settings(rows, {"frequency": self._frequency_limits, "power": self._power_limits})
+        self.add_settings(
+            rows, {"frequency": self.frequency_range_hz, "power": self.power_range_dbm}
+        )
 
     def _reset(self) -> None:
         self.frequency_hz = RESET_FREQUENCY_HZ
@@ -239,11 +241,11 @@ class SignalGeneratorInstrument(VirtualInstrument):
             self.sweep.reset()  # FREQ:MODE CW (FIX), no sweep armed or running
 
     @property
-    def _frequency_limits(self) -> tuple[float, float]:
+    def frequency_range_hz(self) -> tuple[float, float]:
         return self.family.frequency_range_hz
 
     @property
-    def _power_limits(self) -> tuple[float, float]:
+    def power_range_dbm(self) -> tuple[float, float]:
         return self.family.power_range_dbm
 
     def _set_cw_mode(self, call: Call) -> None:

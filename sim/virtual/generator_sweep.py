@@ -1,7 +1,8 @@
 """Step sweeps and lists of the virtual generators, run as the MXG/PSG and the SMB run them.
 
 `KeysightSweep` (MXG N5183B, PSG E8257D) and `RsSweep` (SMB100A) register their
-family's sweep and list commands on a `SignalGeneratorInstrument` and keep where
+family's sweep and list commands on a generator (`SweepHost`: the
+`SignalGeneratorInstrument` of `labpgt.sim.virtual.generator`) and keep where
 the sweep is (`labpgt.sim.virtual.sweep.SweepRun`). The generator asks them what
 it emits at a given time (`output_at`) and until when a single sweep runs
 (`pending_until_s`, what `*OPC?` waits for). The SGS100A has neither sweep nor list.
@@ -15,10 +16,13 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
 from labpgt.sim.scpi_parser import (
     Call,
+    CommandTable,
+    Handler,
     ScpiError,
     one_param,
     parse_choice,
@@ -27,18 +31,45 @@ from labpgt.sim.scpi_parser import (
 from labpgt.sim.virtual.instrument import StoredRow, short_form
 from labpgt.sim.virtual.sweep import SweepPlan, SweepRun, linear_points, log_points
 
-if TYPE_CHECKING:
-    from labpgt.sim.virtual.generator import SignalGeneratorInstrument
-
 LIST_POINTS_MAX = 1601
 """Points a list may hold (the PSG's limit; the MXG and SMB hold more): -223 beyond."""
 DWELL_LIMITS_S = (1e-3, 60.0)
 
 
+class SweepHost(Protocol):
+    """What a sweep control uses of its generator."""
+
+    stored: dict[str, object]
+    table: CommandTable
+    realtime: bool
+    frequency_hz: float
+    power_dbm: float
+
+    @property
+    def frequency_range_hz(self) -> tuple[float, float]: ...
+
+    @property
+    def power_range_dbm(self) -> tuple[float, float]: ...
+
+    def number(self, value: float) -> str: ...
+
+    def add_settings(
+        self,
+        rows: tuple[StoredRow, ...],
+        named_limits: dict[str, tuple[float, float]],
+        then: Callable[[], None] | None = None,
+    ) -> None: ...
+
+    def add_common(self, mnemonic: str, query: bool, handler: Handler) -> None: ...
+
+
+Column = tuple[float, ...]
+
+
 class SweepControl:
     """The sweep and list of one generator; a family's subclass adds its commands."""
 
-    def __init__(self, generator: SignalGeneratorInstrument) -> None:
+    def __init__(self, generator: SweepHost) -> None:
         self.generator = generator
         self.run: SweepRun | None = None  # None: the output is the CW setting
 
@@ -105,24 +136,26 @@ class SweepControl:
         return None
 
     def add_values(
-        self, pattern: str, attribute: str, unit: str, limits: str | tuple[float, float]
+        self,
+        pattern: str,
+        unit: str,
+        limits: tuple[float, float],
+        column: tuple[Callable[[], Column], Callable[[Column], None]],
     ) -> None:
-        """A list column (`LIST:FREQ 1 GHZ,2 GHZ,…`) kept in `attribute`, with `:POINts?`;
-        `limits` names a limits property of the generator or gives them."""
+        """A list column (`LIST:FREQ 1 GHZ,2 GHZ,…`) read and written by `column`, with
+        `:POINts?`."""
         generator = self.generator
+        read, write = column
 
         def setter(call: Call) -> None:
-            bounds = getattr(generator, limits) if isinstance(limits, str) else limits
-            setattr(self, attribute, self.parse_values(call, unit, bounds))
+            write(self.parse_values(call, unit, limits))
             self.restart()
 
         def getter(call: Call) -> str:
-            return ",".join(generator.number(v) for v in getattr(self, attribute))
+            return ",".join(generator.number(v) for v in read())
 
         generator.table.add(pattern, setter=setter, getter=getter)
-        generator.table.add(
-            f"{pattern}:POINts", getter=lambda call: str(len(getattr(self, attribute)))
-        )
+        generator.table.add(f"{pattern}:POINts", getter=lambda call: str(len(read())))
 
     def parse_values(self, call: Call, unit: str, limits: tuple[float, float]) -> tuple[float, ...]:
         if not call.params:
@@ -185,12 +218,19 @@ class KeysightSweep(SweepControl):
             setter=lambda call: self._set_mode(call, "power_mode", ("FIXed",)),
             getter=lambda call: str(self.stored["power_mode"]),
         )
-        limits = {"frequency": gen.family.frequency_range_hz, "power": gen.family.power_range_dbm}
+        limits = {"frequency": gen.frequency_range_hz, "power": gen.power_range_dbm}
         gen.add_settings(KEYSIGHT_SWEEP, limits, then=self.restart)
         add("[SOURce]:SWEep:GENeration", setter=self._set_generation, getter=lambda call: "STEP")
-        self.add_values("[SOURce]:LIST:FREQuency", "list_frequencies_hz", "HZ", "_frequency_limits")
-        self.add_values("[SOURce]:LIST:POWer", "list_powers_dbm", "DBM", "_power_limits")
-        self.add_values("[SOURce]:LIST:DWELl", "list_dwells_s", "S", DWELL_LIMITS_S)
+        for pattern, unit, limits_of_unit, name in (
+            ("[SOURce]:LIST:FREQuency", "HZ", gen.frequency_range_hz, "list_frequencies_hz"),
+            ("[SOURce]:LIST:POWer", "DBM", gen.power_range_dbm, "list_powers_dbm"),
+            ("[SOURce]:LIST:DWELl", "S", DWELL_LIMITS_S, "list_dwells_s"),
+        ):
+            column = (
+                lambda n=name: getattr(self, n),
+                lambda values, n=name: setattr(self, n, values),
+            )
+            self.add_values(pattern, unit, limits_of_unit, column)
         add("INITiate[:IMMediate][:ALL]", setter=self._initiate)
         add("[SOURce]:TSWeep", setter=self._trigger_sweep)
         add("ABORt", setter=self._abort)
@@ -351,6 +391,15 @@ RS_SWEEP: tuple[StoredRow, ...] = (
     ("[SOURce]:LIST:MODE", "list_mode", "AUTO", ("AUTO", "STEP")),
 )
 """The SMB settings its frequency sweep and list depend on (*RST values)."""
+_RS_RESET = {
+    "frequency_mode": "CW",
+    "sweep_trigger": "AUTO",
+    "list_trigger": "AUTO",
+    "sweep_start_hz": 100e6,
+    "sweep_stop_hz": 500e6,
+    "sweep_step_hz": 1e6,
+}
+"""The *RST values of the SMB's sweep settings that have handlers of their own."""
 
 
 class RsSweep(SweepControl):
@@ -410,8 +459,16 @@ class RsSweep(SweepControl):
     def _build_lists(self) -> None:
         add = self.generator.table.add
         add("[SOURce]:LIST:SELect", setter=self._select, getter=lambda call: f'"{self.selected}"')
-        self.add_values("[SOURce]:LIST:FREQuency", "list_frequencies_hz", "HZ", "_frequency_limits")
-        self.add_values("[SOURce]:LIST:POWer", "list_powers_dbm", "DBM", "_power_limits")
+        gen = self.generator
+        for pattern, unit, limits, index in (
+            ("[SOURce]:LIST:FREQuency", "HZ", gen.frequency_range_hz, 0),
+            ("[SOURce]:LIST:POWer", "DBM", gen.power_range_dbm, 1),
+        ):
+            column = (
+                lambda i=index: self._columns()[i],
+                lambda values, i=index: self._set_column(i, values),
+            )
+            self.add_values(pattern, unit, limits, column)
         add("[SOURce]:LIST:LEARn", setter=self._learn)
         add("[SOURce]:LIST:RESet", setter=lambda call: self.restart())
         self.lists: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {}
@@ -420,14 +477,7 @@ class RsSweep(SweepControl):
     def reset(self) -> None:
         """*RST: CW, trigger sources AUTO; the lists and the selection are kept (as on the SMB)."""
         super().reset()
-        self.stored.update(
-            frequency_mode="CW",
-            sweep_trigger="AUTO",
-            list_trigger="AUTO",
-            sweep_start_hz=100e6,
-            sweep_stop_hz=500e6,
-            sweep_step_hz=1e6,
-        )
+        self.stored.update(_RS_RESET)
 
     # ------------------------------------------------------------------ settings
 
@@ -455,7 +505,7 @@ class RsSweep(SweepControl):
 
     def _set_range(self, call: Call, which: str) -> None:
         """Start/stop, or centre/span (each keeping the other); start > stop is allowed."""
-        low, high = self.generator.family.frequency_range_hz
+        low, high = self.generator.frequency_range_hz
         span_limits = (-(high - low), high - low)
         limits = span_limits if which == "span" else (low, high)
         value = parse_number(one_param(call), "HZ", minimum=limits[0], maximum=limits[1])
@@ -488,7 +538,7 @@ class RsSweep(SweepControl):
         self.restart()
 
     def _set_step(self, call: Call) -> None:
-        low, high = self.generator.family.frequency_range_hz
+        low, high = self.generator.frequency_range_hz
         self.stored["sweep_step_hz"] = parse_number(
             one_param(call), "HZ", minimum=0.01, maximum=high - low
         )
@@ -505,21 +555,9 @@ class RsSweep(SweepControl):
         self.lists.setdefault(self.selected, ((), ()))  # a new name creates an empty list
         self.restart()
 
-    @property
-    def list_frequencies_hz(self) -> tuple[float, ...]:
-        return self.lists.get(self.selected, ((), ()))[0]
-
-    @list_frequencies_hz.setter
-    def list_frequencies_hz(self, values: tuple[float, ...]) -> None:
-        self._set_column(0, values)
-
-    @property
-    def list_powers_dbm(self) -> tuple[float, ...]:
-        return self.lists.get(self.selected, ((), ()))[1]
-
-    @list_powers_dbm.setter
-    def list_powers_dbm(self, values: tuple[float, ...]) -> None:
-        self._set_column(1, values)
+    def _columns(self) -> tuple[Column, Column]:
+        """(frequencies Hz, levels dBm) of the selected list."""
+        return self.lists.get(self.selected, ((), ()))
 
     def _set_column(self, column: int, values: tuple[float, ...]) -> None:
         if not self.selected:
@@ -544,7 +582,7 @@ class RsSweep(SweepControl):
             dwell_s = float(self.stored["sweep_dwell_s"])  # type: ignore[arg-type]
             return SweepPlan(frequencies, (power_dbm,) * points, (dwell_s,) * points)
         if mode == "LIST":
-            frequencies, powers = self.list_frequencies_hz, self.list_powers_dbm
+            frequencies, powers = self._columns()
             if not frequencies or len(frequencies) != len(powers):
                 raise ScpiError(-221, "the selected list is empty or its columns differ")
             dwell_s = float(self.stored["list_dwell_s"])  # type: ignore[arg-type]
