@@ -227,3 +227,19 @@ def test_smb_sweep_range_step_and_points_are_coupled():
         assert c.ask("SWE:POIN?") == "2"  # 2.0 GHz * 1.05 > 2.1 GHz: start plus one step
         assert vb.generator.source_state().frequency_hz == 1e9  # CW until FREQ:MODE SWE
         assert c.errors() == []
+
+
+def test_smb_level_sweep_runs_and_one_sweep_at_a_time():
+    with bench("rs_smb") as vb, RawClient(vb.resources["generator"]) as c:
+        c.send("FREQ 2.1 GHZ;:FREQ:MODE SWE;:POW:STAR -20;:POW:STOP -10;:SWE:POW:STEP 2.5")
+        c.send("SWE:POW:DWEL 5 ms;:TRIG:PSW:SOUR SING;:POW:MODE SWE")
+        assert c.ask("FREQ:MODE?;:POW:MODE?;:SWE:POW:POIN?") == "CW;SWE;5"
+        assert output(vb) == (2.1e9, -20.0)
+        assert c.ask("SWE:POW:EXEC;*OPC?") == "1"
+        assert output(vb) == (2.1e9, -10.0)  # the last point (SWE:POW:RETR OFF)
+        c.send("SWE:POW:MODE STEP;*TRG;*TRG")
+        assert c.ask("*OPC?") == "1"
+        assert output(vb) == (2.1e9, -15.0)
+        assert c.ask("FREQ:MODE SWE;:POW:MODE?") == "CW"
+        assert refused(c, "SWE:POW:EXEC") == -221
+        assert c.errors() == []

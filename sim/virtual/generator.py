@@ -106,17 +106,9 @@ _RS_SOURCE = (
     ("[SOURce]:ROSCillator:SOURce", "ref_source", "INT", _IO),
     ("[SOURce]:PULM:STATe", "pulm_on", False, "off"),
 )
-# The SMB's level sweep settings (stored; its frequency sweep and list run:
-# `generator_sweep.RsSweep`).
-_SMB = (
-    *(
-        (f"[SOURce]:{node}:STATe", f"{node.lower()}_on", False, "off")
-        for node in ("AM", "FM", "PM")
-    ),
-    ("[SOURce]:POWer:STARt", "sweep_start_dbm", -30.0, "power"),
-    ("[SOURce]:POWer:STOP", "sweep_stop_dbm", -10.0, "power"),
-    ("[SOURce]:SWEep:POWer:POINts", "power_sweep_points", 21.0, (2, 1e7)),
-    ("[SOURce]:SWEep:POWer:DWELl", "power_sweep_dwell_s", 10e-3, (1e-3, 100.0)),
+# The SMB's modulation states (its sweeps and list: `generator_sweep.RsSweep`).
+_SMB = tuple(
+    (f"[SOURce]:{node}:STATe", f"{node.lower()}_on", False, "off") for node in ("AM", "FM", "PM")
 )
 _REFERENCES = ("10MHZ", "100MHZ", "1000MHZ")
 _SGS = (

@@ -381,42 +381,67 @@ class KeysightSweep(SweepControl):
 _RS_TRIGGERS = ("AUTO", "IMMediate", "SINGle", "BUS", "EXTernal", "EAUTo")
 _RS_TRIGGER_NAMES = {"IMM": "AUTO", "BUS": "SING"}
 """SCPI names the SMB takes for its own (queries answer in its own names)."""
+_RS_SWEEP_MODES = ("AUTO", "MANual", "STEP")
 RS_SWEEP: tuple[StoredRow, ...] = (
     ("[SOURce]:SWEep[:FREQuency]:DWELl", "sweep_dwell_s", 10e-3, (1e-3, 100.0)),
     ("[SOURce]:SWEep[:FREQuency]:SPACing", "sweep_spacing", "LIN", ("LINear", "LOGarithmic")),
-    ("[SOURce]:SWEep[:FREQuency]:MODE", "sweep_mode", "AUTO", ("AUTO", "MANual", "STEP")),
+    ("[SOURce]:SWEep[:FREQuency]:MODE", "sweep_mode", "AUTO", _RS_SWEEP_MODES),
     ("[SOURce]:SWEep[:FREQuency]:RETRace", "sweep_retrace", False, None),
     ("[SOURce]:SWEep[:FREQuency]:STEP:LOGarithmic", "sweep_step_pct", 1.0, (0.01, 100.0)),
+    ("[SOURce]:POWer:STARt", "sweep_start_dbm", -30.0, "power"),
+    ("[SOURce]:POWer:STOP", "sweep_stop_dbm", -10.0, "power"),
+    ("[SOURce]:SWEep:POWer:DWELl", "power_sweep_dwell_s", 10e-3, (1e-3, 100.0)),
+    ("[SOURce]:SWEep:POWer:MODE", "power_sweep_mode", "AUTO", _RS_SWEEP_MODES),
+    ("[SOURce]:SWEep:POWer:RETRace", "power_sweep_retrace", False, None),
     ("[SOURce]:LIST:DWELl", "list_dwell_s", 15e-3, (7e-4, 100.0)),
     ("[SOURce]:LIST:MODE", "list_mode", "AUTO", ("AUTO", "STEP")),
 )
-"""The SMB settings its frequency sweep and list depend on (*RST values)."""
+"""The SMB settings its sweeps and list depend on (*RST values)."""
 _RS_RESET = {
     "frequency_mode": "CW",
+    "power_mode": "CW",
     "sweep_trigger": "AUTO",
+    "power_sweep_trigger": "AUTO",
     "list_trigger": "AUTO",
     "sweep_start_hz": 100e6,
     "sweep_stop_hz": 500e6,
     "sweep_step_hz": 1e6,
+    "power_sweep_step_db": 1.0,
 }
 """The *RST values of the SMB's sweep settings that have handlers of their own."""
+_RS_KINDS = {  # the stored names of each sweep's settings
+    "SWE": ("sweep_trigger", "sweep_mode", "sweep_retrace", "sweep_dwell_s"),
+    "PSW": (
+        "power_sweep_trigger",
+        "power_sweep_mode",
+        "power_sweep_retrace",
+        "power_sweep_dwell_s",
+    ),
+    "LIST": ("list_trigger", "list_mode", "", "list_dwell_s"),
+}
 
 
 class RsSweep(SweepControl):
-    """SMB: `FREQ:MODE SWE` (start/stop, step or points, lin/log, dwell) or `FREQ:MODE
-    LIST` (the selected list's frequency/level pairs, one dwell), free-running with
-    trigger source AUTO (*RST), once per `…:EXEC`/`*TRG` with SINGle, one point per
-    trigger in mode STEP."""
+    """SMB: one of the frequency sweep (`FREQ:MODE SWE`: start/stop, step or points,
+    lin/log), the level sweep (`POW:MODE SWE`: start/stop in dBm, step or points) and
+    the list (`FREQ:MODE LIST`: the selected list's frequency/level pairs), each with
+    one dwell; free-running with trigger source AUTO (*RST), once per `…:EXEC`/`*TRG`
+    with SINGle, one point per trigger in mode STEP. Selecting one switches the
+    others off."""
 
     def build(self) -> None:
         gen = self.generator
         add = gen.table.add
-        add(
-            "[SOURce#]:FREQuency:MODE",
-            setter=self._set_mode,
-            getter=lambda call: str(self.stored["frequency_mode"]),
-        )
-        gen.add_settings(RS_SWEEP, {}, then=self.restart)
+        for pattern, name, modes in (
+            ("[SOURce#]:FREQuency:MODE", "frequency_mode", ("SWEep", "LIST")),
+            ("[SOURce#]:POWer:MODE", "power_mode", ("SWEep",)),
+        ):
+            add(
+                pattern,
+                setter=lambda call, n=name, m=modes: self._set_mode(call, n, m),
+                getter=lambda call, n=name: str(self.stored[n]),
+            )
+        gen.add_settings(RS_SWEEP, {"power": gen.power_range_dbm}, then=self.restart)
         for pattern, which in (
             ("[SOURce]:FREQuency:STARt", "start"),
             ("[SOURce]:FREQuency:STOP", "stop"),
@@ -428,38 +453,47 @@ class RsSweep(SweepControl):
                 setter=lambda call, w=which: self._set_range(call, w),
                 getter=lambda call, w=which: gen.number(self._range()[w]),
             )
-        add(
-            "[SOURce]:SWEep[:FREQuency]:STEP[:LINear]",
-            setter=self._set_step,
-            getter=self._step_query,
-        )
-        add(
-            "[SOURce]:SWEep[:FREQuency]:POINts",
-            setter=self._set_points,
-            getter=lambda call: str(self._points()),
-        )
-        for pattern, name in (
-            ("TRIGger#:FSWeep:SOURce", "sweep_trigger"),
-            ("[SOURce]:LIST:TRIGger:SOURce", "list_trigger"),
+        for node, kind in (("SWEep[:FREQuency]", "SWE"), ("SWEep:POWer", "PSW")):
+            step = "STEP[:LINear]" if kind == "SWE" else "STEP[:LOGarithmic]"
+            add(
+                f"[SOURce]:{node}:{step}",
+                setter=lambda call, k=kind: self._set_step(call, k),
+                getter=lambda call, k=kind: gen.number(float(self.stored[self._step_name(k)])),  # type: ignore[arg-type]
+            )
+            add(
+                f"[SOURce]:{node}:POINts",
+                setter=lambda call, k=kind: self._set_points(call, k),
+                getter=lambda call, k=kind: str(self._points(k)),
+            )
+        self._build_triggers()
+        self._build_lists()
+        gen.add_common("TRG", False, self._trigger)
+
+    def _build_triggers(self) -> None:
+        add = self.generator.table.add
+        for pattern, kind in (
+            ("TRIGger#:FSWeep:SOURce", "SWE"),
+            ("TRIGger#:PSWeep:SOURce", "PSW"),
+            ("[SOURce]:LIST:TRIGger:SOURce", "LIST"),
         ):
             add(
                 pattern,
-                setter=lambda call, n=name: self._set_trigger(call, n),
-                getter=lambda call, n=name: str(self.stored[n]),
+                setter=lambda call, k=kind: self._set_trigger(call, k),
+                getter=lambda call, k=kind: str(self.stored[_RS_KINDS[k][0]]),
             )
         for pattern, kind in (
             ("[SOURce]:SWEep[:FREQuency]:EXECute", "SWE"),
             ("TRIGger#:FSWeep[:IMMediate]", "SWE"),
+            ("[SOURce]:SWEep:POWer:EXECute", "PSW"),
+            ("TRIGger#:PSWeep[:IMMediate]", "PSW"),
             ("[SOURce]:LIST:TRIGger:EXECute", "LIST"),
         ):
             add(pattern, setter=lambda call, k=kind: self._execute(call, k))
-        self._build_lists()
-        gen.add_common("TRG", False, self._trigger)
 
     def _build_lists(self) -> None:
-        add = self.generator.table.add
-        add("[SOURce]:LIST:SELect", setter=self._select, getter=lambda call: f'"{self.selected}"')
         gen = self.generator
+        add = gen.table.add
+        add("[SOURce]:LIST:SELect", setter=self._select, getter=lambda call: f'"{self.selected}"')
         for pattern, unit, limits, index in (
             ("[SOURce]:LIST:FREQuency", "HZ", gen.frequency_range_hz, 0),
             ("[SOURce]:LIST:POWer", "DBM", gen.power_range_dbm, 1),
@@ -471,7 +505,7 @@ class RsSweep(SweepControl):
             self.add_values(pattern, unit, limits, column)
         add("[SOURce]:LIST:LEARn", setter=self._learn)
         add("[SOURce]:LIST:RESet", setter=lambda call: self.restart())
-        self.lists: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {}
+        self.lists: dict[str, tuple[Column, Column]] = {}
         self.selected = ""
 
     def reset(self) -> None:
@@ -481,33 +515,37 @@ class RsSweep(SweepControl):
 
     # ------------------------------------------------------------------ settings
 
-    def _set_mode(self, call: Call) -> None:
-        choice = parse_choice(one_param(call), ("CW", "FIXed", "SWEep", "LIST"))
-        before = self.stored["frequency_mode"]
-        self.stored["frequency_mode"] = "CW" if choice == "FIXed" else short_form(choice)
+    def _set_mode(self, call: Call, name: str, swept: tuple[str, ...]) -> None:
+        """`FREQ:MODE` or `POW:MODE`; a sweep or list selected switches the other mode to CW."""
+        choice = parse_choice(one_param(call), ("CW", "FIXed", *swept))
+        before = dict(self.stored)
+        self.stored[name] = "CW" if choice == "FIXed" else short_form(choice)
+        if self.stored[name] != "CW":
+            other = "power_mode" if name == "frequency_mode" else "frequency_mode"
+            self.stored[other] = "CW"
         try:
             self.restart(strict=True)
         except ScpiError:
-            self.stored["frequency_mode"] = before
+            self.stored.update(before)
             self.restart()
             raise
 
-    def _set_trigger(self, call: Call, name: str) -> None:
+    def _set_trigger(self, call: Call, kind: str) -> None:
         choice = short_form(parse_choice(one_param(call), _RS_TRIGGERS))
-        if name == "list_trigger" and choice == "EAUT":
+        if kind == "LIST" and choice == "EAUT":
             raise ScpiError(-224, one_param(call))
-        self.stored[name] = _RS_TRIGGER_NAMES.get(choice, choice)
+        self.stored[_RS_KINDS[kind][0]] = _RS_TRIGGER_NAMES.get(choice, choice)
         self.restart()
 
     def _range(self) -> dict[str, float]:
-        start, stop = float(self.stored["sweep_start_hz"]), float(self.stored["sweep_stop_hz"])  # type: ignore[arg-type]
+        start = float(self.stored["sweep_start_hz"])  # type: ignore[arg-type]
+        stop = float(self.stored["sweep_stop_hz"])  # type: ignore[arg-type]
         return {"start": start, "stop": stop, "center": (start + stop) / 2, "span": stop - start}
 
     def _set_range(self, call: Call, which: str) -> None:
         """Start/stop, or centre/span (each keeping the other); start > stop is allowed."""
         low, high = self.generator.frequency_range_hz
-        span_limits = (-(high - low), high - low)
-        limits = span_limits if which == "span" else (low, high)
+        limits = (-(high - low), high - low) if which == "span" else (low, high)
         value = parse_number(one_param(call), "HZ", minimum=limits[0], maximum=limits[1])
         now = self._range()
         now[which] = value
@@ -519,33 +557,43 @@ class RsSweep(SweepControl):
         self.stored["sweep_start_hz"], self.stored["sweep_stop_hz"] = now["start"], now["stop"]
         self.restart()
 
-    def _points(self) -> int:
-        """Points of the sweep: span/step + 1 (linear), log(stop/start)/log(1 + step) + 1 (log)."""
-        r = self._range()
-        if self.stored["sweep_spacing"] == "LOG":
-            ratio = max(r["start"], r["stop"]) / min(r["start"], r["stop"])
+    def _span(self, kind: str) -> tuple[float, float]:
+        """(start, stop) of the frequency (Hz) or level (dBm) sweep."""
+        if kind == "SWE":
+            r = self._range()
+            return r["start"], r["stop"]
+        s = self.stored
+        return float(s["sweep_start_dbm"]), float(s["sweep_stop_dbm"])  # type: ignore[arg-type]
+
+    @staticmethod
+    def _step_name(kind: str) -> str:
+        return "sweep_step_hz" if kind == "SWE" else "power_sweep_step_db"
+
+    def _points(self, kind: str) -> int:
+        """Points: span/step + 1 (linear), log(stop/start)/log(1 + step) + 1 (log frequency)."""
+        start, stop = self._span(kind)
+        if kind == "SWE" and self.stored["sweep_spacing"] == "LOG":
             growth = 1.0 + float(self.stored["sweep_step_pct"]) / 100.0  # type: ignore[arg-type]
-            return int(math.log(ratio) / math.log(growth) + 1e-9) + 1
-        step_hz = float(self.stored["sweep_step_hz"])  # type: ignore[arg-type]
-        return int(abs(r["span"]) / step_hz + 1e-9) + 1
+            return int(abs(math.log(stop / start)) / math.log(growth) + 1e-9) + 1
+        step = float(self.stored[self._step_name(kind)])  # type: ignore[arg-type]
+        return int(abs(stop - start) / step + 1e-9) + 1
 
-    def _set_points(self, call: Call) -> None:
+    def _set_points(self, call: Call, kind: str) -> None:
         points = parse_number(one_param(call), None, minimum=2, maximum=1e7)
-        span_hz = abs(self._range()["span"])
-        if span_hz == 0:
-            raise ScpiError(-221, "the span is 0")
-        self.stored["sweep_step_hz"] = span_hz / (int(points) - 1)
+        start, stop = self._span(kind)
+        if start == stop:
+            raise ScpiError(-221, "the sweep's span is 0")
+        self.stored[self._step_name(kind)] = abs(stop - start) / (int(points) - 1)
         self.restart()
 
-    def _set_step(self, call: Call) -> None:
-        low, high = self.generator.frequency_range_hz
-        self.stored["sweep_step_hz"] = parse_number(
-            one_param(call), "HZ", minimum=0.01, maximum=high - low
-        )
+    def _set_step(self, call: Call, kind: str) -> None:
+        if kind == "SWE":
+            low, high = self.generator.frequency_range_hz
+            step = parse_number(one_param(call), "HZ", minimum=0.01, maximum=high - low)
+        else:
+            step = parse_number(one_param(call), "DB", minimum=0.01, maximum=165.0)
+        self.stored[self._step_name(kind)] = step
         self.restart()
-
-    def _step_query(self, call: Call) -> str:
-        return self.generator.number(float(self.stored["sweep_step_hz"]))  # type: ignore[arg-type]
 
     def _select(self, call: Call) -> None:
         name = one_param(call).strip()
@@ -559,10 +607,10 @@ class RsSweep(SweepControl):
         """(frequencies Hz, levels dBm) of the selected list."""
         return self.lists.get(self.selected, ((), ()))
 
-    def _set_column(self, column: int, values: tuple[float, ...]) -> None:
+    def _set_column(self, column: int, values: Column) -> None:
         if not self.selected:
             raise ScpiError(-221, "no list selected (LIST:SEL)")
-        columns = list(self.lists.get(self.selected, ((), ())))
+        columns = list(self._columns())
         columns[column] = values
         self.lists[self.selected] = (columns[0], columns[1])
 
@@ -573,42 +621,45 @@ class RsSweep(SweepControl):
 
     # ------------------------------------------------------------------ running
 
+    def _active(self) -> str | None:
+        """The sweep selected: SWE (frequency), PSW (level), LIST, or None (CW)."""
+        if self.stored["frequency_mode"] != "CW":
+            return str(self.stored["frequency_mode"])
+        return "PSW" if self.stored["power_mode"] == "SWE" else None
+
     def plan(self) -> SweepPlan | None:
-        mode = self.stored["frequency_mode"]
-        power_dbm = self.generator.power_dbm
-        if mode == "SWE":
-            frequencies = self._sweep_frequencies()
-            points = len(frequencies)
-            dwell_s = float(self.stored["sweep_dwell_s"])  # type: ignore[arg-type]
-            return SweepPlan(frequencies, (power_dbm,) * points, (dwell_s,) * points)
-        if mode == "LIST":
+        kind = self._active()
+        if kind is None:
+            return None
+        if kind == "LIST":
             frequencies, powers = self._columns()
             if not frequencies or len(frequencies) != len(powers):
                 raise ScpiError(-221, "the selected list is empty or its columns differ")
-            dwell_s = float(self.stored["list_dwell_s"])  # type: ignore[arg-type]
-            return SweepPlan(frequencies, powers, (dwell_s,) * len(frequencies))
-        return None
-
-    def _sweep_frequencies(self) -> tuple[float, ...]:
-        r = self._range()
-        points = self._points()
-        sign = 1.0 if r["stop"] >= r["start"] else -1.0
-        if self.stored["sweep_spacing"] == "LOG":
-            growth = (1.0 + float(self.stored["sweep_step_pct"]) / 100.0) ** sign  # type: ignore[arg-type]
-            return tuple(r["start"] * growth**i for i in range(points))
-        step_hz = sign * float(self.stored["sweep_step_hz"])  # type: ignore[arg-type]
-        return tuple(r["start"] + i * step_hz for i in range(points))
+        else:
+            points = self._points(kind)
+            start, stop = self._span(kind)
+            sign = 1.0 if stop >= start else -1.0
+            if kind == "SWE" and self.stored["sweep_spacing"] == "LOG":
+                growth = (1.0 + float(self.stored["sweep_step_pct"]) / 100.0) ** sign  # type: ignore[arg-type]
+                values = tuple(start * growth**i for i in range(points))
+            else:
+                step = sign * float(self.stored[self._step_name(kind)])  # type: ignore[arg-type]
+                values = tuple(start + i * step for i in range(points))
+            if kind == "SWE":
+                frequencies, powers = values, (self.generator.power_dbm,) * points
+            else:
+                frequencies, powers = (self.generator.frequency_hz,) * points, values
+        dwell_s = float(self.stored[_RS_KINDS[kind][3]])  # type: ignore[arg-type]
+        return SweepPlan(frequencies, powers, (dwell_s,) * len(frequencies))
 
     def _kind(self) -> tuple[str, str]:
         """(trigger source, mode) of the active sweep or list."""
-        if self.stored["frequency_mode"] == "LIST":
-            return str(self.stored["list_trigger"]), str(self.stored["list_mode"])
-        return str(self.stored["sweep_trigger"]), str(self.stored["sweep_mode"])
+        trigger, mode, _, _ = _RS_KINDS[self._active() or "SWE"]
+        return str(self.stored[trigger]), str(self.stored[mode])
 
     def end_index(self, plan: SweepPlan) -> int:
-        if self.stored["frequency_mode"] == "SWE" and self.stored["sweep_retrace"]:
-            return 0
-        return plan.points - 1
+        retrace = _RS_KINDS[self._active() or "SWE"][2]
+        return 0 if retrace and self.stored[retrace] else plan.points - 1
 
     def begin(self, now_s: float) -> None:
         assert self.run is not None
@@ -620,10 +671,11 @@ class RsSweep(SweepControl):
         # SINGle, EXTernal, EAUTo (no trigger line here) and MANual: rest at the first point
 
     def _execute(self, call: Call, kind: str) -> None:
-        """`…:EXEC`, `TRIG:FSW`: one sweep (or, in mode STEP, one point) of the active one."""
+        """`…:EXEC`, `TRIG:FSW|PSW`: one sweep (or, in mode STEP, one point) of the active one."""
         _no_params(call)
-        if self.run is None or self.stored["frequency_mode"] != kind:
-            raise ScpiError(-221, f"{'list' if kind == 'LIST' else 'sweep'} mode is not on")
+        if self.run is None or self._active() != kind:
+            names = {"SWE": "frequency sweep", "PSW": "level sweep", "LIST": "list"}
+            raise ScpiError(-221, f"{names[kind]} mode is not on")
         now_s = time.monotonic()
         self.settle(now_s)
         source, mode = self._kind()
@@ -633,12 +685,13 @@ class RsSweep(SweepControl):
             self.run.start_timed(now_s, repeat=source == "AUTO")
 
     def _trigger(self, call: Call) -> None:
-        if self.run is None or self._kind()[0] != "SING":
+        kind = self._active()
+        if self.run is None or kind is None or self._kind()[0] != "SING":
             raise ScpiError(-211, "no sweep or list waits for a bus trigger")
-        self._execute(call, str(self.stored["frequency_mode"]))
+        self._execute(call, kind)
 
     def frequency_reading(self) -> float | None:
         """What `FREQ?` answers in sweep mode: the frequency the sweep is at now."""
-        if self.run is None or self.stored["frequency_mode"] != "SWE":
+        if self.run is None or self._active() != "SWE":
             return None
         return self.run.plan.point(self.run.index_at(time.monotonic()))[0]
