@@ -117,9 +117,11 @@ def test_agilent_8257d_psg_every_modelled_property():
 
 
 def test_agilent_8257d_step_sweep_through_the_driver():
-    """The driver's sweep properties and methods: `config_step_sweep` (FREQ:MODE SWE,
-    SWE:GEN STEP, SWE:MODE AUTO), `disable_retrace`/`enable_retrace` (LIST:RETR) and
-    `single_sweep` (TSW). Not in real time the single sweep is over at once."""
+    """The driver's sweep properties and methods: `config_step_sweep`, the retrace switches
+    (LIST:RETR) and `single_sweep` (TSW). `config_step_sweep` sends `FREQ:MODE SWE`, which
+    the PSG does not have (LIST selects its step sweep): -224, as the real one answers; its
+    other two commands (SWE:GEN STEP, SWE:MODE AUTO) are taken. Not in real time a single
+    sweep is over at once."""
     with (
         VirtualBench(quiet_ring(), generator_family="keysight_psg") as vb,
         pymeasure_driver(Agilent8257D, vb.resources["generator"], **NEWLINE) as gen,
@@ -136,7 +138,8 @@ def test_agilent_8257d_step_sweep_through_the_driver():
             },
         )
         gen.config_step_sweep()
-        assert gen.ask("FREQ:MODE?").strip() == "SWE"
+        assert [entry[0] for entry in gen.check_errors()] == [-224]
+        gen.write(":SOUR:FREQ:MODE LIST")  # the PSG's word for it
         gen.disable_retrace()
         gen.single_sweep()
         assert gen.ask("*OPC?").strip() == "1"

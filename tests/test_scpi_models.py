@@ -300,9 +300,11 @@ def test_generator_sweep_settings_read_back_and_rst_returns_to_cw(model, start, 
         c.send(f"{dwell} 5 ms;:SWE:POIN 11;:POW:STOP -10")
         assert float(c.ask(f"{dwell}?")) == 5e-3 and int(float(c.ask("SWE:POIN?"))) == 11
         assert c.errors() == []
-        assert c.ask("FREQ:MODE SWE;:FREQ:MODE?") == "SWE"
-        if model != "rs_smb":  # the SMB needs a list first (LIST:SEL), else -221
+        if model == "rs_smb":  # FREQ:MODE LIST needs a list first (LIST:SEL), else -221
+            assert c.ask("FREQ:MODE SWE;:FREQ:MODE?") == "SWE"
+        else:  # LIST selects the step sweep (LIST:TYPE STEP) or the list; no SWEep
             assert c.ask("FREQ:MODE LIST;:FREQ:MODE?") == "LIST"
+            assert refused(c, "FREQ:MODE SWE") == -224
         assert refused(c, "FREQ:MODE PULSE") == -224
         c.send("*RST")
         assert c.ask("FREQ:MODE?") == "CW"

@@ -47,7 +47,7 @@ def output(vb: VirtualBench) -> tuple[float, float]:
 def step_sweep_setup(model: str) -> str:
     """The 5-point sweep 2.0-2.2 GHz at 10 ms a point, in each family's words."""
     if model in KEYSIGHT:
-        return "FREQ:STAR 2 GHZ;:FREQ:STOP 2.2 GHZ;:SWE:POIN 5;:SWE:DWEL 10 ms;:FREQ:MODE SWE"
+        return "FREQ:STAR 2 GHZ;:FREQ:STOP 2.2 GHZ;:SWE:POIN 5;:SWE:DWEL 10 ms;:FREQ:MODE LIST"
     return (
         "FREQ:STAR 2 GHZ;:FREQ:STOP 2.2 GHZ;:SWE:FREQ:STEP 50 MHZ;:SWE:FREQ:DWEL 10 ms;"
         ":TRIG:FSW:SOUR SING;:FREQ:MODE SWE"
@@ -76,7 +76,7 @@ def test_single_step_sweep_runs_and_rests_where_the_model_rests(model):
     with bench(model) as vb, RawClient(vb.resources["generator"]) as c:
         c.send("FREQ 2.3 GHZ;:POW -7")
         c.send(step_sweep_setup(model))
-        assert c.ask("FREQ:MODE?") == "SWE"
+        assert c.ask("FREQ:MODE?") == ("LIST" if model in KEYSIGHT else "SWE")
         assert c.ask("*OPC?") == "1"
         assert output(vb) == (2.0e9, -7.0)  # armed, waiting: the first point
         assert c.ask(f"{start};*OPC?") == "1"
@@ -180,6 +180,8 @@ def test_realtime_opc_waits_for_the_end_of_a_single_sweep():
         ("keysight_mxg", "SWE:GEN ANAL", -221),  # no ramp sweep on the virtual source
         ("keysight_mxg", "*TRG", -211),  # nothing waits for a bus trigger
         ("keysight_psg", "FREQ:MODE PULSE", -224),
+        ("keysight_psg", "FREQ:MODE SWE", -224),  # LIST selects the sweep (LIST:TYPE)
+        ("keysight_mxg", "POW:MODE SWE", -224),
         ("rs_smb", "INIT", -113),  # the SMB has no INITiate system
         ("rs_smb", "TSW", -113),
         ("rs_smb", "LIST:TYPE LIST", -113),

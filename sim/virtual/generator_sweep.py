@@ -200,7 +200,7 @@ KEYSIGHT_SWEEP: tuple[StoredRow, ...] = (
 
 
 class KeysightSweep(SweepControl):
-    """MXG/PSG: `FREQ:MODE LIST|SWE` and/or `POW:MODE LIST|SWE`, a step sweep
+    """MXG/PSG: `FREQ:MODE LIST` and/or `POW:MODE LIST`, a step sweep
     (`LIST:TYPE STEP`) or a list (`LIST:TYPE LIST`), started by `INIT` (or
     `INIT:CONT ON`) and the sweep trigger (`TRIG:SOUR`); each point held for its
     dwell (`LIST:TRIG:SOUR IMM`) or until the next point trigger (`BUS`: `*TRG`)."""
@@ -247,8 +247,9 @@ class KeysightSweep(SweepControl):
         self.list_dwells_s: tuple[float, ...] = (float(self.stored["sweep_dwell_s"]),)  # type: ignore[arg-type]
 
     def _set_mode(self, call: Call, name: str, fixed: tuple[str, ...]) -> None:
-        choice = parse_choice(one_param(call), (*fixed, "SWEep", "LIST"))
-        self.stored[name] = fixed[0].upper()[:3] if choice in fixed else short_form(choice)
+        # LIST selects the swept mode, step sweep or list (LIST:TYPE); there is no SWEep.
+        choice = parse_choice(one_param(call), (*fixed, "LIST"))
+        self.stored[name] = fixed[0].upper()[:3] if choice in fixed else "LIST"
         self.restart()
 
     def _set_generation(self, call: Call) -> None:
