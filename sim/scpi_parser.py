@@ -42,6 +42,8 @@ ERROR_MESSAGES: dict[int, str] = {
     -150: "String data error",
     -160: "Block data error",
     -200: "Execution error",
+    -211: "Trigger ignored",
+    -213: "Init ignored",
     -221: "Settings conflict",
     -222: "Data out of range",
     -223: "Too much data",
@@ -367,6 +369,7 @@ _UNIT_SUFFIXES: dict[str, tuple[str, float]] = {
     "NS": ("S", 1e-9),
     "PS": ("S", 1e-12),
     "KS": ("S", 1e3),
+    "PCT": ("PCT", 1.0),
 }
 _PLAIN_NUMBER_CHARS = frozenset("0123456789.+-eE")
 """Text made of these only is a plain decimal number (or no number): `float` decides it alone."""

@@ -116,6 +116,43 @@ def test_agilent_8257d_psg_every_modelled_property():
         assert gen.has_amplitude_modulation is False
 
 
+def test_agilent_8257d_step_sweep_through_the_driver():
+    """The driver's sweep properties and methods: `config_step_sweep`, the retrace switches
+    (LIST:RETR) and `single_sweep` (TSW). `config_step_sweep` sends `FREQ:MODE SWE`, which
+    the PSG does not have (LIST selects its step sweep): -224, as the real one answers; its
+    other two commands (SWE:GEN STEP, SWE:MODE AUTO) are taken. Not in real time a single
+    sweep is over at once."""
+    with (
+        VirtualBench(quiet_ring(), generator_family="keysight_psg") as vb,
+        pymeasure_driver(Agilent8257D, vb.resources["generator"], **NEWLINE) as gen,
+    ):
+        round_trip(
+            gen,
+            {
+                "start_frequency": 2.0e9,
+                "stop_frequency": 2.2e9,
+                "step_points": 5,
+                "dwell_time": 0.01,
+                "power": -7.0,
+                "frequency": 2.3e9,
+            },
+        )
+        gen.config_step_sweep()
+        assert [entry[0] for entry in gen.check_errors()] == [-224]
+        gen.write(":SOUR:FREQ:MODE LIST")  # the PSG's word for it
+        gen.disable_retrace()
+        gen.single_sweep()
+        assert gen.ask("*OPC?").strip() == "1"
+        state = vb.generator.source_state()
+        assert (state.frequency_hz, state.power_dbm) == (2.2e9, -7.0)  # stays at the last point
+        gen.enable_retrace()
+        gen.single_sweep()
+        assert gen.ask("*OPC?").strip() == "1"
+        assert vb.generator.source_state().frequency_hz == 2.0e9  # back to the first point
+        assert gen.frequency == pytest.approx(2.3e9)  # FREQ? answers the CW setting
+        assert_no_errors(gen)
+
+
 def test_kepco_bop_every_property_and_the_ring_sees_the_current():
     with (
         VirtualBench(quiet_ring(), supply_family="kepco_bop") as vb,

@@ -179,7 +179,7 @@ def test_one_sweep_reads_the_same_in_every_trace_format():
         ANALYZER_FAMILIES["keysight_x"],
         ring,
         threading.Lock(),
-        lambda: SourceState(2.1e9, -10.0, True),
+        lambda at_s: SourceState(2.1e9, -10.0, True),
         lambda: 1.5,
     )
     assert sa.execute("INIT:CONT OFF;:SWE:POIN 101;:FORM REAL,32;:FORM:BORD SWAP;:INIT") is None

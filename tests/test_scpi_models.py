@@ -285,23 +285,29 @@ def test_analyzer_queries_answer_min_max_and_points_take_def(family, center_max,
 
 
 @pytest.mark.parametrize(
-    ("model", "start", "modes"),
+    ("model", "start", "dwell"),
     [
-        ("keysight_mxg", "+2.000000000000000E+09", ("LIST",)),
-        ("keysight_psg", "+2.000000000000000E+09", ("LIST",)),
-        ("rs_smb", "2000000000", ("SWE", "LIST")),
+        ("keysight_mxg", "+2.000000000000000E+09", "SWE:DWEL"),
+        ("keysight_psg", "+2.000000000000000E+09", "SWE:DWEL1"),
+        ("rs_smb", "2000000000", "SWE:FREQ:DWEL"),
     ],
 )
-def test_generator_sweep_and_list_settings_are_stored_and_the_output_stays_cw(model, start, modes):
+def test_generator_sweep_settings_read_back_and_rst_returns_to_cw(model, start, dwell):
+    """The sweep and list settings read back; `*RST` puts them and `FREQ:MODE` back (CW).
+    How the sweeps run: tests/test_sim_virtual_generator_sweep.py."""
     with bench(generator_family=model) as vb, RawClient(vb.resources["generator"]) as c:
         assert c.ask("FREQ:STAR 2 GHZ;:FREQ:STAR?") == start
-        c.send("SWE:DWEL 5 ms;:SWE:POIN 11;:POW:STOP -10")
+        c.send(f"{dwell} 5 ms;:SWE:POIN 11;:POW:STOP -10")
+        assert float(c.ask(f"{dwell}?")) == 5e-3 and int(float(c.ask("SWE:POIN?"))) == 11
         assert c.errors() == []
-        for mode in modes:
-            assert refused(c, f"FREQ:MODE {mode}") == -221
+        if model == "rs_smb":  # FREQ:MODE LIST needs a list first (LIST:SEL), else -221
+            assert c.ask("FREQ:MODE SWE;:FREQ:MODE?") == "SWE"
+        else:  # LIST selects the step sweep (LIST:TYPE STEP) or the list; no SWEep
+            assert c.ask("FREQ:MODE LIST;:FREQ:MODE?") == "LIST"
+            assert refused(c, "FREQ:MODE SWE") == -224
         assert refused(c, "FREQ:MODE PULSE") == -224
-        assert c.ask("FREQ:MODE?") == "CW"
         c.send("*RST")
+        assert c.ask("FREQ:MODE?") == "CW"
         assert c.ask("FREQ:STAR?") != start
         assert c.errors() == []
 

@@ -108,9 +108,6 @@ _KEYSIGHT_DETECTORS = ("NORMal", "AVERage", "POSitive", "SAMPle", "NEGative")
 _RS_DETECTORS = ("APEak", "NEGative", "POSitive", "SAMPle", "RMS", "AVERage", "QPEak")
 _TRACE_NAMES = frozenset({"TRACE", *(f"TRACE{i}" for i in range(1, 7))})
 
-FINISH_SPIN_S = 0.001
-"""A real-time sweep's last millisecond is waited out by spinning, not by a timed wait."""
-
 
 class SpectrumAnalyzerInstrument(VirtualInstrument):
     """Swept analyzer coupled to a `RingModel` through the source and bias callbacks."""
@@ -122,7 +119,7 @@ class SpectrumAnalyzerInstrument(VirtualInstrument):
         family: AnalyzerFamily,
         ring: RingModel,
         ring_lock: threading.Lock,
-        source: Callable[[], SourceState],
+        source: Callable[[float], SourceState],
         bias_a: Callable[[], float],
         *,
         realtime: bool = False,
@@ -723,7 +720,9 @@ class SpectrumAnalyzerInstrument(VirtualInstrument):
         measures while it sweeps), so it is hidden whenever it is the shorter of the two.
         """
         started = time.monotonic()
-        source = self._source()
+        # The drive of this sweep: the generator's output at the sweep's middle in real
+        # time (a sweeping generator steps on while the analyzer sweeps), at INIT otherwise.
+        source = self._source(started + self.sweep_time_s() / 2 if self.realtime else started)
         bias_a = self._bias_a()
         with self._ring_lock:
             trace = self._ring.measure(
@@ -780,21 +779,8 @@ class SpectrumAnalyzerInstrument(VirtualInstrument):
         return self._sweep_done_at
 
     def wait_pending(self) -> None:
-        """Block until the sweep's absolute deadline (INIT time + sweep time).
-
-        A timed wait wakes up late (0.2-0.3 ms here, ms under load), which would add
-        to every sweep; so it wakes `FINISH_SPIN_S` early and spins until the deadline
-        (median 0.03 ms late at load 2.5 on 2 cores), as an instrument's own clock would.
-        """
-        deadline = self._sweep_done_at
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        if remaining > FINISH_SPIN_S:
-            # Event.wait, not sleep: stopping the bench must not wait out a long sweep.
-            self.stop_event.wait(remaining - FINISH_SPIN_S)
-        while time.monotonic() < deadline and not self.stop_event.is_set():
-            pass  # busy: a yield (sleep(0)) can hand the core away for ms on a loaded machine
+        """Block until the sweep's absolute deadline (INIT time + sweep time)."""
+        self.wait_until(self._sweep_done_at)
 
     # ------------------------------------------------------------------ trace transfer
 

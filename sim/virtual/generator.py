@@ -11,15 +11,19 @@ Models (the key `VirtualBench(generator_family=...)` takes, and the driver famil
 The output is a clean carrier: modulation states read 0 and switching one on
 is refused with -221 (the ring model has no modulated drive). Phase,
 reference-oscillator and similar settings are stored and read back; they do
-not change what the ring sees.
+not change what the ring sees. The MXG, PSG and SMB run their step sweeps and
+lists (`labpgt.sim.virtual.generator_sweep`): while one runs, the output is the
+point whose dwell covers the time asked for (`source_state(at_s)`).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 from labpgt.sim.scpi_parser import Call, ScpiError, one_param, parse_bool, parse_choice
+from labpgt.sim.virtual.generator_sweep import KeysightSweep, RsSweep, SweepControl
 from labpgt.sim.virtual.instrument import Family, StoredRow, VirtualInstrument
 
 
@@ -66,21 +70,9 @@ _KEYSIGHT_SOURCE = (
         (f"[SOURce]:{node}[:STATe]", f"{node.lower()}_on", False, "off")
         for node in ("AM", "FM", "PM", "PULM")
     ),
-    # Step sweep and list settings of the MXG and PSG (stored; the output stays CW:
-    # `FREQ:MODE LIST` is refused with -221).
-    ("[SOURce]:FREQuency:STARt", "sweep_start_hz", 1e9, "frequency"),
-    ("[SOURce]:FREQuency:STOP", "sweep_stop_hz", 2e9, "frequency"),
-    ("[SOURce]:POWer:STARt", "sweep_start_dbm", -30.0, "power"),
-    ("[SOURce]:POWer:STOP", "sweep_stop_dbm", -30.0, "power"),
-    ("[SOURce]:SWEep:DWELl#", "sweep_dwell_s", 2e-3, (1e-3, 60.0)),
-    ("[SOURce]:SWEep:POINts", "sweep_points", 101.0, (2.0, 65535.0)),
 )
+# The PSG's sweep centre is stored, not coupled to start/stop (the sweep runs start to stop).
 _PSG = (("[SOURce]:FREQuency:CENTer", "sweep_center_hz", 1.5e9, "frequency"),)
-_KEYSIGHT_LIST = (
-    ("[SOURce]:LIST:TYPE", "list_type", "STEP", ("LIST", "STEP")),
-    ("[SOURce]:LIST:DIRection", "list_direction", "UP", ("UP", "DOWN")),
-    ("[SOURce]:LIST:MODE", "list_mode", "AUTO", ("AUTOmatic", "MANual")),
-)
 # Modulation and low-frequency-output configuration of the PSG (stored; states stay off).
 _PSG_MODULATION = (
     ("[SOURce]:AM:DEPTh", "am_depth_percent", 0.1, (0.0, 100.0)),
@@ -114,27 +106,9 @@ _RS_SOURCE = (
     ("[SOURce]:ROSCillator:SOURce", "ref_source", "INT", _IO),
     ("[SOURce]:PULM:STATe", "pulm_on", False, "off"),
 )
-# The SMB's frequency and level sweeps (stored; `FREQ:MODE SWE|LIST` -221).
-_SMB = (
-    *(
-        (f"[SOURce]:{node}:STATe", f"{node.lower()}_on", False, "off")
-        for node in ("AM", "FM", "PM")
-    ),
-    ("[SOURce]:FREQuency:STARt", "sweep_start_hz", 100e6, "frequency"),
-    ("[SOURce]:FREQuency:STOP", "sweep_stop_hz", 500e6, "frequency"),
-    ("[SOURce]:FREQuency:CENTer", "sweep_center_hz", 300e6, "frequency"),
-    ("[SOURce]:FREQuency:SPAN", "sweep_span_hz", 400e6, (0.0, 20e9)),
-    ("[SOURce]:SWEep[:FREQuency]:POINts", "sweep_points", 401.0, (2, 1e7)),
-    ("[SOURce]:SWEep[:FREQuency]:STEP[:LINear]", "sweep_step_hz", 1e6, None),
-    ("[SOURce]:SWEep[:FREQuency]:DWELl", "sweep_dwell_s", 10e-3, (1e-3, 100.0)),
-    ("[SOURce]:POWer:STARt", "sweep_start_dbm", -30.0, "power"),
-    ("[SOURce]:POWer:STOP", "sweep_stop_dbm", -10.0, "power"),
-    ("[SOURce]:SWEep:POWer:POINts", "power_sweep_points", 21.0, (2, 1e7)),
-    ("[SOURce]:SWEep:POWer:DWELl", "power_sweep_dwell_s", 10e-3, (1e-3, 100.0)),
-    ("[SOURce]:LIST:DWELl", "list_dwell_s", 10e-3, (1e-3, 100.0)),
-    ("[SOURce]:SWEep[:FREQuency]:SPACing", "sweep_spacing", "LIN", ("LINear", "LOGarithmic")),
-    ("[SOURce]:SWEep[:FREQuency]:MODE", "sweep_mode", "AUTO", ("AUTO", "MANual", "STEP")),
-    ("[SOURce]:LIST:MODE", "list_mode", "AUTO", ("AUTO", "STEP")),
+# The SMB's modulation states (its sweeps and list: `generator_sweep.RsSweep`).
+_SMB = tuple(
+    (f"[SOURce]:{node}:STATe", f"{node.lower()}_on", False, "off") for node in ("AM", "FM", "PM")
 )
 _REFERENCES = ("10MHZ", "100MHZ", "1000MHZ")
 _SGS = (
@@ -170,7 +144,7 @@ _SGS = (
     ("[SOURce]:PULM:TRIGger:MODE", "pulm_trigger", "AUTO", ("AUTO", "EXTernal", "EGATe")),
 )
 _FAMILY_STORED: dict[str, tuple[StoredRow, ...]] = {
-    "keysight_mxg": (*_KEYSIGHT_SOURCE, *_KEYSIGHT_LIST),
+    "keysight_mxg": _KEYSIGHT_SOURCE,
     "rs_smb": _RS_SOURCE,
 }
 """The settings each driver family's models store and read back (no effect on the ring)."""
@@ -200,7 +174,20 @@ class SignalGeneratorInstrument(VirtualInstrument):
 
     family: GeneratorFamily
 
-    def __init__(self, family: GeneratorFamily, stop_event: threading.Event | None = None):
+    def __init__(
+        self,
+        family: GeneratorFamily,
+        stop_event: threading.Event | None = None,
+        *,
+        realtime: bool = False,
+    ) -> None:
+        self.realtime = realtime
+        """True: a single sweep takes its dwell times and `*OPC?` waits for its end."""
+        self.sweep: SweepControl | None = None
+        if family.key in ("keysight_mxg", "keysight_psg"):
+            self.sweep = KeysightSweep(self)
+        elif family.key == "rs_smb":
+            self.sweep = RsSweep(self)
         super().__init__(family, stop_event)
 
     def _build(self) -> None:
@@ -209,16 +196,22 @@ class SignalGeneratorInstrument(VirtualInstrument):
             "[SOURce#]:FREQuency[:CW|:FIXed]",
             "frequency_hz",
             "HZ",
-            "_frequency_limits",
+            "frequency_range_hz",
             default=RESET_FREQUENCY_HZ,
+            then=self._cw_changed,
+            reading=self._frequency_reading,
         )
-        add("[SOURce#]:FREQuency:MODE", setter=self._set_frequency_mode, getter=lambda call: "CW")
+        if self.sweep is not None:
+            self.sweep.build()
+        else:
+            add("[SOURce#]:FREQuency:MODE", setter=self._set_cw_mode, getter=lambda call: "CW")
         self.add_number(
             "[SOURce#]:POWer[:LEVel][:IMMediate][:AMPLitude]",
             "power_dbm",
             "DBM",
-            "_power_limits",
+            "power_range_dbm",
             default=RESET_POWER_DBM,
+            then=self._cw_changed,
         )
         add("OUTPut#[:STATe]", setter=self._set_rf, getter=lambda call: self.boolean(self.rf_on))
         # Clients commonly switch modulation off first; this source is CW only.
@@ -228,33 +221,37 @@ class SignalGeneratorInstrument(VirtualInstrument):
         if self.family.key == "keysight_psg":
             add("DIAGnostic:CPU:INFOrmation:OPTions:DETail", getter=self._psg_options_detail)
         rows = _FAMILY_STORED[self.family.name] + _MODEL_STORED.get(self.family.key, ())
-        self.add_settings(rows, {"frequency": self._frequency_limits, "power": self._power_limits})
+        self.add_settings(
+            rows, {"frequency": self.frequency_range_hz, "power": self.power_range_dbm}
+        )
 
     def _reset(self) -> None:
         self.frequency_hz = RESET_FREQUENCY_HZ
         self.power_dbm = RESET_POWER_DBM
         self.rf_on = False
+        if self.sweep is not None:
+            self.sweep.reset()  # FREQ:MODE CW (FIX), no sweep armed or running
 
     @property
-    def _frequency_limits(self) -> tuple[float, float]:
+    def frequency_range_hz(self) -> tuple[float, float]:
         return self.family.frequency_range_hz
 
     @property
-    def _power_limits(self) -> tuple[float, float]:
+    def power_range_dbm(self) -> tuple[float, float]:
         return self.family.power_range_dbm
 
-    def _set_frequency_mode(self, call: Call) -> None:
-        """CW or FIXed; the model's sweep modes are known but refused (-221): the output
-        stays a CW carrier, which is all the ring model takes."""
-        modes: tuple[str, ...] = ("CW", "FIXed")
-        if self.family.name == "keysight_mxg":
-            modes += ("LIST",)
-        elif self.family.key == "rs_smb":
-            modes += ("SWEep", "LIST")
-        if parse_choice(one_param(call), modes) not in ("CW", "FIXed"):
-            raise ScpiError(
-                -221, "frequency sweep and list are not available on the virtual source"
-            )
+    def _set_cw_mode(self, call: Call) -> None:
+        """A model without sweep or list (SGS100A): CW or FIXed only."""
+        parse_choice(one_param(call), ("CW", "FIXed"))
+
+    def _cw_changed(self) -> None:
+        """A sweep that uses the CW frequency or power (at its fixed points) is built again."""
+        if self.sweep is not None and self.sweep.run is not None:
+            self.sweep.restart()
+
+    def _frequency_reading(self) -> float:
+        reading = self.sweep.frequency_reading() if self.sweep is not None else None
+        return self.frequency_hz if reading is None else reading
 
     def _set_rf(self, call: Call) -> None:
         self.rf_on = parse_bool(one_param(call))
@@ -272,7 +269,32 @@ class SignalGeneratorInstrument(VirtualInstrument):
         if parse_bool(one_param(call)):
             raise ScpiError(-221, "modulation is not available on this source")
 
-    def source_state(self) -> SourceState:
-        """A consistent snapshot of frequency, power and RF state (taken under the lock)."""
+    def source_state(self, at_s: float | None = None) -> SourceState:
+        """What the output is at `at_s` (`time.monotonic()`; default now): the CW setting,
+        or the sweep's or list's point whose dwell covers that time. Taken under the lock."""
         with self.lock:
-            return SourceState(self.frequency_hz, self.power_dbm, self.rf_on)
+            point = None
+            if self.sweep is not None:
+                point = self.sweep.output_at(time.monotonic() if at_s is None else at_s)
+            if point is None:
+                return SourceState(self.frequency_hz, self.power_dbm, self.rf_on)
+            return SourceState(point[0], point[1], self.rf_on)
+
+    def pending_until_s(self) -> float:
+        """When the running single sweep or list ends (0.0: none runs)."""
+        return 0.0 if self.sweep is None else self.sweep.pending_until_s()
+
+    def wait_pending(self) -> None:
+        """`*OPC?`/`*WAI`: wait for the single sweep's end, the instrument lock released
+        meanwhile (the analyzer reads the output while the sweep runs; other sessions'
+        commands run too, as the real instrument's other interfaces would)."""
+        deadline_s = self.pending_until_s()
+        if deadline_s <= time.monotonic():
+            return
+        session = self.session
+        self.lock.release()
+        try:
+            self.wait_until(deadline_s)
+        finally:
+            self.lock.acquire()
+            self.session = session

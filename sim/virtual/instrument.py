@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
@@ -55,7 +56,10 @@ _NO_CALL = Call((), (), False)
 
 StoredRow = tuple[str, str, object, object]
 """A stored setting in a model's table: (pattern, name, *RST value, extra); see `add_settings`."""
-_UNIT_SUFFIXES = (("_hz", "HZ"), ("_dbm", "DBM"), ("_s", "S"), ("_v", "V"))
+_UNIT_SUFFIXES = (("_hz", "HZ"), ("_dbm", "DBM"), ("_s", "S"), ("_v", "V"), ("_pct", "PCT"))
+
+FINISH_SPIN_S = 0.001
+"""A real-time sweep's last millisecond is waited out by spinning, not by a timed wait."""
 
 _RESOLVED_MAX = 4096
 """Headers remembered per instrument: a garbage client must not grow memory without bound."""
@@ -151,13 +155,15 @@ class VirtualInstrument:
         unit: str | None = None,
         limits: tuple[float, float] | None = None,
         only_off: bool = False,
+        then: Callable[[], None] | None = None,
     ) -> None:
         """A setting the model stores and reports but that has no effect on the ring.
 
         `initial` (its *RST value) decides the kind: a bool (ON|OFF|1|0, read as 1/0),
         a str with `choices` (short or long form, read in short form), or a number
         (within `limits`, `unit` suffixes accepted). `only_off`: the model refuses ON
-        with -221 (e.g. a modulation the virtual source cannot apply).
+        with -221 (e.g. a modulation the virtual source cannot apply). `then` runs
+        after each set.
         """
         self._stored_initial[name] = initial
         self.stored[name] = initial
@@ -169,11 +175,13 @@ class VirtualInstrument:
                 if value and only_off:
                     raise ScpiError(-221, f"{name}: not available on the virtual source")
             elif isinstance(initial, str):
-                value = _short_form(parse_choice(text, choices))
+                value = short_form(parse_choice(text, choices))
             else:
                 low, high = limits if limits is not None else (None, None)
                 value = parse_number(text, unit, minimum=low, maximum=high, default=initial)
             self.stored[name] = value
+            if then is not None:
+                then()
 
         def getter(call: Call) -> str:
             value = self.stored[name]
@@ -194,9 +202,11 @@ class VirtualInstrument:
         *,
         default: float,
         then: Callable[[], None] | None = None,
+        reading: Callable[[], float] | None = None,
     ) -> None:
         """A numeric setting that acts (kept in `attribute`): set within the model's range,
-        the property named `limits`; `X? MIN|MAX` answers that range; `then` runs after a set."""
+        the property named `limits`; `X? MIN|MAX` answers that range; `then` runs after a set;
+        `reading`, when given, gives what `X?` answers (default: the attribute)."""
 
         def setter(call: Call) -> None:
             low, high = getattr(self, limits)
@@ -206,34 +216,43 @@ class VirtualInstrument:
                 then()
 
         def getter(call: Call) -> str:
-            return self.number_query(call, getattr(self, attribute), getattr(self, limits))
+            value = reading() if reading is not None else getattr(self, attribute)
+            return self.number_query(call, value, getattr(self, limits))
 
         self.table.add(pattern, setter=setter, getter=getter)
 
     def add_settings(
-        self, rows: tuple[StoredRow, ...], named_limits: dict[str, tuple[float, float]]
+        self,
+        rows: tuple[StoredRow, ...],
+        named_limits: dict[str, tuple[float, float]],
+        then: Callable[[], None] | None = None,
     ) -> None:
         """`add_setting` for each row of a table: (pattern, name, *RST value, extra).
 
         `extra` is, by the value's kind: for a bool, "off" (ON refused) or None; for a
         str, its choices; for a number, its limits, the key of one of `named_limits`
         (e.g. the model's output range), or None. A number's unit follows its name
-        (`_hz`, `_s`, `_dbm`, `_v`).
+        (`_hz`, `_s`, `_dbm`, `_v`, `_pct`). `then` runs after each set of any of them.
         """
         for pattern, name, initial, extra in rows:
             if isinstance(initial, bool):
-                self.add_setting(pattern, name, initial, only_off=extra == "off")
+                self.add_setting(pattern, name, initial, only_off=extra == "off", then=then)
             elif isinstance(initial, str):
-                self.add_setting(pattern, name, initial, choices=extra)  # type: ignore[arg-type]
+                choices: tuple[str, ...] = extra  # type: ignore[assignment]
+                self.add_setting(pattern, name, initial, choices=choices, then=then)
             else:
                 limits = named_limits[extra] if isinstance(extra, str) else extra
                 unit = next((u for s, u in _UNIT_SUFFIXES if name.endswith(s)), None)
-                self.add_setting(pattern, name, initial, unit=unit, limits=limits)
+                self.add_setting(pattern, name, initial, unit=unit, limits=limits, then=then)
 
     @property
     def errors(self) -> ErrorQueue:
         """The local (front-panel) session's error queue."""
         return self.local.errors
+
+    def add_common(self, mnemonic: str, query: bool, handler: Handler) -> None:
+        """A common command this model knows beyond the shared set (e.g. `*TRG`)."""
+        self._common[(mnemonic, query)] = handler
 
     def open_session(self, name: str = "") -> Session:
         """A new client session; it takes over what the local session had queued."""
@@ -257,6 +276,22 @@ class VirtualInstrument:
     def pending_until_s(self) -> float:
         """`time.monotonic()` at which overlapped operations complete (now or earlier: none)."""
         return 0.0
+
+    def wait_until(self, deadline_s: float) -> None:
+        """Block until `time.monotonic()` reaches `deadline_s` (or the bench stops).
+
+        A timed wait wakes up late (0.2-0.3 ms here, ms under load), which would add
+        to every sweep; so it wakes `FINISH_SPIN_S` early and spins until the deadline
+        (median 0.03 ms late at load 2.5 on 2 cores), as an instrument's own clock would.
+        """
+        remaining = deadline_s - time.monotonic()
+        if remaining <= 0:
+            return
+        if remaining > FINISH_SPIN_S:
+            # Event.wait, not sleep: stopping the bench must not wait out a long sweep.
+            self.stop_event.wait(remaining - FINISH_SPIN_S)
+        while time.monotonic() < deadline_s and not self.stop_event.is_set():
+            pass  # busy: a yield (sleep(0)) can hand the core away for ms on a loaded machine
 
     def options_reply(self) -> str:
         """`*OPT?`: the installed options as the model lists them ("0": none)."""
@@ -456,7 +491,7 @@ class VirtualInstrument:
         return ",".join(entries) if entries else errors.pop()
 
 
-def _short_form(choice: str) -> str:
+def short_form(choice: str) -> str:
     """`SWEep` -> `SWE`: the upper-case short form of a choice written in manual notation."""
     short = "".join(c for c in choice if not c.islower())
     return short.upper() if short else choice.upper()

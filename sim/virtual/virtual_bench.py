@@ -85,7 +85,9 @@ class VirtualBench:
         # One lock around the ring: the supply's set_bias and the analyzer's sweeps
         # come from different connection threads.
         self.ring_lock = threading.Lock()
-        self.generator = SignalGeneratorInstrument(generator_spec, self._stop_event)
+        self.generator = SignalGeneratorInstrument(
+            generator_spec, self._stop_event, realtime=realtime
+        )
         self.supply = BiasSupplyInstrument(
             supply_spec,
             self.ring,
