@@ -164,8 +164,13 @@ def test_a_supply_stalled_during_ramp_down_is_reported_with_exit_3_and_recorded(
         bench = _bench_file(vb, tmp_path / "bench.toml", timeout_s=1.0)
         # Bias fixed at 1.75 A: after the first ramp the supply hears nothing until the
         # shutdown, whose first ramp-down step then stalls (the step is taken, its reply
-        # never comes).
-        _when(lambda: _supply_at(vb, 1.75), lambda: vb.inject_fault("supply", "stall", 1000))
+        # never comes). Armed once the analyzer has swept: by then the ramp's last step has
+        # had its reply (armed as soon as the step is logged, a loaded machine could let the
+        # stall swallow that reply, and the run would fail at its start instead).
+        _when(
+            lambda: _supply_at(vb, 1.75) and vb.analyzer.sweeps >= 2,
+            lambda: vb.inject_fault("supply", "stall", 1000),
+        )
         args = ["acquire", "--bench", str(bench), *sweeps, "--chunk", "4", "--out", str(out)]
         code, err = cli_error(capsys, *args)
         assert code == EXIT_UNSAFE, err
