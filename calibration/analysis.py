@@ -75,6 +75,9 @@ class OperatingPoint:
     """Mean over the chosen drive window of `sensitivity_map` (noise std per grid step)."""
     sensitivity_by_bias: tuple[float, ...]
     """The same figure over the whole drive grid, per response bias, in plan order."""
+    window: str = "sensitivity"
+    """How the drive window was chosen: "calm" (the drive leaves the comb alone) or
+    "sensitivity" (sensitivity/noise alone)."""
 
 
 def interaction_map(

@@ -24,6 +24,7 @@ switches it on for its own shots and restores it afterwards.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -319,19 +320,18 @@ def choose_operating(
         nearest = np.abs(freq[None, :] - f_axis.numpy()[:, None]).argmin(axis=1)
         drive_bin = geometry.point_bin.numpy()[nearest]
     response = grid.response
+    # The calm window needs each drive frequency's feature bin (hard bins); other feature
+    # maps fall back to the window sensitivity/noise alone picks, and the point says so.
+    calm = drive_bin is not None and window == "calm"
     op = choose_operating_point(
         response,
         pilot_noise.feature_std,
         b_axis,
         p_axis.numpy(),
         f_axis.numpy(),
-        interaction=(
-            None
-            if drive_bin is None or window == "sensitivity"
-            else interaction_map(response, _pooled(pilot_noise), drive_bin)
-        ),
+        interaction=interaction_map(response, _pooled(pilot_noise), drive_bin) if calm else None,
     )
-    return op, drive_bin
+    return dataclasses.replace(op, window="calm" if calm else "sensitivity"), drive_bin
 
 
 def measure_reference_stage(

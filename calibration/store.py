@@ -268,6 +268,7 @@ def _write_attributes(h5: h5py.File, result: CalibrationResult, provenance: dict
         drive_hz=list(op.drive_hz),
         drive_dbm=list(op.drive_dbm),
         sensitivity_to_noise=op.sensitivity_to_noise,
+        window=op.window,
     ).to_json()
     a["encoding_ranges"] = to_json({k: list(v) for k, v in result.encoding_ranges.items()})
     a["surrogate_architecture"] = to_json(surrogate_state(result.surrogate.model)[0])

@@ -290,6 +290,8 @@ class OperatingRecord(Record):
     drive_hz: list[float]
     drive_dbm: list[float]
     sensitivity_to_noise: float
+    window: str | None = None
+    """How the drive window was chosen ("calm" or "sensitivity"; None in older files)."""
 
 
 class CalibrationSummary(Record):

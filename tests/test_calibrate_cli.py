@@ -34,6 +34,10 @@ def test_calibrate_writes_file_and_plots(calib, capsys):
     assert snap["reservoir"] == "instrument"
     assert snap["bench"]["analyzer"]["identity"]["model"] == "N9020A"
     assert snap["provenance"]["grid"] == "small"
+    # kernel features (the default) carry no drive bin: the calm window cannot be told
+    # apart, and the file and the summary say which window was used
+    with h5py.File(calib, "r") as h5:
+        assert json.loads(h5.attrs["operating"])["window"] == "sensitivity"
     for name in ("response.png", "hysteresis.png", "surrogate.png"):
         png = calib.parent / "calib_plots" / name
         assert png.stat().st_size > 10_000, name

@@ -6,10 +6,12 @@ ring's default parameters as the truth.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
 
+import h5py
 import pytest
 import torch
 from labpgt.calibration import Calibration, check_drift, load_calibration
@@ -219,8 +221,11 @@ def test_operating_window_avoids_the_locking_zone(with_hysteresis):
     and the grid does show a locking zone elsewhere at the operating bias."""
     from labpgt.calibration.analysis import INTERACTION_LIMIT, index_of
 
-    _, result, _ = with_hysteresis
+    _, result, cal = with_hysteresis
     op = result.operating
+    assert op.window == "calm"  # hard bins: the calm window could be chosen, and was
+    with h5py.File(cal.path, "r") as h5:
+        assert json.loads(h5.attrs["operating"])["window"] == "calm"
     b = index_of(result.response_bias_a, op.bias_a)
     f0, f1 = index_of(result.drive_hz, op.drive_hz[0]), index_of(result.drive_hz, op.drive_hz[1])
     assert result.references.interaction is not None

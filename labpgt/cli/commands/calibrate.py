@@ -424,7 +424,8 @@ def _summary_rows(s: dict, op: object, window: str) -> list[tuple[str, str]]:
             f"{op.drive_dbm[0]:.1f}–{op.drive_dbm[1]:.1f} dBm",
         ),
         (
-            f"sensitivity / noise (maximised in the {window} window)",
+            f"sensitivity / noise (maximised in the {op.window} window"
+            + (")" if op.window == window else f"; the {window} window needs --features bins)"),
             f"{op.sensitivity_to_noise:.2f} noise std per step",
         ),
         (
