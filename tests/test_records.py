@@ -182,10 +182,13 @@ def test_calibration_records_write_their_fields_in_order_and_as_numbers() -> Non
         '"sensitivity_to_noise": 3.8, "window": "calm"}'
     )
     # a file written before the window was recorded still reads
-    assert OperatingRecord.model_validate_json(
-        '{"bias_a": 1.8, "drive_hz": [2.0e9, 2.05e9], "drive_dbm": [-30.0, 0.0], '
-        '"sensitivity_to_noise": 3.8}'
-    ).window is None
+    assert (
+        OperatingRecord.model_validate_json(
+            '{"bias_a": 1.8, "drive_hz": [2.0e9, 2.05e9], "drive_dbm": [-30.0, 0.0], '
+            '"sensitivity_to_noise": 3.8}'
+        ).window
+        is None
+    )
     fields = list(CalibrationSummary.model_fields)
     assert fields[:3] == [
         "field_per_ampere_oe_per_a",
