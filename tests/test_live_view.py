@@ -202,6 +202,17 @@ def _open_page(browser: object, url: str, timeout_s: float = 180.0) -> object:
 
 
 MODEL = "Bokeh.documents.length && Bokeh.documents[0].get_model_by_name"
+RANGES_HOLD_THE_DATA = """() => {
+    const get = (n) => Bokeh.documents[0].get_model_by_name(n);
+    const holds = (range, values) => values.length > 0 && values.every(
+        (v) => !Number.isFinite(v) || (range.start <= v && v <= range.end));
+    const spectrum = get('spectrum').data, settings = get('settings').data;
+    return holds(get('spectrum_x'), Array.from(spectrum.frequency_ghz))
+        && holds(get('spectrum_y'), Array.from(spectrum.power_dbm))
+        && holds(get('settings_x'), Array.from(settings.x))
+        && ['drive_ghz', 'drive_dbm', 'bias_a'].every(
+            (c) => holds(get('settings_' + c), Array.from(settings[c])));
+}"""
 
 
 def test_acquire_live_page_shows_the_spectrum_and_follows_new_shots(
@@ -245,10 +256,11 @@ def test_acquire_live_page_shows_the_spectrum_and_follows_new_shots(
         )
         later = page.evaluate(f"() => {MODEL}('latest').data.shot[0]")  # type: ignore[attr-defined]
         assert later > shown["shot"]
-        settings_shown = page.evaluate(  # type: ignore[attr-defined]
-            f"() => {MODEL}('settings').data.x.length"
-        )
-        assert settings_shown > 1
+        settings = page.evaluate(f"() => {MODEL}('settings').data.x.length")  # type: ignore[attr-defined]
+        assert settings > 1
+        # the page sets its axes' ranges: every point shown lies within them (a range and
+        # the data it must hold may arrive a moment apart, hence a wait)
+        page.wait_for_function(RANGES_HOLD_THE_DATA, timeout=30_000)  # type: ignore[attr-defined]
         # a view started late, with `labpgt view`, on the file being written: it shows the
         # run from the file as it is now, and follows it too
         late = subprocess.Popen(
@@ -405,3 +417,23 @@ def test_a_source_following_a_run_reads_what_a_new_one_reads(tmp_path: Path) -> 
     full = following.poll()
     assert full is not None and full.shots_done == full.shots_total == 40
     _same_view(full, RunSource(out, "acquire", min_read_s=0.0).poll())
+
+
+def test_a_source_waiting_for_its_file_tells_the_page_only_what_changed(
+    tmp_path: Path, good_run: Path
+) -> None:
+    """A view started before its run polls a missing file: the page hears of it once, not
+    at every look, and again when the reason changes or the run is readable."""
+    path = tmp_path / "later.h5"
+    source = RunSource(path, "acquire", min_read_s=0.0)
+    first = source.poll()
+    assert first is not None and "waiting for" in first.status
+    version = source.version
+    assert source.poll() is None and source.version == version
+    path.write_text("not an HDF5 file yet")
+    damaged = source.poll()
+    assert damaged is not None and "cannot be read" in damaged.status
+    assert source.version == version + 1
+    shutil.copy(good_run, path)
+    readable = source.poll()
+    assert readable is not None and readable.shots_done == readable.shots_total > 0

@@ -2,8 +2,15 @@
 
 Each open page polls the run every `POLL_MS` through one shared `RunSource`, which reads
 the file only when its size or time stamp changed; with no page open nothing is read.
+What a page costs is mostly the browser drawing it (benchmarks/live_view.py): every change
+the page gets redraws a figure, and a change of the status line lays out the whole page.
+So a new shot changes the spectrum figure alone (trace, drive marker, title, in one go);
+the status line and the settings plots follow every `SETTINGS_EVERY_S`; the axes have
+ranges set here, widened only when the data leave them, so a redraw does not rescale them.
 The page's data sources carry names (``spectrum``, ``latest``, ``settings``, ``response``,
-``metrics``, ``batches``) so that a browser test can read what is shown.
+``metrics``, ``batches``), and so do the ranges this module sets (``spectrum_x``,
+``spectrum_y``, ``settings_x``, ``settings_<column>``), so that a browser test can read
+what is shown.
 """
 
 from __future__ import annotations
@@ -26,9 +33,10 @@ from labpgt.live.source import RunSource, Snapshot
 
 POLL_MS = 100
 """How often an open page looks at the run (ms); unchanged, a look costs one stat() call."""
-SETTINGS_EVERY_S = 2.0
-"""The settings-over-the-run plots (thousands of points) are redrawn at most this often;
-the spectrum follows every new shot."""
+SETTINGS_EVERY_S = 5.0
+"""The settings-over-the-run plots (three figures of up to thousands of points) and the
+status line are redrawn at most this often (at once when the run is complete or nothing was
+shown yet); the spectrum follows every new shot."""
 DEFAULT_PORT = 5006
 LINGER_S = 300.0
 """A view started by --live stops this long after its run ended with no page open."""
@@ -102,9 +110,11 @@ class Page:
         self.doc = doc
         self.source = source
         self.version = -1
-        self.settings_shown_s = -math.inf
-        self.settings_pending = False
+        self.slow_shown_s = -math.inf
+        self.slow_pending = False
         self.settings_thinned = False
+        self.spans: dict[str, tuple[float, float]] = {}
+        """The axis ranges this page set last, by name (a user's zoom is not undone)."""
         self.status = Div(text="", name="status", sizing_mode="stretch_width")
         self.latest = ColumnDataSource(
             {"shot": [-1], "timestamp_s": [math.nan], "shots_done": [0], "shots_total": [0]},
@@ -135,7 +145,16 @@ class Page:
             {"frequency_ghz": np.zeros(0), "power_dbm": np.zeros(0)}, name="spectrum"
         )
         self.drive = ColumnDataSource({"drive_ghz": np.zeros(0)}, name="drive")
-        fig = _figure("Latest spectrum", "frequency (GHz)", "power (dBm)", height=340)
+        from bokeh.models import Range1d
+
+        fig = _figure(
+            "Latest spectrum",
+            "frequency (GHz)",
+            "power (dBm)",
+            height=340,
+            x_range=Range1d(0, 1, name="spectrum_x"),
+            y_range=Range1d(-100, 0, name="spectrum_y"),
+        )
         fig.line(
             "frequency_ghz", "power_dbm", source=self.spectrum, line_width=1.5, legend_label="trace"
         )
@@ -152,22 +171,23 @@ class Page:
         return [fig]
 
     def _settings_models(self) -> list[Any]:
-        from bokeh.models import ColumnDataSource
+        from bokeh.models import ColumnDataSource, Range1d
 
         self.settings = ColumnDataSource(
             {"x": np.zeros(0), "drive_ghz": np.zeros(0), "drive_dbm": np.zeros(0), "bias_a": []},
             name="settings",
         )
         figs = []
-        x_range = None
+        x_range = Range1d(0, 1, name="settings_x")
         for col, title, unit, colour in (
             ("drive_ghz", "Drive frequency", "frequency (GHz)", COLOURS[0]),
             ("drive_dbm", "Drive power", "power (dBm)", COLOURS[1]),
             ("bias_a", "Bias current", "current (A)", COLOURS[2]),
         ):
-            kw = {} if x_range is None else {"x_range": x_range}
-            fig = _figure(f"{title} over the run", "", unit, height=170, **kw)
-            x_range = fig.x_range
+            y_range = Range1d(0, 1, name=f"settings_{col}")
+            fig = _figure(
+                f"{title} over the run", "", unit, height=170, x_range=x_range, y_range=y_range
+            )
             fig.scatter("x", col, source=self.settings, size=3, color=colour)
             figs.append(fig)
         self.settings_figs = figs
@@ -236,21 +256,40 @@ class Page:
         snap = self.source.snapshot
         if self.source.version != self.version:
             self.version = self.source.version
-            self.status.text = _escape(snap.status)
             if snap.kind == "train":
+                self.status.text = _escape(snap.status)
                 self._show_train(snap)
                 return
             self._show_spectrum(snap)
             if snap.kind == "calibration":
                 self._show_response(snap)
-            self.settings_pending = True
-        if snap.kind == "train" or not self.settings_pending:
+            self.slow_pending = True
+        if snap.kind == "train" or not self.slow_pending:
             return
         now = time.monotonic()
-        if now - self.settings_shown_s >= SETTINGS_EVERY_S or snap.shots_done == snap.shots_total:
-            self.settings_shown_s = now
-            self.settings_pending = False
+        if (
+            now - self.slow_shown_s >= SETTINGS_EVERY_S
+            or snap.shots_done == snap.shots_total
+            or not snap.spectrum_dbm.size
+            or not len(self.settings.data["x"])
+        ):
+            self.slow_shown_s = now
+            self.slow_pending = False
+            self.status.text = _escape(snap.status)
             self._show_settings(snap)
+
+    def _cover(self, name: str, rng: Any, low: float, high: float) -> None:
+        """Widen the Range1d ``rng`` to hold [low, high] if the span this page set last for
+        ``name`` does not (never narrowed: the axes stay put from one redraw to the next)."""
+        if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+            return
+        old = self.spans.get(name)
+        if old is not None:
+            if old[0] <= low and high <= old[1]:
+                return
+            low, high = min(low, old[0]), max(high, old[1])
+        self.spans[name] = (low, high)
+        rng.update(start=low, end=high, reset_start=low, reset_end=high)
 
     def _show_spectrum(self, snap: Snapshot) -> None:
         if snap.spectrum_dbm.size:
@@ -262,6 +301,14 @@ class Page:
                     "frequency_ghz": snap.frequency_hz / 1e9,
                     "power_dbm": snap.spectrum_dbm,
                 }
+                self.spans.pop("spectrum_x", None)  # another frequency axis
+            fig = self.spectrum_fig
+            ghz = snap.frequency_hz / 1e9
+            self._cover("spectrum_x", fig.x_range, float(ghz.min()), float(ghz.max()))
+            low, high = _finite_span(snap.spectrum_dbm)
+            if math.isfinite(low):  # 5 dB steps, at least 1 dB clear of the trace
+                low, high = 5 * math.floor(low / 5 - 0.2), 5 * math.ceil(high / 5 + 0.2)
+                self._cover("spectrum_y", fig.y_range, low, high)
         drive = f"{snap.drive_hz / 1e9:.4f} GHz" if math.isfinite(snap.drive_hz) else ""
         self.drive.data = {"drive_ghz": np.array([snap.drive_hz / 1e9]) if drive else np.zeros(0)}
         when = (
@@ -298,7 +345,31 @@ class Page:
         elif len(s) > shown:  # the same shots and more: only the new points go to the page
             self.settings.stream({name: values[shown:] for name, values in columns.items()})
         self.settings_thinned = snap.settings_thinned
-        self.settings_figs[-1].xaxis.axis_label = snap.settings_x_label
+        if self.settings_figs[-1].xaxis.axis_label != snap.settings_x_label:
+            self.settings_figs[-1].xaxis.axis_label = snap.settings_x_label
+        self._cover_settings(snap, columns)
+
+    def _cover_settings(self, snap: Snapshot, columns: dict[str, np.ndarray]) -> None:
+        """The settings plots' ranges: y over every shot planned (else those shown), x to
+        the end of the run (estimated from its pace when x is time), widened when passed."""
+        x = snap.settings_x
+        last = float(x[-1])
+        if last > self.spans.get("settings_x", (0.0, -math.inf))[1]:
+            end = float(snap.shots_total)
+            if not snap.settings_x_label.startswith("shot number"):
+                end = last * snap.shots_total / max(snap.shots_done, 1)
+            self._cover("settings_x", self.settings_figs[0].x_range, 0.0, 1.05 * max(end, last))
+        span = snap.settings_span
+        names = ("drive_ghz", "drive_dbm", "bias_a")
+        for i, (fig, name) in enumerate(zip(self.settings_figs, names, strict=True)):
+            scale = 1e9 if name == "drive_ghz" else 1.0
+            low, high = (
+                (span[0, i] / scale, span[1, i] / scale)
+                if span.shape[0] == 2
+                else _finite_span(columns[name])
+            )
+            pad = 0.05 * (high - low) or 0.05 * max(abs(high), 1e-3)
+            self._cover(f"settings_{name}", fig.y_range, float(low - pad), float(high + pad))
 
     def _show_response(self, snap: Snapshot) -> None:
         r = snap.response
@@ -335,6 +406,13 @@ class Page:
                 "batch_loss": c["batches.batch_loss"],
                 "queries": c.get("batches.queries", np.full(c["batches.step"].size, np.nan)),
             }
+
+
+def _finite_span(values: np.ndarray) -> tuple[float, float]:
+    """(least, greatest) of the finite values; (NaN, NaN) when there are none."""
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    return (float(finite.min()), float(finite.max())) if finite.size else (math.nan, math.nan)
 
 
 def _escape(text: str) -> str:

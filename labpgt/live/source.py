@@ -16,6 +16,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,9 @@ class Snapshot:
     """True when ``settings`` is an even thinning of the shots (more than SETTINGS_POINTS)."""
     settings: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     """(n, 3) drive_hz, drive_dbm, bias_a of the shots shown."""
+    settings_span: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    """(2, 3) least and greatest drive_hz, drive_dbm, bias_a of all the shots planned, where
+    the file says (an acquisition); else empty."""
     response: dict[str, Any] = field(default_factory=dict)
     """Calibration: drive_hz (Fq,), bias_a (B,), sensitivity (B, Fq) at the operating power."""
     curves: dict[str, np.ndarray] = field(default_factory=dict)
@@ -197,13 +201,14 @@ class RunSource:
         try:
             snap = self._read()
         except NotReady as exc:
-            snap = Snapshot(kind=self.kind, status=str(exc))
-            # keep what was shown, only the status changes (and try again next time)
-            old = self.snapshot
-            old.status = snap.status
+            # keep what was shown, only the status changes (and try again next time); the
+            # same reason again (a file still missing) is no change for the page
             self._stamp = None
+            if self.snapshot.status == str(exc):
+                return None
+            self.snapshot.status = str(exc)
             self.version += 1
-            return old
+            return self.snapshot
         self._stamp = stamp
         self.snapshot = snap
         self.version += 1
@@ -289,6 +294,7 @@ class RunSource:
                 "done": np.zeros(m, dtype=bool),
                 "stamps": np.full(m, np.nan),
                 "first_todo": 0,
+                "span": _span(settings),
             }
         frequency_hz = self._static["frequency_hz"]
         settings = self._static["settings"]
@@ -296,6 +302,7 @@ class RunSource:
         index = np.flatnonzero(done)
         total = int(done.size)
         snap = Snapshot(kind="acquire", status="", frequency_hz=frequency_hz)
+        snap.settings_span = self._static["span"]
         snap.shots_total, snap.shots_done = total, int(index.size)
         if index.size == 0:
             snap.status = f"{self.path.name}: 0/{total} shots done, waiting for the first"
@@ -443,6 +450,15 @@ class RunSource:
             f", {int(curves['queries'][-1])} queries" if "queries" in curves and epochs.size else ""
         )
         return snap
+
+
+def _span(settings: np.ndarray) -> np.ndarray:
+    """(2, 3): least and greatest of each column, NaN where a column holds no number."""
+    if not settings.shape[0]:
+        return np.zeros((0, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: NaN, said so
+        return np.stack([np.nanmin(settings, axis=0), np.nanmax(settings, axis=0)])
 
 
 def _grid_so_far(grid: h5py.Group) -> dict[str, Any]:
