@@ -20,7 +20,6 @@ from __future__ import annotations
 import atexit
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -246,44 +245,62 @@ class Bench:
         """Each (drive Hz, drive dBm, bias A) applied in turn and swept: its trace (dBm).
 
         None leaves a value unchanged. `before_sweep(i)` runs after shot i's settings
-        were taken and before its sweep (settle waits, outputs on). While the analyzer
-        sweeps shot i, shot i+1's values are checked and its messages built
-        (`prepare`), so the time between one trace and the next sweep is exchanges
-        alone. A value outside a limit is raised when its shot is due, as `apply`
-        would raise it, after every trace before it was given.
+        were taken and before its sweep (settle waits, outputs on). The loop is
+        pipelined, so that between one sweep's end and the next sweep's start the
+        client only sends settings and reads their replies:
+        - while the analyzer sweeps shot i, shot i+1's values are checked and its
+          messages built (`prepare`);
+        - shot i's trace is given once shot i+1's sweep has started, so the caller's
+          work on it runs during that sweep. Do not use the bench's instruments
+          between two traces: the analyzer is sweeping.
+        A value outside a limit (or an instrument error) of shot i+1 is raised after
+        shot i's trace was given, as `apply` would raise it when the shot is due.
         """
         if not settings:
             return
-        prepared: PreparedSettings | Exception = self.prepare(settings[0])
-        last = len(settings) - 1
-        for i in range(last + 1):
-            if isinstance(prepared, Exception):
-                raise prepared
+        analyzer, last = self.analyzer, len(settings) - 1
+        self.apply_prepared(self.prepare(settings[0]))
+        if before_sweep is not None:
+            before_sweep(0)
+        with analyzer.conn.lock:
+            pending: Callable[[], tuple[np.ndarray, np.ndarray]] | None = analyzer.start_sweep()
+            try:
+                for i in range(last + 1):
+                    ahead = self._prepare_ahead(settings[i + 1]) if i < last else None
+                    finish, pending = pending, None  # its own errors leave the link in step
+                    _, power_dbm = finish()  # type: ignore[misc]
+                    if ahead is not None:
+                        pending, ahead = self._next_sweep(ahead, i + 1, before_sweep)
+                    yield power_dbm
+                    if isinstance(ahead, Exception):
+                        raise ahead
+            finally:
+                if pending is not None:  # left early: the sweep's reply is not read
+                    analyzer.conn.abandon_reply()
+
+    def _next_sweep(
+        self,
+        prepared: PreparedSettings | Exception,
+        i: int,
+        before_sweep: Callable[[int], object] | None,
+    ) -> tuple[Callable[[], tuple[np.ndarray, np.ndarray]] | None, Exception | None]:
+        """Shot i's settings sent and its sweep started; or the error that stops it."""
+        if isinstance(prepared, Exception):
+            return None, prepared
+        try:
             self.apply_prepared(prepared)
             if before_sweep is not None:
                 before_sweep(i)
-            ahead: list[PreparedSettings | Exception] = []
-            if i < last:
-                _, power_dbm = self.analyzer.read_trace(
-                    meanwhile=partial(self._prepare_ahead, settings[i + 1], ahead)
-                )
-            else:
-                _, power_dbm = self.analyzer.read_trace()
-            yield power_dbm
-            if i < last:
-                prepared = ahead[0] if ahead else self.prepare(settings[i + 1])
+            return self.analyzer.start_sweep(), None
+        except Exception as exc:  # noqa: BLE001 - raised after the trace before it
+            return None, exc
 
-    def _prepare_ahead(
-        self,
-        setting: DriveBias,
-        into: list[PreparedSettings | Exception],
-    ) -> None:
-        # Runs inside the analyzer's exchange: an error is kept for its own shot, never
-        # raised into the exchange.
+    def _prepare_ahead(self, setting: DriveBias) -> PreparedSettings | Exception:
+        # An error is kept for its own shot, raised when that shot is due.
         try:
-            into.append(self.prepare(setting))
+            return self.prepare(setting)
         except Exception as exc:  # noqa: BLE001 - raised by `shots` when its shot is due
-            into.append(exc)
+            return exc
 
     def snapshot(self) -> dict[str, Any]:
         """Identity and settings of every instrument, plus the limits and settle times."""

@@ -13,7 +13,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from functools import partial
+from typing import Any, TypeVar
 
 import numpy as np
 from labpgt.instruments.instrument_errors import (
@@ -133,11 +134,24 @@ class Connection:
     def write(self, command: str) -> None:
         self._transaction(command, lambda t: t.write(command))
 
-    def read_reply(self, command: str) -> str:
+    def abandon_reply(self) -> None:
+        """A reply that was asked for will not be read: renew the session before the next
+        exchange (its late bytes must never be taken for another reply)."""
+        with self.lock:
+            self._dirty = True
+
+    def read_reply(
+        self,
+        command: str,
+        read: Callable[[Transport], Any] | None = None,
+        wait_s: float | None = None,
+    ) -> Any:
         """Read the reply to `command`, written earlier by `write` (a split exchange).
 
-        No retry here: after a lost link the command must be sent again, which only
-        the caller can decide; the error says so and the next exchange reconnects.
+        `read` reads it from the transport (default: one line, within the timeout;
+        `wait_s` names the wait in a timeout error). No retry here: after a lost link
+        the command must be sent again, which only the caller can decide; the error
+        says so and the next exchange reconnects.
         """
         with self.lock:
             transport = self._transport
@@ -150,14 +164,14 @@ class Connection:
             if stalled:
                 transport.timeout_s = self._capped(self.timeout_s)
             try:
-                reply = transport.read()
+                reply = transport.read() if read is None else read(transport)
                 if stalled:
                     self._clear_stall()
                 return reply
             except TransportTimeout as exc:
                 self._dirty = True
-                self._note_stall(started, self.timeout_s)
-                raise self._timeout_error(command, self.timeout_s) from exc
+                self._note_stall(started, wait_s or self.timeout_s)
+                raise self._timeout_error(command, wait_s or self.timeout_s) from exc
             except TransportClosed as exc:
                 self._dirty = True
                 raise InstrumentConnectionError(
@@ -228,26 +242,42 @@ class Connection:
         `meanwhile` runs once the command is sent, before the wait: client work done
         while the instrument sweeps costs no time.
         """
-        shortest = len(min(heads, key=len))
 
         def exchange(t: Transport) -> np.ndarray | str:
             t.write(command)
             if meanwhile is not None:
                 meanwhile()
-            got = self._read_polling(t, poll_s, lambda: t.read_exact(shortest), wait_s)
-            while True:
-                text = got.decode("latin-1")
-                if text in heads:
-                    return t.read_block_float32()
-                if text.endswith("\n"):
-                    return text.rstrip("\r\n")
-                if not any(h.startswith(text) for h in heads):
-                    raise TransportGarbled(
-                        f"reply starts {got[:16]!r}, expected {' or '.join(map(repr, heads))}"
-                    )
-                got += t.read_exact(1)
+            return self._headed_block(t, heads, poll_s, wait_s)
 
         return self._transaction(command, exchange, wait_s)
+
+    def read_headed_block(
+        self, command: str, heads: tuple[str, ...], *, poll_s: float, wait_s: float
+    ) -> np.ndarray | str:
+        """`query_headed_block`'s reply to `command`, written earlier by `write` (split).
+
+        As `read_reply`: no retry; a lost link raises `InstrumentConnectionError`.
+        """
+        return self.read_reply(
+            command, partial(self._headed_block, heads=heads, poll_s=poll_s, wait_s=wait_s), wait_s
+        )
+
+    def _headed_block(
+        self, t: Transport, heads: tuple[str, ...], poll_s: float, wait_s: float
+    ) -> np.ndarray | str:
+        shortest = len(min(heads, key=len))
+        got = self._read_polling(t, poll_s, lambda: t.read_exact(shortest), wait_s)
+        while True:
+            text = got.decode("latin-1")
+            if text in heads:
+                return t.read_block_float32()
+            if text.endswith("\n"):
+                return text.rstrip("\r\n")
+            if not any(h.startswith(text) for h in heads):
+                raise TransportGarbled(
+                    f"reply starts {got[:16]!r}, expected {' or '.join(map(repr, heads))}"
+                )
+            got += t.read_exact(1)
 
     def query_block(self, command: str) -> np.ndarray:
         return self._transaction(command, lambda t: t.query_block_float32(command))

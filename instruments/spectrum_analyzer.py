@@ -9,10 +9,14 @@ instrument that refuses binary format is read in ASCII instead.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
-from labpgt.instruments.instrument_errors import InstrumentProtocolError
+from labpgt.instruments.instrument_errors import (
+    InstrumentConnectionError,
+    InstrumentProtocolError,
+)
 from labpgt.instruments.scpi import Control, ScpiInstrument
 from labpgt.instruments.setting_defs import (
     CENTER,
@@ -27,6 +31,8 @@ from labpgt.instruments.setting_defs import (
 SWEEP_MARGIN_S = 2.0
 """Added to the sweep time when waiting for a sweep, on top of the normal timeout."""
 SWEEP_POLL_S = 0.2
+_SWEEP_HEADS = ("1;", "+1;")
+"""How the sweep and trace query's reply starts: `*OPC?`'s 1, then the block."""
 """While waiting for a sweep, the link is checked this often (a drop is seen at once)."""
 
 
@@ -144,35 +150,72 @@ class SpectrumAnalyzer(ScpiInstrument):
         Without compound messages: `INIT`, `*OPC?` (waits for the sweep), then the
         trace query, each its own message.
         `meanwhile` is run once while the analyzer sweeps (after the sweep was started;
-        without compound messages, before the trace is read). It must not raise.
+        without compound messages, before the sweep). It must not raise.
+        """
+        with self.conn.lock:
+            finish = self.start_sweep()
+            if meanwhile is not None:
+                try:
+                    meanwhile()
+                except BaseException:
+                    self.conn.abandon_reply()  # Ctrl-C: the reply is not read
+                    raise
+            return finish()
+
+    def start_sweep(self) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+        """Start one single sweep; the function returned waits for it and reads its trace.
+
+        Binary traces with compound messages: the sweep and trace query is sent now and
+        its reply read by the function, so the client can work while the analyzer
+        sweeps. Hold `conn.lock` until the function ran. Otherwise the whole exchange
+        is the function's (`read_trace`'s separate messages).
         """
         with self.conn.lock:
             sweep_s = self._last.get("sweep_time_s")
             if sweep_s is None:
                 sweep_s = self.sweep_time_s
             wait_s = self.conn.timeout_s + sweep_s + self.sweep_margin_s
-            if self.trace_format == "real32" and self._compound:
-                # The axis is built while the analyzer sweeps (off the critical path).
-                axis: list[np.ndarray | None] = []
+            if self.trace_format != "real32" or not self._compound:
+                return partial(self._separate_sweep, wait_s)
+            command = self._sweep_query
+            self.conn.write(command)
+            # The axis is built while the analyzer sweeps (off the critical path).
+            return partial(self._finish_sweep, command, wait_s, self._cached_axis())
 
-                def during_sweep() -> None:
-                    axis.append(self._cached_axis())
-                    if meanwhile is not None:
-                        meanwhile()
+    def _finish_sweep(
+        self, command: str, wait_s: float, axis: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The reply of `start_sweep`'s exchange: the trace (the sweep redone on a fresh
+        session when the link was lost before the reply)."""
+        with self.conn.lock:
+            try:
+                reply = self.conn.read_headed_block(
+                    command, _SWEEP_HEADS, poll_s=SWEEP_POLL_S, wait_s=wait_s
+                )
+            except InstrumentConnectionError:
+                reply = self.conn.query_headed_block(
+                    command, _SWEEP_HEADS, poll_s=SWEEP_POLL_S, wait_s=wait_s
+                )
+            power_dbm = self._block_of(command, reply)
+            frequency_hz = axis if axis is not None else self.frequencies_hz()
+        return self._checked_trace(frequency_hz, power_dbm)
 
-                power_dbm = self._sweep_and_read_block(wait_s, during_sweep)
-                frequency_hz = axis[-1] if axis and axis[-1] is not None else self.frequencies_hz()
-            else:
-                frequency_hz = self.frequencies_hz()
-                with self.conn.timeout(wait_s):
-                    reply = self.query_message(self.init_command, poll_s=SWEEP_POLL_S).strip()
-                if reply not in ("1", "+1"):
-                    raise InstrumentProtocolError(
-                        f"{self.conn.label}: {self.init_command} answered {reply!r}"
-                    )
-                if meanwhile is not None:
-                    meanwhile()
-                power_dbm = self._read_trace_data()
+    def _separate_sweep(self, wait_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """`INIT`, `*OPC?` and the trace query as separate messages (or an ASCII trace)."""
+        with self.conn.lock:
+            frequency_hz = self.frequencies_hz()
+            with self.conn.timeout(wait_s):
+                reply = self.query_message(self.init_command, poll_s=SWEEP_POLL_S).strip()
+            if reply not in ("1", "+1"):
+                raise InstrumentProtocolError(
+                    f"{self.conn.label}: {self.init_command} answered {reply!r}"
+                )
+            power_dbm = self._read_trace_data()
+        return self._checked_trace(frequency_hz, power_dbm)
+
+    def _checked_trace(
+        self, frequency_hz: np.ndarray, power_dbm: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         if power_dbm.shape != frequency_hz.shape:
             raise InstrumentProtocolError(
                 f"{self.conn.label}: trace has {power_dbm.size} points, expected "
@@ -180,13 +223,7 @@ class SpectrumAnalyzer(ScpiInstrument):
             )
         return frequency_hz, power_dbm
 
-    def _sweep_and_read_block(
-        self, wait_s: float, meanwhile: Callable[[], object] | None = None
-    ) -> np.ndarray:
-        command = self._sweep_query
-        reply = self.conn.query_headed_block(
-            command, ("1;", "+1;"), poll_s=SWEEP_POLL_S, wait_s=wait_s, meanwhile=meanwhile
-        )
+    def _block_of(self, command: str, reply: np.ndarray | str) -> np.ndarray:
         if isinstance(reply, np.ndarray):
             return reply
         # A whole line instead of "1;<block>": the trace query failed; its error is queued.

@@ -273,28 +273,32 @@ def test_apply_without_a_bias_sends_nothing_to_the_supply() -> None:
 
 def test_shots_prepare_each_next_shot_during_the_sweep_and_raise_a_refusal_when_due() -> None:
     """`Bench.shots`: every shot's settings reach the instruments before its sweep; the next
-    shot's values are checked while the analyzer sweeps (inside `read_trace`); a refused value
-    raises only when its shot is due, after the traces before it, and sends nothing."""
+    shot's values are checked while the analyzer sweeps, and a trace is given once the next
+    sweep has started; a refused value raises only when its shot is due, after the traces
+    before it, and sends nothing."""
     rows = [(2.10e9, -12.0, 0.2), (2.20e9, None, 0.25), (None, -11.0, None), (9e9, -10.0, 0.3)]
     with VirtualBench(quiet_ring()) as vb, Bench.open(config(vb), handle_signals=False) as bench:
         bench.enable_outputs()
         taken: list[tuple[float, float, float]] = []
-        prepared_in_sweep: list[bool] = []
-        sweeping = [False]
-        read_trace, prepare = bench.analyzer.read_trace, bench.prepare
+        sweeping = [0]  # sweeps started and not yet read
+        during_sweep: list[tuple[str, int]] = []
+        start_sweep, prepare = bench.analyzer.start_sweep, bench.prepare
 
-        def read_trace_marked(*args, **kwargs):
-            sweeping[0] = True
-            try:
-                return read_trace(*args, **kwargs)
-            finally:
-                sweeping[0] = False
+        def start_sweep_noted():
+            finish = start_sweep()
+            sweeping[0] += 1
 
-        def prepare_noted(*args):
-            prepared_in_sweep.append(sweeping[0])
-            return prepare(*args)
+            def finish_noted():
+                sweeping[0] -= 1
+                return finish()
 
-        bench.analyzer.read_trace, bench.prepare = read_trace_marked, prepare_noted
+            return finish_noted
+
+        def prepare_noted(setting):
+            during_sweep.append(("prepare", sweeping[0]))
+            return prepare(setting)
+
+        bench.analyzer.start_sweep, bench.prepare = start_sweep_noted, prepare_noted
         traces = []
         with pytest.raises(LimitError, match=r"generator: frequency_hz=9e\+09 Hz refused"):
             for power_dbm in bench.shots(
@@ -303,16 +307,36 @@ def test_shots_prepare_each_next_shot_during_the_sweep_and_raise_a_refusal_when_
                     (vb.generator.frequency_hz, vb.generator.power_dbm, vb.supply.current_a)
                 ),
             ):
+                during_sweep.append(("trace", sweeping[0]))
                 traces.append(power_dbm)
         assert len(traces) == 3 and all(t.shape == (GRID.points,) for t in traces)
         assert taken == [(2.10e9, -12.0, 0.2), (2.20e9, -12.0, 0.25), (2.20e9, -11.0, 0.25)]
-        assert prepared_in_sweep == [False, True, True, True]  # the first, then during sweeps
+        # the first shot is prepared before any sweep; each next one, and every trace but
+        # the last, while a sweep runs
+        assert during_sweep == [("prepare", 0), ("prepare", 1), ("trace", 1), ("prepare", 1),
+                                ("trace", 1), ("prepare", 1), ("trace", 0)]  # fmt: skip
         # the refused shot sent nothing: the instruments still hold the third shot's values
         assert (vb.generator.frequency_hz, vb.supply.current_a) == (2.20e9, 0.25)
-        # the same traces as one shot at a time
+        # the same traces as one shot at a time; the analyzer's link is in step
         for row, trace in zip(rows[:3], traces, strict=True):
             bench.apply(*row)
             np.testing.assert_allclose(bench.analyzer.read_trace()[1], trace)
+        assert bench.analyzer.conn.reconnects == 0
+
+
+def test_shots_left_early_leave_the_analyzer_usable() -> None:
+    """A caller that stops taking traces leaves a sweep's reply unread: the next exchange
+    renews the session instead of taking that trace for its own reply."""
+    rows = [(2.1e9, -12.0, 0.2), (2.2e9, -12.0, 0.2), (2.3e9, -12.0, 0.2)]
+    with VirtualBench(quiet_ring()) as vb, Bench.open(config(vb), handle_signals=False) as bench:
+        bench.enable_outputs()
+        shots = bench.shots(rows)
+        next(shots)
+        shots.close()  # the second shot's sweep was started and is not read
+        assert bench.analyzer.sweep_time_s > 0  # a plain query gets its own reply
+        assert bench.analyzer.conn.reconnects == 1
+        _, trace = bench.analyzer.read_trace()
+        assert trace.shape == (GRID.points,) and not bench.analyzer.drain_errors()
 
 
 def test_e36xx_voltage_range_is_a_declared_control() -> None:
