@@ -613,7 +613,8 @@ class ScpiInstrument:
             f"{float(value):.12g}" if control.kind is float else format_value(value, control.kind)
             for control, value in checked
         ]
-        return Prepared(plan, checked, texts, plan.message.format(*texts), readback)
+        values = dict(zip(plan.names, map(_value_of, checked), strict=True))
+        return Prepared(plan, checked, texts, plan.message.format(*texts), readback, values)
 
     def send_controls(
         self,
@@ -672,8 +673,8 @@ class ScpiInstrument:
 
     def _exchange(self, prepared: Prepared, overlap: bool) -> Callable[[], None] | None:
         """`send_controls` for controls without a ramp: send, and read (or return `finish`)."""
-        plan, checked, texts, message, _ = prepared
-        self._last.update(zip(plan.names, map(_value_of, checked), strict=True))
+        plan, _, texts, message, _, values = prepared
+        self._last.update(values)
         conn = self.conn
         if plan.queries and self.compound_messages is not False:
             if not overlap:
@@ -700,7 +701,7 @@ class ScpiInstrument:
         An overlapped exchange whose link was lost before the reply is redone whole
         (it is idempotent) on a fresh session.
         """
-        plan, _, texts, message, _ = prepared
+        plan, _, texts, message, _, _ = prepared
         try:
             try:
                 reply = read()
@@ -797,10 +798,14 @@ class ScpiInstrument:
             live = self.ramp_live(control)
             if live:
                 step, rate = self.limits.ramp_of(control.setting)
-                points = ramp_points(self._last.get(control.name, 0.0), target, step)
-                for point in points[:-1]:
-                    self.ramp_step(control, point)
-                final = points[-1] if points else None
+                start = self._last.get(control.name, 0.0)
+                if start == target:
+                    final = None
+                elif abs(target - start) > step:  # else one step, to the target itself
+                    points = ramp_points(start, target, step)
+                    for point in points[:-1]:
+                        self.ramp_step(control, point)
+                    final = points[-1]
             if final is None:
                 self.query_checked_many(
                     [],
@@ -934,6 +939,8 @@ class Prepared(NamedTuple):
     message: str
     """The whole compound message (one command per message: named in an error)."""
     readback: bool
+    values: dict[str, Any]
+    """Control name -> value sent (what `_last` keeps)."""
 
 
 _control_of = itemgetter(0)
