@@ -10,10 +10,11 @@ order, so a change to the view is compared with what it replaces in the same run
 same machine load.
 
 With ``--realtime`` the embedded bench takes its true sweep and settle times (the
-acquisition's sweeps run at about 110 shots a second, 9 ms a shot): the acquisition mostly waits, as on a real bench, and it loses throughput when
-its wake-ups are delayed by other runnable work (the view, the browser drawing the page).
-Without it, it takes no simulated sweep time: as CPU-bound as the embedded bench gets,
-the worst case for a view sharing the machine.
+acquisition's sweeps run at about 110 shots a second, 9 ms a shot): the acquisition
+mostly waits, as on a real bench, and it loses throughput when its wake-ups are delayed
+by other runnable work (the view, the browser drawing the page). Without it, it takes
+no simulated sweep time: as CPU-bound as the embedded bench gets, the worst case for a
+view sharing the machine.
 
 Printed:
 
