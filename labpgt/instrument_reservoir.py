@@ -101,6 +101,11 @@ class InstrumentReservoir(FeatureReservoir):
                 _as_traces(powers, points), settle_s[:i] + self.sweep_time_s, _stamps(stamps)
             )
             raise PartialMeasurementError(done, settings[i].clone(), exc) from exc
+        finally:
+            # A loop left early (an error, Ctrl-C) has a sweep in flight: its generator is
+            # closed now, not when the traceback lets it go, so the analyzer's session is
+            # marked for renewal before the safe shutdown or anything else talks to it.
+            shots.close()
         if n:
             self._previous_key = keys[-1].clone()
         return self._output(

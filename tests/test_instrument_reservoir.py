@@ -115,3 +115,34 @@ def test_a_fault_that_persists_raises_measurement_error_naming_the_setting():
         res.virtual_bench.faults["analyzer"].clear()
         res.reconnect()
         assert res.measure(SETTINGS[:1]).features.shape == (1, 8)
+
+
+def test_ctrl_c_while_a_sweep_is_in_flight_leaves_the_analyzer_in_step(mocker):
+    """Shot 1's trace is handed on while shot 2 sweeps; a Ctrl-C in that moment ends the
+    measurement with the analyzer's session marked for renewal at once (not when the
+    traceback is let go), so the next exchange - here while the exception is still being
+    handled, as the safe shutdown would run - gets its own reply, not the sweep's."""
+    import labpgt.instrument_reservoir as module
+
+    with _quiet() as res:
+        analyzer = res.bench.analyzer
+        res.measure(SETTINGS[:1])  # outputs on, sessions warm
+        real_time = module.time.time
+        calls = iter(range(10))
+
+        def interrupted_second_stamp() -> float:
+            if next(calls) == 1:
+                raise KeyboardInterrupt
+            return real_time()
+
+        mocker.patch.object(module.time, "time", interrupted_second_stamp)
+        try:
+            res.measure(SETTINGS)
+        except KeyboardInterrupt:
+            mocker.stopall()
+            assert analyzer.sweep_time_s > 0  # a query answered by its own reply
+            assert analyzer.conn.reconnects == 1
+            _, trace = analyzer.read_trace()
+            assert trace.shape == (GRID.points,)
+        else:
+            pytest.fail("the interrupt did not reach the caller")
