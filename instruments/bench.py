@@ -252,7 +252,9 @@ class Bench:
           messages built (`prepare`);
         - shot i's trace is given once shot i+1's sweep has started, so the caller's
           work on it runs during that sweep. Do not use the bench's instruments
-          between two traces: the analyzer is sweeping.
+          between two traces: the analyzer is sweeping. A caller that stops early
+          closes the iterator (`close()`, or `contextlib.closing`): the sweep's
+          reply is then left unread and the analyzer's session renewed.
         A value outside a limit (or an instrument error) of shot i+1 is raised after
         shot i's trace was given, as `apply` would raise it when the shot is due.
         """
