@@ -314,8 +314,9 @@ class Connection:
                 self._reconnect("the session was closed", command)
             elif self._dirty:
                 self._reconnect("the previous exchange did not complete", command)
-            elif self._transport.peer_closed():
-                self._reconnect("connection closed by the instrument", command)
+            # A link the instrument closed since is found by the exchange itself (its
+            # write fails or its read meets the end of the stream) and redone below on a
+            # fresh session, as a link lost mid-exchange is: no check costs every exchange.
             attempts = 0
             while True:
                 assert self._transport is not None
