@@ -230,7 +230,6 @@ class Connection:
         *,
         poll_s: float,
         wait_s: float,
-        meanwhile: Callable[[], object] | None = None,
     ) -> np.ndarray | str:
         """One exchange whose reply is a short head (e.g. "1;") then an IEEE 488.2 block.
 
@@ -239,14 +238,10 @@ class Connection:
         is instead one complete short line (e.g. "1" when the block's query failed),
         that line is returned as str with the stream still in step; any other reply
         is garbled (and the session is renewed before the next exchange).
-        `meanwhile` runs once the command is sent, before the wait: client work done
-        while the instrument sweeps costs no time.
         """
 
         def exchange(t: Transport) -> np.ndarray | str:
             t.write(command)
-            if meanwhile is not None:
-                meanwhile()
             return self._headed_block(t, heads, poll_s, wait_s)
 
         return self._transaction(command, exchange, wait_s)

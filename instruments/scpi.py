@@ -609,12 +609,9 @@ class ScpiInstrument:
         soon as the sweep ends, with nothing left to compute in between.
         """
         plan = self._plan_for(checked, readback, confirm)
-        texts = [
-            f"{float(value):.12g}" if control.kind is float else format_value(value, control.kind)
-            for control, value in checked
-        ]
+        texts = [format_value(value, control.kind) for control, value in checked]
         values = dict(zip(plan.names, map(_value_of, checked), strict=True))
-        return Prepared(plan, checked, texts, plan.message.format(*texts), readback, values)
+        return Prepared(plan, checked, texts, plan.message.format(*texts), values)
 
     def send_controls(
         self,
@@ -673,7 +670,7 @@ class ScpiInstrument:
 
     def _exchange(self, prepared: Prepared, overlap: bool) -> Callable[[], None] | None:
         """`send_controls` for controls without a ramp: send, and read (or return `finish`)."""
-        plan, _, texts, message, _, values = prepared
+        plan, _, texts, message, values = prepared
         self._last.update(values)
         conn = self.conn
         if plan.queries and self.compound_messages is not False:
@@ -701,7 +698,7 @@ class ScpiInstrument:
         An overlapped exchange whose link was lost before the reply is redone whole
         (it is idempotent) on a fresh session.
         """
-        plan, _, texts, message, _, _ = prepared
+        plan, _, texts, message, _ = prepared
         try:
             try:
                 reply = read()
@@ -938,9 +935,13 @@ class Prepared(NamedTuple):
     """Each value as sent."""
     message: str
     """The whole compound message (one command per message: named in an error)."""
-    readback: bool
     values: dict[str, Any]
     """Control name -> value sent (what `_last` keeps)."""
+
+    @property
+    def readback(self) -> bool:
+        """Whether it was prepared with read-back (its queries are more than `*OPC?`)."""
+        return bool(self.plan.queries) and not self.plan.confirm
 
 
 _control_of = itemgetter(0)

@@ -31,9 +31,9 @@ from labpgt.instruments.setting_defs import (
 SWEEP_MARGIN_S = 2.0
 """Added to the sweep time when waiting for a sweep, on top of the normal timeout."""
 SWEEP_POLL_S = 0.2
+"""While waiting for a sweep, the link is checked this often (a drop is seen at once)."""
 _SWEEP_HEADS = ("1;", "+1;")
 """How the sweep and trace query's reply starts: `*OPC?`'s 1, then the block."""
-"""While waiting for a sweep, the link is checked this often (a drop is seen at once)."""
 
 
 class SpectrumAnalyzer(ScpiInstrument):
@@ -140,27 +140,16 @@ class SpectrumAnalyzer(ScpiInstrument):
             self._axis_key = key
         return self._axis.copy()
 
-    def read_trace(
-        self, meanwhile: Callable[[], object] | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def read_trace(self) -> tuple[np.ndarray, np.ndarray]:
         """One single sweep; returns (frequency_hz, power_dbm), both float64 of length points.
 
         Binary traces take one exchange: `INIT;*OPC?;:TRAC:DATA? TRACE1` is answered
         `1;#<block>` once the sweep is done (IEEE 488.2 joins the two replies with ';').
         Without compound messages: `INIT`, `*OPC?` (waits for the sweep), then the
         trace query, each its own message.
-        `meanwhile` is run once while the analyzer sweeps (after the sweep was started;
-        without compound messages, before the sweep). It must not raise.
         """
         with self.conn.lock:
-            finish = self.start_sweep()
-            if meanwhile is not None:
-                try:
-                    meanwhile()
-                except BaseException:
-                    self.conn.abandon_reply()  # Ctrl-C: the reply is not read
-                    raise
-            return finish()
+            return self.start_sweep()()
 
     def start_sweep(self) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
         """Start one single sweep; the function returned waits for it and reads its trace.
