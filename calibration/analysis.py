@@ -144,7 +144,8 @@ def choose_operating_point(
                 b = int(cand)
                 break
     sb = s[b]
-    if lo_f < 0:
+    calm_found = lo_f >= 0
+    if not calm_found:
         lo_f, hi_f = _window(sb.mean(axis=0), keep_fraction)
     lo_p, hi_p = _window(sb[:, lo_f : hi_f + 1].mean(axis=1), keep_fraction)
     inside = sb[lo_p : hi_p + 1, lo_f : hi_f + 1]
@@ -154,6 +155,7 @@ def choose_operating_point(
         drive_dbm=(float(power_dbm[lo_p]), float(power_dbm[hi_p])),
         sensitivity_to_noise=float(inside.mean()),
         sensitivity_by_bias=tuple(float(v) for v in by_bias),
+        window="calm" if calm_found else "sensitivity",
     )
 
 

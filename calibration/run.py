@@ -24,7 +24,6 @@ switches it on for its own shots and restores it afterwards.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -331,7 +330,7 @@ def choose_operating(
         f_axis.numpy(),
         interaction=interaction_map(response, _pooled(pilot_noise), drive_bin) if calm else None,
     )
-    return dataclasses.replace(op, window="calm" if calm else "sensitivity"), drive_bin
+    return op, drive_bin
 
 
 def measure_reference_stage(
