@@ -245,3 +245,17 @@ def test_smb_level_sweep_runs_and_one_sweep_at_a_time():
         assert c.ask("FREQ:MODE SWE;:POW:MODE?") == "CW"
         assert refused(c, "SWE:POW:EXEC") == -221
         assert c.errors() == []
+
+
+def test_smb_sweep_with_more_points_than_it_runs_is_a_conflict_not_a_hang():
+    """A step of 0.01 Hz over 200 MHz asks for 2e10 points: the count is answered, but the
+    sweep is a settings conflict (the output stays at its CW setting), never built."""
+    with bench("rs_smb") as vb, RawClient(vb.resources["generator"]) as c:
+        c.send(step_sweep_setup("rs_smb"))
+        c.send("FREQ 2.1 GHZ;:SWE:FREQ:STEP 0.01 HZ")
+        assert c.ask("SWE:POIN?") == "20000000001"
+        assert output(vb)[0] == 2.1e9  # CW until the conflict is resolved
+        assert refused(c, "SWE:FREQ:EXEC") == -221
+        c.send("SWE:FREQ:STEP 50 MHZ")
+        assert c.ask("SWE:FREQ:EXEC;*OPC?") == "1"
+        assert c.errors() == []

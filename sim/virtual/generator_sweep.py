@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Protocol
 
@@ -33,6 +34,9 @@ from labpgt.sim.virtual.sweep import SweepPlan, SweepRun, linear_points, log_poi
 
 LIST_POINTS_MAX = 1601
 """Points a list may hold (the PSG's limit; the MXG and SMB hold more): -223 beyond."""
+MAX_SWEEP_POINTS = 65535
+"""Most points a virtual step sweep runs (the MXG/PSG's `SWE:POIN` range; an SMB sweep
+whose step would give more is a settings conflict, -221, as every point is built)."""
 DWELL_LIMITS_S = (1e-3, 60.0)
 
 
@@ -66,7 +70,7 @@ class SweepHost(Protocol):
 Column = tuple[float, ...]
 
 
-class SweepControl:
+class SweepControl(ABC):
     """The sweep and list of one generator; a family's subclass adds its commands."""
 
     def __init__(self, generator: SweepHost) -> None:
@@ -79,28 +83,28 @@ class SweepControl:
 
     # ------------------------------------------------------------------ per family
 
+    @abstractmethod
     def build(self) -> None:
         """Register the family's sweep and list commands."""
-        raise NotImplementedError
 
     def reset(self) -> None:
         """The `*RST` state (stored settings are reset by the instrument)."""
         self.run = None
 
+    @abstractmethod
     def plan(self) -> SweepPlan | None:
         """The points of the selected sweep or list; None in CW; -221 when they conflict."""
-        raise NotImplementedError
 
+    @abstractmethod
     def end_index(self, plan: SweepPlan) -> int:
         """Where the output rests after a single sweep."""
-        raise NotImplementedError
 
+    @abstractmethod
     def begin(self, now_s: float) -> None:
         """Start `self.run` as its trigger settings say, after it was (re)built."""
-        raise NotImplementedError
 
-    def after_end(self, now_s: float) -> None:
-        """A single sweep has just ended."""
+    def after_end(self, now_s: float) -> None:  # noqa: B027 - an optional hook
+        """A single sweep has just ended (a family with nothing to do keeps this)."""
 
     # ------------------------------------------------------------------ shared
 
@@ -184,7 +188,7 @@ KEYSIGHT_SWEEP: tuple[StoredRow, ...] = (
     ("[SOURce]:POWer:STARt", "sweep_start_dbm", -30.0, "power"),
     ("[SOURce]:POWer:STOP", "sweep_stop_dbm", -30.0, "power"),
     ("[SOURce]:SWEep:DWELl#", "sweep_dwell_s", 2e-3, DWELL_LIMITS_S),
-    ("[SOURce]:SWEep:POINts", "sweep_points", 101.0, (2.0, 65535.0)),
+    ("[SOURce]:SWEep:POINts", "sweep_points", 101.0, (2.0, float(MAX_SWEEP_POINTS))),
     ("[SOURce]:SWEep:SPACing", "sweep_spacing", "LIN", ("LINear", "LOGarithmic")),
     ("[SOURce]:SWEep:MODE", "sweep_mode", "AUTO", ("AUTO", "MANual")),
     ("[SOURce]:LIST:TYPE", "list_type", "STEP", ("LIST", "STEP")),
@@ -580,7 +584,7 @@ class RsSweep(SweepControl):
         return int(abs(stop - start) / step + 1e-9) + 1
 
     def _set_points(self, call: Call, kind: str) -> None:
-        points = parse_number(one_param(call), None, minimum=2, maximum=1e7)
+        points = parse_number(one_param(call), None, minimum=2, maximum=MAX_SWEEP_POINTS)
         start, stop = self._span(kind)
         if start == stop:
             raise ScpiError(-221, "the sweep's span is 0")
@@ -638,6 +642,10 @@ class RsSweep(SweepControl):
                 raise ScpiError(-221, "the selected list is empty or its columns differ")
         else:
             points = self._points(kind)
+            if points > MAX_SWEEP_POINTS:  # the points are built in full: bounded here
+                raise ScpiError(
+                    -221, f"a sweep of {points} points; this one runs at most {MAX_SWEEP_POINTS}"
+                )
             start, stop = self._span(kind)
             sign = 1.0 if stop >= start else -1.0
             if kind == "SWE" and self.stored["sweep_spacing"] == "LOG":
@@ -693,6 +701,5 @@ class RsSweep(SweepControl):
 
     def frequency_reading(self) -> float | None:
         """What `FREQ?` answers in sweep mode: the frequency the sweep is at now."""
-        if self.run is None or self._active() != "SWE":
-            return None
-        return self.run.plan.point(self.run.index_at(time.monotonic()))[0]
+        point = self.output_at(time.monotonic()) if self._active() == "SWE" else None
+        return None if point is None else point[0]

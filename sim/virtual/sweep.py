@@ -119,11 +119,11 @@ class SweepRun:
             self.stepping = False
             self.index = self.end_index
 
-    def stop(self, index: int = 0) -> None:
-        """Abort: the output rests at `index`."""
+    def stop(self) -> None:
+        """Abort: the output rests at the first point."""
         self.started_s = None
         self.stepping = False
-        self.index = index
+        self.index = 0
 
     def done_at_s(self) -> float:
         """When a timed single sweep ends (`time.monotonic()`); 0.0 when none runs."""
