@@ -296,15 +296,13 @@ class Page:
             shown = self.spectrum.data["frequency_ghz"]
             if len(shown) == snap.frequency_hz.size:  # the axis is there: send the trace only
                 self.spectrum.data["power_dbm"] = snap.spectrum_dbm
-            else:
-                self.spectrum.data = {
-                    "frequency_ghz": snap.frequency_hz / 1e9,
-                    "power_dbm": snap.spectrum_dbm,
-                }
-                self.spans.pop("spectrum_x", None)  # another frequency axis
+            else:  # another frequency axis: sent, and the x range set to it
+                ghz = snap.frequency_hz / 1e9
+                self.spectrum.data = {"frequency_ghz": ghz, "power_dbm": snap.spectrum_dbm}
+                self.spans.pop("spectrum_x", None)
+                x_range = self.spectrum_fig.x_range
+                self._cover("spectrum_x", x_range, float(ghz.min()), float(ghz.max()))
             fig = self.spectrum_fig
-            ghz = snap.frequency_hz / 1e9
-            self._cover("spectrum_x", fig.x_range, float(ghz.min()), float(ghz.max()))
             low, high = _finite_span(snap.spectrum_dbm)
             if math.isfinite(low):  # 5 dB steps, at least 1 dB clear of the trace
                 low, high = 5 * math.floor(low / 5 - 0.2), 5 * math.ceil(high / 5 + 0.2)
