@@ -541,12 +541,6 @@ def resume_identity(
     return ident
 
 
-def describe_identity(ident: BenchIdentity | dict[str, Any] | None) -> str:
-    """One line: the bench kind, sim ring, calibration, then per instrument family/IDN/resource."""
-    known = BenchIdentity.read(ident or None)
-    return "no bench identity recorded" if known is None else known.describe()
-
-
 def check_identity(
     run: RunFile, current: BenchIdentity, allow_change: bool
 ) -> dict[str, Any] | None:
@@ -561,7 +555,8 @@ def check_identity(
     if not allow_change:
         raise UserError(
             f"--resume: {run.path} was recorded on another bench ({', '.join(differs)} differ): "
-            f"recorded: {describe_identity(recorded)} | now: {describe_identity(current)}; "
+            f"recorded: {recorded.describe() if recorded else 'no bench identity recorded'} | "
+            f"now: {current.describe()}; "
             "resume on the recorded bench, or pass --allow-bench-change to continue on this "
             "one (the change is recorded in the file)"
         )

@@ -183,11 +183,9 @@ class BenchIdentity(Record):
         )
 
     @classmethod
-    def read(cls, stored: dict[str, Any] | BenchIdentity | None) -> BenchIdentity | None:
+    def read(cls, stored: dict[str, Any] | None) -> BenchIdentity | None:
         """A stored identity: this record, or a form stored before it (see `_stored_form`)."""
-        if stored is None or isinstance(stored, BenchIdentity):
-            return stored
-        return cls.model_validate(stored)
+        return None if stored is None else cls.model_validate(stored)
 
     @model_validator(mode="before")
     @classmethod
